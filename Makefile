@@ -1,0 +1,48 @@
+# The two commands: `make run` (set up, run the pipeline, serve) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+export DAGSTER_HOME := $(CURDIR)
+export FARES_HOME ?= $(CURDIR)/.fares
+export FARES_PG_PORT ?= 54329
+export FARES_DAGSTER_PG_URL ?= postgresql://fares@127.0.0.1:$(FARES_PG_PORT)/dagster
+export FARES_DAGSTER_ARTIFACTS ?= $(FARES_HOME)/dagster
+export FARES_DAGSTER_COMPUTE_LOGS ?= $(FARES_HOME)/dagster/logs
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
+
+.PHONY: setup run pipeline test dsn validate bench clean
+
+setup: $(VENV)/.installed
+
+# Reinstalls only when setup.py changes, so a second `make run` starts at once.
+$(VENV)/.installed: setup.py
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: setup
+	$(PY) -m fare_assets.pipeline --serve
+
+pipeline: setup
+	$(PY) -m fare_assets.pipeline
+
+test: setup
+	$(PY) -m pytest fare_assets_tests
+
+dsn: setup
+	@$(PY) -m fare_assets.storing.postgres dsn
+
+validate: setup
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+bench: setup
+	$(PY) bench/structuring_throughput.py
+
+clean:
+	-$(PY) -m fare_assets.storing.postgres stop
+	rm -rf .fares

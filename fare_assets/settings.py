@@ -1,0 +1,53 @@
+"""Configuration from environment variables, with local defaults (documented in the README)."""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    home: Path
+    lake: Path
+    pg_port: int
+    market_port: int
+    market_url: str
+    market_seed: int
+    web_port: int
+    watchlist: Path
+    sensor_lookback_hours: int
+    history_days: float
+    history_every_hours: float
+    dagster_port: int
+
+    @property
+    def pg_dir(self) -> Path:
+        return self.home / "pg"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment each time, so tests can point them elsewhere."""
+    home = Path(_env("FARES_HOME", str(PROJECT_ROOT / ".fares")))
+    market_port = int(_env("FARES_MARKET_PORT", "8765"))
+    return Settings(
+        env=_env("FARES_ENV", "local"),
+        home=home,
+        lake=Path(_env("FARES_LAKE", str(home / "lake"))),
+        pg_port=int(_env("FARES_PG_PORT", "54329")),
+        market_port=market_port,
+        market_url=_env("FARES_MARKET_URL", f"http://127.0.0.1:{market_port}"),
+        market_seed=int(_env("FARES_MARKET_SEED", "7")),
+        web_port=int(_env("FARES_WEB_PORT", "5000")),
+        watchlist=Path(_env("FARES_WATCHLIST", str(PROJECT_ROOT / "fare_assets" / "watchlist.yaml"))),
+        sensor_lookback_hours=int(_env("FARES_SENSOR_LOOKBACK_HOURS", "2")),
+        history_days=float(_env("FARES_HISTORY_DAYS", "60")),
+        history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "12")),
+        dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
+    )

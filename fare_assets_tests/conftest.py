@@ -1,0 +1,71 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from fare_assets.settings import PROJECT_ROOT
+
+FIXTURES = (PROJECT_ROOT.parent / "shared" / "fixtures").resolve()
+
+
+def load_fixture(relative: str) -> dict:
+    return json.loads((FIXTURES / relative).read_text())
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from fare_assets.structuring.spark import local_spark_session
+
+    session = local_spark_session("fares-tests")
+    yield session
+    session.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A real PostgreSQL cluster for the test session (its own folder and port)."""
+    from fare_assets.storing.postgres import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "cluster", free_port())
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def warehouse_dsn(postgres):
+    """A fresh, empty warehouse database per test; returns its superuser DSN."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield postgres.dsn(name)
+    with psycopg.connect(postgres.dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def market_url():
+    """The fare market simulator as a real HTTP server on a free port."""
+    import threading
+
+    from fare_assets.market.pricing import DEFAULT_PARAMS
+    from fare_assets.market.server import make_server
+
+    server = make_server("127.0.0.1", 0, DEFAULT_PARAMS)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,42 @@
+from setuptools import find_packages, setup
+
+# dagster-* 0.29.27 libraries require dagster 1.13.27 exactly; unpinned, pip falls back to 2021
+# releases that fail on import.
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="fare_platform",
+    version="0.1.0",
+    description="Flight-fare data platform: collect, lake, structure, warehouse, advise, show.",
+    packages=find_packages(exclude=["fare_assets_tests", "fare_assets_tests.*"]),
+    package_data={"fare_assets": ["*.yaml"], "webapp": ["templates/*.html", "static/*"]},
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-aws=={DAGSTER_LIBS}",
+        f"dagster-pyspark=={DAGSTER_LIBS}",
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        "pyspark>=4.0,<5",
+        # pyspark warns on pandas 3 where Spark and pandas meet.
+        "pandas>=2.2,<3",
+        "pyarrow>=15",
+        "boto3",
+        "requests",
+        "pyyaml",
+        "scikit-learn>=1.4",
+        "flask>=3",
+        "waitress>=3",
+        "psycopg[binary]>=3.1",
+        "airportsdata",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "moto[server]>=5",
+            "flask-cors",
+            "duckdb",
+        ],
+    },
+)
