@@ -1,0 +1,57 @@
+"""The one place that knows the lake's key layout (local folder or S3 bucket alike)."""
+import re
+from datetime import datetime, timedelta, timezone
+
+RAW_PREFIX = "raw/fares/"
+CURATED_PREFIX = "curated/"
+QUARANTINE_PREFIX = "quarantine/"
+MODELS_PREFIX = "models/"
+LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
+# The hour folders of a raw object's key or URL; groups: year, month, day, hour.
+RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$"
+
+
+def raw_object_key(stream: str, arrival: datetime, uid: str, prefix: str = RAW_PREFIX) -> str:
+    """Firehose's S3 key: <prefix>YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>."""
+    arrival = arrival.astimezone(timezone.utc)
+    return f"{prefix}{arrival:%Y/%m/%d/%H}/{stream}-1-{arrival:%Y-%m-%d-%H-%M-%S}-{uid}"
+
+
+def raw_hour_prefix(landing_hour: str, prefix: str = RAW_PREFIX) -> str:
+    """Prefix of every raw object that landed in one hour ("YYYY-MM-DD-HH")."""
+    hour = datetime.strptime(landing_hour, LANDING_HOUR_FORMAT)
+    return f"{prefix}{hour:%Y/%m/%d/%H}/"
+
+
+def landing_hour_of_key(key: str) -> str:
+    """The landing hour ("YYYY-MM-DD-HH") a raw object key (or a URL ending in one) belongs to."""
+    match = re.search(RAW_HOUR_PATTERN, key)
+    if not match:
+        raise ValueError(f"{key!r} is not a raw object under {RAW_PREFIX}YYYY/MM/DD/HH/")
+    return "-".join(match.groups())
+
+
+def curated_table_path(root: str, table: str) -> str:
+    """Folder (or s3a:// URL) of one curated Parquet table."""
+    return f"{root.rstrip('/')}/{CURATED_PREFIX}{table}"
+
+
+def quarantine_root(root: str) -> str:
+    """Folder of the records structuring could not use, partitioned by landing_hour."""
+    return f"{root.rstrip('/')}/{QUARANTINE_PREFIX.rstrip('/')}"
+
+
+def quarantine_path(root: str, landing_hour: str) -> str:
+    """Folder of the records one landing hour could not structure."""
+    return f"{quarantine_root(root)}/landing_hour={landing_hour}"
+
+
+def models_path(root: str, name: str) -> str:
+    """Folder holding the versions of one trained model."""
+    return f"{root.rstrip('/')}/{MODELS_PREFIX}{name}"
+
+
+def recent_landing_hours(now: datetime, lookback_hours: int) -> list[str]:
+    """The landing hours a sensor lists: the current one and `lookback_hours` before it, oldest first."""
+    current = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return [(current - timedelta(hours=back)).strftime(LANDING_HOUR_FORMAT) for back in range(lookback_hours, -1, -1)]

@@ -1,0 +1,194 @@
+"""The embedded PostgreSQL cluster the project starts itself (FARES_ENV=local).
+
+initdb and pg_ctl refuse to run as root, so as root they run as the `postgres` OS user on a
+folder that user can reach; as any other user they run directly. Authentication is `trust` on
+127.0.0.1 only: it is a single-machine development cluster (see README, "Security").
+"""
+import argparse
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from fare_assets.settings import load_settings
+
+SUPERUSER = "fares"
+WAREHOUSE_DB = "fares"
+DAGSTER_DB = "dagster"
+READONLY_ROLE = "fares_web"
+BIN_CANDIDATES = [Path(p) for p in ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
+                                    "/usr/lib/postgresql/15/bin", "/usr/local/pgsql/bin")]
+INSTALL_HINT = "install the PostgreSQL server binaries: `apt-get install -y postgresql` (Debian/Ubuntu)"
+# Where a root-run cluster goes when the postgres user cannot reach the project folder.
+ROOT_FALLBACK = Path("/var/tmp/fares-pg")
+
+
+class PostgresError(RuntimeError):
+    """The embedded cluster could not be set up or started."""
+
+
+def find_bin_dir() -> Path:
+    """The folder holding initdb and pg_ctl (FARES_PG_BIN, PATH or Debian's layout)."""
+    explicit = os.environ.get("FARES_PG_BIN")
+    candidates = [Path(explicit)] if explicit else []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates + BIN_CANDIDATES:
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    raise PostgresError(f"PostgreSQL server binaries (initdb, pg_ctl) not found: {INSTALL_HINT}")
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _reachable_by_postgres(folder: Path) -> bool:
+    """Whether the postgres user can traverse every folder down to `folder`."""
+    return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir` listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir).absolute()
+        self.bin_dir = find_bin_dir()
+
+    def dsn(self, dbname: str = WAREHOUSE_DB, user: str = SUPERUSER) -> str:
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if _as_root():
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    def _cluster_dir(self) -> Path:
+        """The real data folder: `data_dir`, or a root-only fallback it links to."""
+        if self.data_dir.is_symlink() or not _as_root():
+            return self.data_dir.resolve()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if _reachable_by_postgres(self.data_dir.parent):
+            return self.data_dir
+        tag = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
+        fallback = ROOT_FALLBACK / tag
+        ROOT_FALLBACK.mkdir(parents=True, exist_ok=True)
+        ROOT_FALLBACK.chmod(0o755)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self.data_dir.symlink_to(fallback, target_is_directory=True)
+        return fallback
+
+    def _initdb(self, cluster: Path) -> None:
+        cluster.mkdir(parents=True, exist_ok=True)
+        if _as_root():
+            user = pwd.getpwnam("postgres")
+            os.chown(cluster, user.pw_uid, user.pw_gid)
+        cluster.chmod(0o700)
+        done = self._run("initdb", "-D", str(cluster), "-U", SUPERUSER, "--auth=trust",
+                         "--encoding=UTF8", "--locale=C", "--no-instructions")
+        if done.returncode != 0:
+            raise PostgresError(f"initdb failed in {cluster}:\n{done.stderr.strip()}")
+        with open(cluster / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# fare platform: loopback only, socket inside the cluster folder\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{cluster}'\n"
+                "max_connections = 200\n"
+                # A lost last transaction on a crash is acceptable for a rebuildable local warehouse.
+                "synchronous_commit = off\n"
+                "logging_collector = off\n"
+            )
+
+    def running(self) -> bool:
+        cluster = self.data_dir.resolve()
+        return cluster.exists() and self._run("pg_ctl", "status", "-D", str(cluster)).returncode == 0
+
+    def start(self) -> str:
+        """Create the cluster if needed, start it if stopped, ensure the databases; return the DSN."""
+        cluster = self._cluster_dir()
+        if not (cluster / "PG_VERSION").exists():
+            self._initdb(cluster)
+        if not self.running():
+            log = cluster / "server.log"
+            done = self._run("pg_ctl", "start", "-D", str(cluster), "-l", str(log), "-w", "-t", "60",
+                             "-o", f"-p {self.port}")
+            if done.returncode != 0:
+                tail = log.read_text()[-2000:] if log.exists() else done.stderr
+                raise PostgresError(f"PostgreSQL did not start on port {self.port}:\n{tail}")
+        self._ensure_databases()
+        return self.dsn()
+
+    def stop(self) -> None:
+        if self.running():
+            self._run("pg_ctl", "stop", "-D", str(self.data_dir.resolve()), "-m", "fast", "-w")
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete its files (tests)."""
+        self.stop()
+        cluster = self.data_dir.resolve()
+        if self.data_dir.is_symlink():
+            self.data_dir.unlink()
+        shutil.rmtree(cluster, ignore_errors=True)
+
+    def _ensure_databases(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=5)
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with conn:
+            existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            for name in (WAREHOUSE_DB, DAGSTER_DB):
+                if name not in existing:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone():
+                conn.execute(f'CREATE ROLE "{READONLY_ROLE}" LOGIN')
+
+
+def embedded_cluster() -> EmbeddedPostgres:
+    """The project's cluster, per FARES_HOME and FARES_PG_PORT."""
+    settings = load_settings()
+    return EmbeddedPostgres(settings.pg_dir, settings.pg_port)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Manage the embedded PostgreSQL cluster.")
+    parser.add_argument("action", choices=["start", "stop", "status", "dsn"])
+    args = parser.parse_args(argv)
+    try:
+        cluster = embedded_cluster()
+        if args.action == "start":
+            print(cluster.start())
+        elif args.action == "stop":
+            cluster.stop()
+        elif args.action == "status":
+            print("running" if cluster.running() else "stopped")
+        else:
+            print(cluster.dsn())
+    except PostgresError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
