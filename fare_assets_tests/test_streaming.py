@@ -1,0 +1,115 @@
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key, raw_object_key
+from fare_assets.streaming.collector import sweep
+from fare_assets.streaming.delivery import LocalDeliveryStream
+from fare_assets.streaming.envelope import envelope
+from fare_assets.streaming.qpx_client import QpxClient
+from fare_assets.streaming.watchlist import WatchlistError, load_watchlist
+from fare_assets.settings import PROJECT_ROOT
+
+FIREHOSE_KEY = re.compile(r"^raw/fares/\d{4}/\d{2}/\d{2}/\d{2}/[\w-]+-1-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-[0-9a-f-]{36}$")
+AT = dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc)
+
+
+def write_watchlist(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "watchlist.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_watchlist_is_valid_and_expands_to_aligned_round_trips():
+    watchlist = load_watchlist(PROJECT_ROOT / "fare_assets" / "watchlist.yaml")
+    trips = watchlist.trips_at(AT)
+    assert trips and all(trip.return_date > trip.depart_date for trip in trips)
+    assert all(trip.depart_date.toordinal() % 3 == 0 for trip in trips)
+    later = watchlist.trips_at(AT + dt.timedelta(days=1))
+    # A trip stays watched from one day to the next until it departs.
+    assert {t for t in trips if t.depart_date > AT.date() + dt.timedelta(days=2)} <= set(later)
+
+
+@pytest.mark.parametrize("entry, field", [
+    ("{origin: XXQ, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9}}", "trips[0].origin"),
+    ("{origin: SFO, destination: JFK, nights: 3, depart_days_ahead: {from: 1, to: 9}}", "trips[0].nights"),
+    ("{origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 9, to: 1}}", "trips[0].depart_days_ahead.to"),
+    ("{origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9}, adults: 0}", "trips[0].adults"),
+    ("{origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9}, cabin: ECONOMY}", "trips[0].cabin"),
+    ("{origin: SFO, nights: [3], depart_days_ahead: {from: 1, to: 9}}", "trips[0].destination"),
+])
+def test_a_malformed_watchlist_names_the_file_and_the_field(tmp_path, entry, field):
+    path = write_watchlist(tmp_path, f"trips:\n  - {entry}\n")
+    with pytest.raises(WatchlistError) as error:
+        load_watchlist(path)
+    assert str(path) in str(error.value) and f"{field}:" in str(error.value)
+
+
+def test_unparsable_yaml_is_a_clear_error(tmp_path):
+    path = write_watchlist(tmp_path, "trips: [unclosed\n")
+    with pytest.raises(WatchlistError, match="cannot read the watchlist"):
+        load_watchlist(path)
+
+
+def test_search_ids_are_stable_per_query_and_time():
+    query = {"origin": "SFO", "destination": "JFK"}
+    first, again = envelope("qpx", query, AT, 200, 5, response={}), envelope("qpx", query, AT, 200, 9, response={})
+    later = envelope("qpx", query, AT + dt.timedelta(minutes=30), 200, 5, response={})
+    assert first["search_id"] == again["search_id"] != later["search_id"]
+    assert first["collected_at"] == "2026-10-01T12:00:00Z"
+
+
+def test_local_stream_buffers_and_writes_firehose_keys(tmp_path):
+    stream = LocalDeliveryStream(tmp_path, buffer_bytes=100, buffer_seconds=3600)
+    stream.put_record_batch([b'{"a":1}\n'] * 5)
+    assert stream.objects_written == []
+    stream.put_record_batch([b'{"a":2}\n'] * 10)
+    stream.put_record_batch([b'{"a":3}\n'])
+    stream.flush()
+    assert len(stream.objects_written) == 2 and stream.records_delivered == 16
+    for key in stream.objects_written:
+        assert FIREHOSE_KEY.match(key), key
+        assert (tmp_path / key).read_bytes().endswith(b"\n")
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_lake_key_layout_round_trips_the_landing_hour():
+    key = raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 5, 6, tzinfo=dt.timezone.utc), "u" * 36)
+    assert key == f"{RAW_PREFIX}2026/11/28/04/fares-1-2026-11-28-04-05-06-{'u' * 36}"
+    assert landing_hour_of_key(key) == "2026-11-28-04"
+
+
+def test_a_sweep_against_the_market_records_every_call(tmp_path, market_url):
+    path = write_watchlist(tmp_path, "trips:\n  - {origin: SFO, destination: JFK, nights: [3, 7], "
+                                     "depart_days_ahead: {from: 1, to: 12, every: 3}}\n")
+    trips = load_watchlist(path).trips_at(AT)
+    stream = LocalDeliveryStream(tmp_path / "lake")
+    stats = sweep(trips, QpxClient(market_url), stream, AT, concurrency=3)
+    stream.flush()
+    records = [json.loads(line) for key in stream.objects_written
+               for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    assert stats.calls == len(trips) == len(records) == 8
+    assert sum(stats.failures.values()) == 0
+    assert {r["status"] for r in records} == {200}
+    assert all(r["response"]["kind"] == "qpxExpress#tripsSearch" for r in records)
+    assert {r["collected_at"] for r in records} == {"2026-10-01T12:00:00Z"}
+
+
+def test_failed_calls_become_records_with_their_error(tmp_path, market_url):
+    path = write_watchlist(tmp_path, "trips:\n  - {origin: SFO, destination: JFK, nights: [3], "
+                                     "depart_days_ahead: {from: 1, to: 6, every: 3}}\n")
+    trips = load_watchlist(path).trips_at(AT)
+    stream = LocalDeliveryStream(tmp_path / "lake")
+    # A departure already in the past at market time: the market answers 400, which is not retried.
+    stats = sweep(trips, QpxClient(market_url), stream, AT + dt.timedelta(days=30), concurrency=2)
+    closed = sweep(trips, QpxClient("http://127.0.0.1:9", retries=1, backoff_seconds=0.01), stream, AT)
+    stream.flush()
+    records = [json.loads(line) for key in stream.objects_written
+               for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    assert stats.failures["client_error"] == len(trips) and closed.failures["network"] == len(trips)
+    assert len(records) == 2 * len(trips)
+    assert all("error" in r and "response" not in r for r in records)
+    assert {r["status"] for r in records} == {400, 0}
