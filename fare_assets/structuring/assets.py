@@ -1,0 +1,54 @@
+"""Structuring: the raw records of one landing hour (or a backfilled range) become rows of the 3NF Parquet tables."""
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, Failure,
+                     MaterializeResult, multi_asset)
+from dagster_pyspark import PySparkResource
+
+from fare_assets.partitions import landing_hours, landing_hours_of_run
+from fare_assets.resources import LakeResource
+from fare_assets.storing.lake import raw_hour_prefix
+from fare_assets.structuring.job import structure_raw
+
+FACT_TABLES = {
+    "searches": "One row per provider call (failed calls included), keyed by search_id.",
+    "trip_options": "One row per priced itinerary a search returned.",
+    "pricings": "Per passenger type pricing of a trip option.",
+    "fares": "Fare components (carrier, city pair, basis code) of a pricing.",
+    "taxes": "Taxes of a pricing; the same code may repeat, tax_no keeps them apart.",
+    "slices": "Directions of a trip option (out, back).",
+    "segments": "Flights of a slice.",
+    "legs": "Legs of a segment, with UTC and local times.",
+}
+
+
+# Parquet in 3NF is what Spark, the warehouse and ad hoc engines read; raw stays the source of truth.
+@multi_asset(
+    specs=[AssetSpec(table, group_name="structuring", description=text, deps=["raw_fare_quotes"])
+           for table, text in FACT_TABLES.items()],
+    check_specs=[
+        AssetCheckSpec("every_raw_record_accounted_for", asset="searches",
+                       description="Raw records = searches + quarantined + dropped duplicates."),
+        AssetCheckSpec("options_match_searches", asset="trip_options",
+                       description="Options written = the sum of option_count over searches."),
+    ],
+    partitions_def=landing_hours,
+    # A backfill of many hours is one Spark job, not one per hour.
+    backfill_policy=BackfillPolicy.single_run(),
+)
+def structured_fare_tables(context: AssetExecutionContext, pyspark: PySparkResource, lake: LakeResource):
+    hours = landing_hours_of_run(context)
+    paths = [path for hour in hours for path in lake.raw_files(raw_hour_prefix(hour))]
+    if not paths:
+        raise Failure(f"no raw objects landed in {hours[0]}..{hours[-1]} under {lake.root}")
+    counts = structure_raw(pyspark.spark_session, paths, lake.root)
+    context.log.info(f"structured {len(paths)} objects of {hours[0]}..{hours[-1]}: {counts}")
+    for table in FACT_TABLES:
+        yield MaterializeResult(asset_key=table, metadata={"rows": counts[table], "raw_objects": len(paths)})
+    accounted = counts["searches"] + counts["quarantined"] + counts["duplicates"]
+    yield AssetCheckResult(check_name="every_raw_record_accounted_for", asset_key="searches",
+                           passed=accounted == counts["raw_records"],
+                           metadata={"raw_records": counts["raw_records"], "accounted": accounted,
+                                     "quarantined": counts["quarantined"]})
+    yield AssetCheckResult(check_name="options_match_searches", asset_key="trip_options",
+                           passed=counts["trip_options"] == counts["options_announced"],
+                           metadata={"trip_options": counts["trip_options"],
+                                     "options_announced": counts["options_announced"]})

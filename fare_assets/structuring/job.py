@@ -1,0 +1,206 @@
+"""The structuring job: raw envelope JSON lines of one or more landing hours → curated 3NF Parquet tables.
+
+The same code runs in a local session and on EMR (`spark-submit -m fare_assets.structuring.job`).
+"""
+import argparse
+import json
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import functions as F
+
+from fare_assets.storing.lake import curated_table_path, quarantine_root
+from fare_assets.structuring.airports import airport_reference
+from fare_assets.structuring.envelope import (
+    envelope_problem,
+    quarantine_record,
+    read_envelopes,
+    typed_envelopes,
+)
+from fare_assets.structuring.providers import PROVIDERS
+from fare_assets.structuring.spark import SPARK_CONF
+from fare_assets.structuring.tables import (
+    DIMENSION_SCHEMAS,
+    FACT_SCHEMAS,
+    PARTITION_COLUMNS,
+    conform,
+    read_table,
+)
+
+_STAGING_SUFFIX = ".staging"
+
+
+def _write_observed(frame: DataFrame, name: str, write, *metrics: Column) -> dict[str, int]:
+    """Run `write(frame)`; return its row count (`rows`) and `metrics`, gathered during the write."""
+    observation = Observation(name)
+    write(frame.observe(observation, F.count(F.lit(1)).alias("rows"), *metrics))
+    return observation.get
+
+
+def _write_counted(frame: DataFrame, name: str, write) -> int:
+    """Run `write(frame)` and return the rows it wrote, counted without a second pass."""
+    return _write_observed(frame, name, write)["rows"]
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _deduplicated(envelopes: DataFrame) -> DataFrame:
+    """The first delivery of each search (Firehose delivers at least once), with a `copy_no`."""
+    first_delivered = Window.partitionBy("search_id").orderBy("raw_key", "collected_at")
+    return envelopes.withColumn("copy_no", F.row_number().over(first_delivered))
+
+
+def _hadoop_path(spark: SparkSession, path: str):
+    """The Hadoop FileSystem and Path for `path`, so swaps work on local folders and s3a:// alike."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def _with_airport_reference(spark: SparkSession, airports: DataFrame) -> DataFrame:
+    """Provider airports with country, city, time zone and position from `airportsdata`."""
+    reference = airport_reference(spark).select(
+        "code", F.col("name").alias("reference_name"), "city", "country", "tz", "lat", "lon"
+    )
+    enriched = airports.join(F.broadcast(reference), "code", "left").withColumn(
+        "name", F.coalesce("name", "reference_name")
+    )
+    return conform(enriched, "airports")
+
+
+def _upsert_dimension(spark: SparkSession, lake_root: str, table: str, fresh: DataFrame) -> int:
+    """Merge fresh rows into a dimension (latest non-null name per code wins); return its size.
+
+    Spark cannot overwrite a path it is reading, so the merge is written beside the table and
+    swapped in. A swap interrupted between delete and rename is finished on the next run.
+    """
+    path = curated_table_path(lake_root, table)
+    filesystem, table_path = _hadoop_path(spark, path)
+    _, staging_path = _hadoop_path(spark, path + _STAGING_SUFFIX)
+    if not filesystem.exists(table_path) and filesystem.exists(staging_path):
+        filesystem.rename(staging_path, table_path)
+    candidates = fresh
+    if filesystem.exists(table_path):
+        candidates = candidates.unionByName(read_table(spark, lake_root, table))
+    latest = Window.partitionBy("code").orderBy(
+        F.col("name").isNull(), F.col("updated_at").desc_nulls_last(), F.col("name").desc()
+    )
+    merged = (
+        candidates.where(F.col("code").isNotNull())
+        .withColumn("rank", F.row_number().over(latest))
+        .where(F.col("rank") == 1)
+        .drop("rank")
+    )
+    rows = _write_counted(
+        merged.coalesce(1), table, lambda frame: frame.write.mode("overwrite").parquet(path + _STAGING_SUFFIX)
+    )
+    filesystem.delete(table_path, True)
+    filesystem.rename(staging_path, table_path)
+    return rows
+
+
+def _write_facts(lake_root: str, provider_tables: list[dict[str, DataFrame]]) -> dict[str, int]:
+    """Overwrite each fact table's partitions of these landing hours; return rows written per table."""
+    counts = {}
+    for table in FACT_SCHEMAS:
+        # Only searches carry option_count: the sum lets a check compare it with trip_options.
+        metrics = [F.sum("option_count").alias("options_announced")] if table == "searches" else []
+        observed = _write_observed(
+            _union([tables[table] for tables in provider_tables]), table,
+            lambda frame, table=table: frame.write.mode("overwrite")
+            .partitionBy(*PARTITION_COLUMNS)
+            .parquet(curated_table_path(lake_root, table)),
+            *metrics,
+        )
+        counts[table] = observed["rows"]
+        if metrics:
+            counts["options_announced"] = observed["options_announced"] or 0
+    return counts
+
+
+def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> dict[str, int]:
+    """Structure raw files into the curated tables, each under the landing hour its key names; return rows per table.
+
+    Rerunning a set of files rewrites exactly the landing hours they belong to. A backfill passes
+    many hours' files at once: one job instead of one per hour.
+
+    Besides one count per table it returns `raw_records`, `quarantined` and `duplicates` (dropped
+    redeliveries), which account for every record: raw_records == searches + quarantined +
+    duplicates; and `options_announced`, the sum of the searches' option_count.
+    """
+    if not raw_paths:
+        raise ValueError("structure_raw needs at least one raw file")
+    envelopes = read_envelopes(spark, raw_paths).withColumn("reason", envelope_problem(PROVIDERS)).persist()
+    cached = [envelopes]
+    try:
+        counts = {"raw_records": envelopes.count()}
+        # The read is split by size, so its partition count suits the parsed data too; without this
+        # the cached dedup output keeps spark.sql.shuffle.partitions, which AQE cannot shrink once cached.
+        read_partitions = envelopes.rdd.getNumPartitions()
+        ranked = (
+            _deduplicated(typed_envelopes(envelopes.where(F.col("reason").isNull())))
+            .coalesce(read_partitions)
+            .persist()
+        )
+        cached.append(ranked)
+        counts["duplicates"] = ranked.where(F.col("copy_no") > 1).count()
+        unique = ranked.where(F.col("copy_no") == 1).drop("copy_no")
+
+        rejected = [envelopes.where(F.col("reason").isNotNull())]
+        provider_tables = []
+        for name, provider in PROVIDERS.items():
+            parsed = (
+                provider.parse_responses(unique.where(F.col("provider") == name))
+                .withColumn("reason", provider.response_problem())
+                .persist()
+            )
+            cached.append(parsed)
+            rejected.append(parsed.where(F.col("reason").isNotNull()))
+            provider_tables.append(provider.build_tables(parsed.where(F.col("reason").isNull())))
+
+        quarantine = _union(
+            [frame.select("raw_key", "reason", quarantine_record().alias("record"), "landing_hour")
+             for frame in rejected]
+        )
+        counts["quarantined"] = _write_counted(
+            quarantine.coalesce(1), "quarantine",
+            lambda frame: frame.write.mode("overwrite").partitionBy("landing_hour").json(quarantine_root(lake_root)),
+        )
+        counts.update(_write_facts(lake_root, provider_tables))
+        for table in DIMENSION_SCHEMAS:
+            fresh = _union([tables[table] for tables in provider_tables])
+            if table == "airports":
+                fresh = _with_airport_reference(spark, fresh)
+            counts[table] = _upsert_dimension(spark, lake_root, table, fresh)
+        return counts
+    finally:
+        for frame in cached:
+            frame.unpersist()
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    """Command line: structure the given raw files into the lake at --lake."""
+    parser = argparse.ArgumentParser(prog="python -m fare_assets.structuring.job", description=main.__doc__)
+    parser.add_argument("--lake", required=True, help="lake root: a folder or an s3a:// URL")
+    parser.add_argument("paths", nargs="+", help="raw JSON-lines files (or hour folders) under raw/fares/YYYY/MM/DD/HH/")
+    args = parser.parse_args(argv)
+    # Under spark-submit (local or EMR) no session exists yet; an embedding caller's session is
+    # reused and left running for it.
+    owns_session = SparkSession.getActiveSession() is None
+    builder = SparkSession.builder.appName("fares-structuring")
+    for key, value in SPARK_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    try:
+        counts = structure_raw(spark, args.paths, args.lake)
+    finally:
+        if owns_session:
+            spark.stop()
+    print(json.dumps(counts, sort_keys=True))
+    return counts
+
+
+if __name__ == "__main__":
+    main()

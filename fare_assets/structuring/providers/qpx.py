@@ -1,0 +1,440 @@
+"""Google QPX Express `trips.search` responses → the curated tables (Spark SQL functions only)."""
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampNTZType,
+)
+
+from fare_assets.structuring.envelope import search_rows
+from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
+
+NAME = "qpx"
+PARSED = "parsed_response"
+
+_STRING, _INT = StringType(), IntegerType()
+
+
+def _struct(*pairs) -> StructType:
+    return StructType([StructField(name, data_type) for name, data_type in pairs])
+
+
+_NAMED_CODE = ArrayType(_struct(("code", _STRING), ("name", _STRING)))
+
+# Only the fields the tables need; anything else in the response is ignored, never inferred.
+QPX_RESPONSE_SCHEMA = _struct(
+    ("kind", _STRING),
+    ("trips", _struct(
+        ("requestId", _STRING),
+        ("data", _struct(
+            ("airport", ArrayType(_struct(("code", _STRING), ("city", _STRING), ("name", _STRING)))),
+            ("city", _NAMED_CODE),
+            ("aircraft", _NAMED_CODE),
+            ("tax", ArrayType(_struct(("id", _STRING), ("name", _STRING)))),
+            ("carrier", _NAMED_CODE),
+        )),
+        ("tripOption", ArrayType(_struct(
+            ("id", _STRING),
+            ("saleTotal", _STRING),
+            ("slice", ArrayType(_struct(
+                ("duration", _INT),
+                ("segment", ArrayType(_struct(
+                    ("id", _STRING),
+                    ("duration", _INT),
+                    ("flight", _struct(("carrier", _STRING), ("number", _STRING))),
+                    ("cabin", _STRING),
+                    ("bookingCode", _STRING),
+                    ("bookingCodeCount", _INT),
+                    ("marriedSegmentGroup", _STRING),
+                    ("connectionDuration", _INT),
+                    ("leg", ArrayType(_struct(
+                        ("id", _STRING),
+                        ("aircraft", _STRING),
+                        ("departureTime", _STRING),
+                        ("arrivalTime", _STRING),
+                        ("origin", _STRING),
+                        ("destination", _STRING),
+                        ("duration", _INT),
+                        ("mileage", _INT),
+                        ("operatingDisclosure", _STRING),
+                        ("connectionDuration", _INT),
+                    ))),
+                ))),
+            ))),
+            ("pricing", ArrayType(_struct(
+                ("ptc", _STRING),
+                ("passengers", _struct(
+                    ("adultCount", _INT),
+                    ("childCount", _INT),
+                    ("seniorCount", _INT),
+                    ("infantInLapCount", _INT),
+                    ("infantInSeatCount", _INT),
+                )),
+                ("baseFareTotal", _STRING),
+                ("saleFareTotal", _STRING),
+                ("saleTaxTotal", _STRING),
+                ("saleTotal", _STRING),
+                ("refundable", BooleanType()),
+                ("latestTicketingTime", _STRING),
+                ("fareCalculation", _STRING),
+                ("fare", ArrayType(_struct(
+                    ("id", _STRING),
+                    ("carrier", _STRING),
+                    ("origin", _STRING),
+                    ("destination", _STRING),
+                    ("basisCode", _STRING),
+                ))),
+                ("segmentPricing", ArrayType(_struct(
+                    ("fareId", _STRING),
+                    ("segmentId", _STRING),
+                    ("freeBaggageOption", ArrayType(_struct(("pieces", _INT), ("kilos", _INT)))),
+                ))),
+                ("tax", ArrayType(_struct(
+                    ("id", _STRING),
+                    ("code", _STRING),
+                    ("chargeType", _STRING),
+                    ("country", _STRING),
+                    ("salePrice", _STRING),
+                ))),
+            ))),
+        ))),
+    )),
+)
+
+# "USD929.60", "INR7150": currency then amount; whole-number currencies have no decimal point.
+_MONEY_PATTERN = r"^([A-Z]{3})(-?[0-9]+(?:\.[0-9]+)?)$"
+# "2016-06-11T21:30-05:00": QPX times are local wall times carrying their UTC offset.
+_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm[:ss]XXX"
+_WALL_TIME_PATTERN = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2})?)"
+
+_PARTITIONS = list(PARTITION_COLUMNS)
+
+
+def _amount(money: Column) -> Column:
+    return F.regexp_extract(money, _MONEY_PATTERN, 2).try_cast(MONEY)
+
+
+def _currency(money: Column) -> Column:
+    return F.nullif(F.regexp_extract(money, _MONEY_PATTERN, 1), F.lit(""))
+
+
+def _instant(time: Column) -> Column:
+    return F.try_to_timestamp(time, F.lit(_TIME_FORMAT))
+
+
+def _wall_time(time: Column) -> Column:
+    return F.regexp_extract(time, _WALL_TIME_PATTERN, 1).try_cast(TimestampNTZType())
+
+
+def _passenger_count(pricing: Column) -> Column:
+    passengers = pricing.passengers
+    return (
+        F.coalesce(passengers.adultCount, F.lit(0))
+        + F.coalesce(passengers.childCount, F.lit(0))
+        + F.coalesce(passengers.seniorCount, F.lit(0))
+        + F.coalesce(passengers.infantInLapCount, F.lit(0))
+        + F.coalesce(passengers.infantInSeatCount, F.lit(0))
+    )
+
+
+def _total_over_passengers(pricings: Column, per_pax_field: str) -> Column:
+    """Sum over pricings of a per-passenger amount times that pricing's passengers."""
+    return F.aggregate(
+        pricings,
+        F.lit(0).cast(MONEY),
+        lambda total, pricing: (total + _amount(pricing[per_pax_field]) * _passenger_count(pricing)).cast(MONEY),
+    )
+
+
+def _lookup(entries: Column, key_field: str, key: Column) -> Column:
+    """The first struct in `entries` whose `key_field` equals `key` (null when none does)."""
+    return F.try_element_at(F.filter(entries, lambda entry: entry[key_field] == key), F.lit(1))
+
+
+def parse_responses(envelopes: DataFrame) -> DataFrame:
+    """The envelopes with their QPX response parsed into `PARSED`."""
+    return envelopes.withColumn(PARSED, F.from_json("response", QPX_RESPONSE_SCHEMA))
+
+
+def response_problem() -> Column:
+    """Why a QPX record cannot be structured, or null (failed calls are kept as searches)."""
+    succeeded = F.col("status") == 200
+    return (
+        F.when(succeeded & F.col("response").isNull(), F.lit("status 200 without a QPX response"))
+        .when(succeeded & F.col(PARSED).trips.isNull(), F.lit("status 200 with a response that is not QPX (no trips)"))
+    )
+
+
+def _trip_options(searches: DataFrame) -> DataFrame:
+    """One row per trip option, with its deterministic `option_id` and the raw option struct."""
+    exploded = searches.where(F.col("status") == 200).select(
+        "search_id", *_PARTITIONS, F.col(PARSED).trips.data.airport.alias("airports"),
+        F.posexplode(F.col(PARSED).trips.tripOption).alias("option_pos", "option"),
+    )
+    # QPX always sends an option id; the position stands in so a missing one cannot collide.
+    provider_option_id = F.coalesce(F.col("option").id, F.concat(F.lit("#"), F.col("option_pos")))
+    # 128 bits of a hash of (search, provider option): stable across reprocessing and compact.
+    option_id = F.substring(F.sha2(F.concat_ws("|", "search_id", provider_option_id), 256), 1, 32)
+    return exploded.withColumn("provider_option_id", provider_option_id).withColumn("option_id", option_id)
+
+
+def _option_rows(options: DataFrame) -> DataFrame:
+    option = F.col("option")
+    pricings = option.pricing
+    first_pricing = F.try_element_at(pricings, F.lit(1))
+    return conform(
+        options.select(
+            "option_id", "search_id", "provider_option_id",
+            _amount(option.saleTotal).alias("total_amount"),
+            _currency(option.saleTotal).alias("currency"),
+            _total_over_passengers(pricings, "baseFareTotal").alias("base_amount"),
+            # Base fares may be filed in another currency than the sale (USD base, LBP sale).
+            _currency(first_pricing.baseFareTotal).alias("base_currency"),
+            _total_over_passengers(pricings, "saleTaxTotal").alias("tax_amount"),
+            F.forall(pricings, lambda pricing: pricing.refundable).alias("refundable"),
+            F.array_min(F.transform(pricings, lambda pricing: _instant(pricing.latestTicketingTime)))
+            .alias("latest_ticketing_at"),
+            *_PARTITIONS,
+        ),
+        "trip_options",
+    )
+
+
+def _pricings(options: DataFrame) -> DataFrame:
+    """One row per pricing (one per passenger type), keeping the option's slices for lookups."""
+    return options.select(
+        "option_id", *_PARTITIONS, "airports", F.col("option").slice.alias("slices"),
+        F.posexplode(F.col("option").pricing).alias("pricing_pos", "pricing"),
+    ).withColumn("pricing_no", F.col("pricing_pos") + 1)
+
+
+def _pricing_rows(pricings: DataFrame) -> DataFrame:
+    pricing = F.col("pricing")
+    return conform(
+        pricings.select(
+            "option_id", "pricing_no",
+            pricing.ptc.alias("passenger_type"),
+            _passenger_count(pricing).alias("passenger_count"),
+            _amount(pricing.saleTotal).alias("sale_total_per_pax"),
+            _currency(pricing.saleTotal).alias("sale_currency"),
+            _amount(pricing.saleFareTotal).alias("sale_fare_per_pax"),
+            _amount(pricing.baseFareTotal).alias("base_per_pax"),
+            _currency(pricing.baseFareTotal).alias("base_currency"),
+            _amount(pricing.saleTaxTotal).alias("tax_per_pax"),
+            pricing.fareCalculation.alias("fare_calculation"),
+            *_PARTITIONS,
+        ),
+        "pricings",
+    )
+
+
+def _fare_rows(pricings: DataFrame) -> DataFrame:
+    fare = F.col("fare")
+    return conform(
+        pricings.select(
+            "option_id", "pricing_no", *_PARTITIONS,
+            F.posexplode(F.col("pricing").fare).alias("fare_pos", "fare"),
+        ).select(
+            "option_id", "pricing_no", (F.col("fare_pos") + 1).alias("fare_no"),
+            fare.id.alias("provider_fare_id"), fare.carrier.alias("carrier"),
+            # Fares are priced city to city (LON, PAR) while legs fly airport to airport (LHR, CDG).
+            fare.origin.alias("origin_city"), fare.destination.alias("destination_city"),
+            fare.basisCode.alias("basis_code"), *_PARTITIONS,
+        ),
+        "fares",
+    )
+
+
+def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
+    """Which fare prices each segment, matched by id: `segmentPricing` is not in segment order.
+
+    A round trip can price both directions with the same fare, listed twice under one id
+    (MIA→NYC and NYC→MIA): the segment then takes the copy that starts in its slice's origin city.
+    """
+    def city_of(airport: Column) -> Column:
+        return F.coalesce(_lookup(F.col("airports"), "code", airport).city, airport)
+
+    segment_positions = F.flatten(F.transform(
+        F.col("slices"),
+        lambda slice_, slice_pos: F.transform(
+            slice_.segment,
+            lambda segment, segment_pos: F.struct(
+                segment.id.alias("id"),
+                (slice_pos + 1).alias("slice_no"),
+                (segment_pos + 1).alias("segment_no"),
+                city_of(F.try_element_at(F.try_element_at(slice_.segment, F.lit(1)).leg, F.lit(1)).origin)
+                .alias("slice_origin_city"),
+            ),
+        ),
+    ))
+    fare_positions = F.transform(
+        F.col("pricing").fare,
+        lambda fare, fare_pos: F.struct(
+            fare.id.alias("id"), fare.origin.alias("origin"), (fare_pos + 1).alias("fare_no")
+        ),
+    )
+    segment_pricing = F.col("segment_pricing")
+    segment = F.col("segment")
+    same_id = F.filter(F.col("fare_positions"), lambda fare: fare.id == segment_pricing.fareId)
+    from_slice_origin = F.filter(same_id, lambda fare: fare.origin == segment.slice_origin_city)
+    fare_no = F.coalesce(
+        F.try_element_at(from_slice_origin, F.lit(1)).fare_no, F.try_element_at(same_id, F.lit(1)).fare_no
+    )
+    baggage = F.try_element_at(segment_pricing.freeBaggageOption, F.lit(1))
+    return conform(
+        pricings.select(
+            "option_id", "pricing_no", *_PARTITIONS,
+            segment_positions.alias("segment_positions"),
+            fare_positions.alias("fare_positions"),
+            F.explode(F.col("pricing").segmentPricing).alias("segment_pricing"),
+        ).select(
+            "option_id", "pricing_no", *_PARTITIONS, "fare_positions", "segment_pricing",
+            _lookup(F.col("segment_positions"), "id", segment_pricing.segmentId).alias("segment"),
+        ).select(
+            "option_id", "pricing_no",
+            segment.slice_no.alias("slice_no"), segment.segment_no.alias("segment_no"),
+            fare_no.alias("fare_no"),
+            baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
+            *_PARTITIONS,
+        ),
+        "segment_fares",
+    )
+
+
+def _tax_rows(pricings: DataFrame) -> DataFrame:
+    tax = F.col("tax")
+    return conform(
+        pricings.select(
+            "option_id", "pricing_no", *_PARTITIONS,
+            # One pricing may list the same tax id twice with different amounts: tax_no keeps both.
+            F.posexplode(F.col("pricing").tax).alias("tax_pos", "tax"),
+        ).select(
+            "option_id", "pricing_no", (F.col("tax_pos") + 1).alias("tax_no"),
+            tax.id.alias("tax_id"), tax.code.alias("tax_code"), tax.chargeType.alias("charge_type"),
+            _amount(tax.salePrice).alias("amount"), _currency(tax.salePrice).alias("currency"),
+            tax.country.alias("country"), *_PARTITIONS,
+        ),
+        "taxes",
+    )
+
+
+def _slices(options: DataFrame) -> DataFrame:
+    return options.select(
+        "option_id", *_PARTITIONS, F.posexplode(F.col("option").slice).alias("slice_pos", "slice")
+    ).withColumn("slice_no", F.col("slice_pos") + 1)
+
+
+def _slice_rows(slices: DataFrame) -> DataFrame:
+    segments = F.col("slice").segment
+    first_leg = F.try_element_at(F.try_element_at(segments, F.lit(1)).leg, F.lit(1))
+    last_leg = F.try_element_at(F.try_element_at(segments, F.lit(-1)).leg, F.lit(-1))
+    # A stop is every landing between origin and destination: connections and through-flight stops.
+    leg_count = F.aggregate(segments, F.lit(0), lambda count, segment: count + F.size(segment.leg))
+    return conform(
+        slices.select(
+            "option_id", "slice_no",
+            first_leg.origin.alias("origin"), last_leg.destination.alias("destination"),
+            F.col("slice").duration.alias("duration_min"),
+            (leg_count - 1).alias("stops"),
+            *_PARTITIONS,
+        ),
+        "slices",
+    )
+
+
+def _segments(slices: DataFrame) -> DataFrame:
+    return slices.select(
+        "option_id", "slice_no", *_PARTITIONS,
+        F.posexplode(F.col("slice").segment).alias("segment_pos", "segment"),
+    ).withColumn("segment_no", F.col("segment_pos") + 1)
+
+
+def _segment_rows(segments: DataFrame) -> DataFrame:
+    segment = F.col("segment")
+    last_leg = F.try_element_at(segment.leg, F.lit(-1))
+    return conform(
+        segments.select(
+            "option_id", "slice_no", "segment_no",
+            segment.id.alias("provider_segment_id"),
+            segment.flight.carrier.alias("carrier"), segment.flight.number.alias("flight_number"),
+            segment.cabin.alias("cabin"), segment.bookingCode.alias("booking_code"),
+            segment.bookingCodeCount.alias("seats_left"), segment.duration.alias("duration_min"),
+            # The connection after a segment is given on the segment or on its last leg.
+            F.coalesce(segment.connectionDuration, last_leg.connectionDuration).alias("connection_min"),
+            segment.marriedSegmentGroup.alias("married_segment_group"),
+            *_PARTITIONS,
+        ),
+        "segments",
+    )
+
+
+def _leg_rows(segments: DataFrame) -> DataFrame:
+    leg = F.col("leg")
+    return conform(
+        segments.select(
+            "option_id", "slice_no", "segment_no", *_PARTITIONS,
+            F.posexplode(F.col("segment").leg).alias("leg_pos", "leg"),
+        ).select(
+            "option_id", "slice_no", "segment_no", (F.col("leg_pos") + 1).alias("leg_no"),
+            leg.origin.alias("origin"), leg.destination.alias("destination"),
+            _instant(leg.departureTime).alias("departs_at"), _wall_time(leg.departureTime).alias("departs_local"),
+            _instant(leg.arrivalTime).alias("arrives_at"), _wall_time(leg.arrivalTime).alias("arrives_local"),
+            leg.aircraft.alias("aircraft"), leg.duration.alias("duration_min"), leg.mileage.alias("mileage"),
+            # Codeshares show only as free text ("OPERATED BY CZECH AIRLINES").
+            leg.operatingDisclosure.alias("operating_disclosure"),
+            leg.connectionDuration.alias("connection_min"),
+            *_PARTITIONS,
+        ),
+        "legs",
+    )
+
+
+def _dimension_rows(searches: DataFrame, data_field: str, code_field: str, table: str) -> DataFrame:
+    """Code/name pairs from the response's `data` dictionary, stamped with when they were seen."""
+    entry = F.col("entry")
+    return conform(
+        searches.select("collected_at", F.explode(F.col(PARSED).trips.data[data_field]).alias("entry")).select(
+            entry[code_field].alias("code"), entry["name"].alias("name"), F.col("collected_at").alias("updated_at")
+        ),
+        table,
+    )
+
+
+def _airport_rows(searches: DataFrame) -> DataFrame:
+    """Airports as QPX names them; the job adds country, time zone and position."""
+    entry = F.col("entry")
+    return searches.select("collected_at", F.explode(F.col(PARSED).trips.data.airport).alias("entry")).select(
+        entry.code.alias("code"), entry["name"].alias("name"), entry.city.alias("city_code"),
+        F.col("collected_at").alias("updated_at"),
+    )
+
+
+def build_tables(searches: DataFrame) -> dict[str, DataFrame]:
+    """Every curated table from parsed QPX envelopes (sound, deduplicated, one per search)."""
+    parsed = F.col(PARSED)
+    option_count = F.when(F.col("status") == 200, F.coalesce(F.size(parsed.trips.tripOption), F.lit(0)))
+    options = _trip_options(searches)
+    pricings = _pricings(options)
+    slices = _slices(options)
+    segments = _segments(slices)
+    return {
+        "searches": search_rows(searches, parsed.trips.requestId, F.coalesce(option_count, F.lit(0))),
+        "trip_options": _option_rows(options),
+        "pricings": _pricing_rows(pricings),
+        "fares": _fare_rows(pricings),
+        "segment_fares": _segment_fare_rows(pricings),
+        "taxes": _tax_rows(pricings),
+        "slices": _slice_rows(slices),
+        "segments": _segment_rows(segments),
+        "legs": _leg_rows(segments),
+        "airports": _airport_rows(searches),
+        "cities": _dimension_rows(searches, "city", "code", "cities"),
+        "carriers": _dimension_rows(searches, "carrier", "code", "carriers"),
+        "aircraft": _dimension_rows(searches, "aircraft", "code", "aircraft"),
+        "tax_codes": _dimension_rows(searches, "tax", "id", "tax_codes"),
+    }

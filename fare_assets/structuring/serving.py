@@ -1,0 +1,79 @@
+"""The warehouse projection of the curated tables: one row per trip option, ready for PostgreSQL."""
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from fare_assets.structuring.airports import airport_reference
+from fare_assets.structuring.tables import read_table
+
+# A search delivered in two landing hours is stored twice; child rows are matched to the kept copy.
+_DELIVERY = ["option_id", "collected_date", "landing_hour"]
+
+FARE_ROW_COLUMNS = (
+    "option_id", "search_id", "provider", "collected_at", "origin", "destination",
+    "depart_date", "return_date", "days_ahead", "nights", "adults", "children", "cabin",
+    "total_amount", "currency", "carriers", "stops_out", "stops_back",
+    "duration_out_min", "duration_back_min", "depart_out_local", "depart_back_local", "national",
+)
+
+
+def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
+    frame = read_table(spark, lake_root, table)
+    return frame if landing_hours is None else frame.where(F.col("landing_hour").isin(*landing_hours))
+
+
+def _of_slice(slice_no: int, value: str):
+    return F.max(F.when(F.col("slice_no") == slice_no, F.col(value)))
+
+
+def fare_rows(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
+    """One row per trip option (deduplicated by option_id), optionally of some landing hours only."""
+    latest_delivery = Window.partitionBy("option_id").orderBy(F.col("landing_hour").desc())
+    options = (
+        _read(spark, lake_root, "trip_options", landing_hours)
+        .withColumn("delivery_rank", F.row_number().over(latest_delivery))
+        .where(F.col("delivery_rank") == 1)
+        .select(*_DELIVERY, "search_id", "total_amount", "currency")
+    )
+    searches = _read(spark, lake_root, "searches", landing_hours).select(
+        "search_id", "collected_date", "landing_hour", "provider", "collected_at", "origin", "destination",
+        "depart_date", "return_date", "adults", "children", "cabin",
+    )
+    slices = _read(spark, lake_root, "slices", landing_hours).groupBy(*_DELIVERY).agg(
+        _of_slice(1, "stops").alias("stops_out"),
+        _of_slice(2, "stops").alias("stops_back"),
+        _of_slice(1, "duration_min").alias("duration_out_min"),
+        _of_slice(2, "duration_min").alias("duration_back_min"),
+    )
+    carriers = _read(spark, lake_root, "segments", landing_hours).groupBy(*_DELIVERY).agg(
+        F.array_join(F.array_sort(F.collect_set("carrier")), ",").alias("carriers")
+    )
+    legs = _read(spark, lake_root, "legs", landing_hours)
+    first_leg = (F.col("segment_no") == 1) & (F.col("leg_no") == 1)
+    departures = legs.where(first_leg).groupBy(*_DELIVERY).agg(
+        _of_slice(1, "departs_local").alias("depart_out_local"),
+        _of_slice(2, "departs_local").alias("depart_back_local"),
+    )
+    rows = (
+        options.join(searches, ["search_id", "collected_date", "landing_hour"])
+        .join(slices, _DELIVERY, "left")
+        .join(carriers, _DELIVERY, "left")
+        .join(departures, _DELIVERY, "left")
+    )
+    touched = legs.select(*_DELIVERY, F.explode(F.array("origin", "destination")).alias("code")).unionByName(
+        rows.select(*_DELIVERY, F.explode(F.array("origin", "destination")).alias("code"))
+    )
+    # Codes airportsdata does not know (city codes such as NYC in a query) are not airports flown:
+    # the legs name the airports, so only known ones decide.
+    countries = airport_reference(spark).select("code", "country")
+    national = (
+        touched.join(F.broadcast(countries), "code")
+        .groupBy(*_DELIVERY)
+        .agg((F.count_distinct("country") == 1).alias("national"))
+    )
+    return (
+        rows.join(national, _DELIVERY, "left")
+        .withColumn("days_ahead", F.datediff("depart_date", F.to_date("collected_at")))
+        .withColumn("nights", F.datediff("return_date", "depart_date"))
+        .withColumn("national", F.coalesce("national", F.lit(False)))
+        .select(*FARE_ROW_COLUMNS)
+    )

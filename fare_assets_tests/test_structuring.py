@@ -1,0 +1,506 @@
+"""The Spark structuring job on every real QPX fixture, with a real local Spark session."""
+import copy
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import airportsdata
+import pytest
+
+from fare_assets.storing.lake import quarantine_path, raw_object_key
+from fare_assets.structuring.job import main, structure_raw
+from fare_assets.structuring.serving import fare_rows
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
+from fare_assets_tests.conftest import FIXTURES
+
+QPX_FIXTURES = sorted(path.name for path in (FIXTURES / "qpx").glob("*.json"))
+LANDING_HOUR = "2026-11-28-04"
+LATER_HOUR = "2026-11-28-05"
+COLLECTED_AT = "2026-11-28T04:00:00Z"
+
+
+def _response(name: str) -> dict:
+    return json.loads((FIXTURES / "qpx" / name).read_text())
+
+
+def _options(response: dict) -> list[dict]:
+    return response.get("trips", {}).get("tripOption", [])
+
+
+def _money(text: str) -> Decimal:
+    return Decimal(text[3:])
+
+
+def _query_of(response: dict) -> dict:
+    """The search a response answers: first slice's ends and dates, return date from the second slice."""
+    options = _options(response)
+    if not options:
+        return {"origin": "SFO", "destination": "JFK", "depart_date": "2027-01-10", "return_date": None,
+                "adults": 1, "children": 0, "cabin": "COACH"}
+    slices = options[0]["slice"]
+    first_leg = slices[0]["segment"][0]["leg"][0]
+    last_leg = slices[0]["segment"][-1]["leg"][-1]
+    return {
+        "origin": first_leg["origin"],
+        "destination": last_leg["destination"],
+        "depart_date": first_leg["departureTime"][:10],
+        "return_date": slices[1]["segment"][0]["leg"][0]["departureTime"][:10] if len(slices) > 1 else None,
+        "adults": 1,
+        "children": 0,
+        "cabin": "COACH",
+    }
+
+
+def _envelope(response: dict | None, search_id: str | None = None, **fields) -> dict:
+    record = {
+        "v": 1,
+        "search_id": search_id or str(uuid.uuid4()),
+        "provider": "qpx",
+        "collected_at": COLLECTED_AT,
+        "query": _query_of(response or {}),
+        "status": 200,
+        "elapsed_ms": 412,
+        "response": response,
+    }
+    record.update(fields)
+    return {key: value for key, value in record.items() if value is not None or key != "response"}
+
+
+def _through_flight() -> dict:
+    """ORD→IST→LHR sold as one segment with two legs, the connection given on the first leg."""
+    response = copy.deepcopy(_response("01_USD_ORD-LHR.json"))
+    option = response["trips"]["tripOption"][1]
+    first, second = option["slice"][0]["segment"]
+    first["leg"][0]["connectionDuration"] = first.pop("connectionDuration")
+    first["leg"].append(second["leg"][0])
+    option["slice"][0]["segment"] = [first]
+    pricing = option["pricing"][0]
+    pricing["segmentPricing"] = [sp for sp in pricing["segmentPricing"] if sp["segmentId"] == first["id"]]
+    response["trips"]["tripOption"] = [option]
+    return response
+
+
+def _family() -> dict:
+    """LGW→AMS for two adults and a child: one pricing per passenger type, totals per passenger."""
+    response = copy.deepcopy(_response("04_GBP_LGW-AMS.json"))
+    option = response["trips"]["tripOption"][0]
+    adult = option["pricing"][0]
+    adult["passengers"]["adultCount"] = 2
+    child = copy.deepcopy(adult)
+    child["ptc"] = "CNN"
+    child["passengers"] = {"kind": "qpxexpress#passengerCounts", "childCount": 1}
+    child["baseFareTotal"] = child["saleFareTotal"] = "GBP16.50"
+    child["saleTotal"] = f"GBP{Decimal('16.50') + _money(child['saleTaxTotal'])}"
+    option["pricing"] = [adult, child]
+    option["saleTotal"] = f"GBP{2 * _money(adult['saleTotal']) + _money(child['saleTotal'])}"
+    response["trips"]["tripOption"] = [option]
+    return response
+
+
+def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines: tuple[str, ...] = ()) -> str:
+    """One Firehose-style raw object: envelopes as JSON lines, then any extra (broken) lines."""
+    path = lake / raw_object_key("fares", arrival, str(uuid.uuid4()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(envelope) for envelope in envelopes] + list(extra_lines)
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+# What each broken line is, and the reason the quarantine must give for it.
+BROKEN_LINES = {
+    '{"v": 1, "search_id": "cut-short", "provider": "qpx", "resp': "malformed JSON",
+    "<html><body><h1>502 Bad Gateway</h1></body></html>": "malformed JSON",
+    '{"v": 1, "search_id": "typed-wrong", "status": "ok"}': "JSON that does not fit the envelope schema",
+    '{"hello": "world"}': "missing envelope version 'v'",
+    json.dumps(_envelope(None, v=2)): "unsupported envelope version 2",
+    json.dumps(_envelope(None, provider="skyscanner")): "unknown provider 'skyscanner'",
+    json.dumps(_envelope(None, collected_at="yesterday")): "missing or invalid collected_at",
+    json.dumps(_envelope(None)): "status 200 without a QPX response",
+    json.dumps(_envelope({"error": {"code": 500}})): "status 200 with a response that is not QPX (no trips)",
+}
+
+
+@dataclass
+class Lake:
+    root: Path
+    raw_paths: list[str]
+    raw_lines: int
+    search_ids: dict[str, str]
+    counts: dict[str, int]
+    tables: dict[str, list]
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory) -> Lake:
+    """Every fixture, the synthetic cases, a failed call, broken lines and a redelivery, structured once."""
+    root = tmp_path_factory.mktemp("lake")
+    responses = {name: _response(name) for name in QPX_FIXTURES}
+    responses["through_flight"] = _through_flight()
+    responses["family"] = _family()
+    envelopes = {name: _envelope(response) for name, response in responses.items()}
+    envelopes["failed_call"] = _envelope(None, status=503, error="503 Service Unavailable")
+    first_arrival = datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc)
+    first = _write_raw(root, first_arrival, list(envelopes.values()), tuple(BROKEN_LINES))
+    # Firehose delivers at least once: the MIA-LGA record arrives again in a later object.
+    second = _write_raw(root, datetime(2026, 11, 28, 4, 31, tzinfo=timezone.utc), [envelopes["09_USD_MIA-LGA.json"]])
+    raw_paths = [first, second]
+    counts = structure_raw(spark, raw_paths, str(root))
+    tables = {table: read_table(spark, str(root), table).collect() for table in (*FACT_SCHEMAS, *DIMENSION_SCHEMAS)}
+    return Lake(
+        root=root,
+        raw_paths=raw_paths,
+        raw_lines=len(envelopes) + len(BROKEN_LINES) + 1,
+        search_ids={name: envelope["search_id"] for name, envelope in envelopes.items()},
+        counts=counts,
+        tables=tables,
+    )
+
+
+def _rows_of(lake: Lake, table: str, name: str) -> list:
+    """The rows of one fact table that belong to the search of fixture `name`."""
+    search_id = lake.search_ids[name]
+    if table in ("searches", "trip_options"):
+        return [row for row in lake.tables[table] if row.search_id == search_id]
+    option_ids = {row.option_id for row in _rows_of(lake, "trip_options", name)}
+    return [row for row in lake.tables[table] if row.option_id in option_ids]
+
+
+def _provider_option_ids(lake: Lake, name: str) -> dict[str, str]:
+    return {row.option_id: row.provider_option_id for row in _rows_of(lake, "trip_options", name)}
+
+
+ALL_RESPONSES = (*QPX_FIXTURES, "through_flight", "family")
+
+
+def _all_responses() -> dict[str, dict]:
+    responses = {name: _response(name) for name in QPX_FIXTURES}
+    return {**responses, "through_flight": _through_flight(), "family": _family()}
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_row_counts_match_the_json(lake, name):
+    options = _options(_all_responses()[name])
+    slices = [s for o in options for s in o["slice"]]
+    segments = [g for s in slices for g in s["segment"]]
+    pricings = [p for o in options for p in o["pricing"]]
+    expected = {
+        "trip_options": len(options),
+        "slices": len(slices),
+        "segments": len(segments),
+        "legs": sum(len(g["leg"]) for g in segments),
+        "pricings": len(pricings),
+        "fares": sum(len(p["fare"]) for p in pricings),
+        "segment_fares": sum(len(p["segmentPricing"]) for p in pricings),
+        "taxes": sum(len(p.get("tax", [])) for p in pricings),
+    }
+    assert {table: len(_rows_of(lake, table, name)) for table in expected} == expected
+    (search,) = _rows_of(lake, "searches", name)
+    assert (search.status, search.option_count) == (200, len(options))
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_money_is_exact_and_pricings_add_up_to_the_option(lake, name):
+    by_provider_id = {option["id"]: option for option in _options(_all_responses()[name])}
+    pricings = _rows_of(lake, "pricings", name)
+    for option in _rows_of(lake, "trip_options", name):
+        raw = by_provider_id[option.provider_option_id]
+        assert option.total_amount == _money(raw["saleTotal"]) and option.currency == raw["saleTotal"][:3]
+        own = [p for p in pricings if p.option_id == option.option_id]
+        assert sum(p.sale_total_per_pax * p.passenger_count for p in own) == option.total_amount
+        assert sum(p.tax_per_pax * p.passenger_count for p in own) == option.tax_amount
+        assert option.base_currency == raw["pricing"][0]["baseFareTotal"][:3]
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_taxes_keep_every_line_and_sum_to_the_pricing_tax(lake, name):
+    by_provider_id = {option["id"]: option for option in _options(_all_responses()[name])}
+    option_ids = _provider_option_ids(lake, name)
+    taxes = _rows_of(lake, "taxes", name)
+    for pricing in _rows_of(lake, "pricings", name):
+        raw = by_provider_id[option_ids[pricing.option_id]]["pricing"][pricing.pricing_no - 1]
+        own = sorted((t.tax_no, t.tax_id, t.amount) for t in taxes
+                     if (t.option_id, t.pricing_no) == (pricing.option_id, pricing.pricing_no))
+        assert [(tax_id, amount) for _, tax_id, amount in own] == [
+            (tax["id"], _money(tax["salePrice"])) for tax in raw.get("tax", [])
+        ]
+        if "saleTaxTotal" in raw:
+            assert sum(amount for _, _, amount in own) == pricing.tax_per_pax == _money(raw["saleTaxTotal"])
+
+
+@pytest.mark.parametrize("name", ["05_INR_DEL-GOI.json", "07_LBP_BEY-BOS.json", "10_USD_DEN-CDG.json"])
+def test_duplicate_tax_ids_are_kept_apart(lake, name):
+    per_pricing = Counter((t.option_id, t.pricing_no, t.tax_id) for t in _rows_of(lake, "taxes", name))
+    assert max(per_pricing.values()) == 2
+    assert all(isinstance(t.amount, Decimal) for t in _rows_of(lake, "taxes", name))
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_leg_times_are_utc_instants_with_the_local_wall_time_beside(lake, name):
+    by_provider_id = {option["id"]: option for option in _options(_all_responses()[name])}
+    option_ids = _provider_option_ids(lake, name)
+    for leg in _rows_of(lake, "legs", name):
+        raw_slice = by_provider_id[option_ids[leg.option_id]]["slice"][leg.slice_no - 1]
+        raw_leg = raw_slice["segment"][leg.segment_no - 1]["leg"][leg.leg_no - 1]
+        departs = datetime.fromisoformat(raw_leg["departureTime"])
+        arrives = datetime.fromisoformat(raw_leg["arrivalTime"])
+        # Spark hands instants back as naive local datetimes; .timestamp() turns both sides into epochs.
+        assert leg.departs_at.timestamp() == departs.timestamp()
+        assert leg.arrives_at.timestamp() == arrives.timestamp()
+        assert leg.departs_local == departs.replace(tzinfo=None)
+        assert leg.arrives_local == arrives.replace(tzinfo=None)
+        assert (leg.origin, leg.destination) == (raw_leg["origin"], raw_leg["destination"])
+        assert leg.mileage == raw_leg["mileage"]
+
+
+def test_a_utc_conversion_across_midnight(lake):
+    """ORD 21:30 at UTC-5 is 02:30 UTC the next day."""
+    legs = [leg for leg in _rows_of(lake, "legs", "01_USD_ORD-LHR.json") if leg.origin == "ORD"]
+    assert legs and all(leg.departs_local == datetime(2016, 6, 11, 21, 30) for leg in legs)
+    utc = datetime(2016, 6, 12, 2, 30, tzinfo=timezone.utc)
+    assert all(leg.departs_at.timestamp() == utc.timestamp() for leg in legs)
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_segment_fares_follow_segment_ids_not_list_order(lake, name):
+    by_provider_id = {option["id"]: option for option in _options(_all_responses()[name])}
+    option_ids = _provider_option_ids(lake, name)
+    fares = {(f.option_id, f.pricing_no, f.fare_no): f for f in _rows_of(lake, "fares", name)}
+    expected = set()
+    for row in _rows_of(lake, "segment_fares", name):
+        raw = by_provider_id[option_ids[row.option_id]]
+        segment_id = raw["slice"][row.slice_no - 1]["segment"][row.segment_no - 1]["id"]
+        segment_pricings = raw["pricing"][row.pricing_no - 1]["segmentPricing"]
+        (fare_id,) = [sp["fareId"] for sp in segment_pricings if sp["segmentId"] == segment_id]
+        assert fares[(row.option_id, row.pricing_no, row.fare_no)].provider_fare_id == fare_id
+        expected.add((row.option_id, row.pricing_no, segment_id))
+    assert expected == {
+        (option_id, p_no, sp["segmentId"])
+        for option_id, provider_id in option_ids.items()
+        for p_no, pricing in enumerate(by_provider_id[provider_id]["pricing"], 1)
+        for sp in pricing["segmentPricing"]
+    }
+
+
+def test_a_fare_listed_twice_under_one_id_prices_each_direction(lake):
+    """F9 prices MIA→NYC and NYC→MIA with one fare id: each slice takes the copy leaving its city."""
+    fares = {(f.option_id, f.pricing_no, f.fare_no): f for f in _rows_of(lake, "fares", "09_USD_MIA-LGA.json")}
+    directions = {
+        (row.slice_no, fares[(row.option_id, row.pricing_no, row.fare_no)].origin_city)
+        for row in _rows_of(lake, "segment_fares", "09_USD_MIA-LGA.json")
+        if fares[(row.option_id, row.pricing_no, row.fare_no)].carrier == "F9"
+    }
+    assert directions == {(1, "MIA"), (2, "NYC")}
+
+
+def test_segment_pricing_order_differs_and_one_fare_covers_both_segments(lake):
+    segment_fares = _rows_of(lake, "segment_fares", "01_USD_ORD-LHR.json")
+    assert {(r.slice_no, r.segment_no, r.fare_no) for r in segment_fares} == {(1, 1, 1), (1, 2, 1)}
+
+
+def test_connections_on_segments_and_through_flight_legs(lake):
+    connections = {(s.provider_segment_id, s.connection_min) for s in _rows_of(lake, "segments", "01_USD_ORD-LHR.json")}
+    assert ("GO1NtJ9P5u4xp3Sc", 245) in connections and ("GO1NtJ9P5u4xp3Sc", 145) in connections
+    (segment,) = _rows_of(lake, "segments", "through_flight")
+    legs = sorted(_rows_of(lake, "legs", "through_flight"), key=lambda leg: leg.leg_no)
+    assert [(leg.origin, leg.destination, leg.connection_min) for leg in legs] == [
+        ("ORD", "IST", 145), ("IST", "LHR", None)
+    ]
+    (slice_,) = _rows_of(lake, "slices", "through_flight")
+    assert (slice_.origin, slice_.destination, slice_.stops) == ("ORD", "LHR", 1)
+
+
+def test_codeshares_cabins_and_baggage(lake):
+    disclosures = {leg.operating_disclosure for leg in _rows_of(lake, "legs", "03_EUR_BCN-PRG.json")}
+    assert disclosures == {"OPERATED BY CZECH AIRLINES"}
+    assert "PREMIUM_COACH" in {s.cabin for s in _rows_of(lake, "segments", "10_USD_DEN-CDG.json")}
+    (baggage,) = _rows_of(lake, "segment_fares", "03_EUR_BCN-PRG.json")
+    assert (baggage.free_bag_kilos, baggage.free_bag_pieces) == (15, None)
+    fares = _rows_of(lake, "fares", "02_EUR_LIS-TXL.json")
+    assert {(f.origin_city, f.destination_city) for f in fares} == {("LIS", "BER")}
+    assert {o.refundable for o in _rows_of(lake, "trip_options", "01_USD_ORD-LHR.json")} == {True}
+    assert {o.refundable for o in _rows_of(lake, "trip_options", "04_GBP_LGW-AMS.json")} == {None}
+    (bey_bos,) = {(o.base_currency, o.currency) for o in _rows_of(lake, "trip_options", "07_LBP_BEY-BOS.json")}
+    assert bey_bos == ("USD", "LBP")
+
+
+def test_the_family_pricing_counts_passengers_per_type(lake):
+    pricings = sorted(_rows_of(lake, "pricings", "family"), key=lambda p: p.pricing_no)
+    assert [(p.passenger_type, p.passenger_count) for p in pricings] == [("ADT", 2), ("CNN", 1)]
+    (option,) = _rows_of(lake, "trip_options", "family")
+    assert option.base_amount == 2 * pricings[0].base_per_pax + pricings[1].base_per_pax
+
+
+def test_no_solutions_is_a_search_without_options(lake):
+    (search,) = _rows_of(lake, "searches", "15_NONE_no-solutions.json")
+    assert (search.status, search.option_count, search.request_id) == (200, 0, "6ZL1zpxrd9Gzar9950MSlH")
+    assert _rows_of(lake, "trip_options", "15_NONE_no-solutions.json") == []
+
+
+def test_a_failed_call_is_a_search_not_a_quarantined_record(lake):
+    (search,) = _rows_of(lake, "searches", "failed_call")
+    assert (search.status, search.error, search.option_count) == (503, "503 Service Unavailable", 0)
+    assert search.request_id is None and search.elapsed_ms == 412
+
+
+def test_broken_records_are_quarantined_with_reasons_and_every_record_is_accounted_for(lake):
+    lines = [
+        json.loads(line)
+        for path in Path(quarantine_path(str(lake.root), LANDING_HOUR)).glob("*.json")
+        for line in path.read_text().splitlines()
+    ]
+    assert Counter(line["reason"] for line in lines) == Counter(BROKEN_LINES.values())
+    assert {line["record"] for line in lines if line["reason"] == "malformed JSON"} == {
+        raw for raw, reason in BROKEN_LINES.items() if reason == "malformed JSON"
+    }
+    assert all(line["raw_key"].endswith(lake.raw_paths[0]) for line in lines)
+    counts = lake.counts
+    assert counts["quarantined"] == len(BROKEN_LINES) and counts["duplicates"] == 1
+    assert counts["raw_records"] == lake.raw_lines
+    assert counts["raw_records"] == counts["searches"] + counts["quarantined"] + counts["duplicates"]
+    expected_options = sum(len(_options(response)) for response in _all_responses().values())
+    assert counts["options_announced"] == counts["trip_options"] == expected_options
+
+
+def test_a_redelivered_search_is_kept_once_from_its_first_delivery(lake):
+    (search,) = _rows_of(lake, "searches", "09_USD_MIA-LGA.json")
+    assert search.raw_key.endswith(lake.raw_paths[0])
+    assert len(_rows_of(lake, "trip_options", "09_USD_MIA-LGA.json")) == 20
+
+
+def test_keys_are_unique_and_counts_match_the_files(lake):
+    for table, key in FACT_KEYS.items():
+        rows = lake.tables[table]
+        assert len(rows) == lake.counts[table]
+        assert len({tuple(row[column] for column in key) for row in rows}) == len(rows), table
+        assert {(row.collected_date, row.landing_hour) for row in rows} == {(date(2026, 11, 28), LANDING_HOUR)}
+    for table in DIMENSION_SCHEMAS:
+        codes = [row.code for row in lake.tables[table]]
+        assert len(codes) == len(set(codes)) == lake.counts[table]
+
+
+def test_money_columns_are_decimal(spark, lake):
+    schema = read_table(spark, str(lake.root), "trip_options").schema
+    assert schema["total_amount"].dataType == MONEY and schema["tax_amount"].dataType == MONEY
+
+
+def test_dimensions_are_enriched_from_airportsdata(lake):
+    airports = {row.code: row for row in lake.tables["airports"]}
+    assert (airports["LHR"].name, airports["LHR"].city_code) == ("London Heathrow", "LON")
+    assert (airports["LHR"].country, airports["LHR"].tz) == ("GB", "Europe/London")
+    assert airports["GOI"].country == "IN" and abs(airports["DEN"].lat - 39.86) < 0.1
+    assert {row.code: row.name for row in lake.tables["carriers"]}["TK"] == "Turkish Airlines Inc."
+    assert "US_002" in {row.code for row in lake.tables["tax_codes"]}
+
+
+def test_rerunning_the_landing_hour_is_idempotent(spark, lake):
+    again = structure_raw(spark, lake.raw_paths, str(lake.root))
+    on_disk = {t: read_table(spark, str(lake.root), t).count() for t in (*FACT_SCHEMAS, *DIMENSION_SCHEMAS)}
+    assert again == lake.counts
+    # The first run's files held exactly lake.counts rows (test_keys_are_unique_and_counts_match_the_files).
+    assert on_disk == {t: lake.counts[t] for t in on_disk}
+    option_ids = {row.option_id for row in read_table(spark, str(lake.root), "trip_options").collect()}
+    assert option_ids == {row.option_id for row in lake.tables["trip_options"]}
+
+
+@pytest.fixture(scope="module")
+def later_hour(spark, lake) -> dict[str, int]:
+    """A later landing hour: BA renamed, plus the ORD-LHR search delivered a second time."""
+    renamed = _response("04_GBP_LGW-AMS.json")
+    for carrier in renamed["trips"]["data"]["carrier"]:
+        carrier["name"] = "British Airways Plc"
+    envelopes = [
+        _envelope(renamed, collected_at="2026-11-28T05:00:00Z"),
+        _envelope(_response("01_USD_ORD-LHR.json"), search_id=lake.search_ids["01_USD_ORD-LHR.json"]),
+    ]
+    path = _write_raw(lake.root, datetime(2026, 11, 28, 5, 2, tzinfo=timezone.utc), envelopes)
+    return structure_raw(spark, [path], str(lake.root))
+
+
+def test_dimensions_are_upserted_latest_name_wins(spark, lake, later_hour):
+    carriers = {row.code: row.name for row in read_table(spark, str(lake.root), "carriers").collect()}
+    assert carriers["BA"] == "British Airways Plc"
+    assert carriers["TK"] == "Turkish Airlines Inc."
+    assert len(carriers) == later_hour["carriers"] == lake.counts["carriers"]
+    earlier_hour = read_table(spark, str(lake.root), "trip_options").where(f"landing_hour = '{LANDING_HOUR}'").count()
+    assert earlier_hour == lake.counts["trip_options"]
+
+
+def test_fare_rows_one_per_option_national_or_not(spark, lake, later_hour):
+    rows = {row.option_id: row for row in fare_rows(spark, str(lake.root), [LANDING_HOUR]).collect()}
+    assert len(rows) == lake.counts["trip_options"]
+
+    def of(name):
+        return [rows[option_id] for option_id in _provider_option_ids(lake, name)]
+
+    # MIA-LGA is a US route, but some of its options connect in Canada (YYZ, YUL, YOW).
+    countries = {code: row["country"] for code, row in airportsdata.load("IATA").items()}
+    mia_lga = _all_responses()["09_USD_MIA-LGA.json"]
+    national_options = {
+        option["id"]
+        for option in _options(mia_lga)
+        if {countries[leg[end]] for s in option["slice"] for g in s["segment"] for leg in g["leg"]
+            for end in ("origin", "destination")} == {"US"}
+    }
+    option_ids = _provider_option_ids(lake, "09_USD_MIA-LGA.json")
+    assert 0 < len(national_options) < len(option_ids)
+    assert {option_ids[row.option_id] for row in of("09_USD_MIA-LGA.json") if row.national} == national_options
+    assert not any(row.national for row in of("10_USD_DEN-CDG.json"))
+    assert {row.nights for row in of("10_USD_DEN-CDG.json")} == {(date(2018, 1, 4) - date(2017, 12, 23)).days}
+    for row in of("01_USD_ORD-LHR.json"):
+        assert (row.stops_out, row.carriers, row.duration_out_min in (1140, 1035)) == (1, "TK", True)
+        assert row.stops_back is row.duration_back_min is row.depart_back_local is row.nights is row.return_date is None
+        assert row.days_ahead == (date(2016, 6, 11) - date(2026, 11, 28)).days
+        assert row.depart_out_local == datetime(2016, 6, 11, 21, 30) and not row.national
+    for row in of("09_USD_MIA-LGA.json"):
+        assert row.stops_back is not None and row.depart_back_local.date() == date(2016, 4, 10)
+    bey_bos = {option["id"]: option for option in _options(_response("07_LBP_BEY-BOS.json"))}
+    provider_ids = _provider_option_ids(lake, "07_LBP_BEY-BOS.json")
+    for row in of("07_LBP_BEY-BOS.json"):
+        raw = bey_bos[provider_ids[row.option_id]]
+        assert row.carriers == ",".join(sorted({g["flight"]["carrier"] for s in raw["slice"] for g in s["segment"]}))
+    assert any("," in row.carriers for row in of("07_LBP_BEY-BOS.json"))
+
+
+def test_fare_rows_across_hours_dedupe_options_without_doubling_children(spark, lake, later_hour):
+    everything = fare_rows(spark, str(lake.root)).collect()
+    option_ids = [row.option_id for row in everything]
+    assert len(option_ids) == len(set(option_ids)) == lake.counts["trip_options"] + later_hour["trip_options"] - 2
+    redelivered = [row for row in everything if row.search_id == lake.search_ids["01_USD_ORD-LHR.json"]]
+    assert len(redelivered) == 2 and {row.stops_out for row in redelivered} == {1}
+
+
+def test_the_command_line_runs_the_same_job(spark, tmp_path, capsys):
+    response = _response("02_EUR_LIS-TXL.json")
+    path = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [_envelope(response)])
+    counts = main(["--lake", str(tmp_path), path])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == counts
+    (option,) = _options(response)
+    assert (counts["searches"], counts["trip_options"], counts["quarantined"]) == (1, 1, 0)
+    assert counts["taxes"] == len(option["pricing"][0]["tax"])
+    legs_in_json = len(option["slice"][0]["segment"][0]["leg"])
+    assert read_table(spark, str(tmp_path), "legs").count() == counts["legs"] == legs_in_json
+
+
+def test_one_run_over_several_hours_files_each_under_its_own_hour(spark, tmp_path):
+    hours = {hour: _write_raw(tmp_path, datetime(2026, 11, 28, hour, 1, tzinfo=timezone.utc),
+                              [_envelope(_response(name))])
+             for hour, name in ((4, "02_EUR_LIS-TXL.json"), (7, "09_USD_MIA-LGA.json"))}
+    counts = structure_raw(spark, list(hours.values()), str(tmp_path))
+    options = read_table(spark, str(tmp_path), "trip_options").groupBy("landing_hour").count().collect()
+    assert {row["landing_hour"]: row["count"] for row in options} == {"2026-11-28-04": 1, "2026-11-28-07": 20}
+    assert counts["trip_options"] == 21 and counts["searches"] == 2
+
+
+def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):
+    stray = tmp_path / "downloads" / "fares.json"
+    stray.parent.mkdir()
+    stray.write_text(json.dumps(_envelope(_response("02_EUR_LIS-TXL.json"))) + "\n")
+    counts = structure_raw(spark, [str(stray)], str(tmp_path))
+    assert (counts["raw_records"], counts["quarantined"], counts["searches"]) == (1, 1, 0)
+    (line,) = [json.loads(line) for path in (tmp_path / "quarantine").rglob("*.json")
+               for line in path.read_text().splitlines()]
+    assert line["reason"] == "raw object outside the raw/fares/YYYY/MM/DD/HH/ layout"
