@@ -1,0 +1,199 @@
+"""Buy/wait advisor: P(the fare drops meaningfully before departure) and the policy built on it."""
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.dummy import DummyClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES, drop_labels, observation_features
+from fare_assets.synthesizing.model_files import load_model_file, save_model_file
+
+MODEL_KIND = "buy-wait-advisor"
+FORMAT_VERSION = 1
+
+# Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
+# the slope undefined), so a recommendation would be the model's prior for the date, not advice.
+MIN_HISTORY = 3
+
+# Collection stops one day before departure; anything later than 1.5 days ahead may still be followed by
+# another collection, anything earlier is the last chance to buy through this platform.
+LAST_CALL_DAYS_AHEAD = 1.5
+
+THRESHOLD_CANDIDATES = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
+
+BUY, WAIT, NOT_ENOUGH_DATA = "buy", "wait", "not_enough_data"
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What to do about one trip now, how sure the advisor is and what waiting might save."""
+
+    action: str
+    drop_probability: float | None
+    confidence: float | None
+    expected_saving: float | None
+    currency: str
+    reason: str
+
+
+def last_observation_mask(features: pd.DataFrame) -> pd.Series:
+    """True on each trip's latest collection in `features`."""
+    return features.groupby("trip_id", sort=False).cumcount(ascending=False) == 0
+
+
+def purchases(features: pd.DataFrame, buy_mask: pd.Series | np.ndarray) -> pd.DataFrame:
+    """Follow a policy through each trip: it buys at its first "buy" row, or at the trip's last observation.
+
+    `buy_mask` lines up with `features` by position. One row per trip_id: price_paid, days_ahead at purchase, first_fare (buying at once) and min_fare (oracle).
+    """
+    ordered = features.sort_values(["trip_id", "collected_at"], kind="stable")
+    mask = pd.Series(np.asarray(buy_mask, dtype=bool), index=features.index).reindex(ordered.index)
+    bought = ordered[mask.to_numpy() | last_observation_mask(ordered).to_numpy()].groupby("trip_id", sort=False).head(1)
+    by_trip = ordered.groupby("trip_id", sort=False)["fare"]
+    result = bought.set_index("trip_id")[["fare", "days_ahead", "currency"]].rename(columns={"fare": "price_paid"})
+    result["first_fare"] = by_trip.first()
+    result["min_fare"] = by_trip.min()
+    return result
+
+
+def mean_relative_saving(outcomes: pd.DataFrame) -> float:
+    """Mean saving versus buying at the first observation, as a share of that first fare (currency-neutral)."""
+    return float(((outcomes["first_fare"] - outcomes["price_paid"]) / outcomes["first_fare"]).mean())
+
+
+class BuyWaitAdvisor:
+    """Gradient-boosted P(meaningful drop) plus expected drop size; waits while P exceeds a validated threshold."""
+
+    def __init__(self, min_history: int = MIN_HISTORY, last_call_days_ahead: float = LAST_CALL_DAYS_AHEAD, random_state: int = 0):
+        self.min_history = min_history
+        self.last_call_days_ahead = last_call_days_ahead
+        self.random_state = random_state
+        self.classifier: HistGradientBoostingClassifier | None = None
+        self.saving_regressor: HistGradientBoostingRegressor | None = None
+        self.threshold: float | None = None
+        self.threshold_scores: dict[float, float] = {}
+
+    def fit(self, train_features: pd.DataFrame, validation_features: pd.DataFrame) -> "BuyWaitAdvisor":
+        """Train both models on the training trips, then pick the threshold on the validation trips only."""
+        labels = drop_labels(train_features)
+        # Rows the policy never asks the model about (short history, last collection) would only blur it.
+        usable = (train_features["observation_count"] >= self.min_history) & ~labels["is_last_observation"]
+        rows, labels = train_features[usable], labels[usable]
+        if rows.empty:
+            raise ValueError(f"no training trip has {self.min_history}+ collections before its last one")
+        # A season can pass without one meaningful drop (fares only rise close to departure); the honest
+        # model of such data is the observed frequency, so the advisor then says "buy now".
+        classifier = (HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, l2_regularization=1.0,
+                                                     random_state=self.random_state)
+                      if labels["drops_meaningfully"].nunique() == 2 else DummyClassifier(strategy="prior"))
+        self.classifier = classifier.fit(rows[MODEL_FEATURES], labels["drops_meaningfully"])
+        relative_drop = (1 - labels["future_min_fare"] / rows["fare"]).clip(lower=0)
+        self.saving_regressor = HistGradientBoostingRegressor(
+            max_iter=200, learning_rate=0.1, l2_regularization=1.0, random_state=self.random_state
+        ).fit(rows[MODEL_FEATURES], relative_drop)
+        self.threshold = self._choose_threshold(validation_features)
+        return self
+
+    def _choose_threshold(self, validation_features: pd.DataFrame) -> float:
+        """The candidate threshold with the best mean relative saving on the validation trips (ties: the lowest)."""
+        probability = self.drop_probability(validation_features)
+        self.threshold_scores = {
+            threshold: mean_relative_saving(purchases(validation_features, self._buy_mask(validation_features, probability, threshold)))
+            for threshold in THRESHOLD_CANDIDATES
+        }
+        return max(self.threshold_scores, key=lambda threshold: (self.threshold_scores[threshold], -threshold))
+
+    def _require_fitted(self) -> None:
+        """Fail clearly when asked for predictions before fit or load."""
+        if self.classifier is None or self.saving_regressor is None:
+            raise RuntimeError("the advisor is not trained: call fit() or BuyWaitAdvisor.load()")
+
+    def drop_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """P(a later fare before departure is a meaningful drop below the current one), per row."""
+        self._require_fitted()
+        classes = list(self.classifier.classes_)
+        if True not in classes:
+            return np.zeros(len(features))
+        return self.classifier.predict_proba(features[MODEL_FEATURES])[:, classes.index(True)]
+
+    def expected_saving(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected amount by which the fare falls below the current one at its lowest before departure."""
+        self._require_fitted()
+        relative_drop = np.clip(self.saving_regressor.predict(features[MODEL_FEATURES]), 0, None)
+        return relative_drop * features["fare"].to_numpy()
+
+    def _actions(self, features: pd.DataFrame, probability: np.ndarray, threshold: float) -> np.ndarray:
+        """The policy: buy at the last call, no advice on short histories, otherwise wait only if P > threshold."""
+        last_call = features["days_ahead"].to_numpy() < self.last_call_days_ahead
+        short_history = features["observation_count"].to_numpy() < self.min_history
+        return np.select([last_call, short_history, probability > threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
+
+    def _buy_mask(self, features: pd.DataFrame, probability: np.ndarray, threshold: float) -> np.ndarray:
+        """Rows at which the policy buys (waiting for data counts as not buying yet)."""
+        return self._actions(features, probability, threshold) == BUY
+
+    def decisions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Per row: drop_probability, expected_saving and action, aligned to `features`' index."""
+        probability = self.drop_probability(features)
+        actions = self._actions(features, probability, self.threshold)
+        modelled = actions != NOT_ENOUGH_DATA
+        return pd.DataFrame(
+            {
+                "drop_probability": np.where(modelled, probability, np.nan),
+                "expected_saving": np.where(modelled, self.expected_saving(features), np.nan),
+                "action": actions,
+            },
+            index=features.index,
+        )
+
+    def advise(self, observations: pd.DataFrame) -> Advice:
+        """Advice for one watched trip at its latest collection, from that trip's observations so far."""
+        features = observation_features(observations)
+        if features["trip_id"].nunique() != 1:
+            raise ValueError(f"advise() takes one trip's observations, got {features['trip_id'].nunique()} trips")
+        latest = features.iloc[[-1]]
+        decision = self.decisions(latest).iloc[0]
+        row = latest.iloc[0]
+        currency = str(row["currency"])
+        if row["days_ahead"] < self.last_call_days_ahead:
+            return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
+        if decision["action"] == NOT_ENOUGH_DATA:
+            count = int(row["observation_count"])
+            return Advice(
+                NOT_ENOUGH_DATA, None, None, None, currency,
+                f"only {count} collection(s) of this trip so far; advice needs at least {self.min_history}",
+            )
+        probability, saving = float(decision["drop_probability"]), float(decision["expected_saving"])
+        chance = f"{probability:.0%} chance the fare drops by {MEANINGFUL_DROP_SHARE:.0%} or more before departure"
+        if decision["action"] == WAIT:
+            reason = f"{chance} (waits above {self.threshold:.0%}); expected drop about {saving:.0f} {currency}"
+            return Advice(WAIT, probability, probability, saving, currency, reason)
+        reason = f"{chance} (waits above {self.threshold:.0%}): waiting is not worth it"
+        return Advice(BUY, probability, 1 - probability, saving, currency, reason)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the trained advisor to a versioned model file."""
+        self._require_fitted()
+        payload = {
+            "classifier": self.classifier,
+            "saving_regressor": self.saving_regressor,
+            "threshold": self.threshold,
+            "threshold_scores": self.threshold_scores,
+            "min_history": self.min_history,
+            "last_call_days_ahead": self.last_call_days_ahead,
+            "random_state": self.random_state,
+        }
+        save_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES, payload)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "BuyWaitAdvisor":
+        """Read an advisor saved by save(); raises ModelUnavailable if the file is missing or unusable."""
+        payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES)
+        advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"])
+        advisor.classifier = payload["classifier"]
+        advisor.saving_regressor = payload["saving_regressor"]
+        advisor.threshold = payload["threshold"]
+        advisor.threshold_scores = payload["threshold_scores"]
+        return advisor

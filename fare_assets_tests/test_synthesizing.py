@@ -1,0 +1,293 @@
+"""Synthesizing: features without look-ahead, drop labels, the buy/wait advisor, its evaluation and the fare model."""
+import copy
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from fare_assets.synthesizing.advisor import (
+    LAST_CALL_DAYS_AHEAD,
+    MIN_HISTORY,
+    BuyWaitAdvisor,
+    last_observation_mask,
+    purchases,
+)
+from fare_assets.synthesizing.evaluation import POLICIES, train_and_evaluate
+from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
+from fare_assets.synthesizing.features import (
+    MEANINGFUL_DROP_SHARE,
+    MODEL_FEATURES,
+    drop_labels,
+    great_circle_km,
+    observation_features,
+)
+from fare_assets.synthesizing.model_files import ModelUnavailable
+
+ROUTES = [
+    ("SFO", "JFK", True, 320.0),
+    ("LAX", "ORD", True, 260.0),
+    ("BOS", "MIA", True, 210.0),
+    ("SEA", "DEN", True, 190.0),
+    ("JFK", "LHR", False, 720.0),
+    ("SFO", "NRT", False, 980.0),
+]
+WATCH_START = pd.Timestamp("2026-09-01", tz="UTC")
+
+
+def advance_purchase_factor(days_ahead: np.ndarray, dip_center: float, dip_depth: float) -> np.ndarray:
+    """Published shape: dearer beyond 112 days, a dip inside 21-112 days, steep steps at 21/14/7 days."""
+    dip = 1 - dip_depth * np.exp(-(((days_ahead - dip_center) / 25.0) ** 2))
+    late = 1 + 0.012 * (21 - days_ahead) + 0.08 * (days_ahead < 14) + 0.12 * (days_ahead < 7)
+    return np.where(days_ahead > 112, 1.10, np.where(days_ahead >= 21, dip, late))
+
+
+def fare_observations(trip_count: int, seed: int) -> pd.DataFrame:
+    """Seeded watched trips collected every 12 h from up to 90 days out until one day before departure.
+
+    Each path: route base fare, weekday and December premiums, the advance-purchase curve, a persistent
+    AR(1) drift, quote jitter, and for some trips a short sale.
+    """
+    rng = np.random.default_rng(seed)
+    trips = []
+    for _ in range(trip_count):
+        origin, destination, national, base = ROUTES[rng.integers(len(ROUTES))]
+        depart = WATCH_START.tz_localize(None) + pd.Timedelta(days=int(rng.integers(30, 200)))
+        one_way = rng.random() < 0.1
+        back = None if one_way else (depart + pd.Timedelta(days=int(rng.integers(2, 15)))).date()
+        depart_utc = depart.tz_localize("UTC")
+        first = max(WATCH_START, depart_utc - pd.Timedelta(days=90))
+        times = pd.date_range(first, depart_utc - pd.Timedelta(days=1), freq="12h")
+        days_ahead = ((depart_utc - times) / pd.Timedelta(days=1)).to_numpy()
+        level = base * (1.08 if depart.weekday() in (4, 6) else 1.0) * (1.15 if depart.month == 12 else 1.0)
+        curve = advance_purchase_factor(days_ahead, rng.uniform(40, 70), rng.uniform(0.04, 0.2))
+        drift = np.zeros(len(times))
+        for step in range(1, len(times)):
+            drift[step] = 0.9 * drift[step - 1] + rng.normal(0, 0.015)
+        sale = np.ones(len(times))
+        if rng.random() < 0.3:
+            start = int(rng.integers(len(times)))
+            sale[start : start + int(rng.integers(4, 9))] = 0.85
+        fares = np.round(level * curve * np.exp(drift) * sale * rng.normal(1, 0.005, len(times)), 2)
+        trips.append(
+            pd.DataFrame(
+                {
+                    "origin": origin,
+                    "destination": destination,
+                    "depart_date": depart.date(),
+                    "return_date": back,
+                    "adults": 1,
+                    "children": 0,
+                    "cabin": "COACH",
+                    "collected_at": times,
+                    "cheapest_total": fares,
+                    "currency": "USD",
+                    "option_count": rng.integers(5, 30, len(times)),
+                    "carrier_count": rng.integers(1, 5, len(times)),
+                    "nonstop_share": rng.uniform(0, 1, len(times)).round(2),
+                    "national": national,
+                }
+            )
+        )
+    return pd.concat(trips, ignore_index=True)
+
+
+def hand_made_trip(fares: list[float]) -> pd.DataFrame:
+    """One SFO-JFK round trip collected every 12 h, ending one day before departure."""
+    depart = pd.Timestamp("2027-01-10", tz="UTC")
+    times = pd.date_range(end=depart - pd.Timedelta(days=1), periods=len(fares), freq="12h")
+    return pd.DataFrame(
+        {
+            "origin": "SFO",
+            "destination": "JFK",
+            "depart_date": pd.Timestamp("2027-01-10").date(),
+            "return_date": pd.Timestamp("2027-01-17").date(),
+            "adults": 1,
+            "children": 0,
+            "cabin": "COACH",
+            "collected_at": times,
+            "cheapest_total": fares,
+            "currency": "USD",
+            "option_count": 12,
+            "carrier_count": 3,
+            "nonstop_share": 0.5,
+            "national": True,
+        }
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_openmp_thread():
+    """One OpenMP thread: on busy shared cores, gradient boosting's spinning threads slow these tests severalfold."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def observations() -> pd.DataFrame:
+    return fare_observations(300, seed=7)
+
+
+@pytest.fixture(scope="module")
+def features(observations) -> pd.DataFrame:
+    return observation_features(observations)
+
+
+@pytest.fixture(scope="module")
+def evaluation(features):
+    return train_and_evaluate(features)
+
+
+def test_features_use_only_what_was_collected_so_far(observations, features):
+    cutoff = WATCH_START + pd.Timedelta(days=60)
+    prefix = observation_features(observations[observations["collected_at"] <= cutoff])
+    assert 0 < len(prefix) < len(features)
+    pd.testing.assert_frame_equal(prefix, features.loc[prefix.index, prefix.columns], check_exact=False, rtol=1e-9)
+
+
+def test_features_describe_the_trip_and_its_history():
+    trip = observation_features(hand_made_trip([300.0, 280.0, 290.0, 310.0]))
+    assert list(trip["observation_count"]) == [1, 2, 3, 4]
+    assert trip["days_ahead"].iloc[-1] == pytest.approx(1.0)
+    assert trip["nights"].iloc[0] == 7
+    assert trip["fare_to_running_min"].iloc[-1] == pytest.approx(310.0 / 280.0)
+    assert trip["fare_to_min_1d"].iloc[-1] == pytest.approx(310.0 / 290.0)
+    assert trip["relative_slope_3d"].iloc[-1] > 0
+    # New York is about 4,150 km from San Francisco by great circle.
+    assert 4100 < trip["distance_km"].iloc[0] < 4200
+    assert np.isnan(great_circle_km("SFO", "XXX"))
+
+
+def test_drop_labels_on_a_hand_made_series():
+    fares = [100.0, 99.0, 97.0, 101.0, 98.5, 105.0]
+    labels = drop_labels(observation_features(hand_made_trip(fares)))
+    expected_future_min = [97.0, 97.0, 98.5, 98.5, 105.0]
+    assert list(labels["future_min_fare"].iloc[:-1]) == expected_future_min
+    assert np.isnan(labels["future_min_fare"].iloc[-1])
+    expected_drop = [f_min <= fare * (1 - MEANINGFUL_DROP_SHARE) for fare, f_min in zip(fares, expected_future_min)]
+    assert list(labels["drops_meaningfully"]) == expected_drop + [False]
+    assert expected_drop == [True, True, False, True, False]
+    assert list(labels["is_last_observation"]) == [False] * 5 + [True]
+
+
+def test_policy_buys_at_the_last_observation(evaluation):
+    test = evaluation.split.test
+    decisions = evaluation.advisor.decisions(test)
+    assert (decisions.loc[test["days_ahead"] < LAST_CALL_DAYS_AHEAD, "action"] == "buy").all()
+    # Even an advisor that always wants to wait ends up buying each trip at its last collection.
+    always_waiting = copy.copy(evaluation.advisor)
+    always_waiting.threshold = -1.0
+    actions = always_waiting.decisions(test)["action"]
+    assert (actions[test["days_ahead"] >= LAST_CALL_DAYS_AHEAD] != "buy").all()
+    outcomes = purchases(test, actions == "buy")
+    last = test[last_observation_mask(test)].set_index("trip_id")
+    assert outcomes["price_paid"].equals(last.loc[outcomes.index, "fare"])
+
+
+def trip_observations(observations: pd.DataFrame, features: pd.DataFrame, trip_id: str) -> pd.DataFrame:
+    """One trip's observations in collection order."""
+    return observations.loc[features.index[features["trip_id"] == trip_id]]
+
+
+def test_not_enough_data_for_short_histories(evaluation, observations, features):
+    advisor = evaluation.advisor
+    trip = trip_observations(observations, features, evaluation.split.test["trip_id"].iloc[0])
+    short = advisor.advise(trip.iloc[: MIN_HISTORY - 1])
+    assert short.action == "not_enough_data"
+    assert short.drop_probability is None and short.expected_saving is None
+    enough = advisor.advise(trip.iloc[:MIN_HISTORY])
+    assert enough.action in ("buy", "wait")
+    assert 0 <= enough.drop_probability <= 1 and enough.expected_saving >= 0
+    assert (enough.action == "wait") == (enough.drop_probability > advisor.threshold)
+    short_rows = features[(features["observation_count"] < MIN_HISTORY) & (features["days_ahead"] >= LAST_CALL_DAYS_AHEAD)]
+    assert (advisor.decisions(short_rows)["action"] == "not_enough_data").all()
+    # A trip first seen at its last collection must still be bought, history or not.
+    assert advisor.advise(hand_made_trip([250.0])).action == "buy"
+
+
+def test_advisor_beats_buying_at_once_and_the_oracle_bounds_every_policy(evaluation):
+    table, test = evaluation.table, evaluation.split.test
+    assert list(table.index) == list(POLICIES)
+    assert table.loc["advisor", "mean_saving"] > table.loc["buy_first", "mean_saving"] == 0
+    assert table.loc["advisor", "mean_price_paid"] < table.loc["buy_first", "mean_price_paid"]
+    assert (table["mean_saving"] <= table.loc["oracle", "mean_saving"] + 1e-9).all()
+    assert (table["share_of_oracle_saving"] <= 1 + 1e-9).all()
+    assert table.loc["oracle", "upset_rate"] == 0
+    assert table.loc["oracle", "mean_price_paid"] == pytest.approx(test.groupby("trip_id")["fare"].min().mean())
+    assert 0 <= evaluation.headline["advisor_upset_rate"] <= 1
+    assert evaluation.headline["test_trips"] == test["trip_id"].nunique()
+
+
+def test_splits_keep_later_departures_for_testing(evaluation):
+    split = evaluation.split
+    assert split.train["depart_date"].max() < split.validation["depart_date"].min()
+    assert split.validation["depart_date"].max() < split.test["depart_date"].min()
+    assert not set(split.train["trip_id"]) & set(split.test["trip_id"])
+
+
+def test_threshold_is_chosen_without_the_test_trips(observations, evaluation):
+    test_trips = set(evaluation.split.test["trip_id"])
+    scrambled = observations.copy()
+    in_test = observation_features(observations)["trip_id"].reindex(scrambled.index).isin(test_trips)
+    rng = np.random.default_rng(1)
+    scrambled.loc[in_test, "cheapest_total"] = rng.permutation(scrambled.loc[in_test, "cheapest_total"].to_numpy())
+    rerun = train_and_evaluate(observation_features(scrambled))
+    assert rerun.advisor.threshold == evaluation.advisor.threshold
+    assert rerun.advisor.threshold_scores == evaluation.advisor.threshold_scores
+    assert not rerun.table.equals(evaluation.table)
+
+
+def test_advisor_save_load_round_trip(evaluation, tmp_path):
+    path = tmp_path / "models" / "advisor.joblib"
+    evaluation.advisor.save(path)
+    loaded = BuyWaitAdvisor.load(path)
+    test = evaluation.split.test
+    pd.testing.assert_frame_equal(loaded.decisions(test), evaluation.advisor.decisions(test))
+    assert loaded.threshold == evaluation.advisor.threshold
+
+
+def test_missing_or_corrupt_model_files_raise_model_unavailable(evaluation, observations, tmp_path):
+    missing = tmp_path / "absent.joblib"
+    with pytest.raises(ModelUnavailable, match=str(missing)):
+        BuyWaitAdvisor.load(missing)
+    garbage = tmp_path / "garbage.joblib"
+    garbage.write_bytes(b"\x80\x04not a pickle at all")
+    with pytest.raises(ModelUnavailable, match=str(garbage)):
+        FareModel.load(garbage)
+    truncated = tmp_path / "truncated.joblib"
+    evaluation.advisor.save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ModelUnavailable, match=str(truncated)):
+        BuyWaitAdvisor.load(truncated)
+    fare_model_file = tmp_path / "fare.joblib"
+    FareModel().fit(observations.iloc[:2000]).save(fare_model_file)
+    with pytest.raises(ModelUnavailable, match="not a buy-wait-advisor"):
+        BuyWaitAdvisor.load(fare_model_file)
+    old_format = tmp_path / "old.joblib"
+    joblib.dump({"kind": "buy-wait-advisor", "format_version": 0, "features": MODEL_FEATURES, "payload": {}}, old_format)
+    with pytest.raises(ModelUnavailable, match="format version 0"):
+        BuyWaitAdvisor.load(old_format)
+
+
+def test_fare_model_beats_the_route_mean(observations):
+    report = evaluate_fare_model(observations)
+    assert report["test_rows"] > 0
+    assert report["mae"] < report["route_mean_mae"]
+    assert report["mape"] < report["route_mean_mape"]
+
+
+def test_fare_model_fills_an_uncollected_date_and_round_trips(observations, tmp_path):
+    model = FareModel().fit(observations)
+    at = WATCH_START + pd.Timedelta(days=10)
+    collected_departures = set(pd.to_datetime(observations["depart_date"]))
+    new_date = next(d for d in pd.date_range("2026-10-01", periods=400) if d not in collected_departures)
+    fare = model.predict("SFO", "JFK", new_date.date(), (new_date + pd.Timedelta(days=7)).date(), at)
+    route = observations[(observations["origin"] == "SFO") & (observations["destination"] == "JFK")]
+    assert route["cheapest_total"].min() * 0.8 < fare < route["cheapest_total"].max() * 1.2
+    # An unseen route still gets a finite, positive estimate from its distance and dates.
+    assert 0 < model.predict("DEN", "ATL", new_date.date(), None, at) < np.inf
+    model.save(tmp_path / "fare.joblib")
+    assert FareModel.load(tmp_path / "fare.joblib").predict(
+        "SFO", "JFK", new_date.date(), (new_date + pd.Timedelta(days=7)).date(), at
+    ) == pytest.approx(fare)
