@@ -1,0 +1,81 @@
+"""The Flask fare page and JSON API over the PostgreSQL warehouse (read-only)."""
+import os
+
+import psycopg
+from flask import Flask, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from fare_assets.settings import load_settings
+from fare_assets.storing.postgres import READONLY_ROLE, WAREHOUSE_DB
+from webapp import db, formatting
+from webapp.api import api
+from webapp.fares import fares
+from webapp.health import health
+
+SECURITY_HEADERS = {
+    # No inline scripts or styles and nothing from other origins: the page works offline.
+    "Content-Security-Policy": ("default-src 'self'; base-uri 'none'; form-action 'self'; "
+                                "frame-ancestors 'none'; object-src 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+UNAVAILABLE_MESSAGE = "The fare database is unreachable right now; please try again in a minute."
+
+
+def default_dsn() -> str:
+    """FARES_WEB_DSN, or the embedded cluster's warehouse as the read-only web role."""
+    return os.environ.get("FARES_WEB_DSN") or (
+        f"postgresql://{READONLY_ROLE}@127.0.0.1:{load_settings().pg_port}/{WAREHOUSE_DB}")
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def _error_response(status: int, title: str, message: str):
+    if _wants_json():
+        return jsonify(error=message), status
+    return render_template("error.html", title=title, message=message), status
+
+
+def _http_error(error: HTTPException):
+    """404, 405, 500 and the rest as a clean page or JSON, never a stack trace."""
+    return _error_response(error.code or 500, error.name, error.description or error.name)
+
+
+def _database_unavailable(error: Exception):
+    # The driver's message names host and port, never the password, so it is safe to log.
+    current_app.logger.warning("fare database unavailable: %s", error.__cause__ or error)
+    return _error_response(503, "Service Unavailable", UNAVAILABLE_MESSAGE)
+
+
+def _add_security_headers(response):
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app; `config` overrides the defaults (tests pass DATABASE_DSN and TESTING)."""
+    app = Flask(__name__)
+    # DEBUG is left to Flask, which turns it on only when FLASK_DEBUG is set.
+    app.config.from_mapping(
+        DATABASE_DSN=default_dsn(),
+        DATABASE_CONNECT_TIMEOUT=3,
+        DATABASE_STATEMENT_TIMEOUT_MS=5000,
+    )
+    if config:
+        app.config.update(config)
+
+    db.init_app(app)
+    formatting.init_app(app)
+    app.register_blueprint(fares)
+    app.register_blueprint(api)
+    app.register_blueprint(health)
+    app.register_error_handler(HTTPException, _http_error)
+    # OperationalError covers a connection lost mid-request and a query over the statement timeout.
+    app.register_error_handler(db.DatabaseUnavailable, _database_unavailable)
+    app.register_error_handler(psycopg.OperationalError, _database_unavailable)
+    app.after_request(_add_security_headers)
+    return app

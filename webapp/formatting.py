@@ -1,0 +1,92 @@
+"""How amounts, durations, stops and times read on the page and in JSON; template filters."""
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+
+from flask import Flask
+
+from webapp.validation import Trip
+
+
+def amount_text(amount: Decimal) -> str:
+    """The amount with two decimals, or three when the third is not zero (e.g. a KWD fare)."""
+    cents = amount.quantize(Decimal("0.01"))
+    return str(cents) if cents == amount else str(amount.quantize(Decimal("0.001")))
+
+
+def money(amount: Decimal, currency: str) -> str:
+    """'1,234.50 USD'."""
+    return f"{Decimal(amount_text(amount)):,} {currency}"
+
+
+def duration(minutes: int | None) -> str:
+    """'5h 30m', or a dash when the provider did not say."""
+    if minutes is None:
+        return "—"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}h {rest:02d}m" if hours else f"{rest}m"
+
+
+def stops(count: int | None) -> str:
+    """'nonstop', '1 stop', '2 stops'."""
+    if count is None:
+        return "—"
+    if count == 0:
+        return "nonstop"
+    return f"{count} stop" if count == 1 else f"{count} stops"
+
+
+def local_time(moment: dt.datetime | None) -> str:
+    """A departure in the airport's local time: 'Tue 01 Dec 08:05'."""
+    return moment.strftime("%a %d %b %H:%M") if moment else "—"
+
+
+def utc_time(moment: dt.datetime) -> str:
+    """'2026-11-28 04:30 UTC'."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def trip_dates(depart: dt.date, back: dt.date) -> str:
+    """'Tue 01 Dec 2026 – Tue 08 Dec 2026 (7 nights)'."""
+    nights = (back - depart).days
+    return (f"{depart.strftime('%a %d %b %Y')} – {back.strftime('%a %d %b %Y')}"
+            f" ({nights} night{'' if nights == 1 else 's'})")
+
+
+def age_seconds(moment: dt.datetime, now: dt.datetime) -> int:
+    """Whole seconds from `moment` to `now` (never negative, so clock skew reads as 'just now')."""
+    return max(0, int((now - moment).total_seconds()))
+
+
+def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
+    """'just now', '12 min ago', '3 h ago', '2 days ago'."""
+    seconds = age_seconds(moment, now or dt.datetime.now(dt.timezone.utc))
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def party(adults: int, children: int) -> str:
+    """'1 adult', '2 adults, 1 child'."""
+    text = f"{adults} adult{'' if adults == 1 else 's'}"
+    if children:
+        text += f", {children} child{'' if children == 1 else 'ren'}"
+    return text
+
+
+def trip_params(row: Mapping) -> dict[str, str]:
+    """The /fares query parameters that ask for the trip a result row describes."""
+    return Trip(row["origin"], row["destination"], row["depart_date"], row["return_date"],
+                row["adults"], row["children"]).as_params()
+
+
+def init_app(app: Flask) -> None:
+    """Make the formatters available to templates as filters and globals."""
+    for formatter in (money, duration, stops, local_time, utc_time, age):
+        app.add_template_filter(formatter)
+    for helper in (trip_dates, party, trip_params):
+        app.add_template_global(helper)

@@ -1,0 +1,125 @@
+"""The fare page's SQL, one function per question; every value is a bound parameter.
+
+A trip is served from whichever of the two warehouse tables holds it, so each question runs
+the same statement on both tables and combines them with UNION ALL; each branch can use the
+(origin, destination, depart_date, return_date, collected_at DESC) index.
+"""
+import datetime as dt
+
+import psycopg
+from psycopg import sql
+
+from fare_assets.storing.warehouse import FARE_TABLES
+from webapp.validation import Trip
+
+# The page lists this many of a collection's options; the full count is reported alongside.
+OPTIONS_SHOWN = 20
+# How many other collected trips an empty result suggests.
+SUGGESTIONS_SHOWN = 12
+
+_TRIP_MATCH = """
+    origin = %(origin)s AND destination = %(destination)s
+    AND depart_date = %(depart_date)s AND return_date = %(return_date)s"""
+
+# The newest search for the trip in one table (index scan, one row).
+_NEWEST_SEARCH = """
+  SELECT search_id, collected_at FROM {table}
+  WHERE""" + _TRIP_MATCH + """
+    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
+    AND (%(children)s::int IS NULL OR children = %(children)s::int)
+  ORDER BY collected_at DESC, search_id DESC
+  LIMIT 1"""
+
+_SEARCH_OPTIONS = """
+  SELECT {market} AS market, option_id, search_id, provider, collected_at, origin, destination,
+         depart_date, return_date, adults, children, cabin, total_amount, currency, carriers,
+         stops_out, stops_back, duration_out_min, duration_back_min, depart_out_local, depart_back_local
+  FROM {table} JOIN latest_search USING (search_id, collected_at)
+  WHERE""" + _TRIP_MATCH
+
+# Per upcoming trip (and party), the cheapest option of its latest collection: DISTINCT ON keeps
+# the first row per trip, ordered newest collection first, then cheapest.
+_CHEAPEST_LATEST_PER_TRIP = """
+  SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children)
+         {market} AS market, origin, destination, depart_date, return_date, adults, children,
+         collected_at, total_amount, currency
+  FROM {table}
+  WHERE depart_date >= %(today)s {route_match}
+  ORDER BY origin, destination, depart_date, return_date, adults, children, collected_at DESC, total_amount"""
+
+_ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
+
+_ROUTE_SUMMARY = """
+  SELECT DISTINCT ON (market, origin, destination)
+         market, origin, destination, depart_date, return_date, adults, children,
+         total_amount, currency, collected_at AS fare_collected_at,
+         max(collected_at) OVER route AS freshest_collected_at,
+         count(*) OVER route AS upcoming_trips
+  FROM ({per_trip}) AS cheapest_latest_per_trip
+  WINDOW route AS (PARTITION BY market, origin, destination)
+  ORDER BY market, origin, destination, total_amount, depart_date, return_date"""
+
+
+def _market(table: str) -> str:
+    return table.removesuffix("_fares")
+
+
+def _each_table(template: str, **parts: sql.Composable) -> sql.Composed:
+    """`template` once per fare table, each in parentheses (so it may ORDER BY), joined with UNION ALL."""
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("(" + template + ")").format(table=sql.Identifier(table), market=sql.Literal(_market(table)), **parts)
+        for table in FARE_TABLES
+    )
+
+
+def _trip_params(trip: Trip) -> dict:
+    return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
+            "return_date": trip.return_date, "adults": trip.adults, "children": trip.children}
+
+
+def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN) -> list[dict]:
+    """The options of the trip's latest collection, cheapest first, each with the collection's size."""
+    query = sql.SQL("""
+WITH latest_search AS (
+  SELECT search_id, collected_at FROM ({newest}) AS newest_per_table
+  ORDER BY collected_at DESC, search_id DESC
+  LIMIT 1
+)
+SELECT options.*, count(*) OVER () AS options_in_collection
+FROM ({options}) AS options
+ORDER BY total_amount, duration_out_min + duration_back_min, option_id
+LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_table(_SEARCH_OPTIONS))
+    return conn.execute(query, {**_trip_params(trip), "limit": limit}).fetchall()
+
+
+def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
+                            limit: int = SUGGESTIONS_SHOWN) -> list[dict]:
+    """Trips collected for the route departing from `today`, each with its cheapest latest fare."""
+    query = sql.SQL("SELECT * FROM ({per_trip}) AS trips"
+                    " ORDER BY depart_date, return_date, adults, children LIMIT %(limit)s").format(
+        per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
+    params = {"origin": origin, "destination": destination, "today": today, "limit": limit}
+    return conn.execute(query, params).fetchall()
+
+
+def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
+    """The trip's cheapest options now and, when there are none, the route's other collected trips."""
+    options = cheapest_options_now(conn, trip)
+    other_trips = [] if options else upcoming_trips_on_route(conn, trip.origin, trip.destination, today)
+    return {"options": options, "other_trips": other_trips}
+
+
+def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[dict]]:
+    """Per market, every route with upcoming trips: its freshest collection and cheapest latest fare."""
+    # This reads every upcoming row; at fare-service scale it belongs on a per-trip serving table.
+    per_trip = _each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(""))
+    rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), {"today": today}).fetchall()
+    summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
+    for row in rows:
+        summaries[row["market"]].append(row)
+    return summaries
+
+
+def ping(conn: psycopg.Connection) -> None:
+    """Run a trivial query, raising psycopg.OperationalError when the database does not answer."""
+    conn.execute("SELECT 1").fetchone()

@@ -1,0 +1,130 @@
+"""Turn a fare request's raw query parameters into a checked Trip, or say what to fix (pure)."""
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import airportsdata
+
+# Fare searches carry at most nine passengers (the watchlist enforces the same limits).
+MAX_PASSENGERS = 9
+TRIP_FIELDS = ("origin", "destination", "depart", "return")
+
+
+class TripError(ValueError):
+    """One or more request fields are invalid; `problems` maps each field to what to fix."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = problems
+        super().__init__("; ".join(problems.values()))
+
+
+@dataclass(frozen=True)
+class Trip:
+    """A round trip to look up; adults/children are None when the request does not filter on them."""
+
+    origin: str
+    destination: str
+    depart_date: dt.date
+    return_date: dt.date
+    adults: int | None = None
+    children: int | None = None
+
+    def as_params(self) -> dict[str, str]:
+        """The query parameters that ask for this trip again (for links)."""
+        params = {"origin": self.origin, "destination": self.destination,
+                  "depart": self.depart_date.isoformat(), "return": self.return_date.isoformat()}
+        if self.adults is not None:
+            params["adults"] = str(self.adults)
+        if self.children is not None:
+            params["children"] = str(self.children)
+        return params
+
+
+def today_utc() -> dt.date:
+    """Today's date in UTC, the reference for "not in the past"."""
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+@lru_cache(maxsize=1)
+def _airports() -> dict:
+    return airportsdata.load("IATA")
+
+
+def airport_name(code: str) -> str | None:
+    """The airport's name and city, e.g. "San Francisco International Airport, San Francisco"."""
+    airport = _airports().get(code)
+    return f"{airport['name']}, {airport['city']}" if airport else None
+
+
+def _shown(raw: str) -> str:
+    """The submitted text quoted for a message, cut short so a huge input is not echoed whole."""
+    return repr(raw if len(raw) <= 20 else raw[:20] + "…")
+
+
+def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
+    code = raw.upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        return None, f"{label} must be a 3-letter IATA airport code such as SFO, got {_shown(raw)}"
+    if code not in _airports():
+        return None, f"{label} {code} is not a known IATA airport code"
+    return code, None
+
+
+def _date(raw: str, label: str, today: dt.date) -> tuple[dt.date | None, str | None]:
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        return None, f"{label} must be a date as YYYY-MM-DD, got {_shown(raw)}"
+    if day < today:
+        return None, f"{label} {day.isoformat()} is in the past (today is {today.isoformat()} UTC)"
+    return day, None
+
+
+def _count(raw: str, label: str, low: int) -> tuple[int | None, str | None]:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= MAX_PASSENGERS:
+        return None, f"{label} must be a whole number from {low} to {MAX_PASSENGERS}, got {_shown(raw)}"
+    return int(raw), None
+
+
+def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
+    """Check origin, destination, depart, return (and optional adults, children) against `today`.
+
+    Every problem is collected, not just the first, so a form can flag each field at once.
+    """
+    problems: dict[str, str] = {}
+    labels = {"origin": "origin", "destination": "destination", "depart": "departure date",
+              "return": "return date", "adults": "adults", "children": "children"}
+    for field in TRIP_FIELDS:
+        if not (args.get(field) or "").strip():
+            problems[field] = f"{labels[field]} is required"
+
+    values: dict[str, object] = {}
+    checks = {"origin": lambda raw: _airport(raw, "origin"),
+              "destination": lambda raw: _airport(raw, "destination"),
+              "depart": lambda raw: _date(raw, "departure date", today),
+              "return": lambda raw: _date(raw, "return date", today),
+              "adults": lambda raw: _count(raw, "adults", 1),
+              "children": lambda raw: _count(raw, "children", 0)}
+    # Each check receives the stripped, non-empty text of its field.
+    for field, check in checks.items():
+        raw = (args.get(field) or "").strip()
+        if field in problems or not raw:
+            continue
+        value, problem = check(raw)
+        if problem:
+            problems[field] = problem
+        else:
+            values[field] = value
+
+    if "origin" in values and values.get("origin") == values.get("destination"):
+        problems["destination"] = f"destination must differ from origin ({values['origin']})"
+    if "depart" in values and "return" in values and values["return"] < values["depart"]:
+        problems["return"] = (f"return date {values['return'].isoformat()} is before the departure date "
+                              f"{values['depart'].isoformat()}")
+    if (values.get("adults") or 0) + (values.get("children") or 0) > MAX_PASSENGERS:
+        problems["children"] = f"at most {MAX_PASSENGERS} passengers (adults + children) per search"
+    if problems:
+        raise TripError(problems)
+    return Trip(values["origin"], values["destination"], values["depart"], values["return"],
+                values.get("adults"), values.get("children"))
