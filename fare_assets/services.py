@@ -1,0 +1,117 @@
+"""Starts and stops the local services `make run` needs; Ctrl-C stops every one it started."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from fare_assets.settings import PROJECT_ROOT, load_settings
+from fare_assets.storing.postgres import PostgresError, embedded_cluster, find_bin_dir
+
+JAVA_HINT = "install Java 17 or newer: `apt-get install -y openjdk-17-jre-headless` (Debian/Ubuntu)"
+
+
+class MissingPrerequisite(RuntimeError):
+    """Something the platform needs is not installed; the message says how to install it."""
+
+
+def java_major_version() -> int | None:
+    java = shutil.which("java")
+    if not java:
+        return None
+    output = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 else major
+
+
+def check_prerequisites() -> None:
+    """Java 17+ for Spark and the PostgreSQL server binaries for the embedded cluster."""
+    major = java_major_version()
+    if major is None:
+        raise MissingPrerequisite(f"Java not found: {JAVA_HINT}")
+    if major < 17:
+        raise MissingPrerequisite(f"Java {major} found, Spark 4 needs 17+: {JAVA_HINT}")
+    try:
+        find_bin_dir()
+    except PostgresError as error:
+        raise MissingPrerequisite(str(error)) from None
+
+
+def wait_for_http(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+class Supervisor:
+    """Owns the processes it starts and stops them (and the cluster it started) on exit."""
+
+    def __init__(self):
+        self.settings = load_settings()
+        self.processes: list[subprocess.Popen] = []
+        self.started_postgres = False
+
+    def __enter__(self):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        return self
+
+    def __exit__(self, *exc_info):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                # Each child leads its own session: signal the whole group (dagster dev has children).
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        if self.started_postgres:
+            embedded_cluster().stop()
+        return False
+
+    def _spawn(self, *command: str) -> subprocess.Popen:
+        process = subprocess.Popen(list(command), cwd=PROJECT_ROOT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def start_postgres(self) -> None:
+        cluster = embedded_cluster()
+        self.started_postgres = not cluster.running()
+        print(f"warehouse: {cluster.start()}")
+
+    def start_market(self) -> None:
+        """The fare market simulator, unless something already answers at FARES_MARKET_URL."""
+        health = f"{self.settings.market_url}/healthz"
+        if wait_for_http(health, 0.5):
+            return
+        self._spawn(sys.executable, "-m", "fare_assets.market", "--port", str(self.settings.market_port))
+        if not wait_for_http(health, 30):
+            raise RuntimeError(f"the fare market simulator did not answer at {health}")
+
+    def serve(self) -> None:
+        """The Dagster UI (with its daemon: schedule and sensor) and the fare page, until Ctrl-C."""
+        dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+        self._spawn(dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+                    "-p", str(self.settings.dagster_port))
+        self._spawn(sys.executable, "-m", "webapp")
+        wait_for_http(f"http://127.0.0.1:{self.settings.web_port}/healthz", 30)
+        print(f"\nDagster UI: http://127.0.0.1:{self.settings.dagster_port}\n"
+              f"Fare page:  http://127.0.0.1:{self.settings.web_port}\nCtrl-C stops everything.", flush=True)
+        try:
+            while all(process.poll() is None for process in self.processes):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\nstopping...")

@@ -1,0 +1,77 @@
+"""The whole asset graph on a tiny watchlist: real market server, local Spark, real PostgreSQL."""
+import psycopg
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from fare_assets.definitions import build_defs
+from fare_assets.pipeline import curated_row_counts, run_pipeline
+from fare_assets.resources import local_resources
+from fare_assets.storing import warehouse
+from fare_assets.structuring.assets import FACT_TABLES
+
+TINY_WATCHLIST = """trips:
+  - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 1, to: 63, every: 3}}
+  - {origin: LHR, destination: JFK, nights: [7], depart_days_ahead: {from: 1, to: 63, every: 3}, adults: 2, children: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory, market_url, postgres):
+    home = tmp_path_factory.mktemp("fares")
+    watchlist = home / "watchlist.yaml"
+    watchlist.write_text(TINY_WATCHLIST)
+    dsn = postgres.dsn("postgres")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE pipeline_test")
+    patch = pytest.MonkeyPatch()
+    for name, value in {"FARES_HOME": str(home), "FARES_WATCHLIST": str(watchlist), "FARES_MARKET_URL": market_url,
+                        "FARES_WAREHOUSE_DSN": postgres.dsn("pipeline_test")}.items():
+        patch.setenv(name, value)
+    defs = build_defs(local_resources())
+    with DagsterInstance.ephemeral() as instance:
+        # A fixed end keeps the market's answers, and so the trained advisor, the same on any day.
+        report = run_pipeline(defs, instance, history_days=60, every_hours=24, history_until="2026-11-28T08:00:00+00:00")
+        yield defs, instance, report
+    patch.undo()
+
+
+def test_every_asset_materializes_and_every_check_passes(pipeline_run):
+    _, _, report = pipeline_run
+    assert report.ok, report.summary()
+    assert report.landing_hours
+
+
+def test_every_curated_table_and_both_warehouse_tables_have_rows(pipeline_run):
+    defs, _, report = pipeline_run
+    assert set(report.curated_rows) == set(FACT_TABLES)
+    assert all(rows > 0 for rows in report.curated_rows.values()), report.curated_rows
+    assert report.warehouse_rows["national_fares"] > 0 and report.warehouse_rows["international_fares"] > 0
+    with defs.resources["warehouse_db"].connect() as conn:
+        routes = conn.execute("SELECT DISTINCT origin || '-' || destination FROM national_fares").fetchall()
+        foreign = conn.execute("SELECT DISTINCT origin || '-' || destination FROM international_fares").fetchall()
+    assert routes == [("SFO-JFK",)] and foreign == [("LHR-JFK",)]
+
+
+def test_searches_match_the_calls_made(pipeline_run):
+    defs, instance, report = pipeline_run
+    collected = instance.get_latest_materialization_event(AssetKey("raw_fare_quotes")).asset_materialization.metadata
+    assert report.curated_rows["searches"] == collected["calls"].value
+
+
+def test_rerunning_a_landing_hour_changes_nothing(pipeline_run):
+    defs, instance, report = pipeline_run
+    hour = report.landing_hours[0]
+    before_curated = curated_row_counts(defs.resources["lake"].root, list(FACT_TABLES))
+    with defs.resources["warehouse_db"].connect() as conn:
+        before_warehouse = warehouse.table_counts(conn)
+    result = defs.resolve_job_def("structure_landing_hour").execute_in_process(
+        instance=instance, partition_key=f"{hour}:00")
+    assert result.success
+    assert curated_row_counts(defs.resources["lake"].root, list(FACT_TABLES)) == before_curated
+    with defs.resources["warehouse_db"].connect() as conn:
+        assert warehouse.table_counts(conn) == before_warehouse
+
+
+def test_the_models_report_a_score(pipeline_run):
+    _, _, report = pipeline_run
+    assert report.model_metrics, "the synthesize run wrote no metrics"
