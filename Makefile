@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 export DAGSTER_HOME := $(CURDIR)
 export FARES_HOME ?= $(CURDIR)/.fares
 export FARES_PG_PORT ?= 54329
-export FARES_DAGSTER_PG_URL ?= postgresql://fares@127.0.0.1:$(FARES_PG_PORT)/dagster
+# dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL.
+export FARES_DAGSTER_PG_URL ?= postgresql+psycopg2://fares@127.0.0.1:$(FARES_PG_PORT)/dagster
 export FARES_DAGSTER_ARTIFACTS ?= $(FARES_HOME)/dagster
 export FARES_DAGSTER_COMPUTE_LOGS ?= $(FARES_HOME)/dagster/logs
 export SPARK_LOCAL_IP ?= 127.0.0.1

@@ -16,8 +16,12 @@ from fare_assets.partitions import range_run_tags
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
-from fare_assets.structuring.assets import FACT_TABLES
+from fare_assets.structuring.assets import CURATED_TABLES
 from fare_assets.synthesizing.assets import read_latest_metrics
+
+
+# Dagster's console logger defaults to DEBUG (every engine event); the summary is what matters here.
+CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -61,7 +65,7 @@ def run_pipeline(defs, instance: DagsterInstance, history_days: float, every_hou
     collect_config = {"history_days": history_days, "every_hours": every_hours, "history_until": history_until}
     collected = defs.resolve_job_def("collect_fares").execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config={"ops": {"raw_fare_quotes": {"config": collect_config}}},
+        run_config={"ops": {"raw_fare_quotes": {"config": collect_config}}, **CONSOLE_INFO},
     )
     _record(report, "collect_fares", collected)
     if not report.ok:
@@ -74,12 +78,12 @@ def run_pipeline(defs, instance: DagsterInstance, history_days: float, every_hou
     # One single-run backfill over the whole history, as the UI would launch it.
     _record(report, f"structure_landing_hour[{first}..{last}]",
             defs.resolve_job_def("structure_landing_hour").execute_in_process(
-                instance=instance, tags=range_run_tags(first, last), raise_on_error=False))
+                instance=instance, tags=range_run_tags(first, last), run_config=CONSOLE_INFO, raise_on_error=False))
     if not report.ok:
         return report
     _record(report, "synthesize", defs.resolve_job_def("synthesize").execute_in_process(
-        instance=instance, raise_on_error=False))
-    report.curated_rows = curated_row_counts(lake.root, list(FACT_TABLES))
+        instance=instance, run_config=CONSOLE_INFO, raise_on_error=False))
+    report.curated_rows = curated_row_counts(lake.root, list(CURATED_TABLES))
     with defs.resources["warehouse_db"].connect() as conn:
         report.warehouse_rows = warehouse.table_counts(conn)
     report.model_metrics = read_latest_metrics(lake.root)

@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.settings import load_settings
-from fare_assets.storing.postgres import DAGSTER_DB, SUPERUSER, WAREHOUSE_DB
+from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.qpx_client import QpxClient
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
@@ -73,11 +73,6 @@ def warehouse_dsn() -> str:
     """FARES_WAREHOUSE_DSN, or the embedded cluster's warehouse database."""
     settings = load_settings()
     return os.environ.get("FARES_WAREHOUSE_DSN") or f"postgresql://{SUPERUSER}@127.0.0.1:{settings.pg_port}/{WAREHOUSE_DB}"
-
-
-def dagster_storage_dsn() -> str:
-    settings = load_settings()
-    return f"postgresql://{SUPERUSER}@127.0.0.1:{settings.pg_port}/{DAGSTER_DB}"
 
 
 def resources_for_env() -> dict:

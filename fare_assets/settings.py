@@ -48,6 +48,6 @@ def load_settings() -> Settings:
         watchlist=Path(_env("FARES_WATCHLIST", str(PROJECT_ROOT / "fare_assets" / "watchlist.yaml"))),
         sensor_lookback_hours=int(_env("FARES_SENSOR_LOOKBACK_HOURS", "2")),
         history_days=float(_env("FARES_HISTORY_DAYS", "60")),
-        history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "12")),
+        history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
     )

@@ -1,5 +1,4 @@
 import json
-from pathlib import Path
 
 import pytest
 
@@ -58,14 +57,7 @@ def warehouse_dsn(postgres):
 @pytest.fixture(scope="session")
 def market_url():
     """The fare market simulator as a real HTTP server on a free port."""
-    import threading
+    from fare_assets.market.server import market_in_thread
 
-    from fare_assets.market.pricing import DEFAULT_PARAMS
-    from fare_assets.market.server import make_server
-
-    server = make_server("127.0.0.1", 0, DEFAULT_PARAMS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with market_in_thread() as url:
+        yield url

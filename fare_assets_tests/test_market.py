@@ -3,7 +3,6 @@ studies, and the HTTP server."""
 import json
 import re
 import statistics
-import threading
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -14,7 +13,7 @@ import pytest
 
 from fare_assets.market.pricing import ALT_PARAMS, DEFAULT_PARAMS, PROFILES, Market, PastDeparture, Query
 from fare_assets.market.qpx import BadRequest, parse_request, render_response
-from fare_assets.market.server import SEARCH_PATH, make_server
+from fare_assets.market.server import SEARCH_PATH
 from fare_assets_tests.conftest import FIXTURES
 
 QPX_FIXTURES = sorted((FIXTURES / "qpx").glob("*.json"))
@@ -355,16 +354,6 @@ def test_departure_before_the_market_day_is_refused():
 
 # ---- HTTP server ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server_url():
-    server = make_server("127.0.0.1", 0, DEFAULT_PARAMS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 def _post(url: str, payload: bytes, headers: dict | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=payload, method="POST",
                                      headers={"Content-Type": "application/json", **(headers or {})})
@@ -378,10 +367,10 @@ def _post(url: str, payload: bytes, headers: dict | None = None) -> tuple[int, b
 TIME_HEADER = {"X-Market-Time": "2026-10-01T12:00:00Z"}
 
 
-def test_server_answers_a_search_with_the_same_bytes_twice(server_url):
+def test_server_answers_a_search_with_the_same_bytes_twice(market_url):
     payload = json.dumps(_body()).encode()
-    status, first = _post(f"{server_url}{SEARCH_PATH}?key=ignored", payload, TIME_HEADER)
-    again_status, again = _post(f"{server_url}{SEARCH_PATH}", payload, TIME_HEADER)
+    status, first = _post(f"{market_url}{SEARCH_PATH}?key=ignored", payload, TIME_HEADER)
+    again_status, again = _post(f"{market_url}{SEARCH_PATH}", payload, TIME_HEADER)
     assert status == again_status == 200
     assert first == again
     response = json.loads(first)
@@ -399,15 +388,15 @@ def test_server_answers_a_search_with_the_same_bytes_twice(server_url):
     (json.dumps(_body()).encode(), {"X-Market-Time": "tomorrow"}, "X-Market-Time"),
     (json.dumps(_body()).encode(), {"X-Market-Time": "2026-10-01T12:00:00+02:00"}, "X-Market-Time"),
 ])
-def test_server_rejects_malformed_requests_with_400_naming_the_field(server_url, payload, headers, field):
-    status, body = _post(f"{server_url}{SEARCH_PATH}", payload, headers)
+def test_server_rejects_malformed_requests_with_400_naming_the_field(market_url, payload, headers, field):
+    status, body = _post(f"{market_url}{SEARCH_PATH}", payload, headers)
     assert status == 400
     error = json.loads(body)["error"]
     assert error["code"] == 400 and error["field"] == field and error["message"]
 
 
-def test_server_unknown_path_is_404_json_and_health_is_ok(server_url):
-    status, body = _post(f"{server_url}/qpxExpress/v1/trips/list", b"{}", TIME_HEADER)
+def test_server_unknown_path_is_404_json_and_health_is_ok(market_url):
+    status, body = _post(f"{market_url}/qpxExpress/v1/trips/list", b"{}", TIME_HEADER)
     assert status == 404 and json.loads(body)["error"]["code"] == 404
-    with urllib.request.urlopen(f"{server_url}/healthz", timeout=10) as response:
+    with urllib.request.urlopen(f"{market_url}/healthz", timeout=10) as response:
         assert response.status == 200 and json.loads(response.read()) == {"status": "ok"}

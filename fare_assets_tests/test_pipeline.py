@@ -7,7 +7,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.pipeline import curated_row_counts, run_pipeline
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
-from fare_assets.structuring.assets import FACT_TABLES
+from fare_assets.structuring.assets import CURATED_TABLES
 
 TINY_WATCHLIST = """trips:
   - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 1, to: 63, every: 3}}
@@ -43,7 +43,7 @@ def test_every_asset_materializes_and_every_check_passes(pipeline_run):
 
 def test_every_curated_table_and_both_warehouse_tables_have_rows(pipeline_run):
     defs, _, report = pipeline_run
-    assert set(report.curated_rows) == set(FACT_TABLES)
+    assert set(report.curated_rows) == set(CURATED_TABLES)
     assert all(rows > 0 for rows in report.curated_rows.values()), report.curated_rows
     assert report.warehouse_rows["national_fares"] > 0 and report.warehouse_rows["international_fares"] > 0
     with defs.resources["warehouse_db"].connect() as conn:
@@ -61,13 +61,13 @@ def test_searches_match_the_calls_made(pipeline_run):
 def test_rerunning_a_landing_hour_changes_nothing(pipeline_run):
     defs, instance, report = pipeline_run
     hour = report.landing_hours[0]
-    before_curated = curated_row_counts(defs.resources["lake"].root, list(FACT_TABLES))
+    before_curated = curated_row_counts(defs.resources["lake"].root, list(CURATED_TABLES))
     with defs.resources["warehouse_db"].connect() as conn:
         before_warehouse = warehouse.table_counts(conn)
     result = defs.resolve_job_def("structure_landing_hour").execute_in_process(
         instance=instance, partition_key=f"{hour}:00")
     assert result.success
-    assert curated_row_counts(defs.resources["lake"].root, list(FACT_TABLES)) == before_curated
+    assert curated_row_counts(defs.resources["lake"].root, list(CURATED_TABLES)) == before_curated
     with defs.resources["warehouse_db"].connect() as conn:
         assert warehouse.table_counts(conn) == before_warehouse
 

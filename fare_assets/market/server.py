@@ -10,11 +10,14 @@ paths, 500 with a generic message (the details go to the log). `GET /healthz` an
 import json
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from fare_assets.market.pricing import Market, MarketError, MarketParams, PastDeparture
+from fare_assets.market.pricing import DEFAULT_PARAMS, Market, MarketError, MarketParams, PastDeparture
 from fare_assets.market.qpx import BadRequest, make_request_id, parse_request, render_response
 
 SEARCH_PATH = "/qpxExpress/v1/trips/search"
@@ -135,3 +138,15 @@ class MarketRequestHandler(BaseHTTPRequestHandler):
 def make_server(host: str, port: int, params: MarketParams) -> MarketServer:
     """A market server bound to host:port (port 0 picks a free one); call serve_forever() to run it."""
     return MarketServer((host, port), Market(params))
+
+
+@contextmanager
+def market_in_thread(params: MarketParams = DEFAULT_PARAMS) -> Iterator[str]:
+    """A market server on a free local port, served by a background thread; yields its base URL."""
+    server = make_server("127.0.0.1", 0, params)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -13,17 +13,27 @@ FACT_TABLES = {
     "trip_options": "One row per priced itinerary a search returned.",
     "pricings": "Per passenger type pricing of a trip option.",
     "fares": "Fare components (carrier, city pair, basis code) of a pricing.",
+    "segment_fares": "Which fare component and free baggage allowance apply to each segment of a pricing.",
     "taxes": "Taxes of a pricing; the same code may repeat, tax_no keeps them apart.",
     "slices": "Directions of a trip option (out, back).",
     "segments": "Flights of a slice.",
     "legs": "Legs of a segment, with UTC and local times.",
 }
+# Dimensions are upserted by every run (latest name wins), not partitioned.
+DIMENSION_TABLES = {
+    "airports": "Airports seen in responses, with country, city, time zone and position from airportsdata.",
+    "cities": "Cities (metropolitan codes) of those airports.",
+    "carriers": "Airlines by IATA code.",
+    "aircraft": "Aircraft types by code.",
+    "tax_codes": "Tax codes and their names.",
+}
+CURATED_TABLES = {**FACT_TABLES, **DIMENSION_TABLES}
 
 
 # Parquet in 3NF is what Spark, the warehouse and ad hoc engines read; raw stays the source of truth.
 @multi_asset(
     specs=[AssetSpec(table, group_name="structuring", description=text, deps=["raw_fare_quotes"])
-           for table, text in FACT_TABLES.items()],
+           for table, text in CURATED_TABLES.items()],
     check_specs=[
         AssetCheckSpec("every_raw_record_accounted_for", asset="searches",
                        description="Raw records = searches + quarantined + dropped duplicates."),
@@ -41,7 +51,7 @@ def structured_fare_tables(context: AssetExecutionContext, pyspark: PySparkResou
         raise Failure(f"no raw objects landed in {hours[0]}..{hours[-1]} under {lake.root}")
     counts = structure_raw(pyspark.spark_session, paths, lake.root)
     context.log.info(f"structured {len(paths)} objects of {hours[0]}..{hours[-1]}: {counts}")
-    for table in FACT_TABLES:
+    for table in CURATED_TABLES:
         yield MaterializeResult(asset_key=table, metadata={"rows": counts[table], "raw_objects": len(paths)})
     accounted = counts["searches"] + counts["quarantined"] + counts["duplicates"]
     yield AssetCheckResult(check_name="every_raw_record_accounted_for", asset_key="searches",

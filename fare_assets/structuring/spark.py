@@ -9,6 +9,8 @@ SPARK_CONF = {
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.enabled": "false",
+    # Progress bars garble run logs and bench output.
+    "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "2g",
 }
 
