@@ -43,6 +43,8 @@ validate: setup
 
 bench: setup
 	$(PY) bench/structuring_throughput.py
+	$(PY) bench/producer_throughput.py
+	$(PY) bench/collector_overhead.py
 
 clean:
 	-$(PY) -m fare_assets.storing.postgres stop

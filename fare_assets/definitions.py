@@ -4,7 +4,8 @@ from dagster import Definitions, define_asset_job
 from fare_assets.resources import resources_for_env
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
-from fare_assets.streaming.assets import collect_job, collect_schedule, raw_fare_quotes
+from fare_assets.streaming.assets import (backfill_job, collect_job, collect_schedule, collector_alert_sensor,
+                                          raw_fare_quotes)
 from fare_assets.structuring.assets import structured_fare_tables
 from fare_assets.synthesizing.assets import synthesize_job, fare_advisor_models, retrain_schedule
 
@@ -12,6 +13,7 @@ from fare_assets.synthesizing.assets import synthesize_job, fare_advisor_models,
 structure_job = define_asset_job(
     "structure_landing_hour", selection=[structured_fare_tables, warehouse_fares],
     description="Structure landing hours of raw records into Parquet and load the warehouse.",
+    tags={"fares/writes": "curated-lake"},
 )
 
 
@@ -19,9 +21,9 @@ def build_defs(resources: dict) -> Definitions:
     """The code location over one resource set (tests pass their own)."""
     return Definitions(
         assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, fare_advisor_models],
-        jobs=[collect_job, structure_job, synthesize_job],
+        jobs=[collect_job, backfill_job, structure_job, synthesize_job],
         schedules=[collect_schedule, retrain_schedule],
-        sensors=[landing_sensor_factory(structure_job)],
+        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor()],
         resources=resources,
     )
 

@@ -1,18 +1,25 @@
 """Resources: what the assets talk to, one set per deployment (FARES_ENV)."""
 import os
+from abc import abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
 from fare_assets.streaming.delivery import LocalDeliveryStream
+from fare_assets.streaming.firehose import FirehoseDeliveryStream, FirehoseTarget
 from fare_assets.streaming.qpx_client import QpxClient
+from fare_assets.streaming.rate_limit import provider_rate_limit
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
 from fare_assets.structuring.spark import SPARK_CONF
+
+
+UNTHROTTLED_CALLS_PER_SECOND = 1000.0
 
 
 class FareSourceResource(ConfigurableResource):
@@ -22,16 +29,36 @@ class FareSourceResource(ConfigurableResource):
     watchlist_path: str
     solutions: int = 8
     concurrency: int = 4
+    # Calls per second and burst across a run's calls; None reads FARES_QPX_RATE_PER_SECOND / _BURST.
+    rate_per_second: float | None = None
+    rate_burst: int | None = None
 
     def client(self) -> QpxClient:
-        return QpxClient(self.base_url, solutions=self.solutions)
+        return QpxClient(self.base_url, solutions=self.solutions,
+                         rate_limiter=provider_rate_limit(self.rate_per_second, self.rate_burst))
 
     def watchlist(self) -> Watchlist:
         return load_watchlist(Path(self.watchlist_path))
 
 
-class LakeResource(ConfigurableResource):
-    """The data lake: a local folder (or, in aws, the bucket behind an s3a:// root)."""
+class LakeStorage(ConfigurableResource):
+    """Where the lake's objects are: the sensor lists keys, Spark reads the paths, wherever the lake is."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every object key under a prefix, relative to the lake root, in key order."""
+
+    @abstractmethod
+    def object_path(self, key: str) -> str:
+        """The path or URL Spark reads one object from."""
+
+    def raw_files(self, prefix: str) -> list[str]:
+        """Every object under a raw prefix as Spark-readable paths, oldest key first."""
+        return [self.object_path(key) for key in self.list_keys(prefix)]
+
+
+class LakeResource(LakeStorage):
+    """The data lake as a local folder, in the same key layout as the S3 lake."""
 
     root: str
     stream_name: str = "fares-local"
@@ -39,12 +66,48 @@ class LakeResource(ConfigurableResource):
     def delivery_stream(self) -> LocalDeliveryStream:
         return LocalDeliveryStream(Path(self.root), self.stream_name)
 
-    def raw_files(self, prefix: str) -> list[str]:
-        """Every object under a raw prefix, oldest key first (temp files excluded)."""
-        folder = Path(self.root) / prefix
+    def list_keys(self, prefix: str) -> list[str]:
+        # Only the folder holding the prefix is walked, so listing an hour costs that hour alone.
+        root = Path(self.root)
+        folder = root / prefix.rpartition("/")[0]
         if not folder.is_dir():
             return []
-        return sorted(str(path) for path in folder.iterdir() if path.is_file() and not path.name.startswith("."))
+        keys = (path.relative_to(root).as_posix() for path in folder.rglob("*") if path.is_file())
+        # Dot names are the delivery stream's temp files, not yet objects.
+        return sorted(key for key in keys
+                      if key.startswith(prefix) and not any(part.startswith(".") for part in key.split("/")))
+
+    def object_path(self, key: str) -> str:
+        return str(Path(self.root) / key)
+
+
+class S3LakeResource(LakeStorage):
+    """The data lake as an S3 bucket (the Firehose destination); Spark reads it through s3a://."""
+
+    bucket: str
+    s3: S3Resource
+
+    @property
+    def root(self) -> str:
+        return f"s3a://{self.bucket}"
+
+    def list_keys(self, prefix: str) -> list[str]:
+        # ListObjectsV2 answers at most 1,000 keys per call: the paginator follows ContinuationToken.
+        pages = self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        # A key ending in "/" is a folder marker (console-made), not an object.
+        return [item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+
+    def object_path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def delivery_stream(self) -> FirehoseDeliveryStream:
+        # The spool must outlive the process: undelivered records wait there for the next sweep.
+        return FirehoseDeliveryStream.from_env(load_settings().home / "spool" / FirehoseTarget.from_env().stream_name)
+
+
+def s3_lake_resource() -> S3LakeResource:
+    """The S3 lake in bucket FARES_S3_BUCKET (default fares-lake), AWS credentials from the environment."""
+    return S3LakeResource(bucket=FirehoseTarget.from_env().bucket, s3=S3Resource())
 
 
 class WarehouseResource(ConfigurableResource):
@@ -62,7 +125,9 @@ def local_resources() -> dict:
     """Embedded defaults: the market simulator, a lake folder, local Spark, the project's PostgreSQL."""
     settings = load_settings()
     return {
-        "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
+        # The embedded simulator has no quota to protect; the provider rate limit is for real APIs.
+        "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist),
+                                          rate_per_second=UNTHROTTLED_CALLS_PER_SECOND),
         "lake": LakeResource(root=str(settings.lake)),
         "pyspark": PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF}),
         "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
@@ -75,9 +140,27 @@ def warehouse_dsn() -> str:
     return os.environ.get("FARES_WAREHOUSE_DSN") or f"postgresql://{SUPERUSER}@127.0.0.1:{settings.pg_port}/{WAREHOUSE_DB}"
 
 
+def aws_resources() -> dict:
+    """AWS: the collector delivers through Kinesis Firehose into the S3 lake the sensor watches.
+
+    The fare source is still FARES_MARKET_URL and Spark still runs locally; PostgreSQL is
+    FARES_WAREHOUSE_DSN. AWS_ENDPOINT_URL (a moto server) stands in for AWS on one machine.
+    """
+    settings = load_settings()
+    return {
+        "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
+        "lake": s3_lake_resource(),
+        "pyspark": PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF}),
+        "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
+    }
+
+
+RESOURCE_SETS = {"local": local_resources, "aws": aws_resources}
+
+
 def resources_for_env() -> dict:
     """The resource set of the deployment named by FARES_ENV."""
     env = load_settings().env
-    if env == "local":
-        return local_resources()
-    raise ValueError(f"FARES_ENV={env!r}: this build supports 'local' (the aws resource set comes with issue 3)")
+    if env not in RESOURCE_SETS:
+        raise ValueError(f"FARES_ENV={env!r}: choose one of {', '.join(RESOURCE_SETS)}")
+    return RESOURCE_SETS[env]()

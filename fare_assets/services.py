@@ -1,4 +1,5 @@
 """Starts and stops the local services `make run` needs; Ctrl-C stops every one it started."""
+import contextlib
 import os
 import re
 import shutil
@@ -77,6 +78,9 @@ class Supervisor:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                pass
+            # dagster dev's gRPC code servers can outlive it, waiting for a heartbeat timeout.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         if self.started_postgres:
             embedded_cluster().stop()

@@ -1,45 +1,73 @@
-"""Storing: notice new raw objects in the landing prefix and structure their landing hour."""
-import datetime as dt
-import json
-from pathlib import Path
+"""Storing: notice new raw objects in the landing prefix and structure their landing hour.
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
+The cursor keeps, per landing hour in the lookback window, how many objects the hour held and a
+digest of all their keys: {"YYYY-MM-DD-HH": {"objects": n, "digest": sha256 hex}}. Raw objects are
+immutable and never deleted, so an hour changes only by gaining keys, and any new key changes the
+digest, wherever it sorts. That matters because Firehose names objects
+<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>: a "greatest key seen" watermark would miss an object landing
+later with the same second and a smaller uuid. The cursor stays a few hundred bytes however many
+objects an hour holds, and hours leaving the window leave the cursor.
+"""
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from fare_assets.partitions import partition_of_landing_hour
-from fare_assets.resources import LakeResource
+from fare_assets.resources import LakeStorage
 from fare_assets.settings import load_settings
 from fare_assets.storing.lake import raw_hour_prefix, recent_landing_hours
 
 
-def new_objects_by_hour(lake: LakeResource, seen: dict[str, list[str]], hours: list[str]) -> dict[str, list[str]]:
-    """Object names per landing hour that the cursor has not seen yet."""
-    new = {}
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def landing_hour_state(keys: list[str]) -> dict:
+    """What the cursor keeps of one landing hour: its object count and a digest of its keys."""
+    digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+    return {"objects": len(keys), "digest": digest}
+
+
+def changed_landing_hours(lake: LakeStorage, seen: dict[str, dict], hours: list[str]) -> dict[str, dict]:
+    """The new state of every hour whose objects differ from what the cursor saw (only these hours are listed)."""
+    changed = {}
     for hour in hours:
-        names = [Path(path).name for path in lake.raw_files(raw_hour_prefix(hour))]
-        unseen = sorted(set(names) - set(seen.get(hour, [])))
-        if unseen:
-            new[hour] = unseen
-    return new
+        keys = lake.list_keys(raw_hour_prefix(hour))
+        if keys:
+            state = landing_hour_state(keys)
+            if state != seen.get(hour):
+                changed[hour] = state
+    return changed
 
 
-def landing_sensor_factory(job):
+def landing_sensor_factory(job, now: Callable[[], dt.datetime] = utc_now):
     """A sensor that lists only the recent hour prefixes, so its cost does not grow with history."""
 
     @sensor(job=job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
             description="Requests a structuring run for each landing hour that received new raw objects.")
-    def raw_landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
+    def raw_landing_sensor(context: SensorEvaluationContext, lake: LakeStorage):
         lookback = load_settings().sensor_lookback_hours
-        hours = recent_landing_hours(dt.datetime.now(dt.timezone.utc), lookback)
-        seen = {hour: names for hour, names in json.loads(context.cursor or "{}").items() if hour in hours}
-        new = new_objects_by_hour(lake, seen, hours)
-        if not new:
-            return SkipReason(f"no new raw objects in the last {lookback + 1} landing hours")
+        hours = recent_landing_hours(now(), lookback)
+        # Entries of another shape (the earlier {hour: [names]} cursor) are dropped: that hour is structured once more.
+        seen = {hour: state for hour, state in json.loads(context.cursor or "{}").items()
+                if hour in hours and isinstance(state, dict)}
+        changed = changed_landing_hours(lake, seen, hours)
         requests = []
-        for hour, names in new.items():
-            seen[hour] = sorted(set(seen.get(hour, [])) | set(names))
-            # One run per hour and batch of new objects: the newest name makes the key unique.
-            requests.append(RunRequest(run_key=f"{hour}/{names[-1]}", partition_key=partition_of_landing_hour(hour)))
-        context.update_cursor(json.dumps(seen))
-        return requests
+        for hour, state in changed.items():
+            landed = state["objects"] - seen.get(hour, {}).get("objects", 0)
+            context.log.info(f"{hour}: {landed} new raw objects, {state['objects']} in all")
+            seen[hour] = state
+            # The digest names the hour's whole set of objects: each new batch gets its own run, and a
+            # set already structured (a replayed or reset cursor) repeats its run_key, which Dagster skips.
+            requests.append(RunRequest(run_key=f"{hour}/{state['digest']}",
+                                       partition_key=partition_of_landing_hour(hour)))
+        cursor = json.dumps(seen, sort_keys=True)
+        if not requests:
+            return SensorResult(skip_reason=f"no new raw objects in the last {lookback + 1} landing hours",
+                                cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
 
     return raw_landing_sensor

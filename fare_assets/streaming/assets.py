@@ -1,34 +1,79 @@
 """Streaming: collect fare quotes for the watchlist and deliver them to the lake's landing prefix."""
 import datetime as dt
 
-from dagster import (AssetExecutionContext, Config, MaterializeResult, ScheduleDefinition, asset,
-                     define_asset_job)
+from dagster import (AssetExecutionContext, Config, DefaultSensorStatus, MaterializeResult, RunConfig,
+                     RunFailureSensorContext, ScheduleDefinition, SensorDefinition, SkipReason, asset,
+                     config_mapping, define_asset_job, run_failure_sensor)
 
 from fare_assets.resources import FareSourceResource, LakeResource
-from fare_assets.storing.lake import landing_hour_of_key
 from fare_assets.streaming.collector import SweepStats, sweep
+from fare_assets.streaming.envelope import utc_iso
+from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, run_failure_alert,
+                                          send_alert, unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
-    """history_days > 0 replays past sweeps against the market's settable clock (a backfill)."""
+    """history_days > 0 (or a history_start) replays past sweeps against the market's settable clock (a backfill)."""
 
     history_days: float = 0
     every_hours: float = 12
     # ISO-8601 end of the replayed history; empty means now. A fixed end makes a backfill reproducible.
     history_until: str = ""
+    # ISO-8601 start of the replayed history; when set it replaces history_days (the backfill_fares job sets it).
+    history_start: str = ""
+
+
+def parse_utc(text: str, name: str) -> dt.datetime:
+    """An ISO-8601 time as UTC; one without an offset is taken as UTC (the market's clock is UTC)."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not an ISO-8601 time like 2026-10-01T12:00:00Z") from None
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
 def collection_times(history_days: float, every_hours: float, now: dt.datetime) -> list[dt.datetime | None]:
     """Market times to sweep at: the past `history_days` every `every_hours`, or just now (None)."""
     if history_days <= 0:
         return [None]
+    return replay_times(now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=history_days), now,
+                        every_hours)
+
+
+def replay_times(start: dt.datetime, end: dt.datetime, every_hours: float) -> list[dt.datetime]:
+    """Market times from `start` to `end` (inclusive) every `every_hours`."""
+    if every_hours <= 0:
+        raise ValueError(f"every_hours must be positive, not {every_hours!r}")
+    if start > end:
+        raise ValueError(f"the replayed period starts ({utc_iso(start)}) after it ends ({utc_iso(end)})")
     step = dt.timedelta(hours=every_hours)
-    moment = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=history_days)
     times = []
-    while moment <= now:
+    moment = start
+    while moment <= end:
         times.append(moment)
         moment += step
     return times
+
+
+def sweep_times(config: CollectConfig, now: dt.datetime) -> list[dt.datetime | None]:
+    """Market times the config asks for (None: the live sweep, at the real time)."""
+    if config.history_start:
+        return replay_times(parse_utc(config.history_start, "history_start"), now, config.every_hours)
+    return collection_times(config.history_days, config.every_hours, now)
+
+
+def _send(context, alert: Alert) -> None:
+    """Send an alert from a run; alerting trouble is logged, never a reason to fail the collection."""
+    try:
+        settings = alert_settings_from_env()
+    except AlertConfigError as error:
+        context.log.warning(f"alert not sent: {error}")
+        return
+    for channel, problem in send_alert(alert, settings).items():
+        if problem:
+            context.log.warning(f"alert not sent by {channel}: {problem}")
+        else:
+            context.log.info(f"alert sent by {channel}: {alert.subject}")
 
 
 # Raw is the platform's source of truth: every later table can be rebuilt from it.
@@ -39,16 +84,24 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     watchlist = fare_source.watchlist()
     client = fare_source.client()
     delivery = lake.delivery_stream()
-    now = (dt.datetime.fromisoformat(config.history_until).astimezone(dt.timezone.utc) if config.history_until
-           else dt.datetime.now(dt.timezone.utc))
+    now = parse_utc(config.history_until, "history_until") if config.history_until else dt.datetime.now(dt.timezone.utc)
+    times = sweep_times(config, now)
     stats = SweepStats()
-    times = collection_times(config.history_days, config.every_hours, now)
+    unproductive = []
     for at in times:
-        stats.add(sweep(watchlist.trips_at(at or now), client, delivery, at, fare_source.concurrency))
+        swept = sweep(watchlist.trips_at(at or now), client, delivery, at, fare_source.concurrency)
+        stats.add(swept)
+        if swept.succeeded == 0:
+            unproductive.append({"at": utc_iso(at or now), "calls": swept.calls,
+                                 "failures_by_kind": dict(swept.failures)})
     delivery.flush()
     context.log.info(f"{stats.calls} calls in {len(times)} sweeps, {delivery.records_delivered} records delivered")
+    if unproductive:
+        context.log.warning(f"{len(unproductive)} of {len(times)} sweeps had no successful call")
+        _send(context, unproductive_sweeps_alert(context.job_name, context.run.run_id, unproductive))
     return MaterializeResult(metadata={
         "sweeps": len(times),
+        "sweeps_without_success": len(unproductive),
         "calls": stats.calls,
         "failures": sum(stats.failures.values()),
         "failures_by_kind": dict(stats.failures),
@@ -57,7 +110,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
         "bytes": stats.bytes,
         "records_delivered": delivery.records_delivered,
         "objects_written": len(delivery.objects_written),
-        "landing_hours": sorted({landing_hour_of_key(key) for key in delivery.objects_written}),
+        "landing_hours": sorted(delivery.landing_hours),
     })
 
 
@@ -65,3 +118,56 @@ collect_job = define_asset_job("collect_fares", selection=[raw_fare_quotes],
                                description="One collection sweep of the watchlist (or a backfill with config).")
 # Fares move during the day; 30 minutes is the platform's collection cadence.
 collect_schedule = ScheduleDefinition(job=collect_job, cron_schedule="*/30 * * * *", name="collect_every_30_minutes")
+
+
+class BackfillConfig(Config):
+    """A past period to replay: the watchlist is swept at start, start + every_hours, … up to end (ISO-8601, UTC)."""
+
+    start: str
+    end: str
+    every_hours: float = 12
+
+
+@config_mapping
+def _replayed_period(config: BackfillConfig) -> RunConfig:
+    return RunConfig(ops={"raw_fare_quotes": CollectConfig(history_start=config.start, history_until=config.end,
+                                                           every_hours=config.every_hours)})
+
+
+backfill_job = define_asset_job(
+    "backfill_fares", selection=[raw_fare_quotes], config=_replayed_period,
+    description="Replay the watchlist over a past period against the market's settable clock "
+                "(X-Market-Time; the simulator honours it, a live provider answers for today).",
+)
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message: Dagster wraps the asset's own exception in its step error."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def collector_alert_sensor() -> SensorDefinition:
+    """A run-failure sensor that alerts (FARES_ALERT_*) when a collect_fares or backfill_fares run fails."""
+
+    # Running by default: it only sends when a channel is configured, and a stopped alert is a silent one.
+    @run_failure_sensor(name="collector_alert", monitored_jobs=[collect_job, backfill_job],
+                        default_status=DefaultSensorStatus.RUNNING,
+                        description="Email / webhook alert when a collection run fails (FARES_ALERT_*).")
+    def collector_alert(context: RunFailureSensorContext):
+        settings = alert_settings_from_env()
+        if not settings.channels:
+            return SkipReason("no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)")
+        run = context.dagster_run
+        step_errors = [f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"
+                       for event in context.get_step_failure_events()
+                       if event.event_specific_data is not None and event.event_specific_data.error is not None]
+        alert = run_failure_alert(run.job_name, run.run_id, context.failure_event.message or "", step_errors)
+        problems = {channel: problem for channel, problem in send_alert(alert, settings).items() if problem}
+        if problems:
+            raise RuntimeError(f"alert for run {run.run_id} not sent: {problems}")
+        context.log.info(f"alert sent for run {run.run_id} by {', '.join(settings.channels)}")
+        return None
+
+    return collector_alert

@@ -1,10 +1,12 @@
 """A collection sweep: every watched trip is searched once and every call becomes a raw record."""
 import datetime as dt
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fare_assets.streaming.envelope import encode, envelope
+from fare_assets.streaming.qpx_client import CallResult
 from fare_assets.streaming.watchlist import TripQuery
 
 
@@ -16,6 +18,10 @@ class SweepStats:
     failures: Counter = field(default_factory=Counter)
     latencies_ms: list[int] = field(default_factory=list)
     bytes: int = 0
+
+    @property
+    def succeeded(self) -> int:
+        return self.calls - sum(self.failures.values())
 
     def add(self, other: "SweepStats") -> None:
         self.calls += other.calls
@@ -30,16 +36,14 @@ class SweepStats:
         return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _failure_kind(status: int) -> str:
-    if status == 0:
-        return "network"
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server_error"
-    if status >= 400:
-        return "client_error"
-    return "bad_response"
+def _search(client, trip: TripQuery, at: dt.datetime | None) -> CallResult:
+    """The client's answer; any exception becomes a failed call, so one broken call cannot lose the others' records."""
+    started = time.monotonic()
+    try:
+        return client.search(trip, at)
+    except Exception as error:
+        return CallResult(0, int((time.monotonic() - started) * 1000), error=f"{type(error).__name__}: {error}",
+                          failure="collector_error")
 
 
 def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = None,
@@ -47,19 +51,19 @@ def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = Non
     """Search every trip (at market time `at`, or now) and deliver one record per call."""
     stats = SweepStats()
 
-    def call(trip: TripQuery) -> tuple[int, str | None, int, int]:
+    def call(trip: TripQuery) -> tuple[CallResult, int]:
         collected_at = at or dt.datetime.now(dt.timezone.utc)
-        result = client.search(trip, at)
+        result = _search(client, trip, at)
         record = encode(envelope(client.provider, trip.as_dict(), collected_at, result.status, result.elapsed_ms,
                                  response=result.response, error=result.error, body=result.body))
         delivery.put_record_batch([record])
-        return result.status, result.error, result.elapsed_ms, len(record)
+        return result, len(record)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for status, error, elapsed_ms, size in pool.map(call, trips):
+        for result, size in pool.map(call, trips):
             stats.calls += 1
-            stats.latencies_ms.append(elapsed_ms)
+            stats.latencies_ms.append(result.elapsed_ms)
             stats.bytes += size
-            if error is not None:
-                stats.failures[_failure_kind(status)] += 1
+            if result.error is not None:
+                stats.failures[result.failure] += 1
     return stats

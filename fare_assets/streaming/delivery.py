@@ -1,4 +1,9 @@
-"""Delivery streams: the local stand-in for Kinesis Firehose writes the same S3 key layout."""
+"""Delivery streams: the local stand-in for Kinesis Firehose writes the same S3 key layout.
+
+Accepted records are also appended to a write-ahead spool (`spool.py`, default `<lake>/.spool/<stream>`)
+until their object is written, so a process killed mid-sweep loses nothing: the next flush on the
+same lake writes the records it left behind (at-least-once; downstream drops duplicates by search_id).
+"""
 import datetime as dt
 import os
 import threading
@@ -6,7 +11,8 @@ import time
 import uuid
 from pathlib import Path
 
-from fare_assets.storing.lake import raw_object_key
+from fare_assets.storing.lake import landing_hour_of_key, raw_object_key
+from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
 
 # Firehose's own defaults for an S3 destination: 5 MiB or 300 s, whichever comes first.
 DEFAULT_BUFFER_BYTES = 5 * 1024 * 1024
@@ -17,11 +23,15 @@ class LocalDeliveryStream:
     """Buffers records by size and age like Firehose, then writes one object atomically."""
 
     def __init__(self, lake_root: Path, stream_name: str = "fares-local",
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_seconds: float = DEFAULT_BUFFER_SECONDS):
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
+                 spool_dir: Path | None = None):
         self.lake_root = Path(lake_root)
         self.stream_name = stream_name
         self.buffer_bytes = buffer_bytes
         self.buffer_seconds = buffer_seconds
+        # A hidden folder: the raw listings skip it, and it sits on the same disk as the objects.
+        self.spool = WriteAheadSpool(spool_dir or self.lake_root / ".spool" / stream_name)
+        self._segment: SpoolSegment | None = None
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._opened_at = time.monotonic()
@@ -29,34 +39,53 @@ class LocalDeliveryStream:
         self.objects_written: list[str] = []
         self.records_delivered = 0
 
+    @property
+    def landing_hours(self) -> set[str]:
+        """The landing hours ("YYYY-MM-DD-HH") of the objects this stream wrote."""
+        return {landing_hour_of_key(key) for key in self.objects_written}
+
     def put_record_batch(self, records: list[bytes]) -> None:
-        """Accept records (each ending in a newline); flush when the buffer is full or old."""
+        """Accept records (each ending in a newline), durable on return; flush when the buffer is full or old."""
+        if not records:
+            return
         with self._lock:
-            if not self._buffer:
-                self._opened_at = time.monotonic()
+            if self._segment is None:
+                self._segment, self._opened_at = self.spool.open_segment(), time.monotonic()
+            self._segment.append(records)
             self._buffer.extend(records)
             self._buffered += sum(len(record) for record in records)
             if self._buffered >= self.buffer_bytes or time.monotonic() - self._opened_at >= self.buffer_seconds:
                 self._write_locked()
 
     def flush(self) -> None:
-        """Write whatever is buffered (end of a sweep)."""
+        """Write what an earlier process left in the spool, then whatever is buffered (end of a sweep)."""
         with self._lock:
+            for segment, records in self.spool.claim_waiting():
+                try:
+                    if records:
+                        self._write_object(records)
+                    segment.discard()
+                finally:
+                    segment.release()
             self._write_locked()
 
     def _write_locked(self) -> None:
         if not self._buffer:
             return
+        self._write_object(self._buffer)
+        self._segment.discard()
+        self._segment, self._buffer, self._buffered = None, [], 0
+
+    def _write_object(self, records: list[bytes]) -> None:
         key = raw_object_key(self.stream_name, dt.datetime.now(dt.timezone.utc), str(uuid.uuid4()))
         target = self.lake_root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         # Temp file + rename in the same folder: a reader never sees half an object.
         temporary = target.parent / f".{target.name}.tmp"
         with open(temporary, "wb") as handle:
-            handle.writelines(self._buffer)
+            handle.writelines(records)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
         self.objects_written.append(key)
-        self.records_delivered += len(self._buffer)
-        self._buffer, self._buffered = [], 0
+        self.records_delivered += len(records)

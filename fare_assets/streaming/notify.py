@@ -1,0 +1,163 @@
+"""Alerts about collection: email over SMTP and/or a JSON webhook, each off unless configured.
+
+FARES_ALERT_SMTP_HOST, _PORT (25), _FROM, _TO (comma-separated), optional _USER/_PASSWORD;
+FARES_ALERT_WEBHOOK_URL. Credentials are only sent over STARTTLS, and neither they nor the webhook
+URL (which often carries a token) ever appear in an error message.
+"""
+import os
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+import requests
+
+SMTP_TIMEOUT_SECONDS = 10
+WEBHOOK_TIMEOUT = (3.0, 10.0)
+SUBJECT_PREFIX = "[fares]"
+
+
+class AlertConfigError(ValueError):
+    """The FARES_ALERT_* settings cannot be used as they are (a channel half-configured, or insecure)."""
+
+
+class WebhookError(RuntimeError):
+    """The webhook did not take the alert."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: a subject line, a plain-text body and the facts behind them."""
+
+    kind: str
+    subject: str
+    text: str
+    facts: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go; a channel without its settings is off."""
+
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_to: tuple[str, ...] = ()
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    webhook_url: str = field(default="", repr=False)
+
+    @property
+    def channels(self) -> list[str]:
+        return [name for name, on in (("email", bool(self.smtp_host)), ("webhook", bool(self.webhook_url))) if on]
+
+
+def alert_settings_from_env() -> AlertSettings:
+    """The FARES_ALERT_* variables; a half-configured channel is an error rather than silence."""
+    def env(name: str) -> str:
+        return os.environ.get(f"FARES_ALERT_{name}", "").strip()
+
+    port = env("SMTP_PORT") or "25"
+    if not port.isdigit():
+        raise AlertConfigError(f"FARES_ALERT_SMTP_PORT={port!r} is not a port number")
+    settings = AlertSettings(
+        smtp_host=env("SMTP_HOST"), smtp_port=int(port), smtp_from=env("SMTP_FROM"),
+        smtp_to=tuple(address.strip() for address in env("SMTP_TO").split(",") if address.strip()),
+        smtp_user=env("SMTP_USER"), smtp_password=os.environ.get("FARES_ALERT_SMTP_PASSWORD", ""),
+        webhook_url=env("WEBHOOK_URL"),
+    )
+    if settings.smtp_host:
+        missing = [name for name, value in (("FARES_ALERT_SMTP_FROM", settings.smtp_from),
+                                            ("FARES_ALERT_SMTP_TO", settings.smtp_to)) if not value]
+        if missing:
+            raise AlertConfigError(f"FARES_ALERT_SMTP_HOST is set but {', '.join(missing)} is not")
+    if bool(settings.smtp_user) != bool(settings.smtp_password):
+        raise AlertConfigError("FARES_ALERT_SMTP_USER and FARES_ALERT_SMTP_PASSWORD go together")
+    return settings
+
+
+def run_failure_alert(job_name: str, run_id: str, message: str, step_errors: list[str]) -> Alert:
+    """A collection run failed."""
+    lines = [f"The Dagster run {run_id} of {job_name} failed.", "", message]
+    lines += ["", "Step errors:", *(f"- {error}" for error in step_errors)] if step_errors else []
+    return Alert("run_failed", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]} failed", "\n".join(lines),
+                 {"job": job_name, "run_id": run_id, "message": message, "step_errors": step_errors})
+
+
+def unproductive_sweeps_alert(job_name: str, run_id: str, sweeps: list[dict]) -> Alert:
+    """Sweeps that got no usable answer: no trip to ask about, or every call failed.
+
+    Each sweep is {"at": ISO time, "calls": n, "failures_by_kind": {kind: n}}.
+    """
+    lines = [f"The Dagster run {run_id} of {job_name} had {len(sweeps)} sweep(s) without one successful call:", ""]
+    for sweep in sweeps:
+        failures = ", ".join(f"{kind} {count}" for kind, count in sorted(sweep["failures_by_kind"].items()))
+        outcome = f" ({failures})" if failures else ", empty watchlist"
+        lines.append(f"- {sweep['at']}: {sweep['calls']} calls{outcome}")
+    return Alert("sweeps_without_success", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: "
+                 f"{len(sweeps)} sweep(s) without a successful call", "\n".join(lines),
+                 {"job": job_name, "run_id": run_id, "sweeps": sweeps})
+
+
+def email_message(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
+    """The alert as a plain-text email."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = alert.subject
+    message.set_content(alert.text)
+    return message
+
+
+def webhook_payload(alert: Alert) -> dict:
+    """The alert as JSON; `text` makes it readable by chat webhooks (Slack, Mattermost) as is."""
+    return {"text": f"{alert.subject}\n{alert.text}", "kind": alert.kind, "subject": alert.subject, **alert.facts}
+
+
+def send_email(alert: Alert, settings: AlertSettings) -> None:
+    """Send over SMTP, upgrading to STARTTLS when offered; credentials never go out unencrypted."""
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
+        smtp.ehlo()
+        encrypted = smtp.has_extn("starttls")
+        if encrypted:
+            smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+        if settings.smtp_user:
+            if not encrypted:
+                raise AlertConfigError(f"SMTP server {settings.smtp_host}:{settings.smtp_port} offers no STARTTLS; "
+                                       "refusing to send FARES_ALERT_SMTP_USER's password unencrypted")
+            smtp.login(settings.smtp_user, settings.smtp_password)
+        smtp.send_message(email_message(alert, settings.smtp_from, settings.smtp_to))
+
+
+def post_webhook(alert: Alert, url: str) -> None:
+    """POST the alert's JSON; any answer but 2xx is a failure."""
+    # A redirect would turn the POST into a GET and drop the alert, so it counts as a failure too.
+    answer = requests.post(url, json=webhook_payload(alert), timeout=WEBHOOK_TIMEOUT, allow_redirects=False)
+    if not 200 <= answer.status_code < 300:
+        raise WebhookError(f"the webhook answered HTTP {answer.status_code}")
+
+
+def _problem(error: Exception) -> str:
+    # Library messages can quote the webhook URL or the SMTP server's reply to a login; only our own
+    # messages and the exception's type are safe to show.
+    if isinstance(error, (AlertConfigError, WebhookError)):
+        return str(error)
+    if isinstance(error, smtplib.SMTPResponseException):
+        return f"{type(error).__name__} (SMTP code {error.smtp_code})"
+    return type(error).__name__
+
+
+def send_alert(alert: Alert, settings: AlertSettings) -> dict[str, str | None]:
+    """Send to every configured channel: channel -> None when delivered, else a problem safe to log."""
+    senders = {"email": lambda: send_email(alert, settings),
+               "webhook": lambda: post_webhook(alert, settings.webhook_url)}
+    outcome = {}
+    for channel in settings.channels:
+        # Any exception is caught: one broken channel must not keep the alert from the other.
+        try:
+            senders[channel]()
+            outcome[channel] = None
+        except Exception as error:
+            outcome[channel] = _problem(error)
+    return outcome

@@ -1,0 +1,135 @@
+"""A write-ahead spool: records reach the disk (fsync) before a delivery stream acknowledges them.
+
+The spool is a folder of segment files. A delivery stream appends the records it accepts to a
+segment it holds under an exclusive `flock`, and deletes the segment once every record in it is
+delivered. A segment nobody holds a lock on is waiting to be re-sent: it was left by a delivery
+that failed past its retry bound, or by a process that died (the kernel drops a dead process's
+locks). Delivery is at-least-once: a re-sent segment may repeat records that already arrived, and
+downstream drops the duplicates by search_id.
+
+Each record is framed as <length><crc32><bytes>, so a record half-written when the process died
+(never acknowledged) is recognised and skipped instead of corrupting its neighbours.
+"""
+import fcntl
+import logging
+import os
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SEGMENT_SUFFIX = ".spool"
+FRAME_HEADER = struct.Struct(">II")
+
+
+def encode_frames(records: list[bytes]) -> bytes:
+    """Records framed for a segment file."""
+    return b"".join(FRAME_HEADER.pack(len(record), zlib.crc32(record)) + record for record in records)
+
+
+def decode_frames(data: bytes) -> tuple[list[bytes], int]:
+    """The complete records at the start of `data`, and how many bytes of a torn tail follow them."""
+    records, offset = [], 0
+    while offset + FRAME_HEADER.size <= len(data):
+        length, checksum = FRAME_HEADER.unpack_from(data, offset)
+        start = offset + FRAME_HEADER.size
+        record = data[start:start + length]
+        if len(record) < length or zlib.crc32(record) != checksum:
+            break
+        records.append(record)
+        offset = start + length
+    return records, len(data) - offset
+
+
+class SpoolSegment:
+    """One append-only segment file, locked by its holder until it is discarded or released."""
+
+    def __init__(self, path: Path, descriptor: int):
+        self.path = path
+        self._descriptor: int | None = descriptor
+
+    def append(self, records: list[bytes]) -> None:
+        """Write records and fsync: once this returns they survive a crash."""
+        os.write(self._descriptor, encode_frames(records))
+        os.fsync(self._descriptor)
+
+    def discard(self) -> None:
+        """Every record was delivered: delete the segment."""
+        self.path.unlink(missing_ok=True)
+        self.release()
+
+    def release(self) -> None:
+        """Unlock and keep the file: its records wait for the next re-send."""
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+
+
+class WriteAheadSpool:
+    """The folder of segments; hands out new segments and claims the ones no live holder locks."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def open_segment(self) -> SpoolSegment:
+        """A new, empty, locked segment."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}"
+        # Created under a hidden name and renamed once locked, so no other process can claim it unlocked.
+        hidden = self.folder / f".{name}.new"
+        descriptor = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        os.rename(hidden, self.folder / name)
+        self._sync_folder()
+        return SpoolSegment(self.folder / name, descriptor)
+
+    def write(self, records: list[bytes]) -> None:
+        """Put records in the spool for the next re-send (durable when this returns)."""
+        segment = self.open_segment()
+        segment.append(records)
+        segment.release()
+
+    def claim_waiting(self) -> Iterator[tuple[SpoolSegment, list[bytes]]]:
+        """Lock, read and yield each waiting segment, oldest first; the caller discards or releases it."""
+        for path in sorted(self.folder.glob(f"*{SEGMENT_SUFFIX}")):
+            claimed = self._claim(path)
+            if claimed is not None:
+                yield claimed
+
+    def waiting_records(self) -> int:
+        """How many records wait in unlocked segments (a look, not a claim)."""
+        waiting = 0
+        for segment, records in self.claim_waiting():
+            waiting += len(records)
+            segment.release()
+        return waiting
+
+    def _claim(self, path: Path) -> tuple[SpoolSegment, list[bytes]] | None:
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Another claimer may have delivered and deleted the file between our open and our lock.
+            if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)
+            with open(descriptor, "rb", closefd=False) as handle:
+                records, torn = decode_frames(handle.read())
+        except (BlockingIOError, FileNotFoundError):
+            os.close(descriptor)
+            return None
+        if torn:
+            log.warning("%s ends in %d bytes of a record cut off by a crash (never acknowledged)", path.name, torn)
+        return SpoolSegment(path, descriptor), records
+
+    def _sync_folder(self) -> None:
+        descriptor = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

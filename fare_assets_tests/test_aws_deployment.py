@@ -1,0 +1,62 @@
+"""FARES_ENV=aws on one machine: collector → Kinesis Firehose → S3 → landing sensor, against a moto server."""
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+from moto.server import ThreadedMotoServer
+
+from fare_assets.definitions import build_defs
+from fare_assets.resources import aws_resources
+from fare_assets.settings import PROJECT_ROOT
+from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key
+from fare_assets_tests.conftest import free_port
+
+BUCKET, STREAM = "fares-lake-e2e", "fares-raw-e2e"
+WATCHLIST = "trips:\n  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 12, every: 3}}\n"
+
+
+@pytest.fixture
+def aws_deployment(monkeypatch, tmp_path, market_url):
+    """A moto server with the resources aws_setup creates, and the env a deployment would set."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    watchlist = tmp_path / "watchlist.yaml"
+    watchlist.write_text(WATCHLIST)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                        "FARES_ENV": "aws", "FARES_S3_BUCKET": BUCKET, "FARES_FIREHOSE_STREAM": STREAM,
+                        "FARES_HOME": str(tmp_path / "home"), "FARES_WATCHLIST": str(watchlist),
+                        "FARES_MARKET_URL": market_url}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    subprocess.run([sys.executable, "-m", "fare_assets.streaming.aws_setup"], cwd=PROJECT_ROOT, check=True,
+                   capture_output=True)
+    yield boto3.client("s3")
+    server.stop()
+
+
+def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_hour(aws_deployment):
+    s3 = aws_deployment
+    defs = build_defs(aws_resources())
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("collect_fares").execute_in_process(
+            instance=instance, run_config={"ops": {"raw_fare_quotes": {"config": {"history_days": 2, "every_hours": 24}}}})
+        metadata = result.asset_materializations_for_node("raw_fare_quotes")[0].metadata
+        keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=RAW_PREFIX)
+                for item in page.get("Contents", [])]
+        lines = [json.loads(line) for key in keys
+                 for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().splitlines()]
+        # Three daily sweeps of four departures: every call is one record in the bucket.
+        assert metadata["calls"].value == metadata["records_delivered"].value == len(lines) == 12
+        assert {line["search_id"] for line in lines} == {line["search_id"] for line in lines if line["status"] == 200}
+        assert sorted(metadata["landing_hours"].value) == sorted({landing_hour_of_key(key) for key in keys})
+
+        sensor = defs.get_sensor_def("raw_landing_sensor")
+        with build_sensor_context(instance=instance, resources={"lake": defs.resources["lake"]},
+                                  repository_def=defs.get_repository_def()) as context:
+            tick = sensor.evaluate_tick(context)
+    assert sorted(request.partition_key[:13] for request in tick.run_requests) == sorted(metadata["landing_hours"].value)

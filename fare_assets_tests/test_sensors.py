@@ -1,0 +1,183 @@
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster_aws.s3 import S3Resource
+from moto import mock_aws
+
+from fare_assets.definitions import structure_job
+from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
+from fare_assets.storing.assets import warehouse_fares
+from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
+from fare_assets.storing.sensors import landing_sensor_factory
+from fare_assets.structuring.assets import structured_fare_tables
+
+BUCKET = "fares-lake-test"
+NOW = dt.datetime(2026, 11, 28, 4, 30, tzinfo=dt.timezone.utc)
+STREAM = "fares-stream"
+# More than one ListObjectsV2 page (1,000 keys) of new objects in a single hour.
+BURST = 1_050
+
+
+class LocalLake:
+    """A lake folder in the key layout, and what its sensor-facing listing was asked for."""
+
+    def __init__(self, root: Path, monkeypatch):
+        self.root = root
+        self.resource = LakeResource(root=str(root))
+        self.listed_prefixes: list[str] = []
+        list_keys = LakeResource.list_keys
+
+        def recording_list_keys(lake, prefix):
+            self.listed_prefixes.append(prefix)
+            return list_keys(lake, prefix)
+
+        monkeypatch.setattr(LakeResource, "list_keys", recording_list_keys)
+
+    def put(self, key: str) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"v": 1}\n')
+
+
+class S3Lake:
+    """A moto S3 bucket, and the Prefix of every ListObjectsV2 call made to it."""
+
+    def __init__(self, monkeypatch):
+        self.client = boto3.client("s3", region_name="us-east-1")
+        self.client.create_bucket(Bucket=BUCKET)
+        self.resource = S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name="us-east-1"))
+        self.listed_prefixes: list[str] = []
+        get_client = S3Resource.get_client
+
+        def recording_get_client(resource):
+            client = get_client(resource)
+            client.meta.events.register("provide-client-params.s3.ListObjectsV2",
+                                        lambda params, **_: self.listed_prefixes.append(params["Prefix"]))
+            return client
+
+        monkeypatch.setattr(S3Resource, "get_client", recording_get_client)
+
+    def put(self, key: str) -> None:
+        self.client.put_object(Bucket=BUCKET, Key=key, Body=b'{"v": 1}\n')
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("FARES_SENSOR_LOOKBACK_HOURS", "2")
+    if request.param == "s3":
+        request.getfixturevalue("aws")
+        return S3Lake(monkeypatch)
+    return LocalLake(tmp_path / "lake", monkeypatch)
+
+
+def key_at(arrival: dt.datetime, uid: str | None = None) -> str:
+    return raw_object_key(STREAM, arrival, uid or str(uuid.uuid4()))
+
+
+def tick(lake, cursor: str | None, now: dt.datetime = NOW):
+    """One sensor evaluation, as the daemon would run it, at the wall-clock time `now`."""
+    sensor = landing_sensor_factory(structure_job, now=lambda: now)
+    defs = Definitions(assets=[structured_fare_tables, warehouse_fares], jobs=[structure_job], sensors=[sensor],
+                       resources={**local_resources(), "lake": lake.resource})
+    with DagsterInstance.ephemeral() as instance, build_sensor_context(
+            cursor=cursor, resources={"lake": lake.resource}, instance=instance,
+            repository_def=defs.get_repository_def()) as context:
+        return sensor.evaluate_tick(context)
+
+
+def test_a_burst_beyond_one_listing_page_is_requested_once_and_late_same_second_objects_again(lake):
+    second = NOW.replace(minute=10, second=5)
+    for _ in range(BURST):
+        lake.put(key_at(second))
+    first = tick(lake, None)
+    assert [(r.partition_key, r.run_key.split("/")[0]) for r in first.run_requests] == [
+        ("2026-11-28-04:00", "2026-11-28-04")]
+    assert json.loads(first.cursor)["2026-11-28-04"]["objects"] == BURST
+    if isinstance(lake, S3Lake):
+        # The hour needed two ListObjectsV2 pages: the second one followed the continuation token.
+        assert lake.listed_prefixes.count(raw_hour_prefix("2026-11-28-04")) == 2
+
+    quiet = tick(lake, first.cursor)
+    assert quiet.run_requests == [] and quiet.skip_message
+    assert json.loads(quiet.cursor) == json.loads(first.cursor)
+
+    # Same second, uuids sorting before every key already seen: a "greatest key" watermark would miss them.
+    late = [key_at(second, f"00000000-0000-4000-8000-00000000000{n}") for n in range(3)]
+    assert all(key < min(lake.resource.list_keys(raw_hour_prefix("2026-11-28-04"))) for key in late)
+    for key in late:
+        lake.put(key)
+    third = tick(lake, quiet.cursor)
+    assert [r.partition_key for r in third.run_requests] == ["2026-11-28-04:00"]
+    assert third.run_requests[0].run_key != first.run_requests[0].run_key
+    assert json.loads(third.cursor)["2026-11-28-04"]["objects"] == BURST + 3
+
+
+def test_only_the_lookback_hours_are_listed_and_each_changed_hour_is_requested_once(lake):
+    for hours_ago, objects in ((5, 4), (2, 1), (1, 3), (0, 2)):
+        for n in range(objects):
+            lake.put(key_at(NOW - dt.timedelta(hours=hours_ago, minutes=n)))
+    result = tick(lake, None)
+
+    expected_hours = ["2026-11-28-02", "2026-11-28-03", "2026-11-28-04"]
+    assert sorted(set(lake.listed_prefixes)) == [raw_hour_prefix(hour) for hour in expected_hours]
+    assert sorted(r.partition_key for r in result.run_requests) == [f"{hour}:00" for hour in expected_hours]
+    assert sorted(r.run_key.split("/")[0] for r in result.run_requests) == expected_hours
+    cursor = json.loads(result.cursor)
+    assert {hour: state["objects"] for hour, state in cursor.items()} == {
+        "2026-11-28-02": 1, "2026-11-28-03": 3, "2026-11-28-04": 2}
+
+    # Two hours later 02 and 03 leave the window (and the cursor); 04 is still known, 05 and 06 are empty.
+    later = tick(lake, result.cursor, NOW + dt.timedelta(hours=2))
+    assert later.run_requests == []
+    assert list(json.loads(later.cursor)) == ["2026-11-28-04"]
+
+
+def test_a_cursor_of_the_earlier_names_format_requests_its_hours_again(lake):
+    key = key_at(NOW)
+    lake.put(key)
+    result = tick(lake, json.dumps({"2026-11-28-04": [Path(key).name]}))
+    assert [r.partition_key for r in result.run_requests] == ["2026-11-28-04:00"]
+    assert json.loads(result.cursor)["2026-11-28-04"]["objects"] == 1
+
+
+def test_raw_files_are_paths_spark_reads(lake):
+    keys = sorted(key_at(NOW - dt.timedelta(seconds=n)) for n in range(3))
+    for key in keys:
+        lake.put(key)
+    prefix = raw_hour_prefix("2026-11-28-04")
+    assert lake.resource.list_keys(prefix) == keys
+    if isinstance(lake, S3Lake):
+        assert lake.resource.raw_files(prefix) == [f"s3a://{BUCKET}/{key}" for key in keys]
+    else:
+        assert lake.resource.raw_files(prefix) == [str(lake.root / key) for key in keys]
+
+
+def test_the_local_lake_does_not_list_the_delivery_streams_temp_files(tmp_path):
+    key = key_at(NOW)
+    target = tmp_path / key
+    target.parent.mkdir(parents=True)
+    target.write_text("{}\n")
+    (target.parent / f".{target.name}.tmp").write_text("{")
+    assert LakeResource(root=str(tmp_path)).list_keys(raw_hour_prefix("2026-11-28-04")) == [key]
+
+
+def test_the_s3_lake_bucket_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("FARES_S3_BUCKET", raising=False)
+    assert s3_lake_resource().bucket == "fares-lake"
+    monkeypatch.setenv("FARES_S3_BUCKET", "fares-landing-prod")
+    assert s3_lake_resource().root == "s3a://fares-landing-prod"

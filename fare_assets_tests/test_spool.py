@@ -1,0 +1,64 @@
+"""The write-ahead spool: framing, locking, and recovery after a killed process (local delivery stream)."""
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+from fare_assets.settings import PROJECT_ROOT
+from fare_assets.streaming.delivery import LocalDeliveryStream
+from fare_assets.streaming.spool import WriteAheadSpool, decode_frames, encode_frames
+
+RECORDS = [b'{"search_id":"a"}\n', b'{"search_id":"b","pad":"' + b"x" * 5000 + b'"}\n', b"\n"]
+
+
+def test_frames_round_trip_and_a_torn_tail_is_skipped():
+    framed = encode_frames(RECORDS)
+    assert decode_frames(framed) == (RECORDS, 0)
+    assert decode_frames(framed[:-3]) == (RECORDS[:2], len(encode_frames(RECORDS[2:])) - 3)
+    corrupted = framed[:20] + bytes([framed[20] ^ 1]) + framed[21:]
+    assert decode_frames(corrupted)[0] == []
+
+
+def test_a_segment_is_claimed_only_once_nobody_holds_it(tmp_path):
+    holder, other = WriteAheadSpool(tmp_path), WriteAheadSpool(tmp_path)
+    segment = holder.open_segment()
+    segment.append(RECORDS[:2])
+    assert list(other.claim_waiting()) == [] and other.waiting_records() == 0
+    segment.release()
+    claimed = list(other.claim_waiting())
+    assert [records for _, records in claimed] == [RECORDS[:2]]
+    assert list(holder.claim_waiting()) == []
+    claimed[0][0].discard()
+    assert holder.waiting_records() == 0 and list(tmp_path.iterdir()) == []
+
+
+KILLED_SWEEP = """
+import sys
+from pathlib import Path
+from fare_assets.streaming.delivery import LocalDeliveryStream
+
+stream = LocalDeliveryStream(Path(sys.argv[1]))
+for record in open(sys.argv[2], "rb"):
+    stream.put_record_batch([record])
+print("accepted", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_local_records_accepted_by_a_killed_process_are_written_by_the_next_flush(tmp_path):
+    records = [b'{"search_id":"%d"}\n' % number for number in range(25)]
+    (tmp_path / "records").write_bytes(b"".join(records))
+    sweep = subprocess.Popen([sys.executable, "-c", KILLED_SWEEP, str(tmp_path / "lake"), str(tmp_path / "records")],
+                             cwd=PROJECT_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert sweep.stdout.readline() == b"accepted\n"
+    os.kill(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    assert not (tmp_path / "lake" / "raw").exists()
+    successor = LocalDeliveryStream(tmp_path / "lake")
+    successor.put_record_batch([b'{"search_id":"new"}\n'])
+    successor.flush()
+    lines = Counter(line for key in successor.objects_written
+                    for line in (tmp_path / "lake" / key).read_bytes().splitlines(keepends=True))
+    assert lines == Counter(records + [b'{"search_id":"new"}\n'])
+    assert successor.spool.waiting_records() == 0 and list(successor.spool.folder.iterdir()) == []
