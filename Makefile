@@ -38,13 +38,18 @@ test: setup
 dsn: setup
 	@$(PY) -m fare_assets.storing.postgres dsn
 
+# The Dagster instance (dagster.yaml) keeps its storage in the embedded cluster: start it first.
 validate: setup
+	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 bench: setup
 	$(PY) bench/structuring_throughput.py
 	$(PY) bench/producer_throughput.py
 	$(PY) bench/collector_overhead.py
+	$(PY) bench/warehouse_load.py
+	$(PY) bench/structuring_vs_duckdb.py
+	$(PY) bench/structuring_growth.py
 
 clean:
 	-$(PY) -m fare_assets.storing.postgres stop

@@ -7,6 +7,7 @@ from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.streaming.assets import (backfill_job, collect_job, collect_schedule, collector_alert_sensor,
                                           raw_fare_quotes)
 from fare_assets.structuring.assets import structured_fare_tables
+from fare_assets.structuring.checks import quality_checks
 from fare_assets.synthesizing.assets import synthesize_job, fare_advisor_models, retrain_schedule
 
 # Partitioned by landing hour through its assets; the sensor runs one hour, a backfill a range in one run.
@@ -21,6 +22,7 @@ def build_defs(resources: dict) -> Definitions:
     """The code location over one resource set (tests pass their own)."""
     return Definitions(
         assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, fare_advisor_models],
+        asset_checks=quality_checks,
         jobs=[collect_job, backfill_job, structure_job, synthesize_job],
         schedules=[collect_schedule, retrain_schedule],
         sensors=[landing_sensor_factory(structure_job), collector_alert_sensor()],

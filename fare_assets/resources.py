@@ -16,6 +16,7 @@ from fare_assets.streaming.firehose import FirehoseDeliveryStream, FirehoseTarge
 from fare_assets.streaming.qpx_client import QpxClient
 from fare_assets.streaming.rate_limit import provider_rate_limit
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
+from fare_assets.structuring.emr import LocalSparkRunner, spark_runner_from_env
 from fare_assets.structuring.spark import SPARK_CONF
 
 
@@ -124,12 +125,14 @@ class WarehouseResource(ConfigurableResource):
 def local_resources() -> dict:
     """Embedded defaults: the market simulator, a lake folder, local Spark, the project's PostgreSQL."""
     settings = load_settings()
+    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF})
     return {
         # The embedded simulator has no quota to protect; the provider rate limit is for real APIs.
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist),
                                           rate_per_second=UNTHROTTLED_CALLS_PER_SECOND),
         "lake": LakeResource(root=str(settings.lake)),
-        "pyspark": PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF}),
+        "pyspark": pyspark,
+        "spark_runner": LocalSparkRunner(pyspark=pyspark),
         "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
     }
 
@@ -143,14 +146,19 @@ def warehouse_dsn() -> str:
 def aws_resources() -> dict:
     """AWS: the collector delivers through Kinesis Firehose into the S3 lake the sensor watches.
 
-    The fare source is still FARES_MARKET_URL and Spark still runs locally; PostgreSQL is
-    FARES_WAREHOUSE_DSN. AWS_ENDPOINT_URL (a moto server) stands in for AWS on one machine.
+    The fare source is still FARES_MARKET_URL; PostgreSQL is FARES_WAREHOUSE_DSN. Structuring runs
+    on EMR when FARES_SPARK_RUNNER=emr, otherwise in local Spark: the local default keeps one-machine
+    runs (AWS_ENDPOINT_URL at a moto server) working, but reading s3a:// locally needs the
+    hadoop-aws jars on Spark's classpath. The warehouse load always reads with local Spark.
     """
     settings = load_settings()
+    lake = s3_lake_resource()
+    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF})
     return {
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
-        "lake": s3_lake_resource(),
-        "pyspark": PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF}),
+        "lake": lake,
+        "pyspark": pyspark,
+        "spark_runner": spark_runner_from_env(pyspark, lake.bucket, lake.s3),
         "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
     }
 

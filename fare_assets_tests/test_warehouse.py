@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
@@ -48,3 +49,91 @@ def test_web_role_reads_but_cannot_write(warehouse_dsn, postgres):
         assert conn.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 1
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM national_fares")
+
+
+def airport_row(code: str, name: str) -> tuple:
+    return (code, name, code, name, "US", "America/New_York", 40.6, -73.8,
+            dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc))
+
+
+def test_dimension_columns_mirror_the_curated_schemas():
+    from fare_assets.structuring.tables import DIMENSION_SCHEMAS
+
+    assert {table: [name for name, _ in columns] for table, columns in warehouse.DIMENSION_COLUMNS.items()} == {
+        table: schema.fieldNames() for table, schema in DIMENSION_SCHEMAS.items()}
+
+
+def test_dimensions_are_upserted_with_the_fares_and_readable_by_the_web_role(warehouse_dsn):
+    fares = [fare_row("a", "250.10", True)]
+    carriers = [("UA", "United", dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc))]
+    with psycopg.connect(warehouse_dsn) as conn:
+        first = warehouse.load_warehouse(conn, fares, {"airports": [airport_row("JFK", "Kennedy")], "carriers": carriers})
+        again = warehouse.load_warehouse(conn, fares, {"airports": [airport_row("JFK", "Kennedy")], "carriers": carriers})
+        renamed = warehouse.load_warehouse(conn, [], {"airports": [airport_row("JFK", "John F Kennedy Intl")]})
+    assert first == {"national_fares": 1, "international_fares": 0, "airports": 1, "carriers": 1}
+    assert again == {"national_fares": 0, "international_fares": 0, "airports": 0, "carriers": 0}
+    assert renamed["airports"] == 1
+    with psycopg.connect(warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
+        assert conn.execute("SELECT name FROM airports").fetchall() == [("John F Kennedy Intl",)]
+        assert conn.execute("SELECT count(*) FROM carriers").fetchone()[0] == 1
+
+
+def test_a_bad_dimension_row_rolls_back_the_fares_too(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn) as conn:
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            warehouse.load_warehouse(conn, [fare_row("a", "250.10", True)], {"carriers": [(None, "nameless", None)]})
+        assert warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES) == dict.fromkeys(warehouse.WAREHOUSE_TABLES, 0)
+
+
+def test_a_backend_killed_mid_load_leaves_the_tables_as_they_were_and_a_rerun_loads(warehouse_dsn):
+    loaded = [fare_row(f"old-{n}", "200.00", n % 2 == 0) for n in range(10)]
+    batch = [fare_row(f"new-{n}", "300.00", n % 2 == 0) for n in range(20_000)]
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, loaded)
+        before = warehouse.table_counts(conn)
+    loading = psycopg.connect(warehouse_dsn)
+
+    def rows_then_terminate_the_loader():
+        yield from batch[:5_000]
+        with psycopg.connect(warehouse_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (loading.info.backend_pid,))
+        yield from batch[5_000:]
+
+    with pytest.raises(psycopg.OperationalError):
+        warehouse.load_fares(loading, rows_then_terminate_the_loader())
+    loading.close()
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.table_counts(conn) == before
+        warehouse.load_fares(conn, batch)
+        assert warehouse.table_counts(conn) == {"national_fares": 10_005, "international_fares": 10_005}
+
+
+def test_the_warehouse_address_names_no_credentials():
+    address = warehouse.warehouse_address("postgresql://fares:s3cret@db.internal:5433/fares")
+    assert address == "db.internal:5433/fares"
+
+
+def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
+    from webapp import queries
+    from webapp.validation import Trip
+
+    today = dt.date(2026, 11, 1)
+    departed_history = [
+        (*fare_row(f"h{n}", "300.00", True)[:4], "SFO", f"J{n % 50:02d}",
+         today - dt.timedelta(days=1 + n % 300), today - dt.timedelta(days=n % 300 - 6),
+         *fare_row("x", "1", True)[8:])
+        for n in range(20_000)]
+    with psycopg.connect(warehouse_dsn, row_factory=dict_row) as conn:
+        warehouse.load_fares(conn, departed_history + [fare_row("upcoming", "250.00", True)])
+        conn.execute("ANALYZE")
+        plans = []
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary))
+        conn.execute("LOAD 'auto_explain'")
+        conn.execute("SET auto_explain.log_min_duration = 0")
+        conn.execute("SET client_min_messages = log")
+        queries.cheapest_options_now(conn, Trip("SFO", "JFK", dt.date(2026, 12, 1), dt.date(2026, 12, 8)))
+        queries.route_summaries(conn, today)
+    assert len(plans) == 2
+    trip_plan, summary_plan = plans
+    assert "national_fares_trip_idx" in trip_plan and "Seq Scan on national_fares" not in trip_plan
+    assert "national_fares_upcoming_idx" in summary_plan and "Seq Scan on national_fares" not in summary_plan

@@ -1,6 +1,7 @@
 """Storing (serving side): the warehouse tables the fare page reads, loaded per landing hour or backfilled range."""
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy,
-                     MaterializeResult, multi_asset)
+import psycopg
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, Failure,
+                     MaterializeResult, MetadataValue, multi_asset)
 from dagster_pyspark import PySparkResource
 
 from fare_assets.partitions import landing_hours, landing_hours_of_run
@@ -8,9 +9,12 @@ from fare_assets.resources import LakeResource, WarehouseResource
 from fare_assets.storing import warehouse
 from fare_assets.structuring.assets import FACT_TABLES
 from fare_assets.structuring.serving import fare_rows
+from fare_assets.structuring.tables import read_table
 
 
 # The page needs one indexed row per trip option; PostgreSQL serves it, Parquet keeps the history.
+# The dimensions ride in the fares' transaction: they are a few hundred rows, and the page never
+# sees a fare whose airport or carrier the warehouse does not know yet.
 @multi_asset(
     specs=[
         AssetSpec("national_fares", group_name="storing", deps=list(FACT_TABLES),
@@ -25,13 +29,34 @@ from fare_assets.structuring.serving import fare_rows
 )
 def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, lake: LakeResource,
                     warehouse_db: WarehouseResource):
-    projected = fare_rows(pyspark.spark_session, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).toArrow()
-    with warehouse_db.connect() as conn:
-        merged = warehouse.load_fares(conn, warehouse.rows_from_arrow(projected))
-        present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
-        totals = warehouse.table_counts(conn)
+    spark = pyspark.spark_session
+    projected = fare_rows(spark, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).toArrow()
+    dimensions = {
+        table: read_table(spark, lake.root, table).select(*(name for name, _ in columns)).toArrow()
+        for table, columns in warehouse.DIMENSION_COLUMNS.items()
+    }
+    address = warehouse.warehouse_address(warehouse_db.dsn)
+    try:
+        with warehouse_db.connect() as conn:
+            changed = warehouse.load_warehouse(
+                conn, warehouse.rows_from_arrow(projected),
+                {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()})
+            present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
+            totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
+    except psycopg.OperationalError as error:
+        # The DSN may hold a password: name the server by host, port and database only.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Failure(
+            description=f"warehouse PostgreSQL {address} failed during the load ({reason}). The load is one "
+                        "transaction, so nothing of it is visible; rerun once the server answers.",
+            metadata={"warehouse": address, "error": type(error).__name__},
+        ) from error
+    context.log.info(f"loaded {address}: rows inserted or changed {changed}")
+    dimension_rows = MetadataValue.json({table: totals[table] for table in warehouse.DIMENSION_TABLES})
     for table in warehouse.FARE_TABLES:
-        yield MaterializeResult(asset_key=table, metadata={"rows_merged": merged[table], "rows_total": totals[table]})
+        yield MaterializeResult(asset_key=table, metadata={
+            "rows_changed": changed[table], "rows_total": totals[table], "warehouse": address,
+            "dimension_rows": dimension_rows})
     yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares",
                            passed=present == projected.num_rows,
                            metadata={"projected": projected.num_rows, "present": present})

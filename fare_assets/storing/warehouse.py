@@ -1,7 +1,8 @@
-"""The PostgreSQL warehouse: national_fares and international_fares, loaded idempotently."""
-from collections.abc import Iterable
+"""The PostgreSQL warehouse: national_fares, international_fares and their dimensions, loaded idempotently."""
+from collections.abc import Iterable, Mapping
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from fare_assets.storing.postgres import READONLY_ROLE
 
@@ -35,13 +36,30 @@ FARE_COLUMNS = [
 COLUMN_NAMES = [name for name, _ in FARE_COLUMNS]
 LOAD_COLUMNS = [*COLUMN_NAMES, "national"]
 
+_NAMED_CODE = [("code", "text"), ("name", "text"), ("updated_at", "timestamptz")]
+# The curated dimensions as the page and ad hoc queries see them, keyed by `code`; the columns
+# mirror fare_assets.structuring.tables.DIMENSION_SCHEMAS (declared here so the web app never imports Spark).
+DIMENSION_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "airports": [("code", "text"), ("name", "text"), ("city_code", "text"), ("city", "text"),
+                 ("country", "text"), ("tz", "text"), ("lat", "float8"), ("lon", "float8"),
+                 ("updated_at", "timestamptz")],
+    "cities": _NAMED_CODE,
+    "carriers": _NAMED_CODE,
+    "aircraft": _NAMED_CODE,
+    "tax_codes": _NAMED_CODE,
+}
+DIMENSION_TABLES = tuple(DIMENSION_COLUMNS)
+WAREHOUSE_TABLES = (*FARE_TABLES, *DIMENSION_TABLES)
 
-def _table_ddl(table: str) -> str:
+_REQUIRED_FARE_COLUMNS = ("search_id", "collected_at", "origin", "destination", "depart_date", "total_amount",
+                          "currency")
+
+
+def _fare_table_ddl(table: str) -> str:
     columns = ",\n  ".join(
         f"{name} {'numeric(18,3)' if kind == 'numeric' else kind}"
         + (" PRIMARY KEY" if name == "option_id" else "")
-        + (" NOT NULL" if name in ("search_id", "collected_at", "origin", "destination",
-                                   "depart_date", "total_amount", "currency") else "")
+        + (" NOT NULL" if name in _REQUIRED_FARE_COLUMNS else "")
         for name, kind in FARE_COLUMNS
     )
     return f"""
@@ -49,61 +67,107 @@ CREATE TABLE IF NOT EXISTS {table} (
   {columns},
   CHECK (total_amount > 0)
 );
--- The page asks: latest fares for one trip, and the history of one route.
+-- The page asks for the newest search of one trip and its options, and a route's upcoming trips.
 CREATE INDEX IF NOT EXISTS {table}_trip_idx
   ON {table} (origin, destination, depart_date, return_date, collected_at DESC);
+-- The route list reads only trips not yet departed: without this it scans the whole history.
+CREATE INDEX IF NOT EXISTS {table}_upcoming_idx ON {table} (depart_date);
+-- Retention deletes by collection time.
 CREATE INDEX IF NOT EXISTS {table}_collected_idx ON {table} (collected_at);
-GRANT SELECT ON {table} TO {READONLY_ROLE};
 """
 
 
-def ensure_schema(conn: psycopg.Connection) -> None:
-    """Create the fare tables, their indexes and the web role's read grant (idempotent)."""
-    with conn.transaction():
+def _dimension_table_ddl(table: str) -> str:
+    columns = ",\n  ".join(f"{name} {kind}" + (" PRIMARY KEY" if name == "code" else "")
+                           for name, kind in DIMENSION_COLUMNS[table])
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns}\n)"
+
+
+def _grant_to_web_role(conn: psycopg.Connection) -> None:
+    """Let the read-only web role read every warehouse table, when the cluster has that role."""
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone():
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
-        for table in FARE_TABLES:
-            conn.execute(_table_ddl(table))
+        conn.execute(f"GRANT SELECT ON {', '.join(WAREHOUSE_TABLES)} TO {READONLY_ROLE}")
 
 
-def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
-    """COPY rows into a staging table, then merge them into both tables in one transaction.
-
-    `rows` are tuples in LOAD_COLUMNS order: the fare columns, then whether the trip is national.
-    Reloading the same rows changes nothing (INSERT ... ON CONFLICT), and a failure leaves
-    nothing half-loaded because staging and merge share one transaction.
-    """
-    ensure_schema(conn)
-    column_list = ", ".join(COLUMN_NAMES)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in COLUMN_NAMES if name != "option_id")
-    counts = {}
+def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create the fare and dimension tables, their indexes and the web role's read grant (idempotent)."""
     with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE fare_staging (LIKE national_fares INCLUDING DEFAULTS, national boolean)"
-            " ON COMMIT DROP"
-        )
-        with conn.cursor().copy(f"COPY fare_staging ({column_list}, national) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([kind for _, kind in FARE_COLUMNS] + ["bool"])
-            for row in rows:
-                copy.write_row(row)
-        for table, national in (("national_fares", True), ("international_fares", False)):
-            merged = conn.execute(
-                f"INSERT INTO {table} ({column_list})"
-                f" SELECT DISTINCT ON (option_id) {column_list} FROM fare_staging WHERE national = %s"
-                f" ON CONFLICT (option_id) DO UPDATE SET {updates}",
-                (national,),
-            )
-            counts[table] = merged.rowcount
+        for table in FARE_TABLES:
+            conn.execute(_fare_table_ddl(table))
+        for table in DIMENSION_TABLES:
+            conn.execute(_dimension_table_ddl(table))
+        _grant_to_web_role(conn)
+
+
+def _copy_into(conn: psycopg.Connection, table: str, columns: list[tuple[str, str]], rows: Iterable[tuple]) -> None:
+    names = ", ".join(name for name, _ in columns)
+    with conn.cursor().copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _upsert_sql(table: str, source: str, key: str, names: list[str]) -> str:
+    """INSERT ... ON CONFLICT that rewrites a row only when a value differs (a reload writes nothing)."""
+    column_list = ", ".join(names)
+    values = [name for name in names if name != key]
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in values)
+    current = ", ".join(f"{table}.{name}" for name in values)
+    incoming = ", ".join(f"EXCLUDED.{name}" for name in values)
+    return (f"INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key}) {column_list} FROM {source}"
+            f" ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({current}) IS DISTINCT FROM ({incoming})")
+
+
+def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
+    # A temporary table writes no WAL and has no indexes: staging costs little more than the COPY itself.
+    conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")
+    _copy_into(conn, "fare_staging", [*FARE_COLUMNS, ("national", "bool")], rows)
+    return {
+        table: conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", "option_id",
+                                        COLUMN_NAMES)).rowcount
+        for table, national in (("national_fares", "true"), ("international_fares", "false"))
+    }
+
+
+def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple]) -> int:
+    staging = f"{table}_staging"
+    conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
+    _copy_into(conn, staging, DIMENSION_COLUMNS[table], rows)
+    return conn.execute(_upsert_sql(table, staging, "code", [name for name, _ in DIMENSION_COLUMNS[table]])).rowcount
+
+
+def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple],
+                   dimensions: Mapping[str, Iterable[tuple]]) -> dict[str, int]:
+    """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction; rows changed per table."""
+    ensure_schema(conn)
+    # One transaction: a bad row or a lost connection leaves nothing half-loaded, and a rerun completes the load.
+    with conn.transaction():
+        counts = _merge_fares(conn, fares)
+        for table, rows in dimensions.items():
+            counts[table] = _upsert_dimension(conn, table, rows)
     return counts
 
 
-def table_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """Rows per fare table."""
+def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
+    """Merge fare rows (LOAD_COLUMNS order) into both fare tables in one transaction; rows inserted or changed."""
+    return load_warehouse(conn, rows, {})
+
+
+def warehouse_address(dsn: str) -> str:
+    """host:port/dbname of a DSN, without user or password, for messages and logs."""
+    parts = conninfo_to_dict(dsn)
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) -> dict[str, int]:
+    """Rows per warehouse table (the fare tables unless told)."""
     ensure_schema(conn)
-    return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in FARE_TABLES}
+    return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
 
 
 def rows_from_arrow(table) -> Iterable[tuple]:
-    """Rows of a pyarrow table (columns in LOAD_COLUMNS order) as tuples for COPY."""
+    """Rows of a pyarrow table as tuples for COPY, in the table's column order."""
     for batch in table.to_batches():
         yield from zip(*(column.to_pylist() for column in batch.columns))
 

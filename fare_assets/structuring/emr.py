@@ -1,0 +1,215 @@
+"""Where the structuring job runs: a local Spark session, or a transient EMR cluster driven through Dagster Pipes.
+
+Both runners call the same `structure_raw`; on EMR it runs inside `emr_entry.py`, which reports the
+counts back as a Pipes custom message, so the asset sees the same counts either way.
+"""
+import hashlib
+import io
+import os
+import zipfile
+from abc import abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import boto3
+from dagster import AssetExecutionContext, ConfigurableResource, Failure
+from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3MessageReader
+from dagster_aws.s3 import S3Resource
+from dagster_pyspark import PySparkResource
+
+from fare_assets.structuring import emr_entry
+from fare_assets.structuring.job import structure_raw
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The cluster's Python: Amazon Linux 2023 (EMR 7) ships 3.9, older than this project's code allows.
+CLUSTER_PYTHON = "python3.11"
+# Packages the step needs besides Spark, pinned to what runs locally; fare_assets itself ships as a zip.
+CLUSTER_PACKAGES = ("boto3", "dagster-pipes", "airportsdata")
+# The first release whose S3 connector (S3A) serves the lake's s3a:// URLs; earlier ones reject s3a://.
+DEFAULT_RELEASE_LABEL = "emr-7.10.0"
+DEFAULT_INSTANCE_TYPE = "m5.xlarge"
+# One primary node and two core nodes.
+DEFAULT_INSTANCE_COUNT = 3
+# The roles `aws emr create-default-roles` creates.
+DEFAULT_SERVICE_ROLE = "EMR_DefaultRole"
+DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
+# A fixed timestamp keeps the zip's bytes, and so its key, the same for the same code.
+ZIP_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class JobCode:
+    """S3 URIs of the uploaded step: the package zip, the entry script and the bootstrap script."""
+
+    package_zip: str
+    entry_script: str
+    bootstrap_script: str
+
+
+def package_zip_bytes() -> bytes:
+    """The fare_assets package as a zip for spark-submit --py-files (sources only, stable bytes)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            entry = zipfile.ZipInfo(path.relative_to(PACKAGE_ROOT.parent).as_posix(), ZIP_ENTRY_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, path.read_bytes())
+    return buffer.getvalue()
+
+
+def bootstrap_script() -> str:
+    """The bootstrap action every node runs: the cluster Python and the step's pinned packages."""
+    pins = " ".join(f"{name}=={version(name)}" for name in CLUSTER_PACKAGES)
+    return ("#!/bin/bash\nset -euo pipefail\n"
+            f"sudo dnf install -y {CLUSTER_PYTHON} {CLUSTER_PYTHON}-pip\n"
+            f"sudo {CLUSTER_PYTHON} -m pip install {pins}\n")
+
+
+def upload_job_code(s3_client, bucket: str, prefix: str = "code/") -> JobCode:
+    """Upload the package zip, the entry script and the bootstrap script under prefix/<digest of the code>/."""
+    files = {
+        "fare_assets.zip": package_zip_bytes(),
+        "emr_entry.py": Path(emr_entry.__file__).read_bytes(),
+        "bootstrap.sh": bootstrap_script().encode(),
+    }
+    # Keyed by content: a run never picks up code another deployment uploaded meanwhile.
+    digest = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()[:16]
+    folder = f"{prefix.rstrip('/')}/{digest}"
+    for name, body in files.items():
+        s3_client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=body)
+    uri = f"s3://{bucket}/{folder}"
+    return JobCode(f"{uri}/fare_assets.zip", f"{uri}/emr_entry.py", f"{uri}/bootstrap.sh")
+
+
+class PrefixedS3MessageReader(PipesS3MessageReader):
+    """Pipes messages under one prefix of the bucket, so a lifecycle rule can expire them."""
+
+    def __init__(self, *, key_prefix: str, **kwargs):
+        super().__init__(**kwargs)
+        self.key_prefix = key_prefix.rstrip("/")
+
+    @contextmanager
+    def get_params(self):
+        with super().get_params() as params:
+            yield {**params, "key_prefix": f"{self.key_prefix}/{params['key_prefix']}"}
+
+
+class SparkRunner(ConfigurableResource):
+    """Runs the structuring job and returns its counts (rows per table, raw_records, quarantined, ...)."""
+
+    @abstractmethod
+    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
+        """Structure `raw_paths` into the lake at `lake_root`; the counts of `structure_raw`."""
+
+
+class LocalSparkRunner(SparkRunner):
+    """The job in this process's Spark session."""
+
+    pyspark: PySparkResource
+
+    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
+        return structure_raw(self.pyspark.spark_session, raw_paths, lake_root)
+
+
+class EmrSparkRunner(SparkRunner):
+    """The job on a transient EMR cluster (one per run, terminated when its step ends), through Dagster Pipes."""
+
+    bucket: str
+    s3: S3Resource
+    release_label: str = DEFAULT_RELEASE_LABEL
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = DEFAULT_INSTANCE_COUNT
+    # None: s3://<bucket>/emr-logs/.
+    log_uri: str | None = None
+    service_role: str = DEFAULT_SERVICE_ROLE
+    job_flow_role: str = DEFAULT_JOB_FLOW_ROLE
+    code_prefix: str = "code/"
+    context_prefix: str = "pipes/context/"
+    messages_prefix: str = "pipes/messages/"
+    message_poll_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, bucket: str, s3: S3Resource) -> "EmrSparkRunner":
+        """Cluster settings from FARES_EMR_* variables, the defaults otherwise."""
+        return cls(
+            bucket=bucket, s3=s3,
+            release_label=os.environ.get("FARES_EMR_RELEASE_LABEL", DEFAULT_RELEASE_LABEL),
+            instance_type=os.environ.get("FARES_EMR_INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
+            instance_count=int(os.environ.get("FARES_EMR_INSTANCE_COUNT", DEFAULT_INSTANCE_COUNT)),
+            log_uri=os.environ.get("FARES_EMR_LOG_URI"),
+            service_role=os.environ.get("FARES_EMR_SERVICE_ROLE", DEFAULT_SERVICE_ROLE),
+            job_flow_role=os.environ.get("FARES_EMR_JOB_FLOW_ROLE", DEFAULT_JOB_FLOW_ROLE),
+        )
+
+    def run_job_flow_params(self, context: AssetExecutionContext, code: JobCode) -> dict:
+        """The RunJobFlow request: one Spark step; the cluster ends with it, failed or not."""
+        return {
+            "Name": f"fares-structuring-{context.run.run_id[:8]}",
+            "ReleaseLabel": self.release_label,
+            "Applications": [{"Name": "Spark"}],
+            "LogUri": self.log_uri or f"s3://{self.bucket}/emr-logs/",
+            "ServiceRole": self.service_role,
+            "JobFlowRole": self.job_flow_role,
+            "VisibleToAllUsers": True,
+            "Instances": {
+                "MasterInstanceType": self.instance_type,
+                "SlaveInstanceType": self.instance_type,
+                "InstanceCount": self.instance_count,
+                "KeepJobFlowAliveWhenNoSteps": False,
+                "TerminationProtected": False,
+            },
+            "BootstrapActions": [
+                {"Name": "step python packages", "ScriptBootstrapAction": {"Path": code.bootstrap_script}},
+            ],
+            # Python is chosen by --conf, not by spark-env/spark-defaults classifications: the Pipes
+            # client adds its env vars to those classifications and drops them when one already exists.
+            "Steps": [{
+                "Name": "structure raw fares",
+                "ActionOnFailure": "TERMINATE_CLUSTER",
+                "HadoopJarStep": {
+                    "Jar": "command-runner.jar",
+                    "Args": ["spark-submit", "--deploy-mode", "cluster",
+                             "--conf", f"spark.pyspark.python={CLUSTER_PYTHON}",
+                             "--py-files", code.package_zip, code.entry_script],
+                },
+            }],
+        }
+
+    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
+        s3_client = self.s3.get_client()
+        code = upload_job_code(s3_client, self.bucket, self.code_prefix)
+        client = PipesEMRClient(
+            client=boto3.client("emr", region_name=s3_client.meta.region_name),
+            message_reader=PrefixedS3MessageReader(
+                bucket=self.bucket, client=s3_client, key_prefix=self.messages_prefix,
+                interval=self.message_poll_seconds,
+                # The driver's output arrives as Pipes messages, so no container logs are searched.
+                include_stdio_in_messages=True,
+            ),
+            # The context (with every raw path) is an S3 object: no size limit, unlike env vars.
+            context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3_client,
+                                                    key_prefix=self.context_prefix),
+        )
+        invocation = client.run(
+            context=context,
+            run_job_flow_params=self.run_job_flow_params(context, code),
+            extras={emr_entry.LAKE_ROOT_EXTRA: lake_root, emr_entry.RAW_PATHS_EXTRA: raw_paths},
+        )
+        reported = invocation.get_custom_messages()
+        if not reported:
+            raise Failure("the EMR step ended without reporting its counts", metadata=invocation.metadata)
+        return reported[-1]
+
+
+def spark_runner_from_env(pyspark: PySparkResource, bucket: str, s3: S3Resource) -> SparkRunner:
+    """FARES_SPARK_RUNNER: `local` (default) runs in `pyspark`'s session, `emr` on a transient EMR cluster."""
+    mode = os.environ.get("FARES_SPARK_RUNNER", "local").strip() or "local"
+    if mode == "local":
+        return LocalSparkRunner(pyspark=pyspark)
+    if mode == "emr":
+        return EmrSparkRunner.from_env(bucket, s3)
+    raise ValueError(f"FARES_SPARK_RUNNER={mode!r}: choose local or emr")
