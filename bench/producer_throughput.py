@@ -10,9 +10,7 @@ prints records per second for each and the ratio.
 import datetime as dt
 import logging
 import os
-import random
 import shutil
-import socket
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 from bench.harness import best_of, report  # noqa: E402
-from fare_assets.market.pricing import Market, Query  # noqa: E402
-from fare_assets.market.qpx import make_request_id, render_response  # noqa: E402
-from fare_assets.settings import load_settings  # noqa: E402
+from bench.raw_logs import market_searches  # noqa: E402
+from fare_assets.services import free_port  # noqa: E402
 from fare_assets.streaming.aws_setup import PLACEHOLDER_ROLE_ARN, setup  # noqa: E402
 from fare_assets.streaming.delivery import LocalDeliveryStream  # noqa: E402
 from fare_assets.streaming.envelope import encode, envelope  # noqa: E402
 from fare_assets.streaming.firehose import FirehoseDeliveryStream, FirehoseTarget  # noqa: E402
-from fare_assets.streaming.watchlist import load_watchlist  # noqa: E402
 
 RECORDS = int(os.environ.get("BENCH_RECORDS", "5000"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
@@ -40,25 +36,8 @@ FIRST_COLLECTION = dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc)
 
 def market_records(count: int) -> list[bytes]:
     """`count` raw records: the watchlist's searches on successive days, 5 to 14 options each."""
-    market, watchlist, rng = Market(), load_watchlist(load_settings().watchlist), random.Random(7)
-    records: list[bytes] = []
-    day = 0
-    while len(records) < count:
-        at = FIRST_COLLECTION + dt.timedelta(days=day)
-        for trip in watchlist.trips_at(at)[:count - len(records)]:
-            query = Query(trip.origin, trip.destination, trip.depart_date, trip.return_date,
-                          trip.adults, trip.children, trip.cabin)
-            response = render_response(query, market.search(query, at, rng.randint(5, 14)),
-                                       make_request_id(trip.as_dict(), at.isoformat()))
-            records.append(encode(envelope("qpx", trip.as_dict(), at, 200, 300, response=response)))
-        day += 1
-    return records
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return [encode(envelope("qpx", query, at, 200, 300, response=response))
+            for query, response, at in market_searches(count, FIRST_COLLECTION)]
 
 
 def deliver(stream, records: list[bytes]) -> None:

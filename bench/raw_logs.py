@@ -33,26 +33,26 @@ FIRST_SEARCH_DAY = dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc)
 _COMPLETE = "complete"
 
 
-def _response_pool() -> list[tuple[dict, dict]]:
-    """RESPONSE_POOL (query, QPX response) pairs: the watchlist's searches on successive days."""
+def market_searches(count: int, first_day: dt.datetime = FIRST_SEARCH_DAY) -> list[tuple[dict, dict, dt.datetime]]:
+    """`count` (query, QPX response, market time) triples: the watchlist's searches on successive days."""
     market, watchlist, rng = Market(), load_watchlist(load_settings().watchlist), random.Random(7)
-    pool: list[tuple[dict, dict]] = []
+    searches: list[tuple[dict, dict, dt.datetime]] = []
     day = 0
-    while len(pool) < RESPONSE_POOL:
-        at = FIRST_SEARCH_DAY + dt.timedelta(days=day)
-        for trip in watchlist.trips_at(at)[:RESPONSE_POOL - len(pool)]:
+    while len(searches) < count:
+        at = first_day + dt.timedelta(days=day)
+        for trip in watchlist.trips_at(at)[:count - len(searches)]:
             query = Query(trip.origin, trip.destination, trip.depart_date, trip.return_date,
                           trip.adults, trip.children, trip.cabin)
             response = render_response(query, market.search(query, at, rng.randint(5, 14)),
                                        make_request_id(trip.as_dict(), at.isoformat()))
-            pool.append((trip.as_dict(), response))
+            searches.append((trip.as_dict(), response, at))
         day += 1
-    return pool
+    return searches
 
 
 def _write_objects(folder: Path, megabytes: int) -> list[Path]:
     """Envelopes totalling `megabytes` MB, written as objects under their landing hours' folders."""
-    pool = _response_pool()
+    pool = [(query, response) for query, response, _ in market_searches(RESPONSE_POOL)]
     objects: list[Path] = []
     lines: list[bytes] = []
     written = pending = 0

@@ -9,7 +9,6 @@ logged table with the fare tables' indexes is measured too: the floor of any loa
 import argparse
 import datetime as dt
 import random
-import socket
 import sys
 import tempfile
 import uuid
@@ -21,6 +20,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import best_of, report  # noqa: E402
+from fare_assets.services import free_port  # noqa: E402
 from fare_assets.storing import warehouse  # noqa: E402
 from fare_assets.storing.postgres import EmbeddedPostgres  # noqa: E402
 
@@ -93,12 +93,6 @@ def merge_into_empty_tables(conn: psycopg.Connection, rows: list[tuple]) -> None
     conn.execute(f"TRUNCATE {', '.join(warehouse.FARE_TABLES)}")
     conn.commit()
     warehouse.load_fares(conn, rows)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main(argv=None) -> int:

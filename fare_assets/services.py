@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,13 @@ def check_prerequisites() -> None:
         find_bin_dir()
     except PostgresError as error:
         raise MissingPrerequisite(str(error)) from None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_for_http(url: str, seconds: float) -> bool:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from fare_assets.services import free_port
 from fare_assets.settings import PROJECT_ROOT
 
 FIXTURES = (PROJECT_ROOT.parent / "shared" / "fixtures").resolve()
@@ -18,14 +19,6 @@ def spark():
     session = local_spark_session("fares-tests")
     yield session
     session.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

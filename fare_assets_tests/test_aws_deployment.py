@@ -12,7 +12,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.resources import aws_resources
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key
-from fare_assets_tests.conftest import free_port
+from fare_assets.services import free_port
 
 BUCKET, STREAM = "fares-lake-e2e", "fares-raw-e2e"
 WATCHLIST = "trips:\n  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 12, every: 3}}\n"

@@ -21,7 +21,7 @@ from fare_assets.storing.lake import landing_hour_of_key
 from fare_assets.streaming.aws_setup import PLACEHOLDER_ROLE_ARN, setup
 from fare_assets.streaming.firehose import (MAX_BATCH_BYTES, MAX_RECORD_BYTES, Backoff, FirehoseDeliveryStream,
                                             FirehoseTarget, plan_batches)
-from fare_assets_tests.conftest import free_port
+from fare_assets.services import free_port
 
 STREAM, BUCKET = "fares-raw", "fares-lake"
 FIREHOSE_OBJECT = re.compile(rf"^raw/fares/(\d{{4}})/(\d{{2}})/(\d{{2}})/(\d{{2}})/{STREAM}-1-"

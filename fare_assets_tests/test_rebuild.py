@@ -19,7 +19,7 @@ from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
 from fare_assets.storing.postgres import EmbeddedPostgres
 from fare_assets.structuring.assets import CURATED_TABLES
-from fare_assets_tests.conftest import free_port
+from fare_assets.services import free_port
 
 TINY_WATCHLIST = """trips:
   - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 13, every: 6}}

@@ -13,7 +13,7 @@ import pytest
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
-from fare_assets_tests.conftest import free_port
+from fare_assets.services import free_port
 from webapp import create_app
 from webapp.db import get_db
 from webapp.validation import Trip, TripError, parse_trip, today_utc
