@@ -1,6 +1,7 @@
 """Resources: what the assets talk to, one set per deployment (FARES_ENV)."""
 import os
 from abc import abstractmethod
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,8 +12,11 @@ from dagster_pyspark import PySparkResource
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
+from fare_assets.streaming.amadeus_client import amadeus_client_from_env
 from fare_assets.streaming.delivery import LocalDeliveryStream
+from fare_assets.streaming.duffel_client import duffel_client_from_env
 from fare_assets.streaming.firehose import FirehoseDeliveryStream, FirehoseTarget
+from fare_assets.streaming.providers import ProviderClients
 from fare_assets.streaming.qpx_client import QpxClient
 from fare_assets.streaming.rate_limit import provider_rate_limit
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
@@ -24,7 +28,11 @@ UNTHROTTLED_CALLS_PER_SECOND = 1000.0
 
 
 class FareSourceResource(ConfigurableResource):
-    """The fare API to collect from and the watchlist that says what to ask it."""
+    """The fare APIs to collect from and the watchlist that says what to ask them.
+
+    `base_url` is the QPX-protocol endpoint; Duffel and Amadeus read their URLs and credentials from
+    FARES_DUFFEL_* and FARES_AMADEUS_* (README "Real fare providers").
+    """
 
     base_url: str
     watchlist_path: str
@@ -34,9 +42,15 @@ class FareSourceResource(ConfigurableResource):
     rate_per_second: float | None = None
     rate_burst: int | None = None
 
-    def client(self) -> QpxClient:
-        return QpxClient(self.base_url, solutions=self.solutions,
-                         rate_limiter=provider_rate_limit(self.rate_per_second, self.rate_burst))
+    def client(self, providers: Iterable[str] = ("qpx",)) -> ProviderClients:
+        """A client per provider named (each with its own rate limit); a missing credential fails here, before any call."""
+        builders = {
+            "qpx": lambda: QpxClient(self.base_url, solutions=self.solutions,
+                                     rate_limiter=provider_rate_limit(self.rate_per_second, self.rate_burst)),
+            "duffel": duffel_client_from_env,
+            "amadeus": amadeus_client_from_env,
+        }
+        return ProviderClients({name: builders[name]() for name in sorted(providers)})
 
     def watchlist(self) -> Watchlist:
         return load_watchlist(Path(self.watchlist_path))

@@ -82,7 +82,7 @@ def _send(context, alert: Alert) -> None:
 def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_source: FareSourceResource,
                     lake: LakeResource) -> MaterializeResult:
     watchlist = fare_source.watchlist()
-    client = fare_source.client()
+    client = fare_source.client(watchlist.providers)
     delivery = lake.delivery_stream()
     now = parse_utc(config.history_until, "history_until") if config.history_until else dt.datetime.now(dt.timezone.utc)
     times = sweep_times(config, now)
@@ -111,6 +111,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
         "records_delivered": delivery.records_delivered,
         "objects_written": len(delivery.objects_written),
         "landing_hours": sorted(delivery.landing_hours),
+        "rate_limits": client.rate_limit_states(),
     })
 
 

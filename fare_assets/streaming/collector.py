@@ -54,7 +54,8 @@ def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = Non
     def call(trip: TripQuery) -> tuple[CallResult, int]:
         collected_at = at or dt.datetime.now(dt.timezone.utc)
         result = _search(client, trip, at)
-        record = encode(envelope(client.provider, trip.as_dict(), collected_at, result.status, result.elapsed_ms,
+        # The watchlist entry chose the provider; `client` may route to several.
+        record = encode(envelope(trip.provider, trip.as_dict(), collected_at, result.status, result.elapsed_ms,
                                  response=result.response, error=result.error, body=result.body))
         delivery.put_record_batch([record])
         return result, len(record)

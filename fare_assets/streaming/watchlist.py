@@ -7,7 +7,8 @@ import airportsdata
 import yaml
 
 CABINS = ("COACH", "PREMIUM_COACH", "BUSINESS", "FIRST")
-PROVIDERS = ("qpx",)
+# The watchlist chooses a provider per entry; each has a client in fare_assets.streaming.
+PROVIDERS = ("qpx", "duffel", "amadeus")
 _AIRPORTS = airportsdata.load("IATA")
 
 
@@ -72,6 +73,11 @@ class Watchlist:
 
     def trips_at(self, at: dt.datetime) -> list[TripQuery]:
         return [trip for route in self.routes for trip in route.trips_at(at)]
+
+    @property
+    def providers(self) -> set[str]:
+        """The providers the entries use: only these need credentials."""
+        return {route.provider for route in self.routes}
 
 
 def _field(entry: dict, name: str, where: str, default=None):

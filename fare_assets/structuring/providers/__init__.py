@@ -7,9 +7,11 @@ Each provider is a sibling module that alone knows its response format and expos
 - `build_tables(searches) -> dict[str, DataFrame]`: every table of `fare_assets.structuring.tables`,
   conformed, except `airports`, which carries only code, name, city_code and updated_at (the job
   adds the reference columns).
+
+`offers` is not a provider: it holds what the offer-style formats (Duffel, Amadeus) share.
 """
 from types import ModuleType
 
-from fare_assets.structuring.providers import qpx
+from fare_assets.structuring.providers import amadeus, duffel, qpx
 
-PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (qpx,)}
+PROVIDERS: dict[str, ModuleType] = {module.NAME: module for module in (qpx, duffel, amadeus)}

@@ -1,0 +1,378 @@
+"""Duffel: every real fixture through the Spark job, and the client against a fake Duffel over HTTP."""
+import copy
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fare_assets.storing.lake import quarantine_path, raw_object_key
+from fare_assets.streaming.duffel_client import DuffelClient, duffel_client_from_env
+from fare_assets.streaming.providers import ProviderConfigError
+from fare_assets.streaming.watchlist import TripQuery
+from fare_assets.structuring.job import structure_raw
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, read_table
+from fare_assets_tests.conftest import FIXTURES, load_fixture
+from fare_assets_tests.fake_providers import FakeDuffel, serving
+
+DUFFEL_FIXTURES = sorted(path.name for path in (FIXTURES / "duffel").glob("*.json"))
+LANDING_HOUR = "2026-11-28-04"
+TOKEN = "duffel_test_not_a_real_token"
+UTC = dt.timezone.utc
+
+
+def _response(name: str) -> dict:
+    return load_fixture(f"duffel/{name}")
+
+
+def _offers(response: dict) -> list[dict]:
+    return response["data"]["offers"]
+
+
+def _without_slices() -> dict:
+    """An offer that lists no slices (and one whose slices are null): still a priced option."""
+    response = copy.deepcopy(_response("duffel_02.json"))
+    empty, null = copy.deepcopy(_offers(response)[:2])
+    empty["slices"], null["slices"] = [], None
+    response["data"]["offers"] = [empty, null]
+    return response
+
+
+def _nulls() -> dict:
+    """Duffel's documented nulls: no base or tax split, no conditions, no aircraft, no distance, no time zone."""
+    response = copy.deepcopy(_response("duffel_01.json"))
+    offer = copy.deepcopy(_offers(response)[0])
+    offer["base_amount"] = offer["tax_amount"] = None
+    offer["conditions"] = None
+    segment = offer["slices"][0]["segments"][0]
+    segment["aircraft"] = segment["distance"] = None
+    segment["origin"]["time_zone"] = None
+    response["data"]["offers"] = [offer]
+    return response
+
+
+def _family() -> dict:
+    """Two passengers on one offer: Duffel prices the offer as a whole, never per passenger."""
+    response = copy.deepcopy(_response("duffel_02.json"))
+    offer = copy.deepcopy(_offers(response)[0])
+    child = {"id": "pas_child", "type": None, "age": 9}
+    offer["passengers"].append(child)
+    for segment in offer["slices"][0]["segments"]:
+        fare = copy.deepcopy(segment["passengers"][0])
+        segment["passengers"].append({**fare, "passenger_id": "pas_child", "fare_basis_code": "CHILD9",
+                                      "baggages": [{"type": "checked", "quantity": 2}]})
+    response["data"]["offers"] = [offer]
+    return response
+
+
+def _query(response: dict | None) -> dict:
+    """The search a response answers: its first flown slice's ends and date (SYD-MEL when it has none)."""
+    offers = ((response or {}).get("data") or {}).get("offers") or []
+    segments = offers[0]["slices"][0]["segments"] if offers and offers[0]["slices"] else None
+    if not segments:
+        return {"origin": "SYD", "destination": "MEL", "depart_date": "2022-04-16", "return_date": None,
+                "adults": 1, "children": 0, "cabin": "COACH"}
+    return {"origin": segments[0]["origin"]["iata_code"], "destination": segments[-1]["destination"]["iata_code"],
+            "depart_date": segments[0]["departing_at"][:10], "return_date": None, "adults": 1, "children": 0,
+            "cabin": "COACH"}
+
+
+def _envelope(response: dict | None, **fields) -> dict:
+    record = {"v": 1, "search_id": str(uuid.uuid4()), "provider": "duffel", "collected_at": "2026-11-28T04:00:00Z",
+              "query": _query(response), "status": 201, "elapsed_ms": 950}
+    if response is not None:
+        record["response"] = response
+    record.update(fields)
+    return record
+
+
+def write_raw(lake: Path, envelopes: list[dict], extra_lines: tuple[str, ...] = ()) -> str:
+    """One Firehose-style raw object in the 04:00 landing hour."""
+    path = lake / raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 1, tzinfo=UTC), str(uuid.uuid4()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(envelope) for envelope in envelopes] + list(extra_lines)
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path)
+
+
+BROKEN = {
+    json.dumps(_envelope(None)): "successful status without a Duffel response",
+    json.dumps(_envelope({"errors": [{"code": "internal_server_error"}]})):
+        "successful status with a response that is not a Duffel offer request (no data.offers)",
+}
+RESPONSES = {**{name: _response(name) for name in DUFFEL_FIXTURES},
+             "without_slices": _without_slices(), "nulls": _nulls(), "family": _family()}
+
+
+@dataclass
+class Lake:
+    root: Path
+    search_ids: dict[str, str]
+    counts: dict[str, int]
+    tables: dict[str, list]
+
+
+@pytest.fixture(scope="module")
+def lake(spark, tmp_path_factory) -> Lake:
+    root = tmp_path_factory.mktemp("duffel_lake")
+    envelopes = {name: _envelope(response) for name, response in RESPONSES.items()}
+    envelopes["rate_limited"] = _envelope(None, status=429, error="HTTP 429: Too many requests")
+    counts = structure_raw(spark, [write_raw(root, list(envelopes.values()), tuple(BROKEN))], str(root))
+    tables = {table: read_table(spark, str(root), table).collect() for table in (*FACT_SCHEMAS, *DIMENSION_SCHEMAS)}
+    return Lake(root, {name: envelope["search_id"] for name, envelope in envelopes.items()}, counts, tables)
+
+
+def _rows(lake: Lake, table: str, name: str) -> list:
+    search_id = lake.search_ids[name]
+    if table in ("searches", "trip_options"):
+        return [row for row in lake.tables[table] if row.search_id == search_id]
+    option_ids = {row.option_id for row in _rows(lake, "trip_options", name)}
+    return [row for row in lake.tables[table] if row.option_id in option_ids]
+
+
+def _raw_offer(lake: Lake, name: str, option_id: str) -> dict:
+    provider_id = {row.option_id: row.provider_option_id for row in _rows(lake, "trip_options", name)}[option_id]
+    return next(offer for offer in _offers(RESPONSES[name]) if offer["id"] == provider_id)
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_row_counts_match_the_json(lake, name):
+    offers = _offers(RESPONSES[name])
+    slices = [s for offer in offers for s in offer["slices"] or []]
+    segments = [g for s in slices for g in s["segments"]]
+    flown_per_passenger = sum(len(offer["passengers"]) * sum(len(s["segments"]) for s in offer["slices"] or [])
+                              for offer in offers)
+    expected = {"trip_options": len(offers), "slices": len(slices), "segments": len(segments), "legs": len(segments),
+                "pricings": sum(len(offer["passengers"]) for offer in offers),
+                "fares": flown_per_passenger, "segment_fares": flown_per_passenger, "taxes": 0}
+    assert {table: len(_rows(lake, table, name)) for table in expected} == expected
+    (search,) = _rows(lake, "searches", name)
+    assert (search.status, search.option_count, search.request_id) == (201, len(offers), RESPONSES[name]["data"]["id"])
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_totals_are_exact_and_reconcile(lake, name):
+    pricings = _rows(lake, "pricings", name)
+    for option in _rows(lake, "trip_options", name):
+        raw = _raw_offer(lake, name, option.option_id)
+        assert (option.total_amount, option.currency) == (Decimal(raw["total_amount"]), raw["total_currency"])
+        assert isinstance(option.total_amount, Decimal)
+        own = [p for p in pricings if p.option_id == option.option_id]
+        assert [p.passenger_count for p in own] == [1] * len(raw["passengers"])
+        if raw["base_amount"] is None:
+            assert option.base_amount is None and option.tax_amount is None
+        else:
+            assert option.base_amount + option.tax_amount == option.total_amount
+        if len(own) == 1:
+            assert sum(p.sale_total_per_pax * p.passenger_count for p in own) == option.total_amount
+        else:
+            assert {p.sale_total_per_pax for p in own} == {None}
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_leg_times_are_utc_with_the_local_time_beside(lake, name):
+    legs = _rows(lake, "legs", name)
+    for leg in legs:
+        segment = _raw_offer(lake, name, leg.option_id)["slices"][leg.slice_no - 1]["segments"][leg.segment_no - 1]
+        departs_local = dt.datetime.fromisoformat(segment["departing_at"])
+        assert leg.departs_local == departs_local
+        assert leg.arrives_local == dt.datetime.fromisoformat(segment["arriving_at"])
+        assert (leg.origin, leg.destination) == (segment["origin"]["iata_code"], segment["destination"]["iata_code"])
+        zone = segment["origin"]["time_zone"]
+        if zone is None:
+            assert leg.departs_at is None
+        else:
+            assert leg.departs_at.timestamp() == departs_local.replace(tzinfo=ZoneInfo(zone)).timestamp()
+        arrives = dt.datetime.fromisoformat(segment["arriving_at"]).replace(
+            tzinfo=ZoneInfo(segment["destination"]["time_zone"]))
+        assert leg.arrives_at.timestamp() == arrives.timestamp()
+
+
+def test_zero_padded_iso_durations(lake):
+    slices = _rows(lake, "slices", "duffel_02.json")
+    assert slices and {s.duration_min for s in slices} == {95}
+    assert {s.duration_min for s in _rows(lake, "segments", "duffel_02.json")} == {95}
+    nyc = {s.duration_min for s in _rows(lake, "slices", "duffel_01.json")}
+    assert 8 * 60 in nyc and 12 * 60 + 58 in nyc
+
+
+def test_connections_stops_and_cabins(lake):
+    slices = {s.option_id: s for s in _rows(lake, "slices", "duffel_01.json")}
+    segments = _rows(lake, "segments", "duffel_01.json")
+    for option_id, slice_ in slices.items():
+        own = sorted((g for g in segments if g.option_id == option_id), key=lambda g: g.segment_no)
+        assert slice_.stops == len(own) - 1
+        assert own[-1].connection_min is None
+        assert all(g.connection_min > 0 for g in own[:-1])
+    assert {g.cabin for g in _rows(lake, "segments", "duffel_02.json")} == {"COACH", "BUSINESS"}
+
+
+def test_codeshares_keep_the_marketing_carrier_and_disclose_the_operating_one(lake):
+    legs = {(leg.option_id, leg.slice_no, leg.segment_no): leg for leg in _rows(lake, "legs", "duffel_01.json")}
+    codeshares = [g for g in _rows(lake, "segments", "duffel_01.json") if g.carrier == "B6"
+                  and legs[(g.option_id, g.slice_no, g.segment_no)].operating_disclosure]
+    assert len(codeshares) == 2
+    assert {legs[(g.option_id, g.slice_no, g.segment_no)].operating_disclosure for g in codeshares} == {
+        "OPERATED BY AMERICAN AIRLINES"}
+    assert {g.flight_number for g in codeshares} == {"4185", "4391"}
+    own_flights = [leg for leg in legs.values() if leg.operating_disclosure is None]
+    assert len(own_flights) == len(legs) - 2
+
+
+def test_nulls_and_distances(lake):
+    (leg,) = [leg for leg in _rows(lake, "legs", "nulls") if leg.segment_no == 1]
+    assert (leg.aircraft, leg.mileage, leg.departs_at) == (None, None, None) and leg.arrives_at is not None
+    (option,) = _rows(lake, "trip_options", "nulls")
+    assert option.refundable is None
+    zz = [leg for leg in _rows(lake, "legs", "duffel_01.json") if leg.aircraft == "773"]
+    assert zz and {leg.mileage for leg in zz} == {round(2545.901461327729 / 1.609344)}
+    refundable = {o.refundable for o in _rows(lake, "trip_options", "duffel_01.json")}
+    assert True in refundable and None in refundable
+
+
+def test_an_offer_without_slices_is_an_option_without_flights(lake):
+    options = _rows(lake, "trip_options", "without_slices")
+    assert len(options) == 2 and all(o.total_amount > 0 for o in options)
+    assert _rows(lake, "slices", "without_slices") == [] and _rows(lake, "fares", "without_slices") == []
+    assert len(_rows(lake, "pricings", "without_slices")) == 2
+
+
+def test_each_passenger_has_their_fare_basis_and_bags(lake):
+    pricings = sorted(_rows(lake, "pricings", "family"), key=lambda p: p.pricing_no)
+    assert [p.passenger_type for p in pricings] == ["adult", "age 9"]
+    fares = {(f.pricing_no, f.fare_no): f for f in _rows(lake, "fares", "family")}
+    assert fares[(2, 1)].basis_code == "CHILD9" and fares[(1, 1)].basis_code != "CHILD9"
+    assert {(f.carrier, f.origin_city, f.destination_city) for f in fares.values()} == {("QF", "SYD", "MEL")}
+    bags = {row.pricing_no: row.free_bag_pieces for row in _rows(lake, "segment_fares", "family")}
+    assert bags == {1: 0, 2: 2}
+
+
+def test_keys_are_stable_and_unique(lake):
+    for option in lake.tables["trip_options"]:
+        expected = hashlib.sha256(f"{option.search_id}|{option.provider_option_id}".encode()).hexdigest()[:32]
+        assert option.option_id == expected
+    for table, key in FACT_KEYS.items():
+        rows = lake.tables[table]
+        assert len({tuple(row[column] for column in key) for row in rows}) == len(rows) == lake.counts[table], table
+
+
+def test_bad_records_are_quarantined_and_every_record_is_accounted_for(lake):
+    lines = [json.loads(line) for path in Path(quarantine_path(str(lake.root), LANDING_HOUR)).glob("*.json")
+             for line in path.read_text().splitlines()]
+    assert Counter(line["reason"] for line in lines) == Counter(BROKEN.values())
+    counts = lake.counts
+    assert counts["raw_records"] == len(RESPONSES) + 1 + len(BROKEN)
+    assert counts["raw_records"] == counts["searches"] + counts["quarantined"] + counts["duplicates"]
+    assert counts["options_announced"] == counts["trip_options"] == sum(len(_offers(r)) for r in RESPONSES.values())
+    (failed,) = _rows(lake, "searches", "rate_limited")
+    assert (failed.status, failed.option_count, failed.error) == (429, 0, "HTTP 429: Too many requests")
+
+
+def test_dimensions_name_airlines_airports_and_aircraft(lake):
+    carriers = {row.code: row.name for row in lake.tables["carriers"]}
+    assert carriers["B6"] == "JetBlue Airways" and carriers["ZZ"] == "Duffel Airways" and carriers["QF"] == "Qantas"
+    airports = {row.code: row for row in lake.tables["airports"]}
+    assert airports["PBI"].city_code == "PBI" and airports["SYD"].tz == "Australia/Sydney"
+    assert {row.code: row.name for row in lake.tables["aircraft"]}["773"] == "Boeing 777-300"
+
+
+# --- the client against a fake Duffel -------------------------------------------------------------
+
+ROUND_TRIP = TripQuery("duffel", "LHR", "JFK", dt.date(2027, 3, 10), dt.date(2027, 3, 17), 2, 1, "PREMIUM_COACH")
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def test_the_request_is_an_offer_request_for_both_directions():
+    sleeps = Sleeps()
+    with serving(FakeDuffel(TOKEN)) as server:
+        result = DuffelClient(server.url, TOKEN, sleep=sleeps).search(ROUND_TRIP)
+    (request,) = server.searches()
+    assert (request["method"], request["path"], request["query"]["return_offers"]) == (
+        "POST", "/air/offer_requests", ["true"])
+    assert request["headers"]["authorization"] == f"Bearer {TOKEN}" and request["headers"]["duffel-version"] == "v2"
+    assert json.loads(request["body"]) == {"data": {
+        "slices": [{"origin": "LHR", "destination": "JFK", "departure_date": "2027-03-10"},
+                   {"origin": "JFK", "destination": "LHR", "departure_date": "2027-03-17"}],
+        "passengers": [{"type": "adult"}, {"type": "adult"}, {"age": 10}], "cabin_class": "premium_economy"}}
+    assert result.status == 201 and result.error is None and sleeps == []
+    assert result.response == server.answers[0] and len(result.response["data"]["offers"]) == 3
+
+
+def test_a_429_waits_for_the_rate_limit_reset_then_succeeds():
+    sleeps = Sleeps()
+    with serving(FakeDuffel(TOKEN, reset_seconds=30)) as server:
+        server.refuse(1)
+        client = DuffelClient(server.url, TOKEN, max_backoff_seconds=60, sleep=sleeps)
+        result = client.search(ROUND_TRIP)
+    assert result.status == 201 and len(server.searches()) == 2
+    (waited,) = sleeps
+    assert 28 <= waited <= 31
+    state = client.rate_limit_state()
+    assert (state.limit, state.remaining) == (120, 119) and state.reset_at > dt.datetime.now(UTC)
+
+
+class HoldRecorder:
+    """A rate limiter that records holds (the bucket's own behaviour is tested in test_collector)."""
+
+    def __init__(self) -> None:
+        self.acquired, self.holds = 0, []
+
+    def acquire(self) -> None:
+        self.acquired += 1
+
+    def hold(self, seconds: float) -> None:
+        self.holds.append(seconds)
+
+
+def test_a_spent_window_holds_every_caller_until_it_resets():
+    limiter = HoldRecorder()
+    with serving(FakeDuffel(TOKEN, remaining_after_search=0)) as server:
+        client = DuffelClient(server.url, TOKEN, max_backoff_seconds=120, rate_limiter=limiter, sleep=Sleeps())
+        assert client.search(ROUND_TRIP).status == 201
+    assert limiter.acquired == 1 and len(limiter.holds) == 1 and 58 <= limiter.holds[0] <= 60
+    assert client.rate_limit_state().remaining == 0
+
+
+def test_a_provider_that_keeps_refusing_is_recorded_as_rate_limited():
+    sleeps = Sleeps()
+    with serving(FakeDuffel(TOKEN, reset_seconds=30)) as server:
+        server.refuse(10)
+        result = DuffelClient(server.url, TOKEN, retries=2, max_backoff_seconds=5, sleep=sleeps).search(ROUND_TRIP)
+    assert (result.status, result.failure, result.error) == (429, "rate_limited", "HTTP 429: Too many requests")
+    assert len(server.searches()) == 3 and sleeps == [5, 5]
+    assert json.loads(result.body)["errors"][0]["code"] == "rate_limit_exceeded"
+
+
+def test_a_wrong_token_fails_without_showing_it():
+    with serving(FakeDuffel(TOKEN)) as server:
+        result = DuffelClient(server.url, "duffel_test_wrong", sleep=Sleeps()).search(ROUND_TRIP)
+    assert (result.status, result.failure) == (401, "client_error")
+    assert result.error == "HTTP 401: The access token used is not valid" and "duffel_test_wrong" not in result.error
+    assert len(server.searches()) == 1
+
+
+def test_credentials_come_from_the_environment(monkeypatch):
+    monkeypatch.delenv("FARES_DUFFEL_TOKEN", raising=False)
+    with pytest.raises(ProviderConfigError, match="FARES_DUFFEL_TOKEN is not set"):
+        duffel_client_from_env()
+    monkeypatch.setenv("FARES_DUFFEL_TOKEN", TOKEN)
+    monkeypatch.setenv("FARES_DUFFEL_URL", "http://127.0.0.1:9/")
+    client = duffel_client_from_env()
+    assert client.base_url == "http://127.0.0.1:9" and client.version == "v2"
+    assert TOKEN not in repr(client) and client.structuring.NAME == "duffel"
+
+
+def test_a_past_market_time_is_refused_not_faked():
+    with serving(FakeDuffel(TOKEN)) as server:
+        result = DuffelClient(server.url, TOKEN).search(ROUND_TRIP, dt.datetime(2026, 10, 1, tzinfo=UTC))
+    assert result.failure == "unsupported_replay" and server.searches() == []
