@@ -32,8 +32,10 @@ run: setup
 pipeline: setup
 	$(PY) -m fare_assets.pipeline
 
+# `make test TESTS=fare_assets_tests/test_webapp.py` runs one file.
+TESTS ?= fare_assets_tests
 test: setup
-	$(PY) -m pytest fare_assets_tests
+	$(PY) -m pytest $(TESTS)
 
 dsn: setup
 	@$(PY) -m fare_assets.storing.postgres dsn
@@ -50,6 +52,7 @@ bench: setup
 	$(PY) bench/warehouse_load.py
 	$(PY) bench/structuring_vs_duckdb.py
 	$(PY) bench/structuring_growth.py
+	$(PY) bench/fare_page_load.py
 
 clean:
 	-$(PY) -m fare_assets.storing.postgres stop

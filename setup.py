@@ -37,6 +37,9 @@ setup(
             "moto[server]>=5",
             "flask-cors",
             "duckdb",
+            # Browser tests drive Debian's chromium; API fuzzing against /openapi.json.
+            "playwright>=1.40",
+            "schemathesis>=4",
         ],
     },
 )

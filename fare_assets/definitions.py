@@ -1,6 +1,7 @@
 """The Dagster code location: assets, checks, jobs, schedules and sensors of the five stages."""
 from dagster import Definitions, define_asset_job
 
+from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import resources_for_env
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
@@ -25,7 +26,7 @@ def build_defs(resources: dict) -> Definitions:
         asset_checks=quality_checks,
         jobs=[collect_job, backfill_job, structure_job, synthesize_job],
         schedules=[collect_schedule, retrain_schedule],
-        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor()],
+        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor(), price_alert_sensor],
         resources=resources,
     )
 

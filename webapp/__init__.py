@@ -11,6 +11,8 @@ from webapp import db, formatting
 from webapp.api import api
 from webapp.fares import fares
 from webapp.health import health
+from webapp.models import ModelStore, default_models_root
+from webapp.openapi import openapi
 
 SECURITY_HEADERS = {
     # No inline scripts or styles and nothing from other origins: the page works offline.
@@ -30,7 +32,7 @@ def default_dsn() -> str:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/openapi.json")
 
 
 def _error_response(status: int, title: str, message: str):
@@ -64,15 +66,18 @@ def create_app(config: dict | None = None) -> Flask:
         DATABASE_DSN=default_dsn(),
         DATABASE_CONNECT_TIMEOUT=3,
         DATABASE_STATEMENT_TIMEOUT_MS=5000,
+        MODELS_ROOT=default_models_root(),
     )
     if config:
         app.config.update(config)
+    app.extensions["fare_models"] = ModelStore(app.config["MODELS_ROOT"])
 
     db.init_app(app)
     formatting.init_app(app)
     app.register_blueprint(fares)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    app.register_blueprint(openapi)
     app.register_error_handler(HTTPException, _http_error)
     # OperationalError covers a connection lost mid-request and a query over the statement timeout.
     app.register_error_handler(db.DatabaseUnavailable, _database_unavailable)

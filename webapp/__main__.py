@@ -1,4 +1,4 @@
-"""`python -m webapp`: serve the fare page with waitress on FARES_WEB_HOST:FARES_WEB_PORT."""
+"""`python -m webapp`: serve the fare page with waitress on FARES_WEB_HOST:FARES_WEB_PORT, FARES_WEB_THREADS threads."""
 import os
 
 from waitress import serve
@@ -14,7 +14,9 @@ def main() -> None:
     app = create_app()
     shown_host = f"[{host}]" if ":" in host else host
     print(f"Fare page: http://{shown_host}:{port}/", flush=True)
-    serve(app, host=host, port=port)
+    # Each thread holds one database connection; 16 serve 16 concurrent clients without queueing.
+    threads = int(os.environ.get("FARES_WEB_THREADS") or "16")
+    serve(app, host=host, port=port, threads=threads)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@ import datetime as dt
 
 from flask import Blueprint, jsonify, request, url_for
 
-from webapp import queries
+from webapp import alerts, queries
 from webapp.db import get_db
-from webapp.formatting import age_seconds, amount_text, trip_params
-from webapp.validation import Trip, TripError, airport_name, parse_trip, today_utc
+from webapp.formatting import age_seconds, amount_text, arrival_local, trip_params
+from webapp.trip_view import advice_for, date_grid_for, insight_for, party_of
+from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports, today_utc
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -22,8 +23,11 @@ def _trip_json(trip: Trip) -> dict:
             "adults": trip.adults, "children": trip.children}
 
 
-def _leg_json(departs_local: dt.datetime | None, stops: int | None, duration_min: int | None) -> dict:
+def _leg_json(departs_local: dt.datetime | None, stops: int | None, duration_min: int | None,
+              origin: str, destination: str) -> dict:
+    arrives_local = arrival_local(departs_local, duration_min, origin, destination)
     return {"departs_local": departs_local.isoformat() if departs_local else None,
+            "arrives_local": arrives_local.isoformat() if arrives_local else None,
             "stops": stops, "duration_min": duration_min}
 
 
@@ -33,8 +37,10 @@ def _option_json(row: dict) -> dict:
             "total": amount_text(row["total_amount"]), "currency": row["currency"],
             "carriers": row["carriers"].split(",") if row["carriers"] else [],
             "cabin": row["cabin"], "adults": row["adults"], "children": row["children"],
-            "outbound": _leg_json(row["depart_out_local"], row["stops_out"], row["duration_out_min"]),
-            "return": _leg_json(row["depart_back_local"], row["stops_back"], row["duration_back_min"])}
+            "outbound": _leg_json(row["depart_out_local"], row["stops_out"], row["duration_out_min"],
+                                  row["origin"], row["destination"]),
+            "return": _leg_json(row["depart_back_local"], row["stops_back"], row["duration_back_min"],
+                                row["destination"], row["origin"])}
 
 
 def _cheapest_trip_json(row: dict) -> dict:
@@ -77,6 +83,75 @@ def routes():
     })
 
 
+def _asked_trip() -> tuple[Trip, dt.date]:
+    today = today_utc()
+    return parse_trip(request.args, today), today
+
+
+@api.get("/history")
+def trip_history():
+    """The cheapest fare of each collection of the trip, oldest first."""
+    trip, today = _asked_trip()
+    conn = get_db()
+    options = queries.cheapest_options_now(conn, trip, limit=1)
+    adults, children = party_of(trip, options)
+    history = queries.trip_history(conn, trip, adults, children) if options else []
+    return jsonify(trip=_trip_json(trip), adults=adults, children=children,
+                   points=[{"collected_at": _iso(row["collected_at"]), "cheapest": amount_text(row["cheapest_total"]),
+                            "currency": row["currency"]} for row in history])
+
+
+@api.get("/date-grid")
+def date_grid():
+    """The cheapest fare of each departure/return pair within 3 days of the trip; `source` says how it is known."""
+    trip, today = _asked_trip()
+    conn = get_db()
+    options = queries.cheapest_options_now(conn, trip, limit=1)
+    grid = date_grid_for(conn, trip, options, today, dt.datetime.now(dt.timezone.utc))
+
+    def cell_json(cell: dict) -> dict:
+        if cell["total_amount"] is not None:
+            known = {"source": "collected", "total": amount_text(cell["total_amount"]),
+                     "currency": cell["currency"], "collected_at": _iso(cell["collected_at"])}
+        elif cell["predicted_amount"] is not None:
+            known = {"source": "predicted", "total": amount_text(cell["predicted_amount"]),
+                     "currency": options[0]["currency"] if options else None, "collected_at": None}
+        else:
+            known = {"source": "unknown", "total": None, "currency": None, "collected_at": None}
+        return {"depart": cell["depart_date"].isoformat(), "return": cell["return_date"].isoformat(), **known}
+
+    return jsonify(trip=_trip_json(trip), fare_model_available=grid["model_available"],
+                   cells=[cell_json(cell) for cell in grid["cells"]])
+
+
+@api.get("/advice")
+def advice():
+    """Buy now or wait (confidence, expected saving) and whether today's cheapest fare is low, typical or high."""
+    trip, today = _asked_trip()
+    conn = get_db()
+    options = queries.cheapest_options_now(conn, trip, limit=1)
+    now = dt.datetime.now(dt.timezone.utc)
+    insight = insight_for(conn, trip, options, date_grid_for(conn, trip, options, today, now)) if options else None
+    return jsonify(trip=_trip_json(trip), advice=advice_for(conn, trip, options), insight=insight)
+
+
+@api.get("/airports")
+def airports():
+    """Airports matching a code prefix, city or name, for the search form's suggestions."""
+    return jsonify(airports=suggest_airports(request.args.get("q", "")))
+
+
+@api.post("/alerts")
+def create_alert():
+    """Watch a trip: notify when its cheapest fare falls below `threshold` (JSON body)."""
+    body = request.get_json(silent=True)
+    watched = alerts.parse_alert(body if isinstance(body, dict) else {}, today_utc())
+    alert_id = alerts.save_alert(get_db(), watched)
+    return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
+                   currency=watched.currency), 201
+
+
+@api.errorhandler(alerts.AlertError)
 @api.errorhandler(TripError)
 def invalid_trip(error: TripError):
     """Say what to fix, overall and per field, as a 400."""

@@ -1,11 +1,12 @@
-"""The HTML fare page: search form, cheapest options for a trip, routes with data freshness."""
+"""The HTML fare page: search form, a trip's fares, insight, advice, date grid and chart, routes, alerts."""
 import datetime as dt
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 
-from webapp import queries
+from webapp import alerts, queries
 from webapp.db import get_db
-from webapp.validation import TripError, airport_name, parse_trip, today_utc
+from webapp.trip_view import trip_view
+from webapp.validation import Trip, TripError, airport_name, parse_trip, today_utc
 
 fares = Blueprint("fares", __name__)
 
@@ -16,15 +17,36 @@ def search():
     return render_template("search.html", form=request.args, problems={}, today=today_utc())
 
 
+def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
+    now = dt.datetime.now(dt.timezone.utc)
+    view = trip_view(get_db(), trip, today, now)
+    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, today=today,
+                           origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
+                           alert_problems=alert_problems, alert_form=alert_form,
+                           alert_created=request.args.get("alert") == "created", **view), status
+
+
 @fares.get("/fares")
 def trip_fares():
-    """The cheapest options now for one round trip, or what else was collected for its route."""
+    """One round trip: cheapest options now, price insight, buy-or-wait advice, date grid and price chart."""
     today = today_utc()
-    trip = parse_trip(request.args, today)
-    found = queries.fares_for_trip(get_db(), trip, today)
-    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, today=today,
-                           origin_name=airport_name(trip.origin),
-                           destination_name=airport_name(trip.destination), **found)
+    return _render_trip(parse_trip(request.args, today), today, {}, {})
+
+
+@fares.post("/alerts")
+def create_alert():
+    """Save a price alert from the trip page's form, then show the trip again (or the form's problems)."""
+    today = today_utc()
+    try:
+        watched = alerts.parse_alert(request.form, today)
+    except alerts.AlertError as error:
+        trip_problems = {field: problem for field, problem in error.problems.items()
+                         if field not in ("threshold", "currency")}
+        if trip_problems:
+            raise TripError(trip_problems) from error
+        return _render_trip(parse_trip(request.form, today), today, error.problems, request.form, 400)
+    alerts.save_alert(get_db(), watched)
+    return redirect(url_for("fares.trip_fares", **watched.trip.as_params(), alert="created"), 303)
 
 
 @fares.get("/routes")
@@ -37,4 +59,5 @@ def routes():
 @fares.errorhandler(TripError)
 def invalid_trip(error: TripError):
     """Show the form again with each field's problem, as a 400."""
-    return render_template("search.html", form=request.args, problems=error.problems, today=today_utc()), 400
+    form = request.args if request.method == "GET" else request.form
+    return render_template("search.html", form=form, problems=error.problems, today=today_utc()), 400

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from flask import Flask
 
-from webapp.validation import Trip
+from webapp.validation import Trip, airport_timezone
 
 
 def amount_text(amount: Decimal) -> str:
@@ -39,6 +39,16 @@ def stops(count: int | None) -> str:
 def local_time(moment: dt.datetime | None) -> str:
     """A departure in the airport's local time: 'Tue 01 Dec 08:05'."""
     return moment.strftime("%a %d %b %H:%M") if moment else "—"
+
+
+def arrival_local(departs_local: dt.datetime | None, duration_min: int | None, origin: str,
+                  destination: str) -> dt.datetime | None:
+    """The arrival in the destination's local time: local departure + flight time across time zones."""
+    origin_zone, destination_zone = airport_timezone(origin), airport_timezone(destination)
+    if departs_local is None or duration_min is None or origin_zone is None or destination_zone is None:
+        return None
+    departs = departs_local.replace(tzinfo=origin_zone)
+    return (departs + dt.timedelta(minutes=duration_min)).astimezone(destination_zone).replace(tzinfo=None)
 
 
 def utc_time(moment: dt.datetime) -> str:
@@ -88,5 +98,5 @@ def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
     for formatter in (money, duration, stops, local_time, utc_time, age):
         app.add_template_filter(formatter)
-    for helper in (trip_dates, party, trip_params):
+    for helper in (trip_dates, party, trip_params, arrival_local):
         app.add_template_global(helper)

@@ -120,6 +120,90 @@ def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[
     return summaries
 
 
+_PARTY_MATCH = """
+    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
+    AND (%(children)s::int IS NULL OR children = %(children)s::int)"""
+
+# Each collection's cheapest total for one trip and party, oldest first (index range scan).
+_TRIP_HISTORY = """
+SELECT collected_at, min(total_amount) AS cheapest_total, min(currency) AS currency
+FROM ({rows}) AS trip_rows
+GROUP BY search_id, collected_at
+ORDER BY collected_at"""
+_TRIP_ROWS = "SELECT search_id, collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
+
+# Every departure/return pair of the grid, each with the cheapest option of its newest collection.
+# Per pair and table: the newest collection time is the first entry of the trip index (LIMIT 1), and
+# its options are one index range; so the cost does not grow with history or table size.
+_DATE_GRID = """
+WITH pairs AS (
+  SELECT depart::date AS depart_date, back::date AS return_date
+  FROM generate_series(%(first_depart)s::date, %(last_depart)s::date, interval '1 day') AS depart,
+       generate_series(%(first_return)s::date, %(last_return)s::date, interval '1 day') AS back
+  WHERE back >= depart
+),
+per_table AS ({newest_per_table})
+SELECT DISTINCT ON (depart_date, return_date) depart_date, return_date, collected_at, total_amount, currency
+FROM per_table
+ORDER BY depart_date, return_date, collected_at DESC NULLS LAST, total_amount"""
+_NEWEST_CHEAPEST = """
+  SELECT pairs.depart_date, pairs.return_date, newest.collected_at, cheapest.total_amount, cheapest.currency
+  FROM pairs
+  LEFT JOIN LATERAL (
+    SELECT collected_at FROM {table}
+    WHERE origin = %(origin)s AND destination = %(destination)s
+      AND depart_date = pairs.depart_date AND return_date = pairs.return_date""" + _PARTY_MATCH + """
+    ORDER BY collected_at DESC LIMIT 1
+  ) AS newest ON true
+  LEFT JOIN LATERAL (
+    SELECT total_amount, currency FROM {table}
+    WHERE origin = %(origin)s AND destination = %(destination)s
+      AND depart_date = pairs.depart_date AND return_date = pairs.return_date
+      AND collected_at = newest.collected_at""" + _PARTY_MATCH + """
+    ORDER BY total_amount LIMIT 1
+  ) AS cheapest ON true"""
+
+# The advisor's observations (fare_assets.synthesizing.features.OBSERVATION_COLUMNS) for one trip and
+# party: the same aggregation as fare_assets.storing.warehouse.OBSERVATIONS_SQL, narrowed by the trip index.
+_TRIP_OBSERVATIONS = """
+SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
+       min(total_amount)::float8 AS cheapest_total, min(currency) AS currency,
+       count(*) AS option_count,
+       (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
+         AS carrier_count,
+       avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
+       bool_and(national) AS national
+FROM ({rows}) AS trip_rows
+GROUP BY search_id, origin, destination, depart_date, return_date, adults, children, cabin, collected_at
+ORDER BY collected_at"""
+_OBSERVATION_ROWS = ("SELECT *, {market} = 'national' AS national FROM {table} WHERE"
+                     + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s")
+
+
+def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None) -> list[dict]:
+    """The cheapest total of each collection of the trip for this party, oldest first."""
+    query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))
+    return conn.execute(query, {**_trip_params(trip), "adults": adults, "children": children}).fetchall()
+
+
+def date_grid(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None,
+              today: dt.date, days: int = 3) -> list[dict]:
+    """The cheapest latest fare of each departure/return pair within `days` of the trip, from today on."""
+    step = dt.timedelta(days=days)
+    params = {**_trip_params(trip), "adults": adults, "children": children,
+              "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,
+              "first_return": max(today, trip.return_date - step), "last_return": trip.return_date + step}
+    query = sql.SQL(_DATE_GRID).format(newest_per_table=_each_table(_NEWEST_CHEAPEST))
+    return conn.execute(query, params).fetchall()
+
+
+def trip_observations(conn: psycopg.Connection, trip: Trip, adults: int, children: int, cabin: str) -> list[dict]:
+    """One row per collection of the trip, in the advisor's observation columns, oldest first."""
+    query = sql.SQL(_TRIP_OBSERVATIONS).format(rows=_each_table(_OBSERVATION_ROWS))
+    return conn.execute(query, {**_trip_params(trip), "adults": adults, "children": children,
+                                "cabin": cabin}).fetchall()
+
+
 def ping(conn: psycopg.Connection) -> None:
     """Run a trivial query, raising psycopg.OperationalError when the database does not answer."""
     conn.execute("SELECT 1").fetchone()

@@ -4,10 +4,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import airportsdata
 
 # Fare searches carry at most nine passengers (the watchlist enforces the same limits).
 MAX_PASSENGERS = 9
+# Airlines sell seats about 330 days ahead; a later date is a typo, and bounding it keeps date arithmetic safe.
+MAX_DAYS_AHEAD = 365
+# Free text longer than any city name is rejected before it is matched.
+MAX_PLACE_LENGTH = 60
+SUGGESTIONS_LIMIT = 10
 TRIP_FIELDS = ("origin", "destination", "depart", "return")
 
 
@@ -57,18 +64,66 @@ def airport_name(code: str) -> str | None:
     return f"{airport['name']}, {airport['city']}" if airport else None
 
 
+def airport_timezone(code: str) -> ZoneInfo | None:
+    """The airport's time zone, when airportsdata knows it."""
+    airport = _airports().get(code)
+    try:
+        return ZoneInfo(airport["tz"]) if airport and airport.get("tz") else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
 def _shown(raw: str) -> str:
     """The submitted text quoted for a message, cut short so a huge input is not echoed whole."""
     return repr(raw if len(raw) <= 20 else raw[:20] + "…")
 
 
+@lru_cache(maxsize=1)
+def _airports_by_city() -> dict[str, list[str]]:
+    by_city: dict[str, list[str]] = {}
+    for code, airport in _airports().items():
+        by_city.setdefault(airport["city"].casefold(), []).append(code)
+    return by_city
+
+
+def suggest_airports(text: str, limit: int = SUGGESTIONS_LIMIT) -> list[dict]:
+    """Airports whose code starts with, or whose city or name contains, `text` (codes first)."""
+    needle = text.strip().casefold()[:MAX_PLACE_LENGTH]
+    if not needle:
+        return []
+    # Without traffic figures, an exact code and then international airports are the likeliest meant.
+    by_code = sorted((code for code in _airports() if code.casefold().startswith(needle)),
+                     key=lambda code: (code.casefold() != needle,
+                                       "international" not in _airports()[code]["name"].casefold(), code)
+                     ) if len(needle) <= 3 else []
+    by_city = [code for code, airport in _airports().items()
+               if code not in by_code and needle in airport["city"].casefold()]
+    by_name = [code for code, airport in _airports().items()
+               if code not in by_code and code not in by_city and needle in airport["name"].casefold()]
+    return [{"code": code, "name": _airports()[code]["name"], "city": _airports()[code]["city"],
+             "country": _airports()[code]["country"]} for code in (by_code + by_city + by_name)[:limit]]
+
+
 def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
-    code = raw.upper()
-    if len(code) != 3 or not code.isascii() or not code.isalpha():
-        return None, f"{label} must be a 3-letter IATA airport code such as SFO, got {_shown(raw)}"
-    if code not in _airports():
-        return None, f"{label} {code} is not a known IATA airport code"
-    return code, None
+    """A code ("sfo"), a suggestion's text ("SFO – San Francisco…") or a city with one airport."""
+    if len(raw) > MAX_PLACE_LENGTH:
+        return None, f"{label} must be an airport code or a city name of at most {MAX_PLACE_LENGTH} characters"
+    leading = raw[:3].upper()
+    if len(raw) == 3:
+        if not (leading.isascii() and leading.isalpha()):
+            return None, f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, got {_shown(raw)}"
+        if leading not in _airports():
+            return None, f"{label} {leading} is not a known IATA airport code"
+        return leading, None
+    codes = _airports_by_city().get(raw.casefold())
+    if codes is None and len(raw) > 3 and not raw[3].isalpha() and leading in _airports():
+        codes = [leading]
+    if codes is None:
+        return None, (f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, "
+                      f"got {_shown(raw)}")
+    if len(codes) > 1:
+        return None, f"{label} {raw} has several airports ({', '.join(sorted(codes))}): pick one"
+    return codes[0], None
 
 
 def _date(raw: str, label: str, today: dt.date) -> tuple[dt.date | None, str | None]:
@@ -78,6 +133,9 @@ def _date(raw: str, label: str, today: dt.date) -> tuple[dt.date | None, str | N
         return None, f"{label} must be a date as YYYY-MM-DD, got {_shown(raw)}"
     if day < today:
         return None, f"{label} {day.isoformat()} is in the past (today is {today.isoformat()} UTC)"
+    if (day - today).days > MAX_DAYS_AHEAD:
+        return None, (f"{label} {day.isoformat()} is more than {MAX_DAYS_AHEAD} days ahead; "
+                      f"fares are not sold that far out")
     return day, None
 
 

@@ -83,11 +83,34 @@ def _dimension_table_ddl(table: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns}\n)"
 
 
+# Travellers' price alerts, written by the fare page and read (and marked notified) by the
+# price-alert sensor. It is the one table the web role may write, so a compromised page can add
+# alerts but never change a fare.
+PRICE_ALERTS_DDL = """
+CREATE TABLE IF NOT EXISTS price_alerts (
+  id bigserial PRIMARY KEY,
+  origin text NOT NULL,
+  destination text NOT NULL,
+  depart_date date NOT NULL,
+  return_date date NOT NULL,
+  adults int4,
+  children int4,
+  threshold numeric(18,3) NOT NULL CHECK (threshold > 0),
+  currency text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  notified_at timestamptz,
+  notified_total numeric(18,3)
+)"""
+
+
 def _grant_to_web_role(conn: psycopg.Connection) -> None:
-    """Let the read-only web role read every warehouse table, when the cluster has that role."""
+    """Let the web role read every warehouse table and add price alerts, when the cluster has that role."""
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone():
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
         conn.execute(f"GRANT SELECT ON {', '.join(WAREHOUSE_TABLES)} TO {READONLY_ROLE}")
+        # INSERT and SELECT only: the page can neither edit nor delete an alert, nor touch fares.
+        conn.execute(f"GRANT SELECT, INSERT ON price_alerts TO {READONLY_ROLE}")
+        conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
@@ -97,6 +120,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             conn.execute(_fare_table_ddl(table))
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
+        conn.execute(PRICE_ALERTS_DDL)
         _grant_to_web_role(conn)
 
 

@@ -1,0 +1,98 @@
+"""The fare page in a real Chromium (Debian's package, driven by playwright) against a real waitress server."""
+import datetime as dt
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from fare_assets.settings import PROJECT_ROOT
+from fare_assets.storing import warehouse
+from fare_assets_tests.test_webapp import DEPART, RETURN, history_rows, readonly, trained_models  # noqa: F401
+from webapp import create_app
+from webapp.serving import served
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = PROJECT_ROOT / ".fares" / "test-artifacts"
+
+
+@pytest.fixture
+def page_url(warehouse_dsn, trained_models):  # noqa: F811
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])
+                             + history_rows(["280.00"], depart=DEPART + dt.timedelta(days=1),
+                                            back=RETURN + dt.timedelta(days=1)))
+    app = create_app({"DATABASE_DSN": readonly(warehouse_dsn), "MODELS_ROOT": trained_models})
+    with served(app) as url:
+        yield url
+
+
+@pytest.fixture
+def browser_page():
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: run scripts/install-system-deps.sh (apt-get install -y chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        console_errors: list[str] = []
+        page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+        page.console_errors = console_errors
+        yield page
+        browser.close()
+
+
+def test_search_a_trip_and_see_options_insight_advice_grid_and_chart(page_url, browser_page):
+    page = browser_page
+    page.goto(page_url + "/")
+    page.fill("input[name=origin]", "san fr")
+    # The local suggestion script fills the datalist from /api/airports.
+    expect(page.locator("#origin-airports option[value=SFO]")).to_have_count(1)
+    page.fill("input[name=origin]", "San Francisco")
+    page.fill("input[name=destination]", "JFK")
+    page.fill("input[name=depart]", DEPART.isoformat())
+    page.fill("input[name=return]", RETURN.isoformat())
+    page.click("button[type=submit]")
+
+    expect(page.locator("h1")).to_have_text("SFO → JFK")
+    rows = page.locator("table.options tr.option")
+    expect(rows).to_have_count(2)
+    expect(rows.first.locator("td.total")).to_have_text("240.00 USD")
+    expect(page.locator("#insight .headline")).to_have_text("Low price")
+    advice = page.locator("#advice .headline").inner_text()
+    assert advice in ("Buy now", "Wait")
+    expect(page.locator("#advice .confidence")).to_contain_text("Confidence")
+    expect(page.locator("svg.chart circle.dot")).to_have_count(6)
+    assert page.locator("svg.chart polyline.line").bounding_box()["width"] > 300
+    expect(page.locator("table.date-grid td.cell")).to_have_count(49)
+    expect(page.locator("table.date-grid td.cell.collected")).to_have_count(2)
+    expect(page.locator("table.date-grid td.cell.predicted")).to_have_count(47)
+    expect(page.locator("table.date-grid td.asked")).to_contain_text("240")
+    assert page.console_errors == []
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "fare-page.png"
+    screenshot.unlink(missing_ok=True)
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+
+    page.fill("#price-alert input[name=threshold]", "200")
+    page.click("#price-alert button[type=submit]")
+    expect(page.locator("#price-alert .notice")).to_contain_text("Alert saved")
+
+
+def test_invalid_query_shows_what_to_fix(page_url, browser_page):
+    page = browser_page
+    page.goto(page_url + "/")
+    page.fill("input[name=origin]", "SFO")
+    page.fill("input[name=destination]", "QQQ")
+    page.fill("input[name=depart]", DEPART.isoformat())
+    page.fill("input[name=return]", (DEPART - dt.timedelta(days=2)).isoformat())
+    with page.expect_navigation() as navigation:
+        page.click("button[type=submit]")
+    assert navigation.value.status == 400
+    expect(page.locator(".problems")).to_contain_text("destination QQQ is not a known IATA airport code")
+    expect(page.locator("#return-problem")).to_contain_text("is before the departure date")
+    expect(page.locator("input[name=destination]")).to_have_attribute("aria-invalid", "true")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "fare-page-invalid.png"))
+    assert (ARTIFACTS / "fare-page-invalid.png").stat().st_size > 0

@@ -1,0 +1,72 @@
+"""Price alerts end to end: saved through the web app, notified once by the Dagster sensor via a real webhook."""
+from decimal import Decimal
+
+import psycopg
+import pytest
+from dagster import SkipReason, build_sensor_context
+
+from fare_assets.price_alerts import price_alert_sensor
+from fare_assets.resources import WarehouseResource
+from fare_assets.storing import warehouse
+from fare_assets_tests.test_collector import ALERT_ENV, url_of, webhook
+from fare_assets_tests.test_webapp import DEPART, RETURN, history_rows, readonly, trip_query
+from webapp import create_app
+
+
+@pytest.fixture
+def alert_db(warehouse_dsn, monkeypatch, tmp_path):
+    """A warehouse whose SFO-JFK trip's cheapest fare is now 240.00 USD, and a client to save alerts."""
+    for name in ALERT_ENV:
+        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
+    monkeypatch.setenv("FARES_WEB_PUBLIC_URL", "https://fares.example")
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        warehouse.load_fares(conn, history_rows(["310.00", "240.00"]))
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn),
+                         "MODELS_ROOT": str(tmp_path)}).test_client()
+    for threshold, currency in (("250", "USD"), ("200", "USD"), ("250", "EUR")):
+        assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
+                                                "currency": currency}).status_code == 201
+    # An alert for a trip nobody collected is never due.
+    assert client.post("/api/alerts", json={**trip_query(origin="BOS", destination="LAX"),
+                                            "threshold": "9999"}).status_code == 201
+    return warehouse_dsn
+
+
+def tick(dsn: str):
+    context = build_sensor_context(resources={"warehouse_db": WarehouseResource(dsn=dsn)})
+    return price_alert_sensor(context)
+
+
+def notified(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT threshold, currency, notified_total FROM price_alerts"
+                            " WHERE notified_at IS NOT NULL ORDER BY id").fetchall()
+
+
+def test_alert_below_threshold_is_sent_once_by_webhook(alert_db, monkeypatch):
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        result = tick(alert_db)
+        assert isinstance(result, SkipReason) and "sent 1 price alert" in result.skip_message
+        assert len(receiver.payloads) == 1
+        payload = receiver.payloads[0]
+        assert payload["kind"] == "price_below_threshold" and payload["total"] == "240.00"
+        assert payload["threshold"] == "250.00" and payload["currency"] == "USD"
+        assert payload["url"] == (f"https://fares.example/fares?origin=SFO&destination=JFK&depart={DEPART}"
+                                  f"&return={RETURN}")
+        assert "240.00 USD" in payload["text"] and "below your alert at 250.00 USD" in payload["text"]
+        assert notified(alert_db) == [(Decimal("250.000"), "USD", Decimal("240.000"))]
+
+        assert "no price alert is below" in tick(alert_db).skip_message
+        assert len(receiver.payloads) == 1
+
+
+def test_failed_webhook_retries_next_tick_and_no_channel_sends_nothing(alert_db, monkeypatch):
+    assert "no alert channel configured" in tick(alert_db).skip_message
+    assert notified(alert_db) == []
+    with webhook(status=500) as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        with pytest.raises(RuntimeError, match="HTTP 500"):
+            tick(alert_db)
+        assert notified(alert_db) == [] and len(receiver.payloads) == 1

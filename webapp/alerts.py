@@ -1,0 +1,133 @@
+"""Price alerts: a watched trip with a threshold, saved by the page and checked by a Dagster sensor.
+
+The checks and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and `notify_due_alerts`
+(the sensor's work) touch the database.
+"""
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
+from webapp import queries
+from webapp.validation import Trip, TripError, parse_trip
+
+# A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
+MAX_THRESHOLD = Decimal("10000000")
+
+
+class AlertError(TripError):
+    """The alert request is invalid; `problems` maps each field to what to fix."""
+
+
+@dataclass(frozen=True)
+class PriceAlert:
+    """Notify when the trip's cheapest fare falls below `threshold` (in `currency`)."""
+
+    trip: Trip
+    threshold: Decimal
+    currency: str
+    alert_id: int | None = None
+
+
+def parse_alert(fields: Mapping, today: dt.date) -> PriceAlert:
+    """Check a trip (as for /fares) plus threshold and currency, reporting every problem at once."""
+    texts = {name: str(value) for name, value in fields.items() if isinstance(value, (str, int, float))}
+    problems: dict[str, str] = {}
+    try:
+        trip = parse_trip(texts, today)
+    except TripError as error:
+        problems.update(error.problems)
+        trip = None
+    raw = texts.get("threshold", "").strip()
+    try:
+        threshold = Decimal(raw)
+    except InvalidOperation:
+        threshold = None
+    if threshold is None or not threshold.is_finite() or not Decimal(0) < threshold < MAX_THRESHOLD:
+        problems["threshold"] = f"threshold must be an amount above 0 and below {MAX_THRESHOLD:,}, such as 350, got {raw[:20]!r}"
+    currency = (texts.get("currency") or "USD").strip().upper()
+    if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+        problems["currency"] = f"currency must be a 3-letter ISO code such as USD, got {currency[:20]!r}"
+    if problems:
+        raise AlertError(problems)
+    return PriceAlert(trip, threshold.quantize(Decimal("0.01")), currency)
+
+
+def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
+    """Insert the alert; returns its id."""
+    trip = alert.trip
+    row = conn.execute(
+        "INSERT INTO price_alerts (origin, destination, depart_date, return_date, adults, children, threshold, currency)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults, trip.children,
+         alert.threshold, alert.currency)).fetchone()
+    return row["id"] if isinstance(row, Mapping) else row[0]
+
+
+def open_alerts(conn: psycopg.Connection, today: dt.date) -> list[PriceAlert]:
+    """Alerts not yet notified whose trip has not departed."""
+    rows = conn.cursor(row_factory=tuple_row).execute(
+        "SELECT id, origin, destination, depart_date, return_date, adults, children, threshold, currency"
+        " FROM price_alerts WHERE notified_at IS NULL AND depart_date >= %s ORDER BY id", (today,)).fetchall()
+    return [PriceAlert(Trip(*row[1:7]), row[7], row[8], row[0]) for row in rows]
+
+
+def mark_notified(conn: psycopg.Connection, alert_id: int, total: Decimal, at: dt.datetime) -> None:
+    """Remember that the alert was sent, so it is sent once."""
+    conn.execute("UPDATE price_alerts SET notified_at = %s, notified_total = %s WHERE id = %s", (at, total, alert_id))
+
+
+def is_due(alert: PriceAlert, cheapest: Mapping | None) -> bool:
+    """True when the latest cheapest fare is in the alert's currency and below its threshold."""
+    return (cheapest is not None and cheapest["currency"] == alert.currency
+            and cheapest["total_amount"] < alert.threshold)
+
+
+def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Alert:
+    """The notification for a fare that fell below its threshold."""
+    trip = alert.trip
+    route = f"{trip.origin} → {trip.destination}, {trip.depart_date.isoformat()} – {trip.return_date.isoformat()}"
+    total = f"{cheapest['total_amount']:,.2f} {cheapest['currency']}"
+    text = (f"The cheapest fare for {route} is now {total}, below your alert at "
+            f"{alert.threshold:,.2f} {alert.currency} (collected {cheapest['collected_at']:%Y-%m-%d %H:%M} UTC, "
+            f"carriers {cheapest['carriers']}).\n{page_url}")
+    return Alert("price_below_threshold", f"{SUBJECT_PREFIX} {trip.origin}→{trip.destination} fare {total}", text,
+                 {"alert_id": alert.alert_id, "origin": trip.origin, "destination": trip.destination,
+                  "depart": trip.depart_date.isoformat(), "return": trip.return_date.isoformat(),
+                  "total": f"{cheapest['total_amount']:.2f}", "currency": cheapest["currency"],
+                  "threshold": f"{alert.threshold:.2f}", "url": page_url})
+
+
+def page_url(base_url: str, trip: Trip) -> str:
+    """The fare page of the trip, for the notification's link."""
+    return f"{base_url.rstrip('/')}/fares?{urlencode(trip.as_params())}"
+
+
+def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str, today: dt.date,
+                      now: dt.datetime) -> dict[str, list]:
+    """Send each open alert whose trip's latest cheapest fare is below its threshold, once.
+
+    `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
+
+    An alert is marked notified only when every configured channel took it, so a failed send retries
+    on the next tick. Returns the alert ids sent and those that failed, with the channel problems.
+    """
+    sent, failed = [], []
+    for alert in open_alerts(conn, today):
+        options = queries.cheapest_options_now(conn, alert.trip, limit=1)
+        cheapest = options[0] if options else None
+        if not is_due(alert, cheapest):
+            continue
+        outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings)
+        problems = {channel: problem for channel, problem in outcome.items() if problem}
+        if problems:
+            failed.append((alert.alert_id, problems))
+        else:
+            mark_notified(conn, alert.alert_id, cheapest["total_amount"], now)
+            sent.append(alert.alert_id)
+    return {"sent": sent, "failed": failed}

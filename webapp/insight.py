@@ -1,0 +1,29 @@
+"""Is today's cheapest fare low, typical or high for this trip? (pure)"""
+import statistics
+from decimal import Decimal
+
+# Fewer reference prices than this say little about what is typical.
+MIN_REFERENCE_PRICES = 5
+
+
+def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: list[Decimal]) -> dict:
+    """Place `current` among the trip's own past cheapest fares and nearby dates' latest cheapest fares.
+
+    Low is at or below the reference's lower quartile, high at or above its upper quartile.
+    """
+    reference = [float(price) for price in [*own_history, *similar_trips]]
+    facts = {"compared_with": {"own_collections": len(own_history), "similar_trips": len(similar_trips)}}
+    if len(reference) < MIN_REFERENCE_PRICES:
+        return {"level": "unknown", **facts, "typical_low": None, "typical_high": None, "percentile": None,
+                "text": (f"Not enough history yet to judge this price ({len(reference)} reference fares; "
+                         f"{MIN_REFERENCE_PRICES} needed).")}
+    lower, _, upper = statistics.quantiles(reference, n=4, method="inclusive")
+    value = float(current)
+    percentile = round(100 * sum(price < value for price in reference) / len(reference))
+    level = "low" if value <= lower else "high" if value >= upper else "typical"
+    words = {"low": "low", "typical": "typical", "high": "high"}[level]
+    return {"level": level, **facts, "typical_low": round(lower, 2), "typical_high": round(upper, 2),
+            "percentile": percentile,
+            "text": (f"Today's cheapest fare is {words} for this trip: cheaper than {100 - percentile}% of "
+                     f"{len(reference)} fares seen for it and for nearby dates "
+                     f"(typical range {lower:,.2f}–{upper:,.2f}).")}
