@@ -1,0 +1,115 @@
+"""The buy/wait advisor against its baselines on two simulated markets (the table of Etzioni et al., KDD 2003).
+
+Each market profile is watched like the watchlist watches it: round trips on a dozen routes, departing every
+DEPARTURE_EVERY_DAYS days over a year, each collected once a purchase day (the market reprices once a UTC day)
+from WATCH_DAYS_AHEAD days ahead until the day before departure. Quotes come from the simulator in process,
+the answers its HTTP server gives; HTTP, Spark and the warehouse are measured by the other benches. Trips are
+split by departure date: the advisor trains on the earliest, picks its threshold on the next, and is judged
+on the latest, which it never saw. It reads only the quotes, never the market's parameters; the "alt"
+profile (seed, volatility, advance-purchase steps, booking curve) was never used to tune it.
+Observations are cached under BENCH_DATA_DIR by profile.
+"""
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import RESULTS  # noqa: E402
+
+from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
+from fare_assets.synthesizing.evaluation import HAMLET_SHARE_OF_ORACLE_SAVING, train_and_evaluate  # noqa: E402
+from fare_assets.synthesizing.features import airport_countries, observation_features  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
+ROUTES = (
+    ("SFO", "JFK"), ("BOS", "LAX"), ("ORD", "MIA"), ("SEA", "DEN"), ("ATL", "DFW"), ("MIA", "LGA"),
+    ("LHR", "JFK"), ("ORD", "LHR"), ("DEN", "CDG"), ("CDG", "MAD"), ("FRA", "BCN"), ("AMS", "LIS"),
+)
+NIGHTS = (3, 7)
+FIRST_DEPARTURE = dt.date(2027, 1, 2)
+DEPARTURES = 90
+DEPARTURE_EVERY_DAYS = 4
+WATCH_DAYS_AHEAD = 63
+SOLUTIONS = 8
+COLLECTION_HOUR_UTC = 12
+
+
+def _route_observations(profile: str, origin: str, destination: str) -> list[dict]:
+    """Every daily collection of every watched trip on one route (one row per collection, as the warehouse has)."""
+    market = Market(PROFILES[profile])
+    national = airport_countries()[origin] == airport_countries()[destination]
+    rows = []
+    for departure in range(DEPARTURES):
+        depart = FIRST_DEPARTURE + dt.timedelta(days=departure * DEPARTURE_EVERY_DAYS)
+        for nights in NIGHTS:
+            query = Query(origin, destination, depart, depart + dt.timedelta(days=nights), 1, 0, "COACH")
+            for ahead in range(WATCH_DAYS_AHEAD, 0, -1):
+                at = dt.datetime.combine(depart - dt.timedelta(days=ahead), dt.time(COLLECTION_HOUR_UTC), dt.timezone.utc)
+                options = market.search(query, at, SOLUTIONS)
+                if not options:
+                    continue
+                carriers = {segment.flight.carrier for option in options for part in option.slices for segment in part.segments}
+                rows.append({
+                    "origin": origin, "destination": destination, "depart_date": depart,
+                    "return_date": query.return_date, "adults": 1, "children": 0, "cabin": "COACH",
+                    "collected_at": at, "cheapest_total": min(option.total_cents for option in options) / 100,
+                    "currency": options[0].currency, "option_count": len(options), "carrier_count": len(carriers),
+                    "nonstop_share": sum(all(len(part.segments) == 1 for part in option.slices) for option in options) / len(options),
+                    "national": national,
+                })
+    return rows
+
+
+def observations(profile: str) -> pd.DataFrame:
+    """The profile's collected observations, simulated once and cached."""
+    cache = DATA_DIR / f"{profile}-{DEPARTURES}x{DEPARTURE_EVERY_DAYS}-{WATCH_DAYS_AHEAD}d.parquet"
+    if cache.exists():
+        return pd.read_parquet(cache)
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        parts = pool.map(_route_observations, [profile] * len(ROUTES), *zip(*ROUTES))
+        frame = pd.DataFrame([row for part in parts for row in part])
+    frame["depart_date"] = pd.to_datetime(frame["depart_date"])
+    frame["return_date"] = pd.to_datetime(frame["return_date"])
+    frame["collected_at"] = pd.to_datetime(frame["collected_at"], utc=True)
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(cache)
+    return frame
+
+
+def evaluate(profile: str) -> dict:
+    """Train, validate and test the advisor on one market; print and return its policy table."""
+    started = time.perf_counter()
+    frame = observations(profile)
+    features = observation_features(frame)
+    result = train_and_evaluate(features)
+    table = result.table
+    print(f"\n{profile} market: {frame['depart_date'].nunique()} departures, {len(frame):,} observations, "
+          f"test trips {int(table.loc['advisor', 'trips'])} departing from {result.split.test_from.date()}, "
+          f"threshold {result.advisor.threshold:.2f} (chosen on validation), {time.perf_counter() - started:.0f} s")
+    shown = table[["share_of_oracle_saving", "mean_saving", "mean_saving_share", "upset_rate", "mean_upset_excess",
+                   "mean_days_ahead_at_purchase"]]
+    print(shown.to_string(float_format=lambda value: f"{value:,.3f}"))
+    baselines = table.drop(index=["advisor", "oracle"])["mean_saving"]
+    beats_baselines = bool((table.loc["advisor", "mean_saving"] > baselines).all())
+    print(f"advisor share of oracle savings {table.loc['advisor', 'share_of_oracle_saving']:.1%} "
+          f"(Hamlet: {HAMLET_SHARE_OF_ORACLE_SAVING:.1%}); upset rate {table.loc['advisor', 'upset_rate']:.1%}; "
+          f"ahead of every baseline: {beats_baselines}")
+    return {"table": table.reset_index().to_dict(orient="records"), "beats_baselines": beats_baselines,
+            "threshold": result.advisor.threshold}
+
+
+def main() -> None:
+    results = {profile: evaluate(profile) for profile in ("default", "alt")}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "advisor_evaluation.json").write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
