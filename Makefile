@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/structuring_vs_duckdb.py
 	$(PY) bench/structuring_growth.py
 	$(PY) bench/fare_page_load.py
+	$(PY) bench/advisor_evaluation.py
 
 clean:
 	-$(PY) -m fare_assets.storing.postgres stop

@@ -142,8 +142,8 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
 
 
 def non_positive_fares(spark: SparkSession, lake_root: str, hours: list[str] | None = None) -> RuleResult:
-    """Options of successful (status 200) searches whose total_amount is missing, zero or negative."""
-    searches = _read(spark, lake_root, "searches", hours).where(F.col("status") == 200)
+    """Options of successful (2xx: Duffel answers 201) searches whose total_amount is missing, zero or negative."""
+    searches = _read(spark, lake_root, "searches", hours).where(F.col("status").between(200, 299))
     options = _read(spark, lake_root, "trip_options", hours).join(
         searches.select(*PARTITION_COLUMNS, "search_id"), [*PARTITION_COLUMNS, "search_id"], "left_semi"
     )
