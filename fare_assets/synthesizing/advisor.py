@@ -148,26 +148,38 @@ class BuyWaitAdvisor:
             index=features.index,
         )
 
+    def advise_trips(self, observations: pd.DataFrame) -> pd.DataFrame:
+        """Advice for every watched trip at its latest collection, one row per trip_id with the Advice fields."""
+        features = observation_features(observations)
+        # observation_features sorts by trip and collection time, so each trip's last row is its latest.
+        latest = features[last_observation_mask(features).to_numpy()]
+        decision = self.decisions(latest)
+        rows = [self._advice(row, action, probability, saving)
+                for row, action, probability, saving in zip(latest.to_dict("records"), decision["action"],
+                                                            decision["drop_probability"], decision["expected_saving"])]
+        return pd.DataFrame([vars(advice) for advice in rows], index=pd.Index(latest["trip_id"], name="trip_id"))
+
     def advise(self, observations: pd.DataFrame) -> Advice:
         """Advice for one watched trip at its latest collection, from that trip's observations so far."""
-        features = observation_features(observations)
-        if features["trip_id"].nunique() != 1:
-            raise ValueError(f"advise() takes one trip's observations, got {features['trip_id'].nunique()} trips")
-        latest = features.iloc[[-1]]
-        decision = self.decisions(latest).iloc[0]
-        row = latest.iloc[0]
+        trips = self.advise_trips(observations)
+        if len(trips) != 1:
+            raise ValueError(f"advise() takes one trip's observations, got {len(trips)} trips")
+        return Advice(**trips.iloc[0].to_dict())
+
+    def _advice(self, row: dict, action: str, probability: float, saving: float) -> Advice:
+        """The Advice for one latest-collection row and the policy's decision on it, with its reason in words."""
         currency = str(row["currency"])
         if row["days_ahead"] < self.last_call_days_ahead:
             return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
-        if decision["action"] == NOT_ENOUGH_DATA:
+        if action == NOT_ENOUGH_DATA:
             count = int(row["observation_count"])
             return Advice(
                 NOT_ENOUGH_DATA, None, None, None, currency,
                 f"only {count} collection(s) of this trip so far; advice needs at least {self.min_history}",
             )
-        probability, saving = float(decision["drop_probability"]), float(decision["expected_saving"])
+        probability, saving = float(probability), float(saving)
         chance = f"{probability:.0%} chance the fare drops by {MEANINGFUL_DROP_SHARE:.0%} or more before departure"
-        if decision["action"] == WAIT:
+        if action == WAIT:
             reason = f"{chance} (waits above {self.threshold:.0%}); expected drop about {saving:.0f} {currency}"
             return Advice(WAIT, probability, probability, saving, currency, reason)
         reason = f"{chance} (waits above {self.threshold:.0%}): waiting is not worth it"
