@@ -28,6 +28,8 @@ setup(
         "scikit-learn>=1.4",
         "flask>=3",
         "waitress>=3",
+        # The fare page's production server: one process per core (Flask holds the GIL per request).
+        "gunicorn>=23",
         "psycopg[binary]>=3.1",
         "airportsdata",
     ],

@@ -2,25 +2,27 @@
 
 For each size, PostgreSQL itself generates the rows (INSERT ... SELECT generate_series) into the real
 fare table of an embedded cluster in a temporary folder, then the warehouse's own DDL builds its
-indexes. Every trip has the same history (50 collections of 20 options) at both sizes; only the number
-of trips grows, as a fare service's would. The app (with a trained advisor and fare model) is served by
-`python -m webapp` (waitress, 16 threads) in its own process, and 16 client threads with keep-alive
-sessions, in this process, ask for random trips. Each
-size measures, in the same run and server, the trivial route (/static/favicon.svg), /api/fares and
-the full fare page (options, history, date grid, insight, advice, chart), and prints p50/p99 and
-requests per second, and the ratios.
+indexes, and the show stage's refresh (fare_assets.show.refresh, what the trip_serving_tables asset
+runs) fills the advice and predicted-fare serving tables with a trained advisor and fare model. Every
+trip has the same history (50 collections of 20 options) at both sizes; only the number of trips
+grows, as a fare service's would. The app is served as in production by `python -m webapp` (gunicorn,
+one gthread worker per core) in its own process. The load comes from `wrk` (C, one thread, 16
+keep-alive connections; a Lua script cycles through the trips' URLs), so the client takes little of
+the server's CPU. Each size measures, in the same run and server, the trivial route
+(/static/favicon.svg), /api/fares and the full fare page (options, history, date grid with predicted
+cells, insight, advice, chart) over every trip in random order, and prints p50/p99, requests per
+second and the ratios.
 """
 import argparse
 import contextlib
-import itertools
 import datetime as dt
-import random
+import json
 import os
-import statistics
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,9 +44,28 @@ NIGHTS = (3, 7)
 COLLECTIONS_PER_TRIP = 50
 OPTIONS_PER_COLLECTION = 20
 CLIENTS = 16
-# Trips viewed once at warm-up, then measured as repeat views (the advice and predictions are reused).
-REPEAT_TRIPS = 200
-SERVER_THREADS = 16
+# gunicorn's defaults for `python -m webapp`: one worker per core, 8 threads (connections) each.
+SERVER_WORKERS = os.cpu_count() or 1
+SERVER_THREADS = 8
+# Each connection takes the URLs in turn (from its own offset) and reports p50/p99 at the end.
+WRK_SCRIPT = """
+local paths = {}
+local turn = 0
+function init(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  turn = math.random(#paths)
+end
+function request()
+  turn = turn % #paths + 1
+  return wrk.format("GET", paths[turn])
+end
+function done(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format('{"requests": %d, "duration_us": %d, "non_200": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p99_us": %d}\\n', summary.requests, summary.duration, errors.status,
+    errors.connect + errors.read + errors.write + errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
 
 # One row per (trip, collection, option); trip t is route t / 200, departure (t % 200) / 2, nights t % 2.
 GENERATE_SQL = """
@@ -88,6 +109,14 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
         return conn.execute("SELECT count(*) FROM national_fares").fetchone()[0]
 
 
+def fill_serving_tables(dsn: str, lake: str, now: dt.datetime) -> dict:
+    """Run the show stage's refresh as the pipeline would after a load; returns its counts."""
+    from fare_assets.show.refresh import published_models, refresh_serving_tables
+
+    with psycopg.connect(dsn) as conn:
+        return refresh_serving_tables(conn, *published_models(lake), now)
+
+
 def train_models(lake: str) -> None:
     """A fitted advisor and fare model in `lake`, so the page does its full work (advice, predicted cells)."""
     from fare_assets.synthesizing.advisor import BuyWaitAdvisor
@@ -102,41 +131,18 @@ def train_models(lake: str) -> None:
     save_version(lake, "fare_model", "bench", FareModel().fit(observations), {})
 
 
-def drive(base_url: str, paths: list[str], seconds: float, once: bool = False) -> dict:
-    """`CLIENTS` threads with keep-alive sessions take `paths` in turn, cycling for `seconds` (or each once)."""
-    latencies: list[float] = []
-    failures: list[int] = []
-    lock = threading.Lock()
-    turns = itertools.count()
-    stop_at = time.perf_counter() + seconds
-
-    def client() -> None:
-        session = requests.Session()
-        mine, bad = [], []
-        while time.perf_counter() < stop_at:
-            turn = next(turns)
-            if once and turn >= len(paths):
-                break
-            path = paths[turn % len(paths)]
-            started = time.perf_counter()
-            response = session.get(base_url + path)
-            mine.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                bad.append(response.status_code)
-        with lock:
-            latencies.extend(mine)
-            failures.extend(bad)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "non_200": len(failures), "p50_ms": cuts[49] * 1000,
-            "p99_ms": cuts[98] * 1000, "req_per_s": len(latencies) / elapsed}
+def drive(base_url: str, paths: list[str], seconds: float) -> dict:
+    """`wrk` with `CLIENTS` keep-alive connections on one thread, cycling through `paths` for `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="fare-page-wrk-") as folder:
+        script, listing = Path(folder) / "paths.lua", Path(folder) / "paths.txt"
+        script.write_text(WRK_SCRIPT)
+        listing.write_text("\n".join(paths) + "\n")
+        done = subprocess.run(["wrk", "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(script),
+                               base_url, "--", str(listing)], capture_output=True, text=True, check=True)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"requests": measured["requests"], "non_200": measured["non_200"] + measured["socket_errors"],
+            "p50_ms": measured["p50_us"] / 1000, "p99_ms": measured["p99_us"] / 1000,
+            "req_per_s": measured["requests"] / (measured["duration_us"] / 1e6)}
 
 
 def trip_paths(prefix: str, routes: int, first_depart: dt.date, seed: int) -> list[str]:
@@ -150,11 +156,11 @@ def trip_paths(prefix: str, routes: int, first_depart: dt.date, seed: int) -> li
 
 
 @contextlib.contextmanager
-def web_server(dsn: str, lake: str):
+def web_server(dsn: str):
     """`python -m webapp` as in production, in its own process; yields its URL."""
     port = free_port()
-    env = {**os.environ, "FARES_WEB_PORT": str(port), "FARES_WEB_DSN": dsn, "FARES_LAKE": lake,
-           "FARES_WEB_THREADS": str(SERVER_THREADS)}
+    env = {**os.environ, "FARES_WEB_PORT": str(port), "FARES_WEB_DSN": dsn,
+           "FARES_WEB_WORKERS": str(SERVER_WORKERS), "FARES_WEB_THREADS": str(SERVER_THREADS)}
     server = subprocess.Popen([sys.executable, "-m", "webapp"], cwd=PROJECT_ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -177,7 +183,7 @@ def web_server(dsn: str, lake: str):
 
 
 def measure(size_label: str, routes: int, seconds: float, lake: str) -> list[dict]:
-    """Build a cluster holding `routes` routes of trips, serve the app, and drive the three routes."""
+    """Build a cluster holding `routes` routes of trips, fill its serving tables, serve the app, drive the three routes."""
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     first_depart = now.date() + dt.timedelta(days=5)
     with tempfile.TemporaryDirectory(prefix="fare-page-bench-") as folder:
@@ -188,17 +194,18 @@ def measure(size_label: str, routes: int, seconds: float, lake: str) -> list[dic
             rows = build_warehouse(cluster.dsn(), routes, now, first_depart)
             print(f"{size_label}: {rows:,} rows generated and indexed in {time.perf_counter() - started:.0f} s",
                   flush=True)
+            started = time.perf_counter()
+            serving = fill_serving_tables(cluster.dsn(), lake, now)
+            print(f"{size_label}: serving tables refreshed in {time.perf_counter() - started:.0f} s: "
+                  + ", ".join(f"{table} {counts['rows']:,} rows" for table, counts in serving.items()), flush=True)
             results = []
-            with web_server(cluster.dsn(user=READONLY_ROLE), lake) as url:
-                pages = trip_paths("/fares", routes, first_depart, seed=2)
-                # First views run the advisor and the fare model; the trips seen at warm-up are repeat views.
-                repeat_pages, first_pages = pages[:REPEAT_TRIPS], pages[REPEAT_TRIPS:]
+            with web_server(cluster.dsn(user=READONLY_ROLE)) as url:
                 sides = [("trivial /static/favicon.svg", ["/static/favicon.svg"]),
                          ("/api/fares", trip_paths("/api/fares", routes, first_depart, seed=1)),
-                         ("fare page, repeat views", repeat_pages),
-                         ("fare page, first views", first_pages)]
-                for paths in (["/static/favicon.svg"] * 50, sides[1][1][:50], repeat_pages):
-                    drive(url, paths, 600, once=True)
+                         ("fare page", trip_paths("/fares", routes, first_depart, seed=2))]
+                # Warm-up: every worker's connections, templates and the tables' hot index pages.
+                for _, paths in sides:
+                    drive(url, paths, min(seconds, 5))
                 for label, paths in sides:
                     results.append({"rows": rows, "route": label, **drive(url, paths, seconds)})
             return results
@@ -209,6 +216,8 @@ def measure(size_label: str, routes: int, seconds: float, lake: str) -> list[dic
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20, help="measuring time per route and size")
+    if not shutil.which("wrk"):
+        parser.error("wrk is missing: run scripts/install-system-deps.sh (apt-get install -y wrk)")
     parser.add_argument("--sizes", default="1M,10M", help="comma-separated: 1M (5 routes) and/or 10M (50 routes)")
     args = parser.parse_args(argv)
     routes_for = {"1M": 5, "10M": 50}
@@ -218,7 +227,7 @@ def main(argv=None) -> int:
     trivial = {row["rows"]: row["req_per_s"] for row in rows if row["route"].startswith("trivial")}
     for row in rows:
         row["throughput_vs_trivial"] = row["req_per_s"] / trivial[row["rows"]]
-    page_p99 = {row["rows"]: row["p99_ms"] for row in rows if row["route"] == "fare page, repeat views"}
+    page_p99 = {row["rows"]: row["p99_ms"] for row in rows if row["route"] == "fare page"}
     sizes = sorted(page_p99)
     growth = page_p99[sizes[-1]] / page_p99[sizes[0]]
     report("fare_page_load", rows, f"fare page p99 at {sizes[-1]:,} rows / at {sizes[0]:,} rows", growth)

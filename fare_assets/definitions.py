@@ -3,6 +3,7 @@ from dagster import Definitions, define_asset_job
 
 from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import resources_for_env
+from fare_assets.show.assets import serve_job, serving_tables_sensor, trip_serving_tables
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.streaming.assets import (backfill_job, collect_job, collect_schedule, collector_alert_sensor,
@@ -22,11 +23,12 @@ structure_job = define_asset_job(
 def build_defs(resources: dict) -> Definitions:
     """The code location over one resource set (tests pass their own)."""
     return Definitions(
-        assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, fare_advisor_models],
+        assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, fare_advisor_models, trip_serving_tables],
         asset_checks=quality_checks,
-        jobs=[collect_job, backfill_job, structure_job, synthesize_job],
+        jobs=[collect_job, backfill_job, structure_job, synthesize_job, serve_job],
         schedules=[collect_schedule, retrain_schedule],
-        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor(), price_alert_sensor],
+        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor(), price_alert_sensor,
+                 serving_tables_sensor],
         resources=resources,
     )
 

@@ -60,7 +60,7 @@ def _record(report: PipelineReport, name: str, result) -> None:
 
 def run_pipeline(defs, instance: DagsterInstance, history_days: float, every_hours: float,
                  history_until: str = "") -> PipelineReport:
-    """Collect a history, structure every landing hour it filled, load the warehouse, train the models."""
+    """Collect a history, structure every landing hour it filled, load the warehouse, train the models, fill the serving tables."""
     report = PipelineReport()
     collect_config = {"history_days": history_days, "every_hours": every_hours, "history_until": history_until}
     collected = defs.resolve_job_def("collect_fares").execute_in_process(
@@ -83,9 +83,13 @@ def run_pipeline(defs, instance: DagsterInstance, history_days: float, every_hou
         return report
     _record(report, "synthesize", defs.resolve_job_def("synthesize").execute_in_process(
         instance=instance, run_config=CONSOLE_INFO, raise_on_error=False))
+    # In process no sensor runs: refresh the page's serving tables as serving_tables_sensor would.
+    if report.ok:
+        _record(report, "serve_trips", defs.resolve_job_def("serve_trips").execute_in_process(
+            instance=instance, run_config=CONSOLE_INFO, raise_on_error=False))
     report.curated_rows = curated_row_counts(lake.root, list(CURATED_TABLES))
     with defs.resources["warehouse_db"].connect() as conn:
-        report.warehouse_rows = warehouse.table_counts(conn)
+        report.warehouse_rows = warehouse.table_counts(conn, (*warehouse.FARE_TABLES, *warehouse.SERVING_TABLES))
     report.model_metrics = read_latest_metrics(lake.root)
     return report
 

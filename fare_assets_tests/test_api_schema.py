@@ -17,12 +17,12 @@ from webapp.serving import served
 
 
 @pytest.fixture
-def api_schema(warehouse_dsn, tmp_path):
+def api_schema(warehouse_dsn):
     """The served app's own OpenAPI document, over a warehouse holding one trip's history."""
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.ensure_schema(conn)
         warehouse.load_fares(conn, history_rows(["310.00", "240.00"]))
-    app = create_app({"DATABASE_DSN": readonly(warehouse_dsn), "MODELS_ROOT": str(tmp_path / "lake")})
+    app = create_app({"DATABASE_DSN": readonly(warehouse_dsn)})
     with served(app) as url:
         yield schemathesis.openapi.from_url(url + "/openapi.json")
 

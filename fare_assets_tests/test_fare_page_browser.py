@@ -8,7 +8,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing import warehouse
-from fare_assets_tests.test_webapp import DEPART, RETURN, history_rows, readonly, trained_models  # noqa: F401
+from fare_assets_tests.test_webapp import (DEPART, RETURN, history_rows, readonly, refresh_serving,  # noqa: F401
+                                           trained_models)
 from webapp import create_app
 from webapp.serving import served
 
@@ -23,7 +24,8 @@ def page_url(warehouse_dsn, trained_models):  # noqa: F811
         warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])
                              + history_rows(["280.00"], depart=DEPART + dt.timedelta(days=1),
                                             back=RETURN + dt.timedelta(days=1)))
-    app = create_app({"DATABASE_DSN": readonly(warehouse_dsn), "MODELS_ROOT": trained_models})
+    refresh_serving(warehouse_dsn, trained_models)
+    app = create_app({"DATABASE_DSN": readonly(warehouse_dsn)})
     with served(app) as url:
         yield url
 

@@ -14,7 +14,7 @@ from webapp import create_app
 
 
 @pytest.fixture
-def alert_db(warehouse_dsn, monkeypatch, tmp_path):
+def alert_db(warehouse_dsn, monkeypatch):
     """A warehouse whose SFO-JFK trip's cheapest fare is now 240.00 USD, and a client to save alerts."""
     for name in ALERT_ENV:
         monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
@@ -22,8 +22,7 @@ def alert_db(warehouse_dsn, monkeypatch, tmp_path):
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.ensure_schema(conn)
         warehouse.load_fares(conn, history_rows(["310.00", "240.00"]))
-    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn),
-                         "MODELS_ROOT": str(tmp_path)}).test_client()
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     for threshold, currency in (("250", "USD"), ("200", "USD"), ("250", "EUR")):
         assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
                                                 "currency": currency}).status_code == 201

@@ -7,6 +7,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 # The fare page's browser tests drive this Chromium (playwright's own browser download is not used).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# bench/fare_page_load.py's load generator (C, so the client takes little of the server's CPU).
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   apt-get update -qq

@@ -7,11 +7,10 @@ from werkzeug.exceptions import HTTPException
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import READONLY_ROLE, WAREHOUSE_DB
-from webapp import db, formatting
+from webapp import db, formatting, fragments
 from webapp.api import api
 from webapp.fares import fares
 from webapp.health import health
-from webapp.models import ModelStore, default_models_root
 from webapp.openapi import openapi
 
 SECURITY_HEADERS = {
@@ -66,14 +65,13 @@ def create_app(config: dict | None = None) -> Flask:
         DATABASE_DSN=default_dsn(),
         DATABASE_CONNECT_TIMEOUT=3,
         DATABASE_STATEMENT_TIMEOUT_MS=5000,
-        MODELS_ROOT=default_models_root(),
     )
     if config:
         app.config.update(config)
-    app.extensions["fare_models"] = ModelStore(app.config["MODELS_ROOT"])
 
     db.init_app(app)
     formatting.init_app(app)
+    fragments.init_app(app)
     app.register_blueprint(fares)
     app.register_blueprint(api)
     app.register_blueprint(health)

@@ -1,22 +1,54 @@
-"""`python -m webapp`: serve the fare page with waitress on FARES_WEB_HOST:FARES_WEB_PORT, FARES_WEB_THREADS threads."""
+"""`python -m webapp`: serve the fare page with gunicorn on FARES_WEB_HOST:FARES_WEB_PORT.
+
+FARES_WEB_WORKERS processes (default: one per core) of FARES_WEB_THREADS threads each: Python runs one
+request at a time per process, so only several processes use several cores; the threads overlap each
+process's waits on PostgreSQL.
+"""
 import os
 
-from waitress import serve
+from gunicorn.app.base import BaseApplication
 
 from fare_assets.settings import load_settings
 from webapp import create_app
 
 
+class FarePageServer(BaseApplication):
+    """gunicorn with its settings given here rather than on a command line; each worker builds its own app."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self):
+        for name, value in self.settings.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        # Built in each worker after the fork, so no database connection is shared between processes.
+        return create_app()
+
+
+def server_settings() -> dict:
+    """gunicorn settings from the environment (FARES_WEB_HOST, _PORT, _WORKERS, _THREADS)."""
+    host = os.environ.get("FARES_WEB_HOST") or "127.0.0.1"
+    shown_host = f"[{host}]" if ":" in host else host
+    return {
+        "bind": f"{shown_host}:{load_settings().web_port}",
+        "workers": int(os.environ.get("FARES_WEB_WORKERS") or os.cpu_count() or 1),
+        "worker_class": "gthread",
+        # Each thread holds one database connection.
+        "threads": int(os.environ.get("FARES_WEB_THREADS") or "8"),
+        # Browsers and API clients reuse connections; a few seconds covers a page and its static files.
+        "keepalive": 5,
+        "accesslog": None,
+    }
+
+
 def main() -> None:
     """Serve until interrupted, on 127.0.0.1 unless FARES_WEB_HOST says otherwise."""
-    host = os.environ.get("FARES_WEB_HOST") or "127.0.0.1"
-    port = load_settings().web_port
-    app = create_app()
-    shown_host = f"[{host}]" if ":" in host else host
-    print(f"Fare page: http://{shown_host}:{port}/", flush=True)
-    # Each thread holds one database connection; 16 serve 16 concurrent clients without queueing.
-    threads = int(os.environ.get("FARES_WEB_THREADS") or "16")
-    serve(app, host=host, port=port, threads=threads)
+    settings = server_settings()
+    print(f"Fare page: http://{settings['bind']}/", flush=True)
+    FarePageServer(settings).run()
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def date_grid():
     trip, today = _asked_trip()
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)
-    grid = date_grid_for(conn, trip, options, today, dt.datetime.now(dt.timezone.utc))
+    grid = date_grid_for(conn, trip, options, today)
 
     def cell_json(cell: dict) -> dict:
         if cell["total_amount"] is not None:
@@ -115,7 +115,8 @@ def date_grid():
                      "currency": cell["currency"], "collected_at": _iso(cell["collected_at"])}
         elif cell["predicted_amount"] is not None:
             known = {"source": "predicted", "total": amount_text(cell["predicted_amount"]),
-                     "currency": options[0]["currency"] if options else None, "collected_at": None}
+                     "currency": options[0]["currency"] if options else None, "collected_at": None,
+                     "predicted_for": _iso(cell["predicted_for"])}
         else:
             known = {"source": "unknown", "total": None, "currency": None, "collected_at": None}
         return {"depart": cell["depart_date"].isoformat(), "return": cell["return_date"].isoformat(), **known}
@@ -130,9 +131,11 @@ def advice():
     trip, today = _asked_trip()
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)
-    now = dt.datetime.now(dt.timezone.utc)
-    insight = insight_for(conn, trip, options, date_grid_for(conn, trip, options, today, now)) if options else None
-    return jsonify(trip=_trip_json(trip), advice=advice_for(conn, trip, options), insight=insight)
+    insight = insight_for(conn, trip, options, date_grid_for(conn, trip, options, today)) if options else None
+    advised = advice_for(conn, trip, options)
+    basis = advised["based_on_collection"]
+    return jsonify(trip=_trip_json(trip), advice={**advised, "based_on_collection": basis and _iso(basis)},
+                   insight=insight)
 
 
 @api.get("/airports")

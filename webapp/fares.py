@@ -18,8 +18,7 @@ def search():
 
 
 def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
-    now = dt.datetime.now(dt.timezone.utc)
-    view = trip_view(get_db(), trip, today, now)
+    view = trip_view(get_db(), trip, today)
     return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, today=today,
                            origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
                            alert_problems=alert_problems, alert_form=alert_form,

@@ -48,7 +48,12 @@ _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
     "action": {"type": "string", "enum": ["buy", "wait", "not_enough_data", "unavailable", "no_fares"]},
     "drop_probability": {"type": "number", "nullable": True}, "confidence": {"type": "number", "nullable": True},
     "expected_saving": {"type": "number", "nullable": True}, "currency": {"type": "string", "nullable": True},
-    "reason": {"type": "string"}}}
+    "reason": {"type": "string"},
+    "based_on_collection": {"type": "string", "format": "date-time", "nullable": True,
+                            "description": "the collection the advice was computed for"},
+    "up_to_date": {"type": "boolean", "nullable": True,
+                   "description": "false when a newer collection of the trip has not been advised on yet"},
+    "model_version": {"type": "string", "nullable": True, "description": "the advisor version that advised"}}}
 
 
 def _json(schema: dict, description: str) -> dict:
@@ -83,7 +88,9 @@ DOCUMENT = {
                 "depart": _DATE, "return": _DATE,
                 "source": {"type": "string", "enum": ["collected", "predicted", "unknown"]},
                 "total": _NULLABLE_AMOUNT, "currency": {"type": "string", "nullable": True},
-                "collected_at": {"type": "string", "format": "date-time", "nullable": True}}}}}),
+                "collected_at": {"type": "string", "format": "date-time", "nullable": True},
+                "predicted_for": {"type": "string", "format": "date-time",
+                                  "description": "predicted cells: the quote time the fare model predicted for"}}}}}),
         "/api/advice": _trip_operation("Buy now or wait (confidence, expected saving) and the price insight",
                                        {"trip": _TRIP, "advice": _ADVICE, "insight": _INSIGHT}),
         "/api/routes": {"get": {"summary": "National and international routes with their freshest fare and data age",

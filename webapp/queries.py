@@ -132,9 +132,11 @@ GROUP BY search_id, collected_at
 ORDER BY collected_at"""
 _TRIP_ROWS = "SELECT search_id, collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
 
-# Every departure/return pair of the grid, each with the cheapest option of its newest collection.
+# Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
+# where nothing was collected, the fare model's prediction from the serving table predicted_fares.
 # Per pair and table: the newest collection time is the first entry of the trip index (LIMIT 1), and
-# its options are one index range; so the cost does not grow with history or table size.
+# its options are one index range; the predictions are one primary-key range. So the cost does not
+# grow with history or table size.
 _DATE_GRID = """
 WITH pairs AS (
   SELECT depart::date AS depart_date, back::date AS return_date
@@ -142,10 +144,21 @@ WITH pairs AS (
        generate_series(%(first_return)s::date, %(last_return)s::date, interval '1 day') AS back
   WHERE back >= depart
 ),
-per_table AS ({newest_per_table})
-SELECT DISTINCT ON (depart_date, return_date) depart_date, return_date, collected_at, total_amount, currency
-FROM per_table
-ORDER BY depart_date, return_date, collected_at DESC NULLS LAST, total_amount"""
+per_table AS ({newest_per_table}),
+collected AS (
+  SELECT DISTINCT ON (depart_date, return_date) depart_date, return_date, collected_at, total_amount, currency
+  FROM per_table
+  ORDER BY depart_date, return_date, collected_at DESC NULLS LAST, total_amount
+)
+SELECT collected.*, predicted.predicted_amount, predicted.predicted_for
+FROM collected
+LEFT JOIN predicted_fares AS predicted
+  ON collected.total_amount IS NULL
+  AND predicted.origin = %(origin)s AND predicted.destination = %(destination)s
+  AND predicted.adults = %(party_adults)s AND predicted.children = %(party_children)s
+  AND predicted.cabin = %(party_cabin)s
+  AND predicted.depart_date = collected.depart_date AND predicted.return_date = collected.return_date
+ORDER BY collected.depart_date, collected.return_date"""
 _NEWEST_CHEAPEST = """
   SELECT pairs.depart_date, pairs.return_date, newest.collected_at, cheapest.total_amount, cheapest.currency
   FROM pairs
@@ -163,22 +176,12 @@ _NEWEST_CHEAPEST = """
     ORDER BY total_amount LIMIT 1
   ) AS cheapest ON true"""
 
-# The advisor's observations (fare_assets.synthesizing.features.OBSERVATION_COLUMNS) for one trip and
-# party: the same aggregation as fare_assets.storing.warehouse.OBSERVATIONS_SQL, narrowed by the trip index.
-_TRIP_OBSERVATIONS = """
-SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
-       min(total_amount)::float8 AS cheapest_total, min(currency) AS currency,
-       count(*) AS option_count,
-       (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
-         AS carrier_count,
-       avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
-       bool_and(national) AS national
-FROM ({rows}) AS trip_rows
-GROUP BY search_id, origin, destination, depart_date, return_date, adults, children, cabin, collected_at
-ORDER BY collected_at"""
-_OBSERVATION_ROWS = ("SELECT *, {market} = 'national' AS national FROM {table} WHERE"
-                     + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s")
-
+# The advice the serving table trip_advice holds for one trip and party (primary-key probe).
+_TRIP_ADVICE = """
+SELECT collected_at, action, drop_probability, confidence, expected_saving, currency, reason, model_version,
+       computed_at
+FROM trip_advice
+WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s"
 
 def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None) -> list[dict]:
     """The cheapest total of each collection of the trip for this party, oldest first."""
@@ -187,21 +190,21 @@ def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, child
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None,
-              today: dt.date, days: int = 3) -> list[dict]:
-    """The cheapest latest fare of each departure/return pair within `days` of the trip, from today on."""
+              party: tuple[int, int, str], today: dt.date, days: int = 3) -> list[dict]:
+    """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare, else `party`'s prediction."""
     step = dt.timedelta(days=days)
     params = {**_trip_params(trip), "adults": adults, "children": children,
+              "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
               "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,
               "first_return": max(today, trip.return_date - step), "last_return": trip.return_date + step}
     query = sql.SQL(_DATE_GRID).format(newest_per_table=_each_table(_NEWEST_CHEAPEST))
     return conn.execute(query, params).fetchall()
 
 
-def trip_observations(conn: psycopg.Connection, trip: Trip, adults: int, children: int, cabin: str) -> list[dict]:
-    """One row per collection of the trip, in the advisor's observation columns, oldest first."""
-    query = sql.SQL(_TRIP_OBSERVATIONS).format(rows=_each_table(_OBSERVATION_ROWS))
-    return conn.execute(query, {**_trip_params(trip), "adults": adults, "children": children,
-                                "cabin": cabin}).fetchall()
+def trip_advice(conn: psycopg.Connection, trip: Trip, adults: int, children: int, cabin: str) -> dict | None:
+    """The precomputed advice for the trip and party, or None when the pipeline has not advised on it."""
+    return conn.execute(_TRIP_ADVICE, {**_trip_params(trip), "adults": adults, "children": children,
+                                       "cabin": cabin}).fetchone()
 
 
 def ping(conn: psycopg.Connection) -> None:

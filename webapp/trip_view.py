@@ -1,20 +1,14 @@
 """Everything the fare page says about one trip, assembled once for the HTML page and the JSON API."""
-import dataclasses
 import datetime as dt
-from decimal import Decimal
 
-import pandas as pd
 import psycopg
-from flask import current_app
 
-from fare_assets.synthesizing.model_files import ModelUnavailable
 from webapp import queries
 from webapp.chart import price_chart
 from webapp.insight import price_insight
-from webapp.models import ADVISOR, FARE_MODEL
 from webapp.validation import Trip
 
-# Unknown party sizes are predicted as the most common search: one adult in economy.
+# Unknown party sizes are looked up as the most common search: one adult in economy.
 DEFAULT_PARTY = (1, 0, "COACH")
 
 
@@ -27,7 +21,15 @@ def party_of(trip: Trip, options: list[dict]) -> tuple[int | None, int | None]:
 
 def _no_advice(action: str, reason: str) -> dict:
     return {"action": action, "drop_probability": None, "confidence": None, "expected_saving": None,
-            "currency": None, "reason": reason}
+            "currency": None, "reason": reason, "based_on_collection": None, "up_to_date": None,
+            "model_version": None}
+
+
+# The page never runs the advisor: advice comes from the trip_advice serving table, which the pipeline
+# refreshes after each load and retrain (fare_assets/show). A trip without a row there (nobody watches
+# it, or the first refresh has not run) is shown without advice rather than computed on demand: one
+# computation costs ~80 ms of CPU under the GIL, which would stall every other request of the worker.
+NO_ADVICE_YET = "no advice has been computed for this trip's fares yet; fares are shown without advice"
 
 
 def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
@@ -35,66 +37,32 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
     if not options:
         return _no_advice("no_fares", "no fares collected for this trip yet")
     shown = options[0]
-    key = (trip.origin, trip.destination, trip.depart_date, trip.return_date, shown["adults"], shown["children"],
-           shown["cabin"], shown["collected_at"])
-
-    def advise(advisor) -> dict:
-        rows = queries.trip_observations(conn, trip, shown["adults"], shown["children"], shown["cabin"])
-        frame = pd.DataFrame(rows)
-        for column in ("depart_date", "return_date"):
-            frame[column] = pd.to_datetime(frame[column])
-        frame["collected_at"] = pd.to_datetime(frame["collected_at"], utc=True)
-        return dataclasses.asdict(advisor.advise(frame))
-
-    try:
-        return current_app.extensions["fare_models"].memo(ADVISOR, key, advise)
-    except ModelUnavailable as error:
-        current_app.logger.info("advice unavailable: %s", error)
-        return _no_advice("unavailable", "the buy/wait advisor is not available right now; fares are shown without advice")
+    row = queries.trip_advice(conn, trip, shown["adults"], shown["children"], shown["cabin"])
+    if row is None:
+        return _no_advice("unavailable", NO_ADVICE_YET)
+    # Advice for an older collection is still shown, saying so, until the next refresh catches up.
+    return {"action": row["action"], "drop_probability": row["drop_probability"], "confidence": row["confidence"],
+            "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
+            "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
+            "model_version": row["model_version"]}
 
 
-def _predict(trip: Trip, cells: list[dict], party: tuple, now: dt.datetime) -> bool:
-    """Fill the cells without a collected fare from the fare model; False when it is unavailable."""
-    missing = [cell for cell in cells if cell["total_amount"] is None]
-    if not missing:
-        return True
-    adults, children, cabin = party
-    pairs = tuple((cell["depart_date"], cell["return_date"]) for cell in missing)
-
-    def predict(model) -> list:
-        rows = pd.DataFrame({
-            "origin": trip.origin, "destination": trip.destination,
-            "depart_date": [depart for depart, _ in pairs], "return_date": [back for _, back in pairs],
-            "at": pd.Timestamp(now), "adults": adults, "children": children, "cabin": cabin})
-        return [Decimal(f"{predicted:.2f}") for predicted in model.predict_frame(rows)]
-
-    # Predictions are for today's quotes: the key holds the day, not the instant.
-    key = (trip.origin, trip.destination, pairs, party, now.date())
-    try:
-        predicted = current_app.extensions["fare_models"].memo(FARE_MODEL, key, predict)
-    except ModelUnavailable as error:
-        current_app.logger.info("fare model unavailable: %s", error)
-        return False
-    for cell, amount in zip(missing, predicted):
-        cell["predicted_amount"] = amount
-    return True
-
-
-def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date,
-                  now: dt.datetime) -> dict:
-    """The ±3-day grid: collected cheapest fares, predicted ones where nothing was collected."""
+def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date) -> dict:
+    """The ±3-day grid: collected cheapest fares, and the fare model's precomputed ones where nothing was collected."""
     adults, children = party_of(trip, options)
-    cells = [{**row, "predicted_amount": None} for row in queries.date_grid(conn, trip, adults, children, today)]
-    cabin = options[0]["cabin"] if options else DEFAULT_PARTY[2]
-    party = (adults or DEFAULT_PARTY[0], children or DEFAULT_PARTY[1], cabin)
-    model_available = _predict(trip, cells, party, now)
+    party = (adults or DEFAULT_PARTY[0], children or DEFAULT_PARTY[1],
+             options[0]["cabin"] if options else DEFAULT_PARTY[2])
+    cells = queries.date_grid(conn, trip, adults, children, party, today)
+    uncollected = [cell for cell in cells if cell["total_amount"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})
     by_pair = {(cell["depart_date"], cell["return_date"]): cell for cell in cells}
     shown = [cell["total_amount"] or cell["predicted_amount"] for cell in cells]
     cheapest = min((amount for amount in shown if amount is not None), default=None)
+    # "Available" as the page means it: every date never collected has a prediction to show.
+    predicted = all(cell["predicted_amount"] is not None for cell in uncollected)
     return {"cells": cells, "departs": departs, "returns": returns, "by_pair": by_pair,
-            "cheapest": cheapest, "model_available": model_available}
+            "cheapest": cheapest, "model_available": predicted}
 
 
 def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid: dict,
@@ -108,13 +76,13 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
     return price_insight(options[0]["total_amount"], [row["cheapest_total"] for row in history], similar)
 
 
-def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date, now: dt.datetime) -> dict:
+def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     """The cheapest options now, the price insight, advice, date grid and price history of one trip."""
     found = queries.fares_for_trip(conn, trip, today)
     options = found["options"]
     adults, children = party_of(trip, options)
     history = queries.trip_history(conn, trip, adults, children) if options else []
-    grid = date_grid_for(conn, trip, options, today, now)
+    grid = date_grid_for(conn, trip, options, today)
     insight = insight_for(conn, trip, options, grid, history) if options else None
     return {**found, "history": history, "grid": grid, "insight": insight,
             "advice": advice_for(conn, trip, options),

@@ -1,4 +1,5 @@
 """The PostgreSQL warehouse: national_fares, international_fares and their dimensions, loaded idempotently."""
+import datetime as dt
 from collections.abc import Iterable, Mapping
 
 import psycopg
@@ -103,11 +104,44 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 )"""
 
 
+# The page's serving tables, written by the show stage (fare_assets/show) after each load and each
+# retrain, so a page view reads advice and predicted fares instead of running a model. Keyed by what
+# the page looks up: one watched trip (advice) or one date-grid cell of a route and party (predictions).
+# `collected_at`/`predicted_for` and `model_version` say what each row was computed from, so a
+# reader can tell stale advice; `computed_at` is when that content was first written.
+TRIP_KEY_COLUMNS = [("origin", "text"), ("destination", "text"), ("depart_date", "date"), ("return_date", "date"),
+                    ("adults", "int4"), ("children", "int4"), ("cabin", "text")]
+SERVING_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "trip_advice": [*TRIP_KEY_COLUMNS, ("collected_at", "timestamptz"), ("action", "text"),
+                    ("drop_probability", "float8"), ("confidence", "float8"), ("expected_saving", "float8"),
+                    ("currency", "text"), ("reason", "text"), ("model_version", "text"),
+                    ("computed_at", "timestamptz")],
+    "predicted_fares": [*TRIP_KEY_COLUMNS, ("predicted_amount", "numeric"), ("predicted_for", "timestamptz"),
+                        ("model_version", "text"), ("computed_at", "timestamptz")],
+}
+SERVING_KEYS = {
+    # The page asks for one trip's advice: an exact primary-key probe.
+    "trip_advice": ["origin", "destination", "depart_date", "return_date", "adults", "children", "cabin"],
+    # The page asks for a route and party's cells within a depart range: a primary-key range scan.
+    "predicted_fares": ["origin", "destination", "adults", "children", "cabin", "depart_date", "return_date"],
+}
+SERVING_TABLES = tuple(SERVING_COLUMNS)
+
+
+def _serving_table_ddl(table: str) -> str:
+    required = {*SERVING_KEYS[table], "model_version", "computed_at"}
+    columns = ",\n  ".join(f"{name} {'numeric(18,2)' if kind == 'numeric' else kind}"
+                           + (" NOT NULL" if name in required else "")
+                           for name, kind in SERVING_COLUMNS[table])
+    return (f"CREATE TABLE IF NOT EXISTS {table} (\n  {columns},\n"
+            f"  PRIMARY KEY ({', '.join(SERVING_KEYS[table])})\n)")
+
+
 def _grant_to_web_role(conn: psycopg.Connection) -> None:
     """Let the web role read every warehouse table and add price alerts, when the cluster has that role."""
     if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone():
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
-        conn.execute(f"GRANT SELECT ON {', '.join(WAREHOUSE_TABLES)} TO {READONLY_ROLE}")
+        conn.execute(f"GRANT SELECT ON {', '.join((*WAREHOUSE_TABLES, *SERVING_TABLES))} TO {READONLY_ROLE}")
         # INSERT and SELECT only: the page can neither edit nor delete an alert, nor touch fares.
         conn.execute(f"GRANT SELECT, INSERT ON price_alerts TO {READONLY_ROLE}")
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
@@ -121,6 +155,8 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
+        for table in SERVING_TABLES:
+            conn.execute(_serving_table_ddl(table))
         _grant_to_web_role(conn)
 
 
@@ -132,13 +168,18 @@ def _copy_into(conn: psycopg.Connection, table: str, columns: list[tuple[str, st
             copy.write_row(row)
 
 
-def _upsert_sql(table: str, source: str, key: str, names: list[str]) -> str:
-    """INSERT ... ON CONFLICT that rewrites a row only when a value differs (a reload writes nothing)."""
+def _upsert_sql(table: str, source: str, key: str, names: list[str], ignored: tuple[str, ...] = ()) -> str:
+    """INSERT ... ON CONFLICT that rewrites a row only when a value differs (a reload writes nothing).
+
+    `key` may list several columns ("a, b"); a difference only in `ignored` columns rewrites nothing.
+    """
     column_list = ", ".join(names)
-    values = [name for name in names if name != key]
+    keys = {name.strip() for name in key.split(",")}
+    values = [name for name in names if name not in keys]
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in values)
-    current = ", ".join(f"{table}.{name}" for name in values)
-    incoming = ", ".join(f"EXCLUDED.{name}" for name in values)
+    compared = [name for name in values if name not in ignored]
+    current = ", ".join(f"{table}.{name}" for name in compared)
+    incoming = ", ".join(f"EXCLUDED.{name}" for name in compared)
     return (f"INSERT INTO {table} ({column_list}) SELECT DISTINCT ON ({key}) {column_list} FROM {source}"
             f" ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({current}) IS DISTINCT FROM ({incoming})")
 
@@ -173,6 +214,33 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple],
     return counts
 
 
+def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[tuple]]) -> dict[str, dict[str, int]]:
+    """Make each serving table hold exactly `tables[name]` (SERVING_COLUMNS order), in one transaction.
+
+    Rows whose content is unchanged are not rewritten (their computed_at stays), so a rerun writes
+    nothing; rows absent from the new set (departed or no longer watched trips) are deleted. Per
+    table: rows inserted or changed, and rows deleted.
+    """
+    ensure_schema(conn)
+    counts = {}
+    # The page reads either the old or the new set of every table, never a mix.
+    with conn.transaction():
+        for table, rows in tables.items():
+            columns = SERVING_COLUMNS[table]
+            names = [name for name, _ in columns]
+            staging = f"{table}_staging"
+            conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
+            _copy_into(conn, staging, columns, rows)
+            key = ", ".join(SERVING_KEYS[table])
+            changed = conn.execute(_upsert_sql(table, staging, key, names, ignored=("computed_at",))).rowcount
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {staging}"
+                f" WHERE ({', '.join(f'{staging}.{name}' for name in SERVING_KEYS[table])})"
+                f" = ({', '.join(f'{table}.{name}' for name in SERVING_KEYS[table])}))").rowcount
+            counts[table] = {"changed": changed, "deleted": deleted}
+    return counts
+
+
 def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
     """Merge fare rows (LOAD_COLUMNS order) into both fare tables in one transaction; rows inserted or changed."""
     return load_warehouse(conn, rows, {})
@@ -204,9 +272,9 @@ def options_present(conn: psycopg.Connection, option_ids: list[str]) -> int:
 
 OBSERVATIONS_SQL = """
 WITH options AS (
-  SELECT *, true AS national FROM national_fares
+  SELECT *, true AS national FROM national_fares WHERE depart_date >= %(departing_from)s
   UNION ALL
-  SELECT *, false AS national FROM international_fares
+  SELECT *, false AS national FROM international_fares WHERE depart_date >= %(departing_from)s
 )
 SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
        min(total_amount)::float8 AS cheapest_total, min(currency) AS currency,
@@ -221,12 +289,12 @@ ORDER BY origin, destination, depart_date, return_date, collected_at
 """
 
 
-def observations(conn: psycopg.Connection):
-    """One row per search: the cheapest total and the market's shape at that collection (pandas)."""
+def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
+    """One row per search (of trips departing from `departing_from`): the cheapest total and the market's shape."""
     import pandas as pd
 
     ensure_schema(conn)
-    cursor = conn.execute(OBSERVATIONS_SQL)
+    cursor = conn.execute(OBSERVATIONS_SQL, {"departing_from": departing_from})
     frame = pd.DataFrame(cursor.fetchall(), columns=[column.name for column in cursor.description])
     for column in ("depart_date", "return_date"):
         frame[column] = pd.to_datetime(frame[column])

@@ -1,0 +1,68 @@
+"""Show (serving side): the per-trip advice and predicted date-grid fares the fare page reads."""
+import datetime as dt
+
+import psycopg
+from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DefaultSensorStatus, Failure, MaterializeResult,
+                     MultiAssetSensorEvaluationContext, RunRequest, SkipReason, define_asset_job, multi_asset,
+                     multi_asset_sensor)
+
+from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.show.refresh import published_models, refresh_serving_tables
+from fare_assets.storing import warehouse
+from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
+from fare_assets.synthesizing.model_files import ModelUnavailable
+
+FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
+
+
+# A page view must not run a model (the advisor's features cost ~80 ms of GIL per trip), so advice
+# and predictions are computed here, for every upcoming watched trip at once, whenever fares or
+# models change; the page only reads them by primary key.
+@multi_asset(
+    specs=[
+        AssetSpec("trip_advice", group_name="show", deps=[ADVISOR, *FARE_TABLE_DEPS],
+                  description="Buy now or wait for every upcoming watched trip at its latest collection (PostgreSQL)."),
+        AssetSpec("predicted_fares", group_name="show", deps=[FARE_MODEL, *FARE_TABLE_DEPS],
+                  description="The fare model's cheapest fare for the uncollected ±3-day date-grid cells around "
+                              "each upcoming watched trip (PostgreSQL)."),
+    ],
+)
+def trip_serving_tables(context: AssetExecutionContext, lake: LakeResource, warehouse_db: WarehouseResource):
+    address = warehouse.warehouse_address(warehouse_db.dsn)
+    try:
+        advisor, fare_model = published_models(lake.root)
+    except ModelUnavailable as error:
+        # The tables keep the previous run's rows, each naming its model version and collection time.
+        raise Failure(description=f"serving tables not refreshed: {error}") from error
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        with warehouse_db.connect() as conn:
+            counts = refresh_serving_tables(conn, advisor, fare_model, now)
+    except psycopg.OperationalError as error:
+        raise Failure(description=f"warehouse PostgreSQL {address} failed while refreshing the serving tables; "
+                                  "the refresh is one transaction, so the previous rows stay.") from error
+    context.log.info(f"serving tables in {address}: {counts}")
+    for table, model in (("trip_advice", advisor), ("predicted_fares", fare_model)):
+        yield MaterializeResult(asset_key=table, metadata={
+            **counts[table], "model_version": model.version, "computed_at": now.isoformat(), "warehouse": address})
+
+
+serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables],
+                             description="Recompute the advice and predicted fares the fare page serves.",
+                             tags={"fares/writes": "serving-tables"})
+
+# New fares (each structured landing hour) and new models (the daily retrain) both change what the
+# page should say. national_fares and international_fares are materialized by the same step.
+SERVING_INPUTS = [AssetKey("national_fares"), AssetKey(ADVISOR), AssetKey(FARE_MODEL)]
+
+
+@multi_asset_sensor(monitored_assets=SERVING_INPUTS, job=serve_job, minimum_interval_seconds=60,
+                    default_status=DefaultSensorStatus.RUNNING, name="serving_tables_sensor",
+                    description="Refreshes the serving tables after a warehouse load or a retrain.")
+def serving_tables_sensor(context: MultiAssetSensorEvaluationContext):
+    """One refresh run per batch of new fare or model materializations (several loads in a minute: one run)."""
+    records = [record for record in context.latest_materialization_records_by_key().values() if record]
+    if not records:
+        return SkipReason("no new fares or models since the last refresh")
+    context.advance_all_cursors()
+    return RunRequest(run_key=f"after-{max(record.storage_id for record in records)}")

@@ -1,0 +1,77 @@
+"""What the fare page serves about each watched trip, computed once per collection instead of per view (pure).
+
+A page view used to run the advisor's features (~80 ms) and the fare model (~35 ms) for its trip; here
+both run once for every upcoming watched trip, in one vectorised call each, and the rows go to the
+warehouse's serving tables (fare_assets.storing.warehouse.SERVING_COLUMNS order).
+"""
+import datetime as dt
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from fare_assets.synthesizing.features import TRIP_KEY, trip_ids
+
+# The page's date grid: departures and returns within this many days of the watched trip's.
+GRID_DAYS = 3
+PARTY_KEY = ["origin", "destination", "adults", "children", "cabin"]
+
+
+def latest_collections(observations: pd.DataFrame) -> pd.DataFrame:
+    """Each watched trip's newest observation (TRIP_KEY, collected_at, currency), indexed by trip_id."""
+    ordered = observations.assign(trip_id=trip_ids(observations)).sort_values(["trip_id", "collected_at"])
+    return ordered.groupby("trip_id", sort=False).tail(1).set_index("trip_id")[[*TRIP_KEY, "collected_at", "currency"]]
+
+
+def _optional(value) -> float | None:
+    return None if pd.isna(value) else float(value)
+
+
+def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, computed_at: dt.datetime) -> list[tuple]:
+    """Per watched trip, the advisor's advice at its latest collection, as trip_advice rows."""
+    if observations.empty:
+        return []
+    latest = latest_collections(observations)
+    advice = latest.join(advisor.advise_trips(observations), how="inner", rsuffix="_advice")
+    return [(row.origin, row.destination, row.depart_date.date(), row.return_date.date(), int(row.adults),
+             int(row.children), row.cabin, row.collected_at.to_pydatetime(), row.action,
+             _optional(row.drop_probability), _optional(row.confidence), _optional(row.expected_saving),
+             row.currency_advice, row.reason, model_version, computed_at)
+            for row in advice.itertuples()]
+
+
+def grid_cells(latest: pd.DataFrame, today: dt.date) -> pd.DataFrame:
+    """The date-grid cells around every watched trip that no watched trip collects, from `today` on.
+
+    One row per (route, party, cabin, depart_date, return_date) with `predicted_for`: the newest
+    collection among the trips whose grid holds the cell, so a cell is predicted as quoted when its
+    neighbours were last seen (and a rerun on the same data predicts the same amount).
+    """
+    offsets = np.arange(-GRID_DAYS, GRID_DAYS + 1)
+    depart_shift, return_shift = (np.repeat(offsets, len(offsets)), np.tile(offsets, len(offsets)))
+    trips = latest.reset_index(drop=True)
+    cells = trips.loc[trips.index.repeat(len(depart_shift))].reset_index(drop=True)
+    cells["depart_date"] = cells["depart_date"] + pd.to_timedelta(np.tile(depart_shift, len(trips)), unit="D")
+    cells["return_date"] = cells["return_date"] + pd.to_timedelta(np.tile(return_shift, len(trips)), unit="D")
+    first = pd.Timestamp(today)
+    cells = cells[(cells["depart_date"] >= first) & (cells["return_date"] >= cells["depart_date"])]
+    cell_key = [*PARTY_KEY, "depart_date", "return_date"]
+    cells = cells.groupby(cell_key, as_index=False)["collected_at"].max().rename(columns={"collected_at": "predicted_for"})
+    collected = trips[cell_key].drop_duplicates().assign(collected=True)
+    cells = cells.merge(collected, on=cell_key, how="left")
+    return cells[cells["collected"].isna()].drop(columns="collected").reset_index(drop=True)
+
+
+def predicted_fare_rows(fare_model, observations: pd.DataFrame, today: dt.date, model_version: str,
+                        computed_at: dt.datetime) -> list[tuple]:
+    """The fare model's cheapest total for every uncollected grid cell around the watched trips, as predicted_fares rows."""
+    if observations.empty:
+        return []
+    cells = grid_cells(latest_collections(observations), today)
+    if cells.empty:
+        return []
+    amounts = fare_model.predict_frame(cells.rename(columns={"predicted_for": "at"}))
+    return [(row.origin, row.destination, row.depart_date.date(), row.return_date.date(), int(row.adults),
+             int(row.children), row.cabin, Decimal(f"{amount:.2f}"), row.predicted_for.to_pydatetime(),
+             model_version, computed_at)
+            for row, amount in zip(cells.itertuples(), amounts)]

@@ -1,0 +1,177 @@
+"""The show stage's serving tables: advice and predicted grid cells per watched trip, on a real PostgreSQL."""
+import datetime as dt
+import json
+from decimal import Decimal
+
+import psycopg
+import pytest
+from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReason, build_multi_asset_sensor_context,
+                     materialize)
+
+from fare_assets.definitions import build_defs
+from fare_assets.resources import LakeResource, WarehouseResource, local_resources
+from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_serving_tables
+from fare_assets.show.serving import grid_cells, latest_collections
+from fare_assets.storing import warehouse
+from fare_assets.storing.postgres import READONLY_ROLE
+from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, history_rows, models_client, refresh_serving,  # noqa: F401
+                                           trained_models, trip_query)
+
+NEARBY = (DEPART + dt.timedelta(days=1), RETURN + dt.timedelta(days=1))
+
+
+@pytest.fixture
+def loaded(warehouse_dsn):
+    """Two watched SFO-JFK trips a day apart: six collections of the asked one, one of its neighbour."""
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])
+                             + history_rows(["280.00"], depart=NEARBY[0], back=NEARBY[1]))
+    return warehouse_dsn
+
+
+def serving_rows(dsn: str, table: str) -> list[dict]:
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY depart_date, return_date").fetchall()
+
+
+def test_refresh_writes_one_advice_per_trip_and_the_uncollected_grid_cells(loaded, trained_models):
+    counts = refresh_serving(loaded, trained_models)
+
+    advice = serving_rows(loaded, "trip_advice")
+    assert [(row["depart_date"], row["return_date"]) for row in advice] == [(DEPART, RETURN), NEARBY]
+    asked, neighbour = advice
+    assert asked["collected_at"] == NOW and asked["action"] in ("buy", "wait") and asked["model_version"] == "v1"
+    assert 0.5 <= asked["confidence"] <= 1 and asked["currency"] == "USD"
+    # One collection is below the advisor's three-collection minimum.
+    assert neighbour["action"] == "not_enough_data" and neighbour["confidence"] is None
+
+    predicted = serving_rows(loaded, "predicted_fares")
+    cells = {(row["depart_date"], row["return_date"]) for row in predicted}
+    # The union of both trips' 7 x 7 grids (a day apart both ways, so 6 x 6 shared: 49 + 49 - 36 = 62 pairs,
+    # all returning after departure), less the two collected pairs.
+    assert len(predicted) == 60 and (DEPART, RETURN) not in cells and NEARBY not in cells
+    assert all(row["predicted_amount"] > 0 and row["model_version"] == "v1" for row in predicted)
+    # Each cell is predicted as quoted at the newest collection among the trips whose grid holds it.
+    assert {row["predicted_for"] for row in predicted} == {NOW}
+    assert counts == {"trip_advice": {"rows": 2, "changed": 2, "deleted": 0},
+                      "predicted_fares": {"rows": 60, "changed": 60, "deleted": 0}}
+
+
+def test_a_rerun_on_the_same_data_changes_nothing(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    first = serving_rows(loaded, "trip_advice")
+    counts = refresh_serving(loaded, trained_models)
+    assert counts["trip_advice"] == {"rows": 2, "changed": 0, "deleted": 0}
+    assert counts["predicted_fares"] == {"rows": 60, "changed": 0, "deleted": 0}
+    # Unchanged rows keep the time their content was first computed.
+    assert serving_rows(loaded, "trip_advice") == first
+
+
+def test_departed_trips_leave_and_a_new_collection_is_readvised(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    with psycopg.connect(loaded) as conn:
+        conn.execute("DELETE FROM national_fares WHERE depart_date = %s", (NEARBY[0],))
+        later = NOW + dt.timedelta(hours=6)
+        warehouse.load_fares(conn, history_rows(["230.00"], prefix="later"))
+        conn.execute("UPDATE national_fares SET collected_at = %s WHERE search_id LIKE 'later-%%'", (later,))
+    counts = refresh_serving(loaded, trained_models)
+    advice = serving_rows(loaded, "trip_advice")
+    assert [(row["depart_date"], row["collected_at"]) for row in advice] == [(DEPART, later)]
+    assert counts["trip_advice"] == {"rows": 1, "changed": 1, "deleted": 1}
+
+
+def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    client = models_client(loaded)
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    stored = serving_rows(loaded, "trip_advice")[0]
+    assert advice["action"] == stored["action"] and advice["reason"] == stored["reason"]
+    assert advice["confidence"] == pytest.approx(stored["confidence"]) and advice["up_to_date"] is True
+
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    predicted = {(cell["depart"], cell["return"]): cell for cell in grid["cells"] if cell["source"] == "predicted"}
+    stored_cells = {(str(row["depart_date"]), str(row["return_date"])): row
+                    for row in serving_rows(loaded, "predicted_fares")}
+    assert len(predicted) == 47 and grid["fare_model_available"] is True
+    assert all(Decimal(cell["total"]) == stored_cells[pair]["predicted_amount"] for pair, cell in predicted.items())
+
+    # A newer collection than the advice's: the page shows the new fares and the older advice, marked.
+    later = NOW + dt.timedelta(minutes=30)
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, history_rows(["250.00"], prefix="newer"))
+        conn.execute("UPDATE national_fares SET collected_at = %s WHERE search_id LIKE 'newer-%%'", (later,))
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    assert advice["up_to_date"] is False and dt.datetime.fromisoformat(advice["based_on_collection"]) == NOW
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "250.00 USD" in text and "Not yet updated for the newest fares" in text
+
+
+def test_a_trip_nobody_watches_gets_fares_without_advice(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, history_rows(["199.00"], depart=DEPART, back=RETURN + dt.timedelta(days=20),
+                                                prefix="unwatched"))
+    client = models_client(loaded)
+    query = trip_query(back=RETURN + dt.timedelta(days=20))
+    advice = client.get("/api/advice", query_string=query).get_json()["advice"]
+    assert advice["action"] == "unavailable" and "shown without advice" in advice["reason"]
+    assert advice["based_on_collection"] is None
+    grid = client.get("/api/date-grid", query_string=query).get_json()
+    assert grid["fare_model_available"] is False
+    assert {cell["source"] for cell in grid["cells"]} == {"collected", "unknown"}
+
+
+def test_grid_cells_start_today_and_skip_collected_pairs(loaded):
+    with psycopg.connect(loaded) as conn:
+        observations = warehouse.observations(conn)
+    latest = latest_collections(observations)
+    cells = grid_cells(latest, DEPART)
+    assert cells["depart_date"].min().date() == DEPART
+    assert (cells["return_date"] >= cells["depart_date"]).all()
+    assert not ((cells["depart_date"].dt.date == DEPART) & (cells["return_date"].dt.date == RETURN)).any()
+
+
+def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models):
+    resources = {"lake": LakeResource(root=trained_models), "warehouse_db": WarehouseResource(dsn=loaded)}
+    result = materialize([trip_serving_tables], resources=resources)
+    assert result.success
+    metadata = {event.asset_key.to_user_string(): event.materialization.metadata
+                for event in result.get_asset_materialization_events()}
+    assert metadata["trip_advice"]["rows"].value == 2 and metadata["predicted_fares"]["rows"].value == 60
+    assert metadata["trip_advice"]["model_version"].value == "v1"
+    with psycopg.connect(loaded.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
+        assert conn.execute("SELECT count(*) FROM trip_advice").fetchone()[0] == 2
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM predicted_fares")
+
+
+def test_a_corrupt_model_fails_the_asset_and_keeps_the_previous_rows(loaded, trained_models, tmp_path):
+    refresh_serving(loaded, trained_models)
+    before = serving_rows(loaded, "trip_advice")
+    lake = tmp_path / "bad-lake"
+    for name in ("buy_wait_advisor", "fare_model"):
+        folder = lake / "models" / name
+        folder.mkdir(parents=True)
+        (folder / "model.pkl").write_bytes(b"not a model")
+        (folder / "latest.json").write_text(json.dumps({"version": "v2", "path": str(folder / "model.pkl")}))
+    resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded)}
+    result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
+    assert not result.success
+    assert serving_rows(loaded, "trip_advice") == before
+
+
+def test_definitions_run_the_refresh_after_loads_and_retrains(loaded, trained_models):
+    defs = build_defs({**local_resources(), "lake": LakeResource(root=trained_models),
+                       "warehouse_db": WarehouseResource(dsn=loaded)})
+    assert defs.resolve_job_def("serve_trips") is not None
+    assert defs.resolve_sensor_def("serving_tables_sensor") is not None
+    with DagsterInstance.ephemeral() as instance:
+        context = build_multi_asset_sensor_context(monitored_assets=SERVING_INPUTS, instance=instance,
+                                                   definitions=defs)
+        assert isinstance(serving_tables_sensor(context), SkipReason)
+        instance.report_runless_asset_event(AssetMaterialization("national_fares", partition="2026-11-28-08:00"))
+        instance.report_runless_asset_event(AssetMaterialization("buy_wait_advisor"))
+        request = serving_tables_sensor(context)
+        # Both new materializations are consumed by one refresh run.
+        assert isinstance(request, RunRequest) and request.run_key.startswith("after-")
+        assert isinstance(serving_tables_sensor(context), SkipReason)
