@@ -11,6 +11,7 @@ from fare_assets.synthesizing.advisor import (
     LAST_CALL_DAYS_AHEAD,
     MIN_HISTORY,
     BuyWaitAdvisor,
+    continuation_ratios,
     last_observation_mask,
     purchases,
 )
@@ -159,6 +160,46 @@ def test_features_describe_the_trip_and_its_history():
     assert np.isnan(great_circle_km("SFO", "XXX"))
 
 
+def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 40) -> pd.DataFrame:
+    """Six SFO-JFK trips collected daily: every trip changes fare on refiling days, each by its own share; a sale takes 15% off all."""
+    start = pd.Timestamp("2027-01-01 12:00", tz="UTC")
+    trips = []
+    for trip in range(6):
+        fares, fare = [], 300.0 + 10 * trip
+        for day in range(days):
+            if day in refile_days:
+                fare *= 1 + 0.02 * (trip + 1) * (-1) ** (day + trip)
+            fares.append(round(fare * (0.85 if day in sale_days else 1.0), 2))
+        frame = hand_made_trip(fares)
+        frame["collected_at"] = pd.date_range(start, periods=days, freq="D")
+        frame["depart_date"] = (start + pd.Timedelta(days=90 + trip)).date()
+        frame["return_date"] = (start + pd.Timedelta(days=97 + trip)).date()
+        trips.append(frame)
+    return pd.concat(trips, ignore_index=True)
+
+
+def test_route_refilings_are_found_and_sales_are_not_refilings():
+    features = observation_features(route_with_refilings([5, 15, 25, 35], range(20, 22)))
+    day = (features["collected_at"] - features["collected_at"].min()).dt.days
+    by_day = features.groupby(day)[["days_since_route_refile", "route_refile_interval",
+                                                                     "days_to_next_refile"]].first()
+    assert np.isnan(by_day.loc[4, "days_since_route_refile"])
+    assert by_day.loc[5, "days_since_route_refile"] == 0 and by_day.loc[12, "days_since_route_refile"] == 7
+    # The sale on days 20-21 moves every trip by the same share: not a refiling.
+    assert by_day.loc[23, "days_since_route_refile"] == 8
+    assert np.isnan(by_day.loc[15, "route_refile_interval"]) and by_day.loc[16, "route_refile_interval"] == 10
+    assert by_day.loc[33, "days_to_next_refile"] == 2
+    assert features.loc[day == 20, "route_mean_change"].iloc[0] == pytest.approx(np.log(0.85), abs=1e-3)
+
+
+def test_continuation_ratios_follow_the_policy():
+    features = observation_features(hand_made_trip([100.0, 90.0, 95.0, 80.0]))
+    buy = np.array([False, True, False, False])
+    ratios = continuation_ratios(features, buy)
+    # Waiting at the first collection buys at the second (90); later, waiting runs to the last collection (80).
+    assert list(ratios[:3]) == pytest.approx([0.9, 80 / 90, 80 / 95]) and np.isnan(ratios[3])
+
+
 def test_drop_labels_on_a_hand_made_series():
     fares = [100.0, 99.0, 97.0, 101.0, 98.5, 105.0]
     labels = drop_labels(observation_features(hand_made_trip(fares)))
@@ -199,7 +240,8 @@ def test_not_enough_data_for_short_histories(evaluation, observations, features)
     enough = advisor.advise(trip.iloc[:MIN_HISTORY])
     assert enough.action in ("buy", "wait")
     assert 0 <= enough.drop_probability <= 1 and enough.expected_saving >= 0
-    assert (enough.action == "wait") == (enough.drop_probability > advisor.threshold)
+    fare_now = trip["cheapest_total"].iloc[MIN_HISTORY - 1]
+    assert (enough.action == "wait") == (enough.expected_saving > advisor.threshold * fare_now)
     short_rows = features[(features["observation_count"] < MIN_HISTORY) & (features["days_ahead"] >= LAST_CALL_DAYS_AHEAD)]
     assert (advisor.decisions(short_rows)["action"] == "not_enough_data").all()
     # A trip first seen at its last collection must still be bought, history or not.
@@ -229,7 +271,10 @@ def test_splits_keep_later_departures_for_testing(evaluation):
 def test_threshold_is_chosen_without_the_test_trips(observations, evaluation):
     test_trips = set(evaluation.split.test["trip_id"])
     scrambled = observations.copy()
-    in_test = observation_features(observations)["trip_id"].reindex(scrambled.index).isin(test_trips)
+    # Route features let a trip see the route's other trips collected up to the same moment, so only what
+    # test trips saw after the last validation collection is scrambled: nothing trained on could have seen it.
+    after_validation = scrambled["collected_at"] > evaluation.split.validation["collected_at"].max()
+    in_test = observation_features(observations)["trip_id"].reindex(scrambled.index).isin(test_trips) & after_validation
     rng = np.random.default_rng(1)
     scrambled.loc[in_test, "cheapest_total"] = rng.permutation(scrambled.loc[in_test, "cheapest_total"].to_numpy())
     rerun = train_and_evaluate(observation_features(scrambled))

@@ -1,4 +1,10 @@
-"""Buy/wait advisor: P(the fare drops meaningfully before departure) and the policy built on it."""
+"""Buy/wait advisor: the fare a traveller can expect to pay by waiting, P(the fare drops meaningfully), and the policy.
+
+The policy is learnt by policy iteration on the collected trips (an optimal-stopping problem): a regressor
+predicts, for each observation, the fare the current policy would end up paying if it waited, relative to
+the fare now; the improved policy waits only where that prediction is lower; repeat. Predicting the lowest
+later fare instead (what an oracle pays) overstates what waiting can achieve and waits too long.
+"""
 import os
 from dataclasses import dataclass
 
@@ -11,7 +17,7 @@ from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATU
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "buy-wait-advisor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
@@ -21,7 +27,10 @@ MIN_HISTORY = 3
 # another collection, anything earlier is the last chance to buy through this platform.
 LAST_CALL_DAYS_AHEAD = 1.5
 
-THRESHOLD_CANDIDATES = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
+# Rounds of policy iteration: each one looks one purchase decision further; the policy stops changing after a few.
+POLICY_ITERATIONS = 4
+# The expected saving, as a share of the fare now, that waiting must promise: chosen on validation trips.
+THRESHOLD_CANDIDATES = tuple(float(t) for t in np.round(np.arange(0.0, 0.0401, 0.0025), 4))
 
 BUY, WAIT, NOT_ENOUGH_DATA = "buy", "wait", "not_enough_data"
 
@@ -58,56 +67,76 @@ def purchases(features: pd.DataFrame, buy_mask: pd.Series | np.ndarray) -> pd.Da
     return result
 
 
+def continuation_ratios(features: pd.DataFrame, buy_mask: np.ndarray) -> np.ndarray:
+    """Per row: the fare a policy pays if it waits now (buying at its next "buy" row or the last one), over the fare now.
+
+    `features` must be sorted by trip and collection time (as observation_features returns them); NaN on each
+    trip's last row, where waiting is impossible.
+    """
+    trips = features["trip_id"]
+    purchase = features["fare"].where(np.asarray(buy_mask, dtype=bool) | last_observation_mask(features).to_numpy())
+    paid_from_here = purchase.groupby(trips, sort=False).bfill()
+    return (paid_from_here.groupby(trips, sort=False).shift(-1) / features["fare"]).to_numpy()
+
+
 def mean_relative_saving(outcomes: pd.DataFrame) -> float:
     """Mean saving versus buying at the first observation, as a share of that first fare (currency-neutral)."""
     return float(((outcomes["first_fare"] - outcomes["price_paid"]) / outcomes["first_fare"]).mean())
 
 
 class BuyWaitAdvisor:
-    """Gradient-boosted P(meaningful drop) plus expected drop size; waits while P exceeds a validated threshold."""
+    """Gradient-boosted fare-if-waiting (policy iteration) and P(meaningful drop); waits when waiting promises enough."""
 
     def __init__(self, min_history: int = MIN_HISTORY, last_call_days_ahead: float = LAST_CALL_DAYS_AHEAD, random_state: int = 0):
         self.min_history = min_history
         self.last_call_days_ahead = last_call_days_ahead
         self.random_state = random_state
-        self.classifier: HistGradientBoostingClassifier | None = None
-        self.saving_regressor: HistGradientBoostingRegressor | None = None
+        self.classifier: HistGradientBoostingClassifier | DummyClassifier | None = None
+        self.waiting_model: HistGradientBoostingRegressor | None = None
         self.threshold: float | None = None
         self.threshold_scores: dict[float, float] = {}
 
+    def _regressor(self) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, min_samples_leaf=500, l2_regularization=1.0,
+                                             early_stopping=False, random_state=self.random_state)
+
     def fit(self, train_features: pd.DataFrame, validation_features: pd.DataFrame) -> "BuyWaitAdvisor":
         """Train both models on the training trips, then pick the threshold on the validation trips only."""
+        train_features = train_features.sort_values(["trip_id", "collected_at"], kind="stable")
         labels = drop_labels(train_features)
         # Rows the policy never asks the model about (short history, last collection) would only blur it.
-        usable = (train_features["observation_count"] >= self.min_history) & ~labels["is_last_observation"]
-        rows, labels = train_features[usable], labels[usable]
-        if rows.empty:
+        usable = ((train_features["observation_count"] >= self.min_history) & ~labels["is_last_observation"]).to_numpy()
+        if not usable.any():
             raise ValueError(f"no training trip has {self.min_history}+ collections before its last one")
+        rows = train_features[usable]
         # A season can pass without one meaningful drop (fares only rise close to departure); the honest
-        # model of such data is the observed frequency, so the advisor then says "buy now".
+        # model of such data is the observed frequency.
+        drops = labels["drops_meaningfully"][usable]
         classifier = (HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, l2_regularization=1.0,
                                                      random_state=self.random_state)
-                      if labels["drops_meaningfully"].nunique() == 2 else DummyClassifier(strategy="prior"))
-        self.classifier = classifier.fit(rows[MODEL_FEATURES], labels["drops_meaningfully"])
-        relative_drop = (1 - labels["future_min_fare"] / rows["fare"]).clip(lower=0)
-        self.saving_regressor = HistGradientBoostingRegressor(
-            max_iter=200, learning_rate=0.1, l2_regularization=1.0, random_state=self.random_state
-        ).fit(rows[MODEL_FEATURES], relative_drop)
+                      if drops.nunique() == 2 else DummyClassifier(strategy="prior"))
+        self.classifier = classifier.fit(rows[MODEL_FEATURES], drops)
+        # Policy iteration from "buy now": waiting then means buying at the next collection.
+        buy = np.ones(len(train_features), dtype=bool)
+        for _ in range(POLICY_ITERATIONS):
+            target = continuation_ratios(train_features, buy)[usable]
+            self.waiting_model = self._regressor().fit(rows[MODEL_FEATURES], target)
+            buy = self._buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
         self.threshold = self._choose_threshold(validation_features)
         return self
 
     def _choose_threshold(self, validation_features: pd.DataFrame) -> float:
         """The candidate threshold with the best mean relative saving on the validation trips (ties: the lowest)."""
-        probability = self.drop_probability(validation_features)
+        ratio = self.fare_ratio_if_waiting(validation_features)
         self.threshold_scores = {
-            threshold: mean_relative_saving(purchases(validation_features, self._buy_mask(validation_features, probability, threshold)))
+            threshold: mean_relative_saving(purchases(validation_features, self._buy_mask(validation_features, ratio, threshold)))
             for threshold in THRESHOLD_CANDIDATES
         }
         return max(self.threshold_scores, key=lambda threshold: (self.threshold_scores[threshold], -threshold))
 
     def _require_fitted(self) -> None:
         """Fail clearly when asked for predictions before fit or load."""
-        if self.classifier is None or self.saving_regressor is None:
+        if self.classifier is None or self.waiting_model is None:
             raise RuntimeError("the advisor is not trained: call fit() or BuyWaitAdvisor.load()")
 
     def drop_probability(self, features: pd.DataFrame) -> np.ndarray:
@@ -118,26 +147,29 @@ class BuyWaitAdvisor:
             return np.zeros(len(features))
         return self.classifier.predict_proba(features[MODEL_FEATURES])[:, classes.index(True)]
 
-    def expected_saving(self, features: pd.DataFrame) -> np.ndarray:
-        """Expected amount by which the fare falls below the current one at its lowest before departure."""
+    def fare_ratio_if_waiting(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected fare paid by waiting (and following the advice from then on), over the fare now, per row."""
         self._require_fitted()
-        relative_drop = np.clip(self.saving_regressor.predict(features[MODEL_FEATURES]), 0, None)
-        return relative_drop * features["fare"].to_numpy()
+        return self.waiting_model.predict(features[MODEL_FEATURES])
 
-    def _actions(self, features: pd.DataFrame, probability: np.ndarray, threshold: float) -> np.ndarray:
-        """The policy: buy at the last call, no advice on short histories, otherwise wait only if P > threshold."""
+    def expected_saving(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected amount that waiting saves against buying now (0 when waiting is expected to cost more)."""
+        return np.clip(1 - self.fare_ratio_if_waiting(features), 0, None) * features["fare"].to_numpy()
+
+    def _actions(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
+        """The policy: buy at the last call, no advice on short histories, otherwise wait if waiting saves > threshold."""
         last_call = features["days_ahead"].to_numpy() < self.last_call_days_ahead
         short_history = features["observation_count"].to_numpy() < self.min_history
-        return np.select([last_call, short_history, probability > threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
+        return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
-    def _buy_mask(self, features: pd.DataFrame, probability: np.ndarray, threshold: float) -> np.ndarray:
+    def _buy_mask(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
         """Rows at which the policy buys (waiting for data counts as not buying yet)."""
-        return self._actions(features, probability, threshold) == BUY
+        return self._actions(features, ratio, threshold) == BUY
 
     def decisions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Per row: drop_probability, expected_saving and action, aligned to `features`' index."""
         probability = self.drop_probability(features)
-        actions = self._actions(features, probability, self.threshold)
+        actions = self._actions(features, self.fare_ratio_if_waiting(features), self.threshold)
         modelled = actions != NOT_ENOUGH_DATA
         return pd.DataFrame(
             {
@@ -180,9 +212,9 @@ class BuyWaitAdvisor:
         probability, saving = float(probability), float(saving)
         chance = f"{probability:.0%} chance the fare drops by {MEANINGFUL_DROP_SHARE:.0%} or more before departure"
         if action == WAIT:
-            reason = f"{chance} (waits above {self.threshold:.0%}); expected drop about {saving:.0f} {currency}"
+            reason = f"waiting is expected to save about {saving:.0f} {currency}; {chance}"
             return Advice(WAIT, probability, probability, saving, currency, reason)
-        reason = f"{chance} (waits above {self.threshold:.0%}): waiting is not worth it"
+        reason = f"waiting is not expected to save more than {self.threshold:.1%} of the fare; {chance}"
         return Advice(BUY, probability, 1 - probability, saving, currency, reason)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -190,7 +222,7 @@ class BuyWaitAdvisor:
         self._require_fitted()
         payload = {
             "classifier": self.classifier,
-            "saving_regressor": self.saving_regressor,
+            "waiting_model": self.waiting_model,
             "threshold": self.threshold,
             "threshold_scores": self.threshold_scores,
             "min_history": self.min_history,
@@ -205,7 +237,7 @@ class BuyWaitAdvisor:
         payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES)
         advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"])
         advisor.classifier = payload["classifier"]
-        advisor.saving_regressor = payload["saving_regressor"]
+        advisor.waiting_model = payload["waiting_model"]
         advisor.threshold = payload["threshold"]
         advisor.threshold_scores = payload["threshold_scores"]
         return advisor

@@ -22,6 +22,15 @@ OBSERVATION_COLUMNS = TRIP_KEY + [
 MEANINGFUL_DROP_SHARE = 0.02
 
 ROLLING_WINDOWS_DAYS = (1, 3, 7)
+
+# Airlines refile a route's fares on one day for every departure, so a refiling shows in the data as a day when
+# most of the route's watched trips change fare at once, by different amounts (a sale moves them all by the same
+# share; a closing booking class moves one trip). A change below the tolerance is quote jitter.
+ROUTE_KEY = ["origin", "destination"]
+FARE_CHANGE_TOLERANCE = 0.005
+REFILE_CHANGED_SHARE = 0.5
+REFILE_MIN_DISPERSION = 0.01
+REFILE_MIN_TRIPS = 4
 TREND_WINDOW_DAYS = 3
 
 CABIN_RANKS = {"COACH": 0, "ECONOMY": 0, "PREMIUM_COACH": 1, "PREMIUM_ECONOMY": 1, "BUSINESS": 2, "FIRST": 3}
@@ -57,6 +66,14 @@ MODEL_FEATURES = [
     "fare_to_first",
     "fare_change_last",
     "relative_slope_3d",
+    "route_changed_share",
+    "route_mean_change",
+    "route_change_dispersion",
+    "days_since_route_refile",
+    "route_refile_interval",
+    "days_to_next_refile",
+    "days_ahead_at_next_refile",
+    "fare_to_min_since_refile",
 ]
 
 
@@ -149,6 +166,7 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
     frame["fare_change_last"] = frame["fare"] / by_trip["fare"].shift(1) - 1
 
     _add_rolling_features(frame)
+    _add_route_features(frame)
     return frame.set_index(original_index)
 
 
@@ -186,6 +204,72 @@ def _add_rolling_features(frame: pd.DataFrame) -> None:
         slope = np.where(denominator > 1e-9, (count * totals["xy"] - totals["x"] * totals["y"]) / denominator, np.nan)
     frame[f"slope_{TREND_WINDOW_DAYS}d"] = slope
     frame[f"relative_slope_{TREND_WINDOW_DAYS}d"] = slope / frame[f"mean_{TREND_WINDOW_DAYS}d"]
+
+
+def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per row: the route's fare changes so far on its collection day (share changed, mean and spread of the moves).
+
+    Cumulative over the route's collections of the day up to and including the row's collection moment, so a
+    collection never sees a later one of the same day.
+    """
+    log_change = np.log1p(frame["fare_change_last"])
+    observed = log_change.notna()
+    changed = observed & (log_change.abs() > FARE_CHANGE_TOLERANCE)
+    moves = pd.DataFrame({
+        "origin": frame["origin"], "destination": frame["destination"], "day": frame["collected_at"].dt.floor("D"),
+        "collected_at": frame["collected_at"], "observed": observed.astype(float), "changed": changed.astype(float),
+        "move": log_change.where(changed, 0.0), "move_squared": log_change.where(changed, 0.0) ** 2,
+    })
+    # Summed per collection moment first, so trips collected at the same instant all see each other.
+    per_moment = moves.groupby(ROUTE_KEY + ["day", "collected_at"], sort=True)[
+        ["observed", "changed", "move", "move_squared"]].sum()
+    so_far = per_moment.groupby(level=ROUTE_KEY + ["day"], sort=False).cumsum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        so_far["route_changed_share"] = so_far["changed"] / so_far["observed"]
+        so_far["route_mean_change"] = so_far["move"] / so_far["observed"]
+        mean_move = so_far["move"] / so_far["changed"]
+        so_far["route_change_dispersion"] = np.sqrt((so_far["move_squared"] / so_far["changed"] - mean_move ** 2).clip(lower=0))
+    so_far["refiling_so_far"] = (
+        (so_far["observed"] >= REFILE_MIN_TRIPS)
+        & (so_far["route_changed_share"] >= REFILE_CHANGED_SHARE)
+        & (so_far["route_change_dispersion"] >= REFILE_MIN_DISPERSION)
+    )
+    return so_far
+
+
+def _route_refile_calendar(so_far: pd.DataFrame) -> pd.DataFrame:
+    """Per route and collection day: the latest refiling day before it and the median interval between refilings known then."""
+    whole_days = so_far.groupby(level=ROUTE_KEY + ["day"], sort=True)["refiling_so_far"].last().reset_index()
+    calendars = []
+    for _, days in whole_days.groupby(ROUTE_KEY, sort=False):
+        refiled = days["day"].where(days["refiling_so_far"])
+        gaps = (refiled.dropna().diff() / pd.Timedelta(days=1)).expanding().median()
+        days = days.assign(
+            last_refile_before=refiled.ffill().shift(1),
+            route_refile_interval=gaps.reindex(days.index).ffill().shift(1),
+        )
+        calendars.append(days.drop(columns="refiling_so_far"))
+    return pd.concat(calendars, ignore_index=True)
+
+
+def _add_route_features(frame: pd.DataFrame) -> None:
+    """Where the trip's route stands in its fare-filing cycle, learnt from the route's watched trips so far."""
+    so_far = _route_day_changes(frame)
+    moments = so_far.reset_index()[ROUTE_KEY + ["day", "collected_at", "route_changed_share", "route_mean_change",
+                                                "route_change_dispersion", "refiling_so_far"]]
+    moments = moments.merge(_route_refile_calendar(so_far), on=ROUTE_KEY + ["day"], how="left")
+    keys = pd.DataFrame({"origin": frame["origin"], "destination": frame["destination"], "collected_at": frame["collected_at"]})
+    route = keys.merge(moments, on=ROUTE_KEY + ["collected_at"], how="left")
+    since_last = (route["day"] - route["last_refile_before"]) / pd.Timedelta(days=1)
+    for column in ("route_changed_share", "route_mean_change", "route_change_dispersion", "route_refile_interval"):
+        frame[column] = route[column].to_numpy(dtype=float)
+    frame["days_since_route_refile"] = np.where(route["refiling_so_far"].to_numpy(dtype=bool), 0.0, since_last.to_numpy(dtype=float))
+    frame["days_to_next_refile"] = frame["route_refile_interval"] - frame["days_since_route_refile"]
+    frame["days_ahead_at_next_refile"] = frame["days_ahead"] - frame["days_to_next_refile"]
+    # The trip's lowest fare since the route last refiled: within a filing, fares only rise unless a sale runs.
+    refiled_on = route["day"].where(route["refiling_so_far"].astype(bool), route["last_refile_before"])
+    epoch_key = pd.Series(pd.to_datetime(refiled_on, utc=True).to_numpy(), index=frame.index).fillna(pd.Timestamp(0))
+    frame["fare_to_min_since_refile"] = frame["fare"] / frame.groupby([frame["trip_id"], epoch_key], sort=False)["fare"].cummin()
 
 
 def drop_labels(features: pd.DataFrame, min_drop_share: float = MEANINGFUL_DROP_SHARE) -> pd.DataFrame:
