@@ -261,6 +261,14 @@ def test_advisor_beats_buying_at_once_and_the_oracle_bounds_every_policy(evaluat
     assert evaluation.headline["test_trips"] == test["trip_id"].nunique()
 
 
+def test_a_young_watchlist_without_refiling_history_still_trains(features):
+    # Before a second refiling no route has an interval between refilings: the column is empty in training.
+    young = features.assign(route_refile_interval=np.nan, days_to_next_refile=np.nan, days_ahead_at_next_refile=np.nan)
+    advisor = train_and_evaluate(young).advisor
+    assert advisor.empty_columns == ["route_refile_interval", "days_to_next_refile", "days_ahead_at_next_refile"]
+    assert set(advisor.decisions(features)["action"]) <= {"buy", "wait", "not_enough_data"}
+
+
 def test_splits_keep_later_departures_for_testing(evaluation):
     split = evaluation.split
     assert split.train["depart_date"].max() < split.validation["depart_date"].min()

@@ -95,6 +95,7 @@ class BuyWaitAdvisor:
         self.waiting_model: HistGradientBoostingRegressor | None = None
         self.threshold: float | None = None
         self.threshold_scores: dict[float, float] = {}
+        self.empty_columns: list[str] = []
 
     def _regressor(self) -> HistGradientBoostingRegressor:
         return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, min_samples_leaf=500, l2_regularization=1.0,
@@ -115,12 +116,14 @@ class BuyWaitAdvisor:
         classifier = (HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, l2_regularization=1.0,
                                                      random_state=self.random_state)
                       if drops.nunique() == 2 else DummyClassifier(strategy="prior"))
-        self.classifier = classifier.fit(rows[MODEL_FEATURES], drops)
+        # A young watchlist has no value yet for some columns (no second refiling seen: no interval between them).
+        self.empty_columns = [column for column in MODEL_FEATURES if rows[column].isna().all()]
+        self.classifier = classifier.fit(self._inputs(rows), drops)
         # Policy iteration from "buy now": waiting then means buying at the next collection.
         buy = np.ones(len(train_features), dtype=bool)
         for _ in range(POLICY_ITERATIONS):
             target = continuation_ratios(train_features, buy)[usable]
-            self.waiting_model = self._regressor().fit(rows[MODEL_FEATURES], target)
+            self.waiting_model = self._regressor().fit(self._inputs(rows), target)
             buy = self._buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
         self.threshold = self._choose_threshold(validation_features)
         return self
@@ -134,6 +137,10 @@ class BuyWaitAdvisor:
         }
         return max(self.threshold_scores, key=lambda threshold: (self.threshold_scores[threshold], -threshold))
 
+    def _inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The model columns; one without any value in training is a constant 0 (gradient boosting cannot bin it)."""
+        return features[MODEL_FEATURES].fillna({column: 0.0 for column in self.empty_columns})
+
     def _require_fitted(self) -> None:
         """Fail clearly when asked for predictions before fit or load."""
         if self.classifier is None or self.waiting_model is None:
@@ -145,12 +152,12 @@ class BuyWaitAdvisor:
         classes = list(self.classifier.classes_)
         if True not in classes:
             return np.zeros(len(features))
-        return self.classifier.predict_proba(features[MODEL_FEATURES])[:, classes.index(True)]
+        return self.classifier.predict_proba(self._inputs(features))[:, classes.index(True)]
 
     def fare_ratio_if_waiting(self, features: pd.DataFrame) -> np.ndarray:
         """Expected fare paid by waiting (and following the advice from then on), over the fare now, per row."""
         self._require_fitted()
-        return self.waiting_model.predict(features[MODEL_FEATURES])
+        return self.waiting_model.predict(self._inputs(features))
 
     def expected_saving(self, features: pd.DataFrame) -> np.ndarray:
         """Expected amount that waiting saves against buying now (0 when waiting is expected to cost more)."""
@@ -223,6 +230,7 @@ class BuyWaitAdvisor:
         payload = {
             "classifier": self.classifier,
             "waiting_model": self.waiting_model,
+            "empty_columns": self.empty_columns,
             "threshold": self.threshold,
             "threshold_scores": self.threshold_scores,
             "min_history": self.min_history,
@@ -238,6 +246,7 @@ class BuyWaitAdvisor:
         advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"])
         advisor.classifier = payload["classifier"]
         advisor.waiting_model = payload["waiting_model"]
+        advisor.empty_columns = payload["empty_columns"]
         advisor.threshold = payload["threshold"]
         advisor.threshold_scores = payload["threshold_scores"]
         return advisor
