@@ -9,6 +9,7 @@ import datetime as dt
 import psycopg
 from psycopg import sql
 
+from fare_assets.show.serving import GRID_DAYS
 from fare_assets.storing.warehouse import FARE_TABLES
 from webapp.validation import Trip
 
@@ -190,7 +191,7 @@ def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, child
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None,
-              party: tuple[int, int, str], today: dt.date, days: int = 3) -> list[dict]:
+              party: tuple[int, int, str], today: dt.date, days: int = GRID_DAYS) -> list[dict]:
     """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare, else `party`'s prediction."""
     step = dt.timedelta(days=days)
     params = {**_trip_params(trip), "adults": adults, "children": children,

@@ -168,13 +168,13 @@ def _copy_into(conn: psycopg.Connection, table: str, columns: list[tuple[str, st
             copy.write_row(row)
 
 
-def _upsert_sql(table: str, source: str, key: str, names: list[str], ignored: tuple[str, ...] = ()) -> str:
+def _upsert_sql(table: str, source: str, keys: list[str], names: list[str], ignored: tuple[str, ...] = ()) -> str:
     """INSERT ... ON CONFLICT that rewrites a row only when a value differs (a reload writes nothing).
 
-    `key` may list several columns ("a, b"); a difference only in `ignored` columns rewrites nothing.
+    A difference only in `ignored` columns rewrites nothing.
     """
     column_list = ", ".join(names)
-    keys = {name.strip() for name in key.split(",")}
+    key = ", ".join(keys)
     values = [name for name in names if name not in keys]
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in values)
     compared = [name for name in values if name not in ignored]
@@ -189,7 +189,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, i
     conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")
     _copy_into(conn, "fare_staging", [*FARE_COLUMNS, ("national", "bool")], rows)
     return {
-        table: conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", "option_id",
+        table: conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", ["option_id"],
                                         COLUMN_NAMES)).rowcount
         for table, national in (("national_fares", "true"), ("international_fares", "false"))
     }
@@ -199,7 +199,7 @@ def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple
     staging = f"{table}_staging"
     conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
     _copy_into(conn, staging, DIMENSION_COLUMNS[table], rows)
-    return conn.execute(_upsert_sql(table, staging, "code", [name for name, _ in DIMENSION_COLUMNS[table]])).rowcount
+    return conn.execute(_upsert_sql(table, staging, ["code"], [name for name, _ in DIMENSION_COLUMNS[table]])).rowcount
 
 
 def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple],
@@ -231,8 +231,8 @@ def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[
             staging = f"{table}_staging"
             conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
             _copy_into(conn, staging, columns, rows)
-            key = ", ".join(SERVING_KEYS[table])
-            changed = conn.execute(_upsert_sql(table, staging, key, names, ignored=("computed_at",))).rowcount
+            changed = conn.execute(_upsert_sql(table, staging, SERVING_KEYS[table], names,
+                                               ignored=("computed_at",))).rowcount
             deleted = conn.execute(
                 f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM {staging}"
                 f" WHERE ({', '.join(f'{staging}.{name}' for name in SERVING_KEYS[table])})"
