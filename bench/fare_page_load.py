@@ -3,15 +3,18 @@
 For each size, PostgreSQL itself generates the rows (INSERT ... SELECT generate_series) into the real
 fare table of an embedded cluster in a temporary folder, then the warehouse's own DDL builds its
 indexes, and the show stage's refresh (fare_assets.show.refresh, what the trip_serving_tables asset
-runs) fills the advice and predicted-fare serving tables with a trained advisor and fare model. Every
-trip has the same history (50 collections of 20 options) at both sizes; only the number of trips
-grows, as a fare service's would. The app is served as in production by `python -m webapp` (gunicorn,
+runs) fills the serving tables (advice, predicted fares, stored trip pages) with a trained advisor and
+fare model. Every trip has the same history (50 collections of 20 options) at both sizes; only the
+number of trips grows, as a fare service's would. The app is served as in production by `python -m webapp` (gunicorn,
 one gthread worker per core) in its own process. The load comes from `wrk` (C, one thread, 16
 keep-alive connections; a Lua script cycles through the trips' URLs), so the client takes little of
 the server's CPU. Each size measures, in the same run and server, the trivial route
 (/static/favicon.svg), /api/fares and the full fare page (options, history, date grid with predicted
 cells, insight, advice, chart) over every trip in random order, and prints p50/p99, requests per
-second and the ratios.
+second and the ratios. The fare page and /api/fares are each measured twice: as a traveller asks for
+them (the page and answer the show stage stored for the trip's newest collection, webapp/pages.py) and
+with a party given (`adults=1`), which renders them on every request: the cost a view had before
+trip_pages, and that of any trip nobody watches.
 """
 import argparse
 import contextlib
@@ -145,9 +148,10 @@ def drive(base_url: str, paths: list[str], seconds: float) -> dict:
             "req_per_s": measured["requests"] / (measured["duration_us"] / 1e6)}
 
 
-def trip_paths(prefix: str, routes: int, first_depart: dt.date, seed: int) -> list[str]:
-    """Every collected trip once, as query URLs, in random order."""
-    paths = [f"{prefix}?origin={origin}&destination={destination}&depart={depart}&return={depart + dt.timedelta(days=nights)}"
+def trip_paths(prefix: str, routes: int, first_depart: dt.date, seed: int, extra: str = "") -> list[str]:
+    """Every collected trip once, as query URLs (ending with `extra`), in random order."""
+    paths = [f"{prefix}?origin={origin}&destination={destination}&depart={depart}"
+             f"&return={depart + dt.timedelta(days=nights)}{extra}"
              for origin, destination in ROUTES[:routes]
              for depart in (first_depart + dt.timedelta(days=day) for day in range(DEPARTURES_PER_ROUTE))
              for nights in NIGHTS]
@@ -202,7 +206,11 @@ def measure(size_label: str, routes: int, seconds: float, lake: str) -> list[dic
             with web_server(cluster.dsn(user=READONLY_ROLE)) as url:
                 sides = [("trivial /static/favicon.svg", ["/static/favicon.svg"]),
                          ("/api/fares", trip_paths("/api/fares", routes, first_depart, seed=1)),
-                         ("fare page", trip_paths("/fares", routes, first_depart, seed=2))]
+                         ("/api/fares rendered per request", trip_paths("/api/fares", routes, first_depart, seed=4,
+                                                                        extra="&adults=1")),
+                         ("fare page", trip_paths("/fares", routes, first_depart, seed=2)),
+                         ("fare page rendered per view", trip_paths("/fares", routes, first_depart, seed=3,
+                                                                    extra="&adults=1"))]
                 # Warm-up: every worker's connections, templates and the tables' hot index pages.
                 for _, paths in sides:
                     drive(url, paths, min(seconds, 5))

@@ -54,7 +54,8 @@ def test_refresh_writes_one_advice_per_trip_and_the_uncollected_grid_cells(loade
     # Each cell is predicted as quoted at the newest collection among the trips whose grid holds it.
     assert {row["predicted_for"] for row in predicted} == {NOW}
     assert counts == {"trip_advice": {"rows": 2, "changed": 2, "deleted": 0},
-                      "predicted_fares": {"rows": 60, "changed": 60, "deleted": 0}}
+                      "predicted_fares": {"rows": 60, "changed": 60, "deleted": 0},
+                      "trip_pages": {"rows": 2, "changed": 2, "deleted": 0}}
 
 
 def test_a_rerun_on_the_same_data_changes_nothing(loaded, trained_models):
@@ -63,6 +64,7 @@ def test_a_rerun_on_the_same_data_changes_nothing(loaded, trained_models):
     counts = refresh_serving(loaded, trained_models)
     assert counts["trip_advice"] == {"rows": 2, "changed": 0, "deleted": 0}
     assert counts["predicted_fares"] == {"rows": 60, "changed": 0, "deleted": 0}
+    assert counts["trip_pages"] == {"rows": 2, "changed": 0, "deleted": 0}
     # Unchanged rows keep the time their content was first computed.
     assert serving_rows(loaded, "trip_advice") == first
 
@@ -106,6 +108,60 @@ def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, tra
     assert "250.00 USD" in text and "Not yet updated for the newest fares" in text
 
 
+def mark_stored_page(dsn: str, tag: bool = True, **changes) -> None:
+    """Tag the stored SFO-JFK page (so a test can tell it was served) and change its columns."""
+    assignments = ", ".join([*(["html = html || '<!-- stored page -->'"] if tag else []),
+                             *(f"{name} = %({name})s" for name in changes)])
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"UPDATE trip_pages SET {assignments} WHERE depart_date = %(depart)s",
+                     {**changes, "depart": DEPART})
+
+
+def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained_models):
+    client = models_client(loaded)
+    before_refresh = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    refresh_serving(loaded, trained_models)
+    stored = serving_rows(loaded, "trip_pages")[0]
+    assert (stored["collected_at"], stored["rendered_on"]) == (NOW, NOW.date())
+    # The stored page is exactly what a view renders (here once it is from another day), advice and
+    # predicted cells included.
+    assert "240.00 USD" in stored["html"] and 'class="cell predicted' in stored["html"]
+    assert "Not enough data yet" not in stored["html"] and stored["html"] != before_refresh
+    assert client.get("/fares", query_string=trip_query()).get_data(as_text=True) == stored["html"]
+    mark_stored_page(loaded, tag=False, rendered_on=NOW.date() - dt.timedelta(days=1))
+    assert client.get("/fares", query_string=trip_query()).get_data(as_text=True) == stored["html"]
+    mark_stored_page(loaded, tag=False, rendered_on=NOW.date())
+
+    # /api/fares likewise: stored, and equal to what a request renders.
+    stored_json = client.get("/api/fares", query_string=trip_query())
+    assert stored_json.get_data(as_text=True) == stored["fares_json"] and stored_json.mimetype == "application/json"
+    assert stored_json.get_json()["options"][0]["total"] == "240.00"
+    rendered_json = client.get("/api/fares", query_string={**trip_query(), "adults": 1}).get_json()
+    assert rendered_json["options"] == stored_json.get_json()["options"]
+
+    mark_stored_page(loaded)
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    # A party given, or the notice after saving an alert: rendered for the view.
+    for extra in ({"adults": 1}, {"alert": "created"}):
+        text = client.get("/fares", query_string={**trip_query(), **extra}).get_data(as_text=True)
+        assert "stored page" not in text and "240.00 USD" in text
+    assert "Alert saved" in text
+
+
+def test_a_stored_page_from_another_day_or_an_older_collection_is_not_served(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    client = models_client(loaded)
+    mark_stored_page(loaded, rendered_on=NOW.date() - dt.timedelta(days=1))
+    assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+
+    mark_stored_page(loaded, rendered_on=NOW.date(), collected_at=NOW - dt.timedelta(minutes=30))
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "stored page" not in text and "240.00 USD" in text
+    mark_stored_page(loaded, collected_at=NOW, fares_json='{"stored": true}')
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert client.get("/api/fares", query_string=trip_query()).get_json() == {"stored": True}
+
+
 def test_a_trip_nobody_watches_gets_fares_without_advice(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     with psycopg.connect(loaded) as conn:
@@ -138,9 +194,11 @@ def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models):
     metadata = {event.asset_key.to_user_string(): event.materialization.metadata
                 for event in result.get_asset_materialization_events()}
     assert metadata["trip_advice"]["rows"].value == 2 and metadata["predicted_fares"]["rows"].value == 60
+    assert metadata["trip_pages"]["rows"].value == 2
     assert metadata["trip_advice"]["model_version"].value == "v1"
     with psycopg.connect(loaded.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
         assert conn.execute("SELECT count(*) FROM trip_advice").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM trip_pages").fetchone()[0] == 2
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DELETE FROM predicted_fares")
 

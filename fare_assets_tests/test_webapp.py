@@ -269,11 +269,12 @@ def test_security_headers_on_every_response(client, path):
 
 def test_pages_load_nothing_from_other_origins(client):
     text = client.get("/").get_data(as_text=True)
-    # One local script (airport suggestions), nothing inline, nothing from another origin.
-    assert text.count("<script") == 1 and '<script src="/static/suggest.js" defer></script>' in text
+    # Two local scripts (airport suggestions, ages), nothing inline, nothing from another origin.
+    assert text.count("<script") == 2 and '<script src="/static/suggest.js" defer></script>' in text
+    assert '<script src="/static/age.js" defer></script>' in text
     assert "style=" not in text and "http://" not in text and "https://" not in text
     assert 'href="/static/style.css"' in text
-    assert client.get("/static/suggest.js").status_code == 200
+    assert client.get("/static/suggest.js").status_code == 200 and client.get("/static/age.js").status_code == 200
 
 
 def test_app_connects_with_the_read_only_role(app, load):

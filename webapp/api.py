@@ -1,7 +1,7 @@
 """The JSON API under /api/: the same answers as the HTML pages, for programs."""
 import datetime as dt
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, request, url_for
 
 from webapp import alerts, queries
 from webapp.db import get_db
@@ -50,21 +50,28 @@ def _cheapest_trip_json(row: dict) -> dict:
             "url": url_for("api.trip_fares", **trip_params(row))}
 
 
+def fares_document(trip: Trip, found: dict) -> dict:
+    """/api/fares for the trip, from what queries.fares_for_trip found."""
+    options = found["options"]
+    return {"trip": _trip_json(trip),
+            "collected_at": _iso(options[0]["collected_at"]) if options else None,
+            "options_in_collection": options[0]["options_in_collection"] if options else 0,
+            "options": [_option_json(row) for row in options],
+            "other_trips": [{**_cheapest_trip_json(row), "collected_at": _iso(row["collected_at"])}
+                            for row in found["other_trips"]]}
+
+
 @api.get("/fares")
 def trip_fares():
     """The trip's latest collection, cheapest first; when empty, the route's other collected trips."""
     today = today_utc()
     trip = parse_trip(request.args, today)
-    found = queries.fares_for_trip(get_db(), trip, today)
-    options = found["options"]
-    return jsonify(
-        trip=_trip_json(trip),
-        collected_at=_iso(options[0]["collected_at"]) if options else None,
-        options_in_collection=options[0]["options_in_collection"] if options else 0,
-        options=[_option_json(row) for row in options],
-        other_trips=[{**_cheapest_trip_json(row), "collected_at": _iso(row["collected_at"])}
-                     for row in found["other_trips"]],
-    )
+    # As the page: a watched trip's answer is stored by the pipeline for its newest collection (webapp/pages.py).
+    if trip.adults is None and trip.children is None:
+        stored = queries.trip_page(get_db(), trip, today, "fares_json")
+        if stored is not None:
+            return current_app.response_class(stored["fares_json"], mimetype="application/json")
+    return jsonify(fares_document(trip, queries.fares_for_trip(get_db(), trip, today)))
 
 
 @api.get("/routes")

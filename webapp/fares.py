@@ -5,8 +5,9 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from webapp import alerts, queries
 from webapp.db import get_db
+from webapp.pages import render_trip_page
 from webapp.trip_view import trip_view
-from webapp.validation import Trip, TripError, airport_name, parse_trip, today_utc
+from webapp.validation import Trip, TripError, parse_trip, today_utc
 
 fares = Blueprint("fares", __name__)
 
@@ -18,18 +19,22 @@ def search():
 
 
 def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
-    view = trip_view(get_db(), trip, today)
-    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, today=today,
-                           origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
-                           alert_problems=alert_problems, alert_form=alert_form,
-                           alert_created=request.args.get("alert") == "created", **view), status
+    page = render_trip_page(trip, trip_view(get_db(), trip, today), today, alert_problems, alert_form,
+                            alert_created=request.args.get("alert") == "created")
+    return page, status
 
 
 @fares.get("/fares")
 def trip_fares():
     """One round trip: cheapest options now, price insight, buy-or-wait advice, date grid and price chart."""
     today = today_utc()
-    return _render_trip(parse_trip(request.args, today), today, {}, {})
+    trip = parse_trip(request.args, today)
+    # The page stored for a watched trip's newest collection shows the newest collection of any party.
+    if trip.adults is None and trip.children is None and "alert" not in request.args:
+        stored = queries.trip_page(get_db(), trip, today)
+        if stored is not None:
+            return stored["html"]
+    return _render_trip(trip, today, {}, {})
 
 
 @fares.post("/alerts")

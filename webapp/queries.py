@@ -184,6 +184,29 @@ SELECT collected_at, action, drop_probability, confidence, expected_saving, curr
 FROM trip_advice
 WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s"
 
+# A column of the trip's stored page, when it was rendered for today and no fare table holds a newer
+# collection of the trip than the one it shows (primary-key probe plus one trip-index probe per table).
+_TRIP_PAGE = """
+SELECT {column}
+FROM trip_pages AS page
+WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s
+  AND {no_newer_collection}"""
+_NO_NEWER_COLLECTION = """NOT EXISTS (
+    SELECT 1 FROM {table}
+    WHERE""" + _TRIP_MATCH + """ AND collected_at > page.collected_at)"""
+# Composed once: every view of a watched trip runs one of them.
+_TRIP_PAGE_QUERIES = {
+    column: sql.SQL(_TRIP_PAGE).format(column=sql.Identifier(column), no_newer_collection=sql.SQL(" AND ").join(
+        sql.SQL(_NO_NEWER_COLLECTION).format(table=sql.Identifier(table)) for table in FARE_TABLES))
+    for column in ("html", "fares_json")
+}
+
+
+def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:
+    """The stored page (`html`) or /api/fares answer (`fares_json`) of the trip if current, else None."""
+    return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
+
+
 def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None) -> list[dict]:
     """The cheapest total of each collection of the trip for this party, oldest first."""
     query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))

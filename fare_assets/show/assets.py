@@ -17,7 +17,7 @@ FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 
 # A page view must not run a model (the advisor's features cost ~80 ms of GIL per trip), so advice
 # and predictions are computed here, for every upcoming watched trip at once, whenever fares or
-# models change; the page only reads them by primary key.
+# models change, and so is each watched trip's page; the page only reads them by primary key.
 @multi_asset(
     specs=[
         AssetSpec("trip_advice", group_name="show", deps=[ADVISOR, *FARE_TABLE_DEPS],
@@ -25,6 +25,9 @@ FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
         AssetSpec("predicted_fares", group_name="show", deps=[FARE_MODEL, *FARE_TABLE_DEPS],
                   description="The fare model's cheapest fare for the uncollected ±3-day date-grid cells around "
                               "each upcoming watched trip (PostgreSQL)."),
+        AssetSpec("trip_pages", group_name="show", deps=["trip_advice", "predicted_fares", *FARE_TABLE_DEPS],
+                  description="The fare page of every upcoming watched trip, rendered for its latest collection, "
+                              "so a view reads it instead of rendering it (PostgreSQL)."),
     ],
 )
 def trip_serving_tables(context: AssetExecutionContext, lake: LakeResource, warehouse_db: WarehouseResource):
@@ -45,10 +48,12 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeResource, ware
     for table, model in (("trip_advice", advisor), ("predicted_fares", fare_model)):
         yield MaterializeResult(asset_key=table, metadata={
             **counts[table], "model_version": model.version, "computed_at": now.isoformat(), "warehouse": address})
+    yield MaterializeResult(asset_key="trip_pages", metadata={
+        **counts["trip_pages"], "computed_at": now.isoformat(), "warehouse": address})
 
 
 serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables],
-                             description="Recompute the advice and predicted fares the fare page serves.",
+                             description="Recompute the advice, predicted fares and trip pages the fare page serves.",
                              tags={"fares/writes": "serving-tables"})
 
 # New fares (each structured landing hour) and new models (the daily retrain) both change what the

@@ -105,7 +105,8 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
-# retrain, so a page view reads advice and predicted fares instead of running a model. Keyed by what
+# retrain, so a page view reads advice and predicted fares instead of running a model, and each
+# watched trip's rendered page instead of rendering it. Keyed by what
 # the page looks up: one watched trip (advice) or one date-grid cell of a route and party (predictions).
 # `collected_at`/`predicted_for` and `model_version` say what each row was computed from, so a
 # reader can tell stale advice; `computed_at` is when that content was first written.
@@ -118,12 +119,18 @@ SERVING_COLUMNS: dict[str, list[tuple[str, str]]] = {
                     ("computed_at", "timestamptz")],
     "predicted_fares": [*TRIP_KEY_COLUMNS, ("predicted_amount", "numeric"), ("predicted_for", "timestamptz"),
                         ("model_version", "text"), ("computed_at", "timestamptz")],
+    # The trip's fare page and /api/fares answer as rendered for `rendered_on`, showing the trip's
+    # collection `collected_at`.
+    "trip_pages": [*TRIP_KEY_COLUMNS[:4], ("collected_at", "timestamptz"), ("rendered_on", "date"),
+                   ("html", "text"), ("fares_json", "text"), ("computed_at", "timestamptz")],
 }
 SERVING_KEYS = {
     # The page asks for one trip's advice: an exact primary-key probe.
     "trip_advice": ["origin", "destination", "depart_date", "return_date", "adults", "children", "cabin"],
     # The page asks for a route and party's cells within a depart range: a primary-key range scan.
     "predicted_fares": ["origin", "destination", "adults", "children", "cabin", "depart_date", "return_date"],
+    # A page view without a party asks for one trip's page: an exact primary-key probe.
+    "trip_pages": ["origin", "destination", "depart_date", "return_date"],
 }
 SERVING_TABLES = tuple(SERVING_COLUMNS)
 

@@ -1,0 +1,60 @@
+"""The trip page and its /api/fares answer: rendered per view, or per collection into trip_pages.
+
+Rendering runs four queries and ~5 ms of Python, which on two cores caps the page far below a static
+file's throughput. For a watched trip the page changes only when the trip is collected again, the
+serving tables are refreshed or the day turns, so the show stage renders it then (render_trip_pages)
+and a view without a party reads it back by primary key (queries.trip_page); /api/fares likewise.
+The page holds nothing that depends on the request beyond the trip, or on the clock beyond the day:
+ages are added by static/age.js. Stored pages are rendered with links from the site's root.
+"""
+import datetime as dt
+from collections.abc import Iterable
+from contextlib import contextmanager
+
+import psycopg
+from flask import Flask, render_template
+from psycopg.rows import dict_row
+
+from webapp.api import fares_document
+from webapp.trip_view import trip_view
+from webapp.validation import Trip, airport_name
+
+
+def render_trip_page(trip: Trip, view: dict, today: dt.date, alert_problems: dict | None = None,
+                     alert_form: dict | None = None, alert_created: bool = False) -> str:
+    """The fare page of `trip` for `view` (what trip_view assembled), with the alert form's state."""
+    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, today=today,
+                           origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
+                           alert_problems=alert_problems or {}, alert_form=alert_form or {},
+                           alert_created=alert_created, **view)
+
+
+@contextmanager
+def _rows_as_dicts(conn: psycopg.Connection):
+    # The page's queries read rows as dicts; the pipeline's connection reads tuples.
+    previous = conn.row_factory
+    conn.row_factory = dict_row
+    try:
+        yield conn
+    finally:
+        conn.row_factory = previous
+
+
+def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip], today: dt.date,
+                      computed_at: dt.datetime) -> list[tuple]:
+    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips that have fares, as a view on `today` shows them.
+
+    Runs inside the caller's transaction, so it reads the serving rows written just before.
+    """
+    rows = []
+    with app.test_request_context("/fares"), _rows_as_dicts(conn):
+        # As for the web role (webapp/db.py): JIT would spend ~0.4 s compiling each date-grid query.
+        conn.execute("SET LOCAL jit = off")
+        for trip in trips:
+            view = trip_view(conn, trip, today)
+            if view["options"]:
+                fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)
+                rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date,
+                             view["options"][0]["collected_at"], today, render_trip_page(trip, view, today),
+                             fares_json, computed_at))
+    return rows
