@@ -123,6 +123,9 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
     refresh_serving(loaded, trained_models)
     stored = serving_rows(loaded, "trip_pages")[0]
     assert (stored["collected_at"], stored["rendered_on"]) == (NOW, NOW.date())
+    with psycopg.connect(loaded) as conn:
+        # Every view decompresses the page: lz4, not the default pglz, even though it went through staging.
+        assert conn.execute("SELECT pg_column_compression(html) FROM trip_pages").fetchall() == [("lz4",), ("lz4",)]
     # The stored page is exactly what a view renders (here once it is from another day), advice and
     # predicted cells included.
     assert "240.00 USD" in stored["html"] and 'class="cell predicted' in stored["html"]
