@@ -1,6 +1,6 @@
 """Read-only PostgreSQL connections: one per server thread, reused across its requests.
 
-Connecting costs more than the page's queries (a new backend per connection), so each waitress
+Connecting costs more than the page's queries (a new backend per connection), so each server
 thread keeps its connection; a connection that broke is replaced on the next request.
 """
 import threading
