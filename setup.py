@@ -26,6 +26,8 @@ setup(
         "requests",
         "pyyaml",
         "scikit-learn>=1.4",
+        # The advisor's and fare model's charts, shown in the Dagster UI and kept beside each model version.
+        "matplotlib>=3.8",
         "flask>=3",
         "waitress>=3",
         # The fare page's production server: one process per core (Flask holds the GIL per request).

@@ -1,4 +1,6 @@
 """The whole asset graph on a tiny watchlist: real market server, local Spark, real PostgreSQL."""
+from pathlib import Path
+
 import psycopg
 import pytest
 from dagster import AssetKey, DagsterInstance
@@ -7,6 +9,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.pipeline import curated_row_counts, run_pipeline
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
+from fare_assets.storing.lake import models_path
 from fare_assets.structuring.assets import CURATED_TABLES
 
 TINY_WATCHLIST = """trips:
@@ -72,6 +75,14 @@ def test_rerunning_a_landing_hour_changes_nothing(pipeline_run):
         assert warehouse.table_counts(conn) == before_warehouse
 
 
-def test_the_models_report_a_score(pipeline_run):
-    _, _, report = pipeline_run
+def test_the_models_report_a_score_and_show_their_charts(pipeline_run):
+    defs, instance, report = pipeline_run
     assert report.model_metrics, "the synthesize run wrote no metrics"
+    charts = {"buy_wait_advisor": ["savings_distribution", "calibration", "feature_importance"],
+              "fare_model": ["predicted_vs_actual", "feature_importance"]}
+    for model, names in charts.items():
+        metadata = instance.get_latest_materialization_event(AssetKey(model)).asset_materialization.metadata
+        for name in names:
+            assert metadata[name].value.startswith(f"![{name.replace('_', ' ')}](data:image/png;base64,"), (model, name)
+        folder = Path(models_path(defs.resources["lake"].root, model)) / metadata["version"].value
+        assert all((folder / f"{name}.png").stat().st_size > 0 for name in names), sorted(folder.iterdir())

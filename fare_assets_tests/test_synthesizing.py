@@ -1,10 +1,15 @@
-"""Synthesizing: features without look-ahead, drop labels, the buy/wait advisor, its evaluation and the fare model."""
+"""Synthesizing: features without look-ahead, drop labels, the buy/wait advisor, its evaluation, the fare model and
+their charts."""
+import base64
 import copy
+import re
+import struct
 
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from fare_assets.synthesizing.advisor import (
@@ -15,7 +20,8 @@ from fare_assets.synthesizing.advisor import (
     last_observation_mask,
     purchases,
 )
-from fare_assets.synthesizing.evaluation import POLICIES, train_and_evaluate
+from fare_assets.synthesizing.assets import save_version
+from fare_assets.synthesizing.evaluation import POLICIES, drop_probability_outcomes, train_and_evaluate
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -25,6 +31,16 @@ from fare_assets.synthesizing.features import (
     observation_features,
 )
 from fare_assets.synthesizing.model_files import ModelUnavailable
+from fare_assets.synthesizing.plots import (
+    DPI,
+    FIGURE_SIZE_INCHES,
+    advisor_charts,
+    calibration_bins,
+    calibration_png,
+    fare_model_charts,
+    markdown_image,
+    permutation_importances,
+)
 
 ROUTES = [
     ("SFO", "JFK", True, 320.0),
@@ -138,6 +154,11 @@ def features(observations) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def evaluation(features):
     return train_and_evaluate(features)
+
+
+@pytest.fixture(scope="module")
+def fare_evaluation(observations):
+    return evaluate_fare_model(observations)
 
 
 def test_features_use_only_what_was_collected_so_far(observations, features):
@@ -323,8 +344,8 @@ def test_missing_or_corrupt_model_files_raise_model_unavailable(evaluation, obse
         BuyWaitAdvisor.load(old_format)
 
 
-def test_fare_model_beats_the_route_mean(observations):
-    report = evaluate_fare_model(observations)
+def test_fare_model_beats_the_route_mean(fare_evaluation):
+    report = fare_evaluation.metrics
     assert report["test_rows"] > 0
     assert report["mae"] < report["route_mean_mae"]
     assert report["mape"] < report["route_mean_mape"]
@@ -344,3 +365,62 @@ def test_fare_model_fills_an_uncollected_date_and_round_trips(observations, tmp_
     assert FareModel.load(tmp_path / "fare.joblib").predict(
         "SFO", "JFK", new_date.date(), (new_date + pd.Timedelta(days=7)).date(), at
     ) == pytest.approx(fare)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """Width and height in pixels from a PNG's header chunk (IHDR), which must come first."""
+    assert png[:8] == PNG_SIGNATURE and png[12:16] == b"IHDR"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_charts_are_pngs_of_the_figure_size_kept_beside_the_model(evaluation, fare_evaluation, tmp_path):
+    charts = advisor_charts(evaluation)
+    fare_charts = fare_model_charts(fare_evaluation)
+    assert set(charts) == {"savings_distribution", "calibration", "feature_importance"}
+    assert set(fare_charts) == {"predicted_vs_actual", "feature_importance"}
+    for png in [*charts.values(), *fare_charts.values()]:
+        assert png_size(png) == (FIGURE_SIZE_INCHES[0] * DPI, FIGURE_SIZE_INCHES[1] * DPI) == (480, 280)
+        assert 5_000 < len(png) < 100_000
+    folder = save_version(str(tmp_path), "buy_wait_advisor", "v1", evaluation.advisor, evaluation.headline, charts)
+    assert {path.name for path in folder.iterdir()} == {
+        "model.pkl", "metrics.json", "savings_distribution.png", "calibration.png", "feature_importance.png"}
+    assert (folder / "calibration.png").read_bytes() == charts["calibration"]
+
+
+def test_calibration_bins_count_every_test_row_the_advisor_is_asked_about(evaluation):
+    test = evaluation.split.test
+    drops = drop_probability_outcomes(test, evaluation.advisor)
+    bins = calibration_bins(drops["drop_probability"], drops["dropped"])
+    has_later_collection = test["collected_at"] < test.groupby("trip_id")["collected_at"].transform("max")
+    asked = (test["observation_count"] >= MIN_HISTORY) & has_later_collection
+    assert bins["rows"].sum() == len(drops) == asked.sum() > 0
+    assert (bins["rows"] * bins["observed_rate"]).sum() == pytest.approx(drop_labels(test)["drops_meaningfully"][asked].sum())
+    assert ((bins["bin_from"] <= bins["mean_probability"]) & (bins["mean_probability"] <= bins["bin_to"])).all()
+    hand_made = calibration_bins(np.array([0.05, 0.05, 0.95, 1.0, 0.55]), np.array([False, True, True, True, False]))
+    assert list(hand_made["rows"]) == [2, 1, 2]
+    assert list(hand_made["bin_from"]) == pytest.approx([0.0, 0.5, 0.9])
+    assert list(hand_made["mean_probability"]) == pytest.approx([0.05, 0.55, 0.975])
+    assert list(hand_made["observed_rate"]) == pytest.approx([0.5, 0.0, 1.0])
+
+
+def test_permutation_importance_ranks_a_feature_that_matters_above_noise():
+    rng = np.random.default_rng(3)
+    inputs = pd.DataFrame({"noise": rng.normal(size=6000), "weak": rng.normal(size=6000), "signal": rng.normal(size=6000)})
+    target = 3 * inputs["signal"] + 0.5 * inputs["weak"] + rng.normal(0, 0.1, 6000)
+    model = HistGradientBoostingRegressor(max_iter=50, random_state=0).fit(inputs, target)
+    importances = permutation_importances(model, inputs, target, "neg_mean_absolute_error", max_rows=2000)
+    assert list(importances.index) == ["signal", "weak", "noise"]
+    assert abs(importances["noise"]) < 0.02 * importances["signal"]
+    # A fixed sample and seed: the same chart every run on the same data.
+    pd.testing.assert_series_equal(importances, permutation_importances(model, inputs, target, "neg_mean_absolute_error",
+                                                                        max_rows=2000))
+
+
+def test_markdown_image_holds_the_png_as_a_base64_data_uri():
+    png = calibration_png(calibration_bins(np.array([0.2, 0.7]), np.array([False, True])))
+    markdown = markdown_image(png, "calibration")
+    found = re.fullmatch(r"!\[calibration\]\(data:image/png;base64,([A-Za-z0-9+/]+=*)\)", markdown)
+    assert found and base64.b64decode(found.group(1), validate=True) == png

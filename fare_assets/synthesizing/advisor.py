@@ -79,9 +79,14 @@ def continuation_ratios(features: pd.DataFrame, buy_mask: np.ndarray) -> np.ndar
     return (paid_from_here.groupby(trips, sort=False).shift(-1) / features["fare"]).to_numpy()
 
 
+def relative_savings(outcomes: pd.DataFrame) -> pd.Series:
+    """Per trip: saving versus buying at the first observation, as a share of that first fare (currency-neutral)."""
+    return (outcomes["first_fare"] - outcomes["price_paid"]) / outcomes["first_fare"]
+
+
 def mean_relative_saving(outcomes: pd.DataFrame) -> float:
-    """Mean saving versus buying at the first observation, as a share of that first fare (currency-neutral)."""
-    return float(((outcomes["first_fare"] - outcomes["price_paid"]) / outcomes["first_fare"]).mean())
+    """Mean saving versus buying at the first observation, as a share of that first fare."""
+    return float(relative_savings(outcomes).mean())
 
 
 class BuyWaitAdvisor:
@@ -106,7 +111,7 @@ class BuyWaitAdvisor:
         train_features = train_features.sort_values(["trip_id", "collected_at"], kind="stable")
         labels = drop_labels(train_features)
         # Rows the policy never asks the model about (short history, last collection) would only blur it.
-        usable = ((train_features["observation_count"] >= self.min_history) & ~labels["is_last_observation"]).to_numpy()
+        usable = self.modelled_rows(train_features)
         if not usable.any():
             raise ValueError(f"no training trip has {self.min_history}+ collections before its last one")
         rows = train_features[usable]
@@ -118,12 +123,12 @@ class BuyWaitAdvisor:
                       if drops.nunique() == 2 else DummyClassifier(strategy="prior"))
         # A young watchlist has no value yet for some columns (no second refiling seen: no interval between them).
         self.empty_columns = [column for column in MODEL_FEATURES if rows[column].isna().all()]
-        self.classifier = classifier.fit(self._inputs(rows), drops)
+        self.classifier = classifier.fit(self.model_inputs(rows), drops)
         # Policy iteration from "buy now": waiting then means buying at the next collection.
         buy = np.ones(len(train_features), dtype=bool)
         for _ in range(POLICY_ITERATIONS):
             target = continuation_ratios(train_features, buy)[usable]
-            self.waiting_model = self._regressor().fit(self._inputs(rows), target)
+            self.waiting_model = self._regressor().fit(self.model_inputs(rows), target)
             buy = self._buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
         self.threshold = self._choose_threshold(validation_features)
         return self
@@ -137,7 +142,14 @@ class BuyWaitAdvisor:
         }
         return max(self.threshold_scores, key=lambda threshold: (self.threshold_scores[threshold], -threshold))
 
-    def _inputs(self, features: pd.DataFrame) -> pd.DataFrame:
+    def modelled_rows(self, features: pd.DataFrame) -> np.ndarray:
+        """Rows the models learn from and are judged on: min_history+ collections and a later one to wait for.
+
+        `features` must be sorted by trip and collection time.
+        """
+        return ((features["observation_count"] >= self.min_history) & ~last_observation_mask(features)).to_numpy()
+
+    def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model columns; one without any value in training is a constant 0 (gradient boosting cannot bin it)."""
         return features[MODEL_FEATURES].fillna({column: 0.0 for column in self.empty_columns})
 
@@ -152,12 +164,12 @@ class BuyWaitAdvisor:
         classes = list(self.classifier.classes_)
         if True not in classes:
             return np.zeros(len(features))
-        return self.classifier.predict_proba(self._inputs(features))[:, classes.index(True)]
+        return self.classifier.predict_proba(self.model_inputs(features))[:, classes.index(True)]
 
     def fare_ratio_if_waiting(self, features: pd.DataFrame) -> np.ndarray:
         """Expected fare paid by waiting (and following the advice from then on), over the fare now, per row."""
         self._require_fitted()
-        return self.waiting_model.predict(self._inputs(features))
+        return self.waiting_model.predict(self.model_inputs(features))
 
     def expected_saving(self, features: pd.DataFrame) -> np.ndarray:
         """Expected amount that waiting saves against buying now (0 when waiting is expected to cost more)."""

@@ -12,6 +12,7 @@ from fare_assets.storing.lake import models_path
 from fare_assets.synthesizing.evaluation import train_and_evaluate
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import observation_features
+from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
 ADVISOR = "buy_wait_advisor"
 FARE_MODEL = "fare_model"
@@ -20,12 +21,14 @@ FARE_MODEL = "fare_model"
 ADVISOR_LOSS_TOLERANCE_SHARE = 0.005
 
 
-def save_version(lake_root: str, name: str, version: str, model, metrics: dict) -> Path:
-    """Write model + metrics under models/<name>/<version>/ and point models/<name>/latest.json at it."""
+def save_version(lake_root: str, name: str, version: str, model, metrics: dict, charts: dict[str, bytes] | None = None) -> Path:
+    """Write model, metrics and charts (<chart>.png) under models/<name>/<version>/ and point models/<name>/latest.json at it."""
     folder = Path(models_path(lake_root, name)) / version
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.pkl")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    for chart, png in (charts or {}).items():
+        (folder / f"{chart}.png").write_bytes(png)
     latest = Path(models_path(lake_root, name)) / "latest.json"
     latest.write_text(json.dumps({"version": version, "path": str(folder / "model.pkl")}))
     return folder
@@ -41,6 +44,11 @@ def read_latest_metrics(lake_root: str) -> dict:
             for key, value in json.loads((folder / "metrics.json").read_text()).items():
                 metrics[f"{name}.{key}"] = round(value, 4) if isinstance(value, float) else value
     return metrics
+
+
+def _chart_metadata(charts: dict[str, bytes]) -> dict[str, MetadataValue]:
+    """Each chart as markdown metadata, which the Dagster UI renders as the image itself."""
+    return {chart: MetadataValue.md(markdown_image(png, chart.replace("_", " "))) for chart, png in charts.items()}
 
 
 # The advisor is why the platform exists: it tells a traveller whether waiting is worth it.
@@ -60,16 +68,20 @@ def fare_advisor_models(context: AssetExecutionContext, lake: LakeResource, ware
         observations = warehouse.observations(conn)
     version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     evaluation = train_and_evaluate(observation_features(observations))
-    save_version(lake.root, ADVISOR, version, evaluation.advisor, evaluation.headline)
+    charts = advisor_charts(evaluation)
+    save_version(lake.root, ADVISOR, version, evaluation.advisor, evaluation.headline, charts)
     yield MaterializeResult(asset_key=ADVISOR, metadata={
         "version": version,
         "observations": len(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
+        **_chart_metadata(charts),
     })
-    fare_metrics = evaluate_fare_model(observations)
-    save_version(lake.root, FARE_MODEL, version, FareModel().fit(observations), fare_metrics)
-    yield MaterializeResult(asset_key=FARE_MODEL, metadata={"version": version, **fare_metrics})
+    fare_evaluation = evaluate_fare_model(observations)
+    fare_charts = fare_model_charts(fare_evaluation)
+    save_version(lake.root, FARE_MODEL, version, FareModel().fit(observations), fare_evaluation.metrics, fare_charts)
+    yield MaterializeResult(asset_key=FARE_MODEL, metadata={"version": version, **fare_evaluation.metrics,
+                                                             **_chart_metadata(fare_charts)})
     yield AssetCheckResult(check_name="advisor_not_worse_than_buying_now", asset_key=ADVISOR,
                            passed=evaluation.headline["advisor_mean_saving_share"] >= -ADVISOR_LOSS_TOLERANCE_SHARE,
                            metadata={key: evaluation.headline[key]

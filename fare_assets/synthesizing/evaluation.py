@@ -4,7 +4,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fare_assets.synthesizing.advisor import MIN_HISTORY, BuyWaitAdvisor, purchases
+from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
+from fare_assets.synthesizing.features import drop_labels
 
 # Etzioni et al., "To buy or not to buy", KDD 2003: Hamlet's savings were 61.8% of the oracle's.
 HAMLET_SHARE_OF_ORACLE_SAVING = 0.618
@@ -27,12 +28,14 @@ class TripSplit:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """A trained advisor, the split it was trained and judged on, the policy table and headline metrics."""
+    """A trained advisor, the split it was trained and judged on, the policy table, headline metrics and each
+    policy's per-trip outcomes on the test trips (purchases() rows)."""
 
     advisor: BuyWaitAdvisor
     split: TripSplit
     table: pd.DataFrame
     headline: dict
+    outcomes: dict[str, pd.DataFrame]
 
 
 def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
@@ -85,15 +88,19 @@ def _policy_metrics(outcomes: pd.DataFrame, oracle_saving_total: float) -> dict:
     }
 
 
-def evaluate_policies(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> tuple[pd.DataFrame, dict]:
-    """Follow every policy through each test trip from its first observation to departure.
+def policy_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> dict[str, pd.DataFrame]:
+    """Follow every policy through each test trip from its first observation to departure: its purchases() per policy."""
+    return {name: purchases(test_features, mask) for name, mask in policy_buy_masks(test_features, advisor).items()}
+
+
+def evaluate_policies(outcomes: dict[str, pd.DataFrame], threshold: float) -> tuple[pd.DataFrame, dict]:
+    """Score each policy's per-trip outcomes (from policy_outcomes) for an advisor with this buy/wait threshold.
 
     Returns a table (one row per policy: trips, mean_price_paid, mean_saving, mean_saving_share,
     share_of_oracle_saving, upset_rate, mean_upset_excess, mean_days_ahead_at_purchase) and headline metrics.
     Savings are against buying at the first observation; the share of the oracle's savings sums over trips
     as in Etzioni et al. (KDD 2003).
     """
-    outcomes = {name: purchases(test_features, mask) for name, mask in policy_buy_masks(test_features, advisor).items()}
     oracle_saving_total = float((outcomes["oracle"]["first_fare"] - outcomes["oracle"]["price_paid"]).sum())
     table = pd.DataFrame(
         [_policy_metrics(outcomes[name], oracle_saving_total) for name in POLICIES], index=pd.Index(POLICIES, name="policy")
@@ -101,7 +108,7 @@ def evaluate_policies(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> t
     advisor_row = table.loc["advisor"]
     headline = {
         "test_trips": int(advisor_row["trips"]),
-        "threshold": advisor.threshold,
+        "threshold": threshold,
         "advisor_share_of_oracle_saving": float(advisor_row["share_of_oracle_saving"]),
         "advisor_mean_saving": float(advisor_row["mean_saving"]),
         "advisor_mean_saving_share": float(advisor_row["mean_saving_share"]),
@@ -126,5 +133,23 @@ def train_and_evaluate(
     """Split departed trips by departure, train on the earliest, choose the threshold on validation, judge on test."""
     split = split_by_departure(watched_to_departure(features), validation_share, test_share)
     advisor = BuyWaitAdvisor(random_state=random_state).fit(split.train, split.validation)
-    table, headline = evaluate_policies(split.test, advisor)
-    return EvaluationResult(advisor, split, table, headline)
+    outcomes = policy_outcomes(split.test, advisor)
+    table, headline = evaluate_policies(outcomes, advisor.threshold)
+    return EvaluationResult(advisor, split, table, headline, outcomes)
+
+
+def drop_probability_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> pd.DataFrame:
+    """Per test row the advisor's models are asked about: its drop_probability and whether the fare then dropped meaningfully."""
+    modelled = advisor.modelled_rows(test_features)
+    # Labels look ahead over each whole trip, so they are taken before the rows are narrowed down.
+    dropped = drop_labels(test_features)["drops_meaningfully"].to_numpy(dtype=bool)[modelled]
+    return pd.DataFrame({"drop_probability": advisor.drop_probability(test_features[modelled]), "dropped": dropped},
+                        index=test_features.index[modelled])
+
+
+def waiting_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> tuple[pd.DataFrame, np.ndarray]:
+    """The waiting model's inputs on the test rows it is asked about, and the fare that waiting there really cost by
+    following the advice (over the fare then): what its predictions are judged against."""
+    modelled = advisor.modelled_rows(test_features)
+    buys = (advisor.decisions(test_features)["action"] == BUY).to_numpy()
+    return advisor.model_inputs(test_features[modelled]), continuation_ratios(test_features, buys)[modelled]

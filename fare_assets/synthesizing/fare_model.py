@@ -1,5 +1,6 @@
 """Fare model: predicts a trip's cheapest fare for dates never collected (fills holes in the date grid)."""
 import os
+from dataclasses import dataclass
 from datetime import date, datetime
 
 import numpy as np
@@ -44,6 +45,11 @@ def _national(frame: pd.DataFrame) -> np.ndarray:
     return np.where(origin.isna() | destination.isna(), np.nan, (origin == destination).astype(float))
 
 
+def log_fare_per_passenger(cheapest_total: pd.Series, passengers: pd.Series) -> pd.Series:
+    """What the regressor learns: the log of the cheapest total per passenger (a party pays per seat)."""
+    return np.log(cheapest_total.astype(float) / passengers)
+
+
 def evaluation_split(observations: pd.DataFrame, test_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train on earlier departures, test on the latest `test_share` of departure dates."""
     departures = pd.to_datetime(observations["depart_date"])
@@ -61,7 +67,7 @@ class FareModel:
         self.route_defaults: pd.DataFrame = pd.DataFrame(columns=["carrier_count", "nonstop_share"])
         self.global_defaults: dict[str, float] = {}
 
-    def _design_matrix(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def design_matrix(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Model inputs from trip rows (origin, destination, depart_date, return_date, at, passengers, cabin, ...)."""
         depart = pd.to_datetime(rows["depart_date"]).dt.normalize()
         back = pd.to_datetime(rows["return_date"]).dt.normalize()
@@ -94,8 +100,8 @@ class FareModel:
         self.route_codes = {route: code for code, route in enumerate(sorted(busiest))}
         self.route_defaults = rows.groupby(routes)[["carrier_count", "nonstop_share"]].median()
         self.global_defaults = {column: float(rows[column].median()) for column in ("carrier_count", "nonstop_share")}
-        matrix = self._design_matrix(rows)
-        per_passenger = np.log(rows["cheapest_total"].astype(float) / matrix["passengers"])
+        matrix = self.design_matrix(rows)
+        per_passenger = log_fare_per_passenger(rows["cheapest_total"], matrix["passengers"])
         self.regressor = HistGradientBoostingRegressor(
             max_iter=300,
             learning_rate=0.1,
@@ -109,7 +115,7 @@ class FareModel:
         children, cabin, and optionally national, carrier_count, nonstop_share."""
         if self.regressor is None:
             raise RuntimeError("the fare model is not trained: call fit() or FareModel.load()")
-        matrix = self._design_matrix(rows)
+        matrix = self.design_matrix(rows)
         return np.exp(self.regressor.predict(matrix)) * matrix["passengers"].to_numpy()
 
     def predict(
@@ -166,17 +172,29 @@ def _errors(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     return float(absolute.mean()), float((absolute / actual).mean())
 
 
-def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, random_state: int = 0) -> dict:
+@dataclass(frozen=True)
+class FareModelEvaluation:
+    """A fare model trained on earlier departures, the later rows it was judged on (as predict_frame takes them,
+    collected_at named at), its predictions for them and the metrics."""
+
+    model: FareModel
+    test_rows: pd.DataFrame
+    predicted: np.ndarray
+    metrics: dict
+
+
+def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, random_state: int = 0) -> FareModelEvaluation:
     """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline."""
     train, test = evaluation_split(observations, test_share)
     model = FareModel(random_state).fit(train)
+    test_rows = test.rename(columns={"collected_at": "at"})
     actual = test["cheapest_total"].to_numpy(dtype=float)
-    predicted = model.predict_frame(test.rename(columns={"collected_at": "at"}))
+    predicted = model.predict_frame(test_rows)
     route_means = train.groupby(_route_names(train))["cheapest_total"].mean()
     baseline = _route_names(test).map(route_means).fillna(train["cheapest_total"].mean()).to_numpy(dtype=float)
     mae, mape = _errors(actual, predicted)
     baseline_mae, baseline_mape = _errors(actual, baseline)
-    return {
+    metrics = {
         "train_rows": len(train),
         "test_rows": len(test),
         "mae": mae,
@@ -184,3 +202,4 @@ def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, ra
         "route_mean_mae": baseline_mae,
         "route_mean_mape": baseline_mape,
     }
+    return FareModelEvaluation(model, test_rows, predicted, metrics)
