@@ -67,10 +67,9 @@ def trip_fares():
     today = today_utc()
     trip = parse_trip(request.args, today)
     # As the page: a watched trip's answer is stored by the pipeline for its newest collection (webapp/pages.py).
-    if trip.adults is None and trip.children is None:
-        stored = queries.trip_page(get_db(), trip, today, "fares_json")
-        if stored is not None:
-            return current_app.response_class(stored["fares_json"], mimetype="application/json")
+    stored = queries.trip_page(get_db(), trip, today, "fares_json")
+    if stored is not None:
+        return current_app.response_class(stored["fares_json"], mimetype="application/json")
     return jsonify(fares_document(trip, queries.fares_for_trip(get_db(), trip, today)))
 
 

@@ -29,8 +29,8 @@ def trip_fares():
     """One round trip: cheapest options now, price insight, buy-or-wait advice, date grid and price chart."""
     today = today_utc()
     trip = parse_trip(request.args, today)
-    # The page stored for a watched trip's newest collection shows the newest collection of any party.
-    if trip.adults is None and trip.children is None and "alert" not in request.args:
+    # The notice after saving an alert is the one part of the page a stored page cannot hold.
+    if "alert" not in request.args:
         stored = queries.trip_page(get_db(), trip, today)
         if stored is not None:
             return stored["html"]

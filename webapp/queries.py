@@ -203,7 +203,12 @@ _TRIP_PAGE_QUERIES = {
 
 
 def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:
-    """The stored page (`html`) or /api/fares answer (`fares_json`) of the trip if current, else None."""
+    """The stored page (`html`) or /api/fares answer (`fares_json`) of the trip if current, else None.
+
+    A trip asked for a given party is never stored: the stored answer shows the newest collection of any party.
+    """
+    if trip.adults is not None or trip.children is not None:
+        return None
     return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
 
 

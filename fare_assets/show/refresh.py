@@ -57,7 +57,7 @@ def watched_trips(observations: pd.DataFrame) -> list[Trip]:
 
 def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel, fare_model: PublishedModel,
                            now: dt.datetime) -> dict:
-    """Advice, predicted grid cells and page bodies for every trip departing from today, in one transaction.
+    """Advice, predicted grid cells and trip pages for every trip departing from today, in one transaction.
 
     Returns per table the rows written, changed and deleted.
     """
