@@ -10,14 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.dummy import DummyClassifier
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+from fare_assets.synthesizing.estimators import SKLEARN, gradient_boosted_classifier, gradient_boosted_regressor, prior_classifier
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES, drop_labels, observation_features
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "buy-wait-advisor"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
@@ -92,19 +91,21 @@ def mean_relative_saving(outcomes: pd.DataFrame) -> float:
 class BuyWaitAdvisor:
     """Gradient-boosted fare-if-waiting (policy iteration) and P(meaningful drop); waits when waiting promises enough."""
 
-    def __init__(self, min_history: int = MIN_HISTORY, last_call_days_ahead: float = LAST_CALL_DAYS_AHEAD, random_state: int = 0):
+    def __init__(self, min_history: int = MIN_HISTORY, last_call_days_ahead: float = LAST_CALL_DAYS_AHEAD, random_state: int = 0,
+                 engine: str = SKLEARN):
         self.min_history = min_history
         self.last_call_days_ahead = last_call_days_ahead
         self.random_state = random_state
-        self.classifier: HistGradientBoostingClassifier | DummyClassifier | None = None
-        self.waiting_model: HistGradientBoostingRegressor | None = None
+        self.engine = engine
+        self.classifier = None
+        self.waiting_model = None
         self.threshold: float | None = None
         self.threshold_scores: dict[float, float] = {}
         self.empty_columns: list[str] = []
 
-    def _regressor(self) -> HistGradientBoostingRegressor:
-        return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, min_samples_leaf=500, l2_regularization=1.0,
-                                             early_stopping=False, random_state=self.random_state)
+    def _regressor(self):
+        return gradient_boosted_regressor(self.engine, max_iter=300, learning_rate=0.05, min_samples_leaf=500,
+                                          l2_regularization=1.0, early_stopping=False, random_state=self.random_state)
 
     def fit(self, train_features: pd.DataFrame, validation_features: pd.DataFrame) -> "BuyWaitAdvisor":
         """Train both models on the training trips, then pick the threshold on the validation trips only."""
@@ -118,9 +119,9 @@ class BuyWaitAdvisor:
         # A season can pass without one meaningful drop (fares only rise close to departure); the honest
         # model of such data is the observed frequency.
         drops = labels["drops_meaningfully"][usable]
-        classifier = (HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, l2_regularization=1.0,
-                                                     random_state=self.random_state)
-                      if drops.nunique() == 2 else DummyClassifier(strategy="prior"))
+        classifier = (gradient_boosted_classifier(self.engine, max_iter=200, learning_rate=0.1, l2_regularization=1.0,
+                                                  random_state=self.random_state)
+                      if drops.nunique() == 2 else prior_classifier())
         # A young watchlist has no value yet for some columns (no second refiling seen: no interval between them).
         self.empty_columns = [column for column in MODEL_FEATURES if rows[column].isna().all()]
         self.classifier = classifier.fit(self.model_inputs(rows), drops)
@@ -248,6 +249,7 @@ class BuyWaitAdvisor:
             "min_history": self.min_history,
             "last_call_days_ahead": self.last_call_days_ahead,
             "random_state": self.random_state,
+            "engine": self.engine,
         }
         save_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES, payload)
 
@@ -255,7 +257,7 @@ class BuyWaitAdvisor:
     def load(cls, path: str | os.PathLike) -> "BuyWaitAdvisor":
         """Read an advisor saved by save(); raises ModelUnavailable if the file is missing or unusable."""
         payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES)
-        advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"])
+        advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"], payload["engine"])
         advisor.classifier = payload["classifier"]
         advisor.waiting_model = payload["waiting_model"]
         advisor.empty_columns = payload["empty_columns"]

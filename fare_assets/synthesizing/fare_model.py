@@ -5,13 +5,13 @@ from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
 
+from fare_assets.synthesizing.estimators import SKLEARN, gradient_boosted_regressor
 from fare_assets.synthesizing.features import CABIN_RANKS, airport_countries, route_distances_km
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "fare-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 FARE_MODEL_FEATURES = [
     "route_code",
@@ -60,9 +60,10 @@ def evaluation_split(observations: pd.DataFrame, test_share: float) -> tuple[pd.
 class FareModel:
     """Gradient-boosted regression of log fare per passenger on route, dates, days ahead and carrier mix."""
 
-    def __init__(self, random_state: int = 0):
+    def __init__(self, random_state: int = 0, engine: str = SKLEARN):
         self.random_state = random_state
-        self.regressor: HistGradientBoostingRegressor | None = None
+        self.engine = engine
+        self.regressor = None
         self.route_codes: dict[str, int] = {}
         self.route_defaults: pd.DataFrame = pd.DataFrame(columns=["carrier_count", "nonstop_share"])
         self.global_defaults: dict[str, float] = {}
@@ -102,7 +103,8 @@ class FareModel:
         self.global_defaults = {column: float(rows[column].median()) for column in ("carrier_count", "nonstop_share")}
         matrix = self.design_matrix(rows)
         per_passenger = log_fare_per_passenger(rows["cheapest_total"], matrix["passengers"])
-        self.regressor = HistGradientBoostingRegressor(
+        self.regressor = gradient_boosted_regressor(
+            self.engine,
             max_iter=300,
             learning_rate=0.1,
             categorical_features=[column == "route_code" for column in FARE_MODEL_FEATURES],
@@ -151,6 +153,7 @@ class FareModel:
             "route_defaults": self.route_defaults,
             "global_defaults": self.global_defaults,
             "random_state": self.random_state,
+            "engine": self.engine,
         }
         save_model_file(path, MODEL_KIND, FORMAT_VERSION, FARE_MODEL_FEATURES, payload)
 
@@ -158,7 +161,7 @@ class FareModel:
     def load(cls, path: str | os.PathLike) -> "FareModel":
         """Read a fare model saved by save(); raises ModelUnavailable if the file is missing or unusable."""
         payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, FARE_MODEL_FEATURES)
-        model = cls(payload["random_state"])
+        model = cls(payload["random_state"], payload["engine"])
         model.regressor = payload["regressor"]
         model.route_codes = payload["route_codes"]
         model.route_defaults = payload["route_defaults"]
