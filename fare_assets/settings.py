@@ -3,6 +3,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fare_assets.synthesizing.estimators import ENGINES, SKLEARN
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,6 +28,7 @@ class Settings:
     history_days: float
     history_every_hours: float
     dagster_port: int
+    model_engine: str
 
     @property
     def pg_dir(self) -> Path:
@@ -36,6 +39,9 @@ def load_settings() -> Settings:
     """Read the settings from the environment each time, so tests can point them elsewhere."""
     home = Path(_env("FARES_HOME", str(PROJECT_ROOT / ".fares")))
     market_port = int(_env("FARES_MARKET_PORT", "8765"))
+    model_engine = _env("FARES_MODEL_ENGINE", SKLEARN)
+    if model_engine not in ENGINES:
+        raise ValueError(f"FARES_MODEL_ENGINE is {model_engine!r}; set it to one of {', '.join(ENGINES)}")
     return Settings(
         env=_env("FARES_ENV", "local"),
         home=home,
@@ -50,4 +56,5 @@ def load_settings() -> Settings:
         history_days=float(_env("FARES_HISTORY_DAYS", "60")),
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
+        model_engine=model_engine,
     )

@@ -7,6 +7,7 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, As
                      MetadataValue, ScheduleDefinition, define_asset_job, multi_asset)
 
 from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import models_path
 from fare_assets.synthesizing.evaluation import train_and_evaluate
@@ -67,21 +68,24 @@ def fare_advisor_models(context: AssetExecutionContext, lake: LakeResource, ware
     with warehouse_db.connect() as conn:
         observations = warehouse.observations(conn)
     version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    evaluation = train_and_evaluate(observation_features(observations))
+    engine = load_settings().model_engine
+    evaluation = train_and_evaluate(observation_features(observations), engine=engine)
     charts = advisor_charts(evaluation)
     save_version(lake.root, ADVISOR, version, evaluation.advisor, evaluation.headline, charts)
     yield MaterializeResult(asset_key=ADVISOR, metadata={
         "version": version,
+        "engine": engine,
         "observations": len(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
         **_chart_metadata(charts),
     })
-    fare_evaluation = evaluate_fare_model(observations)
+    fare_evaluation = evaluate_fare_model(observations, engine=engine)
     fare_charts = fare_model_charts(fare_evaluation)
-    save_version(lake.root, FARE_MODEL, version, FareModel().fit(observations), fare_evaluation.metrics, fare_charts)
-    yield MaterializeResult(asset_key=FARE_MODEL, metadata={"version": version, **fare_evaluation.metrics,
-                                                             **_chart_metadata(fare_charts)})
+    save_version(lake.root, FARE_MODEL, version, FareModel(engine=engine).fit(observations), fare_evaluation.metrics,
+                 fare_charts)
+    yield MaterializeResult(asset_key=FARE_MODEL, metadata={"version": version, "engine": engine,
+                                                             **fare_evaluation.metrics, **_chart_metadata(fare_charts)})
     yield AssetCheckResult(check_name="advisor_not_worse_than_buying_now", asset_key=ADVISOR,
                            passed=evaluation.headline["advisor_mean_saving_share"] >= -ADVISOR_LOSS_TOLERANCE_SHARE,
                            metadata={key: evaluation.headline[key]

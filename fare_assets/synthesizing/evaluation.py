@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
+from fare_assets.synthesizing.estimators import SKLEARN
 from fare_assets.synthesizing.features import drop_labels
 
 # Etzioni et al., "To buy or not to buy", KDD 2003: Hamlet's savings were 61.8% of the oracle's.
@@ -128,11 +129,12 @@ def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
 
 
 def train_and_evaluate(
-    features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2, random_state: int = 0
+    features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2, random_state: int = 0,
+    engine: str = SKLEARN,
 ) -> EvaluationResult:
     """Split departed trips by departure, train on the earliest, choose the threshold on validation, judge on test."""
     split = split_by_departure(watched_to_departure(features), validation_share, test_share)
-    advisor = BuyWaitAdvisor(random_state=random_state).fit(split.train, split.validation)
+    advisor = BuyWaitAdvisor(random_state=random_state, engine=engine).fit(split.train, split.validation)
     outcomes = policy_outcomes(split.test, advisor)
     table, headline = evaluate_policies(outcomes, advisor.threshold)
     return EvaluationResult(advisor, split, table, headline, outcomes)

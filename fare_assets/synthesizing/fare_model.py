@@ -186,10 +186,11 @@ class FareModelEvaluation:
     metrics: dict
 
 
-def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, random_state: int = 0) -> FareModelEvaluation:
+def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, random_state: int = 0,
+                        engine: str = SKLEARN) -> FareModelEvaluation:
     """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline."""
     train, test = evaluation_split(observations, test_share)
-    model = FareModel(random_state).fit(train)
+    model = FareModel(random_state, engine).fit(train)
     test_rows = test.rename(columns={"collected_at": "at"})
     actual = test["cheapest_total"].to_numpy(dtype=float)
     predicted = model.predict_frame(test_rows)

@@ -1,0 +1,234 @@
+"""Spark MLlib gradient-boosted trees behind scikit-learn's estimator surface, for data that outgrows one machine.
+
+Callers hand in pandas frames, as to scikit-learn; fitting and predicting run as Spark jobs on frames built from
+them with Arrow. pyspark is imported only when an estimator fits, predicts or loads, so importing this module
+starts no JVM.
+"""
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError
+
+from fare_assets.structuring.spark import local_spark_session
+
+# scikit-learn grows trees best-first to at most 31 leaves; MLlib grows them level by level, and depth 5 holds 32.
+MAX_DEPTH = 5
+# MLlib's default bins per continuous feature (scikit-learn bins into 255): every split search costs a pass per
+# bin. A categorical column needs a bin per category, so the bins grow to its category count.
+MAX_BINS = 32
+# MLlib's trees refuse NaN features ("Vector values MUST NOT be NaN"), and Arrow brings pandas' NaN in as null,
+# while scikit-learn gives missing values a bin of their own. Missingness means something here (no refiling seen
+# yet, a one-way trip), so rather than imputing a typical value, a missing value becomes a number below every real
+# one (ratios, logs, days, counts, km): when missing values are common a split can isolate them, as scikit-learn's
+# missing bin does, but they always sit beside the lowest values instead of on whichever side suits them best.
+MISSING_VALUE = -1e9
+# scikit-learn's early stopping: "auto" turns it on above 10,000 rows and holds out 10% of them as validation.
+EARLY_STOPPING_AUTO_ROWS = 10_000
+VALIDATION_FRACTION = 0.1
+# scikit-learn stops after 10 rounds without a validation loss gain of 1e-7; MLlib has no patience and stops at
+# the first such round.
+VALIDATION_TOL = 1e-7
+
+ROW, LABEL, FEATURES, VALIDATION = "_row", "_label", "_features", "_validation"
+ARROW_CONF = "spark.sql.execution.arrow.pyspark.enabled"
+
+
+def model_session():
+    """The active Spark session (a cluster's, under spark-submit), else a local[*] one with the project's settings."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession() or local_spark_session("fares-models")
+    # Arrow moves pandas frames in and out of Spark column by column instead of pickling every row.
+    session.conf.set(ARROW_CONF, "true")
+    return session
+
+
+def _saved_model_bytes(model) -> bytes:
+    """A fitted MLlib model as a zip of the folder its writer saves."""
+    with tempfile.TemporaryDirectory() as folder:
+        saved = Path(folder) / "model"
+        model.write().save(saved.as_uri())
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(saved.rglob("*")):
+                archive.write(path, path.relative_to(folder))
+        return buffer.getvalue()
+
+
+def _loaded_model(model_class, saved: bytes):
+    """The MLlib model of `model_class` from _saved_model_bytes' zip (read whole into the JVM, so the folder can go)."""
+    with tempfile.TemporaryDirectory() as folder:
+        with zipfile.ZipFile(io.BytesIO(saved)) as archive:
+            archive.extractall(folder)
+        return model_class.load((Path(folder) / "model").as_uri())
+
+
+class _SparkGradientBoosting(BaseEstimator):
+    """What the MLlib regressor and classifier share: pandas to a Spark feature vector, fit, predict and pickling.
+
+    Parameters mean what scikit-learn's do; categorical_features is a boolean mask over X's columns, whose values
+    are category codes 0..n-1. A fitted MLlib model lives in the JVM: pickling saves it with MLlib's writer into
+    bytes, and unpickling loads it back on first use, so model files hold both engines alike.
+    """
+
+    def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, min_samples_leaf: int = 20,
+                 max_depth: int = MAX_DEPTH, categorical_features: list[bool] | None = None,
+                 early_stopping: bool | str = "auto", random_state: int = 0):
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.min_samples_leaf = min_samples_leaf
+        self.max_depth = max_depth
+        self.categorical_features = categorical_features
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+        self._spark_model = None
+        self._saved_model = None
+
+    def _new_estimator(self):
+        """The unfitted MLlib estimator."""
+        raise NotImplementedError
+
+    def _model_class(self):
+        """The class of the MLlib model the estimator fits (to load a saved one)."""
+        raise NotImplementedError
+
+    def _fit_labels(self, X: pd.DataFrame, labels: np.ndarray):
+        """Fit the MLlib estimator on X's columns and numeric `labels` (0/1 for a classifier)."""
+        from pyspark.sql import functions as F
+
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        mask = self.categorical_features or [False] * self.n_features_in_
+        # MLlib wants categories as 0..n-1; the code after the largest seen stands for missing or unseen ones.
+        self.category_counts_ = {column: int(X[column].fillna(-1).max()) + 2
+                                 for column, categorical in zip(self.feature_names_in_, mask) if categorical}
+        frame = self._spark_frame(X, labels)
+        estimator = self._new_estimator().setParams(
+            featuresCol=FEATURES, labelCol=LABEL, maxIter=self.max_iter, stepSize=self.learning_rate,
+            minInstancesPerNode=self.min_samples_leaf, maxDepth=self.max_depth,
+            maxBins=max([MAX_BINS, *self.category_counts_.values()]), seed=self.random_state)
+        if self.early_stopping is True or (self.early_stopping == "auto" and len(X) > EARLY_STOPPING_AUTO_ROWS):
+            frame = frame.withColumn(VALIDATION, F.rand(self.random_state) < VALIDATION_FRACTION)
+            estimator.setParams(validationIndicatorCol=VALIDATION, validationTol=VALIDATION_TOL)
+        self._spark_model = estimator.fit(frame)
+        self._saved_model = None
+        # As scikit-learn's n_iter_, the rounds early stopping kept (MLlib's first tree counts as one).
+        self.n_iter_ = self._spark_model.getNumTrees
+        return self
+
+    def _spark_frame(self, X: pd.DataFrame, labels: np.ndarray | None = None):
+        """X's training columns as one MLlib feature vector (missing values and categories encoded), row numbers
+        and the labels if given."""
+        from pyspark.ml.feature import VectorAssembler
+
+        data = X[list(self.feature_names_in_)].astype(float)
+        data[ROW] = np.arange(len(data))
+        if labels is not None:
+            data[LABEL] = labels
+        frame = model_session().createDataFrame(data)
+        columns = [self._encoded(column) for column in self.feature_names_in_]
+        kept = [ROW] + ([LABEL] if labels is not None else [])
+        assembler = VectorAssembler(inputCols=list(self.feature_names_in_), outputCol=FEATURES)
+        return assembler.transform(frame.select(*kept, *columns)).select(*kept, FEATURES)
+
+    def _encoded(self, column: str):
+        """A feature column MLlib can split: categories as 0..n-1 with nominal metadata (which the assembler carries
+        into the vector, so trees split them as sets), numbers with missing values as MISSING_VALUE."""
+        from pyspark.sql import functions as F
+
+        value = F.col(column)
+        missing = value.isNull() | F.isnan(value)
+        if column not in self.category_counts_:
+            return F.when(missing, MISSING_VALUE).otherwise(value).alias(column)
+        other = self.category_counts_[column] - 1
+        code = F.when(missing | (value < 0) | (value >= other), other).otherwise(F.floor(value)).cast("double")
+        attribute = {"type": "nominal", "num_vals": self.category_counts_[column], "name": column}
+        return code.alias(column, metadata={"ml_attr": attribute})
+
+    def _model(self):
+        """The fitted MLlib model, loaded from the pickled bytes on first use after unpickling."""
+        if self._spark_model is None:
+            if self._saved_model is None:
+                raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+            model_session()
+            self._spark_model = _loaded_model(self._model_class(), self._saved_model)
+        return self._spark_model
+
+    def _predicted(self, X: pd.DataFrame, column) -> np.ndarray:
+        """One output column of the fitted model on X's rows, in X's order."""
+        result = self._model().transform(self._spark_frame(X)).select(ROW, column.alias("value")).toPandas()
+        # Narrow transformations keep row order, but nothing promises it: rows go back by their numbers.
+        ordered = np.empty(len(X))
+        ordered[result[ROW].to_numpy()] = result["value"].to_numpy(dtype=float)
+        return ordered
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        if self._spark_model is not None and self._saved_model is None:
+            self._saved_model = _saved_model_bytes(self._spark_model)
+        state["_saved_model"] = self._saved_model
+        state["_spark_model"] = None
+        return state
+
+
+class SparkGradientBoostingRegressor(RegressorMixin, _SparkGradientBoosting):
+    """MLlib GBTRegressor (squared error, like scikit-learn's default loss) with fit / predict on pandas frames."""
+
+    def _new_estimator(self):
+        from pyspark.ml.regression import GBTRegressor
+
+        return GBTRegressor(lossType="squared")
+
+    def _model_class(self):
+        from pyspark.ml.regression import GBTRegressionModel
+
+        return GBTRegressionModel
+
+    def fit(self, X: pd.DataFrame, y) -> "SparkGradientBoostingRegressor":
+        """Fit on X's columns and the numeric target y."""
+        return self._fit_labels(X, np.asarray(y, dtype=float))
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The predicted target per row of X."""
+        from pyspark.sql import functions as F
+
+        return self._predicted(X, F.col("prediction"))
+
+
+class SparkGradientBoostingClassifier(ClassifierMixin, _SparkGradientBoosting):
+    """MLlib GBTClassifier (logistic loss, like scikit-learn's log loss) with fit / predict / predict_proba /
+    classes_ on pandas frames; binary only, as MLlib's gradient boosting is."""
+
+    def _new_estimator(self):
+        from pyspark.ml.classification import GBTClassifier
+
+        return GBTClassifier(lossType="logistic")
+
+    def _model_class(self):
+        from pyspark.ml.classification import GBTClassificationModel
+
+        return GBTClassificationModel
+
+    def fit(self, X: pd.DataFrame, y) -> "SparkGradientBoostingClassifier":
+        """Fit on X's columns and labels y of exactly two classes."""
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"MLlib gradient boosting classifies two classes; the labels hold {len(self.classes_)}")
+        return self._fit_labels(X, (y == self.classes_[1]).astype(float))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Per row of X, the probability of each class in classes_ order (n x 2)."""
+        from pyspark.ml.functions import vector_to_array
+
+        second = self._predicted(X, vector_to_array("probability")[1])
+        return np.column_stack([1 - second, second])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The more probable class per row of X."""
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
