@@ -181,6 +181,33 @@ def test_features_describe_the_trip_and_its_history():
     assert np.isnan(great_circle_km("SFO", "XXX"))
 
 
+def test_fare_against_route_peers_uses_their_latest_fares_so_far():
+    def trip(depart: str, fares: list[float], hours_late: int = 0, nights: int = 7) -> pd.DataFrame:
+        frame = hand_made_trip(fares)
+        frame["collected_at"] = pd.date_range("2027-01-01 12:00", periods=len(fares), freq="D", tz="UTC") + pd.Timedelta(hours=hours_late)
+        frame["depart_date"] = pd.Timestamp(depart).date()
+        frame["return_date"] = (pd.Timestamp(depart) + pd.Timedelta(days=nights)).date()
+        return frame
+
+    watched = pd.concat([
+        trip("2027-03-10", [330.0, 330.0]),
+        trip("2027-03-06", [300.0, 300.0]),
+        trip("2027-03-14", [360.0, 250.0]),
+        # Collected six hours after the others each day: not yet known at their collection moment.
+        trip("2027-03-12", [900.0, 900.0], hours_late=6),
+        # Too far away, or another length of stay: not peers.
+        trip("2027-03-30", [100.0, 100.0]),
+        trip("2027-03-09", [100.0, 100.0], nights=3),
+    ], ignore_index=True)
+    features = observation_features(watched)
+    middle = features[features["depart_date"] == pd.Timestamp("2027-03-10")].sort_values("collected_at")
+    # Day 2: the 2027-03-12 trip's day-1 fare is the latest within a day; the 2027-03-14 trip has its new fare.
+    assert middle["fare_to_route_peers"].iloc[0] == pytest.approx(330.0 / (300.0 * 360.0) ** 0.5)
+    assert middle["fare_to_route_peers"].iloc[1] == pytest.approx(330.0 / (300.0 * 250.0 * 900.0) ** (1 / 3))
+    alone = features[features["depart_date"] == pd.Timestamp("2027-03-30")]
+    assert alone["fare_to_route_peers"].isna().all()
+
+
 def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 40) -> pd.DataFrame:
     """Six SFO-JFK trips collected daily: every trip changes fare on refiling days, each by its own share; a sale takes 15% off all."""
     start = pd.Timestamp("2027-01-01 12:00", tz="UTC")

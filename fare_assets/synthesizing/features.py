@@ -33,6 +33,15 @@ REFILE_MIN_DISPERSION = 0.01
 REFILE_MIN_TRIPS = 4
 TREND_WINDOW_DAYS = 3
 
+# A refiling redraws each departure's fare level by a market move of its own, and whether the next refiling will
+# undercut today's fare depends on how high this move came out. The trip's own history cannot show it (every fare
+# it has seen carries it); the route's other departures a few days either side can: collected at the same moment,
+# for the same party, cabin and stay, they share the route, filing and booking curve but drew moves of their own.
+PEER_KEY = ["origin", "destination", "nights", "adults", "children", "cabin"]
+PEER_DEPARTURE_DAYS = 8
+# A peer's fare counts only if it was collected at most this long before the row (the market reprices daily).
+PEER_MAX_AGE = pd.Timedelta(days=1)
+
 CABIN_RANKS = {"COACH": 0, "ECONOMY": 0, "PREMIUM_COACH": 1, "PREMIUM_ECONOMY": 1, "BUSINESS": 2, "FIRST": 3}
 
 EARTH_RADIUS_KM = 6371.0088
@@ -74,6 +83,7 @@ MODEL_FEATURES = [
     "days_to_next_refile",
     "days_ahead_at_next_refile",
     "fare_to_min_since_refile",
+    "fare_to_route_peers",
 ]
 
 
@@ -167,6 +177,7 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
 
     _add_rolling_features(frame)
     _add_route_features(frame)
+    _add_peer_features(frame)
     return frame.set_index(original_index)
 
 
@@ -270,6 +281,22 @@ def _add_route_features(frame: pd.DataFrame) -> None:
     refiled_on = route["day"].where(route["refiling_so_far"].astype(bool), route["last_refile_before"])
     epoch_key = pd.Series(pd.to_datetime(refiled_on, utc=True).to_numpy(), index=frame.index).fillna(pd.Timestamp(0))
     frame["fare_to_min_since_refile"] = frame["fare"] / frame.groupby([frame["trip_id"], epoch_key], sort=False)["fare"].cummin()
+
+
+def _add_peer_features(frame: pd.DataFrame) -> None:
+    """The fare against the geometric mean of its peers' latest fares (departures within PEER_DEPARTURE_DAYS)."""
+    trips = frame.drop_duplicates("trip_id")[["trip_id", "depart_date", *PEER_KEY]]
+    pairs = trips.merge(trips, on=PEER_KEY, suffixes=("", "_peer"))
+    gap = (pairs["depart_date_peer"] - pairs["depart_date"]).dt.days.abs()
+    pairs = pairs.loc[(gap > 0) & (gap <= PEER_DEPARTURE_DAYS), ["trip_id", "trip_id_peer"]]
+    asked = frame[["trip_id", "collected_at"]].assign(row=np.arange(len(frame))).merge(pairs, on="trip_id")
+    peer_fares = frame[["trip_id", "collected_at", "log_fare"]].rename(
+        columns={"trip_id": "trip_id_peer", "log_fare": "peer_log_fare"})
+    # Each peer's latest fare at or before the row's moment: a peer collected later that day is not known yet.
+    latest = pd.merge_asof(asked.sort_values("collected_at"), peer_fares.sort_values("collected_at"), on="collected_at",
+                           by="trip_id_peer", tolerance=PEER_MAX_AGE, direction="backward")
+    peer_log_mean = latest.groupby("row")["peer_log_fare"].mean().reindex(np.arange(len(frame))).to_numpy()
+    frame["fare_to_route_peers"] = np.exp(frame["log_fare"].to_numpy() - peer_log_mean)
 
 
 def drop_labels(features: pd.DataFrame, min_drop_share: float = MEANINGFUL_DROP_SHARE) -> pd.DataFrame:
