@@ -385,17 +385,30 @@ class Market:
             factor *= 1.0 - p.saturday_stay_discount
         return factor
 
+    def filing(self, origin: str, destination: str, today: date) -> tuple[int, date]:
+        """The route's latest fare filing as of purchase day `today`: its number and the day it was filed."""
+        p = self.params
+        phase = int(unit(p.seed, "filing-phase", origin, destination) * p.repricing_interval_days)
+        number = (today.toordinal() + phase) // p.repricing_interval_days
+        return number, date.fromordinal(number * p.repricing_interval_days - phase)
+
+    def sweet_spot_curve(self, days_ahead_at_filing: int) -> float:
+        """The filed level's deterministic part: lowest at sweet_spot_days ahead, dearer further out and closer in."""
+        p = self.params
+        distance = days_ahead_at_filing - p.sweet_spot_days
+        slope = p.far_out_premium_per_100_days if distance > 0 else p.approach_premium_per_100_days
+        return 1.0 + slope * abs(distance) / 100.0
+
+    def market_move(self, origin: str, destination: str, depart: date, filing_number: int) -> float:
+        """The filed level's random part: a lognormal move drawn per route, departure date and filing."""
+        p = self.params
+        return math.exp(p.volatility * normal(p.seed, "level", origin, destination, depart.isoformat(), filing_number))
+
     def _filed_level(self, origin: str, destination: str, depart: date, today: date) -> float:
         """The route's fare level for this departure as of the latest filing: the sweet-spot curve at the
         filing day times a lognormal market move, constant until the next filing."""
-        p = self.params
-        phase = int(unit(p.seed, "filing-phase", origin, destination) * p.repricing_interval_days)
-        filing = (today.toordinal() + phase) // p.repricing_interval_days
-        days_ahead_at_filing = depart.toordinal() - (filing * p.repricing_interval_days - phase)
-        distance = days_ahead_at_filing - p.sweet_spot_days
-        slope = p.far_out_premium_per_100_days if distance > 0 else p.approach_premium_per_100_days
-        curve = 1.0 + slope * abs(distance) / 100.0
-        return curve * math.exp(p.volatility * normal(p.seed, "level", origin, destination, depart.isoformat(), filing))
+        number, filed_on = self.filing(origin, destination, today)
+        return self.sweet_spot_curve((depart - filed_on).days) * self.market_move(origin, destination, depart, number)
 
     def _sale_discount(self, origin: str, destination: str, today: date, days_ahead: int) -> float:
         """The discount of a short sale running on the purchase day, or 0."""
