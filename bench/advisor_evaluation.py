@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import RESULTS  # noqa: E402
 
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
-from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING, evaluate_policies,  # noqa: E402
-                                                 train_and_evaluate)
+from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
+                                                 drop_probability_outcomes, evaluate_policies, train_and_evaluate)
+from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 from informed_policy import informed_purchases  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries, observation_features  # noqa: E402
 
@@ -111,8 +112,13 @@ def evaluate(profile: str) -> dict:
     print(f"advisor share of oracle savings {table.loc['advisor', 'share_of_oracle_saving']:.1%} "
           f"(Hamlet: {HAMLET_SHARE_OF_ORACLE_SAVING:.1%}); upset rate {table.loc['advisor', 'upset_rate']:.1%}; "
           f"ahead of every baseline: {beats_baselines}")
+    drops = drop_probability_outcomes(result.split.test, result.advisor)
+    brier = float(((drops["drop_probability"] - drops["dropped"]) ** 2).mean())
+    bins = calibration_bins(drops["drop_probability"], drops["dropped"])
+    print(f"drop probability on the test rows (calibrated on validation), Brier score {brier:.3f}:")
+    print(bins.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     return {"table": table.reset_index().to_dict(orient="records"), "beats_baselines": beats_baselines,
-            "threshold": result.advisor.threshold}
+            "threshold": result.advisor.threshold, "brier": brier, "calibration": bins.to_dict(orient="records")}
 
 
 def main() -> None:

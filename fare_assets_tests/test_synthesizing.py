@@ -417,6 +417,19 @@ def test_charts_are_pngs_of_the_figure_size_kept_beside_the_model(evaluation, fa
     assert (folder / "calibration.png").read_bytes() == charts["calibration"]
 
 
+def test_drop_probability_is_calibrated_on_the_validation_trips(evaluation):
+    advisor, validation = evaluation.advisor, evaluation.split.validation
+    assert advisor.calibration is not None
+    rows = drop_probability_outcomes(validation, advisor)
+    # Isotonic regression keeps the mean of what it fits: on the trips it was fitted on, the mean calibrated
+    # probability is the observed drop rate.
+    assert rows["drop_probability"].mean() == pytest.approx(rows["dropped"].mean(), abs=1e-9)
+    assert rows["drop_probability"].between(0, 1).all()
+    raw = advisor._classifier_probability(validation[advisor.modelled_rows(validation)])
+    calibrated = rows["drop_probability"].to_numpy()
+    assert (np.diff(calibrated[np.argsort(raw, kind="stable")]) >= -1e-12).all()
+
+
 def test_calibration_bins_count_every_test_row_the_advisor_is_asked_about(evaluation):
     test = evaluation.split.test
     drops = drop_probability_outcomes(test, evaluation.advisor)

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn.isotonic import IsotonicRegression
 
 from fare_assets.synthesizing.estimators import SKLEARN, gradient_boosted_classifier, gradient_boosted_regressor, prior_classifier
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES, drop_labels, observation_features
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "buy-wait-advisor"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 # Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
@@ -98,6 +99,7 @@ class BuyWaitAdvisor:
         self.random_state = random_state
         self.engine = engine
         self.classifier = None
+        self.calibration: IsotonicRegression | None = None
         self.waiting_model = None
         self.threshold: float | None = None
         self.threshold_scores: dict[float, float] = {}
@@ -132,7 +134,23 @@ class BuyWaitAdvisor:
             self.waiting_model = self._regressor().fit(self.model_inputs(rows), target)
             buy = self._buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
         self.threshold = self._choose_threshold(validation_features)
+        self.calibration = self._calibration(validation_features)
         return self
+
+    def _calibration(self, validation_features: pd.DataFrame) -> IsotonicRegression | None:
+        """The observed drop rate on the validation trips as a monotone function of the classifier's probability.
+
+        Boosted trees trained on earlier departures came out over-confident on later ones (of the rows they gave
+        80% or more, under half dropped); the page shows this probability as the advice's confidence. None when
+        the validation trips hold no modelled row or only one outcome.
+        """
+        ordered = validation_features.sort_values(["trip_id", "collected_at"], kind="stable")
+        modelled = self.modelled_rows(ordered)
+        dropped = drop_labels(ordered)["drops_meaningfully"].to_numpy(dtype=bool)[modelled]
+        if len(np.unique(dropped)) < 2:
+            return None
+        raw = self._classifier_probability(ordered[modelled])
+        return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, dropped.astype(float))
 
     def _choose_threshold(self, validation_features: pd.DataFrame) -> float:
         """The candidate threshold with the best mean relative saving on the validation trips (ties: the lowest)."""
@@ -159,13 +177,18 @@ class BuyWaitAdvisor:
         if self.classifier is None or self.waiting_model is None:
             raise RuntimeError("the advisor is not trained: call fit() or BuyWaitAdvisor.load()")
 
-    def drop_probability(self, features: pd.DataFrame) -> np.ndarray:
-        """P(a later fare before departure is a meaningful drop below the current one), per row."""
-        self._require_fitted()
+    def _classifier_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """The classifier's own P(meaningful drop), before calibration."""
         classes = list(self.classifier.classes_)
         if True not in classes:
             return np.zeros(len(features))
         return self.classifier.predict_proba(self.model_inputs(features))[:, classes.index(True)]
+
+    def drop_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """P(a later fare before departure is a meaningful drop below the current one), per row, calibrated."""
+        self._require_fitted()
+        raw = self._classifier_probability(features)
+        return raw if self.calibration is None or not len(raw) else self.calibration.predict(raw)
 
     def fare_ratio_if_waiting(self, features: pd.DataFrame) -> np.ndarray:
         """Expected fare paid by waiting (and following the advice from then on), over the fare now, per row."""
@@ -242,6 +265,7 @@ class BuyWaitAdvisor:
         self._require_fitted()
         payload = {
             "classifier": self.classifier,
+            "calibration": self.calibration,
             "waiting_model": self.waiting_model,
             "empty_columns": self.empty_columns,
             "threshold": self.threshold,
@@ -259,6 +283,7 @@ class BuyWaitAdvisor:
         payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES)
         advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"], payload["engine"])
         advisor.classifier = payload["classifier"]
+        advisor.calibration = payload["calibration"]
         advisor.waiting_model = payload["waiting_model"]
         advisor.empty_columns = payload["empty_columns"]
         advisor.threshold = payload["threshold"]
