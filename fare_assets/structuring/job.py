@@ -46,10 +46,22 @@ def _union(frames: list[DataFrame]) -> DataFrame:
     return reduce(DataFrame.unionByName, frames)
 
 
-def _deduplicated(envelopes: DataFrame) -> DataFrame:
-    """The first delivery of each search (Firehose delivers at least once), with a `copy_no`."""
+def _redeliveries(envelopes: DataFrame) -> DataFrame:
+    """The `record_id` of every delivery of a search but the first (Firehose delivers at least once)."""
     first_delivered = Window.partitionBy("search_id").orderBy("raw_key", "collected_at")
-    return envelopes.withColumn("copy_no", F.row_number().over(first_delivered))
+    # Only the keys are shuffled: the envelopes, response text included, stay where they were read.
+    return (
+        envelopes.select("record_id", "search_id", "raw_key", "collected_at")
+        .withColumn("copy_no", F.row_number().over(first_delivered))
+        .where(F.col("copy_no") > 1)
+        .select("record_id")
+    )
+
+
+def _sound_records_by_provider(envelopes: DataFrame) -> dict[str | None, int]:
+    """Records per provider among sound envelopes, with the rejected ones under None (one pass over the cache)."""
+    sound_provider = F.when(F.col("reason").isNull(), F.col("provider")).alias("provider")
+    return {row["provider"]: row["count"] for row in envelopes.groupBy(sound_provider).count().collect()}
 
 
 def _hadoop_path(spark: SparkSession, path: str):
@@ -132,28 +144,35 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
     """
     if not raw_paths:
         raise ValueError("structure_raw needs at least one raw file")
-    envelopes = read_envelopes(spark, raw_paths).withColumn("reason", envelope_problem(PROVIDERS)).persist()
+    # The id is drawn once, when the envelopes are cached, so it names one delivery in every later use.
+    envelopes = (
+        read_envelopes(spark, raw_paths)
+        .withColumn("reason", envelope_problem(PROVIDERS))
+        .withColumn("record_id", F.monotonically_increasing_id())
+        .persist()
+    )
     cached = [envelopes]
     try:
-        counts = {"raw_records": envelopes.count()}
-        # The read is split by size, so its partition count suits the parsed data too; without this
-        # the cached dedup output keeps spark.sql.shuffle.partitions, which AQE cannot shrink once cached.
-        read_partitions = envelopes.rdd.getNumPartitions()
-        ranked = (
-            _deduplicated(typed_envelopes(envelopes.where(F.col("reason").isNull())))
-            .coalesce(read_partitions)
-            .persist()
-        )
-        cached.append(ranked)
-        counts["duplicates"] = ranked.where(F.col("copy_no") > 1).count()
-        unique = ranked.where(F.col("copy_no") == 1).drop("copy_no")
+        sound_records = _sound_records_by_provider(envelopes)
+        counts = {"raw_records": sum(sound_records.values())}
+        sound = typed_envelopes(envelopes.where(F.col("reason").isNull()))
+        redeliveries = _redeliveries(sound).persist()
+        cached.append(redeliveries)
+        counts["duplicates"] = redeliveries.count()
+        # Usually few or none once counted, so the planner broadcasts them instead of shuffling envelopes.
+        unique = sound.join(redeliveries, "record_id", "left_anti")
 
+        # Planning a provider's tables takes seconds, so providers absent from these files are skipped;
+        # all are kept when none is present, so every table still gets a typed, empty frame to write.
+        present = {name: provider for name, provider in PROVIDERS.items() if name in sound_records} or PROVIDERS
         rejected = [envelopes.where(F.col("reason").isNotNull())]
         provider_tables = []
-        for name, provider in PROVIDERS.items():
+        for name, provider in present.items():
             parsed = (
                 provider.parse_responses(unique.where(F.col("provider") == name))
                 .withColumn("reason", provider.response_problem())
+                # Only quarantined records need the response text again, so the cache keeps it for them alone.
+                .withColumn("response", F.when(F.col("reason").isNotNull(), F.col("response")))
                 .persist()
             )
             cached.append(parsed)
