@@ -26,13 +26,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import RESULTS  # noqa: E402
+from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
                                                  drop_probability_outcomes, evaluate_policies, train_and_evaluate)
-from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
-from informed_policy import informed_purchases  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries, observation_features  # noqa: E402
+from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
 ROUTES = (
@@ -44,7 +44,6 @@ FIRST_DEPARTURE = dt.date(2027, 1, 2)
 DEPARTURES = 90
 DEPARTURE_EVERY_DAYS = 4
 WATCH_DAYS_AHEAD = 63
-SOLUTIONS = 8
 COLLECTION_HOUR_UTC = 12
 # The informed policy's margins: risk-neutral, and waiting only for an expected saving of 2% or more.
 INFORMED_MARGINS = {"informed": 0.0, "informed_2pct": 0.02}

@@ -15,6 +15,8 @@ import pandas as pd
 from fare_assets.market.pricing import Market, MarketParams, Query
 
 MOVE_SAMPLES = 4000
+# Options per search, for the bench's collections and this policy alike: the count bounds the pairs the market combines.
+SOLUTIONS = 8
 
 
 class _FixedLevelMarket(Market):
@@ -32,7 +34,8 @@ class _FixedLevelMarket(Market):
 
 
 def _cheapest(market: Market, query: Query, at: pd.Timestamp) -> float:
-    return min(option.total_cents for option in market.search(query, at.to_pydatetime(), 8)) / 100
+    """The cheapest total for `query` at moment `at`, searched as the bench collects (SOLUTIONS options)."""
+    return market.search(query, at.to_pydatetime(), SOLUTIONS)[0].total_cents / 100
 
 
 def _follow(trip: pd.DataFrame, market: Market, at_level: dict[float, Market], moves: np.ndarray, margin: float) -> dict:

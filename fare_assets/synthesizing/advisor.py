@@ -145,8 +145,7 @@ class BuyWaitAdvisor:
         the validation trips hold no modelled row or only one outcome.
         """
         ordered = validation_features.sort_values(["trip_id", "collected_at"], kind="stable")
-        modelled = self.modelled_rows(ordered)
-        dropped = drop_labels(ordered)["drops_meaningfully"].to_numpy(dtype=bool)[modelled]
+        modelled, dropped = self.modelled_drops(ordered)
         if len(np.unique(dropped)) < 2:
             return None
         raw = self._classifier_probability(ordered[modelled])
@@ -167,6 +166,15 @@ class BuyWaitAdvisor:
         `features` must be sorted by trip and collection time.
         """
         return ((features["observation_count"] >= self.min_history) & ~last_observation_mask(features)).to_numpy()
+
+    def modelled_drops(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """modelled_rows(features), and per modelled row whether the fare then dropped meaningfully.
+
+        `features` must be sorted by trip and collection time.
+        """
+        modelled = self.modelled_rows(features)
+        # Labels look ahead over each whole trip, so they are taken before the rows are narrowed down.
+        return modelled, drop_labels(features)["drops_meaningfully"].to_numpy(dtype=bool)[modelled]
 
     def model_inputs(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model columns; one without any value in training is a constant 0 (gradient boosting cannot bin it)."""

@@ -6,7 +6,6 @@ import pandas as pd
 
 from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
 from fare_assets.synthesizing.estimators import SKLEARN
-from fare_assets.synthesizing.features import drop_labels
 
 # Etzioni et al., "To buy or not to buy", KDD 2003: Hamlet's savings were 61.8% of the oracle's.
 HAMLET_SHARE_OF_ORACLE_SAVING = 0.618
@@ -144,9 +143,7 @@ def train_and_evaluate(
 
 def drop_probability_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> pd.DataFrame:
     """Per test row the advisor's models are asked about: its drop_probability and whether the fare then dropped meaningfully."""
-    modelled = advisor.modelled_rows(test_features)
-    # Labels look ahead over each whole trip, so they are taken before the rows are narrowed down.
-    dropped = drop_labels(test_features)["drops_meaningfully"].to_numpy(dtype=bool)[modelled]
+    modelled, dropped = advisor.modelled_drops(test_features)
     return pd.DataFrame({"drop_probability": advisor.drop_probability(test_features[modelled]), "dropped": dropped},
                         index=test_features.index[modelled])
 

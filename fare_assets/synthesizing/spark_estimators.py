@@ -6,6 +6,7 @@ starts no JVM.
 """
 import io
 import tempfile
+from abc import ABC, abstractmethod
 import zipfile
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def _loaded_model(model_class, saved: bytes):
         return model_class.load((Path(folder) / "model").as_uri())
 
 
-class _SparkGradientBoosting(BaseEstimator):
+class _SparkGradientBoosting(BaseEstimator, ABC):
     """What the MLlib regressor and classifier share: pandas to a Spark feature vector, fit, predict and pickling.
 
     Parameters mean what scikit-learn's do; categorical_features is a boolean mask over X's columns, whose values
@@ -89,13 +90,13 @@ class _SparkGradientBoosting(BaseEstimator):
         self._spark_model = None
         self._saved_model = None
 
+    @abstractmethod
     def _new_estimator(self):
         """The unfitted MLlib estimator."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _model_class(self):
         """The class of the MLlib model the estimator fits (to load a saved one)."""
-        raise NotImplementedError
 
     def _fit_labels(self, X: pd.DataFrame, labels: np.ndarray):
         """Fit the MLlib estimator on X's columns and numeric `labels` (0/1 for a classifier)."""
