@@ -7,7 +7,8 @@ the answers its HTTP server gives; HTTP, Spark and the warehouse are measured by
 split by departure date: the advisor trains on the earliest, picks its threshold on the next, and is judged
 on the latest, which it never saw. It reads only the quotes, never the market's parameters; the "alt"
 profile (seed, volatility, advance-purchase steps, booking curve) was never used to tune it.
-Observations are cached under BENCH_DATA_DIR by profile.
+Observations are cached under BENCH_DATA_DIR by profile. The models train on FARES_MODEL_ENGINE (scikit-learn
+unless told; `spark` trains the same features and model family on Spark MLlib, local[*]).
 
 Beside the baselines, two rows show what is attainable at all: `informed` knows the market's model and its
 hidden state today (informed_policy.py), only the future moves and sales are hidden from it; `informed_2pct`
@@ -29,8 +30,10 @@ from harness import RESULTS  # noqa: E402
 from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
+from fare_assets.settings import load_settings  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
                                                  drop_probability_outcomes, evaluate_policies, train_and_evaluate)
+from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries, observation_features  # noqa: E402
 from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 
@@ -91,18 +94,19 @@ def observations(profile: str) -> pd.DataFrame:
     return frame
 
 
-def evaluate(profile: str) -> dict:
+def evaluate(profile: str, engine: str) -> dict:
     """Train, validate and test the advisor on one market; print and return its policy table."""
     started = time.perf_counter()
     frame = observations(profile)
     features = observation_features(frame)
-    result = train_and_evaluate(features)
+    result = train_and_evaluate(features, engine=engine)
     informed = {name: informed_purchases(result.split.test, PROFILES[profile], margin)
                 for name, margin in INFORMED_MARGINS.items()}
     table, _ = evaluate_policies({**result.outcomes, **informed}, result.advisor.threshold)
     print(f"\n{profile} market: {frame['depart_date'].nunique()} departures, {len(frame):,} observations, "
           f"test trips {int(table.loc['advisor', 'trips'])} departing from {result.split.test_from.date()}, "
-          f"threshold {result.advisor.threshold:.2%} (chosen on validation), {time.perf_counter() - started:.0f} s")
+          f"threshold {result.advisor.threshold:.2%} (chosen on validation), {engine} engine, "
+          f"{time.perf_counter() - started:.0f} s")
     shown = table[["share_of_oracle_saving", "mean_saving", "mean_saving_share", "upset_rate", "mean_upset_excess",
                    "mean_days_ahead_at_purchase"]]
     print(shown.to_string(float_format=lambda value: f"{value:,.3f}"))
@@ -121,9 +125,11 @@ def evaluate(profile: str) -> dict:
 
 
 def main() -> None:
-    results = {profile: evaluate(profile) for profile in ("default", "alt")}
+    engine = load_settings().model_engine
+    results = {profile: evaluate(profile, engine) for profile in ("default", "alt")}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "advisor_evaluation.json").write_text(json.dumps(results, indent=1, default=str))
+    name = "advisor_evaluation" if engine == SKLEARN else f"advisor_evaluation_{engine}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

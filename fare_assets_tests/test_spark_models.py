@@ -89,6 +89,8 @@ def test_spark_regressor_learns_a_rising_target_categories_and_missing_values(sp
     model = gradient_boosted_regressor(SPARK, max_iter=20, learning_rate=0.3, random_state=0,
                                        categorical_features=[False, True, False, False]).fit(inputs, target)
     assert isinstance(model, SparkGradientBoostingRegressor) and model.n_iter_ == 20
+    # Without a checkpoint folder MLlib never cuts the boosting lineage, and a full-size fit overflows the stack.
+    assert spark.sparkContext.getCheckpointDir()
     held_out = synthetic_inputs(1000, seed=3)
     predicted = model.predict(held_out)
     assert predicted.shape == (1000,)

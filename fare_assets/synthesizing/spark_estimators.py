@@ -34,6 +34,8 @@ VALIDATION_FRACTION = 0.1
 # scikit-learn stops after 10 rounds without a validation loss gain of 1e-7; MLlib has no patience and stops at
 # the first such round.
 VALIDATION_TOL = 1e-7
+# MLlib's default: the rounds between two checkpoints of the running predictions.
+CHECKPOINT_INTERVAL = 10
 
 ROW, LABEL, FEATURES, VALIDATION = "_row", "_label", "_features", "_validation"
 ARROW_CONF = "spark.sql.execution.arrow.pyspark.enabled"
@@ -46,6 +48,12 @@ def model_session():
     session = SparkSession.getActiveSession() or local_spark_session("fares-models")
     # Arrow moves pandas frames in and out of Spark column by column instead of pickling every row.
     session.conf.set(ARROW_CONF, "true")
+    # Boosting adds a step to the lineage of its running predictions every round; MLlib cuts it every
+    # CHECKPOINT_INTERVAL rounds, but only where a checkpoint folder is set, and without one a full-size fit (a few
+    # hundred rounds) dies of a StackOverflowError. A cluster sets spark.checkpoint.dir to shared storage; one
+    # machine uses a temporary folder.
+    if session.sparkContext.getCheckpointDir() is None:
+        session.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="fares-model-checkpoints-"))
     return session
 
 
@@ -112,7 +120,8 @@ class _SparkGradientBoosting(BaseEstimator, ABC):
         estimator = self._new_estimator().setParams(
             featuresCol=FEATURES, labelCol=LABEL, maxIter=self.max_iter, stepSize=self.learning_rate,
             minInstancesPerNode=self.min_samples_leaf, maxDepth=self.max_depth,
-            maxBins=max([MAX_BINS, *self.category_counts_.values()]), seed=self.random_state)
+            maxBins=max([MAX_BINS, *self.category_counts_.values()]), checkpointInterval=CHECKPOINT_INTERVAL,
+            seed=self.random_state)
         if self.early_stopping is True or (self.early_stopping == "auto" and len(X) > EARLY_STOPPING_AUTO_ROWS):
             frame = frame.withColumn(VALIDATION, F.rand(self.random_state) < VALIDATION_FRACTION)
             estimator.setParams(validationIndicatorCol=VALIDATION, validationTol=VALIDATION_TOL)
