@@ -10,7 +10,7 @@ from fare_assets.streaming.assets import (backfill_job, collect_job, collect_sch
                                           raw_fare_quotes)
 from fare_assets.structuring.assets import structured_fare_tables
 from fare_assets.structuring.checks import quality_checks
-from fare_assets.synthesizing.assets import synthesize_job, fare_advisor_models, retrain_schedule
+from fare_assets.synthesizing.assets import buy_wait_advisor, fare_model, retrain_schedule, synthesize_job
 
 # Partitioned by landing hour through its assets; the sensor runs one hour, a backfill a range in one run.
 structure_job = define_asset_job(
@@ -23,7 +23,8 @@ structure_job = define_asset_job(
 def build_defs(resources: dict) -> Definitions:
     """The code location over one resource set (tests pass their own)."""
     return Definitions(
-        assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, fare_advisor_models, trip_serving_tables],
+        assets=[raw_fare_quotes, structured_fare_tables, warehouse_fares, buy_wait_advisor, fare_model,
+                trip_serving_tables],
         asset_checks=quality_checks,
         jobs=[collect_job, backfill_job, structure_job, synthesize_job, serve_job],
         schedules=[collect_schedule, retrain_schedule],

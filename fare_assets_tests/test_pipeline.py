@@ -1,4 +1,5 @@
 """The whole asset graph on a tiny watchlist: real market server, local Spark, real PostgreSQL."""
+import json
 from pathlib import Path
 
 import psycopg
@@ -11,6 +12,7 @@ from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import models_path
 from fare_assets.structuring.assets import CURATED_TABLES
+from fare_assets.synthesizing import assets as synthesizing_assets
 
 TINY_WATCHLIST = """trips:
   - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 1, to: 63, every: 3}}
@@ -86,3 +88,31 @@ def test_the_models_report_a_score_and_show_their_charts(pipeline_run):
             assert metadata[name].value.startswith(f"![{name.replace('_', ' ')}](data:image/png;base64,"), (model, name)
         folder = Path(models_path(defs.resources["lake"].root, model)) / metadata["version"].value
         assert all((folder / f"{name}.png").stat().st_size > 0 for name in names), sorted(folder.iterdir())
+
+
+def test_the_advisor_and_the_fare_model_retrain_daily(pipeline_run):
+    defs, _, _ = pipeline_run
+    schedule = defs.resolve_schedule_def("retrain_daily")
+    assert (schedule.cron_schedule, schedule.job_name) == ("15 3 * * *", "synthesize")
+    job = defs.resolve_job_def("synthesize")
+    assert job.asset_layer.executable_asset_keys == {AssetKey("buy_wait_advisor"), AssetKey("fare_model")}
+
+
+def test_an_advisor_worse_than_buying_now_stops_the_run_and_is_not_published(pipeline_run, monkeypatch):
+    defs, instance, _ = pipeline_run
+    advisors = Path(models_path(defs.resources["lake"].root, "buy_wait_advisor"))
+    published = (advisors / "latest.json").read_text()
+    monkeypatch.setattr(synthesizing_assets, "advisor_not_worse_than_buying_now", lambda headline: False)
+    result = defs.resolve_job_def("synthesize").execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    [check] = [evaluation for evaluation in result.get_asset_check_evaluations()
+               if evaluation.check_name == synthesizing_assets.ADVISOR_CHECK]
+    assert not check.passed
+    metadata = instance.get_latest_materialization_event(AssetKey("buy_wait_advisor")).asset_materialization.metadata
+    assert metadata["published"].value is False
+    assert (advisors / metadata["version"].value / "model.pkl").stat().st_size > 0
+    assert (advisors / "latest.json").read_text() == published
+    # The fare model does not depend on the advisor: it was retrained and published in the same run.
+    fare_model = instance.get_latest_materialization_event(AssetKey("fare_model")).asset_materialization.metadata
+    assert json.loads((Path(models_path(defs.resources["lake"].root, "fare_model")) / "latest.json").read_text())[
+        "version"] == fare_model["version"].value

@@ -2,6 +2,7 @@
 their charts."""
 import base64
 import copy
+import json
 import re
 import struct
 
@@ -18,10 +19,12 @@ from fare_assets.synthesizing.advisor import (
     BuyWaitAdvisor,
     continuation_ratios,
     last_observation_mask,
+    mean_relative_saving,
     purchases,
 )
 from fare_assets.synthesizing.assets import save_version
-from fare_assets.synthesizing.evaluation import POLICIES, drop_probability_outcomes, train_and_evaluate
+from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, drop_probability_outcomes,
+                                                 train_and_evaluate)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -309,6 +312,16 @@ def test_advisor_beats_buying_at_once_and_the_oracle_bounds_every_policy(evaluat
     assert evaluation.headline["test_trips"] == test["trip_id"].nunique()
 
 
+def test_the_release_check_judges_the_advisor_on_the_validation_trips(evaluation):
+    advisor, validation, headline = evaluation.advisor, evaluation.split.validation, evaluation.headline
+    followed = purchases(validation, (advisor.decisions(validation)["action"] == "buy").to_numpy())
+    assert headline["validation_trips"] == validation["trip_id"].nunique() == len(followed)
+    assert headline["validation_mean_saving_share"] == pytest.approx(mean_relative_saving(followed))
+    assert advisor_not_worse_than_buying_now(headline) == (mean_relative_saving(followed) >= 0) is True
+    assert not advisor_not_worse_than_buying_now({**headline, "validation_mean_saving_share": -0.001})
+    assert advisor_not_worse_than_buying_now({**headline, "validation_mean_saving_share": 0.0})
+
+
 def test_a_young_watchlist_without_refiling_history_still_trains(features):
     # Before a second refiling no route has an interval between refilings: the column is empty in training.
     young = features.assign(route_refile_interval=np.nan, days_to_next_refile=np.nan, days_ahead_at_next_refile=np.nan)
@@ -415,6 +428,11 @@ def test_charts_are_pngs_of_the_figure_size_kept_beside_the_model(evaluation, fa
     assert {path.name for path in folder.iterdir()} == {
         "model.pkl", "metrics.json", "savings_distribution.png", "calibration.png", "feature_importance.png"}
     assert (folder / "calibration.png").read_bytes() == charts["calibration"]
+    assert json.loads((folder.parent / "latest.json").read_text())["version"] == "v1"
+    unpublished = save_version(str(tmp_path), "buy_wait_advisor", "v2", evaluation.advisor, evaluation.headline,
+                               publish=False)
+    assert (unpublished / "model.pkl").exists()
+    assert json.loads((folder.parent / "latest.json").read_text())["version"] == "v1"
 
 
 def test_drop_probability_is_calibrated_on_the_validation_trips(evaluation):
