@@ -120,24 +120,26 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
 
 def fill_serving_tables(dsn: str, lake: str, now: dt.datetime) -> dict:
     """Run the show stage's refresh as the pipeline would after a load; returns its counts."""
+    from fare_assets.resources import LakeResource
     from fare_assets.show.refresh import published_models, refresh_serving_tables
 
     with psycopg.connect(dsn) as conn:
-        return refresh_serving_tables(conn, *published_models(lake), now)
+        return refresh_serving_tables(conn, *published_models(LakeResource(root=lake)), now)
 
 
 def train_models(lake: str) -> None:
     """A fitted advisor and fare model in `lake`, so the page does its full work (advice, predicted cells)."""
     from fare_assets.synthesizing.advisor import BuyWaitAdvisor
-    from fare_assets.synthesizing.assets import save_version
+    from fare_assets.resources import LakeResource
     from fare_assets.synthesizing.fare_model import FareModel
     from fare_assets.synthesizing.features import observation_features
+    from fare_assets.synthesizing.model_files import save_version
     from fare_assets_tests.test_synthesizing import fare_observations
 
     observations = fare_observations(60, seed=3)
     features = observation_features(observations)
-    save_version(lake, "buy_wait_advisor", "bench", BuyWaitAdvisor().fit(features, features), {})
-    save_version(lake, "fare_model", "bench", FareModel().fit(observations), {})
+    save_version(LakeResource(root=lake), "buy_wait_advisor", "bench", BuyWaitAdvisor().fit(features, features), {})
+    save_version(LakeResource(root=lake), "fare_model", "bench", FareModel().fit(observations), {})
 
 
 def drive(base_url: str, paths: list[str], seconds: float) -> dict:

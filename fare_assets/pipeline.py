@@ -17,7 +17,8 @@ from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
 from fare_assets.structuring.assets import CURATED_TABLES
-from fare_assets.synthesizing.assets import read_latest_metrics
+from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
+from fare_assets.synthesizing.model_files import published_metrics
 
 
 # Dagster's console logger defaults to DEBUG (every engine event); the summary is what matters here.
@@ -90,7 +91,7 @@ def run_pipeline(defs, instance: DagsterInstance, history_days: float, every_hou
     report.curated_rows = curated_row_counts(lake.root, list(CURATED_TABLES))
     with defs.resources["warehouse_db"].connect() as conn:
         report.warehouse_rows = warehouse.table_counts(conn, (*warehouse.FARE_TABLES, *warehouse.SERVING_TABLES))
-    report.model_metrics = read_latest_metrics(lake.root)
+    report.model_metrics = published_metrics(lake, (ADVISOR, FARE_MODEL))
     return report
 
 

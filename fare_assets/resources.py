@@ -67,6 +67,14 @@ class LakeStorage(ConfigurableResource):
     def object_path(self, key: str) -> str:
         """The path or URL Spark reads one object from."""
 
+    @abstractmethod
+    def read_object(self, key: str) -> bytes:
+        """One object's bytes; FileNotFoundError when there is none."""
+
+    @abstractmethod
+    def write_object(self, key: str, data: bytes) -> None:
+        """Write one object whole: a reader sees the old bytes or the new ones, never a part."""
+
     def raw_files(self, prefix: str) -> list[str]:
         """Every object under a raw prefix as Spark-readable paths, oldest key first."""
         return [self.object_path(key) for key in self.list_keys(prefix)]
@@ -95,6 +103,17 @@ class LakeResource(LakeStorage):
     def object_path(self, key: str) -> str:
         return str(Path(self.root) / key)
 
+    def read_object(self, key: str) -> bytes:
+        return (Path(self.root) / key).read_bytes()
+
+    def write_object(self, key: str, data: bytes) -> None:
+        target = Path(self.root) / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # A dot name, which listings skip, until the rename makes the whole object appear at once.
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+
 
 class S3LakeResource(LakeStorage):
     """The data lake as an S3 bucket (the Firehose destination); Spark reads it through s3a://."""
@@ -114,6 +133,16 @@ class S3LakeResource(LakeStorage):
 
     def object_path(self, key: str) -> str:
         return f"{self.root}/{key}"
+
+    def read_object(self, key: str) -> bytes:
+        client = self.s3.get_client()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except client.exceptions.NoSuchKey as error:
+            raise FileNotFoundError(f"s3://{self.bucket}/{key}") from error
+
+    def write_object(self, key: str, data: bytes) -> None:
+        self.s3.get_client().put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def delivery_stream(self) -> FirehoseDeliveryStream:
         # The spool must outlive the process: undelivered records wait there for the next sweep.

@@ -1,4 +1,5 @@
-"""FARES_ENV=aws on one machine: collector → Kinesis Firehose → S3 → landing sensor, against a moto server."""
+"""FARES_ENV=aws on one machine: collector → Kinesis Firehose → S3 → landing sensor, and model versions in S3, against a moto server."""
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -13,6 +14,9 @@ from fare_assets.resources import aws_resources
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key
 from fare_assets.services import free_port
+from fare_assets.synthesizing.fare_model import FareModel
+from fare_assets.synthesizing.model_files import ModelUnavailable, load_published, published_metrics, save_version
+from fare_assets_tests.test_synthesizing import fare_observations
 
 BUCKET, STREAM = "fares-lake-e2e", "fares-raw-e2e"
 WATCHLIST = "trips:\n  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 12, every: 3}}\n"
@@ -60,3 +64,26 @@ def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_h
                                   repository_def=defs.get_repository_def()) as context:
             tick = sensor.evaluate_tick(context)
     assert sorted(request.partition_key[:13] for request in tick.run_requests) == sorted(metadata["landing_hours"].value)
+
+
+def test_models_are_versioned_in_the_s3_lake_and_the_published_one_loads_back(aws_deployment):
+    s3 = aws_deployment
+    lake = aws_resources()["lake"]
+    observations = fare_observations(20, seed=5)
+    model = FareModel().fit(observations)
+    folder = save_version(lake, "fare_model", "v1", model, {"mae": 12.5}, {"feature_importance": b"\x89PNG"})
+    assert folder == f"s3a://{BUCKET}/models/fare_model/v1/"
+    save_version(lake, "fare_model", "v2", model, {"mae": 99.0}, publish=False)
+    keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="models/")["Contents"])
+    assert keys == ["models/fare_model/latest.json",
+                    *[f"models/fare_model/{version}/{name}" for version, names in
+                      (("v1", ["feature_importance.png", "metrics.json", "model.pkl"]), ("v2", ["metrics.json", "model.pkl"]))
+                      for name in names]]
+    loaded, version = load_published(lake, "fare_model", FareModel.load)
+    assert version == "v1"
+    at = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    assert loaded.predict("SFO", "JFK", dt.date(2027, 1, 9), dt.date(2027, 1, 16), at) == \
+        model.predict("SFO", "JFK", dt.date(2027, 1, 9), dt.date(2027, 1, 16), at)
+    assert published_metrics(lake, ["fare_model", "buy_wait_advisor"]) == {"fare_model.mae": 12.5}
+    with pytest.raises(ModelUnavailable, match=f"no buy_wait_advisor has been published yet \\(s3a://{BUCKET}/"):
+        load_published(lake, "buy_wait_advisor", FareModel.load)

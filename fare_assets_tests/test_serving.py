@@ -212,9 +212,9 @@ def test_a_corrupt_model_fails_the_asset_and_keeps_the_previous_rows(loaded, tra
     lake = tmp_path / "bad-lake"
     for name in ("buy_wait_advisor", "fare_model"):
         folder = lake / "models" / name
-        folder.mkdir(parents=True)
-        (folder / "model.pkl").write_bytes(b"not a model")
-        (folder / "latest.json").write_text(json.dumps({"version": "v2", "path": str(folder / "model.pkl")}))
+        (folder / "v2").mkdir(parents=True)
+        (folder / "v2" / "model.pkl").write_bytes(b"not a model")
+        (folder / "latest.json").write_text(json.dumps({"version": "v2"}))
     resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded)}
     result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
     assert not result.success

@@ -5,6 +5,7 @@ import copy
 import json
 import re
 import struct
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
+from fare_assets.resources import LakeResource
 from fare_assets.synthesizing.advisor import (
     LAST_CALL_DAYS_AHEAD,
     MIN_HISTORY,
@@ -22,7 +24,6 @@ from fare_assets.synthesizing.advisor import (
     mean_relative_saving,
     purchases,
 )
-from fare_assets.synthesizing.assets import save_version
 from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, drop_probability_outcomes,
                                                  train_and_evaluate)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
@@ -33,7 +34,7 @@ from fare_assets.synthesizing.features import (
     great_circle_km,
     observation_features,
 )
-from fare_assets.synthesizing.model_files import ModelUnavailable
+from fare_assets.synthesizing.model_files import ModelUnavailable, save_version
 from fare_assets.synthesizing.plots import (
     DPI,
     FIGURE_SIZE_INCHES,
@@ -424,13 +425,14 @@ def test_charts_are_pngs_of_the_figure_size_kept_beside_the_model(evaluation, fa
     for png in [*charts.values(), *fare_charts.values()]:
         assert png_size(png) == (FIGURE_SIZE_INCHES[0] * DPI, FIGURE_SIZE_INCHES[1] * DPI) == (480, 280)
         assert 5_000 < len(png) < 100_000
-    folder = save_version(str(tmp_path), "buy_wait_advisor", "v1", evaluation.advisor, evaluation.headline, charts)
+    lake = LakeResource(root=str(tmp_path))
+    folder = Path(save_version(lake, "buy_wait_advisor", "v1", evaluation.advisor, evaluation.headline, charts))
     assert {path.name for path in folder.iterdir()} == {
         "model.pkl", "metrics.json", "savings_distribution.png", "calibration.png", "feature_importance.png"}
     assert (folder / "calibration.png").read_bytes() == charts["calibration"]
     assert json.loads((folder.parent / "latest.json").read_text())["version"] == "v1"
-    unpublished = save_version(str(tmp_path), "buy_wait_advisor", "v2", evaluation.advisor, evaluation.headline,
-                               publish=False)
+    unpublished = Path(save_version(lake, "buy_wait_advisor", "v2", evaluation.advisor, evaluation.headline,
+                                    publish=False))
     assert (unpublished / "model.pkl").exists()
     assert json.loads((folder.parent / "latest.json").read_text())["version"] == "v1"
 

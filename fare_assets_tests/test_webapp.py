@@ -324,16 +324,17 @@ def test_python_m_webapp_serves_with_gunicorn(warehouse_dsn, load):
 def trained_models(tmp_path_factory) -> str:
     """A lake holding a trained advisor and fare model, published as save_version does."""
     from fare_assets.synthesizing.advisor import BuyWaitAdvisor
-    from fare_assets.synthesizing.assets import save_version
+    from fare_assets.resources import LakeResource
     from fare_assets.synthesizing.fare_model import FareModel
     from fare_assets.synthesizing.features import observation_features
+    from fare_assets.synthesizing.model_files import save_version
     from fare_assets_tests.test_synthesizing import fare_observations
 
     lake = str(tmp_path_factory.mktemp("lake"))
     observations = fare_observations(60, seed=3)
     features = observation_features(observations)
-    save_version(lake, "buy_wait_advisor", "v1", BuyWaitAdvisor().fit(features, features), {})
-    save_version(lake, "fare_model", "v1", FareModel().fit(observations), {})
+    save_version(LakeResource(root=lake), "buy_wait_advisor", "v1", BuyWaitAdvisor().fit(features, features), {})
+    save_version(LakeResource(root=lake), "fare_model", "v1", FareModel().fit(observations), {})
     return lake
 
 
@@ -356,10 +357,11 @@ def models_client(warehouse_dsn: str):
 
 def refresh_serving(warehouse_dsn: str, lake: str) -> dict:
     """Fill the serving tables from the warehouse and the lake's models, as the trip_serving_tables asset does."""
+    from fare_assets.resources import LakeResource
     from fare_assets.show.refresh import published_models, refresh_serving_tables
 
     with psycopg.connect(warehouse_dsn) as conn:
-        return refresh_serving_tables(conn, *published_models(lake), dt.datetime.now(dt.timezone.utc))
+        return refresh_serving_tables(conn, *published_models(LakeResource(root=lake)), dt.datetime.now(dt.timezone.utc))
 
 
 def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_models):

@@ -6,7 +6,7 @@ from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DefaultSensorSt
                      MultiAssetSensorEvaluationContext, RunRequest, SkipReason, define_asset_job, multi_asset,
                      multi_asset_sensor)
 
-from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.show.refresh import published_models, refresh_serving_tables
 from fare_assets.storing import warehouse
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
@@ -30,10 +30,10 @@ FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
                               "so a view reads it instead of rendering it (PostgreSQL)."),
     ],
 )
-def trip_serving_tables(context: AssetExecutionContext, lake: LakeResource, warehouse_db: WarehouseResource):
+def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     address = warehouse.warehouse_address(warehouse_db.dsn)
     try:
-        advisor, fare_model = published_models(lake.root)
+        advisor, fare_model = published_models(lake)
     except ModelUnavailable as error:
         # The tables keep the previous run's rows, each naming its model version and collection time.
         raise Failure(description=f"serving tables not refreshed: {error}") from error

@@ -1,20 +1,16 @@
 """Refresh the serving tables from the warehouse and the latest published models (the asset's work, without Dagster)."""
 import datetime as dt
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import psycopg
 
 from fare_assets.show.serving import predicted_fare_rows, trip_advice_rows
 from fare_assets.storing import warehouse
-from fare_assets.storing.lake import models_path
 from fare_assets.synthesizing.advisor import BuyWaitAdvisor
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.fare_model import FareModel
-from fare_assets.synthesizing.model_files import ModelUnavailable
+from fare_assets.synthesizing.model_files import load_published
 from webapp import create_app
 from webapp.pages import render_trip_pages
 from webapp.validation import Trip
@@ -28,22 +24,11 @@ class PublishedModel:
     version: str
 
 
-def latest_model(lake_root: str, name: str, loader: Callable[[str], object]) -> PublishedModel:
-    """The model latest.json points at; raises ModelUnavailable when none is published or it cannot be read."""
-    pointer = Path(models_path(lake_root, name)) / "latest.json"
-    try:
-        published = json.loads(pointer.read_text())
-        path, version = published["path"], str(published["version"])
-    except FileNotFoundError as error:
-        raise ModelUnavailable(f"no {name} has been published yet ({pointer} is missing)") from error
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ModelUnavailable(f"{pointer} does not name a {name} model file") from error
-    return PublishedModel(loader(path), version)
-
-
-def published_models(lake_root: str) -> tuple[PublishedModel, PublishedModel]:
-    """The latest advisor and fare model; raises ModelUnavailable naming the one that cannot be read."""
-    return latest_model(lake_root, ADVISOR, BuyWaitAdvisor.load), latest_model(lake_root, FARE_MODEL, FareModel.load)
+def published_models(lake) -> tuple[PublishedModel, PublishedModel]:
+    """The published advisor and fare model of a lake (a LakeStorage); raises ModelUnavailable naming the one that
+    cannot be read."""
+    return (PublishedModel(*load_published(lake, ADVISOR, BuyWaitAdvisor.load)),
+            PublishedModel(*load_published(lake, FARE_MODEL, FareModel.load)))
 
 
 def watched_trips(observations: pd.DataFrame) -> list[Trip]:

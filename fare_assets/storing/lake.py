@@ -51,6 +51,16 @@ def models_path(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{MODELS_PREFIX}{name}"
 
 
+def model_version_key(name: str, version: str, file: str = "") -> str:
+    """Key of one file of one saved model version (its folder's prefix without `file`)."""
+    return f"{MODELS_PREFIX}{name}/{version}/{file}"
+
+
+def published_model_key(name: str) -> str:
+    """Key of the pointer naming the version of a model the page serves."""
+    return f"{MODELS_PREFIX}{name}/latest.json"
+
+
 def recent_landing_hours(now: datetime, lookback_hours: int) -> list[str]:
     """The landing hours a sensor lists: the current one and `lookback_hours` before it, oldest first."""
     current = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)

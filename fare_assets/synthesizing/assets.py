@@ -1,51 +1,21 @@
 """Synthesizing: the buy/wait advisor and the fare model, retrained daily from the warehouse."""
 import datetime as dt
-import json
-from pathlib import Path
 
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
                      ScheduleDefinition, asset, define_asset_job)
 
-from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
-from fare_assets.storing.lake import models_path
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, train_and_evaluate
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import observation_features
+from fare_assets.synthesizing.model_files import save_version
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
 ADVISOR = "buy_wait_advisor"
 FARE_MODEL = "fare_model"
 ADVISOR_CHECK = "advisor_not_worse_than_buying_now"
-
-
-def save_version(lake_root: str, name: str, version: str, model, metrics: dict, charts: dict[str, bytes] | None = None,
-                 publish: bool = True) -> Path:
-    """Write model, metrics and charts (<chart>.png) under models/<name>/<version>/; when `publish`, point
-    models/<name>/latest.json (what the page serves) at it."""
-    folder = Path(models_path(lake_root, name)) / version
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.pkl")
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
-    for chart, png in (charts or {}).items():
-        (folder / f"{chart}.png").write_bytes(png)
-    if publish:
-        latest = Path(models_path(lake_root, name)) / "latest.json"
-        latest.write_text(json.dumps({"version": version, "path": str(folder / "model.pkl")}))
-    return folder
-
-
-def read_latest_metrics(lake_root: str) -> dict:
-    """Headline metrics of the latest advisor and fare model, flattened for a summary."""
-    metrics = {}
-    for name in (ADVISOR, FARE_MODEL):
-        latest = Path(models_path(lake_root, name)) / "latest.json"
-        if latest.exists():
-            folder = Path(json.loads(latest.read_text())["path"]).parent
-            for key, value in json.loads((folder / "metrics.json").read_text()).items():
-                metrics[f"{name}.{key}"] = round(value, 4) if isinstance(value, float) else value
-    return metrics
 
 
 def _chart_metadata(charts: dict[str, bytes]) -> dict[str, MetadataValue]:
@@ -71,14 +41,14 @@ def _new_version() -> str:
                                 description="On the validation trips the advisor pays no more than buying at once; "
                                             "an advisor that fails is saved but not published.")],
 )
-def buy_wait_advisor(context: AssetExecutionContext, lake: LakeResource, warehouse_db: WarehouseResource):
+def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     observations = _observations(warehouse_db)
     version, engine = _new_version(), load_settings().model_engine
     evaluation = train_and_evaluate(observation_features(observations), engine=engine)
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
     charts = advisor_charts(evaluation)
     # A worse advisor stays on file for inspection, but the page keeps serving the last one that passed.
-    save_version(lake.root, ADVISOR, version, evaluation.advisor, evaluation.headline, charts, publish=passed)
+    save_version(lake, ADVISOR, version, evaluation.advisor, evaluation.headline, charts, publish=passed)
     yield MaterializeResult(metadata={
         "version": version,
         "published": passed,
@@ -100,12 +70,12 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeResource, warehou
     name=FARE_MODEL, group_name="synthesizing", deps=["national_fares", "international_fares"],
     description="Predicts a trip's cheapest fare for dates never collected (fills the date grid).",
 )
-def fare_model(context: AssetExecutionContext, lake: LakeResource, warehouse_db: WarehouseResource):
+def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     observations = _observations(warehouse_db)
     version, engine = _new_version(), load_settings().model_engine
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)
-    save_version(lake.root, FARE_MODEL, version, FareModel(engine=engine).fit(observations), evaluation.metrics, charts)
+    save_version(lake, FARE_MODEL, version, FareModel(engine=engine).fit(observations), evaluation.metrics, charts)
     return MaterializeResult(metadata={"version": version, "engine": engine, "observations": len(observations),
                                        **evaluation.metrics, **_chart_metadata(charts)})
 

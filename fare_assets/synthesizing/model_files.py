@@ -1,8 +1,15 @@
-"""Versioned model files shared by the advisor and the fare model."""
+"""Versioned model files shared by the advisor and the fare model, and their versions in the lake (folder or S3)."""
+import json
 import os
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import joblib
+
+from fare_assets.storing.lake import model_version_key, published_model_key
+
+MODEL_FILE, METRICS_FILE = "model.pkl", "metrics.json"
 
 
 class ModelUnavailable(Exception):
@@ -42,3 +49,63 @@ def load_model_file(path: str | os.PathLike, kind: str, format_version: int, fea
     if envelope.get("features") != list(features):
         raise ModelUnavailable(f"{kind} model file {source} was trained on other features; retrain it")
     return envelope["payload"]
+
+
+def save_version(lake, name: str, version: str, model, metrics: dict, charts: dict[str, bytes] | None = None,
+                 publish: bool = True) -> str:
+    """Write model, metrics and charts (<chart>.png) under models/<name>/<version>/ of the lake (a LakeStorage);
+    when `publish`, point models/<name>/latest.json (what the page serves) at it. Returns the version's folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        model_file = Path(folder) / MODEL_FILE
+        model.save(model_file)
+        lake.write_object(model_version_key(name, version, MODEL_FILE), model_file.read_bytes())
+    lake.write_object(model_version_key(name, version, METRICS_FILE),
+                      json.dumps(metrics, indent=1, default=str).encode())
+    for chart, png in (charts or {}).items():
+        lake.write_object(model_version_key(name, version, f"{chart}.png"), png)
+    if publish:
+        # Written last, so a reader it sends to this version finds the whole of it.
+        lake.write_object(published_model_key(name), json.dumps({"version": version}).encode())
+    return lake.object_path(model_version_key(name, version))
+
+
+def published_version(lake, name: str) -> str:
+    """The version models/<name>/latest.json names; raises ModelUnavailable when none is published or it is unreadable."""
+    pointer = published_model_key(name)
+    try:
+        return str(json.loads(lake.read_object(pointer))["version"])
+    except FileNotFoundError as error:
+        raise ModelUnavailable(f"no {name} has been published yet ({lake.object_path(pointer)} is missing)") from error
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelUnavailable(f"{lake.object_path(pointer)} does not name a {name} version") from error
+
+
+def load_published(lake, name: str, loader: Callable[[Path], object]) -> tuple[object, str]:
+    """The published version of a model, read with `loader` (a model class's load), and that version."""
+    version = published_version(lake, name)
+    key = model_version_key(name, version, MODEL_FILE)
+    try:
+        data = lake.read_object(key)
+    except FileNotFoundError as error:
+        raise ModelUnavailable(f"{name} {version} has no model file at {lake.object_path(key)}") from error
+    # Model loaders read files (MLlib models unpack into folders); a copy in a temporary folder serves S3 alike.
+    with tempfile.TemporaryDirectory() as folder:
+        model_file = Path(folder) / MODEL_FILE
+        model_file.write_bytes(data)
+        try:
+            return loader(model_file), version
+        except ModelUnavailable as error:
+            raise ModelUnavailable(f"{name} {version} at {lake.object_path(key)}: {error}") from error
+
+
+def published_metrics(lake, names: Iterable[str]) -> dict:
+    """Headline metrics of each published model, flattened as <name>.<metric> for a summary (unpublished ones skipped)."""
+    metrics = {}
+    for name in names:
+        try:
+            version = published_version(lake, name)
+        except ModelUnavailable:
+            continue
+        for key, value in json.loads(lake.read_object(model_version_key(name, version, METRICS_FILE))).items():
+            metrics[f"{name}.{key}"] = round(value, 4) if isinstance(value, float) else value
+    return metrics
