@@ -2,6 +2,7 @@
 servers (auth, 429, token expiry) and the QPX market simulator, then Spark, then the PostgreSQL warehouse."""
 import json
 from collections import Counter
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from fare_assets.streaming.watchlist import WatchlistError, load_watchlist
 from fare_assets.structuring.job import structure_raw
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import read_table
+from fare_assets_tests.conftest import load_fixture
 from fare_assets_tests.fake_providers import FakeAmadeus, FakeDuffel, serving
+from fare_assets_tests.test_amadeus import _envelope as amadeus_envelope
+from fare_assets_tests.test_duffel import _envelope as duffel_envelope
+from fare_assets_tests.test_structuring import _quarantined, _write_raw
 
 DUFFEL_TOKEN = "duffel_test_e2e_not_real"
 AMADEUS_ID, AMADEUS_SECRET = "fares-e2e", "fares-e2e-secret-not-real"
@@ -132,3 +137,44 @@ def test_a_provider_without_credentials_fails_before_any_call(tmp_path, monkeypa
     assert set(source.client({"qpx"}).clients) == {"qpx"}
     with pytest.raises(ProviderConfigError, match="FARES_DUFFEL_TOKEN is not set"):
         source.client({"qpx", "duffel"})
+
+
+DUFFEL_UNPRICED = "successful status with an offer without a readable, positive total_amount and total_currency"
+AMADEUS_UNPRICED = "successful status with an offer without a readable, positive price.total and price.currency"
+
+
+def _duffel_with_second_offer(**fields) -> dict:
+    """duffel_01 whose second offer has these fields (None: null)."""
+    answer = load_fixture("duffel/duffel_01.json")
+    offer = answer["data"]["offers"][1]
+    offer.update(fields)
+    return answer
+
+
+def _amadeus_with_second_price(**fields) -> dict:
+    """amadeus_02 whose second offer's price has these fields."""
+    answer = load_fixture("amadeus/amadeus_02.json")
+    answer["data"][1]["price"].update(fields)
+    return answer
+
+
+def test_every_offer_provider_quarantines_an_answer_with_an_unpriced_offer(spark, tmp_path):
+    unpriced = {
+        "duffel_zero": duffel_envelope(_duffel_with_second_offer(total_amount="0.00")),
+        "duffel_unreadable": duffel_envelope(_duffel_with_second_offer(total_amount="about 90")),
+        "duffel_no_currency": duffel_envelope(_duffel_with_second_offer(total_currency=None)),
+        "amadeus_negative": amadeus_envelope(_amadeus_with_second_price(total="-12.00")),
+        "amadeus_no_currency": amadeus_envelope(_amadeus_with_second_price(currency=None)),
+    }
+    sound = [duffel_envelope(load_fixture("duffel/duffel_01.json")),
+             amadeus_envelope(load_fixture("amadeus/amadeus_02.json"))]
+    path = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [*unpriced.values(), *sound])
+    counts = structure_raw(spark, [path], str(tmp_path))
+    assert (counts["raw_records"], counts["searches"], counts["quarantined"], counts["duplicates"]) == (7, 2, 5, 0)
+    lines = _quarantined(tmp_path, "2026-11-28-04")
+    assert {json.loads(line["record"])["search_id"]: line["reason"] for line in lines} == {
+        envelope["search_id"]: DUFFEL_UNPRICED if name.startswith("duffel") else AMADEUS_UNPRICED
+        for name, envelope in unpriced.items()
+    }
+    searches = read_table(spark, str(tmp_path), "searches").collect()
+    assert {row.search_id for row in searches} == {envelope["search_id"] for envelope in sound}

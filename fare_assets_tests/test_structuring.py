@@ -11,7 +11,7 @@ from pathlib import Path
 import airportsdata
 import pytest
 
-from fare_assets.storing.lake import quarantine_path, raw_object_key
+from fare_assets.storing.lake import curated_table_path, quarantine_path, raw_object_key
 from fare_assets.structuring.job import main, structure_raw
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
@@ -101,6 +101,17 @@ def _family() -> dict:
     return response
 
 
+def _second_option_sold_for(sale_total: str | None) -> dict:
+    """LGW→AMS whose second trip option has this saleTotal (None: none at all); the first one stays sound."""
+    response = _response("04_GBP_LGW-AMS.json")
+    option = response["trips"]["tripOption"][1]
+    if sale_total is None:
+        del option["saleTotal"]
+    else:
+        option["saleTotal"] = sale_total
+    return response
+
+
 def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines: tuple[str, ...] = ()) -> str:
     """One Firehose-style raw object: envelopes as JSON lines, then any extra (broken) lines."""
     path = lake / raw_object_key("fares", arrival, str(uuid.uuid4()))
@@ -109,6 +120,10 @@ def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines
     path.write_text("".join(line + "\n" for line in lines))
     return str(path)
 
+
+UNPRICED = "status 200 with a trip option without a readable, positive saleTotal"
+# Unreadable (no amount, amount before currency, missing) or not positive: the warehouse would refuse each.
+UNPRICED_SALE_TOTALS = ("GBP", "62.27GBP", None, "GBP0.00", "GBP-62.27")
 
 # What each broken line is, and the reason the quarantine must give for it.
 BROKEN_LINES = {
@@ -121,6 +136,7 @@ BROKEN_LINES = {
     json.dumps(_envelope(None, collected_at="yesterday")): "missing or invalid collected_at",
     json.dumps(_envelope(None)): "status 200 without a QPX response",
     json.dumps(_envelope({"error": {"code": 500}})): "status 200 with a response that is not QPX (no trips)",
+    **{json.dumps(_envelope(_second_option_sold_for(total))): UNPRICED for total in UNPRICED_SALE_TOTALS},
 }
 
 
@@ -158,6 +174,12 @@ def lake(spark, tmp_path_factory) -> Lake:
         counts=counts,
         tables=tables,
     )
+
+
+def _quarantined(root: Path, landing_hour: str) -> list[dict]:
+    """The quarantine lines of one landing hour (none when its folder is absent)."""
+    return [json.loads(line) for path in Path(quarantine_path(str(root), landing_hour)).glob("*.json")
+            for line in path.read_text().splitlines()]
 
 
 def _rows_of(lake: Lake, table: str, name: str) -> list:
@@ -347,11 +369,7 @@ def test_a_failed_call_is_a_search_not_a_quarantined_record(lake):
 
 
 def test_broken_records_are_quarantined_with_reasons_and_every_record_is_accounted_for(lake):
-    lines = [
-        json.loads(line)
-        for path in Path(quarantine_path(str(lake.root), LANDING_HOUR)).glob("*.json")
-        for line in path.read_text().splitlines()
-    ]
+    lines = _quarantined(lake.root, LANDING_HOUR)
     assert Counter(line["reason"] for line in lines) == Counter(BROKEN_LINES.values())
     assert {line["record"] for line in lines if line["reason"] == "malformed JSON"} == {
         raw for raw, reason in BROKEN_LINES.items() if reason == "malformed JSON"
@@ -363,6 +381,18 @@ def test_broken_records_are_quarantined_with_reasons_and_every_record_is_account
     assert counts["raw_records"] == counts["searches"] + counts["quarantined"] + counts["duplicates"]
     expected_options = sum(len(_options(response)) for response in _all_responses().values())
     assert counts["options_announced"] == counts["trip_options"] == expected_options
+
+
+def test_an_option_without_a_readable_positive_total_quarantines_its_whole_record(lake):
+    lines = _quarantined(lake.root, LANDING_HOUR)
+    records = [json.loads(line["record"]) for line in lines if line["reason"] == UNPRICED]
+    second_options = [json.loads(record["response"])["trips"]["tripOption"][1] for record in records]
+    assert Counter(option.get("saleTotal") for option in second_options) == Counter(UNPRICED_SALE_TOTALS)
+    # Their sound first option is not structured either: a search is stored whole or not at all.
+    search_ids = {record["search_id"] for record in records}
+    assert len(search_ids) == len(UNPRICED_SALE_TOTALS)
+    assert not search_ids & {row.search_id for table in ("searches", "trip_options") for row in lake.tables[table]}
+    assert all(row.total_amount > 0 and row.currency for row in lake.tables["trip_options"])
 
 
 def test_a_redelivered_search_is_kept_once_from_its_first_delivery(lake):
@@ -504,3 +534,69 @@ def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):
     (line,) = [json.loads(line) for path in (tmp_path / "quarantine").rglob("*.json")
                for line in path.read_text().splitlines()]
     assert line["reason"] == "raw object outside the raw/fares/YYYY/MM/DD/HH/ layout"
+
+
+DAY_BEFORE = "2026-11-27T23:30:00Z"
+STALE_PARTITION = f"collected_date=2026-11-27/landing_hour={LANDING_HOUR}"
+
+
+def _partition_folders(root: Path, table: str) -> set[str]:
+    """A fact table's partition folders, as collected_date=…/landing_hour=…"""
+    folder = Path(curated_table_path(str(root), table))
+    return {str(path.relative_to(folder)) for path in folder.glob("collected_date=*/landing_hour=*")}
+
+
+@dataclass
+class Rerun:
+    root: Path
+    search_ids: dict[str, str]
+    first: dict[str, int]
+    again: dict[str, int]
+    folders_before: dict[str, set[str]]
+
+
+@pytest.fixture(scope="module")
+def rerun(spark, tmp_path_factory) -> Rerun:
+    """Hours 04 and 05 structured, then hour 04 again after a fix: its bad record reads, a day-before record is gone."""
+    root = tmp_path_factory.mktemp("rerun_lake")
+    envelopes = {
+        "fixed": _envelope(_second_option_sold_for("GBP")),
+        "gone": _envelope(_response("02_EUR_LIS-TXL.json"), collected_at=DAY_BEFORE),
+        "kept": _envelope(_response("03_EUR_BCN-PRG.json")),
+        "later_bad": _envelope(_second_option_sold_for(None)),
+        "later_day_before": _envelope(_response("02_EUR_LIS-TXL.json"), collected_at=DAY_BEFORE),
+    }
+    hour_04 = _write_raw(root, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc),
+                         [envelopes[name] for name in ("fixed", "gone", "kept")])
+    hour_05 = _write_raw(root, datetime(2026, 11, 28, 5, 1, tzinfo=timezone.utc),
+                         [envelopes["later_bad"], envelopes["later_day_before"]])
+    first = structure_raw(spark, [hour_04, hour_05], str(root))
+    folders_before = {table: _partition_folders(root, table) for table in FACT_SCHEMAS}
+    # A parser fix, played by the hour's raw object: the bad record now reads and the day-before one is gone.
+    Path(hour_04).unlink()
+    fixed = dict(envelopes["fixed"], response=_response("04_GBP_LGW-AMS.json"))
+    hour_04 = _write_raw(root, datetime(2026, 11, 28, 4, 2, tzinfo=timezone.utc), [fixed, envelopes["kept"]])
+    again = structure_raw(spark, [hour_04], str(root))
+    return Rerun(root, {name: envelope["search_id"] for name, envelope in envelopes.items()}, first, again,
+                 folders_before)
+
+
+def test_a_rerun_that_quarantines_nothing_removes_the_hours_old_quarantine(spark, rerun):
+    assert (rerun.first["quarantined"], rerun.first["searches"]) == (2, 3)
+    assert (rerun.again["raw_records"], rerun.again["searches"], rerun.again["quarantined"]) == (2, 2, 0)
+    assert not Path(quarantine_path(str(rerun.root), LANDING_HOUR)).exists()
+    searches = {row.search_id: row.landing_hour for row in read_table(spark, str(rerun.root), "searches").collect()}
+    ids = rerun.search_ids
+    assert searches == {ids["fixed"]: LANDING_HOUR, ids["kept"]: LANDING_HOUR, ids["later_day_before"]: LATER_HOUR}
+    (later,) = _quarantined(rerun.root, LATER_HOUR)
+    assert (json.loads(later["record"])["search_id"], later["reason"]) == (ids["later_bad"], UNPRICED)
+
+
+def test_a_fact_partition_a_rerun_leaves_empty_is_removed_and_other_hours_stay(spark, rerun):
+    kept = {f"collected_date=2026-11-28/landing_hour={LANDING_HOUR}",
+            f"collected_date=2026-11-27/landing_hour={LATER_HOUR}"}
+    for table in FACT_SCHEMAS:
+        assert rerun.folders_before[table] == kept | {STALE_PARTITION}, table
+        assert _partition_folders(rerun.root, table) == kept, table
+    options = read_table(spark, str(rerun.root), "trip_options").groupBy("landing_hour").count().collect()
+    assert {row["landing_hour"]: row["count"] for row in options} == {LANDING_HOUR: 3, LATER_HOUR: 1}

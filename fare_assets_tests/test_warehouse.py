@@ -3,20 +3,22 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from dagster import Failure
 from psycopg.rows import dict_row
 
 from fare_assets.storing import warehouse
+from fare_assets.storing.assets import load_errors_as_failures
 from fare_assets.storing.postgres import READONLY_ROLE
 
 
-def fare_row(option_id: str, total: str, national: bool) -> tuple:
+def fare_row(option_id: str, total: str, national: bool, currency: str | None = "USD") -> tuple:
     values = {
         "option_id": option_id, "search_id": "s1", "provider": "qpx",
         "collected_at": dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc),
         "origin": "SFO", "destination": "JFK" if national else "LHR",
         "depart_date": dt.date(2026, 12, 1), "return_date": dt.date(2026, 12, 8),
         "days_ahead": 61, "nights": 7, "adults": 1, "children": 0, "cabin": "COACH",
-        "total_amount": Decimal(total), "currency": "USD", "carriers": "UA",
+        "total_amount": Decimal(total), "currency": currency, "carriers": "UA",
         "stops_out": 0, "stops_back": 1, "duration_out_min": 330, "duration_back_min": 420,
         "depart_out_local": dt.datetime(2026, 12, 1, 8, 5), "depart_back_local": dt.datetime(2026, 12, 8, 17, 0),
     }
@@ -38,6 +40,28 @@ def test_failed_load_leaves_nothing_half_loaded(warehouse_dsn):
     with psycopg.connect(warehouse_dsn) as conn:
         with pytest.raises(psycopg.errors.CheckViolation):
             warehouse.load_fares(conn, [good, bad])
+        assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 0}
+
+
+@pytest.mark.parametrize(("total", "currency", "rejected_by", "message"), [
+    ("0", "USD", {"table": "national_fares", "constraint": "national_fares_total_amount_check"},
+     'new row for relation "national_fares" violates check constraint "national_fares_total_amount_check"'),
+    ("250.10", None, {"table": "fare_staging", "column": "currency"},
+     'null value in column "currency" of relation "fare_staging" violates not-null constraint'),
+])
+def test_a_rejected_row_fails_the_load_naming_the_rule_never_the_password(warehouse_dsn, total, currency,
+                                                                           rejected_by, message):
+    # The cluster trusts local connections, so the password is carried but never checked.
+    dsn = warehouse_dsn.replace("//fares@", "//fares:s3cret-pw@")
+    address = warehouse.warehouse_address(dsn)
+    with pytest.raises(Failure) as failure, load_errors_as_failures(address), psycopg.connect(dsn) as conn:
+        warehouse.load_fares(conn, [fare_row("a", "250.10", True), fare_row("b", total, True, currency)])
+    description, metadata = failure.value.description, failure.value.metadata
+    assert description.startswith(f"warehouse PostgreSQL {address} rejected a row of the load: {message} (")
+    assert all(f"{what} {name}" in description for what, name in rejected_by.items())
+    assert {what: metadata[what].value for what in rejected_by} == rejected_by
+    assert "s3cret-pw" not in description + repr(metadata)
+    with psycopg.connect(warehouse_dsn) as conn:
         assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 0}
 
 

@@ -1,4 +1,6 @@
 """Storing (serving side): the warehouse tables the fare page reads, loaded per landing hour or backfilled range."""
+from contextlib import contextmanager
+
 import psycopg
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, Failure,
                      MaterializeResult, MetadataValue, multi_asset)
@@ -10,6 +12,42 @@ from fare_assets.storing import warehouse
 from fare_assets.structuring.assets import FACT_TABLES
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import read_table
+
+_NOTHING_VISIBLE = "The load is one transaction, so nothing of it is visible"
+
+
+def _rejected_by(error: psycopg.Error) -> dict[str, str]:
+    """The table, column and constraint PostgreSQL names for a rejected row (never the row's values)."""
+    diag = error.diag
+    named = (("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name))
+    return {what: name for what, name in named if name}
+
+
+@contextmanager
+def load_errors_as_failures(address: str):
+    """Turn a PostgreSQL error during a load into a Failure that names the server by `address` alone.
+
+    The DSN may hold a password, so neither it nor the driver's connection text reaches the message.
+    """
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Failure(
+            description=f"warehouse PostgreSQL {address} failed during the load ({reason}). {_NOTHING_VISIBLE}; "
+                        "rerun once the server answers.",
+            metadata={"warehouse": address, "error": type(error).__name__},
+        ) from error
+    except (psycopg.IntegrityError, psycopg.DataError) as error:
+        # The same rows would fail every rerun: say which rule they break, so the data gets fixed.
+        rejected_by = _rejected_by(error)
+        named = f" ({', '.join(f'{what} {name}' for what, name in rejected_by.items())})" if rejected_by else ""
+        raise Failure(
+            description=f"warehouse PostgreSQL {address} rejected a row of the load: {error.diag.message_primary}"
+                        f"{named}. {_NOTHING_VISIBLE}; a rerun loads the same rows, so fix or restructure the "
+                        "curated rows of these landing hours first.",
+            metadata={"warehouse": address, "error": type(error).__name__, **rejected_by},
+        ) from error
 
 
 # The page needs one indexed row per trip option; PostgreSQL serves it, Parquet keeps the history.
@@ -36,21 +74,12 @@ def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, la
         for table, columns in warehouse.DIMENSION_COLUMNS.items()
     }
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    try:
-        with warehouse_db.connect() as conn:
-            changed = warehouse.load_warehouse(
-                conn, warehouse.rows_from_arrow(projected),
-                {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()})
-            present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
-            totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
-    except psycopg.OperationalError as error:
-        # The DSN may hold a password: name the server by host, port and database only.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise Failure(
-            description=f"warehouse PostgreSQL {address} failed during the load ({reason}). The load is one "
-                        "transaction, so nothing of it is visible; rerun once the server answers.",
-            metadata={"warehouse": address, "error": type(error).__name__},
-        ) from error
+    with load_errors_as_failures(address), warehouse_db.connect() as conn:
+        changed = warehouse.load_warehouse(
+            conn, warehouse.rows_from_arrow(projected),
+            {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()})
+        present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
+        totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
     context.log.info(f"loaded {address}: rows inserted or changed {changed}")
     dimension_rows = MetadataValue.json({table: totals[table] for table in warehouse.DIMENSION_TABLES})
     for table in warehouse.FARE_TABLES:

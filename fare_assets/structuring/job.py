@@ -4,12 +4,13 @@ The same code runs in a local session and on EMR (`spark-submit -m fare_assets.s
 """
 import argparse
 import json
+from collections import Counter
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fare_assets.storing.lake import curated_table_path, quarantine_root
+from fare_assets.storing.lake import curated_table_path, quarantine_path, quarantine_root
 from fare_assets.structuring.airports import airport_reference
 from fare_assets.structuring.envelope import (
     envelope_problem,
@@ -58,10 +59,18 @@ def _redeliveries(envelopes: DataFrame) -> DataFrame:
     )
 
 
-def _sound_records_by_provider(envelopes: DataFrame) -> dict[str | None, int]:
-    """Records per provider among sound envelopes, with the rejected ones under None (one pass over the cache)."""
+def _census(envelopes: DataFrame) -> tuple[dict[str | None, int], list[str]]:
+    """Records per provider among sound envelopes (rejected ones under None) and the landing hours present.
+
+    One pass over the cache; a file outside the raw layout has no landing hour and adds none.
+    """
     sound_provider = F.when(F.col("reason").isNull(), F.col("provider")).alias("provider")
-    return {row["provider"]: row["count"] for row in envelopes.groupBy(sound_provider).count().collect()}
+    records: Counter[str | None] = Counter()
+    hours = set()
+    for row in envelopes.groupBy(sound_provider, "landing_hour").count().collect():
+        records[row["provider"]] += row["count"]
+        hours.add(row["landing_hour"])
+    return records, sorted(hours - {None})
 
 
 def _hadoop_path(spark: SparkSession, path: str):
@@ -69,6 +78,30 @@ def _hadoop_path(spark: SparkSession, path: str):
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
+
+
+def _landing_hour_globs(lake_root: str, landing_hours: list[str]) -> list[str]:
+    """Hadoop globs of every quarantine and fact-table partition folder of these landing hours."""
+    any_hour = "{" + ",".join(landing_hours) + "}"
+    collected_date, landing_hour = PARTITION_COLUMNS
+    # A fact table nests a landing hour under each collection date its records carry.
+    return [quarantine_path(lake_root, any_hour)] + [
+        f"{curated_table_path(lake_root, table)}/{collected_date}=*/{landing_hour}={any_hour}" for table in FACT_SCHEMAS
+    ]
+
+
+def _clear_landing_hours(spark: SparkSession, lake_root: str, landing_hours: list[str]) -> None:
+    """Delete the quarantine and fact-table partitions of these landing hours before they are rewritten.
+
+    Dynamic partition overwrite replaces only the partitions a write produces: a partition the rerun
+    leaves empty (nothing quarantined any more, a collection date's records gone) would keep stale rows.
+    """
+    if not landing_hours:
+        return
+    for glob in _landing_hour_globs(lake_root, landing_hours):
+        filesystem, pattern = _hadoop_path(spark, glob)
+        for status in filesystem.globStatus(pattern):
+            filesystem.delete(status.getPath(), True)
 
 
 def _with_airport_reference(spark: SparkSession, airports: DataFrame) -> DataFrame:
@@ -135,7 +168,8 @@ def _write_facts(lake_root: str, provider_tables: list[dict[str, DataFrame]]) ->
 def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> dict[str, int]:
     """Structure raw files into the curated tables, each under the landing hour its key names; return rows per table.
 
-    Rerunning a set of files rewrites exactly the landing hours they belong to. A backfill passes
+    Rerunning a set of files rewrites exactly the landing hours they belong to, partitions it no longer
+    fills included (they are removed). A backfill passes
     many hours' files at once: one job instead of one per hour.
 
     Besides one count per table it returns `raw_records`, `quarantined` and `duplicates` (dropped
@@ -153,7 +187,7 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
     )
     cached = [envelopes]
     try:
-        sound_records = _sound_records_by_provider(envelopes)
+        sound_records, landing_hours = _census(envelopes)
         counts = {"raw_records": sum(sound_records.values())}
         sound = typed_envelopes(envelopes.where(F.col("reason").isNull()))
         redeliveries = _redeliveries(sound).persist()
@@ -183,6 +217,7 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
             [frame.select("raw_key", "reason", quarantine_record().alias("record"), "landing_hour")
              for frame in rejected]
         )
+        _clear_landing_hours(spark, lake_root, landing_hours)
         counts["quarantined"] = _write_counted(
             quarantine.coalesce(1), "quarantine",
             lambda frame: frame.write.mode("overwrite").partitionBy("landing_hour").json(quarantine_root(lake_root)),

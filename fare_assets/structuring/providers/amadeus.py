@@ -11,6 +11,7 @@ from pyspark.sql.types import ArrayType, BooleanType, IntegerType, MapType, Stri
 from fare_assets.structuring.envelope import search_rows
 from fare_assets.structuring.providers.offers import (
     PARTITIONS,
+    any_unpriced,
     cabin,
     duration_minutes,
     instant,
@@ -82,7 +83,6 @@ AMADEUS_RESPONSE_SCHEMA = struct_of(
 )
 
 
-
 def _money(text: Column) -> Column:
     return text.try_cast(MONEY)
 
@@ -103,6 +103,9 @@ def response_problem() -> Column:
         F.when(succeeded() & F.col("response").isNull(), F.lit("successful status without an Amadeus response"))
         .when(succeeded() & F.col(PARSED).data.isNull(),
               F.lit("successful status with a response that is not an Amadeus flight-offers answer (no data)"))
+        .when(succeeded() & any_unpriced(F.col(PARSED).data, lambda offer: _money(offer.price.total),
+                                         lambda offer: offer.price.currency),
+              F.lit("successful status with an offer without a readable, positive price.total and price.currency"))
     )
 
 

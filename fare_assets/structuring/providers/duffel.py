@@ -10,6 +10,7 @@ from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType
 from fare_assets.structuring.envelope import search_rows
 from fare_assets.structuring.providers.offers import (
     PARTITIONS,
+    any_unpriced,
     cabin,
     duration_minutes,
     empty_table,
@@ -78,7 +79,6 @@ DUFFEL_RESPONSE_SCHEMA = struct_of(
 )
 
 
-
 def _money(text: Column) -> Column:
     return text.try_cast(MONEY)
 
@@ -94,6 +94,9 @@ def response_problem() -> Column:
         F.when(succeeded() & F.col("response").isNull(), F.lit("successful status without a Duffel response"))
         .when(succeeded() & F.col(PARSED).data.offers.isNull(),
               F.lit("successful status with a response that is not a Duffel offer request (no data.offers)"))
+        .when(succeeded() & any_unpriced(F.col(PARSED).data.offers, lambda offer: _money(offer.total_amount),
+                                         lambda offer: offer.total_currency),
+              F.lit("successful status with an offer without a readable, positive total_amount and total_currency"))
     )
 
 

@@ -1,7 +1,10 @@
-"""What the offer-style providers (Duffel, Amadeus) share: ISO durations, local times, keys, segment rows.
+"""What the offer-style providers (Duffel, Amadeus) share: ISO durations, local times, keys, segment rows;
+and the rule every provider, QPX included, applies to an option's total.
 
 Not a provider itself: it has no NAME and is not in `PROVIDERS`.
 """
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType, TimestampNTZType
@@ -29,6 +32,15 @@ def struct_of(*pairs) -> StructType:
 def succeeded() -> Column:
     """A call that answered: Duffel creates an offer request with 201, Amadeus searches with 200."""
     return F.col("status").between(200, 299)
+
+
+def any_unpriced(options: Column, amount_of: Callable[[Column], Column],
+                 currency_of: Callable[[Column], Column]) -> Column:
+    """Whether some option lacks a readable, positive total amount with a currency (the warehouse needs both)."""
+    # A null test would make `exists` null, and a null reason lets the record through.
+    return F.exists(options, lambda option: ~F.coalesce(
+        (amount_of(option) > 0) & (F.trim(currency_of(option)) != ""), F.lit(False)
+    ))
 
 
 def duration_minutes(iso: Column) -> Column:

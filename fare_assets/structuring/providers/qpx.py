@@ -12,6 +12,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows
+from fare_assets.structuring.providers.offers import any_unpriced
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
 NAME = "qpx"
@@ -167,6 +168,9 @@ def response_problem() -> Column:
     return (
         F.when(succeeded & F.col("response").isNull(), F.lit("status 200 without a QPX response"))
         .when(succeeded & F.col(PARSED).trips.isNull(), F.lit("status 200 with a response that is not QPX (no trips)"))
+        .when(succeeded & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
+                                       lambda option: _currency(option.saleTotal)),
+              F.lit("status 200 with a trip option without a readable, positive saleTotal"))
     )
 
 
