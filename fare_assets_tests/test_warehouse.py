@@ -68,6 +68,10 @@ def test_a_rejected_row_fails_the_load_naming_the_rule_never_the_password(wareho
 def test_web_role_reads_but_cannot_write(warehouse_dsn, postgres):
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.load_fares(conn, [fare_row("a", "250.10", True)])
+        assert warehouse.web_role_exists(conn)
+        conn.execute(f"ALTER ROLE {READONLY_ROLE} RENAME TO fares_web_away")
+        assert not warehouse.web_role_exists(conn)
+        conn.rollback()
     readonly_dsn = warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")
     with psycopg.connect(readonly_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 1

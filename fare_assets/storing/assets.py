@@ -80,7 +80,11 @@ def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, la
             {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()})
         present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
         totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
+        web_role = warehouse.web_role_exists(conn)
     context.log.info(f"loaded {address}: rows inserted or changed {changed}")
+    if not web_role:
+        context.log.warning(f"{address} has no role {warehouse.READONLY_ROLE}, so nothing was granted to the fare page; "
+                            f"create it once (CREATE ROLE {warehouse.READONLY_ROLE} LOGIN PASSWORD ...) and reload")
     dimension_rows = MetadataValue.json({table: totals[table] for table in warehouse.DIMENSION_TABLES})
     for table in warehouse.FARE_TABLES:
         yield MaterializeResult(asset_key=table, metadata={

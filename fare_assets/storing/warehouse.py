@@ -150,9 +150,14 @@ def _serving_table_ddl(table: str) -> str:
             f"  PRIMARY KEY ({', '.join(SERVING_KEYS[table])})\n)")
 
 
+def web_role_exists(conn: psycopg.Connection) -> bool:
+    """Whether the cluster has the fare page's role (the embedded one creates it; a real server's operator does)."""
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone() is not None
+
+
 def _grant_to_web_role(conn: psycopg.Connection) -> None:
     """Let the web role read every warehouse table and add price alerts, when the cluster has that role."""
-    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone():
+    if web_role_exists(conn):
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
         conn.execute(f"GRANT SELECT ON {', '.join((*WAREHOUSE_TABLES, *SERVING_TABLES))} TO {READONLY_ROLE}")
         # INSERT and SELECT only: the page can neither edit nor delete an alert, nor touch fares.
