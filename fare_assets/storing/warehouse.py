@@ -56,6 +56,17 @@ _REQUIRED_FARE_COLUMNS = ("search_id", "collected_at", "origin", "destination", 
                           "currency")
 
 
+# Index name suffix -> columns of each fare table's secondary indexes.
+FARE_INDEXES = {
+    # The page asks for the newest search of one trip and its options, and a route's upcoming trips.
+    "trip_idx": "origin, destination, depart_date, return_date, collected_at DESC",
+    # The route list reads only trips not yet departed: without this it scans the whole history.
+    "upcoming_idx": "depart_date",
+    # Retention deletes by collection time.
+    "collected_idx": "collected_at",
+}
+
+
 def _fare_table_ddl(table: str) -> str:
     columns = ",\n  ".join(
         f"{name} {'numeric(18,3)' if kind == 'numeric' else kind}"
@@ -63,19 +74,14 @@ def _fare_table_ddl(table: str) -> str:
         + (" NOT NULL" if name in _REQUIRED_FARE_COLUMNS else "")
         for name, kind in FARE_COLUMNS
     )
+    indexes = "".join(f"CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} ({indexed});\n"
+                      for suffix, indexed in FARE_INDEXES.items())
     return f"""
 CREATE TABLE IF NOT EXISTS {table} (
   {columns},
   CHECK (total_amount > 0)
 );
--- The page asks for the newest search of one trip and its options, and a route's upcoming trips.
-CREATE INDEX IF NOT EXISTS {table}_trip_idx
-  ON {table} (origin, destination, depart_date, return_date, collected_at DESC);
--- The route list reads only trips not yet departed: without this it scans the whole history.
-CREATE INDEX IF NOT EXISTS {table}_upcoming_idx ON {table} (depart_date);
--- Retention deletes by collection time.
-CREATE INDEX IF NOT EXISTS {table}_collected_idx ON {table} (collected_at);
-"""
+{indexes}"""
 
 
 def _dimension_table_ddl(table: str) -> str:
