@@ -24,14 +24,25 @@ from fare_assets.structuring.quality import (
 )
 from fare_assets.structuring.spark import SPARK_CONF
 from fare_assets.structuring.tables import TABLE_SCHEMAS, read_table
+from fare_assets_tests.test_amadeus import AMADEUS_FIXTURES
+from fare_assets_tests.test_amadeus import _envelope as amadeus_envelope
+from fare_assets_tests.test_amadeus import _response as amadeus_response
+from fare_assets_tests.test_duffel import DUFFEL_FIXTURES
+from fare_assets_tests.test_duffel import _envelope as duffel_envelope
+from fare_assets_tests.test_duffel import _response as duffel_response
 from fare_assets_tests.test_structuring import QPX_FIXTURES, _envelope, _family, _response, _write_raw
 
 LANDING_HOUR, LATER_HOUR = "2026-11-28-04", "2026-11-28-05"
 REDELIVERED = "09_USD_MIA-LGA.json"
+# The references from fares and airports to the carrier and city dimensions, as (table, check name).
+NAMING_CHECKS = (("fares", "carrier_in_carriers"), ("fares", "origin_city_in_cities"),
+                 ("fares", "destination_city_in_cities"), ("airports", "city_code_in_cities"))
 
 
-def _foreign_key(child: str, parent: str):
-    (foreign_key,) = [fk for fk in FOREIGN_KEYS if (fk.child, fk.parent) == (child, parent)]
+def _foreign_key(child: str, parent: str, columns: tuple[str, ...] | None = None):
+    """The key from `child` to `parent`; `columns` tell it apart when the child names that parent twice."""
+    (foreign_key,) = [fk for fk in FOREIGN_KEYS
+                      if (fk.child, fk.parent) == (child, parent) and columns in (None, fk.columns)]
     return foreign_key
 
 
@@ -47,6 +58,16 @@ def good_lake(spark, tmp_path_factory) -> Path:
     # A separate run, as the sensor would start it: the redelivery is stored again under the later hour.
     later = _write_raw(root, datetime(2026, 11, 28, 5, 2, tzinfo=timezone.utc), [envelopes[REDELIVERED]])
     structure_raw(spark, [later], str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def offer_lake(spark, tmp_path_factory) -> Path:
+    """Every Duffel and Amadeus fixture in one hour."""
+    root = tmp_path_factory.mktemp("offer_quality_lake")
+    envelopes = [duffel_envelope(duffel_response(name)) for name in DUFFEL_FIXTURES]
+    envelopes += [amadeus_envelope(amadeus_response(name)) for name in AMADEUS_FIXTURES]
+    structure_raw(spark, [_write_raw(root, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), envelopes)], str(root))
     return root
 
 
@@ -107,6 +128,22 @@ def test_every_rule_passes_on_the_structured_fixtures(spark, good_lake):
     assert {name: result.failing for name, result in results.items() if not result.passed} == {}
 
 
+def test_every_provider_names_known_carriers_and_cities(spark, good_lake, offer_lake):
+    lakes = {"qpx": str(good_lake), "duffel and amadeus": str(offer_lake)}
+    keys = [fk for fk in FOREIGN_KEYS if (fk.child, fk.name) in NAMING_CHECKS]
+    failing = {(lake, fk.child, fk.name): orphan_rows(spark, root, fk).failing
+               for lake, root in lakes.items() for fk in keys}
+    assert failing == {(lake, *check): 0 for lake in lakes for check in NAMING_CHECKS}
+    assert {AssetCheckKey(AssetKey(table), name) for table, name in NAMING_CHECKS} <= curated_table_quality.check_keys
+
+    def city_name(lake: str, code: str) -> str:
+        return read_table(spark, lakes[lake], "cities").where(f"code = '{code}'").first().name
+
+    # QPX prices LIS→TXL to the city BER; Duffel's SLC airport comes without a city object, yet 6 fares fly there.
+    assert (city_name("qpx", "BER"), city_name("duffel and amadeus", "SLC")) == ("Berlin", "Salt Lake City")
+    assert read_table(spark, lakes["duffel and amadeus"], "fares").where("destination_city = 'SLC'").count() == 6
+
+
 def test_a_search_redelivered_in_another_hour_is_no_duplicate(spark, good_lake):
     search_id = _redelivered_search_id(spark, good_lake)
     hours = {row.landing_hour for row in read_table(spark, str(good_lake), "searches")
@@ -151,6 +188,25 @@ def test_a_deleted_parent_orphans_its_children_of_the_same_delivery(spark, lake_
     assert orphan_rows(spark, root, _foreign_key("segments", "carriers")).failing == with_carrier > 0
 
 
+def test_a_fare_naming_an_unknown_carrier_or_city_is_an_orphan(spark, lake_copy):
+    root = str(lake_copy)
+    fare = read_table(spark, root, "fares").where(f"landing_hour = '{LANDING_HOUR}'").first()
+    for column, value in (("carrier", "XX"), ("destination_city", "XXX"), ("origin_city", None)):
+        _set_value(lake_copy, "fares", LANDING_HOUR, "option_id", fare.option_id, column, value)
+    _set_value(lake_copy, "airports", None, "code", "TXL", "city_code", "XXX")
+
+    def orphans(child: str, parent: str, column: str, hours: list[str] | None = None) -> tuple:
+        result = orphan_rows(spark, root, _foreign_key(child, parent, (column,)), hours)
+        return result.failing, result.examples
+
+    assert orphans("fares", "carriers", "carrier") == (1, ({"carrier": "XX"},))
+    assert orphans("fares", "cities", "destination_city") == (1, ({"destination_city": "XXX"},))
+    # A fare without an origin city names no city, so nothing is left to resolve.
+    assert orphans("fares", "cities", "origin_city") == (0, ())
+    assert orphans("fares", "carriers", "carrier", [LATER_HOUR]) == (0, ())
+    assert orphans("airports", "cities", "city_code") == (1, ({"city_code": "XXX"},))
+
+
 def test_altered_amounts_do_not_reconcile(spark, lake_copy):
     root = str(lake_copy)
     pricings = read_table(spark, root, "pricings").where(f"landing_hour = '{LANDING_HOUR}'")
@@ -165,6 +221,14 @@ def test_altered_amounts_do_not_reconcile(spark, lake_copy):
     assert result.failing == 2
     assert {example["option_id"] for example in result.examples} == {family.option_id, taxed.option_id}
     assert unreconciled_totals(spark, root, [LATER_HOUR]).passed
+
+
+def test_offers_with_a_tax_total_but_no_tax_lines_reconcile(spark, offer_lake):
+    options = read_table(spark, str(offer_lake), "trip_options")
+    itemised = read_table(spark, str(offer_lake), "taxes").select("option_id").distinct()
+    untaxed = options.where("tax_amount > 0").join(itemised, "option_id", "left_anti").count()
+    assert untaxed > 100
+    assert unreconciled_totals(spark, str(offer_lake)).failing == 0
 
 
 def test_a_zero_fare_of_a_successful_search_is_flagged(spark, lake_copy):

@@ -58,8 +58,13 @@ FOREIGN_KEYS: tuple[ForeignKey, ...] = (
     ForeignKey("segments", ("option_id", "slice_no"), "slices"),
     ForeignKey("legs", ("option_id", "slice_no", "segment_no"), "segments"),
     ForeignKey("segments", ("carrier",), "carriers", ("code",)),
+    ForeignKey("fares", ("carrier",), "carriers", ("code",)),
+    # Fares are priced city to city (LON), legs fly airport to airport (LHR): each names its own dimension.
+    ForeignKey("fares", ("origin_city",), "cities", ("code",)),
+    ForeignKey("fares", ("destination_city",), "cities", ("code",)),
     ForeignKey("legs", ("origin",), "airports", ("code",)),
     ForeignKey("legs", ("destination",), "airports", ("code",)),
+    ForeignKey("airports", ("city_code",), "cities", ("code",)),
     ForeignKey("legs", ("aircraft",), "aircraft", ("code",)),
     # tax_codes is keyed by the provider's tax id (US_002); tax_code (US, YQ) is shared by many ids.
     ForeignKey("taxes", ("tax_id",), "tax_codes", ("code",)),
@@ -115,7 +120,7 @@ def orphan_rows(spark: SparkSession, lake_root: str, foreign_key: ForeignKey,
 
 
 def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | None = None) -> RuleResult:
-    """Options whose pricings miss total_amount or its currency, or whose tax lines miss a given tax_amount."""
+    """Options whose pricings miss total_amount or its currency, or whose tax lines miss the tax_amount (both given)."""
     # Pricings and tax lines are per passenger: each counts passenger_count times.
     option = [*PARTITION_COLUMNS, "option_id"]
     pricings = _read(spark, lake_root, "pricings", hours)
@@ -133,7 +138,8 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
     checked = _read(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
     total_missed = ~F.col("priced_total").eqNullSafe(F.col("total_amount"))
     currency_missed = (F.col("priced_currencies") > 1) | ~F.col("priced_currency").eqNullSafe(F.col("currency"))
-    tax_missed = F.col("tax_amount").isNotNull() & (F.coalesce("taxed_total", F.lit(0)) != F.col("tax_amount"))
+    # Compared where both are given: Duffel (and some Amadeus offers) give a tax total without tax lines.
+    tax_missed = F.col("taxed_total") != F.col("tax_amount")
     return _result(
         checked.where(total_missed | currency_missed | tax_missed),
         ["landing_hour", "option_id", "total_amount", "priced_total", "currency", "priced_currency",

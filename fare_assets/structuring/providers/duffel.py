@@ -175,6 +175,11 @@ def _passenger_fares(pricings: DataFrame) -> DataFrame:
     )
 
 
+def _fare_city(place: Column) -> Column:
+    """The city fares to or from a place are priced to: its metropolitan code (NYC), else its own code."""
+    return F.coalesce(place.iata_city_code, place.iata_code)
+
+
 def _fare_rows(passenger_fares: DataFrame) -> DataFrame:
     segment = F.col("segment")
     return conform(
@@ -183,8 +188,7 @@ def _fare_rows(passenger_fares: DataFrame) -> DataFrame:
             F.lit(None).cast("string").alias("provider_fare_id"),
             # A segment's fare basis is filed by the airline selling the seat: the marketing carrier.
             segment.marketing_carrier.iata_code.alias("carrier"),
-            F.coalesce(segment.origin.iata_city_code, segment.origin.iata_code).alias("origin_city"),
-            F.coalesce(segment.destination.iata_city_code, segment.destination.iata_code).alias("destination_city"),
+            _fare_city(segment.origin).alias("origin_city"), _fare_city(segment.destination).alias("destination_city"),
             F.col("fare").fare_basis_code.alias("basis_code"),
             *PARTITIONS,
         ),
@@ -272,16 +276,20 @@ def _dimension_tables(options: DataFrame) -> dict[str, DataFrame]:
             F.col("entry").iata_code.alias("code"), F.col("entry")["name"].alias("name"), "updated_at"
         )
 
-    airports = segments.select(F.explode(F.array(segment.origin, segment.destination)).alias("place"), updated_at)
+    places = segments.select(F.explode(F.array(segment.origin, segment.destination)).alias("place"), updated_at)
     place = F.col("place")
     owners = options.select(F.col("option").owner.iata_code.alias("code"), F.col("option").owner["name"].alias("name"),
                             updated_at)
     return {
-        "airports": airports.where(place.type == "airport").select(
+        "airports": places.where(place.type == "airport").select(
             place.iata_code.alias("code"), place["name"].alias("name"), place.iata_city_code.alias("city_code"),
             "updated_at",
         ).where(F.col("code").isNotNull()).distinct(),
-        "cities": named_codes(pairs(segment.origin.city, segment.destination.city), "cities"),
+        # Every city a fare names, from the place itself: some airports (SLC) come without a city object.
+        "cities": named_codes(places.select(
+            _fare_city(place).alias("code"), F.coalesce(place.city["name"], place.city_name).alias("name"),
+            "updated_at",
+        ), "cities"),
         "carriers": named_codes(pairs(segment.marketing_carrier, segment.operating_carrier).unionByName(owners),
                                 "carriers"),
         "aircraft": named_codes(pairs(segment.aircraft), "aircraft"),
