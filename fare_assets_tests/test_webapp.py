@@ -397,7 +397,7 @@ def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_model
 
     text = page_text(client.get("/fares", query_string=trip_query()))
     assert "Low price" in text and "cheaper than 100% of 7 fares" in text
-    assert ("Buy now" in text or "Wait" in text) and "Confidence" in text
+    assert ("Buy now" in text or "Wait" in text) and f"Chance this advice pays off: {advice['confidence']:.0%}" in text
     assert text.count('class="dot"') == 6 and "<polyline" in text
     assert text.count("cell collected") == 2 and text.count("cell predicted") == 47
     assert "advisor v1" in text and "Not yet updated" not in text

@@ -46,7 +46,10 @@ _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "text": {"type": "string"}}}
 _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
     "action": {"type": "string", "enum": ["buy", "wait", "not_enough_data", "unavailable", "no_fares"]},
-    "drop_probability": {"type": "number", "nullable": True}, "confidence": {"type": "number", "nullable": True},
+    "drop_probability": {"type": "number", "nullable": True}, "confidence": {
+        "type": "number", "nullable": True,
+        "description": "Calibrated chance the advice pays off: for wait, that the fare drops by 2% or more before "
+                       "departure; for buy, that it does not."},
     "expected_saving": {"type": "number", "nullable": True}, "currency": {"type": "string", "nullable": True},
     "reason": {"type": "string"},
     "based_on_collection": {"type": "string", "format": "date-time", "nullable": True,

@@ -37,7 +37,12 @@ BUY, WAIT, NOT_ENOUGH_DATA = "buy", "wait", "not_enough_data"
 
 @dataclass(frozen=True)
 class Advice:
-    """What to do about one trip now, how sure the advisor is and what waiting might save."""
+    """What to do about one trip now, how sure the advisor is and what waiting might save.
+
+    `confidence` is the calibrated chance that the advice pays off: for "wait", that the fare drops meaningfully
+    before departure (drop_probability); for "buy", that it does not. The action itself comes from the expected
+    fare if waiting, so a wait can rest on a modest chance of a large drop.
+    """
 
     action: str
     drop_probability: float | None
