@@ -4,13 +4,16 @@ Spark is there to scale out on EMR; on one machine an embedded engine is the obv
 this bench asks how much the job gives up against it. Both sides read the same BENCH_MB MB of simulator
 raw logs (default 500, see bench/raw_logs.py) in one run: the Spark side is the real job,
 `structure_raw`, in a warm local session; the DuckDB side reads the envelopes with an explicit schema
-(the response typed as a struct, so it is parsed in the same pass), keeps the first delivery of each
-search, unnests trip options, pricings, fares, taxes, slices, segments and legs with their main columns
-(money split into amount and currency, times as instants, hashed option ids) and writes each as Parquet
-partitioned by collection date and landing hour. DuckDB skips what the job does besides: envelope
-checks, quarantine, searches, segment fares and dimensions. The bench fails if any table's row count
-differs between the two, and prints MB/s of raw input and output rows/s (rows of those seven tables)
-for each side and the ratio of Spark's throughput to DuckDB's.
+(the response typed as a struct, so it is parsed in the same pass), checks each envelope and response
+with the job's reasons (quarantined records written as JSON), keeps the first delivery of each search,
+and writes searches, trip options, pricings, fares, segment fares, taxes, slices, segments and legs with
+their main columns (money split into amount and currency, times as instants, hashed option ids) as
+Parquet partitioned by collection date and landing hour, and the five dimensions (distinct codes) as
+Parquet. What DuckDB still does more simply: a segment's fare is the first one with its id (the job
+prefers the copy starting in the slice's origin city), dimensions are neither merged with earlier runs
+nor airports enriched from a reference, and emptied partitions are not cleared. The bench fails if the
+quarantine or any fact table's row count differs between the two, and prints MB/s of raw input and
+output rows/s (rows of the fact tables) for each side and the ratio of Spark's throughput to DuckDB's.
 """
 import os
 import shutil
@@ -30,7 +33,8 @@ from fare_assets.structuring.spark import local_spark_session  # noqa: E402
 
 MEGABYTES = int(os.environ.get("BENCH_MB", "500"))
 REPEAT = int(os.environ.get("BENCH_REPEAT", "1"))
-COMPARED_TABLES = ("trip_options", "pricings", "fares", "taxes", "slices", "segments", "legs")
+COMPARED_TABLES = ("searches", "trip_options", "pricings", "fares", "segment_fares", "taxes", "slices", "segments",
+                   "legs")
 
 _LEG = ("STRUCT(id VARCHAR, aircraft VARCHAR, departureTime VARCHAR, arrivalTime VARCHAR, origin VARCHAR,"
         " destination VARCHAR, duration INTEGER, mileage INTEGER, operatingDisclosure VARCHAR,"
@@ -42,15 +46,20 @@ _PRICING = ("STRUCT(ptc VARCHAR, passengers STRUCT(adultCount INTEGER, childCoun
             " baseFareTotal VARCHAR, saleFareTotal VARCHAR, saleTaxTotal VARCHAR, saleTotal VARCHAR,"
             " refundable BOOLEAN, latestTicketingTime VARCHAR, fareCalculation VARCHAR,"
             " fare STRUCT(id VARCHAR, carrier VARCHAR, origin VARCHAR, destination VARCHAR, basisCode VARCHAR)[],"
+            " segmentPricing STRUCT(fareId VARCHAR, segmentId VARCHAR,"
+            " freeBaggageOption STRUCT(pieces INTEGER, kilos INTEGER)[])[],"
             " tax STRUCT(id VARCHAR, code VARCHAR, chargeType VARCHAR, country VARCHAR, salePrice VARCHAR)[])")
 _TRIP_OPTION = (f"STRUCT(id VARCHAR, saleTotal VARCHAR,"
                 f" slice STRUCT(duration INTEGER, segment {_SEGMENT}[])[], pricing {_PRICING}[])")
+_NAMED = "STRUCT(code VARCHAR, name VARCHAR)[]"
+_DATA = (f"STRUCT(airport STRUCT(code VARCHAR, city VARCHAR, name VARCHAR)[], city {_NAMED}, aircraft {_NAMED},"
+         f" tax STRUCT(id VARCHAR, name VARCHAR)[], carrier {_NAMED})")
 ENVELOPE_COLUMNS = {
     "v": "BIGINT", "search_id": "VARCHAR", "provider": "VARCHAR", "collected_at": "VARCHAR",
     "query": "STRUCT(origin VARCHAR, destination VARCHAR, depart_date VARCHAR, return_date VARCHAR,"
              " adults INTEGER, children INTEGER, cabin VARCHAR)",
     "status": "INTEGER", "elapsed_ms": "BIGINT", "error": "VARCHAR",
-    "response": f"STRUCT(trips STRUCT(requestId VARCHAR, tripOption {_TRIP_OPTION}[]))",
+    "response": f"STRUCT(trips STRUCT(requestId VARCHAR, data {_DATA}, tripOption {_TRIP_OPTION}[]))",
 }
 _MONEY = r"^([A-Z]{3})(-?[0-9]+(?:\.[0-9]+)?)$"
 
@@ -73,7 +82,7 @@ _STAGING = {
                      generate_subscripts(response.trips.tripOption, 1) AS option_no
               FROM searches WHERE status = 200)""",
     "pricings": """
-        SELECT option_id, collected_date, landing_hour,
+        SELECT option_id, collected_date, landing_hour, option.slice AS slices,
                unnest(option.pricing) AS pricing, generate_subscripts(option.pricing, 1) AS pricing_no
         FROM options""",
     "slices": """
@@ -86,6 +95,14 @@ _STAGING = {
         FROM slices""",
 }
 _TABLES = {
+    "searches": """
+        SELECT search_id, provider, collected_at::TIMESTAMPTZ AS collected_at, query.origin AS origin,
+               query.destination AS destination, TRY_CAST(query.depart_date AS DATE) AS depart_date,
+               TRY_CAST(query.return_date AS DATE) AS return_date, query.adults AS adults,
+               query.children AS children, query.cabin AS cabin, status, error, elapsed_ms,
+               coalesce(len(response.trips.tripOption), 0) AS option_count, response.trips.requestId AS request_id,
+               filename AS raw_key, collected_date, landing_hour
+        FROM searches""",
     "trip_options": f"""
         SELECT option_id, search_id, option.id AS provider_option_id,
                {_amount('option.saleTotal')} AS total_amount, {_currency('option.saleTotal')} AS currency,
@@ -111,6 +128,18 @@ _TABLES = {
         FROM (SELECT option_id, pricing_no, collected_date, landing_hour,
                      unnest(pricing.fare) AS fare, generate_subscripts(pricing.fare, 1) AS fare_no
               FROM pricings)""",
+    "segment_fares": """
+        SELECT option_id, pricing_no, segment.slice_no AS slice_no, segment.segment_no AS segment_no,
+               list_position(list_transform(pricing.fare, lambda fare: fare.id), segment_pricing.fareId) AS fare_no,
+               segment_pricing.freeBaggageOption[1].pieces AS free_bag_pieces,
+               segment_pricing.freeBaggageOption[1].kilos AS free_bag_kilos, collected_date, landing_hour
+        FROM (SELECT *, list_filter(flatten(list_transform(slices, lambda slice, slice_no: list_transform(
+                            slice.segment, lambda segment, segment_no:
+                                {'id': segment.id, 'slice_no': slice_no, 'segment_no': segment_no}))),
+                        lambda position: position.id = segment_pricing.segmentId)[1] AS segment
+              FROM (SELECT option_id, pricing_no, pricing, slices, collected_date, landing_hour,
+                           unnest(pricing.segmentPricing) AS segment_pricing
+                    FROM pricings))""",
     "taxes": f"""
         SELECT option_id, pricing_no, tax_no, tax.id AS tax_id, tax.code AS tax_code,
                tax.chargeType AS charge_type, {_amount('tax.salePrice')} AS amount,
@@ -146,26 +175,67 @@ _TABLES = {
 }
 
 
+# Why a record cannot be structured (the job's envelope and QPX response checks), or NULL.
+_PROBLEM = f"""CASE
+    WHEN landing_hour = '---' THEN 'raw object outside the raw/fares/YYYY/MM/DD/HH/ layout'
+    WHEN v IS NULL THEN 'missing envelope version v'
+    WHEN v <> 1 THEN 'unsupported envelope version ' || v
+    WHEN trim(search_id) IS NULL OR trim(search_id) = '' THEN 'missing search_id'
+    WHEN provider IS NULL THEN 'missing provider'
+    WHEN provider <> 'qpx' THEN 'unknown provider ' || provider
+    WHEN TRY_CAST(collected_at AS TIMESTAMPTZ) IS NULL THEN 'missing or invalid collected_at'
+    WHEN status IS NULL THEN 'missing status'
+    WHEN query.origin IS NULL OR query.destination IS NULL OR TRY_CAST(query.depart_date AS DATE) IS NULL
+        THEN 'query without origin, destination and a valid depart_date'
+    WHEN query.return_date IS NOT NULL AND TRY_CAST(query.return_date AS DATE) IS NULL
+        THEN 'query with an invalid return_date'
+    WHEN status = 200 AND response IS NULL THEN 'status 200 without a QPX response'
+    WHEN status = 200 AND response.trips IS NULL THEN 'status 200 with a response that is not QPX (no trips)'
+    WHEN status = 200 AND list_bool_or(list_transform(response.trips.tripOption, lambda option:
+             NOT coalesce({_amount('option.saleTotal')} > 0 AND {_currency('option.saleTotal')} IS NOT NULL, false)))
+        THEN 'status 200 with a trip option without a readable, positive saleTotal'
+END"""
+_DIMENSIONS = {
+    "airports": "SELECT DISTINCT entry.code, entry.name, entry.city AS city_code"
+                " FROM (SELECT unnest(response.trips.data.airport) AS entry FROM searches)",
+    **{table: f"SELECT DISTINCT entry.{code} AS code, entry.name"
+              f" FROM (SELECT unnest(response.trips.data.{field}) AS entry FROM searches)"
+       for table, field, code in (("cities", "city", "code"), ("aircraft", "aircraft", "code"),
+                                  ("tax_codes", "tax", "id"), ("carriers", "carrier", "code"))},
+}
+
+
 def structure_with_duckdb(raw_paths: list[str], lake_root: Path) -> dict[str, int]:
-    """Flatten the raw logs into COMPARED_TABLES as partitioned Parquet under `lake_root`; rows per table."""
+    """Flatten the raw logs into the curated tables as Parquet under `lake_root`; rows per table and quarantined."""
     lake_root.mkdir(parents=True)
     connection = duckdb.connect()
     columns = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in ENVELOPE_COLUMNS.items()) + "}"
     connection.execute(f"""
-        CREATE TEMP TABLE searches AS
-        SELECT search_id, status, response, collected_at::TIMESTAMPTZ::DATE AS collected_date,
-               concat_ws('-', {", ".join(f"regexp_extract(filename, '{RAW_HOUR_PATTERN}', {group})"
-                                         for group in (1, 2, 3, 4))}) AS landing_hour
-        FROM read_json($paths, format = 'newline_delimited', columns = {columns}, filename = true)
-        QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY filename, collected_at) = 1
+        CREATE TEMP TABLE envelopes AS
+        SELECT *, {_PROBLEM} AS reason
+        FROM (SELECT *, TRY_CAST(collected_at AS TIMESTAMPTZ)::DATE AS collected_date,
+                     concat_ws('-', {", ".join(f"regexp_extract(filename, '{RAW_HOUR_PATTERN}', {group})"
+                                               for group in (1, 2, 3, 4))}) AS landing_hour
+              FROM read_json($paths, format = 'newline_delimited', columns = {columns}, filename = true))
     """, {"paths": raw_paths})
+    connection.execute("""
+        CREATE TEMP TABLE searches AS
+        SELECT * FROM envelopes WHERE reason IS NULL
+        QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY filename, collected_at) = 1
+    """)
+    (quarantined,) = connection.execute(
+        f"COPY (SELECT filename AS raw_key, reason, landing_hour FROM envelopes WHERE reason IS NOT NULL)"
+        f" TO '{lake_root / 'quarantine.json'}' (FORMAT json)").fetchone()
     for name, query in _STAGING.items():
         connection.execute(f"CREATE TEMP TABLE {name} AS {query}")
-    counts = {}
+    counts = {"quarantined": quarantined}
     for table, query in _TABLES.items():
         (counts[table],) = connection.execute(
             f"COPY ({query}) TO '{lake_root / table}' (FORMAT parquet, PARTITION_BY (collected_date, landing_hour))"
         ).fetchone()
+    for table, query in _DIMENSIONS.items():
+        (counts[table],) = connection.execute(
+            f"COPY ({query}) TO '{lake_root / table}.parquet' (FORMAT parquet)").fetchone()
     connection.close()
     return counts
 
@@ -191,7 +261,7 @@ def main() -> None:
         spark_seconds = best_of(with_spark, repeat=REPEAT)
         spark.stop()
         duckdb_seconds = best_of(with_duckdb, repeat=REPEAT)
-        differing = {table: (spark_counts[table], duckdb_counts[table]) for table in COMPARED_TABLES
+        differing = {table: (spark_counts[table], duckdb_counts[table]) for table in (*COMPARED_TABLES, "quarantined")
                      if spark_counts[table] != duckdb_counts[table]}
         if differing:
             raise SystemExit(f"row counts differ (spark, duckdb): {differing}")
