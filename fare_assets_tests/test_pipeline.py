@@ -1,5 +1,4 @@
 """The whole asset graph on a tiny watchlist: real market server, local Spark, real PostgreSQL."""
-import json
 from pathlib import Path
 
 import psycopg
@@ -10,9 +9,10 @@ from fare_assets.definitions import build_defs
 from fare_assets.pipeline import curated_row_counts, run_pipeline
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
-from fare_assets.storing.lake import models_path
+from fare_assets.storing.lake import model_version_key, published_model_key
 from fare_assets.structuring.assets import CURATED_TABLES
 from fare_assets.synthesizing import assets as synthesizing_assets
+from fare_assets.synthesizing.model_files import published_version
 
 TINY_WATCHLIST = """trips:
   - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 1, to: 63, every: 3}}
@@ -86,7 +86,7 @@ def test_the_models_report_a_score_and_show_their_charts(pipeline_run):
         metadata = instance.get_latest_materialization_event(AssetKey(model)).asset_materialization.metadata
         for name in names:
             assert metadata[name].value.startswith(f"![{name.replace('_', ' ')}](data:image/png;base64,"), (model, name)
-        folder = Path(models_path(defs.resources["lake"].root, model)) / metadata["version"].value
+        folder = Path(defs.resources["lake"].object_path(model_version_key(model, metadata["version"].value)))
         assert all((folder / f"{name}.png").stat().st_size > 0 for name in names), sorted(folder.iterdir())
 
 
@@ -100,8 +100,8 @@ def test_the_advisor_and_the_fare_model_retrain_daily(pipeline_run):
 
 def test_an_advisor_worse_than_buying_now_stops_the_run_and_is_not_published(pipeline_run, monkeypatch):
     defs, instance, _ = pipeline_run
-    advisors = Path(models_path(defs.resources["lake"].root, "buy_wait_advisor"))
-    published = (advisors / "latest.json").read_text()
+    lake = defs.resources["lake"]
+    published = lake.read_object(published_model_key("buy_wait_advisor"))
     monkeypatch.setattr(synthesizing_assets, "advisor_not_worse_than_buying_now", lambda headline: False)
     result = defs.resolve_job_def("synthesize").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
@@ -110,9 +110,8 @@ def test_an_advisor_worse_than_buying_now_stops_the_run_and_is_not_published(pip
     assert not check.passed
     metadata = instance.get_latest_materialization_event(AssetKey("buy_wait_advisor")).asset_materialization.metadata
     assert metadata["published"].value is False
-    assert (advisors / metadata["version"].value / "model.pkl").stat().st_size > 0
-    assert (advisors / "latest.json").read_text() == published
+    assert len(lake.read_object(model_version_key("buy_wait_advisor", metadata["version"].value, "model.pkl"))) > 0
+    assert lake.read_object(published_model_key("buy_wait_advisor")) == published
     # The fare model does not depend on the advisor: it was retrained and published in the same run.
     fare_model = instance.get_latest_materialization_event(AssetKey("fare_model")).asset_materialization.metadata
-    assert json.loads((Path(models_path(defs.resources["lake"].root, "fare_model")) / "latest.json").read_text())[
-        "version"] == fare_model["version"].value
+    assert published_version(lake, "fare_model") == fare_model["version"].value

@@ -46,11 +46,6 @@ def quarantine_path(root: str, landing_hour: str) -> str:
     return f"{quarantine_root(root)}/landing_hour={landing_hour}"
 
 
-def models_path(root: str, name: str) -> str:
-    """Folder holding the versions of one trained model."""
-    return f"{root.rstrip('/')}/{MODELS_PREFIX}{name}"
-
-
 def model_version_key(name: str, version: str, file: str = "") -> str:
     """Key of one file of one saved model version (its folder's prefix without `file`)."""
     return f"{MODELS_PREFIX}{name}/{version}/{file}"
