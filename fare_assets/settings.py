@@ -29,6 +29,7 @@ class Settings:
     history_every_hours: float
     dagster_port: int
     model_engine: str
+    warehouse_retention_days: int
 
     @property
     def pg_dir(self) -> Path:
@@ -57,4 +58,5 @@ def load_settings() -> Settings:
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
         model_engine=model_engine,
+        warehouse_retention_days=int(_env("FARES_WAREHOUSE_RETENTION_DAYS", "730")),
     )

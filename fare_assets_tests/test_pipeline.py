@@ -54,7 +54,10 @@ def test_every_curated_table_and_both_warehouse_tables_have_rows(pipeline_run):
     with defs.resources["warehouse_db"].connect() as conn:
         routes = conn.execute("SELECT DISTINCT origin || '-' || destination FROM national_fares").fetchall()
         foreign = conn.execute("SELECT DISTINCT origin || '-' || destination FROM international_fares").fetchall()
+        partitions = warehouse.fare_partitions(conn, "national_fares")
     assert routes == [("SFO-JFK",)] and foreign == [("LHR-JFK",)]
+    # 60 days collected up to 2026-11-28: one partition per collection month.
+    assert partitions == ["national_fares_p202609", "national_fares_p202610", "national_fares_p202611"]
 
 
 def test_searches_match_the_calls_made(pipeline_run):

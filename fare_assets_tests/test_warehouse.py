@@ -44,8 +44,8 @@ def test_failed_load_leaves_nothing_half_loaded(warehouse_dsn):
 
 
 @pytest.mark.parametrize(("total", "currency", "rejected_by", "message"), [
-    ("0", "USD", {"table": "national_fares", "constraint": "national_fares_total_amount_check"},
-     'new row for relation "national_fares" violates check constraint "national_fares_total_amount_check"'),
+    ("0", "USD", {"table": "national_fares_p202610", "constraint": "national_fares_total_amount_check"},
+     'new row for relation "national_fares_p202610" violates check constraint "national_fares_total_amount_check"'),
     ("250.10", None, {"table": "fare_staging", "column": "currency"},
      'null value in column "currency" of relation "fare_staging" violates not-null constraint'),
 ])
@@ -98,6 +98,8 @@ def test_dimensions_are_upserted_with_the_fares_and_readable_by_the_web_role(war
         first = warehouse.load_warehouse(conn, fares, {"airports": [airport_row("JFK", "Kennedy")], "carriers": carriers})
         again = warehouse.load_warehouse(conn, fares, {"airports": [airport_row("JFK", "Kennedy")], "carriers": carriers})
         renamed = warehouse.load_warehouse(conn, [], {"airports": [airport_row("JFK", "John F Kennedy Intl")]})
+    assert (first.staged, first.present, again.staged, again.present, renamed.staged) == (1, 1, 1, 1, 0)
+    first, again, renamed = first.changed, again.changed, renamed.changed
     assert first == {"national_fares": 1, "international_fares": 0, "airports": 1, "carriers": 1}
     assert again == {"national_fares": 0, "international_fares": 0, "airports": 0, "carriers": 0}
     assert renamed["airports"] == 1
@@ -163,5 +165,67 @@ def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
         queries.route_summaries(conn, today)
     assert len(plans) == 2
     trip_plan, summary_plan = plans
-    assert "national_fares_trip_idx" in trip_plan and "Seq Scan on national_fares" not in trip_plan
-    assert "national_fares_upcoming_idx" in summary_plan and "Seq Scan on national_fares" not in summary_plan
+    # Each monthly partition has the parent's indexes, named by PostgreSQL after their columns.
+    assert "_origin_destination_depart_date_" in trip_plan and "Seq Scan on national_fares" not in trip_plan
+    assert "_depart_date_idx" in summary_plan and "Seq Scan on national_fares" not in summary_plan
+
+
+def collected_on(option_id: str, when: dt.datetime, national: bool = True) -> tuple:
+    row = list(fare_row(option_id, "250.00", national))
+    row[warehouse.COLUMN_NAMES.index("collected_at")] = when
+    return tuple(row)
+
+
+def utc(year: int, month: int, day: int) -> dt.datetime:
+    return dt.datetime(year, month, day, 12, tzinfo=dt.timezone.utc)
+
+
+def test_fares_are_partitioned_by_collection_month_and_retention_drops_whole_months(warehouse_dsn):
+    history = [collected_on(f"{when:%Y%m%d}-{n}", when, national=n % 2 == 0)
+               for when in (utc(2025, 1, 15), utc(2025, 2, 27), utc(2025, 3, 1), utc(2025, 4, 30))
+               for n in range(3)]
+    # Autocommit, so each load is its own transaction between the test's queries, as in the storing asset.
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        # 2025-04-30 minus 80 days is in February: January's rows are not loaded at all.
+        first = warehouse.load_warehouse(conn, history, {}, retention_days=80)
+        assert (first.staged, first.past_retention, first.present, first.dropped_partitions) == (12, 3, 9, [])
+        assert warehouse.fare_partitions(conn, "national_fares") == [
+            "national_fares_p202502", "national_fares_p202503", "national_fares_p202504"]
+        # A newer collection moves the horizon (2025-05-31 minus 80 days is in March): February goes.
+        newer = warehouse.load_warehouse(conn, [collected_on("new", utc(2025, 5, 31)),
+                                                collected_on("late-replay", utc(2025, 1, 20))], {}, retention_days=80)
+        assert (newer.staged, newer.past_retention, newer.present) == (2, 1, 1)
+        assert newer.dropped_partitions == ["national_fares_p202502", "international_fares_p202502"]
+        months = conn.execute("SELECT tableoid::regclass::text, count(*) FROM national_fares GROUP BY 1 ORDER BY 1")
+        assert months.fetchall() == [("national_fares_p202503", 2), ("national_fares_p202504", 2),
+                                     ("national_fares_p202505", 1)]
+        assert warehouse.table_counts(conn) == {"national_fares": 5, "international_fares": 2}
+        # Without retention nothing is dropped, and a month comes back with its partition.
+        replay = warehouse.load_warehouse(conn, history, {})
+        assert (replay.past_retention, replay.present, replay.dropped_partitions) == (0, 12, [])
+        assert warehouse.table_counts(conn) == {"national_fares": 9, "international_fares": 4}
+
+
+def test_a_warehouse_from_before_partitioning_is_moved_into_monthly_partitions(warehouse_dsn):
+    columns = ", ".join(f"{name} {'numeric(18,3)' if kind == 'numeric' else kind}"
+                        + (" PRIMARY KEY" if name == "option_id" else "") for name, kind in warehouse.FARE_COLUMNS)
+    rows = [collected_on("october", utc(2026, 10, 1)), collected_on("november", utc(2026, 11, 2))]
+    with psycopg.connect(warehouse_dsn) as conn:
+        for table in warehouse.FARE_TABLES:
+            conn.execute(f"CREATE TABLE {table} ({columns}, CHECK (total_amount > 0))")
+            conn.execute(f"CREATE INDEX {table}_trip_idx ON {table} (origin, destination, depart_date)")
+        with conn.cursor().copy(f"COPY national_fares ({', '.join(warehouse.COLUMN_NAMES)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row[:-1])
+        conn.commit()
+        load = warehouse.load_warehouse(conn, [collected_on("december", utc(2026, 12, 3))], {})
+        kinds = dict(conn.execute("SELECT relname, relkind FROM pg_class WHERE relname = ANY(%s)",
+                                  (list(warehouse.FARE_TABLES),)).fetchall())
+        assert kinds == dict.fromkeys(warehouse.FARE_TABLES, "p")
+        assert warehouse.fare_partitions(conn, "national_fares") == [
+            "national_fares_p202610", "national_fares_p202611", "national_fares_p202612"]
+        assert conn.execute("SELECT option_id FROM national_fares ORDER BY collected_at").fetchall() == [
+            ("october",), ("november",), ("december",)]
+        assert load.present == 1
+    with psycopg.connect(warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
+        assert conn.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 3

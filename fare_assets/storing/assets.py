@@ -1,13 +1,17 @@
 """Storing (serving side): the warehouse tables the fare page reads, loaded per landing hour or backfilled range."""
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
+import pyarrow.dataset
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, Failure,
                      MaterializeResult, MetadataValue, multi_asset)
 from dagster_pyspark import PySparkResource
 
 from fare_assets.partitions import landing_hours, landing_hours_of_run
 from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.structuring.assets import FACT_TABLES
 from fare_assets.structuring.serving import fare_rows
@@ -61,35 +65,48 @@ def load_errors_as_failures(address: str):
                   description="Trip options that cross a border (PostgreSQL)."),
     ],
     check_specs=[AssetCheckSpec("every_option_loaded", asset="national_fares",
-                                description="Every projected trip option of the run's hours is in one of the two tables.")],
+                                description="Every projected trip option of the run's hours within retention is "
+                                            "in one of the two tables.")],
     partitions_def=landing_hours,
     backfill_policy=BackfillPolicy.single_run(),
 )
 def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, lake: LakeResource,
                     warehouse_db: WarehouseResource):
     spark = pyspark.spark_session
-    projected = fare_rows(spark, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).toArrow()
     dimensions = {
         table: read_table(spark, lake.root, table).select(*(name for name, _ in columns)).toArrow()
         for table, columns in warehouse.DIMENSION_COLUMNS.items()
     }
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    with load_errors_as_failures(address), warehouse_db.connect() as conn:
-        changed = warehouse.load_warehouse(
-            conn, warehouse.rows_from_arrow(projected),
-            {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()})
-        present = warehouse.options_present(conn, projected.column("option_id").to_pylist())
-        totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
-        web_role = warehouse.web_role_exists(conn)
-    context.log.info(f"loaded {address}: rows inserted or changed {changed}")
+    retention_days = load_settings().warehouse_retention_days
+    # The projection goes through local Parquet and reaches COPY one batch at a time, so a backfill of months
+    # never has to fit in this process's memory.
+    with tempfile.TemporaryDirectory(prefix="fare-load-") as folder:
+        projected_path = Path(folder) / "fares"
+        fare_rows(spark, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).write.parquet(
+            projected_path.as_uri())
+        projected = pyarrow.dataset.dataset(projected_path, format="parquet")
+        projected_rows = projected.count_rows()
+        with load_errors_as_failures(address), warehouse_db.connect() as conn:
+            load = warehouse.load_warehouse(
+                conn, warehouse.rows_from_arrow(projected),
+                {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()}, retention_days)
+            totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
+            web_role = warehouse.web_role_exists(conn)
+    context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
+    if load.dropped_partitions:
+        context.log.info(f"retention ({retention_days} days) dropped {', '.join(load.dropped_partitions)}")
     if not web_role:
         context.log.warning(f"{address} has no role {warehouse.READONLY_ROLE}, so nothing was granted to the fare page; "
                             f"create it once (CREATE ROLE {warehouse.READONLY_ROLE} LOGIN PASSWORD ...) and reload")
     dimension_rows = MetadataValue.json({table: totals[table] for table in warehouse.DIMENSION_TABLES})
     for table in warehouse.FARE_TABLES:
         yield MaterializeResult(asset_key=table, metadata={
-            "rows_changed": changed[table], "rows_total": totals[table], "warehouse": address,
-            "dimension_rows": dimension_rows})
+            "rows_changed": load.changed[table], "rows_total": totals[table], "warehouse": address,
+            "dimension_rows": dimension_rows, "retention_days": retention_days,
+            "partitions_dropped": MetadataValue.json(load.dropped_partitions)})
+    expected = load.staged - load.past_retention
     yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares",
-                           passed=present == projected.num_rows,
-                           metadata={"projected": projected.num_rows, "present": present})
+                           passed=load.staged == projected_rows and load.present == expected,
+                           metadata={"projected": projected_rows, "staged": load.staged,
+                                     "past_retention": load.past_retention, "present": load.present})

@@ -1,9 +1,11 @@
 """The PostgreSQL warehouse: national_fares, international_fares and their dimensions, loaded idempotently."""
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 
 from fare_assets.storing.postgres import READONLY_ROLE
 
@@ -56,32 +58,84 @@ _REQUIRED_FARE_COLUMNS = ("search_id", "collected_at", "origin", "destination", 
                           "currency")
 
 
-# Index name suffix -> columns of each fare table's secondary indexes.
+# Index name suffix -> columns of each fare table's secondary indexes (each partition gets its own).
 FARE_INDEXES = {
     # The page asks for the newest search of one trip and its options, and a route's upcoming trips.
     "trip_idx": "origin, destination, depart_date, return_date, collected_at DESC",
     # The route list reads only trips not yet departed: without this it scans the whole history.
     "upcoming_idx": "depart_date",
-    # Retention deletes by collection time.
+    # The retention horizon counts back from the newest collection: max(collected_at) reads one index entry.
     "collected_idx": "collected_at",
 }
+FARE_KEY = ["option_id", "collected_at"]
 
 
 def _fare_table_ddl(table: str) -> str:
     columns = ",\n  ".join(
         f"{name} {'numeric(18,3)' if kind == 'numeric' else kind}"
-        + (" PRIMARY KEY" if name == "option_id" else "")
         + (" NOT NULL" if name in _REQUIRED_FARE_COLUMNS else "")
         for name, kind in FARE_COLUMNS
     )
-    indexes = "".join(f"CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} ({indexed});\n"
-                      for suffix, indexed in FARE_INDEXES.items())
+    # Monthly partitions by collection time: retention drops a month as one file instead of deleting rows one
+    # by one (no bloat, no vacuum), and a partitioned table's key must hold its partition column.
     return f"""
 CREATE TABLE IF NOT EXISTS {table} (
   {columns},
+  PRIMARY KEY ({', '.join(FARE_KEY)}),
   CHECK (total_amount > 0)
-);
-{indexes}"""
+) PARTITION BY RANGE (collected_at)"""
+
+
+def _rows(conn: psycopg.Connection, query: str, params=None) -> list[tuple]:
+    """Rows as tuples whatever row factory the caller's connection uses."""
+    return conn.cursor(row_factory=tuple_row).execute(query, params).fetchall()
+
+
+def _fare_indexes_ddl(table: str) -> str:
+    return "".join(f"CREATE INDEX IF NOT EXISTS {table}_{suffix} ON {table} ({indexed});\n"
+                   for suffix, indexed in FARE_INDEXES.items())
+
+
+def _partition_name(table: str, month: dt.date) -> str:
+    return f"{table}_p{month:%Y%m}"
+
+
+def _month_of_partition(table: str, partition: str) -> dt.date:
+    return dt.datetime.strptime(partition.removeprefix(f"{table}_p"), "%Y%m").date()
+
+
+def _next_month(month: dt.date) -> dt.date:
+    return (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+
+
+def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> None:
+    """The partition of `table` holding collections of one UTC month (a no-op when it exists)."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {_partition_name(table, month)} PARTITION OF {table}"
+                 f" FOR VALUES FROM ('{month:%Y-%m-%d} 00:00+00') TO ('{_next_month(month):%Y-%m-%d} 00:00+00')")
+
+
+def fare_partitions(conn: psycopg.Connection, table: str) -> list[str]:
+    """The monthly partitions of a fare table, oldest first."""
+    rows = _rows(conn, "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = inhrelid"
+                       " WHERE inhparent = %s::regclass ORDER BY child.relname", (table,))
+    return [name for name, in rows]
+
+
+def _partition_unpartitioned(conn: psycopg.Connection, table: str) -> None:
+    """Move a fare table created before partitioning (a plain table) into the partitioned layout, rows and all."""
+    if _rows(conn, "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (table,)) != [("r",)]:
+        return
+    old = f"{table}_unpartitioned"
+    conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
+    # Index and constraint names are per schema: free them for the partitioned table.
+    conn.execute(f"ALTER TABLE {old} DROP CONSTRAINT IF EXISTS {table}_pkey")
+    for suffix in FARE_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {table}_{suffix}")
+    conn.execute(_fare_table_ddl(table))
+    for month, in _rows(conn, f"SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC')::date FROM {old}"):
+        _create_partition(conn, table, month)
+    conn.execute(f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) SELECT {', '.join(COLUMN_NAMES)} FROM {old}")
+    conn.execute(f"DROP TABLE {old}")
 
 
 def _dimension_table_ddl(table: str) -> str:
@@ -175,7 +229,9 @@ def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the fare and dimension tables, their indexes and the web role's read grant (idempotent)."""
     with conn.transaction():
         for table in FARE_TABLES:
+            _partition_unpartitioned(conn, table)
             conn.execute(_fare_table_ddl(table))
+            conn.execute(_fare_indexes_ddl(table))
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
@@ -208,15 +264,69 @@ def _upsert_sql(table: str, source: str, keys: list[str], names: list[str], igno
             f" ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE ({current}) IS DISTINCT FROM ({incoming})")
 
 
-def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
+@dataclass
+class FareLoad:
+    """What one load did: rows changed per table, and the fare rows it staged, kept out, and finds in place."""
+    changed: dict[str, int]
+    staged: int = 0
+    past_retention: int = 0
+    present: int = 0
+    dropped_partitions: list[str] = field(default_factory=list)
+
+
+def _first_kept_month(conn: psycopg.Connection, retention_days: int) -> dt.date | None:
+    """The oldest collection month the warehouse keeps: the month of the newest collection minus the retention.
+
+    The horizon counts back from the newest collection, not from today, so replaying old raw data (or a lake
+    that stopped collecting) keeps its history instead of dropping it all.
+    """
+    if not retention_days:
+        return None
+    [(newest,)] = _rows(conn, "SELECT max(collected_at) FROM (" + " UNION ALL ".join(
+        f"SELECT max(collected_at) AS collected_at FROM {table}" for table in (*FARE_TABLES, "fare_staging")
+    ) + ") AS newest")
+    if newest is None:
+        return None
+    # A month is kept while any of it is within the horizon, so the warehouse holds at least `retention_days`.
+    return (newest.astimezone(dt.timezone.utc) - dt.timedelta(days=retention_days)).date().replace(day=1)
+
+
+def _staged_months(conn: psycopg.Connection, national: bool) -> list[dt.date]:
+    return [month for month, in _rows(
+        conn, "SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC')::date FROM fare_staging"
+              " WHERE national = %s", (national,))]
+
+
+def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> list[str]:
+    dropped = [partition for table in FARE_TABLES for partition in fare_partitions(conn, table)
+               if _month_of_partition(table, partition) < first_kept]
+    for partition in dropped:
+        conn.execute(f"DROP TABLE {partition}")
+    return dropped
+
+
+def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days: int) -> FareLoad:
     # A temporary table writes no WAL and has no indexes: staging costs little more than the COPY itself.
     conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")
     _copy_into(conn, "fare_staging", [*FARE_COLUMNS, ("national", "bool")], rows)
-    return {
-        table: conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", ["option_id"],
-                                        COLUMN_NAMES)).rowcount
-        for table, national in (("national_fares", "true"), ("international_fares", "false"))
-    }
+    [(staged,)] = _rows(conn, "SELECT count(*) FROM fare_staging")
+    load = FareLoad(changed={}, staged=staged)
+    first_kept = _first_kept_month(conn, retention_days)
+    if first_kept is not None:
+        # Rows of a month retention drops are not loaded: they would only be deleted again.
+        load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
+                                           (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
+    for table, national in (("national_fares", True), ("international_fares", False)):
+        for month in _staged_months(conn, national):
+            _create_partition(conn, table, month)
+        load.changed[table] = conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", FARE_KEY,
+                                                       COLUMN_NAMES)).rowcount
+    [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
+        f"EXISTS (SELECT 1 FROM {table} WHERE ({', '.join(FARE_KEY)})"
+        f" = ({', '.join(f'staged.{key}' for key in FARE_KEY)}))" for table in FARE_TABLES))
+    if first_kept is not None:
+        load.dropped_partitions = _drop_partitions_before(conn, first_kept)
+    return load
 
 
 def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple]) -> int:
@@ -226,16 +336,19 @@ def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple
     return conn.execute(_upsert_sql(table, staging, ["code"], [name for name, _ in DIMENSION_COLUMNS[table]])).rowcount
 
 
-def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple],
-                   dimensions: Mapping[str, Iterable[tuple]]) -> dict[str, int]:
-    """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction; rows changed per table."""
+def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions: Mapping[str, Iterable[tuple]],
+                   retention_days: int = 0) -> FareLoad:
+    """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction.
+
+    With `retention_days`, collection months wholly older than that before the newest collection are dropped.
+    """
     ensure_schema(conn)
     # One transaction: a bad row or a lost connection leaves nothing half-loaded, and a rerun completes the load.
     with conn.transaction():
-        counts = _merge_fares(conn, fares)
+        load = _merge_fares(conn, fares, retention_days)
         for table, rows in dimensions.items():
-            counts[table] = _upsert_dimension(conn, table, rows)
-    return counts
+            load.changed[table] = _upsert_dimension(conn, table, rows)
+    return load
 
 
 def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[tuple]]) -> dict[str, dict[str, int]]:
@@ -268,7 +381,7 @@ def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[
 
 def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
     """Merge fare rows (LOAD_COLUMNS order) into both fare tables in one transaction; rows inserted or changed."""
-    return load_warehouse(conn, rows, {})
+    return load_warehouse(conn, rows, {}).changed
 
 
 def warehouse_address(dsn: str) -> str:
@@ -284,15 +397,9 @@ def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) 
 
 
 def rows_from_arrow(table) -> Iterable[tuple]:
-    """Rows of a pyarrow table as tuples for COPY, in the table's column order."""
+    """Rows of a pyarrow table or dataset as tuples for COPY, in its column order, one record batch at a time."""
     for batch in table.to_batches():
         yield from zip(*(column.to_pylist() for column in batch.columns))
-
-
-def options_present(conn: psycopg.Connection, option_ids: list[str]) -> int:
-    """How many of these option ids are in either fare table."""
-    query = " UNION ALL ".join(f"SELECT count(*) FROM {table} WHERE option_id = ANY(%(ids)s)" for table in FARE_TABLES)
-    return sum(row[0] for row in conn.execute(query, {"ids": option_ids}).fetchall())
 
 
 OBSERVATIONS_SQL = """
