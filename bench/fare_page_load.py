@@ -106,12 +106,13 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
                 conn.execute(f"DROP INDEX IF EXISTS {table}_{index}")
             conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey")
         conn.execute("SET maintenance_work_mem = '512MB'")
+        warehouse.create_fare_partitions(conn, (now - COLLECTIONS_PER_TRIP * dt.timedelta(hours=12)).date(), now.date())
         conn.execute(GENERATE_SQL, {
             "now": now, "collections": COLLECTIONS_PER_TRIP, "options": OPTIONS_PER_COLLECTION,
             "trips": routes * trips_per_route, "trips_per_route": trips_per_route, "first_depart": first_depart,
             "routes": [code for route in ROUTES[:routes] for code in route]})
         for table in warehouse.FARE_TABLES:
-            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (option_id)")
+            conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(warehouse.FARE_KEY)})")
         warehouse.ensure_schema(conn)
         conn.execute("VACUUM ANALYZE national_fares")
         conn.execute("VACUUM ANALYZE international_fares")

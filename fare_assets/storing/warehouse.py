@@ -114,6 +114,15 @@ def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> N
                  f" FOR VALUES FROM ('{month:%Y-%m-%d} 00:00+00') TO ('{_next_month(month):%Y-%m-%d} 00:00+00')")
 
 
+def create_fare_partitions(conn: psycopg.Connection, first: dt.date, last: dt.date) -> None:
+    """Partitions of both fare tables for every collection month from `first` to `last` (for bulk loads by SQL)."""
+    month = first.replace(day=1)
+    while month <= last:
+        for table in FARE_TABLES:
+            _create_partition(conn, table, month)
+        month = _next_month(month)
+
+
 def fare_partitions(conn: psycopg.Connection, table: str) -> list[str]:
     """The monthly partitions of a fare table, oldest first."""
     rows = _rows(conn, "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = inhrelid"
