@@ -229,3 +229,22 @@ def test_a_warehouse_from_before_partitioning_is_moved_into_monthly_partitions(w
         assert load.present == 1
     with psycopg.connect(warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
         assert conn.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 3
+
+
+def test_concurrent_loads_of_a_new_month_both_land(warehouse_dsn):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+
+    def load(prefix: str) -> warehouse.FareLoad:
+        rows = [collected_on(f"{prefix}-{n}", utc(2027, 1, 1 + n % 28), national=n % 2 == 0) for n in range(2_000)]
+        with psycopg.connect(warehouse_dsn) as conn:
+            return warehouse.load_warehouse(conn, rows, {}, retention_days=30)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loads = list(pool.map(load, ["a", "b", "c", "d"]))
+    assert [load.present for load in loads] == [2_000] * 4
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.table_counts(conn) == {"national_fares": 4_000, "international_fares": 4_000}
+        assert warehouse.fare_partitions(conn, "international_fares") == ["international_fares_p202701"]

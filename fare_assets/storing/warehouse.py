@@ -123,6 +123,15 @@ def create_fare_partitions(conn: psycopg.Connection, first: dt.date, last: dt.da
         month = _next_month(month)
 
 
+def _serialize_schema_changes(conn: psycopg.Connection) -> None:
+    """Wait for any other load's schema or partition changes to commit, holding the turn until this transaction ends.
+
+    Concurrent runs (one per landing hour) would otherwise race to create or drop the same partition
+    and fail with a catalog unique violation that reads like a bad row.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('fares warehouse schema'))")
+
+
 def fare_partitions(conn: psycopg.Connection, table: str) -> list[str]:
     """The monthly partitions of a fare table, oldest first."""
     rows = _rows(conn, "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = inhrelid"
@@ -237,6 +246,7 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
 def ensure_schema(conn: psycopg.Connection) -> None:
     """Create the fare and dimension tables, their indexes and the web role's read grant (idempotent)."""
     with conn.transaction():
+        _serialize_schema_changes(conn)
         for table in FARE_TABLES:
             _partition_unpartitioned(conn, table)
             conn.execute(_fare_table_ddl(table))
@@ -326,8 +336,11 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
     for table, national in (("national_fares", True), ("international_fares", False)):
+        existing = set(fare_partitions(conn, table))
+        # Creating a partition locks its parent against readers: only months not there yet.
         for month in _staged_months(conn, national):
-            _create_partition(conn, table, month)
+            if _partition_name(table, month) not in existing:
+                _create_partition(conn, table, month)
         load.changed[table] = conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", FARE_KEY,
                                                        COLUMN_NAMES)).rowcount
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
@@ -354,6 +367,9 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
     ensure_schema(conn)
     # One transaction: a bad row or a lost connection leaves nothing half-loaded, and a rerun completes the load.
     with conn.transaction():
+        # Loads take turns, as a whole: they create and drop partitions, and a lock taken on a fare table
+        # before the turn (staging is created LIKE one) would deadlock with another load's partition change.
+        _serialize_schema_changes(conn)
         load = _merge_fares(conn, fares, retention_days)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
