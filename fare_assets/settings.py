@@ -6,6 +6,7 @@ from pathlib import Path
 from fare_assets.synthesizing.estimators import ENGINES, SKLEARN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_RETENTION_DAYS = 36_500
 
 
 def _env(name: str, default: str) -> str:
@@ -41,6 +42,11 @@ def load_settings() -> Settings:
     home = Path(_env("FARES_HOME", str(PROJECT_ROOT / ".fares")))
     market_port = int(_env("FARES_MARKET_PORT", "8765"))
     model_engine = _env("FARES_MODEL_ENGINE", SKLEARN)
+    retention_days = int(_env("FARES_WAREHOUSE_RETENTION_DAYS", "730"))
+    # A negative horizon would lie after the newest collection and drop the whole warehouse.
+    if not 0 <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValueError(f"FARES_WAREHOUSE_RETENTION_DAYS is {retention_days}; set 0 (keep everything) or "
+                         f"a number of days up to {MAX_RETENTION_DAYS}")
     if model_engine not in ENGINES:
         raise ValueError(f"FARES_MODEL_ENGINE is {model_engine!r}; set it to one of {', '.join(ENGINES)}")
     return Settings(
@@ -58,5 +64,5 @@ def load_settings() -> Settings:
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
         model_engine=model_engine,
-        warehouse_retention_days=int(_env("FARES_WAREHOUSE_RETENTION_DAYS", "730")),
+        warehouse_retention_days=retention_days,
     )

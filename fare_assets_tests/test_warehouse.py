@@ -248,3 +248,64 @@ def test_concurrent_loads_of_a_new_month_both_land(warehouse_dsn):
     with psycopg.connect(warehouse_dsn) as conn:
         assert warehouse.table_counts(conn) == {"national_fares": 4_000, "international_fares": 4_000}
         assert warehouse.fare_partitions(conn, "international_fares") == ["international_fares_p202701"]
+
+
+def test_a_new_month_waits_for_a_long_reader_without_queueing_the_page_behind_it(warehouse_dsn, monkeypatch):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(warehouse, "PARTITION_LOCK_WAIT", "200ms")
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])
+    # A reader whose transaction stays open (as the serving refresh's does while it renders) holds the table.
+    long_reader = psycopg.connect(warehouse_dsn)
+    long_reader.execute("SELECT count(*) FROM national_fares")
+
+    def load_december() -> warehouse.FareLoad:
+        with psycopg.connect(warehouse_dsn) as conn:
+            return warehouse.load_warehouse(conn, [collected_on("december", utc(2026, 12, 1))], {})
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loading = pool.submit(load_december)
+        try:
+            time.sleep(1.5)
+            with psycopg.connect(warehouse_dsn) as page:
+                # Queued behind a lock that waits for the long reader, this query would be cancelled.
+                page.execute("SET statement_timeout = '3s'")
+                seen_by_page = page.execute("SELECT count(*) FROM national_fares").fetchone()[0]
+            still_loading = not loading.done()
+        finally:
+            long_reader.commit()
+            long_reader.close()
+        load = loading.result(timeout=60)
+    assert (seen_by_page, still_loading, load.present) == (1, True, 1)
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.fare_partitions(conn, "national_fares") == ["national_fares_p202610", "national_fares_p202612"]
+
+
+def test_readers_find_the_schema_in_place_without_taking_the_loads_turn(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])
+    with psycopg.connect(warehouse_dsn) as loader, psycopg.connect(warehouse_dsn) as reader:
+        loader.execute("SELECT pg_advisory_xact_lock(hashtext('fares warehouse schema'))")
+        reader.execute("SET statement_timeout = '3s'")
+        assert warehouse.table_counts(reader) == {"national_fares": 1, "international_fares": 0}
+
+
+def test_a_retention_that_would_drop_everything_stops_at_start_up(monkeypatch):
+    from fare_assets.settings import load_settings
+
+    monkeypatch.setenv("FARES_WAREHOUSE_RETENTION_DAYS", "-1")
+    with pytest.raises(ValueError, match="FARES_WAREHOUSE_RETENTION_DAYS is -1"):
+        load_settings()
+    monkeypatch.setenv("FARES_WAREHOUSE_RETENTION_DAYS", "400")
+    assert load_settings().warehouse_retention_days == 400
+
+
+def test_a_collection_dated_in_the_future_does_not_move_the_retention_horizon(warehouse_dsn):
+    recent = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    with psycopg.connect(warehouse_dsn) as conn:
+        load = warehouse.load_warehouse(conn, [collected_on("recent", recent), collected_on("bad-clock", utc(2099, 1, 1))],
+                                        {}, retention_days=60)
+        assert (load.past_retention, load.present, load.dropped_partitions) == (0, 2, [])
+        assert warehouse.table_counts(conn) == {"national_fares": 2, "international_fares": 0}

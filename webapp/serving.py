@@ -1,4 +1,4 @@
-"""Serve the app with waitress in a background thread (tests and benches), on a free local port."""
+"""Serve the app with waitress in a background thread (the browser and API schema tests), on a free local port."""
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -78,10 +78,12 @@ def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, la
         for table, columns in warehouse.DIMENSION_COLUMNS.items()
     }
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    retention_days = load_settings().warehouse_retention_days
+    settings = load_settings()
+    retention_days = settings.warehouse_retention_days
     # The projection goes through local Parquet and reaches COPY one batch at a time, so a backfill of months
-    # never has to fit in this process's memory.
-    with tempfile.TemporaryDirectory(prefix="fare-load-") as folder:
+    # never has to fit in this process's memory; under FARES_HOME, as the system's temporary folder is often tmpfs.
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fare-load-", dir=settings.home) as folder:
         projected_path = Path(folder) / "fares"
         fare_rows(spark, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).write.parquet(
             projected_path.as_uri())

@@ -1,9 +1,12 @@
 """The PostgreSQL warehouse: national_fares, international_fares and their dimensions, loaded idempotently."""
 import datetime as dt
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 
@@ -64,10 +67,15 @@ FARE_INDEXES = {
     "trip_idx": "origin, destination, depart_date, return_date, collected_at DESC",
     # The route list reads only trips not yet departed: without this it scans the whole history.
     "upcoming_idx": "depart_date",
-    # The retention horizon counts back from the newest collection: max(collected_at) reads one index entry.
+    # The retention horizon counts back from the newest collection: max(collected_at) reads one index entry
+    # per partition instead of every row.
     "collected_idx": "collected_at",
 }
 FARE_KEY = ["option_id", "collected_at"]
+# Creating or dropping a partition waits for readers at most this long per attempt, so the page's queries,
+# which queue behind the waiting lock, stall no longer; it tries this many times.
+PARTITION_LOCK_WAIT = "2s"
+PARTITION_LOCK_ATTEMPTS = 150
 
 
 def _fare_table_ddl(table: str) -> str:
@@ -108,10 +116,30 @@ def _next_month(month: dt.date) -> dt.date:
     return (month.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
 
 
+def _locking_fare_table(conn: psycopg.Connection, statement: sql.Composable) -> None:
+    """Run DDL that locks a fare table against readers, never queueing the page's queries behind it for long.
+
+    A waiting ACCESS EXCLUSIVE lock makes every later reader wait too; so each attempt gives up after
+    PARTITION_LOCK_WAIT (a savepoint undoes it) and tries again while a long reader (the serving refresh) finishes.
+    """
+    for _ in range(PARTITION_LOCK_ATTEMPTS):
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL lock_timeout = '{PARTITION_LOCK_WAIT}'")
+                conn.execute(statement)
+                conn.execute("SET LOCAL lock_timeout = 0")
+            return
+        except psycopg.errors.LockNotAvailable:
+            time.sleep(1)
+    raise psycopg.errors.LockNotAvailable(
+        f"a fare table stayed locked by readers through {PARTITION_LOCK_ATTEMPTS} attempts to change its partitions")
+
+
 def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> None:
     """The partition of `table` holding collections of one UTC month (a no-op when it exists)."""
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {_partition_name(table, month)} PARTITION OF {table}"
-                 f" FOR VALUES FROM ('{month:%Y-%m-%d} 00:00+00') TO ('{_next_month(month):%Y-%m-%d} 00:00+00')")
+    _locking_fare_table(conn, sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(_partition_name(table, month)), sql.Identifier(table),
+        sql.Literal(f"{month:%Y-%m-%d} 00:00+00"), sql.Literal(f"{_next_month(month):%Y-%m-%d} 00:00+00")))
 
 
 def create_fare_partitions(conn: psycopg.Connection, first: dt.date, last: dt.date) -> None:
@@ -133,10 +161,10 @@ def _serialize_schema_changes(conn: psycopg.Connection) -> None:
 
 
 def fare_partitions(conn: psycopg.Connection, table: str) -> list[str]:
-    """The monthly partitions of a fare table, oldest first."""
+    """The monthly partitions of a fare table (named `<table>_pYYYYMM`), oldest first; others are not ours."""
     rows = _rows(conn, "SELECT child.relname FROM pg_inherits JOIN pg_class child ON child.oid = inhrelid"
                        " WHERE inhparent = %s::regclass ORDER BY child.relname", (table,))
-    return [name for name, in rows]
+    return [name for name, in rows if re.fullmatch(rf"{table}_p\d{{6}}", name)]
 
 
 def _partition_unpartitioned(conn: psycopg.Connection, table: str) -> None:
@@ -243,9 +271,32 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
 
 
+def _schema_is_current(conn: psycopg.Connection) -> bool:
+    """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
+    expected = {**dict.fromkeys(FARE_TABLES, "p"),
+                **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
+                **dict.fromkeys((*DIMENSION_TABLES, "price_alerts", *SERVING_TABLES), "r")}
+    found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
+                             " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
+    if found != expected:
+        return False
+    if not web_role_exists(conn):
+        return True
+    [(granted,)] = _rows(conn, "SELECT bool_and(has_table_privilege(%s, name, 'SELECT'))"
+                               " AND has_table_privilege(%s, 'price_alerts', 'INSERT') FROM unnest(%s::text[]) AS name",
+                         (READONLY_ROLE, READONLY_ROLE, [*WAREHOUSE_TABLES, *SERVING_TABLES]))
+    return granted
+
+
 def ensure_schema(conn: psycopg.Connection) -> None:
-    """Create the fare and dimension tables, their indexes and the web role's read grant (idempotent)."""
+    """Create what the warehouse lacks: tables, indexes, the web role's grants; move unpartitioned fare tables.
+
+    When all is in place it only reads the catalog: readers and the serving refresh call it too, and must
+    neither wait for a load's turn nor lock the fare tables.
+    """
     with conn.transaction():
+        if _schema_is_current(conn):
+            return
         _serialize_schema_changes(conn)
         for table in FARE_TABLES:
             _partition_unpartitioned(conn, table)
@@ -301,7 +352,8 @@ def _first_kept_month(conn: psycopg.Connection, retention_days: int) -> dt.date 
     """
     if not retention_days:
         return None
-    [(newest,)] = _rows(conn, "SELECT max(collected_at) FROM (" + " UNION ALL ".join(
+    # A collection dated in the future (a bad clock) must not move the horizon: it counts from now at the latest.
+    [(newest,)] = _rows(conn, "SELECT least(max(collected_at), now() + interval '1 day') FROM (" + " UNION ALL ".join(
         f"SELECT max(collected_at) AS collected_at FROM {table}" for table in (*FARE_TABLES, "fare_staging")
     ) + ") AS newest")
     if newest is None:
@@ -320,7 +372,7 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
     dropped = [partition for table in FARE_TABLES for partition in fare_partitions(conn, table)
                if _month_of_partition(table, partition) < first_kept]
     for partition in dropped:
-        conn.execute(f"DROP TABLE {partition}")
+        _locking_fare_table(conn, sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(partition)))
     return dropped
 
 
@@ -352,6 +404,8 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days
 
 
 def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple]) -> int:
+    if table not in DIMENSION_COLUMNS:
+        raise ValueError(f"{table!r} is not a warehouse dimension: {', '.join(DIMENSION_TABLES)}")
     staging = f"{table}_staging"
     conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
     _copy_into(conn, staging, DIMENSION_COLUMNS[table], rows)
