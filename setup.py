@@ -29,7 +29,6 @@ setup(
         # The advisor's and fare model's charts, shown in the Dagster UI and kept beside each model version.
         "matplotlib>=3.8",
         "flask>=3",
-        "waitress>=3",
         # The fare page's production server: one process per core (Flask holds the GIL per request).
         "gunicorn>=23",
         "psycopg[binary]>=3.1",
@@ -39,7 +38,10 @@ setup(
         "test": [
             "pytest",
             "moto[server]>=5",
+            # moto's server mode needs it.
             "flask-cors",
+            # The browser and API schema tests serve the app in-process.
+            "waitress>=3",
             "duckdb",
             # Browser tests drive Debian's chromium; API fuzzing against /openapi.json.
             "playwright>=1.40",

@@ -13,7 +13,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from fare_assets.storing import warehouse
 from fare_assets_tests.test_webapp import history_rows, readonly
 from webapp import create_app
-from webapp.serving import served
+from fare_assets_tests.served import served
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from fare_assets.storing import warehouse
 from fare_assets_tests.test_webapp import (DEPART, RETURN, history_rows, readonly, refresh_serving,  # noqa: F401
                                            trained_models)
 from webapp import create_app
-from webapp.serving import served
+from fare_assets_tests.served import served
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / ".fares" / "test-artifacts"

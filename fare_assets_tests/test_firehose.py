@@ -135,7 +135,7 @@ def test_records_land_in_firehose_key_layout_in_calls_of_at_most_500(aws, tmp_pa
     assert landed_records(s3) == Counter(records)
     assert stream.records_delivered == 1201 and stream.objects_written == []
     assert {landing_hour_of_key(key) for key in objects} <= stream.landing_hours
-    assert stream.spooled_records() == 0 and not list((tmp_path / "spool").iterdir())
+    assert stream.spool.waiting_records() == 0 and not list((tmp_path / "spool").iterdir())
 
 
 def test_records_totalling_more_than_4_mib_are_split_by_size(aws, tmp_path, monkeypatch):
@@ -175,7 +175,7 @@ def test_partial_failures_resend_only_the_failed_entries(aws, tmp_path, monkeypa
     assert calls[1] == records[0::3] and calls[2] == calls[1][0::3]
     assert len(calls) == 3 and len(clock.pauses) == 2 and clock.pauses[1] > clock.pauses[0]
     assert landed_records(s3) == Counter(records)
-    assert stream.records_delivered == 30 and stream.spooled_records() == 0
+    assert stream.records_delivered == 30 and stream.spool.waiting_records() == 0
 
 
 def test_throttling_is_retried_with_backoff(aws, tmp_path, monkeypatch):
@@ -215,12 +215,12 @@ def test_an_outage_longer_than_the_bound_leaves_records_in_the_spool_for_the_nex
         stream.put_record_batch([record])
     stream.flush()
     assert stream.records_delivered == 0 and landed(s3) == {}
-    assert stream.spooled_records() == 40
+    assert stream.spool.waiting_records() == 40
     assert len(clock.pauses) > 3 and sum(clock.pauses) <= 20
     outage["on"] = False
     stream.flush()
     assert landed_records(s3) == Counter(records)
-    assert stream.records_delivered == 40 and stream.spooled_records() == 0
+    assert stream.records_delivered == 40 and stream.spool.waiting_records() == 0
 
 
 def test_a_missing_stream_is_not_retried_and_the_spool_keeps_the_records(aws, tmp_path):
@@ -231,7 +231,7 @@ def test_a_missing_stream_is_not_retried_and_the_spool_keeps_the_records(aws, tm
     records = [fare_record(number) for number in range(5)]
     misnamed.put_record_batch(records)
     misnamed.flush()
-    assert clock.pauses == [] and misnamed.spooled_records() == 5
+    assert clock.pauses == [] and misnamed.spool.waiting_records() == 5
     make_stream(aws, tmp_path / "spool", clock).flush()
     assert landed_records(s3) == Counter(records)
 
@@ -261,10 +261,10 @@ def test_records_accepted_by_a_killed_process_are_sent_by_the_next_one(aws, tmp_
     producer.wait()
     assert producer.returncode == -signal.SIGKILL
     successor = make_stream(aws, tmp_path / "spool", FakeClock())
-    assert successor.spooled_records() == 60
+    assert successor.spool.waiting_records() == 60
     successor.flush()
     assert landed_records(s3) == Counter(records)
-    assert successor.records_delivered == 60 and successor.spooled_records() == 0
+    assert successor.records_delivered == 60 and successor.spool.waiting_records() == 0
 
 
 def test_an_oversize_record_lands_whole_as_its_own_object_in_the_layout(aws, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ from fare_assets.resources import LakeResource
 from fare_assets.synthesizing.advisor import (
     LAST_CALL_DAYS_AHEAD,
     MIN_HISTORY,
+    Advice,
     BuyWaitAdvisor,
     continuation_ratios,
     last_observation_mask,
@@ -278,6 +279,12 @@ def test_policy_buys_at_the_last_observation(evaluation):
     assert outcomes["price_paid"].equals(last.loc[outcomes.index, "fare"])
 
 
+def advise_one(advisor: BuyWaitAdvisor, observations: pd.DataFrame) -> Advice:
+    """The advice for one trip's observations so far."""
+    [advice] = advisor.advise_trips(observations).to_dict("records")
+    return Advice(**advice)
+
+
 def trip_observations(observations: pd.DataFrame, features: pd.DataFrame, trip_id: str) -> pd.DataFrame:
     """One trip's observations in collection order."""
     return observations.loc[features.index[features["trip_id"] == trip_id]]
@@ -286,10 +293,10 @@ def trip_observations(observations: pd.DataFrame, features: pd.DataFrame, trip_i
 def test_not_enough_data_for_short_histories(evaluation, observations, features):
     advisor = evaluation.advisor
     trip = trip_observations(observations, features, evaluation.split.test["trip_id"].iloc[0])
-    short = advisor.advise(trip.iloc[: MIN_HISTORY - 1])
+    short = advise_one(advisor, trip.iloc[: MIN_HISTORY - 1])
     assert short.action == "not_enough_data"
     assert short.drop_probability is None and short.expected_saving is None
-    enough = advisor.advise(trip.iloc[:MIN_HISTORY])
+    enough = advise_one(advisor, trip.iloc[:MIN_HISTORY])
     assert enough.action in ("buy", "wait")
     assert 0 <= enough.drop_probability <= 1 and enough.expected_saving >= 0
     fare_now = trip["cheapest_total"].iloc[MIN_HISTORY - 1]
@@ -297,7 +304,7 @@ def test_not_enough_data_for_short_histories(evaluation, observations, features)
     short_rows = features[(features["observation_count"] < MIN_HISTORY) & (features["days_ahead"] >= LAST_CALL_DAYS_AHEAD)]
     assert (advisor.decisions(short_rows)["action"] == "not_enough_data").all()
     # A trip first seen at its last collection must still be bought, history or not.
-    assert advisor.advise(hand_made_trip([250.0])).action == "buy"
+    assert advise_one(advisor, hand_made_trip([250.0])).action == "buy"
 
 
 def test_advisor_beats_buying_at_once_and_the_oracle_bounds_every_policy(evaluation):

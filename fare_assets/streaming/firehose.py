@@ -189,10 +189,6 @@ class FirehoseDeliveryStream:
                 self._sending += 1
             self._send_segment(segment, records, deadline)
 
-    def spooled_records(self) -> int:
-        """How many records wait in the spool for the next flush."""
-        return self.spool.waiting_records()
-
     def _take_buffer_locked(self) -> tuple[SpoolSegment, list[bytes]]:
         taken = (self._segment, self._buffer)
         self._segment, self._buffer, self._buffered = None, [], 0

@@ -247,13 +247,6 @@ class BuyWaitAdvisor:
                                                             decision["drop_probability"], decision["expected_saving"])]
         return pd.DataFrame([vars(advice) for advice in rows], index=pd.Index(latest["trip_id"], name="trip_id"))
 
-    def advise(self, observations: pd.DataFrame) -> Advice:
-        """Advice for one watched trip at its latest collection, from that trip's observations so far."""
-        trips = self.advise_trips(observations)
-        if len(trips) != 1:
-            raise ValueError(f"advise() takes one trip's observations, got {len(trips)} trips")
-        return Advice(**trips.iloc[0].to_dict())
-
     def _advice(self, row: dict, action: str, probability: float, saving: float) -> Advice:
         """The Advice for one latest-collection row and the policy's decision on it, with its reason in words."""
         currency = str(row["currency"])

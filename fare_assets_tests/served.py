@@ -1,4 +1,4 @@
-"""Serve the app with waitress in a background thread (the browser and API schema tests), on a free local port."""
+"""Tests' server: the app under waitress in a background thread, on a free local port."""
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
