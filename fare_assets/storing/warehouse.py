@@ -137,7 +137,8 @@ def _locking_fare_table(conn: psycopg.Connection, statement: sql.Composable) -> 
 
 def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> None:
     """The partition of `table` holding collections of one UTC month (a no-op when it exists)."""
-    _locking_fare_table(conn, sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
+    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})")
+    _locking_fare_table(conn, create.format(
         sql.Identifier(_partition_name(table, month)), sql.Identifier(table),
         sql.Literal(f"{month:%Y-%m-%d} 00:00+00"), sql.Literal(f"{_next_month(month):%Y-%m-%d} 00:00+00")))
 
@@ -167,6 +168,18 @@ def fare_partitions(conn: psycopg.Connection, table: str) -> list[str]:
     return [name for name, in rows if re.fullmatch(rf"{table}_p\d{{6}}", name)]
 
 
+def _create_partitions_for(conn: psycopg.Connection, table: str, source: str) -> None:
+    """The partitions of `table` for every collection month the rows of `source` hold, where missing.
+
+    Creating a partition locks its parent against readers: months already there are left alone.
+    """
+    existing = set(fare_partitions(conn, table))
+    months = _rows(conn, f"SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC')::date FROM {source}")
+    for month, in months:
+        if _partition_name(table, month) not in existing:
+            _create_partition(conn, table, month)
+
+
 def _partition_unpartitioned(conn: psycopg.Connection, table: str) -> None:
     """Move a fare table created before partitioning (a plain table) into the partitioned layout, rows and all."""
     if _rows(conn, "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (table,)) != [("r",)]:
@@ -178,8 +191,7 @@ def _partition_unpartitioned(conn: psycopg.Connection, table: str) -> None:
     for suffix in FARE_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {table}_{suffix}")
     conn.execute(_fare_table_ddl(table))
-    for month, in _rows(conn, f"SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC')::date FROM {old}"):
-        _create_partition(conn, table, month)
+    _create_partitions_for(conn, table, old)
     conn.execute(f"INSERT INTO {table} ({', '.join(COLUMN_NAMES)}) SELECT {', '.join(COLUMN_NAMES)} FROM {old}")
     conn.execute(f"DROP TABLE {old}")
 
@@ -362,12 +374,6 @@ def _first_kept_month(conn: psycopg.Connection, retention_days: int) -> dt.date 
     return (newest.astimezone(dt.timezone.utc) - dt.timedelta(days=retention_days)).date().replace(day=1)
 
 
-def _staged_months(conn: psycopg.Connection, national: bool) -> list[dt.date]:
-    return [month for month, in _rows(
-        conn, "SELECT DISTINCT date_trunc('month', collected_at AT TIME ZONE 'UTC')::date FROM fare_staging"
-              " WHERE national = %s", (national,))]
-
-
 def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> list[str]:
     dropped = [partition for table in FARE_TABLES for partition in fare_partitions(conn, table)
                if _month_of_partition(table, partition) < first_kept]
@@ -387,14 +393,10 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days
         # Rows of a month retention drops are not loaded: they would only be deleted again.
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
-    for table, national in (("national_fares", True), ("international_fares", False)):
-        existing = set(fare_partitions(conn, table))
-        # Creating a partition locks its parent against readers: only months not there yet.
-        for month in _staged_months(conn, national):
-            if _partition_name(table, month) not in existing:
-                _create_partition(conn, table, month)
-        load.changed[table] = conn.execute(_upsert_sql(table, f"fare_staging WHERE national = {national}", FARE_KEY,
-                                                       COLUMN_NAMES)).rowcount
+    for table, national in (("national_fares", "true"), ("international_fares", "false")):
+        source = f"fare_staging WHERE national = {national}"
+        _create_partitions_for(conn, table, source)
+        load.changed[table] = conn.execute(_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)).rowcount
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
         f"EXISTS (SELECT 1 FROM {table} WHERE ({', '.join(FARE_KEY)})"
         f" = ({', '.join(f'staged.{key}' for key in FARE_KEY)}))" for table in FARE_TABLES))
