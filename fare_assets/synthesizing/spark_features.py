@@ -1,0 +1,276 @@
+"""observation_features as Spark jobs, for the MLlib engine: the same columns and values as the pandas version.
+
+Every feature is a window over a trip, a route's collection day or a route's days, or a join with the trip's
+route peers, so no step gathers the observations on one machine. The constants (windows, tolerances, what a
+refiling is, who is a peer) are features.py's; the parity test holds both versions to the same numbers.
+pyspark is imported here only: features.py stays free of it.
+"""
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from fare_assets.synthesizing.features import (
+    CABIN_RANKS,
+    FARE_CHANGE_TOLERANCE,
+    OBSERVATION_COLUMNS,
+    PEER_DEPARTURE_DAYS,
+    PEER_KEY,
+    PEER_MAX_AGE,
+    REFILE_CHANGED_SHARE,
+    REFILE_MIN_DISPERSION,
+    REFILE_MIN_TRIPS,
+    ROLLING_WINDOWS_DAYS,
+    ROUTE_KEY,
+    TREND_WINDOW_DAYS,
+    great_circle_km,
+)
+
+MICROS_PER_DAY = 86_400_000_000
+# The pandas version's columns, in its order, after the observation columns it keeps.
+FEATURE_COLUMNS = [
+    "days_ahead", "nights", "depart_weekday", "return_weekday", "depart_month", "distance_km", "passengers",
+    "cabin_rank", "log_fare", "observation_count", "days_observed", "running_min", "fare_to_running_min",
+    "fare_to_running_max", "fare_to_first", "fare_change_last",
+    *[f"{stat}_{days}d" for days in ROLLING_WINDOWS_DAYS for stat in ("min", "mean", "fare_to_min", "fare_to_mean")],
+    f"slope_{TREND_WINDOW_DAYS}d", f"relative_slope_{TREND_WINDOW_DAYS}d",
+    "route_changed_share", "route_mean_change", "route_change_dispersion", "route_refile_interval",
+    "days_since_route_refile", "days_to_next_refile", "days_ahead_at_next_refile", "fare_to_min_since_refile",
+    "fare_to_route_peers",
+]
+_KEPT = [column if column != "cheapest_total" else "fare" for column in OBSERVATION_COLUMNS]
+
+
+def _trip() -> Window:
+    """A trip's collections in time order (a function: building a window needs a running session)."""
+    return Window.partitionBy("trip_id").orderBy("at")
+
+
+def _trip_so_far() -> Window:
+    return _trip().rowsBetween(Window.unboundedPreceding, Window.currentRow)
+
+
+def _trip_id() -> Column:
+    """features.trip_ids in Spark: SFO-JFK-2027-01-10-2027-01-17-1a0c-COACH."""
+    return F.concat_ws(
+        "-", "origin", "destination", F.date_format("depart_date", "yyyy-MM-dd"),
+        F.coalesce(F.date_format("return_date", "yyyy-MM-dd"), F.lit("oneway")),
+        F.concat(F.col("adults").cast("int"), F.lit("a"), F.col("children").cast("int"), F.lit("c")), "cabin",
+    )
+
+
+def _days(micros: Column) -> Column:
+    return micros / MICROS_PER_DAY
+
+
+def _epoch_day(micros: Column) -> Column:
+    """The UTC day (days since 1970-01-01) of a time in microseconds since the epoch."""
+    return F.floor(micros / MICROS_PER_DAY).cast("int")
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    """numerator / denominator, null where the denominator is 0 or null (pandas gives NaN there, ANSI Spark fails)."""
+    return F.try_divide(numerator, denominator)
+
+
+def _trailing(days: int) -> Window:
+    """A trip's collections in (at - days, at], as pandas' time-based rolling window closes on the right."""
+    return _trip().rangeBetween(-days * MICROS_PER_DAY + 1, Window.currentRow)
+
+
+def _trip_features(frame: DataFrame) -> DataFrame:
+    """Calendar, route, party and trip-history columns (features.observation_features up to the rolling ones)."""
+    cabin_ranks = F.create_map(*[F.lit(value) for pair in CABIN_RANKS.items() for value in pair])
+    frame = (
+        frame.withColumn("days_ahead", _days(F.unix_date("depart_date") * MICROS_PER_DAY - F.col("at")))
+        .withColumn("nights", F.datediff("return_date", "depart_date").cast("double"))
+        .withColumn("depart_weekday", F.weekday("depart_date"))
+        .withColumn("return_weekday", F.weekday("return_date").cast("double"))
+        .withColumn("depart_month", F.month("depart_date"))
+        .withColumn("national", F.col("national").cast("double"))
+        .withColumn("passengers", F.col("adults").cast("int") + F.col("children").cast("int"))
+        .withColumn("cabin_rank", cabin_ranks[F.upper("cabin")].cast("double"))
+        .withColumn("log_fare", F.ln("fare"))
+    )
+    for column in ("option_count", "carrier_count", "nonstop_share"):
+        frame = frame.withColumn(column, F.col(column).cast("double"))
+    whole_trip = Window.partitionBy("trip_id")
+    frame = (
+        frame.withColumn("observation_count", F.row_number().over(_trip()))
+        .withColumn("days_observed", _days(F.col("at") - F.min("at").over(whole_trip)))
+        .withColumn("running_min", F.min("fare").over(_trip_so_far()))
+        .withColumn("fare_to_running_min", F.col("fare") / F.col("running_min"))
+        .withColumn("fare_to_running_max", F.col("fare") / F.max("fare").over(_trip_so_far()))
+        .withColumn("fare_to_first", F.col("fare") / F.first("fare").over(_trip_so_far()))
+        .withColumn("fare_change_last", F.col("fare") / F.lag("fare").over(_trip()) - 1)
+    )
+    for days in ROLLING_WINDOWS_DAYS:
+        frame = (
+            frame.withColumn(f"min_{days}d", F.min("fare").over(_trailing(days)))
+            .withColumn(f"mean_{days}d", F.avg("fare").over(_trailing(days)))
+            .withColumn(f"fare_to_min_{days}d", F.col("fare") / F.col(f"min_{days}d"))
+            .withColumn(f"fare_to_mean_{days}d", F.col("fare") / F.col(f"mean_{days}d"))
+        )
+    # The least-squares slope from trailing sums, as features._add_rolling_features computes it.
+    trend = _trailing(TREND_WINDOW_DAYS)
+    x, y = F.col("days_observed"), F.col("fare")
+    count, sum_x, sum_y = F.count(y).over(trend), F.sum(x).over(trend), F.sum(y).over(trend)
+    sum_xy, sum_xx = F.sum(x * y).over(trend), F.sum(x * x).over(trend)
+    denominator = count * sum_xx - sum_x * sum_x
+    slope = F.when(denominator > 1e-9, (count * sum_xy - sum_x * sum_y) / denominator)
+    return (
+        frame.withColumn(f"slope_{TREND_WINDOW_DAYS}d", slope)
+        .withColumn(f"relative_slope_{TREND_WINDOW_DAYS}d",
+                    F.col(f"slope_{TREND_WINDOW_DAYS}d") / F.col(f"mean_{TREND_WINDOW_DAYS}d"))
+    )
+
+
+def _route_moments(frame: DataFrame) -> DataFrame:
+    """Per route and collection moment: the day's fare changes so far and whether they make a refiling
+    (features._route_day_changes)."""
+    log_change = F.log1p("fare_change_last")
+    changed = log_change.isNotNull() & (F.abs(log_change) > FARE_CHANGE_TOLERANCE)
+    move = F.when(changed, log_change).otherwise(0.0)
+    per_moment = frame.groupBy(*ROUTE_KEY, "day", "at").agg(
+        F.count("fare_change_last").cast("double").alias("observed"),
+        F.sum(changed.cast("double")).alias("changed"),
+        F.sum(move).alias("move"),
+        F.sum(move * move).alias("move_squared"),
+    )
+    day_so_far = Window.partitionBy(*ROUTE_KEY, "day").orderBy("at").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    for column in ("observed", "changed", "move", "move_squared"):
+        per_moment = per_moment.withColumn(column, F.sum(column).over(day_so_far))
+    mean_move = _ratio(F.col("move"), F.col("changed"))
+    variance = _ratio(F.col("move_squared"), F.col("changed")) - mean_move * mean_move
+    moments = (
+        per_moment.withColumn("route_changed_share", _ratio(F.col("changed"), F.col("observed")))
+        .withColumn("route_mean_change", _ratio(F.col("move"), F.col("observed")))
+        .withColumn("route_change_dispersion", F.sqrt(F.when(variance < 0, 0.0).otherwise(variance)))
+    )
+    refiling = (
+        (F.col("observed") >= REFILE_MIN_TRIPS)
+        & (F.col("route_changed_share") >= REFILE_CHANGED_SHARE)
+        & (F.col("route_change_dispersion") >= REFILE_MIN_DISPERSION)
+    )
+    return moments.withColumn("refiling_so_far", F.coalesce(refiling, F.lit(False)))
+
+
+def _median(values: Column) -> Column:
+    """The median of an array of numbers (mean of the middle two for an even count), null when it is empty.
+
+    Spark refuses median() over a window frame; the arrays here hold a route's refiling gaps, a handful.
+    """
+    ordered, count = F.array_sort(values), F.size(values)
+    lower = F.get(ordered, F.floor((count - 1) / 2).cast("int"))
+    upper = F.get(ordered, F.floor(count / 2).cast("int"))
+    return F.when(count > 0, (lower + upper) / 2)
+
+
+def _route_calendar(moments: DataFrame) -> DataFrame:
+    """Per route and collection day: the latest refiling day before it and the median interval between the
+    refilings known then (features._route_refile_calendar)."""
+    days = moments.groupBy(*ROUTE_KEY, "day").agg(F.max_by("refiling_so_far", "at").alias("refiled"))
+    earlier_days = Window.partitionBy(*ROUTE_KEY).orderBy("day").rowsBetween(Window.unboundedPreceding, -1)
+    refiled_day = F.when(F.col("refiled"), F.col("day"))
+    return (
+        days.withColumn("last_refile_before", F.max(refiled_day).over(earlier_days))
+        # The gap a refiling day closes; the median of the gaps closed on earlier days is the interval known today.
+        .withColumn("gap", F.when(F.col("refiled"), F.datediff("day", "last_refile_before")).cast("double"))
+        .withColumn("route_refile_interval", _median(F.collect_list("gap").over(earlier_days)))
+        .drop("refiled", "gap")
+    )
+
+
+def _route_features(frame: DataFrame) -> DataFrame:
+    """Where the trip's route stands in its fare-filing cycle (features._add_route_features)."""
+    moments = _route_moments(frame)
+    route = moments.join(_route_calendar(moments), [*ROUTE_KEY, "day"]).select(
+        *ROUTE_KEY, "at", "route_changed_share", "route_mean_change", "route_change_dispersion", "refiling_so_far",
+        "last_refile_before", "route_refile_interval",
+    )
+    frame = frame.join(route, [*ROUTE_KEY, "at"], "left")
+    days_since = F.when(F.col("refiling_so_far"), F.lit(0.0)).otherwise(
+        F.datediff("day", "last_refile_before").cast("double"))
+    # The lowest fare since the route last refiled; trips without a refiling yet share one epoch (1970).
+    epoch = F.coalesce(F.when(F.col("refiling_so_far"), F.col("day")).otherwise(F.col("last_refile_before")),
+                       F.lit("1970-01-01").cast("date"))
+    since_refile = Window.partitionBy("trip_id", "refile_epoch").orderBy("at").rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    return (
+        frame.withColumn("days_since_route_refile", days_since)
+        .withColumn("days_to_next_refile", F.col("route_refile_interval") - F.col("days_since_route_refile"))
+        .withColumn("days_ahead_at_next_refile", F.col("days_ahead") - F.col("days_to_next_refile"))
+        .withColumn("refile_epoch", epoch)
+        .withColumn("fare_to_min_since_refile", F.col("fare") / F.min("fare").over(since_refile))
+        .drop("refiling_so_far", "last_refile_before", "refile_epoch")
+    )
+
+
+def _peer_features(frame: DataFrame) -> DataFrame:
+    """The fare against the geometric mean of its peers' latest fares collected at most PEER_MAX_AGE before it
+    (features._add_peer_features); a trip without peers gets null."""
+    trips = frame.select("trip_id", "depart_date", *PEER_KEY).distinct()
+    peers = trips.alias("trip").join(
+        trips.alias("peer"),
+        # A one-way trip has no nights: pandas' merge matches missing keys with each other, so this does too.
+        [F.col(f"trip.{column}").eqNullSafe(F.col(f"peer.{column}")) for column in PEER_KEY],
+    ).where(F.abs(F.datediff("peer.depart_date", "trip.depart_date")).between(1, PEER_DEPARTURE_DAYS)).select(
+        F.col("trip.trip_id").alias("trip_id"), F.col("peer.trip_id").alias("peer_id"))
+    max_age = int(PEER_MAX_AGE / pd.Timedelta(microseconds=1))
+    # Each row asks on its own collection day and the day before, so the join is on keys, not a range over time.
+    day = _epoch_day(F.col("at"))
+    asked = frame.select("trip_id", "at", F.explode(F.array(day, day - 1)).alias("peer_day")).join(peers, "trip_id")
+    peer_fares = frame.select(F.col("trip_id").alias("peer_id"), F.col("at").alias("peer_at"),
+                              day.alias("peer_day"), "log_fare")
+    latest = (
+        asked.join(peer_fares, ["peer_id", "peer_day"])
+        .where((F.col("peer_at") <= F.col("at")) & (F.col("at") - F.col("peer_at") <= max_age))
+        .groupBy("trip_id", "at", "peer_id").agg(F.max_by("log_fare", "peer_at").alias("peer_log_fare"))
+        .groupBy("trip_id", "at").agg(F.avg("peer_log_fare").alias("peer_log_mean"))
+    )
+    return frame.join(latest, ["trip_id", "at"], "left").withColumn(
+        "fare_to_route_peers", F.exp(F.col("log_fare") - F.col("peer_log_mean"))).drop("peer_log_mean")
+
+
+def observation_features(observations: DataFrame) -> DataFrame:
+    """features.observation_features as a Spark frame: one feature row per observation, from the trip's
+    collections up to that moment only; `collected_at` stays a timestamp, the dates stay dates."""
+    missing = [column for column in OBSERVATION_COLUMNS if column not in observations.columns]
+    if missing:
+        raise ValueError(f"observations lack columns: {', '.join(missing)}")
+    frame = (
+        observations.select(*OBSERVATION_COLUMNS)
+        .withColumnRenamed("cheapest_total", "fare")
+        .withColumn("fare", F.col("fare").cast("double"))
+        .withColumn("depart_date", F.to_date("depart_date"))
+        .withColumn("return_date", F.to_date("return_date"))
+        .withColumn("trip_id", _trip_id())
+        # Microseconds since the epoch: exact window bounds and differences, whatever the session's time zone.
+        .withColumn("at", F.unix_micros("collected_at"))
+        .withColumn("day", F.date_from_unix_date(_epoch_day(F.col("at"))))
+    )
+    distances = _route_distances(frame)
+    frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left")
+    frame = _peer_features(_route_features(frame))
+    return frame.select(*_KEPT, "trip_id", *FEATURE_COLUMNS)
+
+
+def _route_distances(frame: DataFrame) -> DataFrame:
+    """Great-circle km of each route in `frame`, from features.great_circle_km (routes are few)."""
+    routes = [(row["origin"], row["destination"]) for row in frame.select(*ROUTE_KEY).distinct().collect()]
+    rows = [(origin, destination, great_circle_km(origin, destination)) for origin, destination in routes]
+    schema = "origin string, destination string, distance_km double"
+    return frame.sparkSession.createDataFrame(rows, schema).withColumn(
+        "distance_km", F.when(~F.isnan("distance_km"), F.col("distance_km")))
+
+
+def to_pandas(features: DataFrame) -> pd.DataFrame:
+    """The Spark features as the pandas version's frame: sorted by trip and collection time, UTC-aware
+    collected_at, datetime64 dates and NaN for missing numbers."""
+    frame = features.orderBy("trip_id", "collected_at").toPandas()
+    # toPandas gives times as wall clock in the session's time zone, without the zone.
+    session_zone = features.sparkSession.conf.get("spark.sql.session.timeZone")
+    frame["collected_at"] = pd.to_datetime(frame["collected_at"]).dt.tz_localize(session_zone).dt.tz_convert("UTC")
+    for column in ("depart_date", "return_date"):
+        frame[column] = pd.to_datetime(frame[column])
+    return frame
