@@ -8,7 +8,8 @@ split by departure date: the advisor trains on the earliest, picks its threshold
 on the latest, which it never saw. It reads only the quotes, never the market's parameters; the "alt"
 profile (seed, volatility, advance-purchase steps, booking curve) was never used to tune it.
 Observations are cached under BENCH_DATA_DIR by profile. The models train on FARES_MODEL_ENGINE (scikit-learn
-unless told; `spark` trains the same features and model family on Spark MLlib, local[*]).
+unless told; `spark` computes the same features as Spark jobs and trains the same model family on Spark
+MLlib, local[*]).
 
 Beside the baselines, two rows show what is attainable at all: `informed` knows the market's model and its
 hidden state today (informed_policy.py), only the future moves and sales are hidden from it; `informed_2pct`
@@ -34,7 +35,7 @@ from fare_assets.settings import load_settings  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
                                                  drop_probability_outcomes, evaluate_policies, train_and_evaluate)
 from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
-from fare_assets.synthesizing.features import airport_countries, observation_features  # noqa: E402
+from fare_assets.synthesizing.features import airport_countries, engine_features  # noqa: E402
 from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
@@ -98,7 +99,7 @@ def evaluate(profile: str, engine: str) -> dict:
     """Train, validate and test the advisor on one market; print and return its policy table."""
     started = time.perf_counter()
     frame = observations(profile)
-    features = observation_features(frame)
+    features = engine_features(frame, engine)
     result = train_and_evaluate(features, engine=engine)
     informed = {name: informed_purchases(result.split.test, PROFILES[profile], margin)
                 for name, margin in INFORMED_MARGINS.items()}

@@ -16,7 +16,7 @@ from fare_assets.synthesizing.advisor import LAST_CALL_DAYS_AHEAD, BuyWaitAdviso
 from fare_assets.synthesizing.estimators import SPARK, gradient_boosted_classifier, gradient_boosted_regressor
 from fare_assets.synthesizing.evaluation import train_and_evaluate
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
-from fare_assets.synthesizing.features import observation_features
+from fare_assets.synthesizing.features import engine_features
 from fare_assets.synthesizing.plots import permutation_importances
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
 from fare_assets_tests.test_synthesizing import WATCH_START, fare_observations
@@ -75,7 +75,7 @@ def observations() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def spark_evaluation(spark_engine, observations):
-    return train_and_evaluate(observation_features(observations), engine=spark_engine)
+    return train_and_evaluate(engine_features(observations, spark_engine), engine=spark_engine)
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +202,16 @@ from fare_assets.synthesizing.estimators import gradient_boosted_regressor
 inputs = pd.DataFrame({"x": np.arange(200.0)})
 model = gradient_boosted_regressor(load_settings().model_engine, max_iter=5, learning_rate=0.1, random_state=0)
 model.fit(inputs, 2 * inputs["x"]).predict(inputs)
-print(type(model).__name__, "pyspark" in sys.modules)
+from fare_assets.synthesizing.features import engine_features
+observations = pd.DataFrame({"origin": "SFO", "destination": "JFK", "depart_date": pd.Timestamp("2027-01-10"),
+                             "return_date": pd.Timestamp("2027-01-17"), "adults": 1, "children": 0, "cabin": "COACH",
+                             "collected_at": pd.date_range("2026-12-01", periods=4, freq="D", tz="UTC"),
+                             "cheapest_total": [300.0, 290.0, 310.0, 305.0], "currency": "USD", "option_count": 9,
+                             "carrier_count": 3, "nonstop_share": 0.5, "national": True})
+features = engine_features(observations, load_settings().model_engine)
+print(type(model).__name__, len(features), "pyspark" in sys.modules)
 """
     env_without_engine = {name: value for name, value in os.environ.items() if name != "FARES_MODEL_ENGINE"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                             cwd=PROJECT_ROOT, env=env_without_engine)
-    assert result.stdout.split() == ["HistGradientBoostingRegressor", "False"]
+    assert result.stdout.split() == ["HistGradientBoostingRegressor", "4", "False"]

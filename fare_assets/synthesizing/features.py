@@ -5,6 +5,8 @@ import airportsdata
 import numpy as np
 import pandas as pd
 
+from fare_assets.synthesizing.estimators import SPARK
+
 TRIP_KEY = ["origin", "destination", "depart_date", "return_date", "adults", "children", "cabin"]
 OBSERVATION_COLUMNS = TRIP_KEY + [
     "collected_at",
@@ -179,6 +181,17 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
     _add_route_features(frame)
     _add_peer_features(frame)
     return frame.set_index(original_index)
+
+
+def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
+    """observation_features computed by the model engine's own machinery: pandas for scikit-learn, Spark jobs
+    for MLlib (spark_features, the same values), so the MLlib engine's feature step leaves the driver too."""
+    if engine != SPARK:
+        return observation_features(observations)
+    from fare_assets.synthesizing import spark_features
+    from fare_assets.synthesizing.spark_estimators import model_session
+
+    return spark_features.to_pandas(spark_features.observation_features(model_session().createDataFrame(observations)))
 
 
 def _trailing(frame: pd.DataFrame, column: str, days: int, how: str) -> np.ndarray:

@@ -250,8 +250,10 @@ def observation_features(observations: DataFrame) -> DataFrame:
         .withColumn("day", F.date_from_unix_date(_epoch_day(F.col("at"))))
     )
     distances = _route_distances(frame)
-    frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left")
-    frame = _peer_features(_route_features(frame))
+    # The route and peer steps each read the trip features several times (aggregates joined back, self-joins):
+    # materialised once, they are not recomputed per branch, and the plans stay small.
+    frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left").localCheckpoint()
+    frame = _peer_features(_route_features(frame).localCheckpoint())
     return frame.select(*_KEPT, "trip_id", *FEATURE_COLUMNS)
 
 
