@@ -3,50 +3,75 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fare_assets.synthesizing import spark_features
-from fare_assets.synthesizing.features import MODEL_FEATURES, observation_features
-from fare_assets_tests.test_synthesizing import fare_observations, route_with_refilings
+from fare_assets.synthesizing.estimators import SPARK
+from fare_assets.synthesizing.features import MODEL_FEATURES, engine_features, observation_features
+from fare_assets_tests.test_synthesizing import fare_observations, hand_made_trip, route_with_refilings
 
 
-def spark_and_pandas_features(spark, observations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both versions' features of `observations`, each sorted by trip and collection time."""
-    expected = observation_features(observations).reset_index(drop=True)
-    actual = spark_features.to_pandas(spark_features.observation_features(spark.createDataFrame(observations)))
-    return expected, actual
+@pytest.fixture(scope="module")
+def spark_engine(spark):
+    """The project's session, used by the MLlib engine (model_session takes the active one)."""
+    return SPARK
 
 
-def assert_same_features(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
+def assert_same_features(observations: pd.DataFrame) -> pd.DataFrame:
+    """Both engines' features of `observations` agree (same index, columns, dtypes and values); the Spark ones."""
+    expected = observation_features(observations)
+    actual = engine_features(observations, SPARK)
+    assert list(actual.index) == list(expected.index) and actual.index.name == expected.index.name
     assert sorted(actual.columns) == sorted(expected.columns)
-    assert len(actual) == len(expected)
-    assert actual["trip_id"].tolist() == expected["trip_id"].tolist()
-    assert actual["collected_at"].tolist() == expected["collected_at"].tolist()
     for column in expected.columns:
+        assert actual[column].dtype == expected[column].dtype, column
         if pd.api.types.is_numeric_dtype(expected[column]):
             np.testing.assert_allclose(actual[column].to_numpy(dtype=float), expected[column].to_numpy(dtype=float),
                                        rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=column)
         else:
             assert actual[column].tolist() == expected[column].tolist(), column
+    return actual
 
 
-def test_spark_features_equal_the_pandas_features_on_a_watched_market(spark):
+def test_spark_features_equal_the_pandas_features_on_a_watched_market(spark_engine):
     observations = fare_observations(80, seed=5)
-    expected, actual = spark_and_pandas_features(spark, observations)
-    assert_same_features(expected, actual)
+    # Shuffled and indexed as a caller's frame may be: the features keep each row's index.
+    observations = observations.sample(frac=1.0, random_state=3).set_axis(
+        pd.Index(np.arange(len(observations)) * 7 + 100, name="row"))
+    actual = assert_same_features(observations)
     # The data exercise what is compared: one-way trips, route peers, and a value in every model column.
     assert actual["return_date"].isna().any()
     assert actual["fare_to_route_peers"].notna().sum() > 300
     assert [column for column in MODEL_FEATURES if actual[column].isna().all()] == []
 
 
-def test_spark_features_find_the_same_refilings(spark):
+def test_spark_features_find_the_same_refilings(spark_engine):
     observations = route_with_refilings([5, 15, 25, 35], range(20, 22))
-    expected, actual = spark_and_pandas_features(spark, observations)
-    assert_same_features(expected, actual)
+    # Dates as the warehouse returns them (datetime64), not as date objects.
+    for column in ("depart_date", "return_date"):
+        observations[column] = pd.to_datetime(observations[column])
+    actual = assert_same_features(observations)
     assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6
     assert actual["route_refile_interval"].max() == 10
 
 
-def test_spark_features_name_what_is_missing(spark):
-    observations = spark.createDataFrame(fare_observations(2, seed=1).drop(columns=["nonstop_share"]))
+def test_spark_features_do_not_depend_on_the_session_time_zone(spark, spark_engine):
+    trip = hand_made_trip([300.0, 290.0, 310.0, 305.0, 280.0])
+    # Hourly across the night New York's clocks fall back (2026-11-01 05:00-06:00 UTC happens twice there).
+    trip["collected_at"] = pd.date_range("2026-11-01 03:30", periods=5, freq="h", tz="UTC")
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        actual = assert_same_features(trip)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+    assert actual["collected_at"].tolist() == trip["collected_at"].tolist()
+
+
+@pytest.mark.parametrize("engine", ["sklearn", SPARK])
+def test_both_engines_refuse_a_repeated_moment_and_no_observations(spark_engine, engine):
+    trip = hand_made_trip([300.0, 250.0, 280.0, 260.0])
+    trip.loc[2, "collected_at"] = trip.loc[1, "collected_at"]
+    with pytest.raises(ValueError, match="1 observation.s. repeat a trip's collection moment .first trip: SFO-JFK-2027-01-10"):
+        engine_features(trip, engine)
+    with pytest.raises(ValueError, match="no observations"):
+        engine_features(trip.iloc[:0], engine)
     with pytest.raises(ValueError, match="nonstop_share"):
-        spark_features.observation_features(observations)
+        engine_features(trip.drop(columns=["nonstop_share"]), engine)

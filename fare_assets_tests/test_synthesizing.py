@@ -66,13 +66,14 @@ def advance_purchase_factor(days_ahead: np.ndarray, dip_center: float, dip_depth
 
 
 def fare_observations(trip_count: int, seed: int) -> pd.DataFrame:
-    """Seeded watched trips collected every 12 h from up to 90 days out until one day before departure.
+    """Up to `trip_count` seeded, distinct watched trips collected every 12 h from up to 90 days out until one day
+    before departure.
 
     Each path: route base fare, weekday and December premiums, the advance-purchase curve, a persistent
     AR(1) drift, quote jitter, and for some trips a short sale.
     """
     rng = np.random.default_rng(seed)
-    trips = []
+    trips, drawn = [], set()
     for _ in range(trip_count):
         origin, destination, national, base = ROUTES[rng.integers(len(ROUTES))]
         depart = WATCH_START.tz_localize(None) + pd.Timedelta(days=int(rng.integers(30, 200)))
@@ -92,6 +93,11 @@ def fare_observations(trip_count: int, seed: int) -> pd.DataFrame:
             start = int(rng.integers(len(times)))
             sale[start : start + int(rng.integers(4, 9))] = 0.85
         fares = np.round(level * curve * np.exp(drift) * sale * rng.normal(1, 0.005, len(times)), 2)
+        # A trip drawn twice would be collected twice at every moment; the draws are made anyway, so the random
+        # stream, and every other trip, stay as they are.
+        if (origin, destination, depart, back) in drawn:
+            continue
+        drawn.add((origin, destination, depart, back))
         trips.append(
             pd.DataFrame(
                 {

@@ -309,3 +309,22 @@ def test_a_collection_dated_in_the_future_does_not_move_the_retention_horizon(wa
                                         {}, retention_days=60)
         assert (load.past_retention, load.present, load.dropped_partitions) == (0, 2, [])
         assert warehouse.table_counts(conn) == {"national_fares": 2, "international_fares": 0}
+
+
+def test_observations_give_one_row_per_trip_and_collection_moment(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, fare_row as option_row
+
+    earlier = NOW - dt.timedelta(days=1)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [
+            # Two searches of one trip collected at the same moment (two providers): one look at the market.
+            option_row("a-1", "300.00", search_id="a", carriers="UA", stops=(0, 0)),
+            option_row("a-2", "410.00", search_id="a", carriers="UA,AA"),
+            option_row("b-1", "250.00", search_id="b", carriers="DL", stops=(0, 0)),
+            option_row("c-1", "320.00", search_id="c", collected_at=earlier),
+        ])
+        observations = warehouse.observations(conn)
+    assert observations["collected_at"].tolist() == [earlier, NOW]
+    latest = observations.iloc[-1]
+    assert (latest["cheapest_total"], latest["option_count"], latest["carrier_count"]) == (250.0, 3, 3)
+    assert latest["nonstop_share"] == pytest.approx(2 / 3)

@@ -497,13 +497,16 @@ SELECT origin, destination, depart_date, return_date, adults, children, cabin, c
        avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
        bool_and(national) AS national
 FROM options
-GROUP BY search_id, origin, destination, depart_date, return_date, adults, children, cabin, collected_at
+GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at
 ORDER BY origin, destination, depart_date, return_date, collected_at
 """
 
 
+# One observation per trip and collection moment, not per search: two providers' searches collected at the same
+# instant are one look at the market (the cheapest of both), and the features' windows need one row per moment.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
-    """One row per search (of trips departing from `departing_from`): the cheapest total and the market's shape."""
+    """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
+    the market's shape."""
     import pandas as pd
 
     ensure_schema(conn)

@@ -23,6 +23,8 @@ OBSERVATION_COLUMNS = TRIP_KEY + [
 # above the cent-level jitter that quotes show between collections.
 MEANINGFUL_DROP_SHARE = 0.02
 
+NO_OBSERVATIONS = "no observations to compute features from"
+
 ROLLING_WINDOWS_DAYS = (1, 3, 7)
 
 # Airlines refile a route's fares on one day for every departure, so a refiling shows in the data as a day when
@@ -132,21 +134,42 @@ def trip_ids(frame: pd.DataFrame) -> pd.Series:
     )
 
 
+def _check_index(observations: pd.DataFrame) -> None:
+    if not observations.index.is_unique:
+        raise ValueError("observations need a unique index: features and labels are aligned on it")
+
+
+def check_observation_columns(columns) -> None:
+    """Fail clearly when observations lack a column the features read."""
+    missing = [column for column in OBSERVATION_COLUMNS if column not in columns]
+    if missing:
+        raise ValueError(f"observations lack columns: {', '.join(missing)}")
+
+
+def repeated_moments(count: int, trip_id: str) -> ValueError:
+    """The error for observations that hold a trip's collection moment more than once."""
+    # Windows over a trip's history need one fare per moment: with two, which one came "before" is undefined.
+    return ValueError(f"{count} observation(s) repeat a trip's collection moment (first trip: {trip_id}); "
+                      f"give one row per trip and moment, the cheapest fare then (warehouse.observations does)")
+
+
 def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
     """One feature row per observation, from the trip's collections up to that moment only.
 
     Rows come back sorted by trip and collection time, keeping the input's index.
     """
-    if not observations.index.is_unique:
-        raise ValueError("observations need a unique index: features and labels are aligned on it")
-    missing = [column for column in OBSERVATION_COLUMNS if column not in observations.columns]
-    if missing:
-        raise ValueError(f"observations lack columns: {', '.join(missing)}")
+    _check_index(observations)
+    check_observation_columns(observations.columns)
+    if observations.empty:
+        raise ValueError(NO_OBSERVATIONS)
     frame = observations[OBSERVATION_COLUMNS].copy()
     frame["trip_id"] = trip_ids(frame)
     frame["depart_date"] = pd.to_datetime(frame["depart_date"]).dt.normalize()
     frame["return_date"] = pd.to_datetime(frame["return_date"]).dt.normalize()
     frame["collected_at"] = pd.to_datetime(frame["collected_at"], utc=True)
+    repeated = frame.duplicated(["trip_id", "collected_at"])
+    if repeated.any():
+        raise repeated_moments(int(repeated.sum()), frame.loc[repeated, "trip_id"].min())
     frame = frame.rename(columns={"cheapest_total": "fare"})
     frame["fare"] = frame["fare"].astype(float)
     frame = frame.sort_values(["trip_id", "collected_at"], kind="stable")
@@ -185,13 +208,27 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
 
 def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     """observation_features computed by the model engine's own machinery: pandas for scikit-learn, Spark jobs
-    for MLlib (spark_features, the same values), so the MLlib engine's feature step leaves the driver too."""
+    for MLlib (spark_features, the same values and the same index)."""
     if engine != SPARK:
         return observation_features(observations)
     from fare_assets.synthesizing import spark_features
     from fare_assets.synthesizing.spark_estimators import model_session
 
-    return spark_features.to_pandas(spark_features.observation_features(model_session().createDataFrame(observations)))
+    _check_index(observations)
+    if observations.empty:
+        raise ValueError(NO_OBSERVATIONS)
+    # Dates cross as dates: a datetime64 column would cross as a timestamp in this process's time zone, and come
+    # back a day off wherever that zone is east of the session's.
+    dates = {column: pd.to_datetime(observations[column]).dt.date.astype(object).where(observations[column].notna(), None)
+             for column in ("depart_date", "return_date")}
+    spark_observations = model_session().createDataFrame(observations.assign(**dates))
+    features = spark_features.to_pandas(spark_features.observation_features(spark_observations))
+    # A trip and a moment name one observation (both versions refuse repeats): the input's index goes back on.
+    moments = pd.MultiIndex.from_arrays([trip_ids(observations), pd.to_datetime(observations["collected_at"], utc=True)])
+    index_of = pd.Series(observations.index, index=moments)
+    features.index = pd.Index(index_of.loc[pd.MultiIndex.from_arrays([features["trip_id"], features["collected_at"]])],
+                              name=observations.index.name)
+    return features
 
 
 def _trailing(frame: pd.DataFrame, column: str, days: int, how: str) -> np.ndarray:

@@ -1,9 +1,9 @@
 """observation_features as Spark jobs, for the MLlib engine: the same columns and values as the pandas version.
 
-Every feature is a window over a trip, a route's collection day or a route's days, or a join with the trip's
-route peers, so no step gathers the observations on one machine. The constants (windows, tolerances, what a
-refiling is, who is a peer) are features.py's; the parity test holds both versions to the same numbers.
-pyspark is imported here only: features.py stays free of it.
+Every feature is a window over a trip, a route's collection day or a route's days, or an as-of join with the
+trip's route peers, so the feature step itself runs on the cluster's executors. The constants (windows,
+tolerances, what a refiling is, who is a peer) are features.py's; the parity test holds both versions to the
+same numbers. pyspark is imported here only: features.py stays free of it.
 """
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from fare_assets.synthesizing.features import (
     CABIN_RANKS,
     FARE_CHANGE_TOLERANCE,
+    NO_OBSERVATIONS,
     OBSERVATION_COLUMNS,
     PEER_DEPARTURE_DAYS,
     PEER_KEY,
@@ -22,7 +23,9 @@ from fare_assets.synthesizing.features import (
     ROLLING_WINDOWS_DAYS,
     ROUTE_KEY,
     TREND_WINDOW_DAYS,
+    check_observation_columns,
     great_circle_km,
+    repeated_moments,
 )
 
 MICROS_PER_DAY = 86_400_000_000
@@ -37,7 +40,8 @@ FEATURE_COLUMNS = [
     "days_since_route_refile", "days_to_next_refile", "days_ahead_at_next_refile", "fare_to_min_since_refile",
     "fare_to_route_peers",
 ]
-_KEPT = [column if column != "cheapest_total" else "fare" for column in OBSERVATION_COLUMNS]
+# The observation columns the pandas version keeps (cheapest_total is read as `fare`).
+KEPT_OBSERVATION_COLUMNS = [column if column != "cheapest_total" else "fare" for column in OBSERVATION_COLUMNS]
 
 
 def _trip() -> Window:
@@ -46,6 +50,7 @@ def _trip() -> Window:
 
 
 def _trip_so_far() -> Window:
+    """A trip's collections up to and including the current one."""
     return _trip().rowsBetween(Window.unboundedPreceding, Window.currentRow)
 
 
@@ -59,6 +64,7 @@ def _trip_id() -> Column:
 
 
 def _days(micros: Column) -> Column:
+    """Microseconds as days."""
     return micros / MICROS_PER_DAY
 
 
@@ -68,7 +74,10 @@ def _epoch_day(micros: Column) -> Column:
 
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
-    """numerator / denominator, null where the denominator is 0 or null (pandas gives NaN there, ANSI Spark fails)."""
+    """numerator / denominator, null where the denominator is 0 or null (pandas gives NaN there, ANSI Spark fails).
+
+    Only counts can be 0 here: the other divisions are by fares and their means, which are positive.
+    """
     return F.try_divide(numerator, denominator)
 
 
@@ -87,7 +96,7 @@ def _trip_features(frame: DataFrame) -> DataFrame:
         .withColumn("return_weekday", F.weekday("return_date").cast("double"))
         .withColumn("depart_month", F.month("depart_date"))
         .withColumn("national", F.col("national").cast("double"))
-        .withColumn("passengers", F.col("adults").cast("int") + F.col("children").cast("int"))
+        .withColumn("passengers", (F.col("adults") + F.col("children")).cast("long"))
         .withColumn("cabin_rank", cabin_ranks[F.upper("cabin")].cast("double"))
         .withColumn("log_fare", F.ln("fare"))
     )
@@ -95,7 +104,7 @@ def _trip_features(frame: DataFrame) -> DataFrame:
         frame = frame.withColumn(column, F.col(column).cast("double"))
     whole_trip = Window.partitionBy("trip_id")
     frame = (
-        frame.withColumn("observation_count", F.row_number().over(_trip()))
+        frame.withColumn("observation_count", F.row_number().over(_trip()).cast("long"))
         .withColumn("days_observed", _days(F.col("at") - F.min("at").over(whole_trip)))
         .withColumn("running_min", F.min("fare").over(_trip_so_far()))
         .withColumn("fare_to_running_min", F.col("fare") / F.col("running_min"))
@@ -156,10 +165,8 @@ def _route_moments(frame: DataFrame) -> DataFrame:
 
 
 def _median(values: Column) -> Column:
-    """The median of an array of numbers (mean of the middle two for an even count), null when it is empty.
-
-    Spark refuses median() over a window frame; the arrays here hold a route's refiling gaps, a handful.
-    """
+    """The median of an array of numbers (mean of the middle two for an even count), null when it is empty."""
+    # Spark refuses median() over a window frame; the arrays here hold a route's refiling gaps, a handful.
     ordered, count = F.array_sort(values), F.size(values)
     lower = F.get(ordered, F.floor((count - 1) / 2).cast("int"))
     upper = F.get(ordered, F.floor(count / 2).cast("int"))
@@ -216,45 +223,24 @@ def _peer_features(frame: DataFrame) -> DataFrame:
         [F.col(f"trip.{column}").eqNullSafe(F.col(f"peer.{column}")) for column in PEER_KEY],
     ).where(F.abs(F.datediff("peer.depart_date", "trip.depart_date")).between(1, PEER_DEPARTURE_DAYS)).select(
         F.col("trip.trip_id").alias("trip_id"), F.col("peer.trip_id").alias("peer_id"))
+    # An as-of join in one pass, as merge_asof: each row's moments and each peer's fares on one timeline per
+    # (trip, peer); a row reads the last fare before it. At equal times the fare sorts first: it is known then.
+    asked = frame.select("trip_id", "at").join(peers, "trip_id").withColumn("peer_fare", F.lit(None).cast("double"))
+    peer_fares = peers.join(frame.select(F.col("trip_id").alias("peer_id"), "at", F.col("log_fare").alias("peer_fare")),
+                            "peer_id")
+    timeline = Window.partitionBy("trip_id", "peer_id").orderBy("at", F.col("peer_fare").isNull()).rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
     max_age = int(PEER_MAX_AGE / pd.Timedelta(microseconds=1))
-    # Each row asks on its own collection day and the day before, so the join is on keys, not a range over time.
-    day = _epoch_day(F.col("at"))
-    asked = frame.select("trip_id", "at", F.explode(F.array(day, day - 1)).alias("peer_day")).join(peers, "trip_id")
-    peer_fares = frame.select(F.col("trip_id").alias("peer_id"), F.col("at").alias("peer_at"),
-                              day.alias("peer_day"), "log_fare")
     latest = (
-        asked.join(peer_fares, ["peer_id", "peer_day"])
-        .where((F.col("peer_at") <= F.col("at")) & (F.col("at") - F.col("peer_at") <= max_age))
-        .groupBy("trip_id", "at", "peer_id").agg(F.max_by("log_fare", "peer_at").alias("peer_log_fare"))
-        .groupBy("trip_id", "at").agg(F.avg("peer_log_fare").alias("peer_log_mean"))
+        asked.unionByName(peer_fares)
+        .withColumn("latest_fare", F.last("peer_fare", ignorenulls=True).over(timeline))
+        .withColumn("latest_at", F.last(F.when(F.col("peer_fare").isNotNull(), F.col("at")), ignorenulls=True)
+                    .over(timeline))
+        .where(F.col("peer_fare").isNull() & (F.col("at") - F.col("latest_at") <= max_age))
+        .groupBy("trip_id", "at").agg(F.avg("latest_fare").alias("peer_log_mean"))
     )
     return frame.join(latest, ["trip_id", "at"], "left").withColumn(
         "fare_to_route_peers", F.exp(F.col("log_fare") - F.col("peer_log_mean"))).drop("peer_log_mean")
-
-
-def observation_features(observations: DataFrame) -> DataFrame:
-    """features.observation_features as a Spark frame: one feature row per observation, from the trip's
-    collections up to that moment only; `collected_at` stays a timestamp, the dates stay dates."""
-    missing = [column for column in OBSERVATION_COLUMNS if column not in observations.columns]
-    if missing:
-        raise ValueError(f"observations lack columns: {', '.join(missing)}")
-    frame = (
-        observations.select(*OBSERVATION_COLUMNS)
-        .withColumnRenamed("cheapest_total", "fare")
-        .withColumn("fare", F.col("fare").cast("double"))
-        .withColumn("depart_date", F.to_date("depart_date"))
-        .withColumn("return_date", F.to_date("return_date"))
-        .withColumn("trip_id", _trip_id())
-        # Microseconds since the epoch: exact window bounds and differences, whatever the session's time zone.
-        .withColumn("at", F.unix_micros("collected_at"))
-        .withColumn("day", F.date_from_unix_date(_epoch_day(F.col("at"))))
-    )
-    distances = _route_distances(frame)
-    # The route and peer steps each read the trip features several times (aggregates joined back, self-joins):
-    # materialised once, they are not recomputed per branch, and the plans stay small.
-    frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left").localCheckpoint()
-    frame = _peer_features(_route_features(frame).localCheckpoint())
-    return frame.select(*_KEPT, "trip_id", *FEATURE_COLUMNS)
 
 
 def _route_distances(frame: DataFrame) -> DataFrame:
@@ -266,13 +252,51 @@ def _route_distances(frame: DataFrame) -> DataFrame:
         "distance_km", F.when(~F.isnan("distance_km"), F.col("distance_km")))
 
 
+def _check_one_row_per_moment(frame: DataFrame) -> None:
+    """Fail as the pandas version does when observations are empty or repeat a trip's collection moment."""
+    if frame.isEmpty():
+        raise ValueError(NO_OBSERVATIONS)
+    repeated = frame.groupBy("trip_id", "at").count().where(F.col("count") > 1).agg(
+        F.sum(F.col("count") - 1).alias("extra"), F.min("trip_id").alias("first")).first()
+    if repeated["extra"]:
+        raise repeated_moments(int(repeated["extra"]), repeated["first"])
+
+
+def observation_features(observations: DataFrame) -> DataFrame:
+    """features.observation_features as a Spark frame: one feature row per observation, from the trip's
+    collections up to that moment only; `collected_at` stays a timestamp, the dates stay dates.
+
+    Needs the session's checkpoint folder (spark_estimators.model_session sets one).
+    """
+    check_observation_columns(observations.columns)
+    frame = (
+        observations.select(*OBSERVATION_COLUMNS)
+        .withColumnRenamed("cheapest_total", "fare")
+        .withColumn("fare", F.col("fare").cast("double"))
+        .withColumn("depart_date", F.to_date("depart_date"))
+        .withColumn("return_date", F.to_date("return_date"))
+        .withColumn("trip_id", _trip_id())
+        # Microseconds since the epoch: exact window bounds and differences, whatever the session's time zone.
+        .withColumn("at", F.unix_micros("collected_at"))
+        .withColumn("day", F.date_from_unix_date(_epoch_day(F.col("at"))))
+    )
+    _check_one_row_per_moment(frame)
+    distances = _route_distances(frame)
+    # The route and peer steps each read the trip features several times (aggregates joined back, self-joins):
+    # checkpointed once, they are not recomputed per branch, and the plans stay small.
+    frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left").checkpoint()
+    frame = _peer_features(_route_features(frame).checkpoint())
+    return frame.select(*KEPT_OBSERVATION_COLUMNS, "trip_id", *FEATURE_COLUMNS)
+
+
 def to_pandas(features: DataFrame) -> pd.DataFrame:
     """The Spark features as the pandas version's frame: sorted by trip and collection time, UTC-aware
     collected_at, datetime64 dates and NaN for missing numbers."""
-    frame = features.orderBy("trip_id", "collected_at").toPandas()
-    # toPandas gives times as wall clock in the session's time zone, without the zone.
-    session_zone = features.sparkSession.conf.get("spark.sql.session.timeZone")
-    frame["collected_at"] = pd.to_datetime(frame["collected_at"]).dt.tz_localize(session_zone).dt.tz_convert("UTC")
+    # Times travel as microseconds since the epoch: toPandas would give wall clock in the session's zone, which
+    # is ambiguous for an hour each autumn wherever clocks fall back.
+    frame = (features.orderBy("trip_id", "collected_at")
+             .withColumn("collected_at", F.unix_micros("collected_at")).toPandas())
+    frame["collected_at"] = pd.to_datetime(frame["collected_at"], unit="us", utc=True)
     for column in ("depart_date", "return_date"):
         frame[column] = pd.to_datetime(frame[column])
     return frame
