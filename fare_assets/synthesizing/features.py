@@ -134,9 +134,13 @@ def trip_ids(frame: pd.DataFrame) -> pd.Series:
     )
 
 
-def _check_index(observations: pd.DataFrame) -> None:
+def _check_observations(observations: pd.DataFrame) -> None:
+    """Fail clearly on observations the features cannot read: a repeated index, a missing column, no rows."""
     if not observations.index.is_unique:
         raise ValueError("observations need a unique index: features and labels are aligned on it")
+    check_observation_columns(observations.columns)
+    if observations.empty:
+        raise ValueError(NO_OBSERVATIONS)
 
 
 def check_observation_columns(columns) -> None:
@@ -158,10 +162,7 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
 
     Rows come back sorted by trip and collection time, keeping the input's index.
     """
-    _check_index(observations)
-    check_observation_columns(observations.columns)
-    if observations.empty:
-        raise ValueError(NO_OBSERVATIONS)
+    _check_observations(observations)
     frame = observations[OBSERVATION_COLUMNS].copy()
     frame["trip_id"] = trip_ids(frame)
     frame["depart_date"] = pd.to_datetime(frame["depart_date"]).dt.normalize()
@@ -214,9 +215,7 @@ def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     from fare_assets.synthesizing import spark_features
     from fare_assets.synthesizing.spark_estimators import model_session
 
-    _check_index(observations)
-    if observations.empty:
-        raise ValueError(NO_OBSERVATIONS)
+    _check_observations(observations)
     # Dates cross as dates: a datetime64 column would cross as a timestamp in this process's time zone, and come
     # back a day off wherever that zone is east of the session's.
     dates = {column: pd.to_datetime(observations[column]).dt.date.astype(object).where(observations[column].notna(), None)

@@ -254,12 +254,13 @@ def _route_distances(frame: DataFrame) -> DataFrame:
 
 def _check_one_row_per_moment(frame: DataFrame) -> None:
     """Fail as the pandas version does when observations are empty or repeat a trip's collection moment."""
-    if frame.isEmpty():
+    census = frame.groupBy("trip_id", "at").count().agg(
+        F.count(F.lit(1)).alias("moments"), F.sum(F.col("count") - 1).alias("extra"),
+        F.min(F.when(F.col("count") > 1, F.col("trip_id"))).alias("first")).first()
+    if not census["moments"]:
         raise ValueError(NO_OBSERVATIONS)
-    repeated = frame.groupBy("trip_id", "at").count().where(F.col("count") > 1).agg(
-        F.sum(F.col("count") - 1).alias("extra"), F.min("trip_id").alias("first")).first()
-    if repeated["extra"]:
-        raise repeated_moments(int(repeated["extra"]), repeated["first"])
+    if census["extra"]:
+        raise repeated_moments(int(census["extra"]), census["first"])
 
 
 def observation_features(observations: DataFrame) -> DataFrame:
