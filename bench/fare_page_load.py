@@ -102,7 +102,7 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
         warehouse.ensure_schema(conn)
         # Indexes are built after the load, as a bulk load would; ensure_schema recreates exactly them.
         for table in warehouse.FARE_TABLES:
-            for index in ("trip_idx", "upcoming_idx", "collected_idx"):
+            for index in warehouse.FARE_INDEXES:
                 conn.execute(f"DROP INDEX IF EXISTS {table}_{index}")
             conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_pkey")
         conn.execute("SET maintenance_work_mem = '512MB'")

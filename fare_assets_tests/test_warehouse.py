@@ -231,6 +231,30 @@ def test_a_warehouse_from_before_partitioning_is_moved_into_monthly_partitions(w
         assert conn.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 3
 
 
+def test_fare_tables_keyed_option_id_first_are_rekeyed_and_keep_their_rows(warehouse_dsn):
+    rows = [collected_on("october", utc(2026, 10, 1)), collected_on("november", utc(2026, 11, 2), national=False)]
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.load_fares(conn, rows) == {"national_fares": 1, "international_fares": 1}
+        # The layout before the key was reordered: option_id first, and an index of its own on collected_at.
+        for table in warehouse.FARE_TABLES:
+            conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey, ADD PRIMARY KEY (option_id, collected_at)")
+            conn.execute(f"CREATE INDEX {table}_collected_idx ON {table} (collected_at)")
+        conn.commit()
+        warehouse.ensure_schema(conn)
+        keys = conn.execute(
+            "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE contype = 'p' AND conrelid = ANY(%s::regclass[]) ORDER BY 1", (list(warehouse.FARE_TABLES),))
+        assert keys.fetchall() == [("international_fares", "PRIMARY KEY (collected_at, option_id)"),
+                                   ("national_fares", "PRIMARY KEY (collected_at, option_id)")]
+        leftover = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%%collected_idx'").fetchone()[0]
+        assert leftover == 0
+        # The rows stayed, the key still merges a reload, and the page's role still reads.
+        assert warehouse.load_fares(conn, rows) == {"national_fares": 0, "international_fares": 0}
+        assert warehouse.table_counts(conn) == {"national_fares": 1, "international_fares": 1}
+    with psycopg.connect(warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
+        assert conn.execute("SELECT option_id FROM international_fares").fetchall() == [("november",)]
+
+
 def test_concurrent_loads_of_a_new_month_both_land(warehouse_dsn):
     from concurrent.futures import ThreadPoolExecutor
 
