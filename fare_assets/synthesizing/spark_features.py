@@ -217,12 +217,17 @@ def _peer_features(frame: DataFrame) -> DataFrame:
     """The fare against the geometric mean of its peers' latest fares collected at most PEER_MAX_AGE before it
     (features._add_peer_features); a trip without peers gets null."""
     trips = frame.select("trip_id", "depart_date", *PEER_KEY).distinct()
-    peers = trips.alias("trip").join(
+    # Each trip names the departure days of its possible peers, so the pairing is an equi-join on (key, day):
+    # pairing every departure of a key with every other one before filtering grew with the square of the calendar.
+    peer_days = F.sequence(F.date_sub("depart_date", PEER_DEPARTURE_DAYS), F.date_add("depart_date", PEER_DEPARTURE_DAYS))
+    near = trips.select("trip_id", "depart_date", *PEER_KEY, F.explode(peer_days).alias("peer_day")).where(
+        F.col("peer_day") != F.col("depart_date"))
+    peers = near.alias("trip").join(
         trips.alias("peer"),
         # A one-way trip has no nights: pandas' merge matches missing keys with each other, so this does too.
-        [F.col(f"trip.{column}").eqNullSafe(F.col(f"peer.{column}")) for column in PEER_KEY],
-    ).where(F.abs(F.datediff("peer.depart_date", "trip.depart_date")).between(1, PEER_DEPARTURE_DAYS)).select(
-        F.col("trip.trip_id").alias("trip_id"), F.col("peer.trip_id").alias("peer_id"))
+        [F.col("trip.peer_day") == F.col("peer.depart_date"),
+         *[F.col(f"trip.{column}").eqNullSafe(F.col(f"peer.{column}")) for column in PEER_KEY]],
+    ).select(F.col("trip.trip_id").alias("trip_id"), F.col("peer.trip_id").alias("peer_id"))
     # An as-of join in one pass, as merge_asof: each row's moments and each peer's fares on one timeline per
     # (trip, peer); a row reads the last fare before it. At equal times the fare sorts first: it is known then.
     asked = frame.select("trip_id", "at").join(peers, "trip_id").withColumn("peer_fare", F.lit(None).cast("double"))
