@@ -33,9 +33,9 @@ from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.settings import load_settings  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
-                                                 drop_probability_outcomes, evaluate_policies, train_and_evaluate)
+                                                 drop_probability_outcomes, evaluate_advisor, evaluate_policies)
 from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
-from fare_assets.synthesizing.features import airport_countries, engine_features  # noqa: E402
+from fare_assets.synthesizing.features import airport_countries  # noqa: E402
 from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
@@ -99,8 +99,7 @@ def evaluate(profile: str, engine: str) -> dict:
     """Train, validate and test the advisor on one market; print and return its policy table."""
     started = time.perf_counter()
     frame = observations(profile)
-    features = engine_features(frame, engine)
-    result = train_and_evaluate(features, engine=engine)
+    result = evaluate_advisor(frame, engine)
     informed = {name: informed_purchases(result.split.test, PROFILES[profile], margin)
                 for name, margin in INFORMED_MARGINS.items()}
     table, _ = evaluate_policies({**result.outcomes, **informed}, result.advisor.threshold)

@@ -14,9 +14,8 @@ from fare_assets.synthesizing import advisor as advisor_module
 from fare_assets.synthesizing import fare_model as fare_model_module
 from fare_assets.synthesizing.advisor import LAST_CALL_DAYS_AHEAD, BuyWaitAdvisor
 from fare_assets.synthesizing.estimators import SPARK, gradient_boosted_classifier, gradient_boosted_regressor
-from fare_assets.synthesizing.evaluation import train_and_evaluate
+from fare_assets.synthesizing.evaluation import evaluate_advisor
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
-from fare_assets.synthesizing.features import engine_features
 from fare_assets.synthesizing.plots import permutation_importances
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
 from fare_assets_tests.test_synthesizing import WATCH_START, fare_observations
@@ -75,7 +74,7 @@ def observations() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def spark_evaluation(spark_engine, observations):
-    return train_and_evaluate(engine_features(observations, spark_engine), engine=spark_engine)
+    return evaluate_advisor(observations, spark_engine)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +201,7 @@ from fare_assets.synthesizing.estimators import gradient_boosted_regressor
 inputs = pd.DataFrame({"x": np.arange(200.0)})
 model = gradient_boosted_regressor(load_settings().model_engine, max_iter=5, learning_rate=0.1, random_state=0)
 model.fit(inputs, 2 * inputs["x"]).predict(inputs)
+from fare_assets.synthesizing.evaluation import evaluate_advisor
 from fare_assets.synthesizing.features import engine_features
 observations = pd.DataFrame({"origin": "SFO", "destination": "JFK", "depart_date": pd.Timestamp("2027-01-10"),
                              "return_date": pd.Timestamp("2027-01-17"), "adults": 1, "children": 0, "cabin": "COACH",

@@ -114,6 +114,10 @@ class BuyWaitAdvisor:
         return gradient_boosted_regressor(self.engine, max_iter=300, learning_rate=0.05, min_samples_leaf=500,
                                           l2_regularization=1.0, early_stopping=False, random_state=self.random_state)
 
+    def _classifier(self):
+        return gradient_boosted_classifier(self.engine, max_iter=200, learning_rate=0.1, l2_regularization=1.0,
+                                           random_state=self.random_state)
+
     def fit(self, train_features: pd.DataFrame, validation_features: pd.DataFrame) -> "BuyWaitAdvisor":
         """Train both models on the training trips, then pick the threshold on the validation trips only."""
         train_features = train_features.sort_values(["trip_id", "collected_at"], kind="stable")
@@ -126,9 +130,7 @@ class BuyWaitAdvisor:
         # A season can pass without one meaningful drop (fares only rise close to departure); the honest
         # model of such data is the observed frequency.
         drops = labels["drops_meaningfully"][usable]
-        classifier = (gradient_boosted_classifier(self.engine, max_iter=200, learning_rate=0.1, l2_regularization=1.0,
-                                                  random_state=self.random_state)
-                      if drops.nunique() == 2 else prior_classifier())
+        classifier = self._classifier() if drops.nunique() == 2 else prior_classifier()
         # A young watchlist has no value yet for some columns (no second refiling seen: no interval between them).
         self.empty_columns = [column for column in MODEL_FEATURES if rows[column].isna().all()]
         self.classifier = classifier.fit(self.model_inputs(rows), drops)

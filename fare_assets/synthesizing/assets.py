@@ -7,9 +7,8 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ma
 from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
-from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, train_and_evaluate
+from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
-from fare_assets.synthesizing.features import engine_features
 from fare_assets.synthesizing.model_files import save_version
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
@@ -44,7 +43,7 @@ def _new_version() -> str:
 def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     observations = _observations(warehouse_db)
     version, engine = _new_version(), load_settings().model_engine
-    evaluation = train_and_evaluate(engine_features(observations, engine), engine=engine)
+    evaluation = evaluate_advisor(observations, engine)
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
     charts = advisor_charts(evaluation)
     # A worse advisor stays on file for inspection, but the page keeps serving the last one that passed.

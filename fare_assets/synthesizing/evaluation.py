@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
-from fare_assets.synthesizing.estimators import SKLEARN
+from fare_assets.synthesizing.estimators import SKLEARN, SPARK
+from fare_assets.synthesizing.features import observation_features, spark_observation_features
 
 # Etzioni et al., "To buy or not to buy", KDD 2003: Hamlet's savings were 61.8% of the oracle's.
 HAMLET_SHARE_OF_ORACLE_SAVING = 0.618
@@ -18,7 +19,10 @@ POLICIES = ("advisor", *BASELINES, "oracle")
 
 @dataclass(frozen=True)
 class TripSplit:
-    """Feature rows split by whole trips on departure date: train < validation_from <= validation < test_from <= test."""
+    """Feature rows split by whole trips on departure date: train < validation_from <= validation < test_from <= test.
+
+    With the MLlib engine, train and validation are Spark frames (training runs where they are); test is pandas.
+    """
 
     train: pd.DataFrame
     validation: pd.DataFrame
@@ -136,12 +140,27 @@ def train_and_evaluate(
     """Split departed trips by departure, train on the earliest, choose the threshold on validation, judge on test."""
     split = split_by_departure(watched_to_departure(features), validation_share, test_share)
     advisor = BuyWaitAdvisor(random_state=random_state, engine=engine).fit(split.train, split.validation)
+    return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
+
+
+def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int) -> EvaluationResult:
+    """The trained advisor judged with the baselines and the oracle on the split's test trips."""
     outcomes = policy_outcomes(split.test, advisor)
     table, headline = evaluate_policies(outcomes, advisor.threshold)
     # The threshold was chosen for its saving on these trips, so that saving is the advisor's on validation.
-    headline.update(validation_trips=int(split.validation["trip_id"].nunique()),
+    headline.update(validation_trips=int(validation_trips),
                     validation_mean_saving_share=float(advisor.threshold_scores[advisor.threshold]))
     return EvaluationResult(advisor, split, table, headline, outcomes)
+
+
+def evaluate_advisor(observations: pd.DataFrame, engine: str = SKLEARN) -> EvaluationResult:
+    """train_and_evaluate on the observations' features, each engine on its own machinery: pandas and scikit-learn,
+    or Spark jobs throughout (features, training, threshold, calibration) for MLlib."""
+    if engine != SPARK:
+        return train_and_evaluate(observation_features(observations), engine=engine)
+    from fare_assets.synthesizing import spark_advisor
+
+    return spark_advisor.train_and_evaluate(spark_observation_features(observations))
 
 
 def advisor_not_worse_than_buying_now(headline: dict) -> bool:

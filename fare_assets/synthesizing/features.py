@@ -213,6 +213,19 @@ def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     if engine != SPARK:
         return observation_features(observations)
     from fare_assets.synthesizing import spark_features
+
+    features = spark_features.to_pandas(spark_observation_features(observations))
+    # A trip and a moment name one observation (both versions refuse repeats): the input's index goes back on.
+    moments = pd.MultiIndex.from_arrays([trip_ids(observations), pd.to_datetime(observations["collected_at"], utc=True)])
+    index_of = pd.Series(observations.index, index=moments)
+    features.index = pd.Index(index_of.loc[pd.MultiIndex.from_arrays([features["trip_id"], features["collected_at"]])],
+                              name=observations.index.name)
+    return features
+
+
+def spark_observation_features(observations: pd.DataFrame):
+    """observation_features as a Spark frame (spark_features), computed by Spark jobs in the model session."""
+    from fare_assets.synthesizing import spark_features
     from fare_assets.synthesizing.spark_estimators import model_session
 
     _check_observations(observations)
@@ -220,14 +233,7 @@ def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     # back a day off wherever that zone is east of the session's.
     dates = {column: pd.to_datetime(observations[column]).dt.date.astype(object).where(observations[column].notna(), None)
              for column in ("depart_date", "return_date")}
-    spark_observations = model_session().createDataFrame(observations.assign(**dates))
-    features = spark_features.to_pandas(spark_features.observation_features(spark_observations))
-    # A trip and a moment name one observation (both versions refuse repeats): the input's index goes back on.
-    moments = pd.MultiIndex.from_arrays([trip_ids(observations), pd.to_datetime(observations["collected_at"], utc=True)])
-    index_of = pd.Series(observations.index, index=moments)
-    features.index = pd.Index(index_of.loc[pd.MultiIndex.from_arrays([features["trip_id"], features["collected_at"]])],
-                              name=observations.index.name)
-    return features
+    return spark_features.observation_features(model_session().createDataFrame(observations.assign(**dates)))
 
 
 def _trailing(frame: pd.DataFrame, column: str, days: int, how: str) -> np.ndarray:

@@ -108,21 +108,32 @@ class _SparkGradientBoosting(BaseEstimator, ABC):
 
     def _fit_labels(self, X: pd.DataFrame, labels: np.ndarray):
         """Fit the MLlib estimator on X's columns and numeric `labels` (0/1 for a classifier)."""
+        frame = self._pandas_frame(X, labels)
+        return self._fit_frame(frame, list(X.columns), LABEL, row_count=len(X))
+
+    def _fit_frame(self, frame, feature_names: list[str], label: str, row_count: int | None = None):
+        """Fit the MLlib estimator on a Spark frame's `feature_names` columns and its numeric `label` column."""
         from pyspark.sql import functions as F
 
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.feature_names_in_ = np.asarray(feature_names, dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
         mask = self.categorical_features or [False] * self.n_features_in_
+        categorical = [column for column, is_category in zip(self.feature_names_in_, mask) if is_category]
         # MLlib wants categories as 0..n-1; the code after the largest seen stands for missing or unseen ones.
-        self.category_counts_ = {column: int(X[column].fillna(-1).max()) + 2
-                                 for column, categorical in zip(self.feature_names_in_, mask) if categorical}
-        frame = self._spark_frame(X, labels)
+        # (Spark orders NaN above every number, so a missing value counts as -1 before the maximum is taken.)
+        largest = frame.agg(*[F.max(F.nanvl(F.coalesce(F.col(column).cast("double"), F.lit(-1.0)), F.lit(-1.0)))
+                              .alias(column) for column in categorical]).first() if categorical else {}
+        self.category_counts_ = {column: int(largest[column]) + 2 for column in categorical}
+        frame = self._assembled(frame.withColumn(LABEL, F.col(label).cast("double")), [LABEL])
         estimator = self._new_estimator().setParams(
             featuresCol=FEATURES, labelCol=LABEL, maxIter=self.max_iter, stepSize=self.learning_rate,
             minInstancesPerNode=self.min_samples_leaf, maxDepth=self.max_depth,
             maxBins=max([MAX_BINS, *self.category_counts_.values()]), checkpointInterval=CHECKPOINT_INTERVAL,
             seed=self.random_state)
-        if self.early_stopping is True or (self.early_stopping == "auto" and len(X) > EARLY_STOPPING_AUTO_ROWS):
+        early_stopping = self.early_stopping is True or (
+            self.early_stopping == "auto"
+            and (row_count if row_count is not None else frame.count()) > EARLY_STOPPING_AUTO_ROWS)
+        if early_stopping:
             frame = frame.withColumn(VALIDATION, F.rand(self.random_state) < VALIDATION_FRACTION)
             estimator.setParams(validationIndicatorCol=VALIDATION, validationTol=VALIDATION_TOL)
         self._spark_model = estimator.fit(frame)
@@ -131,34 +142,43 @@ class _SparkGradientBoosting(BaseEstimator, ABC):
         self.n_iter_ = self._spark_model.getNumTrees
         return self
 
-    def _spark_frame(self, X: pd.DataFrame, labels: np.ndarray | None = None):
-        """X's training columns as one MLlib feature vector (missing values and categories encoded), row numbers
-        and the labels if given."""
-        from pyspark.ml.feature import VectorAssembler
-
-        data = X[list(self.feature_names_in_)].astype(float)
+    def _pandas_frame(self, X: pd.DataFrame, labels: np.ndarray | None = None):
+        """A Spark frame of X's columns as floats, its row numbers (ROW) and the labels (LABEL) if given."""
+        data = X.astype(float)
         data[ROW] = np.arange(len(data))
         if labels is not None:
             data[LABEL] = labels
-        frame = model_session().createDataFrame(data)
-        columns = [self._encoded(column) for column in self.feature_names_in_]
-        kept = [ROW] + ([LABEL] if labels is not None else [])
-        assembler = VectorAssembler(inputCols=list(self.feature_names_in_), outputCol=FEATURES)
-        return assembler.transform(frame.select(*kept, *columns)).select(*kept, FEATURES)
+        return model_session().createDataFrame(data)
+
+    def _assembled(self, frame, kept: list[str]):
+        """The `kept` columns of a Spark frame and its training columns as one MLlib feature vector (FEATURES),
+        with missing values and categories encoded."""
+        from pyspark.ml.feature import VectorAssembler
+
+        # Encoded under names of their own, so the frame's columns pass through unchanged beside them.
+        encoded = [self._encoded(column).alias(f"_feature_{position}", metadata=self._metadata(column))
+                   for position, column in enumerate(self.feature_names_in_)]
+        names = [f"_feature_{position}" for position in range(len(encoded))]
+        assembler = VectorAssembler(inputCols=names, outputCol=FEATURES)
+        return assembler.transform(frame.select(*kept, *encoded)).select(*kept, FEATURES)
 
     def _encoded(self, column: str):
-        """A feature column MLlib can split: categories as 0..n-1 with nominal metadata (which the assembler carries
-        into the vector, so trees split them as sets), numbers with missing values as MISSING_VALUE."""
+        """A feature column MLlib can split: categories as 0..n-1, numbers with missing values as MISSING_VALUE."""
         from pyspark.sql import functions as F
 
-        value = F.col(column)
+        value = F.col(column).cast("double")
         missing = value.isNull() | F.isnan(value)
         if column not in self.category_counts_:
-            return F.when(missing, MISSING_VALUE).otherwise(value).alias(column)
+            return F.when(missing, MISSING_VALUE).otherwise(value)
         other = self.category_counts_[column] - 1
-        code = F.when(missing | (value < 0) | (value >= other), other).otherwise(F.floor(value)).cast("double")
-        attribute = {"type": "nominal", "num_vals": self.category_counts_[column], "name": column}
-        return code.alias(column, metadata={"ml_attr": attribute})
+        return F.when(missing | (value < 0) | (value >= other), other).otherwise(F.floor(value)).cast("double")
+
+    def _metadata(self, column: str) -> dict:
+        """A category column's nominal metadata, which the assembler carries into the vector, so trees split it as
+        a set; none for a number."""
+        if column not in self.category_counts_:
+            return {}
+        return {"ml_attr": {"type": "nominal", "num_vals": self.category_counts_[column], "name": column}}
 
     def _model(self):
         """The fitted MLlib model, loaded from the pickled bytes on first use after unpickling."""
@@ -171,11 +191,16 @@ class _SparkGradientBoosting(BaseEstimator, ABC):
 
     def _predicted(self, X: pd.DataFrame, column) -> np.ndarray:
         """One output column of the fitted model on X's rows, in X's order."""
-        result = self._model().transform(self._spark_frame(X)).select(ROW, column.alias("value")).toPandas()
+        result = self._model().transform(self._assembled(self._pandas_frame(X[list(self.feature_names_in_)]), [ROW])).select(
+            ROW, column.alias("value")).toPandas()
         # Narrow transformations keep row order, but nothing promises it: rows go back by their numbers.
         ordered = np.empty(len(X))
         ordered[result[ROW].to_numpy()] = result["value"].to_numpy(dtype=float)
         return ordered
+
+    def _with_output(self, frame, column, name: str):
+        """A Spark frame with one output column of the fitted model added as `name` (its rows stay in Spark)."""
+        return self._model().transform(self._assembled(frame, frame.columns)).select(*frame.columns, column.alias(name))
 
     def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
@@ -208,6 +233,16 @@ class SparkGradientBoostingRegressor(RegressorMixin, _SparkGradientBoosting):
         from pyspark.sql import functions as F
 
         return self._predicted(X, F.col("prediction"))
+
+    def fit_frame(self, frame, feature_names: list[str], target: str) -> "SparkGradientBoostingRegressor":
+        """Fit on a Spark frame's `feature_names` columns and its numeric `target` column, where the rows are."""
+        return self._fit_frame(frame, feature_names, target)
+
+    def with_prediction(self, frame, name: str):
+        """The Spark frame with the predicted target per row added as column `name`."""
+        from pyspark.sql import functions as F
+
+        return self._with_output(frame, F.col("prediction"), name)
 
 
 class SparkGradientBoostingClassifier(ClassifierMixin, _SparkGradientBoosting):
@@ -242,3 +277,14 @@ class SparkGradientBoostingClassifier(ClassifierMixin, _SparkGradientBoosting):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """The more probable class per row of X."""
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def fit_frame(self, frame, feature_names: list[str], label: str) -> "SparkGradientBoostingClassifier":
+        """Fit on a Spark frame's `feature_names` columns and its boolean `label` column (both values present)."""
+        self.classes_ = np.array([False, True])
+        return self._fit_frame(frame, feature_names, label)
+
+    def with_probability(self, frame, name: str):
+        """The Spark frame with the probability of the second class (True) per row added as column `name`."""
+        from pyspark.ml.functions import vector_to_array
+
+        return self._with_output(frame, vector_to_array("probability")[1], name)

@@ -1,0 +1,203 @@
+"""BuyWaitAdvisor.fit as Spark jobs, for the MLlib engine: labels, policy iteration, threshold and calibration are
+computed where the feature rows are, so the training and validation trips never have to fit on the driver.
+
+advisor.py defines the policy (which rows are modelled, when it buys, what a threshold means); this module computes
+the same quantities over Spark frames of spark_features.observation_features and hands the fitted models to the same
+BuyWaitAdvisor, so saving, loading and advising do not depend on where it was trained. The parity tests hold its
+labels, continuation ratios and threshold scores to the pandas functions' values.
+"""
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from sklearn.isotonic import IsotonicRegression
+
+from fare_assets.synthesizing.advisor import POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor
+from fare_assets.synthesizing.estimators import SPARK, prior_classifier
+from fare_assets.synthesizing.evaluation import EvaluationResult, TripSplit, evaluated
+from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, to_pandas
+
+# The classifier's probabilities are grouped to this many decimals before the calibration is fitted on the driver:
+# at most a million points (24 MB) whatever the number of validation rows, and, as isotonic regression pools equal
+# probabilities anyway, a fit that differs from one on every row only where probabilities differ by less than this.
+CALIBRATION_DECIMALS = 6
+
+
+def _trip() -> Window:
+    """A trip's collections in time order (a function: building a window needs a running session)."""
+    return Window.partitionBy("trip_id").orderBy("collected_at")
+
+
+def with_drop_labels(features: DataFrame, min_drop_share: float = MEANINGFUL_DROP_SHARE) -> DataFrame:
+    """features.drop_labels as columns: future_min_fare (null at the last observation), drops_meaningfully,
+    is_last_observation."""
+    later = _trip().rowsBetween(1, Window.unboundedFollowing)
+    future_min = F.min("fare").over(later)
+    return (features.withColumn("future_min_fare", future_min)
+            .withColumn("drops_meaningfully",
+                        F.coalesce(F.col("future_min_fare") <= F.col("fare") * (1 - min_drop_share), F.lit(False)))
+            .withColumn("is_last_observation", F.col("future_min_fare").isNull()))
+
+
+def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFrame:
+    """Labels, and the rows the advisor models, must buy at (last call) or cannot advise on (short history)."""
+    return (with_drop_labels(features)
+            .withColumn("modelled", (F.col("observation_count") >= advisor.min_history) & ~F.col("is_last_observation"))
+            .withColumn("last_call", F.col("days_ahead") < advisor.last_call_days_ahead)
+            .withColumn("short_history", F.col("observation_count") < advisor.min_history))
+
+
+def buys(ratio: Column, threshold: float | Column) -> Column:
+    """advisor._buy_mask: buy at the last call, else (with enough history) unless waiting promises > threshold."""
+    return F.col("last_call") | (~F.col("short_history") & ~(ratio < 1 - threshold))
+
+
+def continuation_ratio(buy: Column) -> Column:
+    """advisor.continuation_ratios: the fare the policy pays if it waits now, over the fare now (null at the last row)."""
+    purchase = F.when(buy | F.col("is_last_observation"), F.col("fare"))
+    paid_from_here = F.first(purchase, ignorenulls=True).over(_trip().rowsBetween(0, Window.unboundedFollowing))
+    return F.lead(paid_from_here, 1).over(_trip()) / F.col("fare")
+
+
+def _model_inputs(frame: DataFrame, empty_columns: list[str]) -> DataFrame:
+    """advisor.model_inputs: a column without any value in training is 0 where missing."""
+    for column in empty_columns:
+        value = F.col(column).cast("double")
+        frame = frame.withColumn(column, F.when(value.isNull() | F.isnan(value), 0.0).otherwise(value))
+    return frame
+
+
+def _census(rows: DataFrame) -> tuple[int, int, list[str]]:
+    """Rows, distinct drop labels and model columns without a single value, in one job."""
+    def present(column: str) -> Column:
+        value = F.col(column).cast("double")
+        return F.count(F.when(value.isNotNull() & ~F.isnan(value), 1)).alias(column)
+
+    counts = rows.agg(F.count(F.lit(1)).alias("_rows"), F.countDistinct("drops_meaningfully").alias("_labels"),
+                      *[present(column) for column in MODEL_FEATURES]).first()
+    return counts["_rows"], counts["_labels"], [column for column in MODEL_FEATURES if not counts[column]]
+
+
+def _prior_classifier(label: bool):
+    """The prior classifier of labels that hold only `label` (what BuyWaitAdvisor.fit fits on such rows)."""
+    return prior_classifier().fit(pd.DataFrame({column: [0.0] for column in MODEL_FEATURES}), [label])
+
+
+def threshold_scores(validation: DataFrame, ratio: str) -> dict[float, float]:
+    """advisor._choose_threshold's scores: per candidate threshold, the mean relative saving on the validation trips
+    of following the policy with the predicted `ratio` column (rows need _with_policy_columns)."""
+    candidates = F.array(*[F.lit(threshold) for threshold in THRESHOLD_CANDIDATES])
+    per_threshold = validation.select("trip_id", "collected_at", "fare", ratio, "last_call", "short_history",
+                                      "is_last_observation", F.explode(candidates).alias("threshold"))
+    paid = (per_threshold.where(buys(F.col(ratio), F.col("threshold")) | F.col("is_last_observation"))
+            .groupBy("threshold", "trip_id").agg(F.min_by("fare", "collected_at").alias("price_paid")))
+    first = validation.groupBy("trip_id").agg(F.min_by("fare", "collected_at").alias("first_fare"))
+    scores = (paid.join(first, "trip_id")
+              .groupBy("threshold")
+              .agg(F.avg((F.col("first_fare") - F.col("price_paid")) / F.col("first_fare")).alias("score"))
+              .collect())
+    by_threshold = {round(row["threshold"], 4): row["score"] for row in scores}
+    return {threshold: by_threshold[round(threshold, 4)] for threshold in THRESHOLD_CANDIDATES}
+
+
+def _raw_probability(advisor: BuyWaitAdvisor, frame: DataFrame, name: str) -> DataFrame:
+    """The classifier's own P(meaningful drop) per row as column `name`, before calibration."""
+    if not hasattr(advisor.classifier, "with_probability"):
+        classes = list(advisor.classifier.classes_)
+        prior = float(advisor.classifier.class_prior_[classes.index(True)]) if True in classes else 0.0
+        return frame.withColumn(name, F.lit(prior))
+    return advisor.classifier.with_probability(_model_inputs(frame, advisor.empty_columns), name)
+
+
+def _calibration(advisor: BuyWaitAdvisor, validation: DataFrame) -> IsotonicRegression | None:
+    """advisor._calibration on grouped probabilities: the observed drop rate as a monotone function of the
+    classifier's probability on the validation rows it models; None with one outcome only."""
+    modelled = validation.where("modelled")
+    grouped = (_raw_probability(advisor, modelled, "raw")
+               .groupBy(F.round("raw", CALIBRATION_DECIMALS).alias("bin"))
+               .agg(F.avg("raw").alias("raw"), F.avg(F.col("drops_meaningfully").cast("double")).alias("rate"),
+                    F.count(F.lit(1)).alias("rows"))
+               .orderBy("bin").toPandas())
+    dropped_rows = float((grouped["rate"] * grouped["rows"]).sum())
+    if dropped_rows < 0.5 or dropped_rows > grouped["rows"].sum() - 0.5:
+        return None
+    return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+        grouped["raw"].to_numpy(), grouped["rate"].to_numpy(), sample_weight=grouped["rows"].to_numpy(dtype=float))
+
+
+def fit_on_spark(advisor: BuyWaitAdvisor, train: DataFrame, validation: DataFrame) -> BuyWaitAdvisor:
+    """BuyWaitAdvisor.fit on Spark frames of features: both models on the training trips, the threshold and the
+    calibration on the validation trips. The advisor's estimators must be MLlib's (engine "spark")."""
+    train = _with_policy_columns(train, advisor).checkpoint()
+    usable = train.where("modelled")
+    rows, labels, advisor.empty_columns = _census(usable)
+    if not rows:
+        raise ValueError(f"no training trip has {advisor.min_history}+ collections before its last one")
+    inputs = _model_inputs(usable, advisor.empty_columns)
+    if labels == 2:
+        advisor.classifier = advisor._classifier().fit_frame(inputs, MODEL_FEATURES, "drops_meaningfully")
+    else:
+        advisor.classifier = _prior_classifier(bool(usable.select("drops_meaningfully").first()[0]))
+    # Policy iteration from "buy now": waiting then means buying at the next collection.
+    train = train.withColumn("buy", F.lit(True))
+    for _ in range(POLICY_ITERATIONS):
+        targets = _model_inputs(train.withColumn("target", continuation_ratio(F.col("buy"))).where("modelled"),
+                                advisor.empty_columns)
+        advisor.waiting_model = advisor._regressor().fit_frame(targets, MODEL_FEATURES, "target")
+        predicted = advisor.waiting_model.with_prediction(_model_inputs(train, advisor.empty_columns), "_ratio")
+        # Each round's policy is the next round's input: checkpointed, so the plan does not grow with the rounds.
+        train = (train.drop("buy").join(predicted.select("trip_id", "collected_at", buys(F.col("_ratio"), 0.0)
+                                                         .alias("buy")), ["trip_id", "collected_at"])
+                 .checkpoint())
+    validation = _with_policy_columns(validation, advisor)
+    validation = advisor.waiting_model.with_prediction(_model_inputs(validation, advisor.empty_columns),
+                                                       "_ratio").checkpoint()
+    advisor.threshold_scores = threshold_scores(validation, "_ratio")
+    advisor.threshold = max(advisor.threshold_scores,
+                            key=lambda threshold: (advisor.threshold_scores[threshold], -threshold))
+    advisor.calibration = _calibration(advisor, validation)
+    return advisor
+
+
+def watched_to_departure(features: DataFrame) -> DataFrame:
+    """evaluation.watched_to_departure: rows of trips that departed before the latest collection."""
+    latest = features.agg(F.max(F.unix_micros("collected_at"))).first()[0]
+    return features.where(F.unix_date("depart_date").cast("long") * MICROS_PER_DAY <= F.lit(latest))
+
+
+def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
+    """evaluation.split_by_departure on a Spark frame: training and validation trips stay Spark frames, the test
+    trips (what the policy table and the charts judge) come to the driver as the pandas features."""
+    # One row per departure date with its trips: the split needs the dates in order, not every trip on the driver.
+    dates = (features.groupBy("trip_id").agg(F.first("depart_date").alias("depart_date"))
+             .groupBy("depart_date").count().orderBy("depart_date").toPandas())
+    position = dates["count"].cumsum().to_numpy()
+    trip_count = int(position[-1]) if len(position) else 0
+
+    def date_at(rank: int) -> pd.Timestamp:
+        return pd.Timestamp(dates["depart_date"].iloc[int(np.searchsorted(position, rank, side="right"))])
+
+    if trip_count == 0:
+        raise ValueError("too few distinct departure dates for a split: train, validation, test would be empty")
+    validation_from = date_at(int(trip_count * (1 - validation_share - test_share)))
+    test_from = date_at(int(trip_count * (1 - test_share)))
+    depart = F.col("depart_date")
+    train = features.where(depart < F.lit(validation_from.date()))
+    validation = features.where((depart >= F.lit(validation_from.date())) & (depart < F.lit(test_from.date())))
+    empty = [name for name, part in (("train", train), ("validation", validation)) if part.isEmpty()]
+    test = to_pandas(features.where(depart >= F.lit(test_from.date())))
+    if test.empty:
+        empty.append("test")
+    if empty:
+        raise ValueError(f"too few distinct departure dates for a split: {', '.join(empty)} would be empty")
+    return TripSplit(train, validation, test, validation_from, test_from)
+
+
+def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2,
+                       random_state: int = 0) -> EvaluationResult:
+    """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained and thresholded in Spark,
+    judged on the test trips on the driver."""
+    split = split_by_departure(watched_to_departure(features), validation_share, test_share)
+    advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK), split.train, split.validation)
+    return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count())

@@ -1,0 +1,101 @@
+"""The advisor trained as Spark jobs (MLlib engine) computes what BuyWaitAdvisor.fit computes in pandas: labels,
+the fare paid by waiting, the threshold scores and the calibration."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from fare_assets.synthesizing import advisor as advisor_module
+from fare_assets.synthesizing import spark_advisor
+from fare_assets.synthesizing.advisor import THRESHOLD_CANDIDATES, BuyWaitAdvisor, continuation_ratios, drop_labels
+from fare_assets.synthesizing.estimators import SPARK
+from fare_assets.synthesizing.evaluation import split_by_departure, watched_to_departure
+from fare_assets.synthesizing.features import observation_features, spark_observation_features
+from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
+from fare_assets.synthesizing.spark_features import to_pandas
+from fare_assets_tests.test_spark_models import capped_rounds
+from fare_assets_tests.test_synthesizing import fare_observations
+
+
+@pytest.fixture(scope="module")
+def observations() -> pd.DataFrame:
+    return fare_observations(80, seed=11)
+
+
+@pytest.fixture(scope="module")
+def spark_features(spark, observations):
+    """The Spark features of the watched market, checkpointed, and the same rows as pandas in the same order."""
+    frame = spark_observation_features(observations).checkpoint()
+    return frame, to_pandas(frame)
+
+
+@pytest.fixture(scope="module")
+def few_rounds():
+    """The advisor's MLlib estimators with a few boosting rounds: the same wiring, seconds instead of minutes."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("gradient_boosted_regressor", "gradient_boosted_classifier"):
+            patch.setattr(advisor_module, name, capped_rounds(getattr(advisor_module, name)))
+        yield
+
+
+def test_drop_labels_and_the_fare_paid_by_waiting_match_pandas(spark_features):
+    from pyspark.sql import functions as F
+
+    frame, features = spark_features
+    # A policy that buys at every third collection of a trip, so waiting spans several rows.
+    with_policy = (spark_advisor._with_policy_columns(frame, BuyWaitAdvisor(engine=SPARK))
+                   .withColumn("buy", F.col("observation_count") % 3 == 0))
+    computed = with_policy.withColumn("ratio", spark_advisor.continuation_ratio(F.col("buy")))
+    computed = to_pandas(computed.select("trip_id", "collected_at", "depart_date", "return_date", "buy", "ratio",
+                                         "future_min_fare", "drops_meaningfully", "is_last_observation"))
+    labels = drop_labels(features)
+    assert computed["drops_meaningfully"].tolist() == labels["drops_meaningfully"].tolist()
+    assert computed["is_last_observation"].tolist() == labels["is_last_observation"].tolist()
+    np.testing.assert_allclose(computed["future_min_fare"].to_numpy(dtype=float),
+                               labels["future_min_fare"].to_numpy(dtype=float), equal_nan=True)
+    expected = continuation_ratios(features, (features["observation_count"] % 3 == 0).to_numpy())
+    np.testing.assert_allclose(computed["ratio"].to_numpy(dtype=float), expected, rtol=1e-12, equal_nan=True)
+    # The data exercise what is compared: drops, and rows where waiting costs or saves.
+    assert 0 < computed["drops_meaningfully"].mean() < 1
+    assert (expected[~np.isnan(expected)] < 1).any() and (expected[~np.isnan(expected)] > 1).any()
+
+
+def test_threshold_scores_match_following_the_policy_in_pandas(spark_features):
+    frame, features = spark_features
+    # Any ratio column will do: a smooth function of the features that crosses every candidate threshold.
+    ratio = 0.95 + 0.1 * ((features["observation_count"] * 7 + features["nights"].fillna(0)) % 11) / 10
+    advisor = BuyWaitAdvisor(engine=SPARK)
+    ratios = frame.sparkSession.createDataFrame(features.assign(_ratio=ratio.to_numpy())[
+        ["trip_id", "collected_at", "_ratio"]])
+    validation = spark_advisor._with_policy_columns(frame, advisor).join(ratios, ["trip_id", "collected_at"])
+    scores = spark_advisor.threshold_scores(validation, "_ratio")
+    expected = {threshold: advisor_module.mean_relative_saving(advisor_module.purchases(
+        features, advisor._buy_mask(features, ratio.to_numpy(), threshold))) for threshold in THRESHOLD_CANDIDATES}
+    assert list(scores) == list(expected)
+    np.testing.assert_allclose(list(scores.values()), list(expected.values()), rtol=1e-9, atol=1e-12)
+    assert len({round(score, 9) for score in scores.values()}) > 3
+
+
+def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with_its_models(spark, few_rounds,
+                                                                                          observations):
+    evaluation = spark_advisor.train_and_evaluate(spark_observation_features(observations))
+    advisor, split = evaluation.advisor, evaluation.split
+    assert isinstance(advisor.waiting_model, SparkGradientBoostingRegressor)
+    assert isinstance(advisor.classifier, SparkGradientBoostingClassifier)
+    # The same split as the pandas evaluation: trips by departure date, test trips on the driver.
+    expected_split = split_by_departure(watched_to_departure(observation_features(observations)))
+    assert (split.validation_from, split.test_from) == (expected_split.validation_from, expected_split.test_from)
+    validation = to_pandas(split.validation)
+    assert split.train.agg({"depart_date": "max"}).first()[0] < validation["depart_date"].min().date()
+    assert validation["depart_date"].max() < split.test["depart_date"].min() == split.test_from
+    # Given its fitted models, the pandas advisor's own threshold search and calibration give the same answers.
+    expected_scores = dict(advisor.threshold_scores)
+    assert advisor._choose_threshold(validation) == advisor.threshold
+    np.testing.assert_allclose(list(advisor.threshold_scores.values()), list(expected_scores.values()), rtol=1e-9)
+    spark_calibrated = advisor.drop_probability(validation)
+    advisor.calibration = advisor._calibration(validation)
+    np.testing.assert_allclose(spark_calibrated, advisor.drop_probability(validation), atol=1e-3)
+    # The rows the policy table judges are the pandas features of the test trips.
+    assert split.test["trip_id"].tolist() == expected_split.test["trip_id"].tolist()
+    np.testing.assert_allclose(split.test["fare_to_route_peers"], expected_split.test["fare_to_route_peers"], rtol=1e-9)
+    assert evaluation.headline["test_trips"] == split.test["trip_id"].nunique()
+    assert evaluation.headline["validation_trips"] == validation["trip_id"].nunique()
