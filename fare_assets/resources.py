@@ -21,7 +21,7 @@ from fare_assets.streaming.qpx_client import QpxClient
 from fare_assets.streaming.rate_limit import provider_rate_limit
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
 from fare_assets.structuring.emr import LocalSparkRunner, spark_runner_from_env
-from fare_assets.structuring.spark import SPARK_CONF
+from fare_assets.structuring.spark import local_spark_conf
 
 
 UNTHROTTLED_CALLS_PER_SECOND = 1000.0
@@ -168,7 +168,7 @@ class WarehouseResource(ConfigurableResource):
 def local_resources() -> dict:
     """Embedded defaults: the market simulator, a lake folder, local Spark, the project's PostgreSQL."""
     settings = load_settings()
-    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF})
+    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **local_spark_conf()})
     return {
         # The embedded simulator has no quota to protect; the provider rate limit is for real APIs.
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist),
@@ -196,7 +196,7 @@ def aws_resources() -> dict:
     """
     settings = load_settings()
     lake = s3_lake_resource()
-    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF})
+    pyspark = PySparkResource(spark_config={"spark.master": "local[*]", **local_spark_conf()})
     return {
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
         "lake": lake,

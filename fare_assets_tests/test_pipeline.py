@@ -118,3 +118,23 @@ def test_an_advisor_worse_than_buying_now_stops_the_run_and_is_not_published(pip
     # The fare model does not depend on the advisor: it was retrained and published in the same run.
     fare_model = instance.get_latest_materialization_event(AssetKey("fare_model")).asset_materialization.metadata
     assert published_version(lake, "fare_model") == fare_model["version"].value
+
+
+def test_the_mllib_engine_retrains_the_advisor_from_the_warehouse_over_jdbc(pipeline_run, monkeypatch):
+    from fare_assets.synthesizing import advisor as advisor_module
+    from fare_assets.synthesizing import fare_model as fare_model_module
+    from fare_assets_tests.test_spark_models import capped_rounds
+
+    defs, instance, _ = pipeline_run
+    sklearn_run = instance.get_latest_materialization_event(AssetKey("buy_wait_advisor")).asset_materialization.metadata
+    monkeypatch.setenv("FARES_MODEL_ENGINE", "spark")
+    for module, name in [(advisor_module, "gradient_boosted_regressor"), (advisor_module, "gradient_boosted_classifier"),
+                         (fare_model_module, "gradient_boosted_regressor")]:
+        monkeypatch.setattr(module, name, capped_rounds(getattr(module, name)))
+    result = defs.resolve_job_def("synthesize").execute_in_process(instance=instance)
+    assert result.success
+    metadata = instance.get_latest_materialization_event(AssetKey("buy_wait_advisor")).asset_materialization.metadata
+    assert metadata["engine"].value == "spark" and metadata["published"].value is True
+    # The same observations reached Spark over JDBC as reached pandas, and the same trips were judged.
+    for key in ("observations", "test_trips", "validation_trips"):
+        assert metadata[key].value == sklearn_run[key].value, key

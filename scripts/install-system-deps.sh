@@ -5,6 +5,8 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
+# PostgreSQL's JDBC driver: local Spark reads the warehouse with it (the MLlib engine's observations).
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 # The fare page's browser tests drive this Chromium (playwright's own browser download is not used).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # bench/fare_page_load.py's load generator (C, so the client takes little of the server's CPU).

@@ -508,11 +508,14 @@ def rows_from_arrow(table) -> Iterable[tuple]:
         yield from zip(*(column.to_pylist() for column in batch.columns))
 
 
-OBSERVATIONS_SQL = """
+def observations_query(departing_from: str) -> str:
+    """The observations as SQL, for trips departing from the date `departing_from` stands for (a query parameter's
+    placeholder or a literal)."""
+    return f"""
 WITH options AS (
-  SELECT *, true AS national FROM national_fares WHERE depart_date >= %(departing_from)s
+  SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from}
   UNION ALL
-  SELECT *, false AS national FROM international_fares WHERE depart_date >= %(departing_from)s
+  SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from}
 )
 SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
        min(total_amount)::float8 AS cheapest_total, min(currency) AS currency,
@@ -523,8 +526,10 @@ SELECT origin, destination, depart_date, return_date, adults, children, cabin, c
        bool_and(national) AS national
 FROM options
 GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at
-ORDER BY origin, destination, depart_date, return_date, collected_at
 """
+
+
+OBSERVATIONS_SQL = observations_query("%(departing_from)s") + "ORDER BY origin, destination, depart_date, return_date, collected_at\n"
 
 
 # One observation per trip and collection moment, not per search: two providers' searches collected at the same

@@ -15,12 +15,22 @@ SPARK_CONF = {
 }
 
 
+# PostgreSQL's JDBC driver (Debian's libpostgresql-jdbc-java), so a local session reads the warehouse (the MLlib
+# engine's observations) without downloading anything; a cluster brings its own.
+JDBC_DRIVER_JAR = os.environ.get("FARES_JDBC_DRIVER_JAR", "/usr/share/java/postgresql.jar")
+
+
+def local_spark_conf() -> dict[str, str]:
+    """SPARK_CONF for a session started in this process: with the JDBC driver on its classpath where installed."""
+    return {**SPARK_CONF, **({"spark.jars": JDBC_DRIVER_JAR} if os.path.isfile(JDBC_DRIVER_JAR) else {})}
+
+
 def local_spark_session(app_name: str = "fares"):
     """A local[*] session with the project's settings (tests and `make pipeline`)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master("local[*]").appName(app_name)
-    for key, value in SPARK_CONF.items():
+    for key, value in local_spark_conf().items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

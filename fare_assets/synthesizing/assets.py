@@ -7,6 +7,7 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ma
 from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
+from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.model_files import save_version
@@ -27,6 +28,17 @@ def _observations(warehouse_db: WarehouseResource):
         return warehouse.observations(conn)
 
 
+def _engine_observations(warehouse_db: WarehouseResource, engine: str):
+    """The observations where the engine computes: a pandas frame, or for MLlib a Spark frame read over JDBC."""
+    if engine != SPARK:
+        return _observations(warehouse_db)
+    from fare_assets.storing.spark_observations import read_observations
+    from fare_assets.synthesizing.spark_estimators import model_session
+
+    # Counted for the metadata and then featurised: kept after the first read instead of querying PostgreSQL twice.
+    return read_observations(model_session(), warehouse_db.dsn).persist()
+
+
 def _new_version() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -41,8 +53,8 @@ def _new_version() -> str:
                                             "an advisor that fails is saved but not published.")],
 )
 def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    observations = _observations(warehouse_db)
     version, engine = _new_version(), load_settings().model_engine
+    observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_advisor(observations, engine)
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
     charts = advisor_charts(evaluation)
@@ -52,7 +64,7 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
         "version": version,
         "published": passed,
         "engine": engine,
-        "observations": len(observations),
+        "observations": len(observations) if engine != SPARK else observations.count(),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
         **_chart_metadata(charts),

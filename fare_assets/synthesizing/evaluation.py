@@ -153,9 +153,10 @@ def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int) 
     return EvaluationResult(advisor, split, table, headline, outcomes)
 
 
-def evaluate_advisor(observations: pd.DataFrame, engine: str = SKLEARN) -> EvaluationResult:
+def evaluate_advisor(observations, engine: str = SKLEARN) -> EvaluationResult:
     """train_and_evaluate on the observations' features, each engine on its own machinery: pandas and scikit-learn,
-    or Spark jobs throughout (features, training, threshold, calibration) for MLlib."""
+    or Spark jobs throughout (features, training, threshold, calibration) for MLlib, whose observations may already
+    be a Spark frame."""
     if engine != SPARK:
         return train_and_evaluate(observation_features(observations), engine=engine)
     from fare_assets.synthesizing import spark_advisor

@@ -223,11 +223,14 @@ def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     return features
 
 
-def spark_observation_features(observations: pd.DataFrame):
-    """observation_features as a Spark frame (spark_features), computed by Spark jobs in the model session."""
+def spark_observation_features(observations):
+    """observation_features as a Spark frame (spark_features), computed by Spark jobs in the model session, from
+    observations in a pandas frame or already in a Spark one (storing.spark_observations)."""
     from fare_assets.synthesizing import spark_features
     from fare_assets.synthesizing.spark_estimators import model_session
 
+    if not isinstance(observations, pd.DataFrame):
+        return spark_features.observation_features(observations)
     _check_observations(observations)
     # Dates cross as dates: a datetime64 column would cross as a timestamp in this process's time zone, and come
     # back a day off wherever that zone is east of the session's.
