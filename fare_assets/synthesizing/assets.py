@@ -1,6 +1,8 @@
 """Synthesizing: the buy/wait advisor and the fare model, retrained daily from the warehouse."""
 import datetime as dt
 
+import pandas as pd
+
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
                      ScheduleDefinition, asset, define_asset_job)
 
@@ -9,7 +11,7 @@ from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
-from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
+from fare_assets.synthesizing.fare_model import evaluate_fare_model, fit_fare_model
 from fare_assets.synthesizing.model_files import save_version
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
@@ -39,6 +41,11 @@ def _engine_observations(warehouse_db: WarehouseResource, engine: str):
     return read_observations(model_session(), warehouse_db.dsn).persist()
 
 
+def _count(observations) -> int:
+    """Rows of a pandas or a Spark frame."""
+    return len(observations) if isinstance(observations, pd.DataFrame) else observations.count()
+
+
 def _new_version() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -64,7 +71,7 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
         "version": version,
         "published": passed,
         "engine": engine,
-        "observations": len(observations) if engine != SPARK else observations.count(),
+        "observations": _count(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
         **_chart_metadata(charts),
@@ -82,12 +89,12 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     description="Predicts a trip's cheapest fare for dates never collected (fills the date grid).",
 )
 def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    observations = _observations(warehouse_db)
     version, engine = _new_version(), load_settings().model_engine
+    observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)
-    save_version(lake, FARE_MODEL, version, FareModel(engine=engine).fit(observations), evaluation.metrics, charts)
-    return MaterializeResult(metadata={"version": version, "engine": engine, "observations": len(observations),
+    save_version(lake, FARE_MODEL, version, fit_fare_model(observations, engine), evaluation.metrics, charts)
+    return MaterializeResult(metadata={"version": version, "engine": engine, "observations": _count(observations),
                                        **evaluation.metrics, **_chart_metadata(charts)})
 
 

@@ -6,8 +6,8 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from fare_assets.synthesizing.estimators import SKLEARN, gradient_boosted_regressor
-from fare_assets.synthesizing.features import CABIN_RANKS, airport_countries, route_distances_km
+from fare_assets.synthesizing.estimators import SKLEARN, SPARK, gradient_boosted_regressor
+from fare_assets.synthesizing.features import CABIN_RANKS, airport_countries, route_distances_km, spark_observations
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "fare-model"
@@ -103,14 +103,13 @@ class FareModel:
         self.global_defaults = {column: float(rows[column].median()) for column in ("carrier_count", "nonstop_share")}
         matrix = self.design_matrix(rows)
         per_passenger = log_fare_per_passenger(rows["cheapest_total"], matrix["passengers"])
-        self.regressor = gradient_boosted_regressor(
-            self.engine,
-            max_iter=300,
-            learning_rate=0.1,
-            categorical_features=[column == "route_code" for column in FARE_MODEL_FEATURES],
-            random_state=self.random_state,
-        ).fit(matrix, per_passenger)
+        self.regressor = self._regressor().fit(matrix, per_passenger)
         return self
+
+    def _regressor(self):
+        return gradient_boosted_regressor(self.engine, max_iter=300, learning_rate=0.1,
+                                          categorical_features=[column == "route_code" for column in FARE_MODEL_FEATURES],
+                                          random_state=self.random_state)
 
     def predict_frame(self, rows: pd.DataFrame) -> np.ndarray:
         """Predicted cheapest total for each row: origin, destination, depart_date, return_date, at, adults,
@@ -186,20 +185,43 @@ class FareModelEvaluation:
     metrics: dict
 
 
-def evaluate_fare_model(observations: pd.DataFrame, test_share: float = 0.25, random_state: int = 0,
+def fit_fare_model(observations, engine: str = SKLEARN, random_state: int = 0) -> FareModel:
+    """A FareModel of `engine` trained on the observations: a pandas frame, or for MLlib also a Spark frame, where
+    it trains as Spark jobs (spark_fare_model)."""
+    if engine != SPARK:
+        return FareModel(random_state, engine).fit(observations)
+    from fare_assets.synthesizing import spark_fare_model
+
+    return spark_fare_model.fit_on_spark(FareModel(random_state, engine), spark_observations(observations))
+
+
+def evaluate_fare_model(observations, test_share: float = 0.25, random_state: int = 0,
                         engine: str = SKLEARN) -> FareModelEvaluation:
-    """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline."""
+    """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline.
+
+    With MLlib the observations may be a Spark frame: the model trains where they are, the test rows come to the driver.
+    """
+    if engine == SPARK:
+        from fare_assets.synthesizing import spark_fare_model
+
+        return spark_fare_model.evaluate_on_spark(spark_observations(observations), test_share, random_state)
     train, test = evaluation_split(observations, test_share)
     model = FareModel(random_state, engine).fit(train)
+    route_means = train.groupby(_route_names(train))["cheapest_total"].mean()
+    return evaluated(model, test, route_means, float(train["cheapest_total"].mean()), len(train))
+
+
+def evaluated(model: FareModel, test: pd.DataFrame, route_means: pd.Series, overall_mean: float,
+              train_rows: int) -> FareModelEvaluation:
+    """A trained fare model judged on the test observations, beside the training routes' mean fares."""
     test_rows = test.rename(columns={"collected_at": "at"})
     actual = test["cheapest_total"].to_numpy(dtype=float)
     predicted = model.predict_frame(test_rows)
-    route_means = train.groupby(_route_names(train))["cheapest_total"].mean()
-    baseline = _route_names(test).map(route_means).fillna(train["cheapest_total"].mean()).to_numpy(dtype=float)
+    baseline = _route_names(test).map(route_means).fillna(overall_mean).to_numpy(dtype=float)
     mae, mape = _errors(actual, predicted)
     baseline_mae, baseline_mape = _errors(actual, baseline)
     metrics = {
-        "train_rows": len(train),
+        "train_rows": int(train_rows),
         "test_rows": len(test),
         "mae": mae,
         "mape": mape,

@@ -223,20 +223,26 @@ def engine_features(observations: pd.DataFrame, engine: str) -> pd.DataFrame:
     return features
 
 
-def spark_observation_features(observations):
-    """observation_features as a Spark frame (spark_features), computed by Spark jobs in the model session, from
-    observations in a pandas frame or already in a Spark one (storing.spark_observations)."""
-    from fare_assets.synthesizing import spark_features
+def spark_observations(observations):
+    """Observations as a Spark frame in the model session: a pandas frame crosses over, a Spark one stays as it is."""
     from fare_assets.synthesizing.spark_estimators import model_session
 
     if not isinstance(observations, pd.DataFrame):
-        return spark_features.observation_features(observations)
+        return observations
     _check_observations(observations)
     # Dates cross as dates: a datetime64 column would cross as a timestamp in this process's time zone, and come
     # back a day off wherever that zone is east of the session's.
     dates = {column: pd.to_datetime(observations[column]).dt.date.astype(object).where(observations[column].notna(), None)
              for column in ("depart_date", "return_date")}
-    return spark_features.observation_features(model_session().createDataFrame(observations.assign(**dates)))
+    return model_session().createDataFrame(observations.assign(**dates))
+
+
+def spark_observation_features(observations):
+    """observation_features as a Spark frame (spark_features), computed by Spark jobs in the model session, from
+    observations in a pandas frame or already in a Spark one (storing.spark_observations)."""
+    from fare_assets.synthesizing import spark_features
+
+    return spark_features.observation_features(spark_observations(observations))
 
 
 def _trailing(frame: pd.DataFrame, column: str, days: int, how: str) -> np.ndarray:

@@ -298,11 +298,16 @@ def observation_features(observations: DataFrame) -> DataFrame:
 def to_pandas(features: DataFrame) -> pd.DataFrame:
     """The Spark features as the pandas version's frame: sorted by trip and collection time, UTC-aware
     collected_at, datetime64 dates and NaN for missing numbers."""
+    return to_pandas_times(features.orderBy("trip_id", "collected_at"))
+
+
+def to_pandas_times(frame: DataFrame) -> pd.DataFrame:
+    """A Spark frame of observations or features on the driver as the pandas code reads them: UTC-aware
+    collected_at and datetime64 dates."""
     # Times travel as microseconds since the epoch: toPandas would give wall clock in the session's zone, which
     # is ambiguous for an hour each autumn wherever clocks fall back.
-    frame = (features.orderBy("trip_id", "collected_at")
-             .withColumn("collected_at", F.unix_micros("collected_at")).toPandas())
-    frame["collected_at"] = pd.to_datetime(frame["collected_at"], unit="us", utc=True)
+    result = frame.withColumn("collected_at", F.unix_micros("collected_at")).toPandas()
+    result["collected_at"] = pd.to_datetime(result["collected_at"], unit="us", utc=True)
     for column in ("depart_date", "return_date"):
-        frame[column] = pd.to_datetime(frame[column])
-    return frame
+        result[column] = pd.to_datetime(result[column])
+    return result

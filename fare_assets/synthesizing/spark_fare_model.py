@@ -1,0 +1,100 @@
+"""FareModel.fit and evaluate_fare_model as Spark jobs, for the MLlib engine: the design matrix is built and the
+regressor fitted where the observations are; the route tables it keeps (codes, usual carrier mix) are one row per
+route, and only the test rows come to the driver to be judged and charted.
+
+fare_model.py defines the model (its columns, codes and defaults); this module builds the same matrix over a Spark
+frame, and the parity test holds it to FareModel.design_matrix's values.
+"""
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from fare_assets.synthesizing.fare_model import (FARE_MODEL_FEATURES, MAX_ROUTE_CODES, FareModel, FareModelEvaluation,
+                                                 _national, evaluated)
+from fare_assets.synthesizing.features import CABIN_RANKS, TRIP_KEY, great_circle_km
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, to_pandas_times
+
+CARRIER_MIX = ("carrier_count", "nonstop_share")
+
+
+def _route() -> Column:
+    return F.concat_ws("-", "origin", "destination")
+
+
+def _lookup(mapping: dict, key: Column) -> Column:
+    """`mapping[key]` as a Spark column (null for a key it lacks); the mappings here hold one entry per route."""
+    if not mapping:
+        return F.lit(None)
+    return F.create_map(*[F.lit(item) for pair in mapping.items() for item in pair])[key]
+
+
+def _weekday(day: Column) -> Column:
+    """pandas' weekday (Monday 0 .. Sunday 6) from Spark's dayofweek (Sunday 1 .. Saturday 7)."""
+    return (F.dayofweek(day) + 5) % 7
+
+
+def _route_table(rows: DataFrame) -> pd.DataFrame:
+    """Per route in `rows`: great-circle km and whether both airports are in one country (few rows: one per route)."""
+    routes = rows.select("origin", "destination").distinct().toPandas()
+    routes["distance_km"] = [great_circle_km(o, d) for o, d in zip(routes["origin"], routes["destination"])]
+    routes["airports_national"] = _national(routes)
+    routes.index = routes["origin"] + "-" + routes["destination"]
+    return routes
+
+
+def design_matrix(model: FareModel, rows: DataFrame) -> DataFrame:
+    """FareModel.design_matrix over a Spark frame of trip rows (`at` a timestamp): the rows with FARE_MODEL_FEATURES
+    added (replacing any column of the same name)."""
+    routes = _route_table(rows)
+    route, depart, back = _route(), F.col("depart_date"), F.col("return_date")
+    national = F.col("national").cast("double") if "national" in rows.columns else F.lit(None).cast("double")
+    features = {
+        "route_code": _lookup(model.route_codes, route).cast("double"),
+        "distance_km": _lookup({name: float(km) for name, km in routes["distance_km"].dropna().items()}, route)
+        .cast("double"),
+        "national": F.coalesce(national, _lookup(
+            {name: float(flag) for name, flag in routes["airports_national"].dropna().items()}, route)),
+        "days_ahead": (F.unix_date(depart).cast("double") * MICROS_PER_DAY - F.unix_micros("at")) / MICROS_PER_DAY,
+        "depart_weekday": _weekday(depart),
+        "return_weekday": _weekday(back).cast("double"),
+        "depart_month": F.month(depart),
+        "nights": F.datediff(back, depart).cast("double"),
+        "passengers": F.col("adults").cast("int") + F.col("children").cast("int"),
+        "cabin_rank": _lookup({cabin: float(rank) for cabin, rank in CABIN_RANKS.items()}, F.upper("cabin")),
+    }
+    # A date never collected has no carrier mix: what the route usually shows, else the overall median.
+    for column in CARRIER_MIX:
+        given = F.col(column).cast("double") if column in rows.columns else F.lit(None).cast("double")
+        usual = _lookup(model.route_defaults[column].dropna().astype(float).to_dict(), route)
+        features[column] = F.coalesce(given, usual, F.lit(model.global_defaults.get(column)).cast("double"))
+    return rows.withColumns({name: features[name] for name in FARE_MODEL_FEATURES})
+
+
+def fit_on_spark(model: FareModel, observations: DataFrame) -> FareModel:
+    """FareModel.fit on a Spark frame of observations (the warehouse's columns); the regressor must be MLlib's."""
+    rows = observations.withColumnRenamed("collected_at", "at").withColumn("_route", _route())
+    busiest = (rows.groupBy("_route").count().orderBy(F.desc("count"), "_route").limit(MAX_ROUTE_CODES)
+               .toPandas()["_route"])
+    model.route_codes = {route: code for code, route in enumerate(sorted(busiest))}
+    model.route_defaults = (rows.groupBy("_route").agg(*[F.median(column).alias(column) for column in CARRIER_MIX])
+                            .toPandas().set_index("_route").rename_axis(None).sort_index())
+    overall = rows.agg(*[F.median(column).alias(column) for column in CARRIER_MIX]).first()
+    model.global_defaults = {column: float("nan") if overall[column] is None else float(overall[column])
+                             for column in CARRIER_MIX}
+    matrix = design_matrix(model, rows).withColumn(
+        "_log_fare_per_passenger", F.log(F.col("cheapest_total").cast("double") / F.col("passengers")))
+    model.regressor = model._regressor().fit_frame(matrix, FARE_MODEL_FEATURES, "_log_fare_per_passenger")
+    return model
+
+
+def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_state: int = 0) -> FareModelEvaluation:
+    """evaluate_fare_model with MLlib: trained on earlier departures in Spark, judged on the later ones on the driver."""
+    # fare_model.evaluation_split: the departure date below which 1 - test_share of the rows fall (interpolated).
+    split_day = observations.agg(F.percentile(F.unix_date("depart_date"), 1 - test_share)).first()[0]
+    day = F.unix_date("depart_date")
+    train, test = observations.where(day < split_day), observations.where(day >= split_day)
+    model = fit_on_spark(FareModel(random_state, engine="spark"), train)
+    means = train.groupBy(_route().alias("route")).agg(F.avg("cheapest_total").alias("mean")).toPandas()
+    overall_mean, train_rows = train.agg(F.avg("cheapest_total"), F.count(F.lit(1))).first()
+    test_rows = to_pandas_times(test.orderBy(*TRIP_KEY, "collected_at"))
+    return evaluated(model, test_rows, means.set_index("route")["mean"], float(overall_mean), train_rows)

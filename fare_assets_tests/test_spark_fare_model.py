@@ -1,0 +1,70 @@
+"""The fare model trained as Spark jobs (MLlib engine) builds the pandas FareModel's design matrix, route tables and
+evaluation split."""
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from fare_assets.synthesizing import fare_model as fare_model_module
+from fare_assets.synthesizing import spark_fare_model
+from fare_assets.synthesizing.fare_model import FARE_MODEL_FEATURES, FareModel, evaluate_fare_model
+from fare_assets.synthesizing.features import spark_observations
+from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingRegressor
+from fare_assets.synthesizing.spark_features import to_pandas_times
+from fare_assets_tests.test_spark_models import capped_rounds
+from fare_assets_tests.test_synthesizing import fare_observations
+
+ORDER = ["origin", "destination", "depart_date", "return_date", "adults", "children", "cabin", "collected_at"]
+
+
+@pytest.fixture(scope="module")
+def observations() -> pd.DataFrame:
+    frame = fare_observations(60, seed=4).sort_values(ORDER, kind="stable").reset_index(drop=True)
+    # Rows the matrix must fill in: a route never seen in training, no carrier mix, no known country pair.
+    odd = frame.iloc[:3].copy()
+    odd[["origin", "destination"]] = [("DEN", "ATL"), ("SFO", "JFK"), ("LAX", "ORD")]
+    odd["carrier_count"] = [np.nan, np.nan, 2.0]
+    odd["nonstop_share"] = [0.5, np.nan, np.nan]
+    odd["national"] = [np.nan, True, np.nan]
+    return frame, odd
+
+
+@pytest.fixture(scope="module")
+def few_rounds():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fare_model_module, "gradient_boosted_regressor",
+                      capped_rounds(fare_model_module.gradient_boosted_regressor))
+        yield
+
+
+def test_the_spark_design_matrix_and_route_tables_are_the_pandas_ones(spark, few_rounds, observations):
+    frame, odd = observations
+    expected = FareModel().fit(frame)
+    trained = spark_fare_model.fit_on_spark(FareModel(engine="spark"), spark_observations(frame))
+    assert isinstance(trained.regressor, SparkGradientBoostingRegressor)
+    assert trained.route_codes == expected.route_codes and len(trained.route_codes) == 6
+    pd.testing.assert_frame_equal(trained.route_defaults, expected.route_defaults, check_dtype=False)
+    assert trained.global_defaults == pytest.approx(expected.global_defaults)
+    rows = pd.concat([frame.iloc[:200], odd], ignore_index=True).astype({"national": object})
+    rows["national"] = rows["national"].where(rows["national"].notna(), None)
+    rows["row"] = np.arange(len(rows))
+    spark_rows = spark_observations(rows)
+    matrix = to_pandas_times(spark_fare_model.design_matrix(expected, spark_rows.withColumn("at", F.col("collected_at"))))
+    matrix = matrix.sort_values("row").reset_index(drop=True)
+    wanted = expected.design_matrix(rows.rename(columns={"collected_at": "at"}))
+    for column in FARE_MODEL_FEATURES:
+        np.testing.assert_allclose(matrix[column].to_numpy(dtype=float), wanted[column].to_numpy(dtype=float),
+                                   rtol=1e-12, equal_nan=True, err_msg=column)
+    # The odd rows exercise every fallback: an unseen route, the route's usual mix, the overall median, countries.
+    assert np.isnan(matrix["route_code"].iloc[-3]) and matrix["national"].iloc[-3] == 1.0
+    assert matrix["carrier_count"].iloc[-2] == expected.route_defaults.loc["SFO-JFK", "carrier_count"]
+
+
+def test_the_spark_evaluation_judges_the_same_test_rows_as_pandas(spark, few_rounds, observations):
+    frame, _ = observations
+    expected = evaluate_fare_model(frame)
+    evaluation = evaluate_fare_model(frame, engine="spark")
+    for key in ("train_rows", "test_rows", "route_mean_mae", "route_mean_mape"):
+        assert evaluation.metrics[key] == pytest.approx(expected.metrics[key], rel=1e-12), key
+    assert 0 < evaluation.metrics["mape"] < evaluation.metrics["route_mean_mape"]
+    assert len(evaluation.predicted) == len(evaluation.test_rows) == evaluation.metrics["test_rows"]
