@@ -3,6 +3,7 @@ import datetime as dt
 
 import pandas as pd
 import psycopg
+import pytest
 
 from fare_assets.storing import warehouse
 from fare_assets.storing.spark_observations import jdbc_url, read_observations
@@ -55,7 +56,23 @@ def test_an_empty_warehouse_gives_no_observations_and_gets_its_tables(spark, war
         assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 0}
 
 
-def test_the_jdbc_url_carries_no_credentials():
-    url, properties = jdbc_url("postgresql://reader:s3cret@db.example:6543/fares?sslmode=require")
-    assert url == "jdbc:postgresql://db.example:6543/fares?sslmode=require"
+class _ConnectionInfo:
+    """What jdbc_url reads of psycopg's ConnectionInfo, for servers the tests cannot start (TLS, IPv6, sockets)."""
+
+    def __init__(self, host: str, parameters: dict[str, str], password: str | None = "s3cret"):
+        self.host, self.port, self.dbname, self.user, self.password = host, 6543, "fares", "reader", password
+        self._parameters = parameters
+
+    def get_parameters(self) -> dict[str, str]:
+        return self._parameters
+
+
+def test_the_jdbc_url_names_the_server_psycopg_reached_and_no_credentials():
+    url, properties = jdbc_url(_ConnectionInfo("db.example", {"sslmode": "require", "application_name": "fares & co",
+                                                              "options": "-c jit=off"}))
+    assert url == "jdbc:postgresql://db.example:6543/fares?sslmode=require&ApplicationName=fares%20%26%20co"
     assert properties == {"driver": "org.postgresql.Driver", "user": "reader", "password": "s3cret"}
+    assert jdbc_url(_ConnectionInfo("::1", {}, password=None)) == (
+        "jdbc:postgresql://[::1]:6543/fares", {"driver": "org.postgresql.Driver", "user": "reader"})
+    with pytest.raises(ValueError, match="Unix socket"):
+        jdbc_url(_ConnectionInfo("/var/run/postgresql", {}))

@@ -240,7 +240,13 @@ def test_fare_tables_keyed_option_id_first_are_rekeyed_and_keep_their_rows(wareh
             conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey, ADD PRIMARY KEY (option_id, collected_at)")
             conn.execute(f"CREATE INDEX {table}_collected_idx ON {table} (collected_at)")
         conn.commit()
+        # Readers find a key in place and change nothing: the one-time rebuild locks the table, so loads do it.
         warehouse.ensure_schema(conn)
+        assert warehouse.table_counts(conn) == {"national_fares": 1, "international_fares": 1}
+        assert warehouse._fare_key(conn, "national_fares")[1] == ["option_id", "collected_at"]
+        conn.commit()
+        assert warehouse.load_fares(conn, rows) == {"national_fares": 0, "international_fares": 0}
+        conn.commit()
         keys = conn.execute(
             "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint"
             " WHERE contype = 'p' AND conrelid = ANY(%s::regclass[]) ORDER BY 1", (list(warehouse.FARE_TABLES),))
@@ -248,9 +254,15 @@ def test_fare_tables_keyed_option_id_first_are_rekeyed_and_keep_their_rows(wareh
                                    ("national_fares", "PRIMARY KEY (collected_at, option_id)")]
         leftover = conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE '%%collected_idx'").fetchone()[0]
         assert leftover == 0
-        # The rows stayed, the key still merges a reload, and the page's role still reads.
+        # The rows stayed, the new key merges a reload, and the page's role still reads.
         assert warehouse.load_fares(conn, rows) == {"national_fares": 0, "international_fares": 0}
         assert warehouse.table_counts(conn) == {"national_fares": 1, "international_fares": 1}
+        conn.commit()
+        # A fare table that lost its key (a bulk load builds it afterwards) gets it back from the next load.
+        conn.execute("ALTER TABLE international_fares DROP CONSTRAINT international_fares_pkey")
+        conn.commit()
+        assert warehouse.load_fares(conn, rows) == {"national_fares": 0, "international_fares": 0}
+        assert warehouse._fare_key(conn, "international_fares") == ("international_fares_pkey", warehouse.FARE_KEY)
     with psycopg.connect(warehouse_dsn.replace("//fares@", f"//{READONLY_ROLE}@")) as conn:
         assert conn.execute("SELECT option_id FROM international_fares").fetchall() == [("november",)]
 

@@ -135,7 +135,7 @@ def _locking_fare_table(conn: psycopg.Connection, statement: sql.Composable) -> 
         except psycopg.errors.LockNotAvailable:
             time.sleep(1)
     raise psycopg.errors.LockNotAvailable(
-        f"a fare table stayed locked by readers through {PARTITION_LOCK_ATTEMPTS} attempts to change its partitions")
+        f"a fare table stayed locked by readers through {PARTITION_LOCK_ATTEMPTS} attempts to change it")
 
 
 def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> None:
@@ -199,25 +199,28 @@ def _partition_unpartitioned(conn: psycopg.Connection, table: str) -> None:
     conn.execute(f"DROP TABLE {old}")
 
 
-def _fare_key(conn: psycopg.Connection, table: str) -> list[str]:
-    """The primary key columns of a fare table, in key order."""
-    return [name for name, in _rows(
-        conn, "SELECT attname FROM pg_constraint, unnest(conkey) WITH ORDINALITY AS key(attnum, position)"
-              " JOIN pg_attribute ON attrelid = %s::regclass AND pg_attribute.attnum = key.attnum"
-              " WHERE conrelid = %s::regclass AND contype = 'p' ORDER BY position", (table, table))]
+def _fare_key(conn: psycopg.Connection, table: str) -> tuple[str | None, list[str]]:
+    """The name of a fare table's primary key constraint and its columns in key order (None and [] without one)."""
+    rows = _rows(conn, "SELECT conname, attname FROM pg_constraint, unnest(conkey) WITH ORDINALITY AS key(attnum, position)"
+                       " JOIN pg_attribute ON attrelid = %s::regclass AND pg_attribute.attnum = key.attnum"
+                       " WHERE conrelid = %s::regclass AND contype = 'p' ORDER BY position", (table, table))
+    return (rows[0][0] if rows else None), [column for _, column in rows]
 
 
-def _rekey_fare_table(conn: psycopg.Connection, table: str) -> None:
-    """Give a fare table created with option_id first in its key the current key, and drop the index it supersedes.
+def _rekey_fare_tables(conn: psycopg.Connection) -> None:
+    """Give fare tables created with option_id first in their key the current key, and drop the index it supersedes.
 
-    A one-time rebuild of the key's index on every partition; the table is locked against readers meanwhile.
+    A one-time rebuild of the key's index on every partition, with the table locked against readers meanwhile: so
+    loads do it (in their turn), never readers, which only need some key to be there.
     """
-    if _fare_key(conn, table) == FARE_KEY:
-        return
-    _locking_fare_table(conn, sql.SQL("ALTER TABLE {table} DROP CONSTRAINT {key}, ADD PRIMARY KEY ({columns})").format(
-        table=sql.Identifier(table), key=sql.Identifier(f"{table}_pkey"),
-        columns=sql.SQL(", ").join(map(sql.Identifier, FARE_KEY))))
-    conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{table}_{_SUPERSEDED_FARE_INDEX}")))
+    for table in FARE_TABLES:
+        constraint, columns = _fare_key(conn, table)
+        if columns == FARE_KEY:
+            continue
+        drop = (sql.SQL("DROP CONSTRAINT {}, ").format(sql.Identifier(constraint)) if constraint else sql.SQL(""))
+        _locking_fare_table(conn, sql.SQL("ALTER TABLE {table} {drop}ADD PRIMARY KEY ({columns})").format(
+            table=sql.Identifier(table), drop=drop, columns=sql.SQL(", ").join(map(sql.Identifier, FARE_KEY))))
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{table}_{_SUPERSEDED_FARE_INDEX}")))
 
 
 def _dimension_table_ddl(table: str) -> str:
@@ -314,7 +317,7 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
                 **dict.fromkeys((*DIMENSION_TABLES, "price_alerts", *SERVING_TABLES), "r")}
     found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
-    if found != expected or any(_fare_key(conn, table) != FARE_KEY for table in FARE_TABLES):
+    if found != expected:
         return False
     if not web_role_exists(conn):
         return True
@@ -325,7 +328,7 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:
-    """Create what the warehouse lacks: tables, indexes, the web role's grants; bring older fare tables to the layout.
+    """Create what the warehouse lacks: tables, indexes, the web role's grants; move unpartitioned fare tables.
 
     When all is in place it only reads the catalog: readers and the serving refresh call it too, and must
     neither wait for a load's turn nor lock the fare tables.
@@ -337,7 +340,6 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in FARE_TABLES:
             _partition_unpartitioned(conn, table)
             conn.execute(_fare_table_ddl(table))
-            _rekey_fare_table(conn, table)
             conn.execute(_fare_indexes_ddl(table))
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
@@ -451,6 +453,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         # Loads take turns, as a whole: they create and drop partitions, and a lock taken on a fare table
         # before the turn (staging is created LIKE one) would deadlock with another load's partition change.
         _serialize_schema_changes(conn)
+        _rekey_fare_tables(conn)
         load = _merge_fares(conn, fares, retention_days)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)

@@ -52,6 +52,17 @@ class Advice:
     reason: str
 
 
+# Scores closer than this are a tie: thresholds that give the same policy score the same saving, but summed in
+# another order (Spark's partial sums) they can differ in the last bits.
+SCORE_TIE = 1e-12
+
+
+def best_threshold(scores: dict[float, float]) -> float:
+    """The threshold with the best score; among tied ones the lowest, which waits for the least."""
+    best = max(scores.values())
+    return min(threshold for threshold, score in scores.items() if score >= best - SCORE_TIE)
+
+
 def last_observation_mask(features: pd.DataFrame) -> pd.Series:
     """True on each trip's latest collection in `features`."""
     return features.groupby("trip_id", sort=False).cumcount(ascending=False) == 0
@@ -159,13 +170,13 @@ class BuyWaitAdvisor:
         return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, dropped.astype(float))
 
     def _choose_threshold(self, validation_features: pd.DataFrame) -> float:
-        """The candidate threshold with the best mean relative saving on the validation trips (ties: the lowest)."""
+        """The candidate threshold with the best mean relative saving on the validation trips (best_threshold)."""
         ratio = self.fare_ratio_if_waiting(validation_features)
         self.threshold_scores = {
             threshold: mean_relative_saving(purchases(validation_features, self._buy_mask(validation_features, ratio, threshold)))
             for threshold in THRESHOLD_CANDIDATES
         }
-        return max(self.threshold_scores, key=lambda threshold: (self.threshold_scores[threshold], -threshold))
+        return best_threshold(self.threshold_scores)
 
     def modelled_rows(self, features: pd.DataFrame) -> np.ndarray:
         """Rows the models learn from and are judged on: min_history+ collections and a later one to wait for.

@@ -37,7 +37,7 @@ def _engine_observations(warehouse_db: WarehouseResource, engine: str):
     from fare_assets.storing.spark_observations import read_observations
     from fare_assets.synthesizing.spark_estimators import model_session
 
-    # Counted for the metadata and then featurised: kept after the first read instead of querying PostgreSQL twice.
+    # Read by the training and counted for the metadata: kept after the first read, not queried from PostgreSQL twice.
     return read_observations(model_session(), warehouse_db.dsn).persist()
 
 

@@ -12,7 +12,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
-from fare_assets.synthesizing.advisor import POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor
+from fare_assets.synthesizing.advisor import POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor, best_threshold
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import EvaluationResult, TripSplit, evaluated
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
@@ -37,7 +37,7 @@ def with_drop_labels(features: DataFrame, min_drop_share: float = MEANINGFUL_DRO
     return (features.withColumn("future_min_fare", future_min)
             .withColumn("drops_meaningfully",
                         F.coalesce(F.col("future_min_fare") <= F.col("fare") * (1 - min_drop_share), F.lit(False)))
-            .withColumn("is_last_observation", F.col("future_min_fare").isNull()))
+            .withColumn("is_last_observation", F.lead("collected_at").over(_trip()).isNull()))
 
 
 def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFrame:
@@ -154,8 +154,7 @@ def fit_on_spark(advisor: BuyWaitAdvisor, train: DataFrame, validation: DataFram
     validation = advisor.waiting_model.with_prediction(_model_inputs(validation, advisor.empty_columns),
                                                        "_ratio").checkpoint()
     advisor.threshold_scores = threshold_scores(validation, "_ratio")
-    advisor.threshold = max(advisor.threshold_scores,
-                            key=lambda threshold: (advisor.threshold_scores[threshold], -threshold))
+    advisor.threshold = best_threshold(advisor.threshold_scores)
     advisor.calibration = _calibration(advisor, validation)
     return advisor
 
@@ -198,6 +197,7 @@ def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_
                        random_state: int = 0) -> EvaluationResult:
     """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained and thresholded in Spark,
     judged on the test trips on the driver."""
-    split = split_by_departure(watched_to_departure(features), validation_share, test_share)
+    # Every step below reads the features: computed once here, not once per job.
+    split = split_by_departure(watched_to_departure(features).checkpoint(), validation_share, test_share)
     advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK), split.train, split.validation)
     return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count())

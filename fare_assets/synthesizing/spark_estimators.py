@@ -4,7 +4,9 @@ Callers hand in pandas frames, as to scikit-learn; fitting and predicting run as
 them with Arrow. pyspark is imported only when an estimator fits, predicts or loads, so importing this module
 starts no JVM.
 """
+import atexit
 import io
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 import zipfile
@@ -53,7 +55,10 @@ def model_session():
     # hundred rounds) dies of a StackOverflowError. A cluster sets spark.checkpoint.dir to shared storage; one
     # machine uses a temporary folder.
     if session.sparkContext.getCheckpointDir() is None:
-        session.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="fares-model-checkpoints-"))
+        folder = tempfile.mkdtemp(prefix="fares-model-checkpoints-")
+        # Each training writes checkpoints of whole tables; a daily retrain in a fresh process must not pile them up.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        session.sparkContext.setCheckpointDir(folder)
     return session
 
 
