@@ -14,9 +14,14 @@ export FARES_DAGSTER_COMPUTE_LOGS ?= $(FARES_HOME)/dagster/logs
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: setup run pipeline test dsn validate bench clean
+.PHONY: setup system-deps run pipeline test dsn validate bench clean
 
 setup: $(VENV)/.installed
+
+# Debian packages the tests and benches need besides Python's (Java, PostgreSQL, its JDBC driver, Chromium, wrk):
+# installed when missing, as root; otherwise the script names them and stops.
+system-deps:
+	@bash scripts/install-system-deps.sh
 
 # Reinstalls only when setup.py changes, so a second `make run` starts at once.
 $(VENV)/.installed: setup.py
@@ -34,7 +39,7 @@ pipeline: setup
 
 # `make test TESTS=fare_assets_tests/test_webapp.py` runs one file.
 TESTS ?= fare_assets_tests
-test: setup
+test: setup system-deps
 	$(PY) -m pytest $(TESTS)
 
 dsn: setup
@@ -45,7 +50,7 @@ validate: setup
 	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
-bench: setup
+bench: setup system-deps
 	$(PY) bench/structuring_throughput.py
 	$(PY) bench/producer_throughput.py
 	$(PY) bench/collector_overhead.py
