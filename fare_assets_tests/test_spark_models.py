@@ -106,6 +106,13 @@ def test_spark_regressor_learns_a_rising_target_categories_and_missing_values(sp
                                           "neg_mean_absolute_error", repeats=1)
     assert list(importances.index[:2]) == ["x", "category"]
     assert abs(importances["noise"]) < 0.05 * importances["x"]
+    # On a Spark frame the same model predicts the same values, under the name asked for, beside the frame's columns.
+    frame = spark.createDataFrame(grid.assign(row=np.arange(len(grid))))
+    on_frame = model.with_prediction(frame, "fare_ratio").orderBy("row").toPandas()
+    assert list(on_frame.columns) == [*grid.columns, "row", "fare_ratio"]
+    np.testing.assert_allclose(on_frame["fare_ratio"], along_x, rtol=1e-12)
+    with pytest.raises(ValueError, match="already has column"):
+        model.with_prediction(frame.withColumnRenamed("row", "prediction"), "fare_ratio")
 
 
 def test_spark_classifier_gives_probabilities_of_its_two_classes(spark):

@@ -24,8 +24,8 @@ class TripSplit:
     With the MLlib engine, train and validation are Spark frames (training runs where they are); test is pandas.
     """
 
-    train: pd.DataFrame
-    validation: pd.DataFrame
+    train: object
+    validation: object
     test: pd.DataFrame
     validation_from: pd.Timestamp
     test_from: pd.Timestamp

@@ -205,6 +205,10 @@ class _SparkGradientBoosting(BaseEstimator, ABC):
 
     def _with_output(self, frame, column, name: str):
         """A Spark frame with one output column of the fitted model added as `name` (its rows stay in Spark)."""
+        # The model adds its own columns beside the frame's, and the frame's would shadow them.
+        taken = {name, FEATURES, "prediction", "probability", "rawPrediction"} & set(frame.columns)
+        if taken:
+            raise ValueError(f"the frame already has column(s) {', '.join(sorted(taken))}; the model's output needs them")
         return self._model().transform(self._assembled(frame, frame.columns)).select(*frame.columns, column.alias(name))
 
     def __getstate__(self) -> dict:
