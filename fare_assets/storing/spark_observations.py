@@ -47,11 +47,7 @@ def read_observations(spark: SparkSession, dsn: str, departing_from: dt.date = d
     departure date (a trip's rows stay in one range)."""
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         warehouse.ensure_schema(conn)
-        first, last = conn.execute(
-            "SELECT min(depart_date), max(depart_date) FROM ("
-            " SELECT depart_date FROM national_fares WHERE depart_date >= %(from)s"
-            " UNION ALL SELECT depart_date FROM international_fares WHERE depart_date >= %(from)s) AS departures",
-            {"from": departing_from}).fetchone()
+        first, last = warehouse.departure_bounds(conn, departing_from)
         query = warehouse.observations_query(sql.Literal(departing_from).as_string(conn))
         url, properties = jdbc_url(conn.info)
     reader = (spark.read.format("jdbc").option("url", url).option("fetchsize", FETCH_SIZE).options(**properties)

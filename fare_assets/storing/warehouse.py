@@ -532,6 +532,14 @@ GROUP BY origin, destination, depart_date, return_date, adults, children, cabin,
 """
 
 
+def departure_bounds(conn: psycopg.Connection, departing_from: dt.date = dt.date.min) -> tuple[dt.date | None, dt.date | None]:
+    """The first and last departure dates of the fares departing from `departing_from` (None, None without any)."""
+    departures = " UNION ALL ".join(f"SELECT depart_date FROM {table} WHERE depart_date >= %(from)s" for table in FARE_TABLES)
+    [(first, last)] = _rows(conn, f"SELECT min(depart_date), max(depart_date) FROM ({departures}) AS departures",
+                            {"from": departing_from})
+    return first, last
+
+
 OBSERVATIONS_SQL = observations_query("%(departing_from)s") + "ORDER BY origin, destination, depart_date, return_date, collected_at\n"
 
 

@@ -25,15 +25,11 @@ def _chart_metadata(charts: dict[str, bytes]) -> dict[str, MetadataValue]:
     return {chart: MetadataValue.md(markdown_image(png, chart.replace("_", " "))) for chart, png in charts.items()}
 
 
-def _observations(warehouse_db: WarehouseResource):
-    with warehouse_db.connect() as conn:
-        return warehouse.observations(conn)
-
-
 def _engine_observations(warehouse_db: WarehouseResource, engine: str):
     """The observations where the engine computes: a pandas frame, or for MLlib a Spark frame read over JDBC."""
     if engine != SPARK:
-        return _observations(warehouse_db)
+        with warehouse_db.connect() as conn:
+            return warehouse.observations(conn)
     from fare_assets.storing.spark_observations import read_observations
     from fare_assets.synthesizing.spark_estimators import model_session
 

@@ -28,11 +28,6 @@ def _lookup(mapping: dict, key: Column) -> Column:
     return F.create_map(*[F.lit(item) for pair in mapping.items() for item in pair])[key]
 
 
-def _weekday(day: Column) -> Column:
-    """pandas' weekday (Monday 0 .. Sunday 6) from Spark's dayofweek (Sunday 1 .. Saturday 7)."""
-    return (F.dayofweek(day) + 5) % 7
-
-
 def _route_table(rows: DataFrame) -> pd.DataFrame:
     """Per route in `rows`: great-circle km and whether both airports are in one country (few rows: one per route)."""
     routes = rows.select("origin", "destination").distinct().toPandas()
@@ -55,8 +50,8 @@ def design_matrix(model: FareModel, rows: DataFrame) -> DataFrame:
         "national": F.coalesce(national, _lookup(
             {name: float(flag) for name, flag in routes["airports_national"].dropna().items()}, route)),
         "days_ahead": (F.unix_date(depart).cast("double") * MICROS_PER_DAY - F.unix_micros("at")) / MICROS_PER_DAY,
-        "depart_weekday": _weekday(depart),
-        "return_weekday": _weekday(back).cast("double"),
+        "depart_weekday": F.weekday(depart),
+        "return_weekday": F.weekday(back).cast("double"),
         "depart_month": F.month(depart),
         "nights": F.datediff(back, depart).cast("double"),
         "passengers": F.col("adults").cast("int") + F.col("children").cast("int"),
