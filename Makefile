@@ -55,6 +55,7 @@ bench: setup system-deps
 	$(PY) bench/producer_throughput.py
 	$(PY) bench/collector_overhead.py
 	$(PY) bench/warehouse_load.py
+	$(PY) bench/warehouse_backfill.py --history 3000000
 	$(PY) bench/structuring_vs_duckdb.py
 	$(PY) bench/structuring_growth.py
 	$(PY) bench/fare_page_load.py

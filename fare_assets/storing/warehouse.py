@@ -69,8 +69,8 @@ FARE_INDEXES = {
     "upcoming_idx": "depart_date",
 }
 # The key leads with the collection time. Collections only move forward, so a load's rows sort after the
-# history and the key's B-tree grows at its right edge instead of splitting pages all over (a 3-million-row
-# backfill loaded 1.5x faster than with option_id first). It also serves max(collected_at), from which the
+# history and the key's B-tree grows at its right edge instead of splitting pages all over (bench/warehouse_backfill.py:
+# a 3-million-row backfill 1.8x faster than keyed option_id first). It also serves max(collected_at), from which the
 # retention horizon counts back, with one index entry per partition.
 FARE_KEY = ["collected_at", "option_id"]
 # Warehouses created before the key was reordered also have this index on collected_at, which the key now serves.
