@@ -423,10 +423,12 @@ def test_without_serving_rows_fares_show_and_say_advice_is_unavailable(warehouse
 
 
 def test_grid_starts_today_and_unknown_trips_get_empty_answers(client, load):
-    soon = TODAY + dt.timedelta(days=1)
+    # Today as the page sees it now, not when the module was imported: a run may cross midnight UTC.
+    today = today_utc()
+    soon = today + dt.timedelta(days=1)
     grid = client.get("/api/date-grid", query_string=trip_query(depart=soon, back=soon + dt.timedelta(days=2))).get_json()
     departs = sorted({cell["depart"] for cell in grid["cells"]})
-    assert departs[0] == str(TODAY) and departs[-1] == str(soon + dt.timedelta(days=3))
+    assert departs[0] == str(today) and departs[-1] == str(soon + dt.timedelta(days=3))
     assert all(cell["return"] >= cell["depart"] for cell in grid["cells"])
     query = trip_query(origin="BOS", destination="LAX")
     assert client.get("/api/history", query_string=query).get_json()["points"] == []
