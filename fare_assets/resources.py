@@ -1,8 +1,10 @@
 """Resources: what the assets talk to, one set per deployment (FARES_ENV)."""
 import os
+import shutil
+import tempfile
 from abc import abstractmethod
-from collections.abc import Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -56,6 +58,13 @@ class FareSourceResource(ConfigurableResource):
         return load_watchlist(Path(self.watchlist_path))
 
 
+def _folder_prefix(prefix: str) -> str:
+    """`prefix` when it names a folder below the root; on S3 "run-1" would also match "run-10/"."""
+    if not prefix.strip("/") or not prefix.endswith("/"):
+        raise ValueError(f"{prefix!r} is not a folder prefix below the lake root (such as 'exports/warehouse/run/')")
+    return prefix
+
+
 class LakeStorage(ConfigurableResource):
     """Where the lake's objects are: the sensor lists keys, Spark reads the paths, wherever the lake is."""
 
@@ -74,6 +83,14 @@ class LakeStorage(ConfigurableResource):
     @abstractmethod
     def write_object(self, key: str, data: bytes) -> None:
         """Write one object whole: a reader sees the old bytes or the new ones, never a part."""
+
+    @abstractmethod
+    def local_copy(self, prefix: str) -> AbstractContextManager[Path]:
+        """The objects under a folder prefix ("a/b/") as a local folder, for readers other than Spark (pyarrow)."""
+
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under a folder prefix ("a/b/")."""
 
     def raw_files(self, prefix: str) -> list[str]:
         """Every object under a raw prefix as Spark-readable paths, oldest key first."""
@@ -114,6 +131,13 @@ class LakeResource(LakeStorage):
         partial.write_bytes(data)
         os.replace(partial, target)
 
+    @contextmanager
+    def local_copy(self, prefix: str) -> Iterator[Path]:
+        yield Path(self.root) / _folder_prefix(prefix)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(Path(self.root) / _folder_prefix(prefix), ignore_errors=True)
+
 
 class S3LakeResource(LakeStorage):
     """The data lake as an S3 bucket (the Firehose destination); Spark reads it through s3a://."""
@@ -143,6 +167,33 @@ class S3LakeResource(LakeStorage):
 
     def write_object(self, key: str, data: bytes) -> None:
         self.s3.get_client().put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    @contextmanager
+    def local_copy(self, prefix: str) -> Iterator[Path]:
+        prefix = _folder_prefix(prefix)
+        # Downloaded under FARES_HOME: the system's temporary folder is often a small tmpfs.
+        home = load_settings().home
+        home.mkdir(parents=True, exist_ok=True)
+        client = self.s3.get_client()
+        with tempfile.TemporaryDirectory(prefix="lake-copy-", dir=home) as folder:
+            for key in self.list_keys(prefix):
+                target = Path(folder) / key.removeprefix(prefix)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(self.bucket, key, str(target))
+            yield Path(folder)
+
+    def delete_prefix(self, prefix: str) -> None:
+        client = self.s3.get_client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=_folder_prefix(prefix))
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        # DeleteObjects takes at most 1,000 keys a call, and answers the keys it could not delete.
+        for start in range(0, len(keys), 1000):
+            answer = client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+            if answer.get("Errors"):
+                failed = answer["Errors"][0]
+                raise OSError(f"could not delete {len(answer['Errors'])} objects under s3://{self.bucket}/{prefix}, "
+                              f"such as {failed['Key']} ({failed['Code']})")
 
     def delivery_stream(self) -> FirehoseDeliveryStream:
         # The spool must outlive the process: undelivered records wait there for the next sweep.
@@ -174,7 +225,6 @@ def local_resources() -> dict:
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist),
                                           rate_per_second=UNTHROTTLED_CALLS_PER_SECOND),
         "lake": LakeResource(root=str(settings.lake)),
-        "pyspark": pyspark,
         "spark_runner": LocalSparkRunner(pyspark=pyspark),
         "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
     }
@@ -189,10 +239,9 @@ def warehouse_dsn() -> str:
 def aws_resources() -> dict:
     """AWS: the collector delivers through Kinesis Firehose into the S3 lake the sensor watches.
 
-    The fare source is still FARES_MARKET_URL; PostgreSQL is FARES_WAREHOUSE_DSN. Structuring runs
-    on EMR when FARES_SPARK_RUNNER=emr, otherwise in local Spark: the local default keeps one-machine
-    runs (AWS_ENDPOINT_URL at a moto server) working, but reading s3a:// locally needs the
-    hadoop-aws jars on Spark's classpath. The warehouse load always reads with local Spark.
+    The fare source is still FARES_MARKET_URL; PostgreSQL is FARES_WAREHOUSE_DSN. The Spark jobs
+    (structuring, the quality checks, the warehouse export) run on EMR when FARES_SPARK_RUNNER=emr,
+    otherwise in local Spark, which reads s3a:// only with the hadoop-aws jars on its classpath.
     """
     settings = load_settings()
     lake = s3_lake_resource()
@@ -200,7 +249,6 @@ def aws_resources() -> dict:
     return {
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
         "lake": lake,
-        "pyspark": pyspark,
         "spark_runner": spark_runner_from_env(pyspark, lake.bucket, lake.s3),
         "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
     }

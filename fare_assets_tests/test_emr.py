@@ -1,6 +1,7 @@
-"""Structuring on EMR through Dagster Pipes, against moto: the cluster request, the shipped code, the counts."""
+"""The Spark jobs on EMR through Dagster Pipes, against moto: the cluster request, the shipped code, the results."""
 import gzip
 import io
+import shutil
 import threading
 import time
 import zipfile
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import botocore.waiter
+import psycopg
 import pytest
 from dagster import MaterializeResult, asset, materialize, open_pipes_session
 from dagster_aws.pipes import PipesS3ContextInjector
@@ -18,11 +20,16 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 
-from fare_assets.resources import S3LakeResource, local_resources
-from fare_assets.structuring import emr_entry
+from fare_assets.resources import S3LakeResource, WarehouseResource, local_resources
+from fare_assets.storing.assets import warehouse_fares
+from fare_assets.structuring import emr_entry, spark_jobs
 from fare_assets.structuring.assets import CURATED_TABLES, structured_fare_tables
-from fare_assets.structuring.emr import EmrSparkRunner, LocalSparkRunner, PrefixedS3MessageReader, package_zip_bytes
+from fare_assets.structuring.checks import curated_table_quality
+from fare_assets.structuring.emr import (EmrSparkRunner, LocalSparkRunner, PrefixedS3MessageReader, package_zip_bytes,
+                                        upload_job_code)
 from fare_assets.structuring.job import structure_raw
+from fare_assets.structuring.quality import QUALITY_RULES
+from fare_assets.structuring.spark_jobs import run_spark_job
 from fare_assets_tests.test_structuring import QPX_FIXTURES, _envelope, _response, _write_raw
 
 REGION = "us-east-1"
@@ -54,7 +61,7 @@ def _raw_lines() -> list[list[dict]]:
     return [envelopes, [envelopes[0]]]
 
 
-def test_the_entry_script_reports_through_pipes_what_structure_raw_returns(aws, spark, tmp_path):
+def test_the_entry_script_reports_through_pipes_what_the_job_returns(aws, spark, tmp_path):
     raw_paths = [_write_raw(tmp_path / "raw", ARRIVAL, envelopes, extra_lines=(BROKEN_LINE,))
                  for envelopes in _raw_lines()]
     received = {}
@@ -67,9 +74,10 @@ def test_the_entry_script_reports_through_pipes_what_structure_raw_returns(aws, 
             message_reader=PrefixedS3MessageReader(bucket=BUCKET, client=aws, key_prefix="pipes/messages/",
                                                    interval=0.1),
             context_injector=PipesS3ContextInjector(bucket=BUCKET, client=aws, key_prefix="pipes/context/"),
-            extras={emr_entry.LAKE_ROOT_EXTRA: str(tmp_path / "entry_lake"), emr_entry.RAW_PATHS_EXTRA: raw_paths},
+            extras={emr_entry.JOB_EXTRA: "structure",
+                    emr_entry.ARGUMENTS_EXTRA: {"raw_paths": raw_paths, "lake_root": str(tmp_path / "entry_lake")}},
         ) as session:
-            received["entry_counts"] = emr_entry.structure_with_pipes(
+            received["entry_counts"] = emr_entry.run_with_pipes(
                 spark, PipesMappingParamsLoader(session.get_bootstrap_env_vars()))
         received["messages"] = session.get_custom_messages()
         return MaterializeResult(metadata=received["entry_counts"])
@@ -83,32 +91,77 @@ def test_the_entry_script_reports_through_pipes_what_structure_raw_returns(aws, 
     assert (tmp_path / "entry_lake" / "curated" / "searches").is_dir()
 
 
-class FakeCluster:
-    """Does what EMR would: runs the step (emr_entry) once the cluster exists, then ends the cluster.
+def test_the_job_code_is_uploaded_once_for_the_same_code(aws):
+    puts = []
+    aws.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: puts.append(params["Key"]))
+    first, again = upload_job_code(aws, BUCKET), upload_job_code(aws, BUCKET)
+    assert first == again
+    assert sorted(key.rsplit("/", 1)[1] for key in puts) == ["bootstrap.sh", "emr_entry.py", "fare_assets.zip"]
 
-    The cluster's s3a:// filesystem is stood in for by a copy of the raw objects in a local folder,
-    read by the real job in the test's Spark session.
+
+def test_a_job_name_the_runners_do_not_know_is_refused_by_name(spark):
+    with pytest.raises(ValueError, match="no Spark job named 'restructure': choose one of structure, quality"):
+        run_spark_job(spark, "restructure", {})
+
+
+class FakeCluster:
+    """Does what EMR would: runs each cluster's step (emr_entry) once the cluster exists, then ends the cluster.
+
+    The cluster's s3a:// filesystem is stood in for by a local folder: before a step the lake's objects
+    are copied there and the job's s3a:// arguments name it; after the step the folder is copied back to
+    the bucket, deletions included, so Dagster finds in S3 what the real job wrote, run by the test's Spark.
     """
 
-    def __init__(self, spark, s3, local_lake: Path):
-        self.spark, self.s3, self.local_lake = spark, s3, local_lake
-        self.emr = boto3.client("emr", region_name=REGION)
-        self.structured: dict = {}
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+    LAKE_PREFIXES = ("raw/", "curated/", "quarantine/", "exports/")
 
-    def structure_from_copy(self, spark, raw_paths: list[str], lake_root: str) -> dict[str, int]:
-        """structure_raw as the step calls it, its s3a:// objects read from a local copy; records what it got."""
-        self.structured.update(raw_paths=raw_paths, lake_root=lake_root)
-        local_paths = []
-        for path in raw_paths:
-            key = path.removeprefix(f"s3a://{BUCKET}/")
-            local_path = self.local_lake / key
-            local_path.parent.mkdir(parents=True, exist_ok=True)
-            local_path.write_bytes(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
-            local_paths.append(str(local_path))
-        self.structured["counts"] = structure_raw(spark, local_paths, str(self.local_lake))
-        return self.structured["counts"]
+    def __init__(self, spark, s3, mirror: Path, monkeypatch):
+        self.spark, self.s3, self.mirror = spark, s3, mirror
+        self.emr = boto3.client("emr", region_name=REGION)
+        self.jobs: list[tuple[str, dict]] = []
+        self.results: list[dict] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        for name, job in list(spark_jobs.SPARK_JOBS.items()):
+            monkeypatch.setitem(spark_jobs.SPARK_JOBS, name, self._on_mirror(name, job))
+
+    def _on_mirror(self, name: str, job):
+        def run_on_mirror(spark, **arguments):
+            self.jobs.append((name, arguments))
+            self._pull()
+            result = job(spark, **self._localized(arguments))
+            self._push()
+            self.results.append(result)
+            return result
+        return run_on_mirror
+
+    def _localized(self, value):
+        """Arguments with the bucket's s3a:// URLs turned into paths under the mirror folder."""
+        if isinstance(value, str):
+            return value.replace(f"s3a://{BUCKET}", str(self.mirror))
+        if isinstance(value, list):
+            return [self._localized(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._localized(item) for key, item in value.items()}
+        return value
+
+    def _bucket_keys(self) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2")
+        return [item["Key"] for prefix in self.LAKE_PREFIXES
+                for page in pages.paginate(Bucket=BUCKET, Prefix=prefix) for item in page.get("Contents", [])]
+
+    def _pull(self):
+        shutil.rmtree(self.mirror, ignore_errors=True)
+        for key in self._bucket_keys():
+            (self.mirror / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.mirror / key).write_bytes(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def _push(self):
+        local = {path.relative_to(self.mirror).as_posix(): path for path in self.mirror.rglob("*") if path.is_file()}
+        for key in set(self._bucket_keys()) - set(local):
+            self.s3.delete_object(Bucket=BUCKET, Key=key)
+        for key, path in local.items():
+            self.s3.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
 
     def _write_step_logs(self, cluster_id: str):
         """The step's stdout and stderr where EMR puts them (LogUri), which the Pipes client forwards."""
@@ -120,54 +173,79 @@ class FakeCluster:
                                    Body=gzip.compress(f"{step['Name']}: {stream}\n".encode()))
 
     def _run(self):
-        """Wait for the cluster, run the step with the Pipes env vars EMR would export, then end the cluster."""
-        cluster_id = None
+        """Run every cluster's step as the cluster appears, until the test stops the fake."""
+        started = set()
+        while not self.stop.is_set():
+            for summary in self.emr.list_clusters()["Clusters"]:
+                if summary["Id"] not in started:
+                    started.add(summary["Id"])
+                    self._run_step(summary["Id"])
+            time.sleep(0.05)
+
+    def _run_step(self, cluster_id: str):
+        """Run the step with the Pipes env vars EMR would export, then end the cluster."""
+        error = None
         try:
-            deadline = time.monotonic() + 60
-            while not (clusters := self.emr.list_clusters()["Clusters"]):
-                assert time.monotonic() < deadline, "no cluster was started"
-                time.sleep(0.05)
-            cluster_id = clusters[0]["Id"]
             configurations = self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Configurations"]
             spark_env = next(item for item in configurations if item["Classification"] == "spark-env")
             pipes_env = spark_env["Configurations"][0]["Properties"]
-            emr_entry.structure_with_pipes(self.spark, PipesMappingParamsLoader(pipes_env))
+            # open_dagster_pipes keeps the first context of a process; each step is a process of its own.
+            PipesContext._instance = None
+            emr_entry.run_with_pipes(self.spark, PipesMappingParamsLoader(pipes_env))
             self._write_step_logs(cluster_id)
-        except BaseException as error:
-            self.error = error
+        except BaseException as raised:
+            error = raised
+            self.errors.append(raised)
         finally:
-            if cluster_id:
-                cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
-                for step in cluster.steps:
-                    step.state = "COMPLETED" if self.error is None else "FAILED"
-                cluster.terminate()
+            cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
+            for step in cluster.steps:
+                step.state = "COMPLETED" if error is None else "FAILED"
+            cluster.terminate()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
 
 
-def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_path, monkeypatch):
+@pytest.fixture
+def fast_emr_waiters(monkeypatch):
+    """EMR's waiters poll every 30 s, sized for real clusters; the fake one ends within seconds."""
+    original_wait = botocore.waiter.Waiter.wait
+    monkeypatch.setattr(botocore.waiter.Waiter, "wait",
+                        lambda waiter, **kwargs: original_wait(waiter, WaiterConfig={"Delay": 0.2, "MaxAttempts": 3000},
+                                                               **kwargs))
+
+
+def _land_raw_objects(aws, tmp_path: Path) -> None:
     for number, envelopes in enumerate(_raw_lines()):
         local = _write_raw(tmp_path / "landing", ARRIVAL.replace(minute=number), envelopes, extra_lines=(BROKEN_LINE,))
         key = Path(local).relative_to(tmp_path / "landing").as_posix()
         aws.put_object(Bucket=BUCKET, Key=key, Body=Path(local).read_bytes())
-    cluster = FakeCluster(spark, aws, tmp_path / "cluster_lake")
-    monkeypatch.setattr(emr_entry, "structure_raw", cluster.structure_from_copy)
-    # EMR's waiters poll every 30 s, sized for real clusters; the fake one ends within seconds.
-    original_wait = botocore.waiter.Waiter.wait
-    monkeypatch.setattr(botocore.waiter.Waiter, "wait",
-                        lambda waiter, **kwargs: original_wait(waiter, WaiterConfig={"Delay": 0.2, "MaxAttempts": 3000}, **kwargs))
+
+
+def _emr_runner() -> EmrSparkRunner:
+    return EmrSparkRunner.from_env(BUCKET, S3Resource(region_name=REGION)).model_copy(
+        update={"message_poll_seconds": 0.2})
+
+
+def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_path, monkeypatch, fast_emr_waiters):
+    _land_raw_objects(aws, tmp_path)
     monkeypatch.setenv("FARES_EMR_INSTANCE_TYPE", "m5.2xlarge")
     monkeypatch.setenv("FARES_EMR_INSTANCE_COUNT", "5")
-    s3_resource = S3Resource(region_name=REGION)
-    runner = EmrSparkRunner.from_env(BUCKET, s3_resource).model_copy(update={"message_poll_seconds": 0.2})
 
-    cluster.thread.start()
-    result = materialize([structured_fare_tables], partition_key=PARTITION, resources={
-        "lake": S3LakeResource(bucket=BUCKET, s3=s3_resource), "spark_runner": runner})
-    cluster.thread.join(timeout=30)
-    assert cluster.error is None
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch) as cluster:
+        result = materialize([structured_fare_tables], partition_key=PARTITION, resources={
+            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+    assert cluster.errors == []
 
     emr = boto3.client("emr", region_name=REGION)
     (summary,) = emr.list_clusters()["Clusters"]
     described = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+    assert described["Name"].startswith("fares-structure-")
     assert described["ReleaseLabel"] == "emr-7.10.0"
     assert [app["Name"] for app in described["Applications"]] == ["Spark"]
     assert described["LogUri"] == f"s3://{BUCKET}/emr-logs/"
@@ -192,12 +270,12 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     assert bootstrap["ScriptPath"] == package_zip.replace("fare_assets.zip", "bootstrap.sh")
 
     # The step read the s3a:// objects the sensor would list, and wrote its messages where the reader looks.
-    assert cluster.structured["lake_root"] == f"s3a://{BUCKET}"
     listed = aws.list_objects_v2(Bucket=BUCKET, Prefix="raw/fares/")["Contents"]
-    assert cluster.structured["raw_paths"] == [f"s3a://{BUCKET}/{item['Key']}" for item in listed]
+    assert cluster.jobs == [("structure", {"raw_paths": [f"s3a://{BUCKET}/{item['Key']}" for item in listed],
+                                           "lake_root": f"s3a://{BUCKET}"})]
     assert aws.list_objects_v2(Bucket=BUCKET, Prefix="pipes/messages/")["KeyCount"] > 0
 
-    counts = cluster.structured["counts"]
+    (counts,) = cluster.results
     assert counts["raw_records"] == len(QPX_FIXTURES) + 3
     assert result.success
     rows = {event.asset_key.path[-1]: event.materialization.metadata["rows"].value
@@ -205,6 +283,45 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     assert rows == {table: counts[table] for table in CURATED_TABLES}
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 2 and all(check.passed for check in checks)
+
+
+def test_the_aws_set_structures_checks_and_loads_the_warehouse_on_emr(aws, spark, tmp_path, monkeypatch,
+                                                                        fast_emr_waiters, warehouse_dsn):
+    """No Spark on the Dagster side: the quality rules and the warehouse export run on EMR as well."""
+    monkeypatch.setenv("FARES_HOME", str(tmp_path / "home"))
+    _land_raw_objects(aws, tmp_path)
+    lake = S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION))
+
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch) as cluster:
+        result = materialize([structured_fare_tables, curated_table_quality, warehouse_fares], partition_key=PARTITION,
+                             resources={"lake": lake, "spark_runner": _emr_runner(),
+                                        "warehouse_db": WarehouseResource(dsn=warehouse_dsn)})
+    assert cluster.errors == []
+    assert result.success
+
+    emr = boto3.client("emr", region_name=REGION)
+    names = sorted(summary["Name"].rsplit("-", 1)[0] for summary in emr.list_clusters()["Clusters"])
+    assert names == ["fares-export-for-warehouse", "fares-quality", "fares-structure"]
+    quality_arguments = next(arguments for job, arguments in cluster.jobs if job == "quality")
+    assert quality_arguments["lake_root"] == f"s3a://{BUCKET}"
+    assert quality_arguments["landing_hours"] == ["2026-11-28-04"]
+    assert sorted(quality_arguments["rule_keys"]) == sorted(rule.key for rule in QUALITY_RULES)
+    evaluations = result.get_asset_check_evaluations()
+    # The two checks of the structuring counts, every quality rule, and every_option_loaded.
+    assert len(evaluations) == 2 + len(QUALITY_RULES) + 1
+    assert [evaluation.check_name for evaluation in evaluations if not evaluation.passed] == []
+
+    exported = next(result for (job, _), result in zip(cluster.jobs, cluster.results) if job == "export_for_warehouse")
+    with psycopg.connect(warehouse_dsn) as conn:
+        fares = sum(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                    for table in ("national_fares", "international_fares"))
+        airports = conn.execute("SELECT count(*) FROM airports").fetchone()[0]
+    structured = next(result for (job, _), result in zip(cluster.jobs, cluster.results) if job == "structure")
+    assert fares == exported["fares"] == structured["trip_options"]
+    assert airports == exported["airports"] > 0
+    # The export is removed once loaded; the curated tables stay.
+    assert aws.list_objects_v2(Bucket=BUCKET, Prefix="exports/")["KeyCount"] == 0
+    assert aws.list_objects_v2(Bucket=BUCKET, Prefix="curated/trip_options/")["KeyCount"] > 0
 
 
 def test_the_local_runner_of_the_local_resources_structures_in_this_process(spark, tmp_path, monkeypatch):

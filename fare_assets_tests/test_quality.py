@@ -1,4 +1,5 @@
 """The curated tables' quality rules and their Dagster checks, on the structured fixtures and corrupted copies."""
+import json
 import shutil
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -13,13 +14,18 @@ from dagster_pyspark import PySparkResource
 from fare_assets.partitions import landing_hours, partition_of_landing_hour
 from fare_assets.resources import LakeResource
 from fare_assets.storing.lake import curated_table_path
-from fare_assets.structuring.checks import FARES_CHECK, PRIMARY_KEY_CHECK, TOTALS_CHECK, curated_table_quality
+from fare_assets.structuring.checks import curated_table_quality
+from fare_assets.structuring.emr import LocalSparkRunner
 from fare_assets.structuring.job import structure_raw
 from fare_assets.structuring.quality import (
+    FARES_CHECK,
     FOREIGN_KEYS,
+    PRIMARY_KEY_CHECK,
+    TOTALS_CHECK,
     duplicate_keys,
     non_positive_fares,
     orphan_rows,
+    run_quality_rules,
     unreconciled_totals,
 )
 from fare_assets.structuring.spark import SPARK_CONF
@@ -251,7 +257,8 @@ def _checks_run(root: Path, hour: str, check_keys: list[AssetCheckKey]):
         for table in TABLE_SCHEMAS:
             yield MaterializeResult(asset_key=table)
 
-    resources = {"pyspark": PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF}),
+    resources = {"spark_runner": LocalSparkRunner(
+                     pyspark=PySparkResource(spark_config={"spark.master": "local[*]", **SPARK_CONF})),
                  "lake": LakeResource(root=str(root))}
     selection = AssetSelection.assets(*TABLE_SCHEMAS).without_checks() | AssetSelection.checks(*check_keys)
     result = materialize([structured_already, curated_table_quality], resources=resources,
@@ -281,3 +288,19 @@ def test_the_dagster_checks_see_the_landing_hour_of_their_run(spark, lake_copy):
     assert fares.severity.value == "WARN" and evaluations[("trip_options", TOTALS_CHECK)].severity.value == "ERROR"
     assert fares.metadata["failing"].value == 1 and fares.metadata["landing_hours"].text == LATER_HOUR
     assert [example["option_id"] for example in fares.metadata["examples"].data] == [option.option_id]
+
+
+def test_the_rules_run_by_key_answer_plain_json_and_refuse_an_unknown_key(spark, lake_copy):
+    option = read_table(spark, str(lake_copy), "trip_options").where(f"landing_hour = '{LATER_HOUR}'").first()
+    _set_value(lake_copy, "trip_options", LATER_HOUR, "option_id", option.option_id, "total_amount", Decimal(0))
+    fares, legs = f"trip_options/{FARES_CHECK}", f"legs/{PRIMARY_KEY_CHECK}"
+
+    results = run_quality_rules(spark, str(lake_copy), [LATER_HOUR], [fares, legs])
+
+    # What an EMR step sends back as a Pipes message.
+    assert json.loads(json.dumps(results)) == results
+    assert results[legs] == {"failing": 0, "examples": []}
+    assert results[fares]["failing"] == 1
+    assert [example["option_id"] for example in results[fares]["examples"]] == [option.option_id]
+    with pytest.raises(ValueError, match="no quality rule named legs/no_such_rule"):
+        run_quality_rules(spark, str(lake_copy), None, [legs, "legs/no_such_rule"])

@@ -99,6 +99,9 @@ def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(co
     texts = failure_texts(failed)
     assert f"warehouse PostgreSQL 127.0.0.1:{warehouse_cluster.port}/fares failed during the load" in texts
     assert PASSWORD not in texts
+    # The failed load's export was written (its parent folder is there) and removed all the same.
+    exports = Path(defs.resources["lake"].root) / "exports" / "warehouse"
+    assert exports.is_dir() and list(exports.iterdir()) == []
     with defs.resources["warehouse_db"].connect() as conn:
         assert warehouse_checksums(conn) == before
     assert structure().success

@@ -181,3 +181,22 @@ def test_the_s3_lake_bucket_comes_from_the_environment(monkeypatch):
     assert s3_lake_resource().bucket == "fares-lake"
     monkeypatch.setenv("FARES_S3_BUCKET", "fares-landing-prod")
     assert s3_lake_resource().root == "s3a://fares-landing-prod"
+
+
+def test_a_lake_folder_reads_as_a_local_copy_and_is_deleted_whole(lake, tmp_path, monkeypatch):
+    monkeypatch.setenv("FARES_HOME", str(tmp_path / "home"))
+    folder_key = "exports/warehouse/run-1/"
+    # One more than a DeleteObjects call takes.
+    keys = [f"{folder_key}fares/part-{number:05}.parquet" for number in range(1_001)]
+    for key in [*keys, "exports/warehouse/run-2/fares/part-00000.parquet"]:
+        lake.put(key)
+
+    with lake.resource.local_copy(folder_key) as folder:
+        copied = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+        assert copied == [key.removeprefix(folder_key) for key in keys]
+        assert (folder / "fares" / "part-00000.parquet").read_text() == '{"v": 1}\n'
+    lake.resource.delete_prefix(folder_key)
+
+    assert lake.resource.list_keys("exports/") == ["exports/warehouse/run-2/fares/part-00000.parquet"]
+    # A download is removed with its context; the local lake's folder is read in place.
+    assert not (tmp_path / "home").exists() or list((tmp_path / "home").iterdir()) == []

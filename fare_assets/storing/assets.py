@@ -1,5 +1,5 @@
 """Storing (serving side): the warehouse tables the fare page reads, loaded per landing hour or backfilled range."""
-import tempfile
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -7,15 +7,15 @@ import psycopg
 import pyarrow.dataset
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetSpec, BackfillPolicy, Failure,
                      MaterializeResult, MetadataValue, multi_asset)
-from dagster_pyspark import PySparkResource
 
 from fare_assets.partitions import landing_hours, landing_hours_of_run
-from fare_assets.resources import LakeResource, WarehouseResource
+from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
+from fare_assets.storing.lake import export_table_path, warehouse_export_key
 from fare_assets.structuring.assets import FACT_TABLES
-from fare_assets.structuring.serving import fare_rows
-from fare_assets.structuring.tables import read_table
+from fare_assets.structuring.emr import SparkRunner
+from fare_assets.structuring.serving import FARES_EXPORT
 
 _NOTHING_VISIBLE = "The load is one transaction, so nothing of it is visible"
 
@@ -54,6 +54,12 @@ def load_errors_as_failures(address: str):
         ) from error
 
 
+def _exported_rows(folder: Path, table: str, columns: list[str]) -> Iterable[tuple]:
+    """One table of a warehouse export as rows for COPY in `columns` order, one record batch at a time."""
+    exported = pyarrow.dataset.dataset(export_table_path(str(folder), table), format="parquet")
+    return warehouse.rows_from_arrow(exported.scanner(columns=columns))
+
+
 # The page needs one indexed row per trip option; PostgreSQL serves it, Parquet keeps the history.
 # The dimensions ride in the fares' transaction: they are a few hundred rows, and the page never
 # sees a fare whose airport or carrier the warehouse does not know yet.
@@ -70,31 +76,31 @@ def load_errors_as_failures(address: str):
     partitions_def=landing_hours,
     backfill_policy=BackfillPolicy.single_run(),
 )
-def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, lake: LakeResource,
+def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeStorage,
                     warehouse_db: WarehouseResource):
-    spark = pyspark.spark_session
-    dimensions = {
-        table: read_table(spark, lake.root, table).select(*(name for name, _ in columns)).toArrow()
-        for table, columns in warehouse.DIMENSION_COLUMNS.items()
-    }
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    settings = load_settings()
-    retention_days = settings.warehouse_retention_days
-    # The projection goes through local Parquet and reaches COPY one batch at a time, so a backfill of months
-    # never has to fit in this process's memory; under FARES_HOME, as the system's temporary folder is often tmpfs.
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fare-load-", dir=settings.home) as folder:
-        projected_path = Path(folder) / "fares"
-        fare_rows(spark, lake.root, landing_hours_of_run(context)).select(*warehouse.LOAD_COLUMNS).write.parquet(
-            projected_path.as_uri())
-        projected = pyarrow.dataset.dataset(projected_path, format="parquet")
-        projected_rows = projected.count_rows()
-        with load_errors_as_failures(address), warehouse_db.connect() as conn:
-            load = warehouse.load_warehouse(
-                conn, warehouse.rows_from_arrow(projected),
-                {table: warehouse.rows_from_arrow(rows) for table, rows in dimensions.items()}, retention_days)
-            totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
-            web_role = warehouse.web_role_exists(conn)
+    retention_days = load_settings().warehouse_retention_days
+    # Spark (local or EMR) projects into the lake and COPY reads the files one batch at a time, so a backfill of
+    # months never has to fit in this process's memory, and this process needs no Spark that reaches the lake.
+    export_key = warehouse_export_key(context.run.run_id)
+    try:
+        exported = spark_runner.run_job(context, "export_for_warehouse", lake_root=lake.root,
+                                        landing_hours=landing_hours_of_run(context),
+                                        export_root=lake.object_path(export_key))
+        with lake.local_copy(export_key) as folder:
+            dimensions = {table: _exported_rows(folder, table, [name for name, _ in columns])
+                          for table, columns in warehouse.DIMENSION_COLUMNS.items()}
+            with load_errors_as_failures(address), warehouse_db.connect() as conn:
+                load = warehouse.load_warehouse(
+                    conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days)
+                totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
+                web_role = warehouse.web_role_exists(conn)
+    finally:
+        try:
+            lake.delete_prefix(export_key)
+        # Left over, the export only costs space (on S3 it expires): the load's own outcome is what must surface.
+        except Exception as error:
+            context.log.warning(f"could not remove the warehouse export {export_key}: {error}")
     context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
     if load.dropped_partitions:
         context.log.info(f"retention ({retention_days} days) dropped {', '.join(load.dropped_partitions)}")
@@ -109,6 +115,6 @@ def warehouse_fares(context: AssetExecutionContext, pyspark: PySparkResource, la
             "partitions_dropped": MetadataValue.json(load.dropped_partitions)})
     expected = load.staged - load.past_retention
     yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares",
-                           passed=load.staged == projected_rows and load.present == expected,
-                           metadata={"projected": projected_rows, "staged": load.staged,
+                           passed=load.staged == exported[FARES_EXPORT] and load.present == expected,
+                           metadata={"projected": exported[FARES_EXPORT], "staged": load.staged,
                                      "past_retention": load.past_retention, "present": load.present})

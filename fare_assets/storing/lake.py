@@ -6,6 +6,10 @@ RAW_PREFIX = "raw/fares/"
 CURATED_PREFIX = "curated/"
 QUARANTINE_PREFIX = "quarantine/"
 MODELS_PREFIX = "models/"
+EXPORTS_PREFIX = "exports/"
+# What the EMR runner uploads (the job's code) and exchanges with its steps (Pipes context and messages).
+CODE_PREFIX = "code/"
+PIPES_PREFIX = "pipes/"
 LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
 # The hour folders of a raw object's key or URL; groups: year, month, day, hour.
 RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$"
@@ -44,6 +48,16 @@ def quarantine_root(root: str) -> str:
 def quarantine_path(root: str, landing_hour: str) -> str:
     """Folder of the records one landing hour could not structure."""
     return f"{quarantine_root(root)}/landing_hour={landing_hour}"
+
+
+def warehouse_export_key(run_id: str) -> str:
+    """Prefix of what one run's warehouse load reads (the projected fares and the dimensions); removed after it."""
+    return f"{EXPORTS_PREFIX}warehouse/{run_id}/"
+
+
+def export_table_path(export_root: str, table: str) -> str:
+    """Folder (or s3a:// URL) of one table of an export, under the export's root."""
+    return f"{export_root.rstrip('/')}/{table}"
 
 
 def model_version_key(name: str, version: str, file: str = "") -> str:

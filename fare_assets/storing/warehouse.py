@@ -506,7 +506,7 @@ def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) 
 
 
 def rows_from_arrow(table) -> Iterable[tuple]:
-    """Rows of a pyarrow table or dataset as tuples for COPY, in its column order, one record batch at a time."""
+    """Rows of a pyarrow table, dataset or scanner as tuples for COPY, in its column order, one record batch at a time."""
     for batch in table.to_batches():
         yield from zip(*(column.to_pylist() for column in batch.columns))
 

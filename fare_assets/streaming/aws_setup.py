@@ -1,4 +1,4 @@
-"""Create the AWS side of streaming, idempotently: the lake bucket and the Firehose delivery stream.
+"""Create the AWS side of streaming, idempotently: the lake bucket (with its expiry rules) and the Firehose delivery stream.
 
 Run `python -m fare_assets.streaming.aws_setup`. Names come from FARES_S3_BUCKET, FARES_FIREHOSE_STREAM,
 FARES_FIREHOSE_ROLE_ARN (the role Firehose assumes to write the bucket) and AWS_DEFAULT_REGION;
@@ -13,7 +13,7 @@ import time
 import boto3
 from botocore.exceptions import ClientError
 
-from fare_assets.storing.lake import RAW_PREFIX
+from fare_assets.storing.lake import EXPORTS_PREFIX, PIPES_PREFIX, RAW_PREFIX
 from fare_assets.streaming.firehose import FirehoseTarget
 
 ERROR_PREFIX = "raw-errors/"
@@ -22,6 +22,10 @@ BUFFERING_HINTS = {"SizeInMBs": 5, "IntervalInSeconds": 300}
 # moto's default account; on AWS set FARES_FIREHOSE_ROLE_ARN to a role holding `role_policy`.
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::123456789012:role/fares-firehose-delivery"
 ACTIVE_TIMEOUT_SECONDS = 300
+# Days to keep objects only one run reads: its warehouse export and its Pipes context and messages. A run
+# removes its export itself; these rules clear what a run that died left behind.
+EXPIRY_DAYS = {EXPORTS_PREFIX: 2, PIPES_PREFIX: 7}
+_RULE_FIELDS = ("ID", "Filter", "Status", "Expiration")
 
 
 def destination(bucket: str, role_arn: str) -> dict:
@@ -68,6 +72,30 @@ def ensure_bucket(s3, bucket: str, region: str) -> bool:
     return True
 
 
+def expiry_rules() -> list[dict]:
+    """The lifecycle rules of EXPIRY_DAYS, one per prefix."""
+    return [{"ID": f"fares-expire-{prefix.rstrip('/')}", "Filter": {"Prefix": prefix}, "Status": "Enabled",
+             "Expiration": {"Days": days}} for prefix, days in EXPIRY_DAYS.items()]
+
+
+def ensure_expiry_rules(s3, bucket: str) -> str:
+    """Put the expiry rules beside any other lifecycle rules of the bucket; "unchanged" or "updated"."""
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "NoSuchLifecycleConfiguration":
+            raise
+        rules = []
+    wanted = expiry_rules()
+    ours = {rule["ID"] for rule in wanted}
+    current = [{field: rule.get(field) for field in _RULE_FIELDS} for rule in rules if rule.get("ID") in ours]
+    if sorted(current, key=lambda rule: rule["ID"]) == sorted(wanted, key=lambda rule: rule["ID"]):
+        return "unchanged"
+    others = [rule for rule in rules if rule.get("ID") not in ours]
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [*others, *wanted]})
+    return "updated"
+
+
 def ensure_delivery_stream(firehose, target: FirehoseTarget, role_arn: str) -> str:
     """Create the stream, or bring its S3 destination to the wanted one; returns created/updated/unchanged."""
     wanted = destination(target.bucket, role_arn)
@@ -109,8 +137,10 @@ def setup(target: FirehoseTarget, role_arn: str) -> dict:
     s3 = boto3.client("s3", region_name=target.region)
     firehose = boto3.client("firehose", region_name=target.region)
     bucket_created = ensure_bucket(s3, target.bucket, target.region)
+    expiry_state = ensure_expiry_rules(s3, target.bucket)
     stream_state = ensure_delivery_stream(firehose, target, role_arn)
-    return {"bucket": target.bucket, "bucket_created": bucket_created, "delivery_stream": target.stream_name,
+    return {"bucket": target.bucket, "bucket_created": bucket_created, "expiry_rules": expiry_state,
+            "delivery_stream": target.stream_name,
             "delivery_stream_state": stream_state, "prefix": RAW_PREFIX, "error_prefix": ERROR_PREFIX,
             "role_arn": role_arn, **policies(target)}
 

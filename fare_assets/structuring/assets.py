@@ -3,7 +3,7 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, As
                      MaterializeResult, multi_asset)
 
 from fare_assets.partitions import landing_hours, landing_hours_of_run
-from fare_assets.resources import LakeResource
+from fare_assets.resources import LakeStorage
 from fare_assets.storing.lake import raw_hour_prefix
 from fare_assets.structuring.emr import SparkRunner
 
@@ -43,12 +43,12 @@ CURATED_TABLES = {**FACT_TABLES, **DIMENSION_TABLES}
     # A backfill of many hours is one Spark job, not one per hour.
     backfill_policy=BackfillPolicy.single_run(),
 )
-def structured_fare_tables(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeResource):
+def structured_fare_tables(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeStorage):
     hours = landing_hours_of_run(context)
     paths = [path for hour in hours for path in lake.raw_files(raw_hour_prefix(hour))]
     if not paths:
         raise Failure(f"no raw objects landed in {hours[0]}..{hours[-1]} under {lake.root}")
-    counts = spark_runner.structure(context, paths, lake.root)
+    counts = spark_runner.run_job(context, "structure", raw_paths=paths, lake_root=lake.root)
     context.log.info(f"structured {len(paths)} objects of {hours[0]}..{hours[-1]}: {counts}")
     for table in CURATED_TABLES:
         yield MaterializeResult(asset_key=table, metadata={"rows": counts[table], "raw_objects": len(paths)})

@@ -1,10 +1,12 @@
-"""Where the structuring job runs: a local Spark session, or a transient EMR cluster driven through Dagster Pipes.
+"""Where the Spark jobs run: a local Spark session, or a transient EMR cluster driven through Dagster Pipes.
 
-Both runners call the same `structure_raw`; on EMR it runs inside `emr_entry.py`, which reports the
-counts back as a Pipes custom message, so the asset sees the same counts either way.
+Both runners run the same job of `spark_jobs.SPARK_JOBS` (structuring, the quality rules, the
+warehouse export); on EMR it runs inside `emr_entry.py`, which reports the result back as a Pipes
+custom message, so the assets and checks see the same result either way.
 """
 import hashlib
 import io
+import json
 import os
 import zipfile
 from abc import abstractmethod
@@ -14,13 +16,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 import boto3
-from dagster import AssetExecutionContext, ConfigurableResource, Failure
+from dagster import AssetExecutionContext, ConfigurableResource, Failure, OpExecutionContext
 from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
+from fare_assets.storing.lake import CODE_PREFIX, PIPES_PREFIX
 from fare_assets.structuring import emr_entry
-from fare_assets.structuring.job import structure_raw
+from fare_assets.structuring.spark_jobs import run_spark_job
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The cluster's Python: Amazon Linux 2023 (EMR 7) ships 3.9, older than this project's code allows.
@@ -69,8 +72,8 @@ def bootstrap_script() -> str:
             f"sudo {CLUSTER_PYTHON} -m pip install {pins}\n")
 
 
-def upload_job_code(s3_client, bucket: str, prefix: str = "code/") -> JobCode:
-    """Upload the package zip, the entry script and the bootstrap script under prefix/<digest of the code>/."""
+def upload_job_code(s3_client, bucket: str, prefix: str = CODE_PREFIX) -> JobCode:
+    """Upload the package zip, the entry script and the bootstrap script under prefix/<digest of the code>/, once."""
     files = {
         "fare_assets.zip": package_zip_bytes(),
         "emr_entry.py": Path(emr_entry.__file__).read_bytes(),
@@ -79,8 +82,11 @@ def upload_job_code(s3_client, bucket: str, prefix: str = "code/") -> JobCode:
     # Keyed by content: a run never picks up code another deployment uploaded meanwhile.
     digest = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()[:16]
     folder = f"{prefix.rstrip('/')}/{digest}"
+    uploaded = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/").get("Contents", [])}
     for name, body in files.items():
-        s3_client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=body)
+        # The same key holds the same bytes, so what an earlier run uploaded is reused.
+        if f"{folder}/{name}" not in uploaded:
+            s3_client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=body)
     uri = f"s3://{bucket}/{folder}"
     return JobCode(f"{uri}/fare_assets.zip", f"{uri}/emr_entry.py", f"{uri}/bootstrap.sh")
 
@@ -98,12 +104,15 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
             yield {**params, "key_prefix": f"{self.key_prefix}/{params['key_prefix']}"}
 
 
+RunContext = AssetExecutionContext | OpExecutionContext
+
+
 class SparkRunner(ConfigurableResource):
-    """Runs the structuring job and returns its counts (rows per table, raw_records, quarantined, ...)."""
+    """Runs a job of `spark_jobs.SPARK_JOBS` by name and returns its result."""
 
     @abstractmethod
-    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
-        """Structure `raw_paths` into the lake at `lake_root`; the counts of `structure_raw`."""
+    def run_job(self, context: RunContext, job: str, **arguments) -> dict:
+        """Run `job` with `arguments` (JSON values) for the run of `context`; what the job returns."""
 
 
 class LocalSparkRunner(SparkRunner):
@@ -111,8 +120,10 @@ class LocalSparkRunner(SparkRunner):
 
     pyspark: PySparkResource
 
-    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
-        return structure_raw(self.pyspark.spark_session, raw_paths, lake_root)
+    def run_job(self, context: RunContext, job: str, **arguments) -> dict:
+        # Through JSON both ways, as on EMR, so a job that works here cannot fail there on what it takes or returns.
+        result = run_spark_job(self.pyspark.spark_session, job, json.loads(json.dumps(arguments)))
+        return json.loads(json.dumps(result))
 
 
 class EmrSparkRunner(SparkRunner):
@@ -127,9 +138,9 @@ class EmrSparkRunner(SparkRunner):
     log_uri: str | None = None
     service_role: str = DEFAULT_SERVICE_ROLE
     job_flow_role: str = DEFAULT_JOB_FLOW_ROLE
-    code_prefix: str = "code/"
-    context_prefix: str = "pipes/context/"
-    messages_prefix: str = "pipes/messages/"
+    code_prefix: str = CODE_PREFIX
+    context_prefix: str = f"{PIPES_PREFIX}context/"
+    messages_prefix: str = f"{PIPES_PREFIX}messages/"
     message_poll_seconds: float = 10.0
 
     @classmethod
@@ -145,10 +156,11 @@ class EmrSparkRunner(SparkRunner):
             job_flow_role=os.environ.get("FARES_EMR_JOB_FLOW_ROLE", DEFAULT_JOB_FLOW_ROLE),
         )
 
-    def run_job_flow_params(self, context: AssetExecutionContext, code: JobCode) -> dict:
+    def run_job_flow_params(self, context: RunContext, code: JobCode, job: str) -> dict:
         """The RunJobFlow request: one Spark step; the cluster ends with it, failed or not."""
+        step_name = job.replace("_", "-")
         return {
-            "Name": f"fares-structuring-{context.run.run_id[:8]}",
+            "Name": f"fares-{step_name}-{context.run.run_id[:8]}",
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
             "LogUri": self.log_uri or f"s3://{self.bucket}/emr-logs/",
@@ -168,7 +180,7 @@ class EmrSparkRunner(SparkRunner):
             # Python is chosen by --conf, not by spark-env/spark-defaults classifications: the Pipes
             # client adds its env vars to those classifications and drops them when one already exists.
             "Steps": [{
-                "Name": "structure raw fares",
+                "Name": step_name,
                 "ActionOnFailure": "TERMINATE_CLUSTER",
                 "HadoopJarStep": {
                     "Jar": "command-runner.jar",
@@ -179,7 +191,7 @@ class EmrSparkRunner(SparkRunner):
             }],
         }
 
-    def structure(self, context: AssetExecutionContext, raw_paths: list[str], lake_root: str) -> dict[str, int]:
+    def run_job(self, context: RunContext, job: str, **arguments) -> dict:
         s3_client = self.s3.get_client()
         code = upload_job_code(s3_client, self.bucket, self.code_prefix)
         client = PipesEMRClient(
@@ -190,18 +202,18 @@ class EmrSparkRunner(SparkRunner):
                 # The driver's output arrives as Pipes messages, so no container logs are searched.
                 include_stdio_in_messages=True,
             ),
-            # The context (with every raw path) is an S3 object: no size limit, unlike env vars.
+            # The context (with every argument, such as a backfill's raw paths) is an S3 object: no size limit, unlike env vars.
             context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3_client,
                                                     key_prefix=self.context_prefix),
         )
         invocation = client.run(
             context=context,
-            run_job_flow_params=self.run_job_flow_params(context, code),
-            extras={emr_entry.LAKE_ROOT_EXTRA: lake_root, emr_entry.RAW_PATHS_EXTRA: raw_paths},
+            run_job_flow_params=self.run_job_flow_params(context, code, job),
+            extras={emr_entry.JOB_EXTRA: job, emr_entry.ARGUMENTS_EXTRA: arguments},
         )
         reported = invocation.get_custom_messages()
         if not reported:
-            raise Failure("the EMR step ended without reporting its counts", metadata=invocation.metadata)
+            raise Failure(f"the EMR step of {job} ended without reporting its result", metadata=invocation.metadata)
         return reported[-1]
 
 

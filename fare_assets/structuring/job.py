@@ -7,7 +7,7 @@ import json
 from collections import Counter
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from fare_assets.storing.lake import curated_table_path, quarantine_path, quarantine_root
@@ -26,21 +26,11 @@ from fare_assets.structuring.tables import (
     PARTITION_COLUMNS,
     conform,
     read_table,
+    write_counted,
+    write_observed,
 )
 
 _STAGING_SUFFIX = ".staging"
-
-
-def _write_observed(frame: DataFrame, name: str, write, *metrics: Column) -> dict[str, int]:
-    """Run `write(frame)`; return its row count (`rows`) and `metrics`, gathered during the write."""
-    observation = Observation(name)
-    write(frame.observe(observation, F.count(F.lit(1)).alias("rows"), *metrics))
-    return observation.get
-
-
-def _write_counted(frame: DataFrame, name: str, write) -> int:
-    """Run `write(frame)` and return the rows it wrote, counted without a second pass."""
-    return _write_observed(frame, name, write)["rows"]
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:
@@ -138,7 +128,7 @@ def _upsert_dimension(spark: SparkSession, lake_root: str, table: str, fresh: Da
         .where(F.col("rank") == 1)
         .drop("rank")
     )
-    rows = _write_counted(
+    rows = write_counted(
         merged.coalesce(1), table, lambda frame: frame.write.mode("overwrite").parquet(path + _STAGING_SUFFIX)
     )
     filesystem.delete(table_path, True)
@@ -152,7 +142,7 @@ def _write_facts(lake_root: str, provider_tables: list[dict[str, DataFrame]]) ->
     for table in FACT_SCHEMAS:
         # Only searches carry option_count: the sum lets a check compare it with trip_options.
         metrics = [F.sum("option_count").alias("options_announced")] if table == "searches" else []
-        observed = _write_observed(
+        observed = write_observed(
             _union([tables[table] for tables in provider_tables]), table,
             lambda frame, table=table: frame.write.mode("overwrite")
             .partitionBy(*PARTITION_COLUMNS)
@@ -218,7 +208,7 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
              for frame in rejected]
         )
         _clear_landing_hours(spark, lake_root, landing_hours)
-        counts["quarantined"] = _write_counted(
+        counts["quarantined"] = write_counted(
             quarantine.coalesce(1), "quarantine",
             lambda frame: frame.write.mode("overwrite").partitionBy("landing_hour").json(quarantine_root(lake_root)),
         )

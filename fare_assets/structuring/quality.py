@@ -1,10 +1,12 @@
 """Data-quality rules over the curated 3NF tables (keys, references, totals, fares) as pure Spark."""
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, PARTITION_COLUMNS, read_table
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, PARTITION_COLUMNS, TABLE_SCHEMAS, read_table
 
 # Every rule reads the tables of some landing hours (None: all). A search redelivered in two landing
 # hours is stored in both (see serving._DELIVERY), so a fact key is unique within its landing hour and
@@ -157,3 +159,60 @@ def non_positive_fares(spark: SparkSession, lake_root: str, hours: list[str] | N
         options.where(F.col("total_amount").isNull() | (F.col("total_amount") <= 0)),
         ["landing_hour", "option_id", "search_id", "total_amount"],
     )
+
+
+PRIMARY_KEY_CHECK = "primary_key_unique"
+TOTALS_CHECK = "totals_reconcile"
+FARES_CHECK = "fares_positive"
+
+# A rule reads the lake at a root for some landing hours (None: all).
+Rule = Callable[..., RuleResult]
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """One rule over one table, named as the Dagster check that reports it."""
+
+    table: str
+    name: str
+    description: str
+    evaluate: Rule
+    # A failure that is suspicious rather than proof of a broken table.
+    warn_only: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}/{self.name}"
+
+
+QUALITY_RULES: tuple[QualityRule, ...] = (
+    *[QualityRule(table, PRIMARY_KEY_CHECK, f"No two rows share ({', '.join(primary_key(table))}).",
+                  partial(duplicate_keys, table=table))
+      for table in TABLE_SCHEMAS],
+    *[QualityRule(foreign_key.child, foreign_key.name,
+                  f"Every ({', '.join(foreign_key.columns)}) names a row of {foreign_key.parent}.",
+                  partial(orphan_rows, foreign_key=foreign_key))
+      for foreign_key in FOREIGN_KEYS],
+    QualityRule("trip_options", TOTALS_CHECK,
+                "Pricings add up to total_amount in its currency; tax lines add up to tax_amount.",
+                unreconciled_totals),
+    QualityRule("trip_options", FARES_CHECK, "Options of successful searches have a positive total_amount.",
+                non_positive_fares, warn_only=True),
+)
+_RULES_BY_KEY = {rule.key: rule for rule in QUALITY_RULES}
+
+
+def run_quality_rules(spark: SparkSession, lake_root: str, landing_hours: list[str] | None,
+                      rule_keys: list[str]) -> dict[str, dict]:
+    """Run the rules named by key ("table/check"); each one's failing count and examples, as plain JSON.
+
+    Plain JSON because on EMR the result travels back to Dagster as a Pipes message.
+    """
+    unknown = sorted(set(rule_keys) - set(_RULES_BY_KEY))
+    if unknown:
+        raise ValueError(f"no quality rule named {', '.join(unknown)}")
+    results = {}
+    for key in rule_keys:
+        result = _RULES_BY_KEY[key].evaluate(spark, lake_root, hours=landing_hours)
+        results[key] = {"failing": result.failing, "examples": list(result.examples)}
+    return results

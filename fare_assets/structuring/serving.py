@@ -2,8 +2,9 @@
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from fare_assets.storing.lake import export_table_path
 from fare_assets.structuring.airports import airport_reference
-from fare_assets.structuring.tables import read_table
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, read_table, write_counted
 
 # A search delivered in two landing hours is stored twice; child rows are matched to the kept copy.
 _DELIVERY = ["option_id", "collected_date", "landing_hour"]
@@ -14,6 +15,8 @@ FARE_ROW_COLUMNS = (
     "total_amount", "currency", "carriers", "stops_out", "stops_back",
     "duration_out_min", "duration_back_min", "depart_out_local", "depart_back_local", "national",
 )
+# The export's folder of fare rows, beside one folder per dimension.
+FARES_EXPORT = "fares"
 
 
 def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
@@ -77,3 +80,20 @@ def fare_rows(spark: SparkSession, lake_root: str, landing_hours: list[str] | No
         .withColumn("national", F.coalesce("national", F.lit(False)))
         .select(*FARE_ROW_COLUMNS)
     )
+
+
+def export_for_warehouse(spark: SparkSession, lake_root: str, landing_hours: list[str] | None,
+                         export_root: str) -> dict[str, int]:
+    """Write what a warehouse load reads as Parquet under `export_root`; rows per table.
+
+    The fare rows of these landing hours (`fares`) and every dimension whole. The loader reads the
+    files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the export is in S3).
+    """
+    tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours)}
+    # A few hundred rows each: one file per dimension.
+    tables.update({table: read_table(spark, lake_root, table).coalesce(1) for table in DIMENSION_SCHEMAS})
+    return {
+        table: write_counted(frame, table, lambda frame, table=table: frame.write.mode("overwrite").parquet(
+            export_table_path(export_root, table)))
+        for table, frame in tables.items()
+    }

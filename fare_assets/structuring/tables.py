@@ -1,5 +1,5 @@
 """The curated 3NF tables every provider produces: names, keys and explicit Parquet schemas."""
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
@@ -125,3 +125,15 @@ def conform(frame: DataFrame, table: str) -> DataFrame:
 def read_table(spark: SparkSession, lake_root: str, table: str) -> DataFrame:
     """One curated table read with its declared schema (partition columns come from the folders)."""
     return spark.read.schema(TABLE_SCHEMAS[table]).parquet(curated_table_path(lake_root, table))
+
+
+def write_observed(frame: DataFrame, name: str, write, *metrics: Column) -> dict[str, int]:
+    """Run `write(frame)`; return its row count (`rows`) and `metrics`, gathered during the write."""
+    observation = Observation(name)
+    write(frame.observe(observation, F.count(F.lit(1)).alias("rows"), *metrics))
+    return observation.get
+
+
+def write_counted(frame: DataFrame, name: str, write) -> int:
+    """Run `write(frame)` and return the rows it wrote, counted without a second pass."""
+    return write_observed(frame, name, write)["rows"]
