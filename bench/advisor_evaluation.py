@@ -33,10 +33,12 @@ from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.settings import load_settings  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
-                                                 drop_probability_outcomes, evaluate_advisor, evaluate_policies)
+                                                 capped_threshold, drop_probability_outcomes, evaluate_advisor,
+                                                 evaluate_policies, threshold_tradeoff)
 from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries  # noqa: E402
 from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
+from fare_assets.synthesizing.spark_features import to_pandas  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
 ROUTES = (
@@ -51,6 +53,10 @@ WATCH_DAYS_AHEAD = 63
 COLLECTION_HOUR_UTC = 12
 # The informed policy's margins: risk-neutral, and waiting only for an expected saving of 2% or more.
 INFORMED_MARGINS = {"informed": 0.0, "informed_2pct": 0.02}
+# The trade-off table's thresholds, and the grid a threshold held to the issue's upset target is chosen from.
+TRADEOFF_THRESHOLDS = tuple(round(0.01 * step, 2) for step in range(9))
+CAPPED_GRID = tuple(round(0.0025 * step, 4) for step in range(41))
+MAX_UPSET_RATE = 0.05
 
 
 def _route_observations(profile: str, origin: str, destination: str) -> list[dict]:
@@ -115,13 +121,38 @@ def evaluate(profile: str, engine: str) -> dict:
     print(f"advisor share of oracle savings {table.loc['advisor', 'share_of_oracle_saving']:.1%} "
           f"(Hamlet: {HAMLET_SHARE_OF_ORACLE_SAVING:.1%}); upset rate {table.loc['advisor', 'upset_rate']:.1%}; "
           f"ahead of every baseline: {beats_baselines}")
+    tradeoff = print_tradeoff(result)
     drops = drop_probability_outcomes(result.split.test, result.advisor)
     brier = float(((drops["drop_probability"] - drops["dropped"]) ** 2).mean())
     bins = calibration_bins(drops["drop_probability"], drops["dropped"])
     print(f"drop probability on the test rows (calibrated on validation), Brier score {brier:.3f}:")
     print(bins.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     return {"table": table.reset_index().to_dict(orient="records"), "beats_baselines": beats_baselines,
-            "threshold": result.advisor.threshold, "brier": brier, "calibration": bins.to_dict(orient="records")}
+            "threshold": result.advisor.threshold, "brier": brier, "calibration": bins.to_dict(orient="records"),
+            "tradeoff": tradeoff}
+
+
+def print_tradeoff(result) -> dict:
+    """The advisor's models at other thresholds, on validation and test; and the threshold validation would pick
+    to upset at most MAX_UPSET_RATE of the trips, judged on test."""
+    validation = result.split.validation
+    if not isinstance(validation, pd.DataFrame):
+        validation = to_pandas(validation)
+    advisor, test = result.advisor, result.split.test
+    thresholds = sorted({*TRADEOFF_THRESHOLDS, advisor.threshold})
+    table = threshold_tradeoff(validation, advisor, thresholds).join(
+        threshold_tradeoff(test, advisor, thresholds), lsuffix="_validation", rsuffix="_test")
+    print("the advisor's models at other thresholds (waiting only for a larger promised saving):")
+    print(table.to_string(float_format=lambda value: f"{value:.3f}"))
+    capped = capped_threshold(threshold_tradeoff(validation, advisor, CAPPED_GRID), MAX_UPSET_RATE)
+    summary = {"table": table.reset_index().to_dict(orient="records"), "capped_threshold": capped}
+    if capped is None:
+        print(f"no threshold up to {CAPPED_GRID[-1]:.2%} upsets at most {MAX_UPSET_RATE:.0%} of the validation trips")
+        return summary
+    judged = threshold_tradeoff(test, advisor, [capped]).loc[capped]
+    print(f"held to at most {MAX_UPSET_RATE:.0%} upsets on validation, the threshold would be {capped:.2%}: on test "
+          f"{judged['share_of_oracle_saving']:.1%} of the oracle's savings with {judged['upset_rate']:.1%} upsets")
+    return {**summary, "capped_on_test": judged.to_dict()}
 
 
 def main() -> None:

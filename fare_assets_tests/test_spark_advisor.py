@@ -69,7 +69,7 @@ def test_threshold_scores_match_following_the_policy_in_pandas(spark_features):
     validation = spark_advisor._with_policy_columns(frame, advisor).join(ratios, ["trip_id", "collected_at"])
     scores = spark_advisor.threshold_scores(validation, "_ratio")
     expected = {threshold: advisor_module.mean_relative_saving(advisor_module.purchases(
-        features, advisor._buy_mask(features, ratio.to_numpy(), threshold))) for threshold in THRESHOLD_CANDIDATES}
+        features, advisor.buy_mask(features, ratio.to_numpy(), threshold))) for threshold in THRESHOLD_CANDIDATES}
     assert list(scores) == list(expected)
     np.testing.assert_allclose(list(scores.values()), list(expected.values()), rtol=1e-9, atol=1e-12)
     assert len({round(score, 9) for score in scores.values()}) > 3

@@ -25,8 +25,8 @@ from fare_assets.synthesizing.advisor import (
     mean_relative_saving,
     purchases,
 )
-from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, drop_probability_outcomes,
-                                                 train_and_evaluate)
+from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, capped_threshold,
+                                                 drop_probability_outcomes, threshold_tradeoff, train_and_evaluate)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -334,6 +334,27 @@ def test_the_release_check_judges_the_advisor_on_the_validation_trips(evaluation
     assert advisor_not_worse_than_buying_now(headline) == (mean_relative_saving(followed) >= 0) is True
     assert not advisor_not_worse_than_buying_now({**headline, "validation_mean_saving_share": -0.001})
     assert advisor_not_worse_than_buying_now({**headline, "validation_mean_saving_share": 0.0})
+
+
+def test_the_threshold_tradeoff_at_the_chosen_threshold_is_the_policy_table_row(evaluation):
+    advisor, test, table = evaluation.advisor, evaluation.split.test, evaluation.table
+    tradeoff = threshold_tradeoff(test, advisor, [0.0, advisor.threshold, 1.0])
+    assert list(tradeoff.index) == [0.0, advisor.threshold, 1.0]
+    for column in ("share_of_oracle_saving", "mean_saving_share", "upset_rate"):
+        assert tradeoff.loc[advisor.threshold, column] == pytest.approx(table.loc["advisor", column])
+    # No wait promises all of the fare: the policy buys as soon as it has enough history (or at the last call).
+    never_waits = (test["observation_count"] >= advisor.min_history) | (test["days_ahead"] < advisor.last_call_days_ahead)
+    bought = purchases(test, never_waits.to_numpy())
+    assert tradeoff.loc[1.0, "upset_rate"] == pytest.approx((bought["price_paid"] > bought["first_fare"]).mean())
+    assert tradeoff.loc[1.0, "mean_saving_share"] == pytest.approx(mean_relative_saving(bought))
+
+
+def test_the_capped_threshold_saves_most_within_the_upset_cap():
+    tradeoff = pd.DataFrame({"share_of_oracle_saving": [0.7, 0.6, 0.5, 0.4], "mean_saving_share": [0.03, 0.025, 0.02, 0.02],
+                             "upset_rate": [0.12, 0.06, 0.04, 0.03]}, index=pd.Index([0.0, 0.01, 0.02, 0.03], name="threshold"))
+    assert capped_threshold(tradeoff, 0.05) == 0.02
+    assert capped_threshold(tradeoff, 0.2) == 0.0
+    assert capped_threshold(tradeoff, 0.01) is None
 
 
 def test_a_young_watchlist_without_refiling_history_still_trains(features):

@@ -150,7 +150,7 @@ class BuyWaitAdvisor:
         for _ in range(POLICY_ITERATIONS):
             target = continuation_ratios(train_features, buy)[usable]
             self.waiting_model = self._regressor().fit(self.model_inputs(rows), target)
-            buy = self._buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
+            buy = self.buy_mask(train_features, self.fare_ratio_if_waiting(train_features), 0.0)
         self.threshold = self._choose_threshold(validation_features)
         self.calibration = self._calibration(validation_features)
         return self
@@ -173,7 +173,7 @@ class BuyWaitAdvisor:
         """The candidate threshold with the best mean relative saving on the validation trips (best_threshold)."""
         ratio = self.fare_ratio_if_waiting(validation_features)
         self.threshold_scores = {
-            threshold: mean_relative_saving(purchases(validation_features, self._buy_mask(validation_features, ratio, threshold)))
+            threshold: mean_relative_saving(purchases(validation_features, self.buy_mask(validation_features, ratio, threshold)))
             for threshold in THRESHOLD_CANDIDATES
         }
         return best_threshold(self.threshold_scores)
@@ -231,7 +231,7 @@ class BuyWaitAdvisor:
         short_history = features["observation_count"].to_numpy() < self.min_history
         return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
-    def _buy_mask(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
+    def buy_mask(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
         """Rows at which the policy buys (waiting for data counts as not buying yet)."""
         return self._actions(features, ratio, threshold) == BUY
 

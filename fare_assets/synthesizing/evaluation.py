@@ -1,10 +1,12 @@
 """Time-split evaluation of the buy/wait advisor against baselines and a perfect-information oracle."""
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
+from fare_assets.synthesizing.advisor import (BUY, MIN_HISTORY, BuyWaitAdvisor, best_threshold, continuation_ratios,
+                                              purchases)
 from fare_assets.synthesizing.estimators import SKLEARN, SPARK
 from fare_assets.synthesizing.features import observation_features, spark_observation_features
 
@@ -125,6 +127,26 @@ def evaluate_policies(outcomes: dict[str, pd.DataFrame], threshold: float) -> tu
         "hamlet_share_of_oracle_saving": HAMLET_SHARE_OF_ORACLE_SAVING,
     }
     return table, headline
+
+
+def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, thresholds: Iterable[float]) -> pd.DataFrame:
+    """The advisor's policy over these trips at each threshold, indexed by threshold: share_of_oracle_saving,
+    mean_saving_share and upset_rate. What waiting only for a larger promised saving trades: upsets for savings."""
+    ratio = advisor.fare_ratio_if_waiting(features)
+    oracle = purchases(features, policy_buy_masks(features, advisor)["oracle"])
+    oracle_saving_total = float((oracle["first_fare"] - oracle["price_paid"]).sum())
+    rows = {threshold: _policy_metrics(purchases(features, advisor.buy_mask(features, ratio, threshold)),
+                                       oracle_saving_total)
+            for threshold in thresholds}
+    columns = ["share_of_oracle_saving", "mean_saving_share", "upset_rate"]
+    return pd.DataFrame.from_dict(rows, orient="index")[columns].rename_axis("threshold")
+
+
+def capped_threshold(tradeoff: pd.DataFrame, max_upset_rate: float) -> float | None:
+    """The threshold of a threshold_tradeoff with the best mean saving among those upsetting at most
+    `max_upset_rate` of the trips (the lowest among ties); None when none does."""
+    allowed = tradeoff[tradeoff["upset_rate"] <= max_upset_rate]
+    return best_threshold(allowed["mean_saving_share"].to_dict()) if len(allowed) else None
 
 
 def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:

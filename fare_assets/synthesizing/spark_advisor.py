@@ -49,7 +49,7 @@ def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFr
 
 
 def buys(ratio: Column, threshold: float | Column) -> Column:
-    """advisor._buy_mask: buy at the last call, else (with enough history) unless waiting promises > threshold."""
+    """advisor.buy_mask: buy at the last call, else (with enough history) unless waiting promises > threshold."""
     return F.col("last_call") | (~F.col("short_history") & ~(ratio < 1 - threshold))
 
 
