@@ -33,11 +33,10 @@ from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.settings import load_settings  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
-                                                 capped_threshold, drop_probability_outcomes, evaluate_advisor,
-                                                 evaluate_policies, threshold_tradeoff)
+                                                 capped_threshold, evaluate_advisor, evaluate_policies,
+                                                 threshold_tradeoff)
 from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries  # noqa: E402
-from fare_assets.synthesizing.plots import calibration_bins  # noqa: E402
 from fare_assets.synthesizing.spark_features import to_pandas  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("BENCH_DATA_DIR", Path(tempfile.gettempdir()) / "fares-bench-advisor"))
@@ -106,9 +105,10 @@ def evaluate(profile: str, engine: str) -> dict:
     started = time.perf_counter()
     frame = observations(profile)
     result = evaluate_advisor(frame, engine)
-    informed = {name: informed_purchases(result.split.test, PROFILES[profile], margin)
+    test = _pandas(result.split.test)
+    informed = {name: informed_purchases(test, PROFILES[profile], margin)
                 for name, margin in INFORMED_MARGINS.items()}
-    table, _ = evaluate_policies({**result.outcomes, **informed}, result.advisor.threshold)
+    table, _ = evaluate_policies({**result.judgement.outcomes, **informed}, result.advisor.threshold)
     print(f"\n{profile} market: {frame['depart_date'].nunique()} departures, {len(frame):,} observations, "
           f"test trips {int(table.loc['advisor', 'trips'])} departing from {result.split.test_from.date()}, "
           f"threshold {result.advisor.threshold:.2%} (chosen on validation), {engine} engine, "
@@ -121,10 +121,8 @@ def evaluate(profile: str, engine: str) -> dict:
     print(f"advisor share of oracle savings {table.loc['advisor', 'share_of_oracle_saving']:.1%} "
           f"(Hamlet: {HAMLET_SHARE_OF_ORACLE_SAVING:.1%}); upset rate {table.loc['advisor', 'upset_rate']:.1%}; "
           f"ahead of every baseline: {beats_baselines}")
-    tradeoff = print_tradeoff(result)
-    drops = drop_probability_outcomes(result.split.test, result.advisor)
-    brier = float(((drops["drop_probability"] - drops["dropped"]) ** 2).mean())
-    bins = calibration_bins(drops["drop_probability"], drops["dropped"])
+    tradeoff = print_tradeoff(result, test)
+    brier, bins = result.judgement.brier_score, result.judgement.calibration
     print(f"drop probability on the test rows (calibrated on validation), Brier score {brier:.3f}:")
     print(bins.to_string(index=False, float_format=lambda value: f"{value:.2f}"))
     return {"table": table.reset_index().to_dict(orient="records"), "beats_baselines": beats_baselines,
@@ -132,13 +130,15 @@ def evaluate(profile: str, engine: str) -> dict:
             "tradeoff": tradeoff}
 
 
-def print_tradeoff(result) -> dict:
+def _pandas(features) -> pd.DataFrame:
+    """Features as pandas: the MLlib engine keeps its split in Spark, the informed policy and the trade-off read pandas."""
+    return features if isinstance(features, pd.DataFrame) else to_pandas(features)
+
+
+def print_tradeoff(result, test: pd.DataFrame) -> dict:
     """The advisor's models at other thresholds, on validation and test; and the threshold validation would pick
     to upset at most MAX_UPSET_RATE of the trips, judged on test."""
-    validation = result.split.validation
-    if not isinstance(validation, pd.DataFrame):
-        validation = to_pandas(validation)
-    advisor, test = result.advisor, result.split.test
+    validation, advisor = _pandas(result.split.validation), result.advisor
     thresholds = sorted({*TRADEOFF_THRESHOLDS, advisor.threshold})
     table = threshold_tradeoff(validation, advisor, thresholds).join(
         threshold_tradeoff(test, advisor, thresholds), lsuffix="_validation", rsuffix="_test")

@@ -8,7 +8,7 @@ from fare_assets.synthesizing import advisor as advisor_module
 from fare_assets.synthesizing import spark_advisor
 from fare_assets.synthesizing.advisor import THRESHOLD_CANDIDATES, BuyWaitAdvisor, continuation_ratios, drop_labels
 from fare_assets.synthesizing.estimators import SPARK
-from fare_assets.synthesizing.evaluation import split_by_departure, watched_to_departure
+from fare_assets.synthesizing.evaluation import judge_on_test, split_by_departure, watched_to_departure
 from fare_assets.synthesizing.features import observation_features, spark_observation_features
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
 from fare_assets.synthesizing.spark_features import to_pandas
@@ -81,12 +81,12 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     advisor, split = evaluation.advisor, evaluation.split
     assert isinstance(advisor.waiting_model, SparkGradientBoostingRegressor)
     assert isinstance(advisor.classifier, SparkGradientBoostingClassifier)
-    # The same split as the pandas evaluation: trips by departure date, test trips on the driver.
+    # The same split as the pandas evaluation: trips by departure date.
     expected_split = split_by_departure(watched_to_departure(observation_features(observations)))
     assert (split.validation_from, split.test_from) == (expected_split.validation_from, expected_split.test_from)
-    validation = to_pandas(split.validation)
+    validation, test = to_pandas(split.validation), to_pandas(split.test)
     assert split.train.agg({"depart_date": "max"}).first()[0] < validation["depart_date"].min().date()
-    assert validation["depart_date"].max() < split.test["depart_date"].min() == split.test_from
+    assert validation["depart_date"].max() < test["depart_date"].min() == split.test_from
     # Given its fitted models, the pandas advisor's own threshold search and calibration give the same answers.
     expected_scores = dict(advisor.threshold_scores)
     assert advisor._choose_threshold(validation) == advisor.threshold
@@ -95,7 +95,29 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     advisor.calibration = advisor._calibration(validation)
     np.testing.assert_allclose(spark_calibrated, advisor.drop_probability(validation), atol=1e-3)
     # The rows the policy table judges are the pandas features of the test trips.
-    assert split.test["trip_id"].tolist() == expected_split.test["trip_id"].tolist()
-    np.testing.assert_allclose(split.test["fare_to_route_peers"], expected_split.test["fare_to_route_peers"], rtol=1e-9)
-    assert evaluation.headline["test_trips"] == split.test["trip_id"].nunique()
+    assert test["trip_id"].tolist() == expected_split.test["trip_id"].tolist()
+    np.testing.assert_allclose(test["fare_to_route_peers"], expected_split.test["fare_to_route_peers"], rtol=1e-9)
+    assert evaluation.headline["test_trips"] == test["trip_id"].nunique()
     assert evaluation.headline["validation_trips"] == validation["trip_id"].nunique()
+    # Judged in Spark as the pandas functions judge the same rows with the same models.
+    expected = judge_on_test(test, advisor)
+    judgement = evaluation.judgement
+    assert list(judgement.outcomes) == list(expected.outcomes)
+    for policy, outcome in expected.outcomes.items():
+        computed = judgement.outcomes[policy]
+        assert computed.index.tolist() == outcome.index.tolist(), policy
+        assert computed["currency"].tolist() == outcome["currency"].tolist(), policy
+        for column in ("price_paid", "days_ahead", "first_fare", "min_fare"):
+            np.testing.assert_allclose(computed[column].to_numpy(dtype=float), outcome[column].to_numpy(dtype=float),
+                                       rtol=1e-12, err_msg=f"{policy} {column}")
+    # Probabilities are grouped to 6 decimals in Spark: the bins agree to well under a thousandth.
+    assert judgement.calibration["rows"].tolist() == expected.calibration["rows"].tolist()
+    np.testing.assert_allclose(judgement.calibration[["mean_probability", "observed_rate"]].to_numpy(),
+                               expected.calibration[["mean_probability", "observed_rate"]].to_numpy(), atol=1e-4)
+    assert judgement.brier_score == pytest.approx(expected.brier_score, abs=1e-4)
+    # Fewer modelled rows than the sample holds: the sample is all of them, in another order.
+    assert len(judgement.waiting_inputs) == len(expected.waiting_inputs) < 3000
+    assert list(judgement.waiting_inputs.columns) == list(expected.waiting_inputs.columns)
+    np.testing.assert_allclose(np.sort(judgement.waiting_paid_ratio), np.sort(expected.waiting_paid_ratio), rtol=1e-12)
+    # The advisor does not buy at every first observation: the outcomes exercise waiting.
+    assert (judgement.outcomes["advisor"]["price_paid"] != judgement.outcomes["advisor"]["first_fare"]).any()

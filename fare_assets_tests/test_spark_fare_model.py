@@ -67,4 +67,18 @@ def test_the_spark_evaluation_judges_the_same_test_rows_as_pandas(spark, few_rou
     for key in ("train_rows", "test_rows", "route_mean_mae", "route_mean_mape"):
         assert evaluation.metrics[key] == pytest.approx(expected.metrics[key], rel=1e-12), key
     assert 0 < evaluation.metrics["mape"] < evaluation.metrics["route_mean_mape"]
+    # Fewer test rows than a chart draws: the sample is every one of them.
     assert len(evaluation.predicted) == len(evaluation.test_rows) == evaluation.metrics["test_rows"]
+    # The errors computed in Spark are those of the same model's pandas predictions on the same rows.
+    train, test = fare_model_module.evaluation_split(frame, 0.25)
+    route_means = train.groupby(train["origin"] + "-" + train["destination"])["cheapest_total"].mean()
+    on_driver = fare_model_module.evaluated(evaluation.model, test, route_means, float(train["cheapest_total"].mean()),
+                                            len(train))
+    for key in ("mae", "mape", "route_mean_mae"):
+        assert evaluation.metrics[key] == pytest.approx(on_driver.metrics[key], rel=1e-9), key
+    # The charted rows are the observed ones with their predictions, as predict_frame gives them.
+    np.testing.assert_allclose(evaluation.predicted, evaluation.model.predict_frame(evaluation.test_rows), rtol=1e-9)
+    charted = evaluation.test_rows.set_index(ORDER[:-1] + ["at"]).sort_index()
+    observed = test.rename(columns={"collected_at": "at"}).set_index(ORDER[:-1] + ["at"]).sort_index()
+    np.testing.assert_allclose(charted["cheapest_total"].astype(float), observed["cheapest_total"].astype(float))
+    assert set(evaluation.test_rows.columns) == set(test.rename(columns={"collected_at": "at"}).columns)

@@ -18,6 +18,7 @@ from fare_assets.synthesizing.evaluation import evaluate_advisor
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.plots import permutation_importances
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
+from fare_assets.synthesizing.spark_features import to_pandas
 from fare_assets_tests.test_synthesizing import WATCH_START, fare_observations
 
 # The advisor boosts 200-300 rounds per model and the fare model 300, about 0.4 s each in local Spark on two busy
@@ -143,7 +144,7 @@ def test_spark_early_stopping_keeps_only_rounds_that_help(spark):
 
 
 def test_the_advisor_trains_and_advises_on_spark(spark_evaluation):
-    advisor, test = spark_evaluation.advisor, spark_evaluation.split.test
+    advisor, test = spark_evaluation.advisor, to_pandas(spark_evaluation.split.test)
     assert advisor.engine == "spark"
     assert isinstance(advisor.waiting_model, SparkGradientBoostingRegressor)
     assert isinstance(advisor.classifier, SparkGradientBoostingClassifier)
@@ -163,7 +164,7 @@ def test_a_spark_advisor_model_file_predicts_identically(spark_evaluation, tmp_p
     spark_evaluation.advisor.save(path)
     loaded = BuyWaitAdvisor.load(path)
     assert loaded.engine == "spark"
-    test = spark_evaluation.split.test
+    test = to_pandas(spark_evaluation.split.test)
     pd.testing.assert_frame_equal(loaded.decisions(test), spark_evaluation.advisor.decisions(test))
     assert loaded.threshold == spark_evaluation.advisor.threshold
 

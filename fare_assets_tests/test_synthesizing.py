@@ -25,8 +25,9 @@ from fare_assets.synthesizing.advisor import (
     mean_relative_saving,
     purchases,
 )
-from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, capped_threshold,
-                                                 drop_probability_outcomes, threshold_tradeoff, train_and_evaluate)
+from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, brier_score,
+                                                 calibration_bins, capped_threshold, drop_probability_outcomes,
+                                                 threshold_tradeoff, train_and_evaluate)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -40,7 +41,6 @@ from fare_assets.synthesizing.plots import (
     DPI,
     FIGURE_SIZE_INCHES,
     advisor_charts,
-    calibration_bins,
     calibration_png,
     fare_model_charts,
     markdown_image,
@@ -498,6 +498,22 @@ def test_calibration_bins_count_every_test_row_the_advisor_is_asked_about(evalua
     assert list(hand_made["bin_from"]) == pytest.approx([0.0, 0.5, 0.9])
     assert list(hand_made["mean_probability"]) == pytest.approx([0.05, 0.55, 0.975])
     assert list(hand_made["observed_rate"]) == pytest.approx([0.5, 0.0, 1.0])
+    # The judgement the charts and the bench read holds these bins and their Brier score.
+    pd.testing.assert_frame_equal(evaluation.judgement.calibration, bins)
+    assert evaluation.headline["test_brier_score"] == evaluation.judgement.brier_score == pytest.approx(
+        float(((drops["drop_probability"] - drops["dropped"]) ** 2).mean()))
+
+
+def test_grouped_rows_give_the_bins_and_brier_score_of_the_rows_themselves():
+    probability = np.array([0.05, 0.05, 0.05, 0.95, 1.0, 0.55, 0.55])
+    dropped = np.array([False, True, True, True, True, False, True])
+    # The same rows grouped by probability: rows per group and the share of them that dropped.
+    grouped = pd.DataFrame({"probability": probability, "dropped": dropped}).groupby("probability")["dropped"].agg(
+        ["mean", "size"])
+    weighted = calibration_bins(grouped.index.to_numpy(), grouped["mean"], rows=grouped["size"])
+    pd.testing.assert_frame_equal(weighted, calibration_bins(probability, dropped))
+    assert brier_score(grouped.index.to_numpy(), grouped["mean"], rows=grouped["size"]) == pytest.approx(
+        float(((probability - dropped) ** 2).mean()))
 
 
 def test_permutation_importance_ranks_a_feature_that_matters_above_noise():

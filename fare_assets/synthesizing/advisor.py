@@ -213,7 +213,10 @@ class BuyWaitAdvisor:
     def drop_probability(self, features: pd.DataFrame) -> np.ndarray:
         """P(a later fare before departure is a meaningful drop below the current one), per row, calibrated."""
         self._require_fitted()
-        raw = self._classifier_probability(features)
+        return self.calibrated(self._classifier_probability(features))
+
+    def calibrated(self, raw: np.ndarray) -> np.ndarray:
+        """The classifier's own probabilities mapped by the calibration fitted on the validation trips."""
         return raw if self.calibration is None or not len(raw) else self.calibration.predict(raw)
 
     def fare_ratio_if_waiting(self, features: pd.DataFrame) -> np.ndarray:

@@ -18,12 +18,16 @@ BUY_DAYS_BEFORE_DEPARTURE = 21
 BASELINES = ("buy_first", "buy_21_days", "running_min_rule")
 POLICIES = ("advisor", *BASELINES, "oracle")
 
+CALIBRATION_BINS = 10
+# Permutation importance predicts the sample once per column and repeat: capped so a daily run takes seconds.
+IMPORTANCE_MAX_ROWS = 3000
+
 
 @dataclass(frozen=True)
 class TripSplit:
     """Feature rows split by whole trips on departure date: train < validation_from <= validation < test_from <= test.
 
-    With the MLlib engine, train and validation are Spark frames (training runs where they are); test is pandas.
+    With the MLlib engine all three are Spark frames: training and judging run where the rows are.
     """
 
     train: object
@@ -34,15 +38,29 @@ class TripSplit:
 
 
 @dataclass(frozen=True)
+class TestJudgement:
+    """What the test trips say about a trained advisor, small enough for the driver whatever their number: each
+    policy's per-trip outcomes (purchases() rows), the drop probability's calibration_bins and Brier score on the
+    rows the advisor is asked about, and a sample of at most IMPORTANCE_MAX_ROWS of them for the waiting model's
+    permutation importance (its inputs, and the fare that waiting really cost over the fare then)."""
+
+    outcomes: dict[str, pd.DataFrame]
+    calibration: pd.DataFrame
+    brier_score: float
+    waiting_inputs: pd.DataFrame
+    waiting_paid_ratio: np.ndarray
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
-    """A trained advisor, the split it was trained and judged on, the policy table, headline metrics and each
-    policy's per-trip outcomes on the test trips (purchases() rows)."""
+    """A trained advisor, the split it was trained and judged on, the policy table, headline metrics and what the
+    test trips say about it (TestJudgement)."""
 
     advisor: BuyWaitAdvisor
     split: TripSplit
     table: pd.DataFrame
     headline: dict
-    outcomes: dict[str, pd.DataFrame]
+    judgement: TestJudgement
 
 
 def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
@@ -165,14 +183,25 @@ def train_and_evaluate(
     return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
 
 
-def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int) -> EvaluationResult:
-    """The trained advisor judged with the baselines and the oracle on the split's test trips."""
-    outcomes = policy_outcomes(split.test, advisor)
-    table, headline = evaluate_policies(outcomes, advisor.threshold)
+def judge_on_test(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> TestJudgement:
+    """The advisor and every baseline followed through the test trips, and its models' errors on them."""
+    drops = drop_probability_outcomes(test_features, advisor)
+    inputs, paid_ratio = importance_sample(*waiting_outcomes(test_features, advisor))
+    return TestJudgement(policy_outcomes(test_features, advisor), calibration_bins(drops["drop_probability"], drops["dropped"]),
+                         brier_score(drops["drop_probability"], drops["dropped"]), inputs, paid_ratio)
+
+
+def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int,
+              judgement: TestJudgement | None = None) -> EvaluationResult:
+    """The trained advisor judged with the baselines and the oracle on the split's test trips (judge_on_test's
+    judgement unless an engine made its own)."""
+    judgement = judgement or judge_on_test(split.test, advisor)
+    table, headline = evaluate_policies(judgement.outcomes, advisor.threshold)
     # The threshold was chosen for its saving on these trips, so that saving is the advisor's on validation.
     headline.update(validation_trips=int(validation_trips),
-                    validation_mean_saving_share=float(advisor.threshold_scores[advisor.threshold]))
-    return EvaluationResult(advisor, split, table, headline, outcomes)
+                    validation_mean_saving_share=float(advisor.threshold_scores[advisor.threshold]),
+                    test_brier_score=judgement.brier_score)
+    return EvaluationResult(advisor, split, table, headline, judgement)
 
 
 def evaluate_advisor(observations, engine: str = SKLEARN) -> EvaluationResult:
@@ -204,3 +233,46 @@ def waiting_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> tu
     modelled = advisor.modelled_rows(test_features)
     buys = (advisor.decisions(test_features)["action"] == BUY).to_numpy()
     return advisor.model_inputs(test_features[modelled]), continuation_ratios(test_features, buys)[modelled]
+
+
+def calibration_bins(probability: np.ndarray, observed: np.ndarray, bins: int = CALIBRATION_BINS,
+                     rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Equal-width probability bins that hold rows: bin_from, bin_to, rows, mean_probability and observed_rate.
+
+    `rows` weighs each point (grouped rows, with `observed` their drop rate); one row each when not given.
+    """
+    probability = np.asarray(probability, dtype=float)
+    weight = np.ones(len(probability)) if rows is None else np.asarray(rows, dtype=float)
+    frame = pd.DataFrame({
+        # A probability of exactly 1 belongs to the top bin.
+        "bin": np.minimum((probability * bins).astype(int), bins - 1),
+        "rows": weight,
+        "probability": probability * weight,
+        "observed": np.asarray(observed, dtype=float) * weight,
+    })
+    grouped = frame.groupby("bin").sum()
+    grouped = pd.DataFrame({"bin_from": grouped.index / bins, "bin_to": (grouped.index + 1) / bins,
+                            "rows": grouped["rows"].round().astype(int),
+                            "mean_probability": grouped["probability"] / grouped["rows"],
+                            "observed_rate": grouped["observed"] / grouped["rows"]})
+    return grouped.reset_index(drop=True)
+
+
+def brier_score(probability: np.ndarray, observed: np.ndarray, rows: np.ndarray | None = None) -> float:
+    """Mean squared error of the probabilities against what happened (weighted by `rows` as in calibration_bins)."""
+    probability, observed = np.asarray(probability, dtype=float), np.asarray(observed, dtype=float)
+    weight = np.ones(len(probability)) if rows is None else np.asarray(rows, dtype=float)
+    if not weight.sum():
+        return float("nan")
+    # A group of n rows with k drops at probability p: n p^2 - 2 p k + k, which is the rows' sum when n = 1.
+    return float((weight * probability ** 2 - 2 * probability * observed * weight + observed * weight).sum() / weight.sum())
+
+
+def importance_sample(inputs: pd.DataFrame, target: np.ndarray, max_rows: int = IMPORTANCE_MAX_ROWS,
+                      random_state: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """At most `max_rows` of the rows, drawn without replacement and kept in order."""
+    target = np.asarray(target)
+    if len(inputs) <= max_rows:
+        return inputs, target
+    sample = np.sort(np.random.default_rng(random_state).choice(len(inputs), max_rows, replace=False))
+    return inputs.iloc[sample], target[sample]

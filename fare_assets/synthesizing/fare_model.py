@@ -177,7 +177,8 @@ def _errors(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
 @dataclass(frozen=True)
 class FareModelEvaluation:
     """A fare model trained on earlier departures, the later rows it was judged on (as predict_frame takes them,
-    collected_at named at), its predictions for them and the metrics."""
+    collected_at named at; on MLlib a sample of them, for the charts), its predictions for them and the metrics
+    (over every test row)."""
 
     model: FareModel
     test_rows: pd.DataFrame
@@ -199,7 +200,7 @@ def evaluate_fare_model(observations, test_share: float = 0.25, random_state: in
                         engine: str = SKLEARN) -> FareModelEvaluation:
     """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline.
 
-    With MLlib the observations may be a Spark frame: the model trains where they are, the test rows come to the driver.
+    With MLlib the observations may be a Spark frame: the model trains and is judged where they are.
     """
     if engine == SPARK:
         from fare_assets.synthesizing import spark_fare_model

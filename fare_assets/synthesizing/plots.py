@@ -14,7 +14,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, PercentFormatter, StrMe
 from sklearn.inspection import permutation_importance
 
 from fare_assets.synthesizing.advisor import relative_savings
-from fare_assets.synthesizing.evaluation import EvaluationResult, drop_probability_outcomes, waiting_outcomes
+from fare_assets.synthesizing.evaluation import IMPORTANCE_MAX_ROWS, EvaluationResult, importance_sample
 from fare_assets.synthesizing.fare_model import FareModelEvaluation, log_fare_per_passenger
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE
 
@@ -23,10 +23,7 @@ FIGURE_SIZE_INCHES = (6.0, 3.5)
 DPI = 80
 
 SAVINGS_BINS = 30
-CALIBRATION_BINS = 10
 TOP_FEATURES = 12
-# Permutation importance predicts the sample once per column and repeat: capped so a daily run takes seconds.
-IMPORTANCE_MAX_ROWS = 3000
 IMPORTANCE_REPEATS = 2
 # Beyond a few thousand points a scatter only gets darker, not more informative.
 SCATTER_MAX_POINTS = 5000
@@ -69,22 +66,6 @@ def savings_distribution_png(advisor_outcomes: pd.DataFrame, oracle_outcomes: pd
     return _png(figure)
 
 
-def calibration_bins(probability: np.ndarray, observed: np.ndarray, bins: int = CALIBRATION_BINS) -> pd.DataFrame:
-    """Equal-width probability bins that hold rows: bin_from, bin_to, rows, mean_probability and observed_rate."""
-    probability = np.asarray(probability, dtype=float)
-    frame = pd.DataFrame({
-        # A probability of exactly 1 belongs to the top bin.
-        "bin": np.minimum((probability * bins).astype(int), bins - 1),
-        "probability": probability,
-        "observed": np.asarray(observed, dtype=float),
-    })
-    grouped = frame.groupby("bin").agg(rows=("probability", "size"), mean_probability=("probability", "mean"),
-                                       observed_rate=("observed", "mean"))
-    grouped.insert(0, "bin_from", grouped.index / bins)
-    grouped.insert(1, "bin_to", (grouped.index + 1) / bins)
-    return grouped.reset_index(drop=True)
-
-
 def calibration_png(bins: pd.DataFrame) -> bytes:
     """Reliability curve: observed drop rate against mean predicted probability per bin, rows per bin as bars."""
     figure, axes = _figure()
@@ -113,10 +94,7 @@ def permutation_importances(model, inputs: pd.DataFrame, target: np.ndarray, sco
                             max_rows: int = IMPORTANCE_MAX_ROWS, repeats: int = IMPORTANCE_REPEATS,
                             random_state: int = 0) -> pd.Series:
     """Mean loss of `scoring` when each input column is shuffled, on at most `max_rows` sampled rows; largest first."""
-    target = np.asarray(target)
-    if len(inputs) > max_rows:
-        sample = np.sort(np.random.default_rng(random_state).choice(len(inputs), max_rows, replace=False))
-        inputs, target = inputs.iloc[sample], target[sample]
+    inputs, target = importance_sample(inputs, target, max_rows, random_state)
     result = permutation_importance(model, inputs, target, scoring=scoring, n_repeats=repeats, random_state=random_state)
     return pd.Series(result.importances_mean, index=inputs.columns).sort_values(ascending=False)
 
@@ -159,14 +137,13 @@ def predicted_vs_actual_png(actual: np.ndarray, predicted: np.ndarray, random_st
 
 def advisor_charts(evaluation: EvaluationResult) -> dict[str, bytes]:
     """The advisor's held-out charts: savings_distribution, calibration and feature_importance."""
-    test, advisor = evaluation.split.test, evaluation.advisor
-    drops = drop_probability_outcomes(test, advisor)
-    inputs, paid_ratio = waiting_outcomes(test, advisor)
+    judgement = evaluation.judgement
     # The waiting model, not the drop classifier, decides buy or wait; its error is a share of the fare now.
-    importances = permutation_importances(advisor.waiting_model, inputs, paid_ratio, "neg_mean_absolute_error")
+    importances = permutation_importances(evaluation.advisor.waiting_model, judgement.waiting_inputs,
+                                          judgement.waiting_paid_ratio, "neg_mean_absolute_error")
     return {
-        "savings_distribution": savings_distribution_png(evaluation.outcomes["advisor"], evaluation.outcomes["oracle"]),
-        "calibration": calibration_png(calibration_bins(drops["drop_probability"], drops["dropped"])),
+        "savings_distribution": savings_distribution_png(judgement.outcomes["advisor"], judgement.outcomes["oracle"]),
+        "calibration": calibration_png(judgement.calibration),
         "feature_importance": feature_importance_png(
             importances, "Fare-if-waiting model: permutation importance",
             "rise in mean abs. error of fare paid by waiting / fare now"),

@@ -1,5 +1,6 @@
-"""BuyWaitAdvisor.fit as Spark jobs, for the MLlib engine: labels, policy iteration, threshold and calibration are
-computed where the feature rows are, so the training and validation trips never have to fit on the driver.
+"""BuyWaitAdvisor.fit and its judgement on the test trips as Spark jobs, for the MLlib engine: labels, policy
+iteration, threshold, calibration and the policies followed through the test trips are computed where the feature
+rows are, so no trip's rows have to fit on the driver.
 
 advisor.py defines the policy (which rows are modelled, when it buys, what a threshold means); this module computes
 the same quantities over Spark frames of spark_features.observation_features and hands the fitted models to the same
@@ -12,11 +13,13 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
-from fare_assets.synthesizing.advisor import POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor, best_threshold
+from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
+                                              best_threshold)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
-from fare_assets.synthesizing.evaluation import EvaluationResult, TripSplit, evaluated
+from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
+                                                 TestJudgement, TripSplit, brier_score, calibration_bins, evaluated)
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
-from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, to_pandas
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY
 
 # The classifier's probabilities are grouped to this many decimals before the calibration is fitted on the driver:
 # at most a million points (24 MB) whatever the number of validation rows, and, as isotonic regression pools equal
@@ -110,15 +113,20 @@ def _raw_probability(advisor: BuyWaitAdvisor, frame: DataFrame, name: str) -> Da
     return advisor.classifier.with_probability(_model_inputs(frame, advisor.empty_columns), name)
 
 
+def _grouped_drops(advisor: BuyWaitAdvisor, rows: DataFrame) -> pd.DataFrame:
+    """The modelled rows grouped by the classifier's own probability (to CALIBRATION_DECIMALS): raw, the mean
+    probability, rate, the share that dropped meaningfully, and rows."""
+    return (_raw_probability(advisor, rows.where("modelled"), "raw")
+            .groupBy(F.round("raw", CALIBRATION_DECIMALS).alias("bin"))
+            .agg(F.avg("raw").alias("raw"), F.avg(F.col("drops_meaningfully").cast("double")).alias("rate"),
+                 F.count(F.lit(1)).alias("rows"))
+            .orderBy("bin").toPandas())
+
+
 def _calibration(advisor: BuyWaitAdvisor, validation: DataFrame) -> IsotonicRegression | None:
     """advisor._calibration on grouped probabilities: the observed drop rate as a monotone function of the
     classifier's probability on the validation rows it models; None with one outcome only."""
-    modelled = validation.where("modelled")
-    grouped = (_raw_probability(advisor, modelled, "raw")
-               .groupBy(F.round("raw", CALIBRATION_DECIMALS).alias("bin"))
-               .agg(F.avg("raw").alias("raw"), F.avg(F.col("drops_meaningfully").cast("double")).alias("rate"),
-                    F.count(F.lit(1)).alias("rows"))
-               .orderBy("bin").toPandas())
+    grouped = _grouped_drops(advisor, validation)
     dropped_rows = float((grouped["rate"] * grouped["rows"]).sum())
     if dropped_rows < 0.5 or dropped_rows > grouped["rows"].sum() - 0.5:
         return None
@@ -166,8 +174,7 @@ def watched_to_departure(features: DataFrame) -> DataFrame:
 
 
 def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
-    """evaluation.split_by_departure on a Spark frame: training and validation trips stay Spark frames, the test
-    trips (what the policy table and the charts judge) come to the driver as the pandas features."""
+    """evaluation.split_by_departure on a Spark frame: the three parts stay Spark frames."""
     # One row per departure date with its trips: the split needs the dates in order, not every trip on the driver.
     dates = (features.groupBy("trip_id").agg(F.first("depart_date").alias("depart_date"))
              .groupBy("depart_date").count().orderBy("depart_date").toPandas())
@@ -184,10 +191,8 @@ def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_
     depart = F.col("depart_date")
     train = features.where(depart < F.lit(validation_from.date()))
     validation = features.where((depart >= F.lit(validation_from.date())) & (depart < F.lit(test_from.date())))
-    empty = [name for name, part in (("train", train), ("validation", validation)) if part.isEmpty()]
-    test = to_pandas(features.where(depart >= F.lit(test_from.date())))
-    if test.empty:
-        empty.append("test")
+    test = features.where(depart >= F.lit(test_from.date()))
+    empty = [name for name, part in (("train", train), ("validation", validation), ("test", test)) if part.isEmpty()]
     if empty:
         raise ValueError(f"too few distinct departure dates for a split: {', '.join(empty)} would be empty")
     return TripSplit(train, validation, test, validation_from, test_from)
@@ -195,9 +200,63 @@ def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_
 
 def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2,
                        random_state: int = 0) -> EvaluationResult:
-    """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained and thresholded in Spark,
-    judged on the test trips on the driver."""
+    """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained, thresholded and judged in Spark."""
     # Every step below reads the features: computed once here, not once per job.
     split = split_by_departure(watched_to_departure(features).checkpoint(), validation_share, test_share)
     advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK), split.train, split.validation)
-    return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count())
+    return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count(),
+                     judgement=judge_on_test(split.test, advisor))
+
+
+def judge_on_test(test: DataFrame, advisor: BuyWaitAdvisor) -> TestJudgement:
+    """evaluation.judge_on_test as Spark jobs: only per-trip outcomes, probabilities grouped to CALIBRATION_DECIMALS
+    and a sample of IMPORTANCE_MAX_ROWS rows reach the driver."""
+    rows = _with_policy_columns(test, advisor)
+    rows = advisor.waiting_model.with_prediction(_model_inputs(rows, advisor.empty_columns), "_ratio")
+    rows = rows.withColumn("_advisor_buys", buys(F.col("_ratio"), advisor.threshold))
+    rows = rows.withColumn("_paid_ratio", continuation_ratio(F.col("_advisor_buys"))).checkpoint()
+    grouped = _grouped_drops(advisor, rows)
+    probability = advisor.calibrated(grouped["raw"].to_numpy())
+    inputs, paid_ratio = _waiting_sample(advisor, rows)
+    return TestJudgement(_policy_outcomes(rows),
+                         calibration_bins(probability, grouped["rate"], rows=grouped["rows"]),
+                         brier_score(probability, grouped["rate"], rows=grouped["rows"]), inputs, paid_ratio)
+
+
+def _policy_outcomes(rows: DataFrame) -> dict[str, pd.DataFrame]:
+    """evaluation.policy_outcomes: each policy's purchases() rows, from rows holding the advisor's buys."""
+    trip = _trip()
+    masks = {
+        "advisor": F.col("_advisor_buys"),
+        "buy_first": F.lit(True),
+        "buy_21_days": F.col("days_ahead") <= BUY_DAYS_BEFORE_DEPARTURE,
+        "running_min_rule": (F.col("observation_count") >= MIN_HISTORY)
+        & F.coalesce(F.col("fare") <= F.lag("running_min").over(trip), F.lit(False)),
+        "oracle": F.col("fare") == F.min("fare").over(Window.partitionBy("trip_id")),
+    }
+    bought = rows.select("trip_id", "collected_at", "fare", "days_ahead", "currency",
+                         *[(mask | F.col("is_last_observation")).alias(name) for name, mask in masks.items()])
+    purchase = F.struct("collected_at", "fare", "days_ahead", "currency")
+    # The earliest row at which each policy buys: the smallest struct, which compares collected_at first.
+    per_trip = bought.groupBy("trip_id").agg(
+        F.min(F.struct("collected_at", "fare")).getField("fare").alias("first_fare"), F.min("fare").alias("min_fare"),
+        *[F.min(F.when(F.col(name), purchase)).alias(name) for name in masks])
+    fields = {"fare": "price_paid", "days_ahead": "days_ahead", "currency": "currency"}
+    flat = per_trip.select("trip_id", "first_fare", "min_fare", *[
+        F.col(name).getField(field).alias(f"{name}__{column}") for name in masks for field, column in fields.items()
+    ]).orderBy("trip_id").toPandas().set_index("trip_id")
+    return {name: pd.DataFrame({**{column: flat[f"{name}__{column}"] for column in fields.values()},
+                                "first_fare": flat["first_fare"], "min_fare": flat["min_fare"]})
+            for name in masks}
+
+
+def _waiting_sample(advisor: BuyWaitAdvisor, rows: DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """evaluation.waiting_outcomes on at most IMPORTANCE_MAX_ROWS modelled rows, drawn in Spark."""
+    modelled = rows.where("modelled").select(*MODEL_FEATURES, "_paid_ratio")
+    count = modelled.count()
+    if count > IMPORTANCE_MAX_ROWS:
+        # A Bernoulli sample a little larger than wanted, then cut: no sort of every row.
+        fraction = min(1.0, 1.5 * IMPORTANCE_MAX_ROWS / count)
+        modelled = modelled.sample(fraction=fraction, seed=advisor.random_state).limit(IMPORTANCE_MAX_ROWS)
+    sample = modelled.toPandas()
+    return advisor.model_inputs(sample), sample["_paid_ratio"].to_numpy(dtype=float)

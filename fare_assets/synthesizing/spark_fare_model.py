@@ -1,6 +1,6 @@
-"""FareModel.fit and evaluate_fare_model as Spark jobs, for the MLlib engine: the design matrix is built and the
-regressor fitted where the observations are; the route tables it keeps (codes, usual carrier mix) are one row per
-route, and only the test rows come to the driver to be judged and charted.
+"""FareModel.fit and evaluate_fare_model as Spark jobs, for the MLlib engine: the design matrix is built, the
+regressor fitted and the test rows judged where the observations are; the route tables it keeps (codes, usual
+carrier mix) are one row per route, and only a sample of the test rows comes to the driver, to be charted.
 
 fare_model.py defines the model (its columns, codes and defaults); this module builds the same matrix over a Spark
 frame, and the parity test holds it to FareModel.design_matrix's values.
@@ -10,11 +10,13 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fare_assets.synthesizing.fare_model import (FARE_MODEL_FEATURES, MAX_ROUTE_CODES, FareModel, FareModelEvaluation,
-                                                 _national, evaluated)
+                                                 _national)
 from fare_assets.synthesizing.features import CABIN_RANKS, TRIP_KEY, great_circle_km
 from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, to_pandas_times
 
 CARRIER_MIX = ("carrier_count", "nonstop_share")
+# The charts draw at most 5,000 points and permute 3,000 rows: more test rows on the driver would change nothing.
+CHARTED_TEST_ROWS = 5000
 
 
 def _route() -> Column:
@@ -83,7 +85,8 @@ def fit_on_spark(model: FareModel, observations: DataFrame) -> FareModel:
 
 
 def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_state: int = 0) -> FareModelEvaluation:
-    """evaluate_fare_model with MLlib: trained on earlier departures in Spark, judged on the later ones on the driver."""
+    """evaluate_fare_model with MLlib: trained on earlier departures and judged on the later ones in Spark; the
+    evaluation's test rows (and their predictions) are a sample of at most CHARTED_TEST_ROWS, for the charts."""
     # fare_model.evaluation_split: the departure date below which 1 - test_share of the rows fall (interpolated).
     split_day = observations.agg(F.percentile(F.unix_date("depart_date"), 1 - test_share)).first()[0]
     day = F.unix_date("depart_date")
@@ -91,5 +94,39 @@ def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_
     model = fit_on_spark(FareModel(random_state, engine="spark"), train)
     means = train.groupBy(_route().alias("route")).agg(F.avg("cheapest_total").alias("mean")).toPandas()
     overall_mean, train_rows = train.agg(F.avg("cheapest_total"), F.count(F.lit(1))).first()
-    test_rows = to_pandas_times(test.orderBy(*TRIP_KEY, "collected_at"))
-    return evaluated(model, test_rows, means.set_index("route")["mean"], float(overall_mean), train_rows)
+    # The matrix replaces columns of its own names (national, the carrier mix): the test rows keep what was observed.
+    kept = {column: f"_observed_{column}" for column in test.columns}
+    rows = test.select(*[F.col(column).alias(name) for column, name in kept.items()], *test.columns)
+    rows = rows.withColumnRenamed("collected_at", "at").withColumn("_route", _route())
+    judged = (model.regressor.with_prediction(design_matrix(model, rows), "_log_fare_per_passenger")
+              .withColumn("_predicted", F.exp("_log_fare_per_passenger") * F.col("passengers"))
+              .withColumn("_baseline", F.coalesce(_lookup(means.set_index("route")["mean"].to_dict(), _route()),
+                                                  F.lit(float(overall_mean))))
+              .select(*[F.col(name).alias(column) for column, name in kept.items()], "_predicted", "_baseline")
+              .persist())
+    try:
+        actual = F.col("cheapest_total").cast("double")
+        totals = judged.agg(F.count(F.lit(1)).alias("rows"), *[
+            aggregate(F.abs(actual - F.col(column)) / divisor).alias(f"{name}{column}")
+            for column in ("_predicted", "_baseline") for name, aggregate, divisor in
+            (("mae", F.avg, F.lit(1.0)), ("mape", F.avg, actual))]).first()
+        test_rows = totals["rows"]
+        charted = judged
+        if test_rows > CHARTED_TEST_ROWS:
+            # A Bernoulli sample a little larger than wanted, then cut: no sort of every row.
+            charted = judged.sample(fraction=min(1.0, 1.5 * CHARTED_TEST_ROWS / test_rows), seed=random_state).limit(
+                CHARTED_TEST_ROWS)
+        sample = to_pandas_times(charted.orderBy(*TRIP_KEY, "collected_at"))
+    finally:
+        judged.unpersist()
+    metrics = {
+        "train_rows": int(train_rows),
+        "test_rows": int(test_rows),
+        "mae": float(totals["mae_predicted"]),
+        "mape": float(totals["mape_predicted"]),
+        "route_mean_mae": float(totals["mae_baseline"]),
+        "route_mean_mape": float(totals["mape_baseline"]),
+    }
+    predicted = sample.pop("_predicted").to_numpy(dtype=float)
+    sample = sample.drop(columns="_baseline").rename(columns={"collected_at": "at"})
+    return FareModelEvaluation(model, sample, predicted, metrics)
