@@ -1,5 +1,5 @@
-"""The advisor trained as Spark jobs (MLlib engine) computes what BuyWaitAdvisor.fit computes in pandas: labels,
-the fare paid by waiting, the threshold scores and the calibration."""
+"""The advisor trained and judged as Spark jobs (MLlib engine) computes what BuyWaitAdvisor.fit and the evaluation
+compute in pandas: labels, the fare paid by waiting, the threshold scores, the calibration and each policy's purchases."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +11,7 @@ from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import judge_on_test, split_by_departure, watched_to_departure
 from fare_assets.synthesizing.features import observation_features, spark_observation_features
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
-from fare_assets.synthesizing.spark_features import to_pandas
+from fare_assets.synthesizing.spark_features import bounded_sample, to_pandas
 from fare_assets_tests.test_spark_models import capped_rounds
 from fare_assets_tests.test_synthesizing import fare_observations
 
@@ -91,10 +91,12 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     expected_scores = dict(advisor.threshold_scores)
     assert advisor._choose_threshold(validation) == advisor.threshold
     np.testing.assert_allclose(list(advisor.threshold_scores.values()), list(expected_scores.values()), rtol=1e-9)
+    spark_calibration = advisor.calibration
     spark_calibrated = advisor.drop_probability(validation)
     advisor.calibration = advisor._calibration(validation)
     np.testing.assert_allclose(spark_calibrated, advisor.drop_probability(validation), atol=1e-3)
-    # The rows the policy table judges are the pandas features of the test trips.
+    advisor.calibration = spark_calibration
+    # The test trips judged in Spark are those the pandas split holds, with the same features.
     assert test["trip_id"].tolist() == expected_split.test["trip_id"].tolist()
     np.testing.assert_allclose(test["fare_to_route_peers"], expected_split.test["fare_to_route_peers"], rtol=1e-9)
     assert evaluation.headline["test_trips"] == test["trip_id"].nunique()
@@ -110,7 +112,7 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
         for column in ("price_paid", "days_ahead", "first_fare", "min_fare"):
             np.testing.assert_allclose(computed[column].to_numpy(dtype=float), outcome[column].to_numpy(dtype=float),
                                        rtol=1e-12, err_msg=f"{policy} {column}")
-    # Probabilities are grouped to 6 decimals in Spark: the bins agree to well under a thousandth.
+    # Probabilities are grouped to 6 decimals in Spark: the bins agree to well under a ten-thousandth.
     assert judgement.calibration["rows"].tolist() == expected.calibration["rows"].tolist()
     np.testing.assert_allclose(judgement.calibration[["mean_probability", "observed_rate"]].to_numpy(),
                                expected.calibration[["mean_probability", "observed_rate"]].to_numpy(), atol=1e-4)
@@ -121,3 +123,16 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     np.testing.assert_allclose(np.sort(judgement.waiting_paid_ratio), np.sort(expected.waiting_paid_ratio), rtol=1e-12)
     # The advisor does not buy at every first observation: the outcomes exercise waiting.
     assert (judgement.outcomes["advisor"]["price_paid"] != judgement.outcomes["advisor"]["first_fare"]).any()
+
+
+def test_a_bounded_sample_is_the_same_rows_however_the_frame_is_partitioned(spark_features):
+    frame, features = spark_features
+    key = ["trip_id", "collected_at"]
+    samples = [to_pandas(bounded_sample(frame.repartition(partitions), key, 50, seed=3)) for partitions in (1, 7)]
+    assert len(samples[0]) == 50 < len(features)
+    pd.testing.assert_frame_equal(samples[0], samples[1])
+    # Rows of the frame, drawn across its trips rather than the first ones.
+    rows = features.set_index(key)
+    assert samples[0].set_index(key).index.isin(rows.index).all()
+    assert samples[0]["trip_id"].nunique() > 10
+    assert len(to_pandas(bounded_sample(frame, key, 50, seed=4)).merge(samples[0], on=key)) < 50

@@ -32,13 +32,13 @@ class TripSplit:
 
     train: object
     validation: object
-    test: pd.DataFrame
+    test: object
     validation_from: pd.Timestamp
     test_from: pd.Timestamp
 
 
 @dataclass(frozen=True)
-class TestJudgement:
+class HeldOutJudgement:
     """What the test trips say about a trained advisor, small enough for the driver whatever their number: each
     policy's per-trip outcomes (purchases() rows), the drop probability's calibration_bins and Brier score on the
     rows the advisor is asked about, and a sample of at most IMPORTANCE_MAX_ROWS of them for the waiting model's
@@ -54,13 +54,13 @@ class TestJudgement:
 @dataclass(frozen=True)
 class EvaluationResult:
     """A trained advisor, the split it was trained and judged on, the policy table, headline metrics and what the
-    test trips say about it (TestJudgement)."""
+    test trips say about it (HeldOutJudgement)."""
 
     advisor: BuyWaitAdvisor
     split: TripSplit
     table: pd.DataFrame
     headline: dict
-    judgement: TestJudgement
+    judgement: HeldOutJudgement
 
 
 def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
@@ -86,15 +86,19 @@ def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, te
 def policy_buy_masks(features: pd.DataFrame, advisor: BuyWaitAdvisor) -> dict[str, np.ndarray]:
     """For each policy, the rows at which it would buy (the last observation is always a purchase)."""
     previous_low = features.groupby("trip_id", sort=False)["running_min"].shift(1)
-    trip_min = features.groupby("trip_id", sort=False)["fare"].transform("min")
     return {
         "advisor": (advisor.decisions(features)["action"] == "buy").to_numpy(),
         "buy_first": np.ones(len(features), dtype=bool),
         "buy_21_days": (features["days_ahead"] <= BUY_DAYS_BEFORE_DEPARTURE).to_numpy(),
         # The simple rule: once there is some history, buy the first time the fare matches or beats every earlier one.
         "running_min_rule": ((features["observation_count"] >= MIN_HISTORY) & (features["fare"] <= previous_low)).to_numpy(),
-        "oracle": (features["fare"] == trip_min).to_numpy(),
+        "oracle": oracle_buys(features),
     }
+
+
+def oracle_buys(features: pd.DataFrame) -> np.ndarray:
+    """The rows at the trip's lowest fare: the perfect-information oracle buys at the first of them."""
+    return (features["fare"] == features.groupby("trip_id", sort=False)["fare"].transform("min")).to_numpy()
 
 
 def _policy_metrics(outcomes: pd.DataFrame, oracle_saving_total: float) -> dict:
@@ -151,7 +155,7 @@ def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, threshol
     """The advisor's policy over these trips at each threshold, indexed by threshold: share_of_oracle_saving,
     mean_saving_share and upset_rate. What waiting only for a larger promised saving trades: upsets for savings."""
     ratio = advisor.fare_ratio_if_waiting(features)
-    oracle = purchases(features, policy_buy_masks(features, advisor)["oracle"])
+    oracle = purchases(features, oracle_buys(features))
     oracle_saving_total = float((oracle["first_fare"] - oracle["price_paid"]).sum())
     rows = {threshold: _policy_metrics(purchases(features, advisor.buy_mask(features, ratio, threshold)),
                                        oracle_saving_total)
@@ -183,16 +187,16 @@ def train_and_evaluate(
     return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
 
 
-def judge_on_test(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> TestJudgement:
+def judge_on_test(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> HeldOutJudgement:
     """The advisor and every baseline followed through the test trips, and its models' errors on them."""
     drops = drop_probability_outcomes(test_features, advisor)
     inputs, paid_ratio = importance_sample(*waiting_outcomes(test_features, advisor))
-    return TestJudgement(policy_outcomes(test_features, advisor), calibration_bins(drops["drop_probability"], drops["dropped"]),
+    return HeldOutJudgement(policy_outcomes(test_features, advisor), calibration_bins(drops["drop_probability"], drops["dropped"]),
                          brier_score(drops["drop_probability"], drops["dropped"]), inputs, paid_ratio)
 
 
 def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int,
-              judgement: TestJudgement | None = None) -> EvaluationResult:
+              judgement: HeldOutJudgement | None = None) -> EvaluationResult:
     """The trained advisor judged with the baselines and the oracle on the split's test trips (judge_on_test's
     judgement unless an engine made its own)."""
     judgement = judgement or judge_on_test(split.test, advisor)
@@ -206,8 +210,8 @@ def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int,
 
 def evaluate_advisor(observations, engine: str = SKLEARN) -> EvaluationResult:
     """train_and_evaluate on the observations' features, each engine on its own machinery: pandas and scikit-learn,
-    or Spark jobs throughout (features, training, threshold, calibration) for MLlib, whose observations may already
-    be a Spark frame."""
+    or Spark jobs throughout (features, training, threshold, calibration, judging) for MLlib, whose observations
+    may already be a Spark frame."""
     if engine != SPARK:
         return train_and_evaluate(observation_features(observations), engine=engine)
     from fare_assets.synthesizing import spark_advisor

@@ -174,6 +174,10 @@ def _errors(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
     return float(absolute.mean()), float((absolute / actual).mean())
 
 
+# The predicted-vs-actual chart draws at most this many test rows; on MLlib no more reach the driver.
+CHARTED_TEST_ROWS = 5000
+
+
 @dataclass(frozen=True)
 class FareModelEvaluation:
     """A fare model trained on earlier departures, the later rows it was judged on (as predict_frame takes them,

@@ -15,7 +15,7 @@ from sklearn.inspection import permutation_importance
 
 from fare_assets.synthesizing.advisor import relative_savings
 from fare_assets.synthesizing.evaluation import IMPORTANCE_MAX_ROWS, EvaluationResult, importance_sample
-from fare_assets.synthesizing.fare_model import FareModelEvaluation, log_fare_per_passenger
+from fare_assets.synthesizing.fare_model import CHARTED_TEST_ROWS, FareModelEvaluation, log_fare_per_passenger
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE
 
 # 480 x 280 px: readable in the Dagster UI's metadata pane at a few tens of KB per chart.
@@ -25,8 +25,6 @@ DPI = 80
 SAVINGS_BINS = 30
 TOP_FEATURES = 12
 IMPORTANCE_REPEATS = 2
-# Beyond a few thousand points a scatter only gets darker, not more informative.
-SCATTER_MAX_POINTS = 5000
 
 
 def _figure() -> tuple[Figure, Axes]:
@@ -113,12 +111,12 @@ def feature_importance_png(importances: pd.Series, title: str, xlabel: str) -> b
 
 
 def predicted_vs_actual_png(actual: np.ndarray, predicted: np.ndarray, random_state: int = 0) -> bytes:
-    """Predicted against actual cheapest totals on held-out rows (log axes, at most SCATTER_MAX_POINTS), with the diagonal."""
+    """Predicted against actual cheapest totals on held-out rows (log axes, at most CHARTED_TEST_ROWS), with the diagonal."""
     actual, predicted = np.asarray(actual, dtype=float), np.asarray(predicted, dtype=float)
     mape = float(np.mean(np.abs(predicted - actual) / actual))
     shown = np.arange(len(actual))
-    if len(shown) > SCATTER_MAX_POINTS:
-        shown = np.random.default_rng(random_state).choice(shown, SCATTER_MAX_POINTS, replace=False)
+    if len(shown) > CHARTED_TEST_ROWS:
+        shown = np.random.default_rng(random_state).choice(shown, CHARTED_TEST_ROWS, replace=False)
     figure, axes = _figure()
     axes.scatter(actual[shown], predicted[shown], s=4, alpha=0.3, color="tab:blue", linewidths=0)
     low, high = min(actual.min(), predicted.min()), max(actual.max(), predicted.max())

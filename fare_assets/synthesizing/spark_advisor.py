@@ -17,13 +17,14 @@ from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, TH
                                               best_threshold)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
-                                                 TestJudgement, TripSplit, brier_score, calibration_bins, evaluated)
+                                                 HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
-from fare_assets.synthesizing.spark_features import MICROS_PER_DAY
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample
 
-# The classifier's probabilities are grouped to this many decimals before the calibration is fitted on the driver:
-# at most a million points (24 MB) whatever the number of validation rows, and, as isotonic regression pools equal
-# probabilities anyway, a fit that differs from one on every row only where probabilities differ by less than this.
+# The classifier's probabilities are grouped to this many decimals before they reach the driver (to fit the
+# calibration on validation rows, to bin and score it on test rows): at most a million points (24 MB) whatever the
+# number of rows, and, as isotonic regression pools equal probabilities anyway, a fit that differs from one on every
+# row only where probabilities differ by less than this.
 CALIBRATION_DECIMALS = 6
 
 
@@ -208,7 +209,7 @@ def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_
                      judgement=judge_on_test(split.test, advisor))
 
 
-def judge_on_test(test: DataFrame, advisor: BuyWaitAdvisor) -> TestJudgement:
+def judge_on_test(test: DataFrame, advisor: BuyWaitAdvisor) -> HeldOutJudgement:
     """evaluation.judge_on_test as Spark jobs: only per-trip outcomes, probabilities grouped to CALIBRATION_DECIMALS
     and a sample of IMPORTANCE_MAX_ROWS rows reach the driver."""
     rows = _with_policy_columns(test, advisor)
@@ -218,7 +219,7 @@ def judge_on_test(test: DataFrame, advisor: BuyWaitAdvisor) -> TestJudgement:
     grouped = _grouped_drops(advisor, rows)
     probability = advisor.calibrated(grouped["raw"].to_numpy())
     inputs, paid_ratio = _waiting_sample(advisor, rows)
-    return TestJudgement(_policy_outcomes(rows),
+    return HeldOutJudgement(_policy_outcomes(rows),
                          calibration_bins(probability, grouped["rate"], rows=grouped["rows"]),
                          brier_score(probability, grouped["rate"], rows=grouped["rows"]), inputs, paid_ratio)
 
@@ -252,11 +253,7 @@ def _policy_outcomes(rows: DataFrame) -> dict[str, pd.DataFrame]:
 
 def _waiting_sample(advisor: BuyWaitAdvisor, rows: DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """evaluation.waiting_outcomes on at most IMPORTANCE_MAX_ROWS modelled rows, drawn in Spark."""
-    modelled = rows.where("modelled").select(*MODEL_FEATURES, "_paid_ratio")
-    count = modelled.count()
-    if count > IMPORTANCE_MAX_ROWS:
-        # A Bernoulli sample a little larger than wanted, then cut: no sort of every row.
-        fraction = min(1.0, 1.5 * IMPORTANCE_MAX_ROWS / count)
-        modelled = modelled.sample(fraction=fraction, seed=advisor.random_state).limit(IMPORTANCE_MAX_ROWS)
-    sample = modelled.toPandas()
+    key = ["trip_id", "collected_at"]
+    modelled = rows.where("modelled").select(*key, *MODEL_FEATURES, "_paid_ratio")
+    sample = bounded_sample(modelled, key, IMPORTANCE_MAX_ROWS, advisor.random_state).orderBy(*key).toPandas()
     return advisor.model_inputs(sample), sample["_paid_ratio"].to_numpy(dtype=float)

@@ -9,14 +9,12 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fare_assets.synthesizing.fare_model import (FARE_MODEL_FEATURES, MAX_ROUTE_CODES, FareModel, FareModelEvaluation,
-                                                 _national)
+from fare_assets.synthesizing.fare_model import (CHARTED_TEST_ROWS, FARE_MODEL_FEATURES, MAX_ROUTE_CODES, FareModel,
+                                                 FareModelEvaluation, _national)
 from fare_assets.synthesizing.features import CABIN_RANKS, TRIP_KEY, great_circle_km
-from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, to_pandas_times
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample, to_pandas_times
 
 CARRIER_MIX = ("carrier_count", "nonstop_share")
-# The charts draw at most 5,000 points and permute 3,000 rows: more test rows on the driver would change nothing.
-CHARTED_TEST_ROWS = 5000
 
 
 def _route() -> Column:
@@ -111,12 +109,8 @@ def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_
             for column in ("_predicted", "_baseline") for name, aggregate, divisor in
             (("mae", F.avg, F.lit(1.0)), ("mape", F.avg, actual))]).first()
         test_rows = totals["rows"]
-        charted = judged
-        if test_rows > CHARTED_TEST_ROWS:
-            # A Bernoulli sample a little larger than wanted, then cut: no sort of every row.
-            charted = judged.sample(fraction=min(1.0, 1.5 * CHARTED_TEST_ROWS / test_rows), seed=random_state).limit(
-                CHARTED_TEST_ROWS)
-        sample = to_pandas_times(charted.orderBy(*TRIP_KEY, "collected_at"))
+        key = [*TRIP_KEY, "collected_at"]
+        sample = to_pandas_times(bounded_sample(judged, key, CHARTED_TEST_ROWS, random_state).orderBy(*key))
     finally:
         judged.unpersist()
     metrics = {

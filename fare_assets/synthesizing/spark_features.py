@@ -295,6 +295,13 @@ def observation_features(observations: DataFrame) -> DataFrame:
     return frame.select(*KEPT_OBSERVATION_COLUMNS, "trip_id", *FEATURE_COLUMNS)
 
 
+def bounded_sample(frame: DataFrame, key: list[str], rows: int, seed: int = 0) -> DataFrame:
+    """At most `rows` rows drawn uniformly by a hash of their `key`: the same rows however the frame is partitioned,
+    and a top-n per partition rather than a sort of every row."""
+    pick = F.xxhash64(*key, F.lit(seed))
+    return frame.withColumn("_pick", pick).orderBy("_pick", *key).limit(rows).drop("_pick")
+
+
 def to_pandas(features: DataFrame) -> pd.DataFrame:
     """The Spark features as the pandas version's frame: sorted by trip and collection time, UTC-aware
     collected_at, datetime64 dates and NaN for missing numbers."""
