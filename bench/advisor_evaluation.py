@@ -139,17 +139,19 @@ def print_tradeoff(result, test: pd.DataFrame) -> dict:
     """The advisor's models at other thresholds, on validation and test; and the threshold validation would pick
     to upset at most MAX_UPSET_RATE of the trips, judged on test."""
     validation, advisor = _pandas(result.split.validation), result.advisor
-    thresholds = sorted({*TRADEOFF_THRESHOLDS, advisor.threshold})
-    table = threshold_tradeoff(validation, advisor, thresholds).join(
-        threshold_tradeoff(test, advisor, thresholds), lsuffix="_validation", rsuffix="_test")
+    # Every shown threshold and the advisor's own lie on the grid: each split is followed once per grid threshold.
+    grid = sorted({*CAPPED_GRID, advisor.threshold})
+    on_validation, on_test = (threshold_tradeoff(features, advisor, grid) for features in (validation, test))
+    shown = sorted({*TRADEOFF_THRESHOLDS, advisor.threshold})
+    table = on_validation.loc[shown].join(on_test.loc[shown], lsuffix="_validation", rsuffix="_test")
     print("the advisor's models at other thresholds (waiting only for a larger promised saving):")
     print(table.to_string(float_format=lambda value: f"{value:.3f}"))
-    capped = capped_threshold(threshold_tradeoff(validation, advisor, CAPPED_GRID), MAX_UPSET_RATE)
+    capped = capped_threshold(on_validation, MAX_UPSET_RATE)
     summary = {"table": table.reset_index().to_dict(orient="records"), "capped_threshold": capped}
     if capped is None:
         print(f"no threshold up to {CAPPED_GRID[-1]:.2%} upsets at most {MAX_UPSET_RATE:.0%} of the validation trips")
         return summary
-    judged = threshold_tradeoff(test, advisor, [capped]).loc[capped]
+    judged = on_test.loc[capped]
     print(f"held to at most {MAX_UPSET_RATE:.0%} upsets on validation, the threshold would be {capped:.2%}: on test "
           f"{judged['share_of_oracle_saving']:.1%} of the oracle's savings with {judged['upset_rate']:.1%} upsets")
     return {**summary, "capped_on_test": judged.to_dict()}

@@ -149,11 +149,15 @@ class S3LakeResource(LakeStorage):
     def root(self) -> str:
         return f"s3a://{self.bucket}"
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def _keys(self, prefix: str) -> list[str]:
+        """Every key under a prefix, folder markers included."""
         # ListObjectsV2 answers at most 1,000 keys per call: the paginator follows ContinuationToken.
         pages = self.s3.get_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def list_keys(self, prefix: str) -> list[str]:
         # A key ending in "/" is a folder marker (console-made), not an object.
-        return [item["Key"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")]
+        return [key for key in self._keys(prefix) if not key.endswith("/")]
 
     def object_path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -184,8 +188,7 @@ class S3LakeResource(LakeStorage):
 
     def delete_prefix(self, prefix: str) -> None:
         client = self.s3.get_client()
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=_folder_prefix(prefix))
-        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        keys = self._keys(_folder_prefix(prefix))
         # DeleteObjects takes at most 1,000 keys a call, and answers the keys it could not delete.
         for start in range(0, len(keys), 1000):
             answer = client.delete_objects(Bucket=self.bucket, Delete={

@@ -202,7 +202,8 @@ class EmrSparkRunner(SparkRunner):
                 # The driver's output arrives as Pipes messages, so no container logs are searched.
                 include_stdio_in_messages=True,
             ),
-            # The context (with every argument, such as a backfill's raw paths) is an S3 object: no size limit, unlike env vars.
+            # The context (every argument, such as a backfill's raw paths) is an S3 object: no size limit,
+            # unlike env vars.
             context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3_client,
                                                     key_prefix=self.context_prefix),
         )

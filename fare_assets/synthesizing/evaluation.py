@@ -191,8 +191,9 @@ def judge_on_test(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> HeldO
     """The advisor and every baseline followed through the test trips, and its models' errors on them."""
     drops = drop_probability_outcomes(test_features, advisor)
     inputs, paid_ratio = importance_sample(*waiting_outcomes(test_features, advisor))
-    return HeldOutJudgement(policy_outcomes(test_features, advisor), calibration_bins(drops["drop_probability"], drops["dropped"]),
-                         brier_score(drops["drop_probability"], drops["dropped"]), inputs, paid_ratio)
+    return HeldOutJudgement(policy_outcomes(test_features, advisor),
+                            calibration_bins(drops["drop_probability"], drops["dropped"]),
+                            brier_score(drops["drop_probability"], drops["dropped"]), inputs, paid_ratio)
 
 
 def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int,
