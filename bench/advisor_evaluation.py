@@ -32,9 +32,9 @@ from informed_policy import SOLUTIONS, informed_purchases  # noqa: E402
 
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.settings import load_settings  # noqa: E402
+from fare_assets.synthesizing.advisor import THRESHOLD_CANDIDATES, chosen_threshold  # noqa: E402
 from fare_assets.synthesizing.evaluation import (BASELINES, HAMLET_SHARE_OF_ORACLE_SAVING,  # noqa: E402
-                                                 capped_threshold, evaluate_advisor, evaluate_policies,
-                                                 threshold_tradeoff)
+                                                 evaluate_advisor, evaluate_policies, threshold_tradeoff)
 from fare_assets.synthesizing.estimators import SKLEARN  # noqa: E402
 from fare_assets.synthesizing.features import airport_countries  # noqa: E402
 from fare_assets.synthesizing.spark_features import to_pandas  # noqa: E402
@@ -52,9 +52,8 @@ WATCH_DAYS_AHEAD = 63
 COLLECTION_HOUR_UTC = 12
 # The informed policy's margins: risk-neutral, and waiting only for an expected saving of 2% or more.
 INFORMED_MARGINS = {"informed": 0.0, "informed_2pct": 0.02}
-# The trade-off table's thresholds, and the grid a threshold held to the issue's upset target is chosen from.
+# The trade-off table's thresholds, and the issue's upset target.
 TRADEOFF_THRESHOLDS = tuple(round(0.01 * step, 2) for step in range(9))
-CAPPED_GRID = tuple(round(0.0025 * step, 4) for step in range(41))
 MAX_UPSET_RATE = 0.05
 
 
@@ -139,22 +138,22 @@ def print_tradeoff(result, test: pd.DataFrame) -> dict:
     """The advisor's models at other thresholds, on validation and test; and the threshold validation would pick
     to upset at most MAX_UPSET_RATE of the trips, judged on test."""
     validation, advisor = _pandas(result.split.validation), result.advisor
-    # Every shown threshold and the advisor's own lie on the grid: each split is followed once per grid threshold.
-    grid = sorted({*CAPPED_GRID, advisor.threshold})
-    on_validation, on_test = (threshold_tradeoff(features, advisor, grid) for features in (validation, test))
+    # Every shown threshold and the advisor's own lie on the candidates: each split is followed once per candidate.
+    on_validation, on_test = (threshold_tradeoff(features, advisor, THRESHOLD_CANDIDATES)
+                              for features in (validation, test))
     shown = sorted({*TRADEOFF_THRESHOLDS, advisor.threshold})
     table = on_validation.loc[shown].join(on_test.loc[shown], lsuffix="_validation", rsuffix="_test")
     print("the advisor's models at other thresholds (waiting only for a larger promised saving):")
     print(table.to_string(float_format=lambda value: f"{value:.3f}"))
-    capped = capped_threshold(on_validation, MAX_UPSET_RATE)
-    summary = {"table": table.reset_index().to_dict(orient="records"), "capped_threshold": capped}
-    if capped is None:
-        print(f"no threshold up to {CAPPED_GRID[-1]:.2%} upsets at most {MAX_UPSET_RATE:.0%} of the validation trips")
-        return summary
+    # What the advisor would have chosen with FARES_ADVISOR_MAX_UPSET_RATE set to the issue's upset target.
+    capped = chosen_threshold(advisor.threshold_scores, advisor.threshold_upset_rates, MAX_UPSET_RATE)
+    validation_upsets = advisor.threshold_upset_rates[capped]
     judged = on_test.loc[capped]
-    print(f"held to at most {MAX_UPSET_RATE:.0%} upsets on validation, the threshold would be {capped:.2%}: on test "
-          f"{judged['share_of_oracle_saving']:.1%} of the oracle's savings with {judged['upset_rate']:.1%} upsets")
-    return {**summary, "capped_on_test": judged.to_dict()}
+    print(f"with FARES_ADVISOR_MAX_UPSET_RATE={MAX_UPSET_RATE} the threshold is {capped:.2%} "
+          f"({validation_upsets:.1%} upsets on validation): on test {judged['share_of_oracle_saving']:.1%} "
+          f"of the oracle's savings with {judged['upset_rate']:.1%} upsets")
+    return {"table": table.reset_index().to_dict(orient="records"), "capped_threshold": capped,
+            "capped_validation_upset_rate": validation_upsets, "capped_on_test": judged.to_dict()}
 
 
 def main() -> None:

@@ -31,10 +31,26 @@ class Settings:
     dagster_port: int
     model_engine: str
     warehouse_retention_days: int
+    advisor_max_upset_rate: float | None
 
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+
+def _max_upset_rate() -> float | None:
+    """FARES_ADVISOR_MAX_UPSET_RATE as a share of trips in [0, 1); unset or empty: no cap."""
+    text = _env("FARES_ADVISOR_MAX_UPSET_RATE", "")
+    if not text:
+        return None
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = float("nan")
+    if not 0 <= rate < 1:
+        raise ValueError(f"FARES_ADVISOR_MAX_UPSET_RATE is {text!r}; set a share of trips such as 0.05 (5%), "
+                         "or leave it unset for no cap")
+    return rate
 
 
 def load_settings() -> Settings:
@@ -65,4 +81,5 @@ def load_settings() -> Settings:
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
         model_engine=model_engine,
         warehouse_retention_days=retention_days,
+        advisor_max_upset_rate=_max_upset_rate(),
     )

@@ -59,7 +59,7 @@ def test_drop_labels_and_the_fare_paid_by_waiting_match_pandas(spark_features):
     assert (expected[~np.isnan(expected)] < 1).any() and (expected[~np.isnan(expected)] > 1).any()
 
 
-def test_threshold_scores_match_following_the_policy_in_pandas(spark_features):
+def test_threshold_scores_and_upsets_match_following_the_policy_in_pandas(spark_features):
     frame, features = spark_features
     # Any ratio column will do: a smooth function of the features that crosses every candidate threshold.
     ratio = 0.95 + 0.1 * ((features["observation_count"] * 7 + features["nights"].fillna(0)) % 11) / 10
@@ -67,12 +67,15 @@ def test_threshold_scores_match_following_the_policy_in_pandas(spark_features):
     ratios = frame.sparkSession.createDataFrame(features.assign(_ratio=ratio.to_numpy())[
         ["trip_id", "collected_at", "_ratio"]])
     validation = spark_advisor._with_policy_columns(frame, advisor).join(ratios, ["trip_id", "collected_at"])
-    scores = spark_advisor.threshold_scores(validation, "_ratio")
-    expected = {threshold: advisor_module.mean_relative_saving(advisor_module.purchases(
-        features, advisor.buy_mask(features, ratio.to_numpy(), threshold))) for threshold in THRESHOLD_CANDIDATES}
-    assert list(scores) == list(expected)
+    scores, upset_rates = spark_advisor.score_thresholds(validation, "_ratio")
+    paid = {threshold: advisor_module.purchases(features, advisor.buy_mask(features, ratio.to_numpy(), threshold))
+            for threshold in THRESHOLD_CANDIDATES}
+    expected = {threshold: advisor_module.mean_relative_saving(outcomes) for threshold, outcomes in paid.items()}
+    assert list(scores) == list(expected) == list(upset_rates)
     np.testing.assert_allclose(list(scores.values()), list(expected.values()), rtol=1e-9, atol=1e-12)
     assert len({round(score, 9) for score in scores.values()}) > 3
+    assert upset_rates == {threshold: advisor_module.upset_rate(outcomes) for threshold, outcomes in paid.items()}
+    assert len(set(upset_rates.values())) > 1
 
 
 def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with_its_models(spark, few_rounds,
@@ -88,9 +91,10 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     assert split.train.agg({"depart_date": "max"}).first()[0] < validation["depart_date"].min().date()
     assert validation["depart_date"].max() < test["depart_date"].min() == split.test_from
     # Given its fitted models, the pandas advisor's own threshold search and calibration give the same answers.
-    expected_scores = dict(advisor.threshold_scores)
+    expected_scores, expected_upsets = dict(advisor.threshold_scores), dict(advisor.threshold_upset_rates)
     assert advisor._choose_threshold(validation) == advisor.threshold
     np.testing.assert_allclose(list(advisor.threshold_scores.values()), list(expected_scores.values()), rtol=1e-9)
+    assert advisor.threshold_upset_rates == expected_upsets
     spark_calibration = advisor.calibration
     spark_calibrated = advisor.drop_probability(validation)
     advisor.calibration = advisor._calibration(validation)

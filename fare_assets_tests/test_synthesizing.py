@@ -15,19 +15,21 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
 from fare_assets.resources import LakeResource
+from fare_assets.settings import load_settings
 from fare_assets.synthesizing.advisor import (
     LAST_CALL_DAYS_AHEAD,
     MIN_HISTORY,
     Advice,
     BuyWaitAdvisor,
+    chosen_threshold,
     continuation_ratios,
     last_observation_mask,
     mean_relative_saving,
     purchases,
 )
 from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, brier_score,
-                                                 calibration_bins, capped_threshold, drop_probability_outcomes,
-                                                 threshold_tradeoff, train_and_evaluate)
+                                                 calibration_bins, drop_probability_outcomes, threshold_tradeoff,
+                                                 train_and_evaluate)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -349,12 +351,44 @@ def test_the_threshold_tradeoff_at_the_chosen_threshold_is_the_policy_table_row(
     assert tradeoff.loc[1.0, "mean_saving_share"] == pytest.approx(mean_relative_saving(bought))
 
 
-def test_the_capped_threshold_saves_most_within_the_upset_cap():
-    tradeoff = pd.DataFrame({"share_of_oracle_saving": [0.7, 0.6, 0.5, 0.4], "mean_saving_share": [0.03, 0.025, 0.02, 0.02],
-                             "upset_rate": [0.12, 0.06, 0.04, 0.03]}, index=pd.Index([0.0, 0.01, 0.02, 0.03], name="threshold"))
-    assert capped_threshold(tradeoff, 0.05) == 0.02
-    assert capped_threshold(tradeoff, 0.2) == 0.0
-    assert capped_threshold(tradeoff, 0.01) is None
+def test_the_chosen_threshold_saves_most_within_the_upset_cap():
+    scores = {0.0: 0.03, 0.01: 0.025, 0.02: 0.02, 0.03: 0.02, 0.04: 0.01}
+    upset_rates = {0.0: 0.12, 0.01: 0.06, 0.02: 0.04, 0.03: 0.03, 0.04: 0.03}
+    assert chosen_threshold(scores, upset_rates) == 0.0
+    assert chosen_threshold(scores, upset_rates, 0.2) == 0.0
+    # 0.02 and 0.03 save the same: the lower one waits for less.
+    assert chosen_threshold(scores, upset_rates, 0.05) == 0.02
+    # No threshold meets the cap: the one that saves most among those upsetting the fewest trips.
+    assert chosen_threshold(scores, upset_rates, 0.01) == 0.03
+
+
+def test_an_upset_cap_holds_the_upsets_on_validation_and_costs_savings(features, evaluation):
+    uncapped = evaluation.advisor
+    cap = uncapped.threshold_upset_rates[uncapped.threshold] / 2
+    capped = train_and_evaluate(features, max_upset_rate=cap)
+    advisor = capped.advisor
+    # The same models (the cap only moves the threshold), so the same scores per threshold.
+    assert advisor.threshold_scores == uncapped.threshold_scores
+    assert advisor.threshold_upset_rates == uncapped.threshold_upset_rates
+    assert advisor.threshold > uncapped.threshold
+    assert advisor.threshold_upset_rates[advisor.threshold] <= cap
+    assert capped.headline["validation_upset_rate"] == advisor.threshold_upset_rates[advisor.threshold]
+    assert capped.headline["max_upset_rate"] == cap
+    assert capped.headline["validation_mean_saving_share"] <= evaluation.headline["validation_mean_saving_share"]
+    on_validation = threshold_tradeoff(capped.split.validation, advisor, [advisor.threshold])
+    assert on_validation.loc[advisor.threshold, "upset_rate"] == pytest.approx(capped.headline["validation_upset_rate"])
+    assert evaluation.headline["max_upset_rate"] is None
+
+
+def test_settings_read_the_upset_cap(monkeypatch):
+    monkeypatch.delenv("FARES_ADVISOR_MAX_UPSET_RATE", raising=False)
+    assert load_settings().advisor_max_upset_rate is None
+    monkeypatch.setenv("FARES_ADVISOR_MAX_UPSET_RATE", "0.05")
+    assert load_settings().advisor_max_upset_rate == 0.05
+    for wrong in ("5%", "1", "-0.1", "nan"):
+        monkeypatch.setenv("FARES_ADVISOR_MAX_UPSET_RATE", wrong)
+        with pytest.raises(ValueError, match=f"FARES_ADVISOR_MAX_UPSET_RATE is '{re.escape(wrong)}'; set a share"):
+            load_settings()
 
 
 def test_a_young_watchlist_without_refiling_history_still_trains(features):
@@ -394,6 +428,8 @@ def test_advisor_save_load_round_trip(evaluation, tmp_path):
     test = evaluation.split.test
     pd.testing.assert_frame_equal(loaded.decisions(test), evaluation.advisor.decisions(test))
     assert loaded.threshold == evaluation.advisor.threshold
+    assert loaded.threshold_upset_rates == evaluation.advisor.threshold_upset_rates
+    assert loaded.max_upset_rate is None
 
 
 def test_missing_or_corrupt_model_files_raise_model_unavailable(evaluation, observations, tmp_path):

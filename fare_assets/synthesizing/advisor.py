@@ -17,7 +17,7 @@ from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATU
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "buy-wait-advisor"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 # Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
@@ -30,7 +30,8 @@ LAST_CALL_DAYS_AHEAD = 1.5
 # Rounds of policy iteration: each one looks one purchase decision further; the policy stops changing after a few.
 POLICY_ITERATIONS = 4
 # The expected saving, as a share of the fare now, that waiting must promise: chosen on validation trips.
-THRESHOLD_CANDIDATES = tuple(float(t) for t in np.round(np.arange(0.0, 0.0401, 0.0025), 4))
+# Up to 10%: the best saving comes below 4%, but holding upsets to 5% took 4.75% to 8.75% in the bench.
+THRESHOLD_CANDIDATES = tuple(float(t) for t in np.round(np.arange(0.0, 0.1001, 0.0025), 4))
 
 BUY, WAIT, NOT_ENOUGH_DATA = "buy", "wait", "not_enough_data"
 
@@ -61,6 +62,19 @@ def best_threshold(scores: dict[float, float]) -> float:
     """The threshold with the best score; among tied ones the lowest, which waits for the least."""
     best = max(scores.values())
     return min(threshold for threshold, score in scores.items() if score >= best - SCORE_TIE)
+
+
+def chosen_threshold(scores: dict[float, float], upset_rates: dict[float, float],
+                     max_upset_rate: float | None = None) -> float:
+    """best_threshold among the thresholds upsetting at most `max_upset_rate` of the trips (all when None); when
+    none does, the best of those upsetting the fewest: a traveller who caps upsets prefers fewer to more savings."""
+    if max_upset_rate is None:
+        return best_threshold(scores)
+    allowed = {threshold: score for threshold, score in scores.items() if upset_rates[threshold] <= max_upset_rate}
+    if not allowed:
+        fewest = min(upset_rates.values())
+        allowed = {threshold: score for threshold, score in scores.items() if upset_rates[threshold] == fewest}
+    return best_threshold(allowed)
 
 
 def last_observation_mask(features: pd.DataFrame) -> pd.Series:
@@ -105,20 +119,28 @@ def mean_relative_saving(outcomes: pd.DataFrame) -> float:
     return float(relative_savings(outcomes).mean())
 
 
+def upset_rate(outcomes: pd.DataFrame) -> float:
+    """Share of the trips on which the policy paid more than buying at the first observation."""
+    return float((outcomes["price_paid"] > outcomes["first_fare"]).mean())
+
+
 class BuyWaitAdvisor:
     """Gradient-boosted fare-if-waiting (policy iteration) and P(meaningful drop); waits when waiting promises enough."""
 
     def __init__(self, min_history: int = MIN_HISTORY, last_call_days_ahead: float = LAST_CALL_DAYS_AHEAD, random_state: int = 0,
-                 engine: str = SKLEARN):
+                 engine: str = SKLEARN, max_upset_rate: float | None = None):
         self.min_history = min_history
         self.last_call_days_ahead = last_call_days_ahead
         self.random_state = random_state
         self.engine = engine
+        # The share of validation trips the chosen threshold may upset (pay more than at once); None: no cap.
+        self.max_upset_rate = max_upset_rate
         self.classifier = None
         self.calibration: IsotonicRegression | None = None
         self.waiting_model = None
         self.threshold: float | None = None
         self.threshold_scores: dict[float, float] = {}
+        self.threshold_upset_rates: dict[float, float] = {}
         self.empty_columns: list[str] = []
 
     def _regressor(self):
@@ -170,13 +192,14 @@ class BuyWaitAdvisor:
         return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, dropped.astype(float))
 
     def _choose_threshold(self, validation_features: pd.DataFrame) -> float:
-        """The candidate threshold with the best mean relative saving on the validation trips (best_threshold)."""
+        """The candidate threshold with the best mean relative saving on the validation trips within the upset cap
+        (chosen_threshold)."""
         ratio = self.fare_ratio_if_waiting(validation_features)
-        self.threshold_scores = {
-            threshold: mean_relative_saving(purchases(validation_features, self.buy_mask(validation_features, ratio, threshold)))
-            for threshold in THRESHOLD_CANDIDATES
-        }
-        return best_threshold(self.threshold_scores)
+        outcomes = {threshold: purchases(validation_features, self.buy_mask(validation_features, ratio, threshold))
+                    for threshold in THRESHOLD_CANDIDATES}
+        self.threshold_scores = {threshold: mean_relative_saving(paid) for threshold, paid in outcomes.items()}
+        self.threshold_upset_rates = {threshold: upset_rate(paid) for threshold, paid in outcomes.items()}
+        return chosen_threshold(self.threshold_scores, self.threshold_upset_rates, self.max_upset_rate)
 
     def modelled_rows(self, features: pd.DataFrame) -> np.ndarray:
         """Rows the models learn from and are judged on: min_history+ collections and a later one to wait for.
@@ -292,6 +315,8 @@ class BuyWaitAdvisor:
             "empty_columns": self.empty_columns,
             "threshold": self.threshold,
             "threshold_scores": self.threshold_scores,
+            "threshold_upset_rates": self.threshold_upset_rates,
+            "max_upset_rate": self.max_upset_rate,
             "min_history": self.min_history,
             "last_call_days_ahead": self.last_call_days_ahead,
             "random_state": self.random_state,
@@ -303,11 +328,13 @@ class BuyWaitAdvisor:
     def load(cls, path: str | os.PathLike) -> "BuyWaitAdvisor":
         """Read an advisor saved by save(); raises ModelUnavailable if the file is missing or unusable."""
         payload = load_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES)
-        advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"], payload["engine"])
+        advisor = cls(payload["min_history"], payload["last_call_days_ahead"], payload["random_state"], payload["engine"],
+                      payload["max_upset_rate"])
         advisor.classifier = payload["classifier"]
         advisor.calibration = payload["calibration"]
         advisor.waiting_model = payload["waiting_model"]
         advisor.empty_columns = payload["empty_columns"]
         advisor.threshold = payload["threshold"]
         advisor.threshold_scores = payload["threshold_scores"]
+        advisor.threshold_upset_rates = payload["threshold_upset_rates"]
         return advisor

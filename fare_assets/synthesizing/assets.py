@@ -56,9 +56,10 @@ def _new_version() -> str:
                                             "an advisor that fails is saved but not published.")],
 )
 def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    version, engine = _new_version(), load_settings().model_engine
+    settings = load_settings()
+    version, engine, max_upset_rate = _new_version(), settings.model_engine, settings.advisor_max_upset_rate
     observations = _engine_observations(warehouse_db, engine)
-    evaluation = evaluate_advisor(observations, engine)
+    evaluation = evaluate_advisor(observations, engine, max_upset_rate)
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
     charts = advisor_charts(evaluation)
     # A worse advisor stays on file for inspection, but the page keeps serving the last one that passed.
@@ -69,6 +70,7 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
         "engine": engine,
         "observations": _count(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
+        "max_upset_rate": "no cap" if max_upset_rate is None else max_upset_rate,
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
         **_chart_metadata(charts),
     })

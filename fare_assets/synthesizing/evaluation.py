@@ -5,8 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fare_assets.synthesizing.advisor import (BUY, MIN_HISTORY, BuyWaitAdvisor, best_threshold, continuation_ratios,
-                                              purchases)
+from fare_assets.synthesizing.advisor import BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios, purchases
 from fare_assets.synthesizing.estimators import SKLEARN, SPARK
 from fare_assets.synthesizing.features import observation_features, spark_observation_features
 
@@ -164,13 +163,6 @@ def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, threshol
     return pd.DataFrame.from_dict(rows, orient="index")[columns].rename_axis("threshold")
 
 
-def capped_threshold(tradeoff: pd.DataFrame, max_upset_rate: float) -> float | None:
-    """The threshold of a threshold_tradeoff with the best mean saving among those upsetting at most
-    `max_upset_rate` of the trips (the lowest among ties); None when none does."""
-    allowed = tradeoff[tradeoff["upset_rate"] <= max_upset_rate]
-    return best_threshold(allowed["mean_saving_share"].to_dict()) if len(allowed) else None
-
-
 def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
     """Rows of trips that departed before the latest collection: only they have a known price paid and future."""
     departed = features["depart_date"].dt.tz_localize("UTC") <= features["collected_at"].max()
@@ -179,11 +171,13 @@ def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
 
 def train_and_evaluate(
     features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2, random_state: int = 0,
-    engine: str = SKLEARN,
+    engine: str = SKLEARN, max_upset_rate: float | None = None,
 ) -> EvaluationResult:
-    """Split departed trips by departure, train on the earliest, choose the threshold on validation, judge on test."""
+    """Split departed trips by departure, train on the earliest, choose the threshold on validation (within the
+    upset cap), judge on test."""
     split = split_by_departure(watched_to_departure(features), validation_share, test_share)
-    advisor = BuyWaitAdvisor(random_state=random_state, engine=engine).fit(split.train, split.validation)
+    advisor = BuyWaitAdvisor(random_state=random_state, engine=engine, max_upset_rate=max_upset_rate)
+    advisor.fit(split.train, split.validation)
     return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
 
 
@@ -205,19 +199,20 @@ def evaluated(advisor: BuyWaitAdvisor, split: TripSplit, validation_trips: int,
     # The threshold was chosen for its saving on these trips, so that saving is the advisor's on validation.
     headline.update(validation_trips=int(validation_trips),
                     validation_mean_saving_share=float(advisor.threshold_scores[advisor.threshold]),
-                    test_brier_score=judgement.brier_score)
+                    validation_upset_rate=float(advisor.threshold_upset_rates[advisor.threshold]),
+                    max_upset_rate=advisor.max_upset_rate, test_brier_score=judgement.brier_score)
     return EvaluationResult(advisor, split, table, headline, judgement)
 
 
-def evaluate_advisor(observations, engine: str = SKLEARN) -> EvaluationResult:
+def evaluate_advisor(observations, engine: str = SKLEARN, max_upset_rate: float | None = None) -> EvaluationResult:
     """train_and_evaluate on the observations' features, each engine on its own machinery: pandas and scikit-learn,
     or Spark jobs throughout (features, training, threshold, calibration, judging) for MLlib, whose observations
     may already be a Spark frame."""
     if engine != SPARK:
-        return train_and_evaluate(observation_features(observations), engine=engine)
+        return train_and_evaluate(observation_features(observations), engine=engine, max_upset_rate=max_upset_rate)
     from fare_assets.synthesizing import spark_advisor
 
-    return spark_advisor.train_and_evaluate(spark_observation_features(observations))
+    return spark_advisor.train_and_evaluate(spark_observation_features(observations), max_upset_rate=max_upset_rate)
 
 
 def advisor_not_worse_than_buying_now(headline: dict) -> bool:

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
 from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
-                                              best_threshold)
+                                              chosen_threshold)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
                                                  HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
@@ -88,21 +88,24 @@ def _prior_classifier(label: bool):
     return prior_classifier().fit(pd.DataFrame({column: [0.0] for column in MODEL_FEATURES}), [label])
 
 
-def threshold_scores(validation: DataFrame, ratio: str) -> dict[float, float]:
-    """advisor._choose_threshold's scores: per candidate threshold, the mean relative saving on the validation trips
-    of following the policy with the predicted `ratio` column (rows need _with_policy_columns)."""
+def score_thresholds(validation: DataFrame, ratio: str) -> tuple[dict[float, float], dict[float, float]]:
+    """advisor._choose_threshold's scores and upset rates: per candidate threshold, the mean relative saving on the
+    validation trips of following the policy with the predicted `ratio` column (rows need _with_policy_columns), and
+    the share of those trips on which it paid more than the first fare."""
     candidates = F.array(*[F.lit(threshold) for threshold in THRESHOLD_CANDIDATES])
     per_threshold = validation.select("trip_id", "collected_at", "fare", ratio, "last_call", "short_history",
                                       "is_last_observation", F.explode(candidates).alias("threshold"))
     paid = (per_threshold.where(buys(F.col(ratio), F.col("threshold")) | F.col("is_last_observation"))
             .groupBy("threshold", "trip_id").agg(F.min_by("fare", "collected_at").alias("price_paid")))
     first = validation.groupBy("trip_id").agg(F.min_by("fare", "collected_at").alias("first_fare"))
-    scores = (paid.join(first, "trip_id")
-              .groupBy("threshold")
-              .agg(F.avg((F.col("first_fare") - F.col("price_paid")) / F.col("first_fare")).alias("score"))
-              .collect())
-    by_threshold = {round(row["threshold"], 4): row["score"] for row in scores}
-    return {threshold: by_threshold[round(threshold, 4)] for threshold in THRESHOLD_CANDIDATES}
+    rows = (paid.join(first, "trip_id")
+            .groupBy("threshold")
+            .agg(F.avg((F.col("first_fare") - F.col("price_paid")) / F.col("first_fare")).alias("score"),
+                 F.avg((F.col("price_paid") > F.col("first_fare")).cast("double")).alias("upset_rate"))
+            .collect())
+    by_threshold = {round(row["threshold"], 4): row for row in rows}
+    return ({threshold: by_threshold[round(threshold, 4)]["score"] for threshold in THRESHOLD_CANDIDATES},
+            {threshold: by_threshold[round(threshold, 4)]["upset_rate"] for threshold in THRESHOLD_CANDIDATES})
 
 
 def _raw_probability(advisor: BuyWaitAdvisor, frame: DataFrame, name: str) -> DataFrame:
@@ -162,8 +165,9 @@ def fit_on_spark(advisor: BuyWaitAdvisor, train: DataFrame, validation: DataFram
     validation = _with_policy_columns(validation, advisor)
     validation = advisor.waiting_model.with_prediction(_model_inputs(validation, advisor.empty_columns),
                                                        "_ratio").checkpoint()
-    advisor.threshold_scores = threshold_scores(validation, "_ratio")
-    advisor.threshold = best_threshold(advisor.threshold_scores)
+    advisor.threshold_scores, advisor.threshold_upset_rates = score_thresholds(validation, "_ratio")
+    advisor.threshold = chosen_threshold(advisor.threshold_scores, advisor.threshold_upset_rates,
+                                         advisor.max_upset_rate)
     advisor.calibration = _calibration(advisor, validation)
     return advisor
 
@@ -200,11 +204,12 @@ def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_
 
 
 def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2,
-                       random_state: int = 0) -> EvaluationResult:
+                       random_state: int = 0, max_upset_rate: float | None = None) -> EvaluationResult:
     """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained, thresholded and judged in Spark."""
     # Every step below reads the features: computed once here, not once per job.
     split = split_by_departure(watched_to_departure(features).checkpoint(), validation_share, test_share)
-    advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK), split.train, split.validation)
+    advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK, max_upset_rate=max_upset_rate),
+                           split.train, split.validation)
     return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count(),
                      judgement=judge_on_test(split.test, advisor))
 
