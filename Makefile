@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+EMR_VENV := .venv-emr
 PY := $(VENV)/bin/python
 
 export DAGSTER_HOME := $(CURDIR)
@@ -31,6 +32,13 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The Spark jobs as EMR's default release runs them: its Spark and only the step's packages, beside this project's
+# (fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both and compares).
+$(EMR_VENV)/.installed: setup.py fare_assets/structuring/emr.py | $(VENV)/.installed
+	$(PYTHON) -m venv $(EMR_VENV)
+	$(EMR_VENV)/bin/pip install --quiet $$($(PY) -m fare_assets.structuring.emr)
+	touch $@
+
 run: setup
 	$(PY) -m fare_assets.pipeline --serve
 
@@ -39,7 +47,7 @@ pipeline: setup
 
 # `make test TESTS=fare_assets_tests/test_webapp.py` runs one file.
 TESTS ?= fare_assets_tests
-test: setup system-deps
+test: setup $(EMR_VENV)/.installed system-deps
 	$(PY) -m pytest $(TESTS)
 
 dsn: setup

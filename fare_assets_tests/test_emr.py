@@ -1,6 +1,7 @@
 """The Spark jobs on EMR through Dagster Pipes, against moto: the cluster request, the shipped code, the results."""
 import gzip
 import io
+import re
 import shutil
 import threading
 import time
@@ -173,34 +174,48 @@ class FakeCluster:
                                    Body=gzip.compress(f"{step['Name']}: {stream}\n".encode()))
 
     def _run(self):
-        """Run every cluster's step as the cluster appears, until the test stops the fake."""
+        """Run every step as it is added, until the test stops the fake."""
         started = set()
         while not self.stop.is_set():
             for summary in self.emr.list_clusters()["Clusters"]:
-                if summary["Id"] not in started:
-                    started.add(summary["Id"])
-                    self._run_step(summary["Id"])
+                for step in self.emr.list_steps(ClusterId=summary["Id"])["Steps"]:
+                    if step["Id"] not in started:
+                        started.add(step["Id"])
+                        self._run_step(summary["Id"], step)
             time.sleep(0.05)
 
-    def _run_step(self, cluster_id: str):
-        """Run the step with the Pipes env vars EMR would export, then end the cluster."""
+    def _pipes_env(self, cluster_id: str, step: dict) -> dict:
+        """The Pipes env vars the driver would see: the step's appMasterEnv settings on a running cluster, else the
+        spark-env configuration the Pipes client gave the transient cluster."""
+        args = step["Config"]["Args"]
+        prefix = "spark.yarn.appMasterEnv."
+        settings = dict(arg.removeprefix(prefix).split("=", 1) for arg in args if arg.startswith(prefix))
+        if settings:
+            return settings
+        configurations = self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Configurations"]
+        spark_env = next(item for item in configurations if item["Classification"] == "spark-env")
+        return spark_env["Configurations"][0]["Properties"]
+
+    def _run_step(self, cluster_id: str, step: dict):
+        """Run the step with the Pipes env vars EMR would export; a transient cluster then ends."""
         error = None
         try:
-            configurations = self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Configurations"]
-            spark_env = next(item for item in configurations if item["Classification"] == "spark-env")
-            pipes_env = spark_env["Configurations"][0]["Properties"]
             # open_dagster_pipes keeps the first context of a process; each step is a process of its own.
             PipesContext._instance = None
-            emr_entry.run_with_pipes(self.spark, PipesMappingParamsLoader(pipes_env))
+            emr_entry.run_with_pipes(self.spark, PipesMappingParamsLoader(self._pipes_env(cluster_id, step)))
             self._write_step_logs(cluster_id)
         except BaseException as raised:
             error = raised
             self.errors.append(raised)
         finally:
             cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
-            for step in cluster.steps:
-                step.state = "COMPLETED" if error is None else "FAILED"
-            cluster.terminate()
+            next(fake for fake in cluster.steps if fake.id == step["Id"]).state = "COMPLETED" if error is None else "FAILED"
+            if not cluster.keep_job_flow_alive_when_no_steps:
+                cluster.terminate()
+                # What EMR reports when a TERMINATE_CLUSTER step fails.
+                if error is not None and step["ActionOnFailure"] == "TERMINATE_CLUSTER":
+                    cluster.state = "TERMINATED_WITH_ERRORS"
+                    cluster.last_state_change_reason = f"Shut down as step {step['Name']} failed"
 
     def __enter__(self):
         self.thread.start()
@@ -213,11 +228,17 @@ class FakeCluster:
 
 @pytest.fixture
 def fast_emr_waiters(monkeypatch):
-    """EMR's waiters poll every 30 s, sized for real clusters; the fake one ends within seconds."""
+    """EMR's waiters poll every 30 s, sized for real clusters; the fake one ends within seconds. Yields the waits
+    asked for: (waiter name, the WaiterConfig asked for)."""
     original_wait = botocore.waiter.Waiter.wait
-    monkeypatch.setattr(botocore.waiter.Waiter, "wait",
-                        lambda waiter, **kwargs: original_wait(waiter, WaiterConfig={"Delay": 0.2, "MaxAttempts": 3000},
-                                                               **kwargs))
+    asked = []
+
+    def wait(waiter, **kwargs):
+        asked.append((waiter.name, kwargs.get("WaiterConfig")))
+        return original_wait(waiter, **{**kwargs, "WaiterConfig": {"Delay": 0.2, "MaxAttempts": 3000}})
+
+    monkeypatch.setattr(botocore.waiter.Waiter, "wait", wait)
+    yield asked
 
 
 def _land_raw_objects(aws, tmp_path: Path) -> None:
@@ -229,7 +250,16 @@ def _land_raw_objects(aws, tmp_path: Path) -> None:
 
 def _emr_runner() -> EmrSparkRunner:
     return EmrSparkRunner.from_env(BUCKET, S3Resource(region_name=REGION)).model_copy(
-        update={"message_poll_seconds": 0.2})
+        update={"message_poll_seconds": 0.2, "step_poll_seconds": 0.2})
+
+
+def _running_cluster() -> str:
+    """A cluster kept up between steps, as an operator would start it for FARES_EMR_CLUSTER_ID; its id."""
+    return boto3.client("emr", region_name=REGION).run_job_flow(
+        Name="fares-shared", ReleaseLabel="emr-7.10.0", Applications=[{"Name": "Spark"}],
+        LogUri=f"s3://{BUCKET}/emr-logs/", ServiceRole="EMR_DefaultRole", JobFlowRole="EMR_EC2_DefaultRole",
+        Instances={"MasterInstanceType": "m5.xlarge", "SlaveInstanceType": "m5.xlarge", "InstanceCount": 3,
+                   "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
 
 
 def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_path, monkeypatch, fast_emr_waiters):
@@ -283,6 +313,27 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     assert rows == {table: counts[table] for table in CURATED_TABLES}
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 2 and all(check.passed for check in checks)
+    # botocore's own limit (60 polls 30 s apart) would give up on a step after 30 minutes.
+    assert [(name, config["Delay"] * config["MaxAttempts"]) for name, config in fast_emr_waiters] == [
+        ("ClusterRunning", 24 * 3600), ("ClusterTerminated", 24 * 3600)]
+
+
+def test_a_failed_step_ends_its_transient_cluster_and_fails_the_asset_naming_it(aws, spark, tmp_path, monkeypatch,
+                                                                              fast_emr_waiters):
+    _land_raw_objects(aws, tmp_path)
+
+    def broken_structure(spark, **arguments):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setitem(spark_jobs.SPARK_JOBS, "structure", broken_structure)
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch):
+        result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
+            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+
+    (cluster_id,) = [summary["Id"] for summary in boto3.client("emr", region_name=REGION).list_clusters()["Clusters"]]
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert (f"EMR cluster {cluster_id} ended TERMINATED_WITH_ERRORS: Shut down as step structure failed"
+            in failure.step_failure_data.error.message)
 
 
 def test_the_aws_set_structures_checks_and_loads_the_warehouse_on_emr(aws, spark, tmp_path, monkeypatch,
@@ -322,6 +373,73 @@ def test_the_aws_set_structures_checks_and_loads_the_warehouse_on_emr(aws, spark
     # The export is removed once loaded; the curated tables stay.
     assert aws.list_objects_v2(Bucket=BUCKET, Prefix="exports/")["KeyCount"] == 0
     assert aws.list_objects_v2(Bucket=BUCKET, Prefix="curated/trip_options/")["KeyCount"] > 0
+
+
+def test_on_a_running_cluster_each_job_is_a_step_added_to_it(aws, spark, tmp_path, monkeypatch):
+    _land_raw_objects(aws, tmp_path)
+    cluster_id = _running_cluster()
+    monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
+    lake = S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION))
+
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch) as cluster:
+        result = materialize([structured_fare_tables, curated_table_quality], partition_key=PARTITION,
+                             resources={"lake": lake, "spark_runner": _emr_runner()})
+    assert cluster.errors == []
+    assert result.success
+    assert all(evaluation.passed for evaluation in result.get_asset_check_evaluations())
+
+    emr = boto3.client("emr", region_name=REGION)
+    assert [summary["Id"] for summary in emr.list_clusters()["Clusters"]] == [cluster_id]
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
+    steps = sorted(emr.list_steps(ClusterId=cluster_id)["Steps"], key=lambda step: step["Name"])
+    assert [(step["Name"], step["ActionOnFailure"], step["Status"]["State"]) for step in steps] == [
+        ("quality", "CONTINUE", "COMPLETED"), ("structure", "CONTINUE", "COMPLETED")]
+    args = steps[1]["Config"]["Args"]
+    # The cluster's configuration predates the run: the Pipes parameters travel as the driver's environment.
+    assert {arg.split("=", 1)[0] for arg in args if arg.startswith("spark.yarn.appMasterEnv.")} == {
+        "spark.yarn.appMasterEnv.DAGSTER_PIPES_CONTEXT", "spark.yarn.appMasterEnv.DAGSTER_PIPES_MESSAGES"}
+    assert args[-1].startswith(f"s3://{BUCKET}/code/") and args[-1].endswith("/emr_entry.py")
+    (structured,) = [result for (job, _), result in zip(cluster.jobs, cluster.results) if job == "structure"]
+    rows = {event.asset_key.path[-1]: event.materialization.metadata["rows"].value
+            for event in result.get_asset_materialization_events()}
+    assert rows == {table: structured[table] for table in CURATED_TABLES}
+
+
+def test_a_failed_step_fails_the_asset_and_the_running_cluster_stays_up(aws, spark, tmp_path, monkeypatch):
+    _land_raw_objects(aws, tmp_path)
+    cluster_id = _running_cluster()
+    monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
+
+    def broken_structure(spark, **arguments):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setitem(spark_jobs.SPARK_JOBS, "structure", broken_structure)
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch):
+        result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
+            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert re.search(rf"EMR step s-\w+ \(structure\) on cluster {cluster_id} ended FAILED",
+                     failure.step_failure_data.error.message)
+    emr = boto3.client("emr", region_name=REGION)
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
+
+
+def test_a_cluster_that_takes_no_steps_is_named_before_any_step(aws, tmp_path, monkeypatch):
+    _land_raw_objects(aws, tmp_path)
+    cluster_id = _running_cluster()
+    emr = boto3.client("emr", region_name=REGION)
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
+
+    result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
+        "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert (f"EMR cluster {cluster_id} (FARES_EMR_CLUSTER_ID) is TERMINATED: it takes no new steps"
+            in failure.step_failure_data.error.message)
+    assert emr.list_steps(ClusterId=cluster_id)["Steps"] == []
 
 
 def test_the_local_runner_of_the_local_resources_structures_in_this_process(spark, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Where the Spark jobs run: a local Spark session, or a transient EMR cluster driven through Dagster Pipes.
+"""Where the Spark jobs run: a local Spark session, or EMR through Dagster Pipes (a transient cluster per job, or
+steps added to a running cluster).
 
 Both runners run the same job of `spark_jobs.SPARK_JOBS` (structuring, the quality rules, the
 warehouse export); on EMR it runs inside `emr_entry.py`, which reports the result back as a Pipes
@@ -8,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import zipfile
 from abc import abstractmethod
 from contextlib import contextmanager
@@ -16,7 +18,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 import boto3
-from dagster import AssetExecutionContext, ConfigurableResource, Failure, OpExecutionContext
+from botocore.exceptions import WaiterError
+from dagster import (AssetExecutionContext, ConfigurableResource, DagsterExecutionInterruptedError, Failure,
+                     OpExecutionContext, open_pipes_session)
 from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
@@ -32,12 +36,19 @@ CLUSTER_PYTHON = "python3.11"
 CLUSTER_PACKAGES = ("boto3", "dagster-pipes", "airportsdata")
 # The first release whose S3 connector (S3A) serves the lake's s3a:// URLs; earlier ones reject s3a://.
 DEFAULT_RELEASE_LABEL = "emr-7.10.0"
+# Its Spark (3.5.5-amzn-1), older than this project's: the tests also run the jobs on it (make builds .venv-emr).
+CLUSTER_SPARK_VERSION = "3.5.5"
 DEFAULT_INSTANCE_TYPE = "m5.xlarge"
 # One primary node and two core nodes.
 DEFAULT_INSTANCE_COUNT = 3
 # The roles `aws emr create-default-roles` creates.
 DEFAULT_SERVICE_ROLE = "EMR_DefaultRole"
 DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
+# A day of polls 30 s apart: longer than any job should take, short of forever.
+CLUSTER_WAIT = {"Delay": 30, "MaxAttempts": 2880}
+# A cluster in these states accepts steps; a step in these has ended.
+CLUSTER_STATES_TAKING_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+STEP_END_STATES = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
 # A fixed timestamp keeps the zip's bytes, and so its key, the same for the same code.
 ZIP_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -64,12 +75,16 @@ def package_zip_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def cluster_requirements() -> list[str]:
+    """The step's packages besides Spark, pinned to the versions installed here."""
+    return [f"{name}=={version(name)}" for name in CLUSTER_PACKAGES]
+
+
 def bootstrap_script() -> str:
     """The bootstrap action every node runs: the cluster Python and the step's pinned packages."""
-    pins = " ".join(f"{name}=={version(name)}" for name in CLUSTER_PACKAGES)
     return ("#!/bin/bash\nset -euo pipefail\n"
             f"sudo dnf install -y {CLUSTER_PYTHON} {CLUSTER_PYTHON}-pip\n"
-            f"sudo {CLUSTER_PYTHON} -m pip install {pins}\n")
+            f"sudo {CLUSTER_PYTHON} -m pip install {' '.join(cluster_requirements())}\n")
 
 
 def upload_job_code(s3_client, bucket: str, prefix: str = CODE_PREFIX) -> JobCode:
@@ -107,6 +122,26 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
 RunContext = AssetExecutionContext | OpExecutionContext
 
 
+class PatientPipesEMRClient(PipesEMRClient):
+    """PipesEMRClient that waits for the cluster as long as a job may take.
+
+    Its botocore waiters give up after 30 minutes (60 polls 30 s apart): a backfill's step can outlast that, and
+    the run would fail while the cluster worked on unobserved.
+    """
+
+    def _wait_for_completion(self, context: RunContext, response: dict) -> dict:
+        cluster_id = response["JobFlowId"]
+        try:
+            for waiter in ("cluster_running", "cluster_terminated"):
+                self.client.get_waiter(waiter).wait(ClusterId=cluster_id, WaiterConfig=CLUSTER_WAIT)
+        except WaiterError as error:
+            status = self.client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]
+            reason = status.get("StateChangeReason", {})
+            raise Failure(f"EMR cluster {cluster_id} ended {status['State']}: "
+                          f"{reason.get('Message') or reason.get('Code') or error}") from error
+        return self.client.describe_cluster(ClusterId=cluster_id)
+
+
 class SparkRunner(ConfigurableResource):
     """Runs a job of `spark_jobs.SPARK_JOBS` by name and returns its result."""
 
@@ -127,10 +162,14 @@ class LocalSparkRunner(SparkRunner):
 
 
 class EmrSparkRunner(SparkRunner):
-    """The job on a transient EMR cluster (one per run, terminated when its step ends), through Dagster Pipes."""
+    """The job on EMR through Dagster Pipes: a transient cluster per job (terminated when its step ends), or a step
+    added to a running cluster (`cluster_id`)."""
 
     bucket: str
     s3: S3Resource
+    # A running cluster to add each job's step to (created with bootstrap.sh, as the transient ones are): one
+    # cluster start in all instead of one per job. None: a transient cluster per job.
+    cluster_id: str | None = None
     release_label: str = DEFAULT_RELEASE_LABEL
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = DEFAULT_INSTANCE_COUNT
@@ -142,12 +181,14 @@ class EmrSparkRunner(SparkRunner):
     context_prefix: str = f"{PIPES_PREFIX}context/"
     messages_prefix: str = f"{PIPES_PREFIX}messages/"
     message_poll_seconds: float = 10.0
+    step_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, bucket: str, s3: S3Resource) -> "EmrSparkRunner":
         """Cluster settings from FARES_EMR_* variables, the defaults otherwise."""
         return cls(
             bucket=bucket, s3=s3,
+            cluster_id=os.environ.get("FARES_EMR_CLUSTER_ID", "").strip() or None,
             release_label=os.environ.get("FARES_EMR_RELEASE_LABEL", DEFAULT_RELEASE_LABEL),
             instance_type=os.environ.get("FARES_EMR_INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
             instance_count=int(os.environ.get("FARES_EMR_INSTANCE_COUNT", DEFAULT_INSTANCE_COUNT)),
@@ -156,11 +197,27 @@ class EmrSparkRunner(SparkRunner):
             job_flow_role=os.environ.get("FARES_EMR_JOB_FLOW_ROLE", DEFAULT_JOB_FLOW_ROLE),
         )
 
+    @staticmethod
+    def step(code: JobCode, job: str, action_on_failure: str, conf: dict[str, str] | None = None) -> dict:
+        """The job's `spark-submit` step, with extra Spark settings `conf`."""
+        # Python is chosen by --conf, not by spark-env/spark-defaults classifications: the Pipes
+        # client adds its env vars to those classifications and drops them when one already exists.
+        settings = {"spark.pyspark.python": CLUSTER_PYTHON, **(conf or {})}
+        return {
+            "Name": job.replace("_", "-"),
+            "ActionOnFailure": action_on_failure,
+            "HadoopJarStep": {
+                "Jar": "command-runner.jar",
+                "Args": ["spark-submit", "--deploy-mode", "cluster",
+                         *[arg for key, value in settings.items() for arg in ("--conf", f"{key}={value}")],
+                         "--py-files", code.package_zip, code.entry_script],
+            },
+        }
+
     def run_job_flow_params(self, context: RunContext, code: JobCode, job: str) -> dict:
         """The RunJobFlow request: one Spark step; the cluster ends with it, failed or not."""
-        step_name = job.replace("_", "-")
         return {
-            "Name": f"fares-{step_name}-{context.run.run_id[:8]}",
+            "Name": f"fares-{job.replace('_', '-')}-{context.run.run_id[:8]}",
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
             "LogUri": self.log_uri or f"s3://{self.bucket}/emr-logs/",
@@ -177,52 +234,77 @@ class EmrSparkRunner(SparkRunner):
             "BootstrapActions": [
                 {"Name": "step python packages", "ScriptBootstrapAction": {"Path": code.bootstrap_script}},
             ],
-            # Python is chosen by --conf, not by spark-env/spark-defaults classifications: the Pipes
-            # client adds its env vars to those classifications and drops them when one already exists.
-            "Steps": [{
-                "Name": step_name,
-                "ActionOnFailure": "TERMINATE_CLUSTER",
-                "HadoopJarStep": {
-                    "Jar": "command-runner.jar",
-                    "Args": ["spark-submit", "--deploy-mode", "cluster",
-                             "--conf", f"spark.pyspark.python={CLUSTER_PYTHON}",
-                             "--py-files", code.package_zip, code.entry_script],
-                },
-            }],
+            "Steps": [self.step(code, job, "TERMINATE_CLUSTER")],
         }
 
     def run_job(self, context: RunContext, job: str, **arguments) -> dict:
         s3_client = self.s3.get_client()
         code = upload_job_code(s3_client, self.bucket, self.code_prefix)
-        client = PipesEMRClient(
-            client=boto3.client("emr", region_name=s3_client.meta.region_name),
-            message_reader=PrefixedS3MessageReader(
-                bucket=self.bucket, client=s3_client, key_prefix=self.messages_prefix,
-                interval=self.message_poll_seconds,
-                # The driver's output arrives as Pipes messages, so no container logs are searched.
-                include_stdio_in_messages=True,
-            ),
-            # The context (every argument, such as a backfill's raw paths) is an S3 object: no size limit,
-            # unlike env vars.
-            context_injector=PipesS3ContextInjector(bucket=self.bucket, client=s3_client,
-                                                    key_prefix=self.context_prefix),
+        emr = boto3.client("emr", region_name=s3_client.meta.region_name)
+        message_reader = PrefixedS3MessageReader(
+            bucket=self.bucket, client=s3_client, key_prefix=self.messages_prefix, interval=self.message_poll_seconds,
+            # The driver's output arrives as Pipes messages, so no container logs are searched.
+            include_stdio_in_messages=True,
         )
-        invocation = client.run(
-            context=context,
-            run_job_flow_params=self.run_job_flow_params(context, code, job),
-            extras={emr_entry.JOB_EXTRA: job, emr_entry.ARGUMENTS_EXTRA: arguments},
-        )
-        reported = invocation.get_custom_messages()
+        # The context (every argument, such as a backfill's raw paths) is an S3 object: no size limit, unlike env vars.
+        context_injector = PipesS3ContextInjector(bucket=self.bucket, client=s3_client, key_prefix=self.context_prefix)
+        extras = {emr_entry.JOB_EXTRA: job, emr_entry.ARGUMENTS_EXTRA: arguments}
+        if self.cluster_id:
+            reported = self._run_on_cluster(context, emr, code, job, message_reader, context_injector, extras)
+        else:
+            client = PatientPipesEMRClient(client=emr, message_reader=message_reader,
+                                           context_injector=context_injector)
+            reported = client.run(context=context, run_job_flow_params=self.run_job_flow_params(context, code, job),
+                                  extras=extras).get_custom_messages()
         if not reported:
-            raise Failure(f"the EMR step of {job} ended without reporting its result", metadata=invocation.metadata)
+            raise Failure(f"the EMR step of {job} ended without reporting its result")
         return reported[-1]
+
+    def _run_on_cluster(self, context: RunContext, emr, code: JobCode, job: str, message_reader, context_injector,
+                        extras: dict) -> list:
+        """The job as a step added to the running cluster `cluster_id`; the Pipes messages it reported."""
+        state = emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"]["Status"]["State"]
+        if state not in CLUSTER_STATES_TAKING_STEPS:
+            raise Failure(f"EMR cluster {self.cluster_id} (FARES_EMR_CLUSTER_ID) is {state}: it takes no new steps")
+        with open_pipes_session(context=context, message_reader=message_reader, context_injector=context_injector,
+                                extras=extras) as session:
+            # The cluster's configuration predates this run: the Pipes parameters reach the driver as its environment.
+            conf = {f"spark.yarn.appMasterEnv.{name}": value for name, value in session.get_bootstrap_env_vars().items()}
+            # A failed job must not end a cluster other jobs share.
+            (step_id,) = emr.add_job_flow_steps(JobFlowId=self.cluster_id,
+                                                Steps=[self.step(code, job, "CONTINUE", conf)])["StepIds"]
+            context.log.info(f"EMR step {step_id} ({job}) added to cluster {self.cluster_id}")
+            try:
+                status = self._wait_for_step(emr, step_id)
+            except DagsterExecutionInterruptedError:
+                context.log.warning(f"run interrupted: cancelling EMR step {step_id}")
+                emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
+                raise
+        if status["State"] != "COMPLETED":
+            details = status.get("FailureDetails", {})
+            raise Failure(f"EMR step {step_id} ({job}) on cluster {self.cluster_id} ended {status['State']}",
+                          metadata={key: str(value) for key, value in details.items()})
+        return session.get_custom_messages()
+
+    def _wait_for_step(self, emr, step_id: str) -> dict:
+        """Poll the step until it ends (a job has no time limit but the run's); its final status."""
+        while True:
+            status = emr.describe_step(ClusterId=self.cluster_id, StepId=step_id)["Step"]["Status"]
+            if status["State"] in STEP_END_STATES:
+                return status
+            time.sleep(self.step_poll_seconds)
 
 
 def spark_runner_from_env(pyspark: PySparkResource, bucket: str, s3: S3Resource) -> SparkRunner:
-    """FARES_SPARK_RUNNER: `local` (default) runs in `pyspark`'s session, `emr` on a transient EMR cluster."""
+    """FARES_SPARK_RUNNER: `local` (default) runs in `pyspark`'s session, `emr` on EMR (EmrSparkRunner.from_env)."""
     mode = os.environ.get("FARES_SPARK_RUNNER", "local").strip() or "local"
     if mode == "local":
         return LocalSparkRunner(pyspark=pyspark)
     if mode == "emr":
         return EmrSparkRunner.from_env(bucket, s3)
     raise ValueError(f"FARES_SPARK_RUNNER={mode!r}: choose local or emr")
+
+
+if __name__ == "__main__":
+    # `python -m fare_assets.structuring.emr`: what a Python needs to run the step as the default release does.
+    print(" ".join([f"pyspark=={CLUSTER_SPARK_VERSION}", *cluster_requirements()]))

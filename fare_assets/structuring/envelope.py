@@ -14,6 +14,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.storing.lake import RAW_HOUR_PATTERN
+from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import conform
 
 CORRUPT_RECORD = "_corrupt_record"
@@ -65,11 +66,11 @@ def read_envelopes(spark: SparkSession, raw_paths: list[str]) -> DataFrame:
 
 
 def _collected_at() -> Column:
-    return F.col("collected_at").try_cast(TimestampType())
+    return try_cast(F.col("collected_at"), TimestampType())
 
 
 def _query_date(field: str) -> Column:
-    return F.col("query").getField(field).try_cast(DateType())
+    return try_cast(F.col("query").getField(field), DateType())
 
 
 def envelope_problem(known_providers: Iterable[str]) -> Column:

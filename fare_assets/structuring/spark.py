@@ -7,6 +7,8 @@ SPARK_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Rerunning one landing hour replaces only the partitions it writes.
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    # size(null) is null, not -1: Spark 4 does so with ANSI mode on, EMR's Spark 3.5 (ANSI off) only with this.
+    "spark.sql.legacy.sizeOfNull": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.ui.enabled": "false",
     # Progress bars garble run logs and bench output.

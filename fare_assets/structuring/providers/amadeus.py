@@ -24,6 +24,7 @@ from fare_assets.structuring.providers.offers import (
     wall_time,
     with_reference_time_zones,
 )
+from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, conform
 
 NAME = "amadeus"
@@ -84,7 +85,7 @@ AMADEUS_RESPONSE_SCHEMA = struct_of(
 
 
 def _money(text: Column) -> Column:
-    return text.try_cast(MONEY)
+    return try_cast(text, MONEY)
 
 
 def _lookup(entries: Column, key_field: str, key: Column) -> Column:

@@ -23,6 +23,7 @@ from fare_assets.structuring.providers.offers import (
     succeeded,
     wall_time,
 )
+from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, conform
 
 NAME = "duffel"
@@ -80,7 +81,7 @@ DUFFEL_RESPONSE_SCHEMA = struct_of(
 
 
 def _money(text: Column) -> Column:
-    return text.try_cast(MONEY)
+    return try_cast(text, MONEY)
 
 
 def parse_responses(envelopes: DataFrame) -> DataFrame:

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType, TimestampNTZType
 
 from fare_assets.structuring.airports import airport_reference
+from fare_assets.structuring.spark_compat import try_cast, try_make_timestamp
 from fare_assets.structuring.tables import PARTITION_COLUMNS, TABLE_SCHEMAS, conform
 
 PARTITIONS = list(PARTITION_COLUMNS)
@@ -54,12 +55,12 @@ def duration_minutes(iso: Column) -> Column:
 
 def wall_time(local: Column) -> Column:
     """A local time without offset ("2021-12-30T08:55:00") as a wall-clock timestamp."""
-    return local.try_cast(TimestampNTZType())
+    return try_cast(local, TimestampNTZType())
 
 
 def instant(wall: Column, time_zone: Column) -> Column:
     """The UTC instant of a wall-clock time in an IANA time zone; null when the zone is unknown."""
-    return F.try_make_timestamp(
+    return try_make_timestamp(
         F.year(wall), F.month(wall), F.dayofmonth(wall), F.hour(wall), F.minute(wall), F.second(wall),
         timezone=time_zone,
     )
@@ -74,7 +75,7 @@ def cabin(name: Column) -> Column:
 
 def miles(kilometres: Column) -> Column:
     """Statute miles (the legs' `mileage`, as QPX gives it) from a distance in kilometres."""
-    return F.round(kilometres.try_cast("double") / F.lit(_KILOMETRES_PER_MILE)).cast("int")
+    return F.round(try_cast(kilometres, "double") / F.lit(_KILOMETRES_PER_MILE)).cast("int")
 
 
 def operating_disclosure(marketing_code: Column, operating_code: Column, operating_name: Column) -> Column:

@@ -13,6 +13,7 @@ from pyspark.sql.types import (
 
 from fare_assets.structuring.envelope import search_rows
 from fare_assets.structuring.providers.offers import any_unpriced
+from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
 NAME = "qpx"
@@ -117,7 +118,7 @@ _PARTITIONS = list(PARTITION_COLUMNS)
 
 
 def _amount(money: Column) -> Column:
-    return F.regexp_extract(money, _MONEY_PATTERN, 2).try_cast(MONEY)
+    return try_cast(F.regexp_extract(money, _MONEY_PATTERN, 2), MONEY)
 
 
 def _currency(money: Column) -> Column:
@@ -129,7 +130,7 @@ def _instant(time: Column) -> Column:
 
 
 def _wall_time(time: Column) -> Column:
-    return F.regexp_extract(time, _WALL_TIME_PATTERN, 1).try_cast(TimestampNTZType())
+    return try_cast(F.regexp_extract(time, _WALL_TIME_PATTERN, 1), TimestampNTZType())
 
 
 def _passenger_count(pricing: Column) -> Column:
