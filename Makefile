@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 EMR_VENV := .venv-emr
+# The cluster's Python (emr.CLUSTER_PYTHON) where this machine has it.
+EMR_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
 PY := $(VENV)/bin/python
 
 export DAGSTER_HOME := $(CURDIR)
@@ -35,8 +37,9 @@ $(VENV)/.installed: setup.py
 # The Spark jobs as EMR's default release runs them: its Spark and only the step's packages, beside this project's
 # (fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both and compares).
 $(EMR_VENV)/.installed: setup.py fare_assets/structuring/emr.py | $(VENV)/.installed
-	$(PYTHON) -m venv $(EMR_VENV)
-	$(EMR_VENV)/bin/pip install --quiet $$($(PY) -m fare_assets.structuring.emr)
+	$(EMR_PYTHON) -m venv $(EMR_VENV)
+	requirements=$$($(PY) -m fare_assets.structuring.emr requirements) && \
+		$(EMR_VENV)/bin/pip install --quiet $$requirements
 	touch $@
 
 run: setup

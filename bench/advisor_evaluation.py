@@ -135,8 +135,8 @@ def _pandas(features) -> pd.DataFrame:
 
 
 def print_tradeoff(result, test: pd.DataFrame) -> dict:
-    """The advisor's models at other thresholds, on validation and test; and the threshold validation would pick
-    to upset at most MAX_UPSET_RATE of the trips, judged on test."""
+    """The advisor's models at other thresholds, on validation and test; and the threshold it would choose with
+    FARES_ADVISOR_MAX_UPSET_RATE=MAX_UPSET_RATE (the fewest upsets if none meets it), judged on test."""
     validation, advisor = _pandas(result.split.validation), result.advisor
     # Every shown threshold and the advisor's own lie on the candidates: each split is followed once per candidate.
     on_validation, on_test = (threshold_tradeoff(features, advisor, THRESHOLD_CANDIDATES)

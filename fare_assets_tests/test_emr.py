@@ -203,11 +203,12 @@ class FakeCluster:
             # open_dagster_pipes keeps the first context of a process; each step is a process of its own.
             PipesContext._instance = None
             emr_entry.run_with_pipes(self.spark, PipesMappingParamsLoader(self._pipes_env(cluster_id, step)))
-            self._write_step_logs(cluster_id)
         except BaseException as raised:
             error = raised
             self.errors.append(raised)
         finally:
+            # EMR writes a step's logs whether it succeeded or not (the Pipes client waits for them).
+            self._write_step_logs(cluster_id)
             cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
             next(fake for fake in cluster.steps if fake.id == step["Id"]).state = "COMPLETED" if error is None else "FAILED"
             if not cluster.keep_job_flow_alive_when_no_steps:
@@ -315,7 +316,7 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     assert len(checks) == 2 and all(check.passed for check in checks)
     # botocore's own limit (60 polls 30 s apart) would give up on a step after 30 minutes.
     assert [(name, config["Delay"] * config["MaxAttempts"]) for name, config in fast_emr_waiters] == [
-        ("ClusterRunning", 24 * 3600), ("ClusterTerminated", 24 * 3600)]
+        ("ClusterTerminated", 24 * 3600)]
 
 
 def test_a_failed_step_ends_its_transient_cluster_and_fails_the_asset_naming_it(aws, spark, tmp_path, monkeypatch,
@@ -332,8 +333,8 @@ def test_a_failed_step_ends_its_transient_cluster_and_fails_the_asset_naming_it(
 
     (cluster_id,) = [summary["Id"] for summary in boto3.client("emr", region_name=REGION).list_clusters()["Clusters"]]
     (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
-    assert (f"EMR cluster {cluster_id} ended TERMINATED_WITH_ERRORS: Shut down as step structure failed"
-            in failure.step_failure_data.error.message)
+    assert re.search(rf"EMR cluster {cluster_id} ended TERMINATED_WITH_ERRORS: "
+                     rf"Shut down as step fares-structure-\w{{8}} failed", failure.step_failure_data.error.message)
 
 
 def test_the_aws_set_structures_checks_and_loads_the_warehouse_on_emr(aws, spark, tmp_path, monkeypatch,
@@ -392,8 +393,10 @@ def test_on_a_running_cluster_each_job_is_a_step_added_to_it(aws, spark, tmp_pat
     assert [summary["Id"] for summary in emr.list_clusters()["Clusters"]] == [cluster_id]
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
     steps = sorted(emr.list_steps(ClusterId=cluster_id)["Steps"], key=lambda step: step["Name"])
-    assert [(step["Name"], step["ActionOnFailure"], step["Status"]["State"]) for step in steps] == [
-        ("quality", "CONTINUE", "COMPLETED"), ("structure", "CONTINUE", "COMPLETED")]
+    # Named after the job and the run, so a shared cluster's console tells runs apart.
+    assert [(step["Name"].rsplit("-", 1)[0], step["ActionOnFailure"], step["Status"]["State"]) for step in steps] == [
+        ("fares-quality", "CONTINUE", "COMPLETED"), ("fares-structure", "CONTINUE", "COMPLETED")]
+    assert {step["Name"].rsplit("-", 1)[1] for step in steps} == {result.run_id[:8]}
     args = steps[1]["Config"]["Args"]
     # The cluster's configuration predates the run: the Pipes parameters travel as the driver's environment.
     assert {arg.split("=", 1)[0] for arg in args if arg.startswith("spark.yarn.appMasterEnv.")} == {

@@ -39,6 +39,13 @@ LANDING_HOUR = "2026-11-28-04"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cluster_python():
+    """The Python of .venv-emr, which `make test` builds; without it the test cannot say anything about Spark 3.5."""
+    if not CLUSTER_PYTHON.exists():
+        pytest.fail(f"{CLUSTER_PYTHON} is missing: `make test` builds it (`make .venv-emr/.installed`)")
+
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """A moto server both sides of the Pipes session reach over HTTP, with the bucket for its context and messages."""
@@ -66,8 +73,6 @@ def _raw_objects(folder: Path) -> list[str]:
 
 def _on_cluster_spark(job: str, arguments: dict, endpoint: str, workdir: Path) -> dict:
     """Run `job` as the EMR step does (spark-submit of emr_entry.py) on the cluster's Spark; the result it reported."""
-    if not CLUSTER_PYTHON.exists():
-        raise RuntimeError(f"{CLUSTER_PYTHON} is missing: `make test` builds it (make .venv-emr/.installed)")
     package, entry = workdir / "fare_assets.zip", workdir / "emr_entry.py"
     package.write_bytes(package_zip_bytes())
     entry.write_bytes(Path(emr_entry.__file__).read_bytes())

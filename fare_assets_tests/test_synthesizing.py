@@ -360,6 +360,10 @@ def test_the_chosen_threshold_saves_most_within_the_upset_cap():
     assert chosen_threshold(scores, upset_rates, 0.05) == 0.02
     # No threshold meets the cap: the one that saves most among those upsetting the fewest trips.
     assert chosen_threshold(scores, upset_rates, 0.01) == 0.03
+    # A rate that could not be measured never meets the cap; with none measured there is nothing to hold to.
+    assert chosen_threshold(scores, {**upset_rates, 0.0: float("nan")}, 0.2) == 0.01
+    with pytest.raises(ValueError, match="no upset rate on the validation trips"):
+        chosen_threshold(scores, dict.fromkeys(scores, float("nan")), 0.05)
 
 
 def test_an_upset_cap_holds_the_upsets_on_validation_and_costs_savings(features, evaluation):

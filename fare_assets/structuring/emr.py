@@ -18,9 +18,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import boto3
-from botocore.exceptions import WaiterError
-from dagster import (AssetExecutionContext, ConfigurableResource, DagsterExecutionInterruptedError, Failure,
-                     OpExecutionContext, open_pipes_session)
+from botocore.exceptions import ClientError, WaiterError
+from dagster import AssetExecutionContext, ConfigurableResource, Failure, OpExecutionContext, open_pipes_session
 from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
@@ -45,9 +44,10 @@ DEFAULT_INSTANCE_COUNT = 3
 DEFAULT_SERVICE_ROLE = "EMR_DefaultRole"
 DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
 # A day of polls 30 s apart: longer than any job should take, short of forever.
-CLUSTER_WAIT = {"Delay": 30, "MaxAttempts": 2880}
-# A cluster in these states accepts steps; a step in these has ended.
+CLUSTER_WAITER_CONFIG = {"Delay": 30, "MaxAttempts": 2880}
+# A cluster in these states accepts steps, in these it is ending or has ended; a step in these has ended.
 CLUSTER_STATES_TAKING_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+CLUSTER_END_STATES = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 STEP_END_STATES = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
 # A fixed timestamp keeps the zip's bytes, and so its key, the same for the same code.
 ZIP_ENTRY_TIME = (1980, 1, 1, 0, 0, 0)
@@ -132,10 +132,15 @@ class PatientPipesEMRClient(PipesEMRClient):
     def _wait_for_completion(self, context: RunContext, response: dict) -> dict:
         cluster_id = response["JobFlowId"]
         try:
-            for waiter in ("cluster_running", "cluster_terminated"):
-                self.client.get_waiter(waiter).wait(ClusterId=cluster_id, WaiterConfig=CLUSTER_WAIT)
+            # The end only: a one-step cluster may be shutting down by the first poll, which "cluster_running",
+            # the client's first wait, counts as a failure.
+            self.client.get_waiter("cluster_terminated").wait(ClusterId=cluster_id, WaiterConfig=CLUSTER_WAITER_CONFIG)
         except WaiterError as error:
             status = self.client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]
+            if status["State"] not in CLUSTER_END_STATES:
+                # Nobody waits for its result any more: it would only cost money, and race a retry of the run.
+                self.client.terminate_job_flows(JobFlowIds=[cluster_id])
+                raise Failure(f"EMR cluster {cluster_id} was still {status['State']} after a day: terminated it") from error
             reason = status.get("StateChangeReason", {})
             raise Failure(f"EMR cluster {cluster_id} ended {status['State']}: "
                           f"{reason.get('Message') or reason.get('Code') or error}") from error
@@ -198,13 +203,13 @@ class EmrSparkRunner(SparkRunner):
         )
 
     @staticmethod
-    def step(code: JobCode, job: str, action_on_failure: str, conf: dict[str, str] | None = None) -> dict:
-        """The job's `spark-submit` step, with extra Spark settings `conf`."""
-        # Python is chosen by --conf, not by spark-env/spark-defaults classifications: the Pipes
-        # client adds its env vars to those classifications and drops them when one already exists.
+    def spark_submit_step(code: JobCode, name: str, action_on_failure: str, conf: dict[str, str] | None = None) -> dict:
+        """A `spark-submit` step of the job code, with extra Spark settings `conf`."""
+        # Python is chosen by --conf, not by a spark-env/spark-defaults classification: on a transient cluster
+        # the Pipes client adds its env vars to those and drops them when one already exists.
         settings = {"spark.pyspark.python": CLUSTER_PYTHON, **(conf or {})}
         return {
-            "Name": job.replace("_", "-"),
+            "Name": name,
             "ActionOnFailure": action_on_failure,
             "HadoopJarStep": {
                 "Jar": "command-runner.jar",
@@ -214,10 +219,16 @@ class EmrSparkRunner(SparkRunner):
             },
         }
 
+    @staticmethod
+    def run_name(context: RunContext, job: str) -> str:
+        """The name of a job's cluster or step: the job and the run, which tell steps apart on a shared cluster."""
+        return f"fares-{job.replace('_', '-')}-{context.run.run_id[:8]}"
+
     def run_job_flow_params(self, context: RunContext, code: JobCode, job: str) -> dict:
         """The RunJobFlow request: one Spark step; the cluster ends with it, failed or not."""
+        name = self.run_name(context, job)
         return {
-            "Name": f"fares-{job.replace('_', '-')}-{context.run.run_id[:8]}",
+            "Name": name,
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
             "LogUri": self.log_uri or f"s3://{self.bucket}/emr-logs/",
@@ -234,7 +245,7 @@ class EmrSparkRunner(SparkRunner):
             "BootstrapActions": [
                 {"Name": "step python packages", "ScriptBootstrapAction": {"Path": code.bootstrap_script}},
             ],
-            "Steps": [self.step(code, job, "TERMINATE_CLUSTER")],
+            "Steps": [self.spark_submit_step(code, name, "TERMINATE_CLUSTER")],
         }
 
     def run_job(self, context: RunContext, job: str, **arguments) -> dict:
@@ -250,19 +261,20 @@ class EmrSparkRunner(SparkRunner):
         context_injector = PipesS3ContextInjector(bucket=self.bucket, client=s3_client, key_prefix=self.context_prefix)
         extras = {emr_entry.JOB_EXTRA: job, emr_entry.ARGUMENTS_EXTRA: arguments}
         if self.cluster_id:
-            reported = self._run_on_cluster(context, emr, code, job, message_reader, context_injector, extras)
+            reported, metadata = self._run_on_cluster(context, emr, code, job, message_reader, context_injector, extras)
         else:
             client = PatientPipesEMRClient(client=emr, message_reader=message_reader,
                                            context_injector=context_injector)
-            reported = client.run(context=context, run_job_flow_params=self.run_job_flow_params(context, code, job),
-                                  extras=extras).get_custom_messages()
+            invocation = client.run(context=context, run_job_flow_params=self.run_job_flow_params(context, code, job),
+                                    extras=extras)
+            reported, metadata = invocation.get_custom_messages(), invocation.metadata
         if not reported:
-            raise Failure(f"the EMR step of {job} ended without reporting its result")
+            raise Failure(f"the EMR step of {job} ended without reporting its result", metadata=metadata)
         return reported[-1]
 
     def _run_on_cluster(self, context: RunContext, emr, code: JobCode, job: str, message_reader, context_injector,
-                        extras: dict) -> list:
-        """The job as a step added to the running cluster `cluster_id`; the Pipes messages it reported."""
+                        extras: dict) -> tuple[list, dict]:
+        """The job as a step added to the running cluster `cluster_id`: the Pipes messages it reported, and where."""
         state = emr.describe_cluster(ClusterId=self.cluster_id)["Cluster"]["Status"]["State"]
         if state not in CLUSTER_STATES_TAKING_STEPS:
             raise Failure(f"EMR cluster {self.cluster_id} (FARES_EMR_CLUSTER_ID) is {state}: it takes no new steps")
@@ -271,20 +283,29 @@ class EmrSparkRunner(SparkRunner):
             # The cluster's configuration predates this run: the Pipes parameters reach the driver as its environment.
             conf = {f"spark.yarn.appMasterEnv.{name}": value for name, value in session.get_bootstrap_env_vars().items()}
             # A failed job must not end a cluster other jobs share.
-            (step_id,) = emr.add_job_flow_steps(JobFlowId=self.cluster_id,
-                                                Steps=[self.step(code, job, "CONTINUE", conf)])["StepIds"]
+            step = self.spark_submit_step(code, self.run_name(context, job), "CONTINUE", conf)
+            (step_id,) = emr.add_job_flow_steps(JobFlowId=self.cluster_id, Steps=[step])["StepIds"]
             context.log.info(f"EMR step {step_id} ({job}) added to cluster {self.cluster_id}")
             try:
                 status = self._wait_for_step(emr, step_id)
-            except DagsterExecutionInterruptedError:
-                context.log.warning(f"run interrupted: cancelling EMR step {step_id}")
-                emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
+            except BaseException:
+                # Interrupted, or the polling failed: a step nobody waits for would only hold the shared cluster.
+                self._cancel_step(context, emr, step_id)
                 raise
         if status["State"] != "COMPLETED":
             details = status.get("FailureDetails", {})
-            raise Failure(f"EMR step {step_id} ({job}) on cluster {self.cluster_id} ended {status['State']}",
-                          metadata={key: str(value) for key, value in details.items()})
-        return session.get_custom_messages()
+            why = "; ".join(str(details[key]) for key in ("Reason", "Message", "LogFile") if details.get(key))
+            raise Failure(f"EMR step {step_id} ({job}) on cluster {self.cluster_id} ended {status['State']}"
+                          + (f": {why}" if why else ""))
+        return session.get_custom_messages(), {"EMR cluster": self.cluster_id, "EMR step": step_id}
+
+    def _cancel_step(self, context: RunContext, emr, step_id: str) -> None:
+        """Cancel a step; one that ended meanwhile cannot be, which is only logged."""
+        context.log.warning(f"cancelling EMR step {step_id} on cluster {self.cluster_id}")
+        try:
+            emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
+        except ClientError as error:
+            context.log.warning(f"EMR step {step_id} was not cancelled: {error}")
 
     def _wait_for_step(self, emr, step_id: str) -> dict:
         """Poll the step until it ends (a job has no time limit but the run's); its final status."""
@@ -306,5 +327,12 @@ def spark_runner_from_env(pyspark: PySparkResource, bucket: str, s3: S3Resource)
 
 
 if __name__ == "__main__":
-    # `python -m fare_assets.structuring.emr`: what a Python needs to run the step as the default release does.
-    print(" ".join([f"pyspark=={CLUSTER_SPARK_VERSION}", *cluster_requirements()]))
+    # `python -m fare_assets.structuring.emr requirements`: what a Python needs to run the step as the default
+    # release does (make's .venv-emr); `... bootstrap`: the bootstrap action a long-running cluster needs.
+    import sys
+
+    commands = {"requirements": lambda: " ".join([f"pyspark=={CLUSTER_SPARK_VERSION}", *cluster_requirements()]),
+                "bootstrap": bootstrap_script}
+    if sys.argv[1:] not in ([name] for name in commands):
+        sys.exit(f"usage: python -m fare_assets.structuring.emr {{{'|'.join(commands)}}}")
+    print(commands[sys.argv[1]]())

@@ -12,7 +12,6 @@ from pyspark.sql import SparkSession
 
 from fare_assets.structuring import spark_jobs
 from fare_assets.structuring.spark import SPARK_CONF
-from fare_assets.structuring.spark_compat import ANSI_OFF
 
 JOB_EXTRA = "job"
 ARGUMENTS_EXTRA = "arguments"
@@ -36,7 +35,7 @@ def run_with_pipes(spark: SparkSession, params_loader: PipesParamsLoader | None 
 def main() -> dict:
     """spark-submit entry: a session with the project's settings, the job, its result on stdout."""
     builder = SparkSession.builder.appName("fares")
-    for key, value in {**SPARK_CONF, **ANSI_OFF}.items():
+    for key, value in SPARK_CONF.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     try:

@@ -1,6 +1,8 @@
 """Spark session settings shared by the local runner, the tests and the EMR job."""
 import os
 
+from fare_assets.structuring.spark_compat import ANSI_OFF
+
 SPARK_CONF = {
     # The INT96 default reads back as naive timestamps; micros keep UTC instants exact.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
@@ -14,6 +16,7 @@ SPARK_CONF = {
     # Progress bars garble run logs and bench output.
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "2g",
+    **ANSI_OFF,
 }
 
 

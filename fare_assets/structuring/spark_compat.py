@@ -1,9 +1,9 @@
 """The few things the jobs need that EMR's Spark (3.5 on emr-7.x) lacks and this project's Spark (4) has.
 
 Spark 4 added `Column.try_cast` and `try_make_timestamp`: null where a value does not convert. Spark 3.5 has
-neither, but with ANSI mode off a plain cast or make_timestamp is null there too; ANSI_OFF turns it off for
-the job's session on 3.5 (it is off by default, but a cluster may turn it on). Spark 4 keeps ANSI mode on,
-so a lapse anywhere else fails loudly. fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both
+neither, but with ANSI mode off a plain cast or make_timestamp is null there too; ANSI_OFF, part of
+spark.SPARK_CONF, turns it off on 3.5 (it is off by default, but a cluster may turn it on). Spark 4 keeps
+ANSI mode on, so a lapse anywhere else fails loudly. fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both
 and compares every table.
 """
 from pyspark.sql import Column

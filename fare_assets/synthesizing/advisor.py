@@ -70,10 +70,13 @@ def chosen_threshold(scores: dict[float, float], upset_rates: dict[float, float]
     none does, the best of those upsetting the fewest: a traveller who caps upsets prefers fewer to more savings."""
     if max_upset_rate is None:
         return best_threshold(scores)
-    allowed = {threshold: score for threshold, score in scores.items() if upset_rates[threshold] <= max_upset_rate}
+    known = {threshold: rate for threshold, rate in upset_rates.items() if rate is not None and np.isfinite(rate)}
+    if not known:
+        raise ValueError("no upset rate on the validation trips to hold to FARES_ADVISOR_MAX_UPSET_RATE")
+    allowed = {threshold: scores[threshold] for threshold, rate in known.items() if rate <= max_upset_rate}
     if not allowed:
-        fewest = min(upset_rates.values())
-        allowed = {threshold: score for threshold, score in scores.items() if upset_rates[threshold] == fewest}
+        fewest = min(known.values())
+        allowed = {threshold: scores[threshold] for threshold, rate in known.items() if rate == fewest}
     return best_threshold(allowed)
 
 

@@ -70,7 +70,8 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
         "engine": engine,
         "observations": _count(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
-        "max_upset_rate": "no cap" if max_upset_rate is None else max_upset_rate,
+        # Text either way: one metadata type across materializations, with or without a cap.
+        "max_upset_rate": "no cap" if max_upset_rate is None else f"{max_upset_rate:.1%}",
         "policies": MetadataValue.md(evaluation.table.to_markdown()),
         **_chart_metadata(charts),
     })
