@@ -254,6 +254,29 @@ def _emr_runner() -> EmrSparkRunner:
         update={"message_poll_seconds": 0.2, "step_poll_seconds": 0.2})
 
 
+def _structured_on_emr(**options):
+    """structured_fare_tables of PARTITION on the moto lake, its Spark job run by the EMR runner."""
+    return materialize([structured_fare_tables], partition_key=PARTITION, resources={
+        "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()},
+        **options)
+
+
+def _structured_with_a_broken_job(aws, spark, tmp_path, monkeypatch):
+    """_structured_on_emr with a structure job that raises on the fake cluster; the run's result."""
+    def broken_structure(spark, **arguments):
+        raise RuntimeError("executor lost")
+
+    monkeypatch.setitem(spark_jobs.SPARK_JOBS, "structure", broken_structure)
+    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch):
+        return _structured_on_emr(raise_on_error=False)
+
+
+def _failure_message(result) -> str:
+    """The error message of the run's one failed step."""
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    return failure.step_failure_data.error.message
+
+
 def _running_cluster() -> str:
     """A cluster kept up between steps, as an operator would start it for FARES_EMR_CLUSTER_ID; its id."""
     return boto3.client("emr", region_name=REGION).run_job_flow(
@@ -269,8 +292,7 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     monkeypatch.setenv("FARES_EMR_INSTANCE_COUNT", "5")
 
     with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch) as cluster:
-        result = materialize([structured_fare_tables], partition_key=PARTITION, resources={
-            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+        result = _structured_on_emr()
     assert cluster.errors == []
 
     emr = boto3.client("emr", region_name=REGION)
@@ -322,19 +344,11 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
 def test_a_failed_step_ends_its_transient_cluster_and_fails_the_asset_naming_it(aws, spark, tmp_path, monkeypatch,
                                                                               fast_emr_waiters):
     _land_raw_objects(aws, tmp_path)
-
-    def broken_structure(spark, **arguments):
-        raise RuntimeError("executor lost")
-
-    monkeypatch.setitem(spark_jobs.SPARK_JOBS, "structure", broken_structure)
-    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch):
-        result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
-            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+    result = _structured_with_a_broken_job(aws, spark, tmp_path, monkeypatch)
 
     (cluster_id,) = [summary["Id"] for summary in boto3.client("emr", region_name=REGION).list_clusters()["Clusters"]]
-    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert re.search(rf"EMR cluster {cluster_id} ended TERMINATED_WITH_ERRORS: "
-                     rf"Shut down as step fares-structure-\w{{8}} failed", failure.step_failure_data.error.message)
+                     rf"Shut down as step fares-structure-\w{{8}} failed", _failure_message(result))
 
 
 def test_the_aws_set_structures_checks_and_loads_the_warehouse_on_emr(aws, spark, tmp_path, monkeypatch,
@@ -412,19 +426,11 @@ def test_a_failed_step_fails_the_asset_and_the_running_cluster_stays_up(aws, spa
     _land_raw_objects(aws, tmp_path)
     cluster_id = _running_cluster()
     monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
-
-    def broken_structure(spark, **arguments):
-        raise RuntimeError("executor lost")
-
-    monkeypatch.setitem(spark_jobs.SPARK_JOBS, "structure", broken_structure)
-    with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch):
-        result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
-            "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+    result = _structured_with_a_broken_job(aws, spark, tmp_path, monkeypatch)
 
     assert not result.success
-    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert re.search(rf"EMR step s-\w+ \(structure\) on cluster {cluster_id} ended FAILED",
-                     failure.step_failure_data.error.message)
+                     _failure_message(result))
     emr = boto3.client("emr", region_name=REGION)
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
 
@@ -436,12 +442,10 @@ def test_a_cluster_that_takes_no_steps_is_named_before_any_step(aws, tmp_path, m
     emr.terminate_job_flows(JobFlowIds=[cluster_id])
     monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
 
-    result = materialize([structured_fare_tables], partition_key=PARTITION, raise_on_error=False, resources={
-        "lake": S3LakeResource(bucket=BUCKET, s3=S3Resource(region_name=REGION)), "spark_runner": _emr_runner()})
+    result = _structured_on_emr(raise_on_error=False)
 
-    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
     assert (f"EMR cluster {cluster_id} (FARES_EMR_CLUSTER_ID) is TERMINATED: it takes no new steps"
-            in failure.step_failure_data.error.message)
+            in _failure_message(result))
     assert emr.list_steps(ClusterId=cluster_id)["Steps"] == []
 
 
