@@ -7,14 +7,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def best_of(function, repeat: int = 3) -> float:
-    """The fastest of `repeat` wall-clock timings of `function()` (seconds)."""
-    timings = []
+def timings(function, repeat: int) -> list[float]:
+    """`repeat` wall-clock timings of `function()` (seconds), in the order they ran."""
+    seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
         function()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def best_of(function, repeat: int = 3) -> float:
+    """The fastest of `repeat` wall-clock timings of `function()` (seconds)."""
+    return min(timings(function, repeat))
 
 
 def report(name: str, rows: list[dict], ratio_label: str, ratio: float) -> None:

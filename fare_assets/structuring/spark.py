@@ -12,6 +12,10 @@ SPARK_CONF = {
     # size(null) is null, not -1: Spark 4 does so with ANSI mode on, EMR's Spark 3.5 (ANSI off) only with this.
     "spark.sql.legacy.sizeOfNull": "false",
     "spark.sql.shuffle.partitions": "8",
+    # Each task writes one file per landing hour it holds into each of 14 tables, and Spark packs raw objects into
+    # splits by size, not by hour, so every split of a backfill holds every hour: at the 128 MB default 500 MB of
+    # raw logs made 55 files per table. Splits up to 512 MB (still one per core when the input is smaller) made 16.
+    "spark.sql.files.maxPartitionBytes": "512m",
     "spark.ui.enabled": "false",
     # Progress bars garble run logs and bench output.
     "spark.ui.showConsoleProgress": "false",

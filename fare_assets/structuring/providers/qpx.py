@@ -283,30 +283,29 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
             fare.id.alias("id"), fare.origin.alias("origin"), (fare_pos + 1).alias("fare_no")
         ),
     )
-    segment_pricing = F.col("segment_pricing")
-    segment = F.col("segment")
-    same_id = F.filter(F.col("fare_positions"), lambda fare: fare.id == segment_pricing.fareId)
-    from_slice_origin = F.filter(same_id, lambda fare: fare.origin == segment.slice_origin_city)
-    fare_no = F.coalesce(
-        F.try_element_at(from_slice_origin, F.lit(1)).fare_no, F.try_element_at(same_id, F.lit(1)).fare_no
-    )
-    baggage = F.try_element_at(segment_pricing.freeBaggageOption, F.lit(1))
+
+    def resolved(segment_pricing: Column) -> Column:
+        segment = _lookup(F.col("segment_positions"), "id", segment_pricing.segmentId)
+        same_id = F.filter(F.col("fare_positions"), lambda fare: fare.id == segment_pricing.fareId)
+        from_slice_origin = F.filter(same_id, lambda fare: fare.origin == segment.slice_origin_city)
+        baggage = F.try_element_at(segment_pricing.freeBaggageOption, F.lit(1))
+        return F.struct(
+            segment.slice_no.alias("slice_no"), segment.segment_no.alias("segment_no"),
+            F.coalesce(F.try_element_at(from_slice_origin, F.lit(1)).fare_no,
+                       F.try_element_at(same_id, F.lit(1)).fare_no).alias("fare_no"),
+            baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
+        )
+
+    # Each segment pricing is resolved inside its array and only the small result exploded: exploding first
+    # copied both position arrays into every segment's row, which made this the job's slowest table.
     return conform(
         pricings.select(
+            "option_id", "pricing_no", *_PARTITIONS, "pricing",
+            segment_positions.alias("segment_positions"), fare_positions.alias("fare_positions"),
+        ).select(
             "option_id", "pricing_no", *_PARTITIONS,
-            segment_positions.alias("segment_positions"),
-            fare_positions.alias("fare_positions"),
-            F.explode(F.col("pricing").segmentPricing).alias("segment_pricing"),
-        ).select(
-            "option_id", "pricing_no", *_PARTITIONS, "fare_positions", "segment_pricing",
-            _lookup(F.col("segment_positions"), "id", segment_pricing.segmentId).alias("segment"),
-        ).select(
-            "option_id", "pricing_no",
-            segment.slice_no.alias("slice_no"), segment.segment_no.alias("segment_no"),
-            fare_no.alias("fare_no"),
-            baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
-            *_PARTITIONS,
-        ),
+            F.explode(F.transform(F.col("pricing").segmentPricing, resolved)).alias("segment_fare"),
+        ).select("option_id", "pricing_no", "segment_fare.*", *_PARTITIONS),
         "segment_fares",
     )
 
