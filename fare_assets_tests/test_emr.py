@@ -1,6 +1,7 @@
 """The Spark jobs on EMR through Dagster Pipes, against moto: the cluster request, the shipped code, the results."""
 import gzip
 import io
+import json
 import re
 import shutil
 import threading
@@ -10,10 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import boto3
+import botocore.awsrequest
+import botocore.exceptions
 import botocore.waiter
 import psycopg
 import pytest
-from dagster import MaterializeResult, asset, materialize, open_pipes_session
+from dagster import DagsterInstance, MaterializeResult, asset, materialize, open_pipes_session
 from dagster_aws.pipes import PipesS3ContextInjector
 from dagster_aws.s3 import S3Resource
 from dagster_pipes import PipesContext, PipesMappingParamsLoader
@@ -272,9 +275,13 @@ def _structured_with_a_broken_job(aws, spark, tmp_path, monkeypatch):
 
 
 def _failure_message(result) -> str:
-    """The error message of the run's one failed step."""
+    """The error message of the run's one failed step, followed by those of its causes."""
     (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
-    return failure.step_failure_data.error.message
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "".join(messages)
 
 
 def _running_cluster() -> str:
@@ -433,6 +440,60 @@ def test_a_failed_step_fails_the_asset_and_the_running_cluster_stays_up(aws, spa
                      _failure_message(result))
     emr = boto3.client("emr", region_name=REGION)
     assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
+
+
+class CancelStepsOnMoto:
+    """CancelSteps, which moto lacks, answered as EMR does for the clients boto3.client creates (or refused, for a
+    step that ended meanwhile); and a DescribeStep that loses the connection, so a run stops waiting for its step."""
+
+    def __init__(self, monkeypatch, step_already_ended: bool):
+        self.calls: list[dict] = []
+        self.step_already_ended = step_already_ended
+        session = boto3.session.Session(region_name=REGION)
+        session.events.register("before-call.emr.CancelSteps", self._cancel_steps)
+        session.events.register("before-call.emr.DescribeStep", self._connection_lost)
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+
+    def _cancel_steps(self, params, **_):
+        request = json.loads(params["body"])
+        self.calls.append(request)
+        cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[request["ClusterId"]]
+        for step in cluster.steps:
+            if step.id in request["StepIds"]:
+                step.state = "COMPLETED" if self.step_already_ended else "CANCELLED"
+        if self.step_already_ended:
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "InvalidRequestException", "Message": "Step is already completed"}}, "CancelSteps")
+        answer = {"CancelStepsInfoList": [{"StepId": step_id, "Status": "SUBMITTED"} for step_id in request["StepIds"]]}
+        return botocore.awsrequest.AWSResponse("", 200, {}, None), answer
+
+    def _connection_lost(self, **_):
+        raise botocore.exceptions.EndpointConnectionError(
+            endpoint_url=f"https://elasticmapreduce.{REGION}.amazonaws.com")
+
+
+@pytest.mark.parametrize("step_already_ended", [False, True], ids=["cancelled", "already_ended"])
+def test_a_run_that_stops_waiting_cancels_its_step_on_the_running_cluster(aws, tmp_path, monkeypatch,
+                                                                          step_already_ended):
+    _land_raw_objects(aws, tmp_path)
+    cluster_id = _running_cluster()
+    monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
+    cancel_steps = CancelStepsOnMoto(monkeypatch, step_already_ended)
+
+    instance = DagsterInstance.ephemeral()
+    result = _structured_on_emr(raise_on_error=False, instance=instance)
+
+    assert not result.success
+    # The error that stopped the wait is the one reported, whether or not the cancel went through.
+    assert "Could not connect to the endpoint URL" in _failure_message(result)
+    emr = boto3.client("emr", region_name=REGION)
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert cancel_steps.calls == [{"ClusterId": cluster_id, "StepIds": [step["Id"]]}]
+    assert step["Status"]["State"] == ("COMPLETED" if step_already_ended else "CANCELLED")
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert f"cancelling EMR step {step['Id']} on cluster {cluster_id}" in logged
+    assert any(message.startswith(f"EMR step {step['Id']} was not cancelled: ") for message in logged) \
+        == step_already_ended
 
 
 def test_a_cluster_that_takes_no_steps_is_named_before_any_step(aws, tmp_path, monkeypatch):
