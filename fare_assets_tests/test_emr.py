@@ -40,6 +40,7 @@ REGION = "us-east-1"
 BUCKET = "fares-emr-test"
 ARRIVAL = datetime(2026, 11, 28, 4, 7, 0, tzinfo=timezone.utc)
 PARTITION = "2026-11-28-04:00"
+ENDPOINT = f"https://elasticmapreduce.{REGION}.amazonaws.com"
 BROKEN_LINE = '{"v": 1, "search_id": "cut-short", "provider": "qpx", "resp'
 
 
@@ -280,8 +281,8 @@ def _failure_message(result) -> str:
     error, messages = failure.step_failure_data.error, []
     while error is not None:
         messages.append(error.message)
-        error = error.cause
-    return "".join(messages)
+        error = error.cause or error.context
+    return "\n".join(messages)
 
 
 def _running_cluster() -> str:
@@ -443,57 +444,67 @@ def test_a_failed_step_fails_the_asset_and_the_running_cluster_stays_up(aws, spa
 
 
 class CancelStepsOnMoto:
-    """CancelSteps, which moto lacks, answered as EMR does for the clients boto3.client creates (or refused, for a
-    step that ended meanwhile); and a DescribeStep that loses the connection, so a run stops waiting for its step."""
+    """CancelSteps, which moto lacks, answered for the clients boto3.client creates as the EMR API reference
+    describes; and a DescribeStep that times out, so a run stops waiting for its step.
 
-    def __init__(self, monkeypatch, step_already_ended: bool):
+    `answer`: "submitted" (the step is cancelled), "step_ended" (it completed meanwhile: EMR answers status FAILED
+    with a reason) or "connection_lost" (the cancel cannot reach EMR either).
+    """
+
+    def __init__(self, monkeypatch, answer: str):
         self.calls: list[dict] = []
-        self.step_already_ended = step_already_ended
+        self.answer = answer
         session = boto3.session.Session(region_name=REGION)
         session.events.register("before-call.emr.CancelSteps", self._cancel_steps)
-        session.events.register("before-call.emr.DescribeStep", self._connection_lost)
+        session.events.register("before-call.emr.DescribeStep", self._read_timeout)
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
 
     def _cancel_steps(self, params, **_):
         request = json.loads(params["body"])
         self.calls.append(request)
+        if self.answer == "connection_lost":
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url=ENDPOINT)
         cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[request["ClusterId"]]
         for step in cluster.steps:
             if step.id in request["StepIds"]:
-                step.state = "COMPLETED" if self.step_already_ended else "CANCELLED"
-        if self.step_already_ended:
-            raise botocore.exceptions.ClientError(
-                {"Error": {"Code": "InvalidRequestException", "Message": "Step is already completed"}}, "CancelSteps")
-        answer = {"CancelStepsInfoList": [{"StepId": step_id, "Status": "SUBMITTED"} for step_id in request["StepIds"]]}
+                step.state = "CANCELLED" if self.answer == "submitted" else "COMPLETED"
+        status = {"Status": "SUBMITTED"} if self.answer == "submitted" else {
+            "Status": "FAILED", "Reason": "The step is already completed."}
+        answer = {"CancelStepsInfoList": [{"StepId": step_id, **status} for step_id in request["StepIds"]]}
         return botocore.awsrequest.AWSResponse("", 200, {}, None), answer
 
-    def _connection_lost(self, **_):
-        raise botocore.exceptions.EndpointConnectionError(
-            endpoint_url=f"https://elasticmapreduce.{REGION}.amazonaws.com")
+    def _read_timeout(self, **_):
+        raise botocore.exceptions.ReadTimeoutError(endpoint_url=ENDPOINT)
 
 
-@pytest.mark.parametrize("step_already_ended", [False, True], ids=["cancelled", "already_ended"])
-def test_a_run_that_stops_waiting_cancels_its_step_on_the_running_cluster(aws, tmp_path, monkeypatch,
-                                                                          step_already_ended):
+@pytest.mark.parametrize("answer, final_state, not_cancelled_because", [
+    ("submitted", "CANCELLED", None),
+    ("step_ended", "COMPLETED", "The step is already completed."),
+    ("connection_lost", "RUNNING", "Could not connect to the endpoint URL"),
+])
+def test_a_run_that_stops_waiting_cancels_its_step_on_the_running_cluster(aws, tmp_path, monkeypatch, answer,
+                                                                          final_state, not_cancelled_because):
     _land_raw_objects(aws, tmp_path)
     cluster_id = _running_cluster()
     monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
-    cancel_steps = CancelStepsOnMoto(monkeypatch, step_already_ended)
+    cancel_steps = CancelStepsOnMoto(monkeypatch, answer)
 
-    instance = DagsterInstance.ephemeral()
-    result = _structured_on_emr(raise_on_error=False, instance=instance)
+    with DagsterInstance.ephemeral() as instance:
+        result = _structured_on_emr(raise_on_error=False, instance=instance)
+        logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
 
     assert not result.success
     # The error that stopped the wait is the one reported, whether or not the cancel went through.
-    assert "Could not connect to the endpoint URL" in _failure_message(result)
+    failure = _failure_message(result)
+    assert "Read timeout on endpoint URL" in failure and "Could not connect" not in failure
     emr = boto3.client("emr", region_name=REGION)
     (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert cancel_steps.calls == [{"ClusterId": cluster_id, "StepIds": [step["Id"]]}]
-    assert step["Status"]["State"] == ("COMPLETED" if step_already_ended else "CANCELLED")
-    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert step["Status"]["State"] == final_state
     assert f"cancelling EMR step {step['Id']} on cluster {cluster_id}" in logged
-    assert any(message.startswith(f"EMR step {step['Id']} was not cancelled: ") for message in logged) \
-        == step_already_ended
+    not_cancelled = [message for message in logged if message.startswith(f"EMR step {step['Id']} was not cancelled: ")]
+    assert [not_cancelled_because in message for message in not_cancelled] == (
+        [True] if not_cancelled_because else [])
 
 
 def test_a_cluster_that_takes_no_steps_is_named_before_any_step(aws, tmp_path, monkeypatch):

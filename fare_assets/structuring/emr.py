@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import boto3
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from dagster import AssetExecutionContext, ConfigurableResource, Failure, OpExecutionContext, open_pipes_session
 from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3MessageReader
 from dagster_aws.s3 import S3Resource
@@ -300,12 +300,18 @@ class EmrSparkRunner(SparkRunner):
         return session.get_custom_messages(), {"EMR cluster": self.cluster_id, "EMR step": step_id}
 
     def _cancel_step(self, context: RunContext, emr, step_id: str) -> None:
-        """Cancel a step; one that ended meanwhile cannot be, which is only logged."""
+        """Cancel a step. Not cancelled (it ended meanwhile, or EMR cannot be reached) is only logged: the error
+        that stopped the wait is the one the run reports."""
         context.log.warning(f"cancelling EMR step {step_id} on cluster {self.cluster_id}")
         try:
-            emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
-        except ClientError as error:
+            answer = emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
+        except (ClientError, BotoCoreError) as error:
             context.log.warning(f"EMR step {step_id} was not cancelled: {error}")
+            return
+        # EMR answers a step it cannot cancel with status FAILED and a reason, not with an error.
+        for info in answer.get("CancelStepsInfoList", []):
+            if info.get("Status") == "FAILED":
+                context.log.warning(f"EMR step {info.get('StepId', step_id)} was not cancelled: {info.get('Reason')}")
 
     def _wait_for_step(self, emr, step_id: str) -> dict:
         """Poll the step until it ends (a job has no time limit but the run's); its final status."""
