@@ -22,17 +22,20 @@ def best_of(function, repeat: int = 3) -> float:
     return min(timings(function, repeat))
 
 
-def report(name: str, rows: list[dict], ratio_label: str, ratio: float) -> None:
-    """Print a table of measurements and the headline ratio; save them under bench/results/."""
+def report(name: str, rows: list[dict], ratio_label: str, ratio: float, other_ratios: dict | None = None) -> None:
+    """Print a table of measurements and the headline ratio; save them, and any other ratios, under bench/results/."""
     columns = list(rows[0])
     widths = [max(len(column), *(len(_cell(row[column])) for row in rows)) for column in columns]
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths)))
     for row in rows:
         print("  ".join(_cell(row[column]).ljust(width) for column, width in zip(columns, widths)))
+    for label, other in (other_ratios or {}).items():
+        print(f"{label}: {other:.2f}")
     print(f"{ratio_label}: {ratio:.2f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(
-        {"rows": rows, ratio_label: ratio, "machine": platform.platform(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        {"rows": rows, **(other_ratios or {}), ratio_label: ratio, "machine": platform.platform(),
+         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         indent=1))
 
 

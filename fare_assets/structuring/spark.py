@@ -15,6 +15,7 @@ SPARK_CONF = {
     # Each task writes one file per landing hour it holds into each of 14 tables, and Spark packs raw objects into
     # splits by size, not by hour, so every split of a backfill holds every hour: at the 128 MB default 500 MB of
     # raw logs made 55 files per table. Splits up to 512 MB (still one per core when the input is smaller) made 16.
+    # On EMR too, where each S3 object costs more than a local file; measured only locally.
     "spark.sql.files.maxPartitionBytes": "512m",
     "spark.ui.enabled": "false",
     # Progress bars garble run logs and bench output.
@@ -29,9 +30,9 @@ SPARK_CONF = {
 JDBC_DRIVER_JAR = os.environ.get("FARES_JDBC_DRIVER_JAR", "/usr/share/java/postgresql.jar")
 
 
-# The throughput collector: a local session is one batch JVM, and the 500 MB structuring bench ran 10-20% faster with
-# it than with G1, Java 17's default (README, Benchmarks). Not in SPARK_CONF: on EMR it would replace the cluster's
-# own driver options.
+# The throughput collector: a local session is one batch JVM, and the 500 MB structuring bench ran faster with it
+# than with G1, Java 17's default (README, Benchmarks). Only the first session of a process, which launches the JVM,
+# applies it. Not in SPARK_CONF: under spark-submit (EMR) the driver's JVM is already running.
 LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseParallelGC"
 
 
