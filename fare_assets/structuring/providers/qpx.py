@@ -284,27 +284,33 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
         ),
     )
 
-    def resolved(segment_pricing: Column) -> Column:
-        segment = _lookup(F.col("segment_positions"), "id", segment_pricing.segmentId)
-        same_id = F.filter(F.col("fare_positions"), lambda fare: fare.id == segment_pricing.fareId)
-        from_slice_origin = F.filter(same_id, lambda fare: fare.origin == segment.slice_origin_city)
-        baggage = F.try_element_at(segment_pricing.freeBaggageOption, F.lit(1))
+    def matched(segment_pricing: Column) -> Column:
+        """The segment pricing with its segment and the fares of its fare id, each looked up once."""
         return F.struct(
-            segment.slice_no.alias("slice_no"), segment.segment_no.alias("segment_no"),
+            segment_pricing.alias("pricing"),
+            _lookup(F.col("segment_positions"), "id", segment_pricing.segmentId).alias("segment"),
+            F.filter(F.col("fare_positions"), lambda fare: fare.id == segment_pricing.fareId).alias("same_id"),
+        )
+
+    def resolved(match: Column) -> Column:
+        from_slice_origin = F.filter(match.same_id, lambda fare: fare.origin == match.segment.slice_origin_city)
+        baggage = F.try_element_at(match.pricing.freeBaggageOption, F.lit(1))
+        return F.struct(
+            match.segment.slice_no.alias("slice_no"), match.segment.segment_no.alias("segment_no"),
             F.coalesce(F.try_element_at(from_slice_origin, F.lit(1)).fare_no,
-                       F.try_element_at(same_id, F.lit(1)).fare_no).alias("fare_no"),
+                       F.try_element_at(match.same_id, F.lit(1)).fare_no).alias("fare_no"),
             baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
         )
 
     # Each segment pricing is resolved inside its array and only the small result exploded: exploding first
     # copied both position arrays into every segment's row, which made this the job's slowest table.
+    segment_fares = F.transform(F.transform(F.col("pricing").segmentPricing, matched), resolved)
     return conform(
         pricings.select(
             "option_id", "pricing_no", *_PARTITIONS, "pricing",
             segment_positions.alias("segment_positions"), fare_positions.alias("fare_positions"),
         ).select(
-            "option_id", "pricing_no", *_PARTITIONS,
-            F.explode(F.transform(F.col("pricing").segmentPricing, resolved)).alias("segment_fare"),
+            "option_id", "pricing_no", *_PARTITIONS, F.explode(segment_fares).alias("segment_fare"),
         ).select("option_id", "pricing_no", "segment_fare.*", *_PARTITIONS),
         "segment_fares",
     )
