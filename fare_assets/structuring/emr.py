@@ -306,12 +306,13 @@ class EmrSparkRunner(SparkRunner):
         try:
             answer = emr.cancel_steps(ClusterId=self.cluster_id, StepIds=[step_id])
         except (ClientError, BotoCoreError) as error:
-            context.log.warning(f"EMR step {step_id} was not cancelled: {error}")
-            return
-        # EMR answers a step it cannot cancel with status FAILED and a reason, not with an error.
-        for info in answer.get("CancelStepsInfoList", []):
-            if info.get("Status") == "FAILED":
-                context.log.warning(f"EMR step {info.get('StepId', step_id)} was not cancelled: {info.get('Reason')}")
+            refusals = [str(error)]
+        else:
+            # EMR answers a step it cannot cancel with status FAILED and a reason, not with an error.
+            refusals = [info.get("Reason") for info in answer.get("CancelStepsInfoList", [])
+                        if info.get("Status") == "FAILED"]
+        for why in refusals:
+            context.log.warning(f"EMR step {step_id} was not cancelled: {why}")
 
     def _wait_for_step(self, emr, step_id: str) -> dict:
         """Poll the step until it ends (a job has no time limit but the run's); its final status."""
