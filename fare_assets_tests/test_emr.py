@@ -16,7 +16,8 @@ import botocore.exceptions
 import botocore.waiter
 import psycopg
 import pytest
-from dagster import DagsterInstance, MaterializeResult, asset, materialize, open_pipes_session
+from dagster import (DagsterExecutionInterruptedError, DagsterInstance, MaterializeResult, asset, materialize,
+                     open_pipes_session)
 from dagster_aws.pipes import PipesS3ContextInjector
 from dagster_aws.s3 import S3Resource
 from dagster_pipes import PipesContext, PipesMappingParamsLoader
@@ -448,15 +449,17 @@ class CancelStepsOnMoto:
     describes; and a DescribeStep that times out, so a run stops waiting for its step.
 
     `answer`: "submitted" (the step is cancelled), "step_ended" (it completed meanwhile: EMR answers status FAILED
-    with a reason) or "connection_lost" (the cancel cannot reach EMR either).
+    with a reason) or "connection_lost" (the cancel cannot reach EMR either). `wait_error`: what DescribeStep raises
+    instead of the time-out.
     """
 
-    def __init__(self, monkeypatch, answer: str):
+    def __init__(self, monkeypatch, answer: str, wait_error: BaseException | None = None):
         self.calls: list[dict] = []
         self.answer = answer
+        self.wait_error = wait_error or botocore.exceptions.ReadTimeoutError(endpoint_url=ENDPOINT)
         session = boto3.session.Session(region_name=REGION)
         session.events.register("before-call.emr.CancelSteps", self._cancel_steps)
-        session.events.register("before-call.emr.DescribeStep", self._read_timeout)
+        session.events.register("before-call.emr.DescribeStep", self._stop_waiting)
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
 
     def _cancel_steps(self, params, **_):
@@ -473,8 +476,8 @@ class CancelStepsOnMoto:
         answer = {"CancelStepsInfoList": [{"StepId": step_id, **status} for step_id in request["StepIds"]]}
         return botocore.awsrequest.AWSResponse("", 200, {}, None), answer
 
-    def _read_timeout(self, **_):
-        raise botocore.exceptions.ReadTimeoutError(endpoint_url=ENDPOINT)
+    def _stop_waiting(self, **_):
+        raise self.wait_error
 
 
 @pytest.mark.parametrize("answer, final_state, not_cancelled_because", [
@@ -505,6 +508,23 @@ def test_a_run_that_stops_waiting_cancels_its_step_on_the_running_cluster(aws, t
     not_cancelled = [message for message in logged if message.startswith(f"EMR step {step['Id']} was not cancelled: ")]
     assert [not_cancelled_because in message for message in not_cancelled] == (
         [True] if not_cancelled_because else [])
+
+
+def test_a_terminated_run_cancels_its_step_on_the_running_cluster(aws, tmp_path, monkeypatch):
+    _land_raw_objects(aws, tmp_path)
+    cluster_id = _running_cluster()
+    monkeypatch.setenv("FARES_EMR_CLUSTER_ID", cluster_id)
+    # Terminating a run raises this in its step's thread, wherever the step is: here while it polls its EMR step.
+    cancel_steps = CancelStepsOnMoto(monkeypatch, "submitted", wait_error=DagsterExecutionInterruptedError())
+
+    result = _structured_on_emr(raise_on_error=False)
+
+    assert not result.success
+    emr = boto3.client("emr", region_name=REGION)
+    (step,) = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert cancel_steps.calls == [{"ClusterId": cluster_id, "StepIds": [step["Id"]]}]
+    assert step["Status"]["State"] == "CANCELLED"
+    assert emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] != "TERMINATED"
 
 
 def test_a_cluster_that_takes_no_steps_is_named_before_any_step(aws, tmp_path, monkeypatch):
