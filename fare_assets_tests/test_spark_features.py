@@ -42,13 +42,14 @@ def test_spark_features_equal_the_pandas_features_on_a_watched_market(spark_engi
     assert [column for column in MODEL_FEATURES if actual[column].isna().all()] == []
 
 
-def test_spark_features_find_the_same_refilings(spark_engine):
-    observations = route_with_refilings([5, 15, 25, 35], range(20, 22))
+@pytest.mark.parametrize("collections_per_day", [1, 4])
+def test_spark_features_find_the_same_refilings(spark_engine, collections_per_day):
+    observations = route_with_refilings([5, 15, 25, 35], range(20, 22), collections_per_day=collections_per_day)
     # Dates as the warehouse returns them (datetime64), not as date objects.
     for column in ("depart_date", "return_date"):
         observations[column] = pd.to_datetime(observations[column])
     actual = assert_same_features(observations)
-    assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6
+    assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6 * collections_per_day
     assert actual["route_refile_interval"].max() == 10
 
 

@@ -221,18 +221,22 @@ def test_fare_against_route_peers_uses_their_latest_fares_so_far():
     assert alone["fare_to_route_peers"].isna().all()
 
 
-def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 40) -> pd.DataFrame:
-    """Six SFO-JFK trips collected daily: every trip changes fare on refiling days, each by its own share; a sale takes 15% off all."""
+def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 40,
+                         collections_per_day: int = 1) -> pd.DataFrame:
+    """Six SFO-JFK trips collected daily from 12:00 UTC (or several times a day, every 3 hours): every trip changes
+    fare on refiling days, each by its own share; a sale takes 15% off all."""
     start = pd.Timestamp("2027-01-01 12:00", tz="UTC")
+    times = [start + pd.Timedelta(days=day, hours=3 * collection)
+             for day in range(days) for collection in range(collections_per_day)]
     trips = []
     for trip in range(6):
         fares, fare = [], 300.0 + 10 * trip
         for day in range(days):
             if day in refile_days:
                 fare *= 1 + 0.02 * (trip + 1) * (-1) ** (day + trip)
-            fares.append(round(fare * (0.85 if day in sale_days else 1.0), 2))
+            fares += [round(fare * (0.85 if day in sale_days else 1.0), 2)] * collections_per_day
         frame = hand_made_trip(fares)
-        frame["collected_at"] = pd.date_range(start, periods=days, freq="D")
+        frame["collected_at"] = times
         frame["depart_date"] = (start + pd.Timedelta(days=90 + trip)).date()
         frame["return_date"] = (start + pd.Timedelta(days=97 + trip)).date()
         trips.append(frame)
@@ -251,6 +255,18 @@ def test_route_refilings_are_found_and_sales_are_not_refilings():
     assert np.isnan(by_day.loc[15, "route_refile_interval"]) and by_day.loc[16, "route_refile_interval"] == 10
     assert by_day.loc[33, "days_to_next_refile"] == 2
     assert features.loc[day == 20, "route_mean_change"].iloc[0] == pytest.approx(np.log(0.85), abs=1e-3)
+
+
+def test_route_refilings_are_found_when_trips_are_collected_several_times_a_day():
+    features = observation_features(route_with_refilings([5, 15, 25, 35], range(20, 22), collections_per_day=4))
+    day = (features["collected_at"] - features["collected_at"].min()).dt.days
+    # Later collections of a refiling day see unchanged fares: the day's refiling holds for all of its moments.
+    assert (features.loc[day.isin([5, 15, 25, 35]), "days_since_route_refile"] == 0).all()
+    assert (features.loc[day == 12, "days_since_route_refile"] == 7).all()
+    assert (features.loc[day == 23, "days_since_route_refile"] == 8).all()
+    assert features.loc[day == 15, "route_refile_interval"].isna().all()
+    assert (features.loc[day == 16, "route_refile_interval"] == 10).all()
+    assert (features.loc[day == 33, "days_to_next_refile"] == 2).all()
 
 
 def test_continuation_ratios_follow_the_policy():

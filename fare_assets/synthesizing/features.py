@@ -304,11 +304,14 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
         so_far["route_mean_change"] = so_far["move"] / so_far["observed"]
         mean_move = so_far["move"] / so_far["changed"]
         so_far["route_change_dispersion"] = np.sqrt((so_far["move_squared"] / so_far["changed"] - mean_move ** 2).clip(lower=0))
-    so_far["refiling_so_far"] = (
+    refiling_now = (
         (so_far["observed"] >= REFILE_MIN_TRIPS)
         & (so_far["route_changed_share"] >= REFILE_CHANGED_SHARE)
         & (so_far["route_change_dispersion"] >= REFILE_MIN_DISPERSION)
     )
+    # Once seen, a refiling stays seen for the rest of the day: later collections of the day find the fares
+    # unchanged and dilute the day's share, which every 30 minutes would hide the refiling by the next moment.
+    so_far["refiling_so_far"] = refiling_now.groupby(level=ROUTE_KEY + ["day"], sort=False).cummax()
     return so_far
 
 

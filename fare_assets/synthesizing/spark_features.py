@@ -161,7 +161,8 @@ def _route_moments(frame: DataFrame) -> DataFrame:
         & (F.col("route_changed_share") >= REFILE_CHANGED_SHARE)
         & (F.col("route_change_dispersion") >= REFILE_MIN_DISPERSION)
     )
-    return moments.withColumn("refiling_so_far", F.coalesce(refiling, F.lit(False)))
+    # Once seen, a refiling stays seen for the rest of the day (features._route_day_changes).
+    return moments.withColumn("refiling_so_far", F.max(F.coalesce(refiling, F.lit(False))).over(day_so_far))
 
 
 def _median(values: Column) -> Column:
