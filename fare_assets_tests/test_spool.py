@@ -33,6 +33,37 @@ def test_a_segment_is_claimed_only_once_nobody_holds_it(tmp_path):
     assert holder.waiting_records() == 0 and list(tmp_path.iterdir()) == []
 
 
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from fare_assets.streaming.spool import WriteAheadSpool
+
+# A file size limit makes the kernel write part of a write and fail the rest (EFBIG), as a full disk does.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+segment = WriteAheadSpool(Path(sys.argv[1])).open_segment()
+segment.append([b"kept\\n"])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+try:
+    segment.append([b"x" * 10000 + b"\\n"])
+except OSError as error:
+    print("refused", error.errno, flush=True)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+segment.append([b"after\\n"])
+segment.release()
+"""
+
+
+def test_an_append_the_disk_cuts_short_fails_and_leaves_the_segment_readable(tmp_path):
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True,
+                         check=True)
+    assert run.stdout.split()[0] == b"refused"
+    # The refused record is not in the segment, and the record appended after it is not hidden behind a torn frame.
+    (claimed,) = WriteAheadSpool(tmp_path).claim_waiting()
+    assert claimed[1] == [b"kept\n", b"after\n"]
+    claimed[0].release()
+
+
 KILLED_SWEEP = """
 import sys
 from pathlib import Path

@@ -53,9 +53,18 @@ class SpoolSegment:
         self._descriptor: int | None = descriptor
 
     def append(self, records: list[bytes]) -> None:
-        """Write records and fsync: once this returns they survive a crash."""
-        os.write(self._descriptor, encode_frames(records))
-        os.fsync(self._descriptor)
+        """Write records and fsync: once this returns they survive a crash. One that raises leaves the segment as it was."""
+        pending = memoryview(encode_frames(records))
+        size = os.fstat(self._descriptor).st_size
+        try:
+            # A full disk can write part of the frames and fail only on the next write.
+            while pending:
+                pending = pending[os.write(self._descriptor, pending):]
+            os.fsync(self._descriptor)
+        except OSError:
+            # A torn frame would end the segment for its reader, hiding every record appended after it.
+            os.ftruncate(self._descriptor, size)
+            raise
 
     def discard(self) -> None:
         """Every record was delivered: delete the segment."""
