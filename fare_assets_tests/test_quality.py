@@ -34,6 +34,7 @@ from fare_assets_tests.test_amadeus import AMADEUS_FIXTURES
 from fare_assets_tests.test_amadeus import _envelope as amadeus_envelope
 from fare_assets_tests.test_amadeus import _response as amadeus_response
 from fare_assets_tests.test_duffel import DUFFEL_FIXTURES
+from fare_assets_tests.test_duffel import _family as duffel_family
 from fare_assets_tests.test_duffel import _envelope as duffel_envelope
 from fare_assets_tests.test_duffel import _response as duffel_response
 from fare_assets_tests.test_structuring import QPX_FIXTURES, _envelope, _family, _response, _write_raw
@@ -69,9 +70,9 @@ def good_lake(spark, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def offer_lake(spark, tmp_path_factory) -> Path:
-    """Every Duffel and Amadeus fixture in one hour."""
+    """Every Duffel and Amadeus fixture in one hour, and a Duffel offer for two passengers."""
     root = tmp_path_factory.mktemp("offer_quality_lake")
-    envelopes = [duffel_envelope(duffel_response(name)) for name in DUFFEL_FIXTURES]
+    envelopes = [duffel_envelope(duffel_response(name)) for name in DUFFEL_FIXTURES] + [duffel_envelope(duffel_family(), search_id="family")]
     envelopes += [amadeus_envelope(amadeus_response(name)) for name in AMADEUS_FIXTURES]
     structure_raw(spark, [_write_raw(root, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), envelopes)], str(root))
     return root
@@ -234,6 +235,14 @@ def test_offers_with_a_tax_total_but_no_tax_lines_reconcile(spark, offer_lake):
     itemised = read_table(spark, str(offer_lake), "taxes").select("option_id").distinct()
     untaxed = options.where("tax_amount > 0").join(itemised, "option_id", "left_anti").count()
     assert untaxed > 100
+    assert unreconciled_totals(spark, str(offer_lake)).failing == 0
+
+
+def test_an_offer_priced_only_as_a_whole_reconciles_by_its_currency(spark, offer_lake):
+    # Duffel prices an offer of several passengers as a whole: its pricings have no per-passenger totals.
+    family = read_table(spark, str(offer_lake), "trip_options").where("search_id = 'family'")
+    pricings = read_table(spark, str(offer_lake), "pricings").join(family.select("option_id"), "option_id")
+    assert [(row.sale_total_per_pax, row.sale_currency) for row in pricings.collect()] == [(None, "GBP")] * 2
     assert unreconciled_totals(spark, str(offer_lake)).failing == 0
 
 

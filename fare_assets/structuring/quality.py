@@ -122,12 +122,14 @@ def orphan_rows(spark: SparkSession, lake_root: str, foreign_key: ForeignKey,
 
 
 def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | None = None) -> RuleResult:
-    """Options whose pricings miss total_amount or its currency, or whose tax lines miss the tax_amount (both given)."""
+    """Options whose pricings miss total_amount (where they give per-passenger totals) or its currency, or whose tax
+    lines miss the tax_amount (both given)."""
     # Pricings and tax lines are per passenger: each counts passenger_count times.
     option = [*PARTITION_COLUMNS, "option_id"]
     pricings = _read(spark, lake_root, "pricings", hours)
     priced = pricings.groupBy(*option).agg(
         F.sum(F.col("sale_total_per_pax") * F.col("passenger_count")).alias("priced_total"),
+        F.count("sale_total_per_pax").alias("pricings_with_total"),
         F.count_distinct("sale_currency").alias("priced_currencies"),
         F.max("sale_currency").alias("priced_currency"),
     )
@@ -138,7 +140,10 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
         .agg(F.sum(F.col("amount") * F.col("passenger_count")).alias("taxed_total"))
     )
     checked = _read(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
-    total_missed = ~F.col("priced_total").eqNullSafe(F.col("total_amount"))
+    # Duffel prices an offer of several passengers only as a whole: none of its pricings has a total to add up.
+    # An option without any pricing (null count) is still compared, and misses.
+    priced_per_passenger = F.coalesce(F.col("pricings_with_total") > 0, F.lit(True))
+    total_missed = priced_per_passenger & ~F.col("priced_total").eqNullSafe(F.col("total_amount"))
     currency_missed = (F.col("priced_currencies") > 1) | ~F.col("priced_currency").eqNullSafe(F.col("currency"))
     # Compared where both are given: Duffel (and some Amadeus offers) give a tax total without tax lines.
     tax_missed = F.col("taxed_total") != F.col("tax_amount")
