@@ -318,6 +318,49 @@ def test_a_fare_listed_twice_under_one_id_prices_each_direction(lake):
     assert directions == {(1, "MIA"), (2, "NYC")}
 
 
+def _component_start_cities(response: dict, option: dict, pricing: dict) -> dict[str, str]:
+    """Per segment id: the city where its fare component starts (the first of the slice's consecutive segments
+    with its fare id)."""
+    cities = {airport["code"]: airport.get("city") for airport in response["trips"]["data"].get("airport", [])}
+    fare_ids = {sp["segmentId"]: sp["fareId"] for sp in pricing["segmentPricing"]}
+    starts = {}
+    for slice_ in option["slice"]:
+        previous_fare, start = None, None
+        for segment in slice_["segment"]:
+            if fare_ids.get(segment["id"]) is None or fare_ids[segment["id"]] != previous_fare:
+                origin = segment["leg"][0]["origin"]
+                start = cities.get(origin) or origin
+            starts[segment["id"]], previous_fare = start, fare_ids.get(segment["id"])
+    return starts
+
+
+@pytest.mark.parametrize("name", ALL_RESPONSES)
+def test_a_segment_takes_the_fare_copy_leaving_where_its_fare_component_starts(lake, name):
+    response = _all_responses()[name]
+    by_provider_id = {option["id"]: option for option in _options(response)}
+    option_ids = _provider_option_ids(lake, name)
+    fares = {(f.option_id, f.pricing_no, f.fare_no): f for f in _rows_of(lake, "fares", name)}
+    for row in _rows_of(lake, "segment_fares", name):
+        option = by_provider_id[option_ids[row.option_id]]
+        pricing = option["pricing"][row.pricing_no - 1]
+        segment_id = option["slice"][row.slice_no - 1]["segment"][row.segment_no - 1]["id"]
+        start = _component_start_cities(response, option, pricing)[segment_id]
+        fare = fares[(row.option_id, row.pricing_no, row.fare_no)]
+        copies = [f for f in pricing["fare"] if f["id"] == fare.provider_fare_id]
+        if any(copy["origin"] == start for copy in copies):
+            assert fare.origin_city == start, (option["id"], segment_id)
+
+
+def test_a_return_from_new_york_via_toronto_takes_the_toronto_copy_of_a_fare_listed_twice(lake):
+    # The return JFK-YUL-YYZ-MIA prices YYZ-MIA with the fare also pricing MIA-YUL-YYZ out: fare 1 is MIA-YTO,
+    # fare 4 YTO-MIA. The slice starts in New York, where neither copy leaves from.
+    option_ids = {provider: option for option, provider in _provider_option_ids(lake, "09_USD_MIA-LGA.json").items()}
+    (option_id,) = [option for provider, option in option_ids.items() if provider.endswith("yON00F")]
+    by_segment = {(row.slice_no, row.segment_no): row.fare_no
+                  for row in _rows_of(lake, "segment_fares", "09_USD_MIA-LGA.json") if row.option_id == option_id}
+    assert by_segment == {(1, 1): 1, (1, 2): 1, (1, 3): 2, (2, 1): 3, (2, 2): 3, (2, 3): 4}
+
+
 def test_segment_pricing_order_differs_and_one_fare_covers_both_segments(lake):
     segment_fares = _rows_of(lake, "segment_fares", "01_USD_ORD-LHR.json")
     assert {(r.slice_no, r.segment_no, r.fare_no) for r in segment_fares} == {(1, 1, 1), (1, 2, 1)}

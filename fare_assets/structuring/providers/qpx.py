@@ -258,25 +258,35 @@ def _fare_rows(pricings: DataFrame) -> DataFrame:
 def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
     """Which fare prices each segment, matched by id: `segmentPricing` is not in segment order.
 
-    A round trip can price both directions with the same fare, listed twice under one id
-    (MIA→NYC and NYC→MIA): the segment then takes the copy that starts in its slice's origin city.
+    A round trip can price both directions with the same fare, listed twice under one id (MIA→YTO and YTO→MIA):
+    the segment then takes the copy that starts where its fare component starts, the origin city of the first of
+    its slice's consecutive segments priced by that fare (a return from New York via Toronto to Miami prices
+    Toronto→Miami with the YTO→MIA copy).
     """
     def city_of(airport: Column) -> Column:
         return F.coalesce(_lookup(F.col("airports"), "code", airport).city, airport)
 
-    segment_positions = F.flatten(F.transform(
-        F.col("slices"),
-        lambda slice_, slice_pos: F.transform(
-            slice_.segment,
-            lambda segment, segment_pos: F.struct(
-                segment.id.alias("id"),
-                (slice_pos + 1).alias("slice_no"),
-                (segment_pos + 1).alias("segment_no"),
-                city_of(F.try_element_at(F.try_element_at(slice_.segment, F.lit(1)).leg, F.lit(1)).origin)
-                .alias("slice_origin_city"),
-            ),
-        ),
-    ))
+    def component_starts(slice_: Column, slice_pos: Column) -> Column:
+        """The slice's segments in order, each with the city where its fare component starts."""
+        segments = F.transform(slice_.segment, lambda segment, segment_pos: F.struct(
+            segment.id.alias("id"), (segment_pos + 1).alias("segment_no"),
+            city_of(F.try_element_at(segment.leg, F.lit(1)).origin).alias("origin_city"),
+            _lookup(F.col("pricing").segmentPricing, "segmentId", segment.id).fareId.alias("fare_id"),
+        ))
+
+        def step(state: Column, segment: Column) -> Column:
+            start = F.when(segment.fare_id == state.fare_id, state.start_city).otherwise(segment.origin_city)
+            position = F.struct(segment.id.alias("id"), (slice_pos + 1).alias("slice_no"),
+                                segment.segment_no.alias("segment_no"), start.alias("start_city"))
+            return F.struct(F.concat(state.positions, F.array(position)).alias("positions"),
+                            segment.fare_id.alias("fare_id"), start.alias("start_city"))
+
+        no_positions = F.array().cast("array<struct<id:string,slice_no:int,segment_no:int,start_city:string>>")
+        initial = F.struct(no_positions.alias("positions"), F.lit(None).cast("string").alias("fare_id"),
+                           F.lit(None).cast("string").alias("start_city"))
+        return F.aggregate(segments, initial, step).positions
+
+    segment_positions = F.flatten(F.transform(F.col("slices"), component_starts))
     fare_positions = F.transform(
         F.col("pricing").fare,
         lambda fare, fare_pos: F.struct(
@@ -293,11 +303,11 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
         )
 
     def resolved(match: Column) -> Column:
-        from_slice_origin = F.filter(match.same_id, lambda fare: fare.origin == match.segment.slice_origin_city)
+        from_component_start = F.filter(match.same_id, lambda fare: fare.origin == match.segment.start_city)
         baggage = F.try_element_at(match.pricing.freeBaggageOption, F.lit(1))
         return F.struct(
             match.segment.slice_no.alias("slice_no"), match.segment.segment_no.alias("segment_no"),
-            F.coalesce(F.try_element_at(from_slice_origin, F.lit(1)).fare_no,
+            F.coalesce(F.try_element_at(from_component_start, F.lit(1)).fare_no,
                        F.try_element_at(match.same_id, F.lit(1)).fare_no).alias("fare_no"),
             baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
         )
