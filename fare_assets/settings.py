@@ -26,6 +26,7 @@ class Settings:
     web_port: int
     watchlist: Path
     sensor_lookback_hours: int
+    sensor_sweep_hours: int
     history_days: float
     history_every_hours: float
     dagster_port: int
@@ -76,6 +77,7 @@ def load_settings() -> Settings:
         web_port=int(_env("FARES_WEB_PORT", "5000")),
         watchlist=Path(_env("FARES_WATCHLIST", str(PROJECT_ROOT / "fare_assets" / "watchlist.yaml"))),
         sensor_lookback_hours=int(_env("FARES_SENSOR_LOOKBACK_HOURS", "2")),
+        sensor_sweep_hours=int(_env("FARES_SENSOR_SWEEP_HOURS", "26")),
         history_days=float(_env("FARES_HISTORY_DAYS", "60")),
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),

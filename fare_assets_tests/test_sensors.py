@@ -89,6 +89,11 @@ def key_at(arrival: dt.datetime, uid: str | None = None) -> str:
     return raw_object_key(STREAM, arrival, uid or str(uuid.uuid4()))
 
 
+def swept(at: dt.datetime, hours: dict | None = None) -> str:
+    """A cursor whose last sweep of the whole window was at `at`."""
+    return json.dumps({"hours": hours or {}, "swept_at": at.isoformat()})
+
+
 def tick(lake, cursor: str | None, now: dt.datetime = NOW):
     """One sensor evaluation, as the daemon would run it, at the wall-clock time `now`."""
     sensor = landing_sensor_factory(structure_job, now=lambda: now)
@@ -107,7 +112,7 @@ def test_a_burst_beyond_one_listing_page_is_requested_once_and_late_same_second_
     first = tick(lake, None)
     assert [(r.partition_key, r.run_key.split("/")[0]) for r in first.run_requests] == [
         ("2026-11-28-04:00", "2026-11-28-04")]
-    assert json.loads(first.cursor)["2026-11-28-04"]["objects"] == BURST
+    assert json.loads(first.cursor)["hours"]["2026-11-28-04"]["objects"] == BURST
     if isinstance(lake, S3Lake):
         # The hour needed two ListObjectsV2 pages: the second one followed the continuation token.
         assert lake.listed_prefixes.count(raw_hour_prefix("2026-11-28-04")) == 2
@@ -124,27 +129,50 @@ def test_a_burst_beyond_one_listing_page_is_requested_once_and_late_same_second_
     third = tick(lake, quiet.cursor)
     assert [r.partition_key for r in third.run_requests] == ["2026-11-28-04:00"]
     assert third.run_requests[0].run_key != first.run_requests[0].run_key
-    assert json.loads(third.cursor)["2026-11-28-04"]["objects"] == BURST + 3
+    assert json.loads(third.cursor)["hours"]["2026-11-28-04"]["objects"] == BURST + 3
 
 
 def test_only_the_lookback_hours_are_listed_and_each_changed_hour_is_requested_once(lake):
     for hours_ago, objects in ((5, 4), (2, 1), (1, 3), (0, 2)):
         for n in range(objects):
             lake.put(key_at(NOW - dt.timedelta(hours=hours_ago, minutes=n)))
-    result = tick(lake, None)
+    # The whole window was swept 10 minutes ago: this tick lists the lookback hours only.
+    result = tick(lake, swept(NOW - dt.timedelta(minutes=10)))
 
     expected_hours = ["2026-11-28-02", "2026-11-28-03", "2026-11-28-04"]
     assert sorted(set(lake.listed_prefixes)) == [raw_hour_prefix(hour) for hour in expected_hours]
     assert sorted(r.partition_key for r in result.run_requests) == [f"{hour}:00" for hour in expected_hours]
     assert sorted(r.run_key.split("/")[0] for r in result.run_requests) == expected_hours
     cursor = json.loads(result.cursor)
-    assert {hour: state["objects"] for hour, state in cursor.items()} == {
+    assert {hour: state["objects"] for hour, state in cursor["hours"].items()} == {
         "2026-11-28-02": 1, "2026-11-28-03": 3, "2026-11-28-04": 2}
+    assert cursor["swept_at"] == (NOW - dt.timedelta(minutes=10)).isoformat()
 
-    # Two hours later 02 and 03 leave the window (and the cursor); 04 is still known, 05 and 06 are empty.
+    # Two hours later the sweep is due: it lists 26 hours back and finds the hour of 23:00, which no tick listed.
+    lake.listed_prefixes.clear()
     later = tick(lake, result.cursor, NOW + dt.timedelta(hours=2))
-    assert later.run_requests == []
-    assert list(json.loads(later.cursor)) == ["2026-11-28-04"]
+    assert len(set(lake.listed_prefixes)) == 27
+    assert [r.partition_key for r in later.run_requests] == ["2026-11-27-23:00"]
+    assert sorted(json.loads(later.cursor)["hours"]) == ["2026-11-27-23", *expected_hours]
+
+    # A day later 23:00 and 02-04 have left the sweep window, and the cursor.
+    quiet = tick(lake, later.cursor, NOW + dt.timedelta(hours=28))
+    assert quiet.run_requests == [] and json.loads(quiet.cursor)["hours"] == {}
+
+
+def test_an_hour_that_fills_in_after_leaving_the_lookback_is_requested_by_the_hourly_sweep(lake):
+    lake.put(key_at(NOW))
+    first = tick(lake, None)
+    assert [r.partition_key for r in first.run_requests] == ["2026-11-28-04:00"]
+    # Firehose delivers an object named for 04:55 five hours late, after retrying S3.
+    lake.put(key_at(NOW.replace(minute=55)))
+    five_hours_on = NOW + dt.timedelta(hours=5)
+    assert tick(lake, swept(five_hours_on - dt.timedelta(minutes=30), json.loads(first.cursor)["hours"]),
+                five_hours_on).run_requests == []
+    sweep = tick(lake, first.cursor, five_hours_on)
+    assert [r.partition_key for r in sweep.run_requests] == ["2026-11-28-04:00"]
+    assert sweep.run_requests[0].run_key != first.run_requests[0].run_key
+    assert json.loads(sweep.cursor)["hours"]["2026-11-28-04"]["objects"] == 2
 
 
 def test_a_cursor_of_the_earlier_names_format_requests_its_hours_again(lake):
@@ -152,7 +180,7 @@ def test_a_cursor_of_the_earlier_names_format_requests_its_hours_again(lake):
     lake.put(key)
     result = tick(lake, json.dumps({"2026-11-28-04": [Path(key).name]}))
     assert [r.partition_key for r in result.run_requests] == ["2026-11-28-04:00"]
-    assert json.loads(result.cursor)["2026-11-28-04"]["objects"] == 1
+    assert json.loads(result.cursor)["hours"]["2026-11-28-04"]["objects"] == 1
 
 
 def test_raw_files_are_paths_spark_reads(lake):

@@ -1,12 +1,17 @@
 """Storing: notice new raw objects in the landing prefix and structure their landing hour.
 
-The cursor keeps, per landing hour in the lookback window, how many objects the hour held and a
-digest of all their keys: {"YYYY-MM-DD-HH": {"objects": n, "digest": sha256 hex}}. Raw objects are
-immutable and never deleted, so an hour changes only by gaining keys, and any new key changes the
-digest, wherever it sorts. That matters because Firehose names objects
-<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>: a "greatest key seen" watermark would miss an object landing
-later with the same second and a smaller uuid. The cursor stays a few hundred bytes however many
-objects an hour holds, and hours leaving the window leave the cursor.
+The cursor keeps, per landing hour in the sweep window, how many objects the hour held and a
+digest of all their keys: {"hours": {"YYYY-MM-DD-HH": {"objects": n, "digest": sha256 hex}},
+"swept_at": ISO time}. Raw objects are immutable and never deleted, so an hour changes only by
+gaining keys, and any new key changes the digest, wherever it sorts. That matters because Firehose
+names objects <stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>: a "greatest key seen" watermark would miss an
+object landing later with the same second and a smaller uuid. The cursor stays a few kilobytes
+however many objects an hour holds, and hours leaving the window leave the cursor.
+
+Each tick lists the current hour and the lookback hours before it. An hour can still gain objects
+long after: Firehose names an object by when its oldest record arrived, and retries a failing S3
+delivery for up to 24 hours. So once an hour a tick sweeps the whole sweep window (26 hours by
+default) and requests every hour that changed since it was last seen.
 """
 import datetime as dt
 import hashlib
@@ -19,6 +24,10 @@ from fare_assets.partitions import partition_of_landing_hour
 from fare_assets.resources import LakeStorage
 from fare_assets.settings import load_settings
 from fare_assets.storing.lake import raw_hour_prefix, recent_landing_hours
+
+
+# How often a tick lists the whole sweep window instead of the lookback hours: 27 listings an hour.
+SWEEP_EVERY = dt.timedelta(hours=1)
 
 
 def utc_now() -> dt.datetime:
@@ -43,17 +52,27 @@ def changed_landing_hours(lake: LakeStorage, seen: dict[str, dict], hours: list[
     return changed
 
 
+def _read_cursor(cursor: str | None) -> tuple[dict, dt.datetime | None]:
+    """The hour states and the last sweep's time; a cursor of the earlier flat {hour: state} shape has no sweep."""
+    saved = json.loads(cursor or "{}")
+    if "hours" not in saved:
+        return saved, None
+    return saved["hours"], dt.datetime.fromisoformat(saved["swept_at"]) if saved.get("swept_at") else None
+
+
 def landing_sensor_factory(job, now: Callable[[], dt.datetime] = utc_now):
     """A sensor that lists only the recent hour prefixes, so its cost does not grow with history."""
 
     @sensor(job=job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
             description="Requests a structuring run for each landing hour that received new raw objects.")
     def raw_landing_sensor(context: SensorEvaluationContext, lake: LakeStorage):
-        lookback = load_settings().sensor_lookback_hours
-        hours = recent_landing_hours(now(), lookback)
+        settings, at = load_settings(), now()
+        saved, swept_at = _read_cursor(context.cursor)
+        window = recent_landing_hours(at, max(settings.sensor_sweep_hours, settings.sensor_lookback_hours))
+        sweep = swept_at is None or at - swept_at >= SWEEP_EVERY
+        hours = window if sweep else recent_landing_hours(at, settings.sensor_lookback_hours)
         # Entries of another shape (the earlier {hour: [names]} cursor) are dropped: that hour is structured once more.
-        seen = {hour: state for hour, state in json.loads(context.cursor or "{}").items()
-                if hour in hours and isinstance(state, dict)}
+        seen = {hour: state for hour, state in saved.items() if hour in window and isinstance(state, dict)}
         changed = changed_landing_hours(lake, seen, hours)
         requests = []
         for hour, state in changed.items():
@@ -64,9 +83,9 @@ def landing_sensor_factory(job, now: Callable[[], dt.datetime] = utc_now):
             # set already structured (a replayed or reset cursor) repeats its run_key, which Dagster skips.
             requests.append(RunRequest(run_key=f"{hour}/{state['digest']}",
                                        partition_key=partition_of_landing_hour(hour)))
-        cursor = json.dumps(seen, sort_keys=True)
+        cursor = json.dumps({"hours": seen, "swept_at": (at if sweep else swept_at).isoformat()}, sort_keys=True)
         if not requests:
-            return SensorResult(skip_reason=f"no new raw objects in the last {lookback + 1} landing hours",
+            return SensorResult(skip_reason=f"no new raw objects in the last {len(hours)} landing hours",
                                 cursor=cursor)
         return SensorResult(run_requests=requests, cursor=cursor)
 
