@@ -266,27 +266,29 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
     def city_of(airport: Column) -> Column:
         return F.coalesce(_lookup(F.col("airports"), "code", airport).city, airport)
 
-    def component_starts(slice_: Column, slice_pos: Column) -> Column:
-        """The slice's segments in order, each with the city where its fare component starts."""
-        segments = F.transform(slice_.segment, lambda segment, segment_pos: F.struct(
-            segment.id.alias("id"), (segment_pos + 1).alias("segment_no"),
-            city_of(F.try_element_at(segment.leg, F.lit(1)).origin).alias("origin_city"),
-            _lookup(F.col("pricing").segmentPricing, "segmentId", segment.id).fareId.alias("fare_id"),
-        ))
+    segment_positions = F.flatten(F.transform(
+        F.col("slices"),
+        lambda slice_, slice_pos: F.transform(
+            slice_.segment,
+            lambda segment, segment_pos: F.struct(
+                segment.id.alias("id"), (slice_pos + 1).alias("slice_no"), (segment_pos + 1).alias("segment_no"),
+                F.try_element_at(segment.leg, F.lit(1)).origin.alias("origin"),
+            ),
+        ),
+    ))
 
-        def step(state: Column, segment: Column) -> Column:
-            start = F.when(segment.fare_id == state.fare_id, state.start_city).otherwise(segment.origin_city)
-            position = F.struct(segment.id.alias("id"), (slice_pos + 1).alias("slice_no"),
-                                segment.segment_no.alias("segment_no"), start.alias("start_city"))
-            return F.struct(F.concat(state.positions, F.array(position)).alias("positions"),
-                            segment.fare_id.alias("fare_id"), start.alias("start_city"))
+    def component_start_city(segment: Column) -> Column:
+        """The origin city of the first of the consecutive segments of the segment's slice priced by its fare."""
+        def fare_id_of(position: Column) -> Column:
+            return _lookup(F.col("pricing").segmentPricing, "segmentId", position.id).fareId
 
-        no_positions = F.array().cast("array<struct<id:string,slice_no:int,segment_no:int,start_city:string>>")
-        initial = F.struct(no_positions.alias("positions"), F.lit(None).cast("string").alias("fare_id"),
-                           F.lit(None).cast("string").alias("start_city"))
-        return F.aggregate(segments, initial, step).positions
+        # Positions run slice by slice, so a segment's predecessor in its slice is the element before it.
+        starts = F.filter(F.col("segment_positions"), lambda position, index: (
+            (position.slice_no == segment.slice_no) & (position.segment_no <= segment.segment_no)
+            & F.when(position.segment_no == 1, F.lit(True)).otherwise(
+                ~fare_id_of(F.try_element_at(F.col("segment_positions"), index)).eqNullSafe(fare_id_of(position)))))
+        return city_of(F.try_element_at(starts, F.lit(-1)).origin)
 
-    segment_positions = F.flatten(F.transform(F.col("slices"), component_starts))
     fare_positions = F.transform(
         F.col("pricing").fare,
         lambda fare, fare_pos: F.struct(
@@ -303,12 +305,16 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
         )
 
     def resolved(match: Column) -> Column:
-        from_component_start = F.filter(match.same_id, lambda fare: fare.origin == match.segment.start_city)
+        first_copy = F.try_element_at(match.same_id, F.lit(1)).fare_no
+        # Walking back through the slice is only needed, and only paid for, when the id names two copies.
+        from_component_start = F.filter(
+            match.same_id, lambda fare: fare.origin == component_start_city(match.segment))
         baggage = F.try_element_at(match.pricing.freeBaggageOption, F.lit(1))
         return F.struct(
             match.segment.slice_no.alias("slice_no"), match.segment.segment_no.alias("segment_no"),
-            F.coalesce(F.try_element_at(from_component_start, F.lit(1)).fare_no,
-                       F.try_element_at(match.same_id, F.lit(1)).fare_no).alias("fare_no"),
+            F.when(F.size(match.same_id) > 1,
+                   F.coalesce(F.try_element_at(from_component_start, F.lit(1)).fare_no, first_copy))
+            .otherwise(first_copy).alias("fare_no"),
             baggage.pieces.alias("free_bag_pieces"), baggage.kilos.alias("free_bag_kilos"),
         )
 
@@ -317,7 +323,7 @@ def _segment_fare_rows(pricings: DataFrame) -> DataFrame:
     segment_fares = F.transform(F.transform(F.col("pricing").segmentPricing, matched), resolved)
     return conform(
         pricings.select(
-            "option_id", "pricing_no", *_PARTITIONS, "pricing",
+            "option_id", "pricing_no", *_PARTITIONS, "pricing", "airports",
             segment_positions.alias("segment_positions"), fare_positions.alias("fare_positions"),
         ).select(
             "option_id", "pricing_no", *_PARTITIONS, F.explode(segment_fares).alias("segment_fare"),
