@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psycopg
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
@@ -215,7 +215,9 @@ class WarehouseResource(ConfigurableResource):
 
     @contextmanager
     def connect(self):
-        with psycopg.connect(self.dsn, connect_timeout=10) as conn:
+        # In a run Dagster has read an EnvVar; outside one (scripts, tests) the field still names the variable.
+        dsn = self.dsn.get_value() if isinstance(self.dsn, EnvVar) else self.dsn
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
             yield conn
 
 
@@ -229,14 +231,16 @@ def local_resources() -> dict:
                                           rate_per_second=UNTHROTTLED_CALLS_PER_SECOND),
         "lake": LakeResource(root=str(settings.lake)),
         "spark_runner": LocalSparkRunner(pyspark=pyspark),
-        "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
+        "warehouse_db": warehouse_resource(),
     }
 
 
-def warehouse_dsn() -> str:
-    """FARES_WAREHOUSE_DSN, or the embedded cluster's warehouse database."""
-    settings = load_settings()
-    return os.environ.get("FARES_WAREHOUSE_DSN") or f"postgresql://{SUPERUSER}@127.0.0.1:{settings.pg_port}/{WAREHOUSE_DB}"
+def warehouse_resource() -> WarehouseResource:
+    """FARES_WAREHOUSE_DSN, or the embedded cluster's warehouse database (no password)."""
+    if os.environ.get("FARES_WAREHOUSE_DSN"):
+        # An EnvVar is read when a run starts and shown by name only in the Dagster UI: a DSN may hold a password.
+        return WarehouseResource(dsn=EnvVar("FARES_WAREHOUSE_DSN"))
+    return WarehouseResource(dsn=f"postgresql://{SUPERUSER}@127.0.0.1:{load_settings().pg_port}/{WAREHOUSE_DB}")
 
 
 def aws_resources() -> dict:
@@ -253,7 +257,7 @@ def aws_resources() -> dict:
         "fare_source": FareSourceResource(base_url=settings.market_url, watchlist_path=str(settings.watchlist)),
         "lake": lake,
         "spark_runner": spark_runner_from_env(pyspark, lake.bucket, lake.s3),
-        "warehouse_db": WarehouseResource(dsn=warehouse_dsn()),
+        "warehouse_db": warehouse_resource(),
     }
 
 

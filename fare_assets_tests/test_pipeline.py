@@ -3,7 +3,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, EnvVar
 
 from fare_assets.definitions import build_defs
 from fare_assets.pipeline import curated_row_counts, run_pipeline
@@ -58,6 +58,14 @@ def test_every_curated_table_and_both_warehouse_tables_have_rows(pipeline_run):
     assert routes == [("SFO-JFK",)] and foreign == [("LHR-JFK",)]
     # 60 days collected up to 2026-11-28: one partition per collection month.
     assert partitions == ["national_fares_p202609", "national_fares_p202610", "national_fares_p202611"]
+
+
+def test_runs_read_the_warehouse_dsn_from_the_environment_and_the_definitions_keep_only_its_name(pipeline_run):
+    defs, _, report = pipeline_run
+    # The Dagster UI shows resource configuration: an EnvVar by its name, never the DSN (and password) it holds.
+    dsn = defs.resources["warehouse_db"].dsn
+    assert isinstance(dsn, EnvVar) and dsn == "FARES_WAREHOUSE_DSN"
+    assert report.warehouse_rows["national_fares"] > 0
 
 
 def test_searches_match_the_calls_made(pipeline_run):
