@@ -66,6 +66,20 @@ def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_h
     assert sorted(request.partition_key[:13] for request in tick.run_requests) == sorted(metadata["landing_hours"].value)
 
 
+def test_records_a_stream_refuses_wait_in_the_spool_and_the_run_says_so(aws_deployment, monkeypatch):
+    # A stream name nobody created: Firehose answers ResourceNotFound, which no retry mends.
+    monkeypatch.setenv("FARES_FIREHOSE_STREAM", "fares-raw-misspelt")
+    defs = build_defs(aws_resources())
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("collect_fares").execute_in_process(
+            instance=instance, run_config={"ops": {"raw_fare_quotes": {"config": {"history_days": 0}}}})
+        logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    metadata = result.asset_materializations_for_node("raw_fare_quotes")[0].metadata
+    assert metadata["calls"].value == metadata["records_in_spool"].value == 4
+    assert metadata["records_delivered"].value == 0
+    assert any(message.startswith("4 records undelivered; they wait in the spool ") for message in logged)
+
+
 def test_models_are_versioned_in_the_s3_lake_and_the_published_one_loads_back(aws_deployment):
     s3 = aws_deployment
     lake = aws_resources()["lake"]

@@ -9,7 +9,7 @@ from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
 from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, run_failure_alert,
-                                          send_alert, unproductive_sweeps_alert)
+                                          send_alert, undelivered_records_alert, unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
@@ -96,6 +96,13 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
                                  "failures_by_kind": dict(swept.failures)})
     delivery.flush()
     context.log.info(f"{stats.calls} calls in {len(times)} sweeps, {delivery.records_delivered} records delivered")
+    # Records past the retry bound are safe in the spool, but only the next run re-sends them: say so here.
+    waiting = delivery.spool.waiting_records()
+    if waiting:
+        context.log.warning(f"{waiting} records undelivered; they wait in the spool {delivery.spool.folder} "
+                            "for the next collection")
+        _send(context, undelivered_records_alert(context.job_name, context.run.run_id, waiting,
+                                                 str(delivery.spool.folder)))
     if unproductive:
         context.log.warning(f"{len(unproductive)} of {len(times)} sweeps had no successful call")
         _send(context, unproductive_sweeps_alert(context.job_name, context.run.run_id, unproductive))
@@ -109,6 +116,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
         "p95_latency_ms": stats.percentile_ms(0.95),
         "bytes": stats.bytes,
         "records_delivered": delivery.records_delivered,
+        "records_in_spool": waiting,
         "objects_written": len(delivery.objects_written),
         "landing_hours": sorted(delivery.landing_hours),
         "rate_limits": client.rate_limit_states(),

@@ -99,6 +99,15 @@ def unproductive_sweeps_alert(job_name: str, run_id: str, sweeps: list[dict]) ->
                  {"job": job_name, "run_id": run_id, "sweeps": sweeps})
 
 
+def undelivered_records_alert(job_name: str, run_id: str, waiting: int, spool: str) -> Alert:
+    """Records the delivery stream could not deliver within its retry bound: they wait in the spool."""
+    text = (f"The Dagster run {run_id} of {job_name} left {waiting} record(s) undelivered in the spool {spool}.\n"
+            "The next collection re-sends them; the run's log says why the delivery failed (a wrong stream name or "
+            "missing permissions will not mend by itself).")
+    return Alert("records_undelivered", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: {waiting} record(s) "
+                 "undelivered", text, {"job": job_name, "run_id": run_id, "records": waiting, "spool": spool})
+
+
 def email_message(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
     """The alert as a plain-text email."""
     message = EmailMessage()
