@@ -286,23 +286,37 @@ def test_concurrent_loads_of_a_new_month_both_land(warehouse_dsn):
         assert warehouse.fare_partitions(conn, "international_fares") == ["international_fares_p202701"]
 
 
-def test_a_new_month_waits_for_a_long_reader_without_queueing_the_page_behind_it(warehouse_dsn, monkeypatch):
+def test_a_new_months_partition_leaves_the_page_reading_until_the_load_commits(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])
+    with psycopg.connect(warehouse_dsn) as loader, loader.transaction():
+        warehouse.create_fare_partitions(loader, dt.date(2026, 12, 1), dt.date(2026, 12, 1))
+        # The load goes on merging in this transaction; the page's read must not wait for its commit.
+        with psycopg.connect(warehouse_dsn) as page:
+            page.execute("SET lock_timeout = '1s'")
+            assert page.execute("SELECT count(*) FROM national_fares").fetchone()[0] == 1
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.fare_partitions(conn, "national_fares") == ["national_fares_p202610", "national_fares_p202612"]
+
+
+def test_a_retention_drop_waits_for_a_long_reader_after_the_merge_without_queueing_the_page(warehouse_dsn,
+                                                                                           monkeypatch):
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setattr(warehouse, "PARTITION_LOCK_WAIT", "200ms")
     with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])
+        warehouse.load_fares(conn, [collected_on("october", utc(2025, 10, 1))])
     # A reader whose transaction stays open (as the serving refresh's does while it renders) holds the table.
     long_reader = psycopg.connect(warehouse_dsn)
     long_reader.execute("SELECT count(*) FROM national_fares")
 
-    def load_december() -> warehouse.FareLoad:
+    def load_march() -> warehouse.FareLoad:
         with psycopg.connect(warehouse_dsn) as conn:
-            return warehouse.load_warehouse(conn, [collected_on("december", utc(2026, 12, 1))], {})
+            return warehouse.load_warehouse(conn, [collected_on("march", utc(2026, 3, 1))], {}, retention_days=60)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(load_december)
+        loading = pool.submit(load_march)
         try:
             time.sleep(1.5)
             with psycopg.connect(warehouse_dsn) as page:
@@ -314,9 +328,11 @@ def test_a_new_month_waits_for_a_long_reader_without_queueing_the_page_behind_it
             long_reader.commit()
             long_reader.close()
         load = loading.result(timeout=60)
-    assert (seen_by_page, still_loading, load.present) == (1, True, 1)
+    # March's partition did not wait and its row was committed; only dropping October waited for the reader.
+    assert (seen_by_page, still_loading, load.present) == (2, True, 1)
+    assert load.dropped_partitions == ["national_fares_p202510"]
     with psycopg.connect(warehouse_dsn) as conn:
-        assert warehouse.fare_partitions(conn, "national_fares") == ["national_fares_p202610", "national_fares_p202612"]
+        assert warehouse.fare_partitions(conn, "national_fares") == ["national_fares_p202603"]
 
 
 def test_readers_find_the_schema_in_place_without_taking_the_loads_turn(warehouse_dsn):

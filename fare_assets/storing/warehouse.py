@@ -139,10 +139,20 @@ def _locking_fare_table(conn: psycopg.Connection, statement: sql.Composable) -> 
 
 
 def _create_partition(conn: psycopg.Connection, table: str, month: dt.date) -> None:
-    """The partition of `table` holding collections of one UTC month (a no-op when it exists)."""
-    create = sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})")
-    _locking_fare_table(conn, create.format(
-        sql.Identifier(_partition_name(table, month)), sql.Identifier(table),
+    """The partition of `table` holding collections of one UTC month (a no-op when it exists).
+
+    Created beside its parent, then attached: ATTACH PARTITION takes a lock the page's reads pass (SHARE UPDATE
+    EXCLUSIVE), where CREATE TABLE … PARTITION OF locks the parent against them until the whole load commits.
+    """
+    name = _partition_name(table, month)
+    if name in fare_partitions(conn, table):
+        return
+    # The parent's NOT NULL and CHECK constraints, which ATTACH requires; it adds the key and indexes itself.
+    conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        sql.Identifier(name), sql.Identifier(table)))
+    attach = sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})")
+    _locking_fare_table(conn, attach.format(
+        sql.Identifier(table), sql.Identifier(name),
         sql.Literal(f"{month:%Y-%m-%d} 00:00+00"), sql.Literal(f"{_next_month(month):%Y-%m-%d} 00:00+00")))
 
 
@@ -409,7 +419,8 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
     return dropped
 
 
-def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days: int) -> FareLoad:
+def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days: int) -> tuple[FareLoad, dt.date | None]:
+    """Stage and merge fare rows; what the load did, and the oldest collection month retention keeps (or None)."""
     # A temporary table writes no WAL and has no indexes: staging costs little more than the COPY itself.
     conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")
     _copy_into(conn, "fare_staging", [*FARE_COLUMNS, ("national", "bool")], rows)
@@ -427,9 +438,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
         f"EXISTS (SELECT 1 FROM {table} WHERE ({', '.join(FARE_KEY)})"
         f" = ({', '.join(f'staged.{key}' for key in FARE_KEY)}))" for table in FARE_TABLES))
-    if first_kept is not None:
-        load.dropped_partitions = _drop_partitions_before(conn, first_kept)
-    return load
+    return load, first_kept
 
 
 def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple]) -> int:
@@ -445,7 +454,8 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
                    retention_days: int = 0) -> FareLoad:
     """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction.
 
-    With `retention_days`, collection months wholly older than that before the newest collection are dropped.
+    With `retention_days`, collection months wholly older than that before the newest collection are dropped,
+    in a second transaction once the merge has committed.
     """
     ensure_schema(conn)
     # One transaction: a bad row or a lost connection leaves nothing half-loaded, and a rerun completes the load.
@@ -454,9 +464,14 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         # before the turn (staging is created LIKE one) would deadlock with another load's partition change.
         _serialize_schema_changes(conn)
         _rekey_fare_tables(conn)
-        load = _merge_fares(conn, fares, retention_days)
+        load, first_kept = _merge_fares(conn, fares, retention_days)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
+    if first_kept is not None:
+        # Dropping a partition locks its parent against the page's reads until commit: a transaction of its own.
+        with conn.transaction():
+            _serialize_schema_changes(conn)
+            load.dropped_partitions = _drop_partitions_before(conn, first_kept)
     return load
 
 
