@@ -1,7 +1,9 @@
 """The show stage's serving tables: advice and predicted grid cells per watched trip, on a real PostgreSQL."""
 import datetime as dt
 import json
+import shutil
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -206,18 +208,23 @@ def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models):
             conn.execute("DELETE FROM predicted_fares")
 
 
-def test_a_corrupt_model_fails_the_asset_and_keeps_the_previous_rows(loaded, trained_models, tmp_path):
+def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(loaded, trained_models, tmp_path):
     refresh_serving(loaded, trained_models)
     before = serving_rows(loaded, "trip_advice")
     lake = tmp_path / "bad-lake"
-    for name in ("buy_wait_advisor", "fare_model"):
-        folder = lake / "models" / name
-        (folder / "v2").mkdir(parents=True)
-        (folder / "v2" / "model.pkl").write_bytes(b"not a model")
-        (folder / "latest.json").write_text(json.dumps({"version": "v2"}))
+    shutil.copytree(Path(trained_models) / "models" / "fare_model", lake / "models" / "fare_model")
+    folder = lake / "models" / "buy_wait_advisor"
+    (folder / "v2").mkdir(parents=True)
+    (folder / "v2" / "model.pkl").write_bytes(b"not a model")
+    (folder / "latest.json").write_text(json.dumps({"version": "v2"}))
     resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded)}
     result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
     assert not result.success
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert "trip_advice not refreshed: " in failure.step_failure_data.error.message
+    # The fare model still fills the date grid, and the pages show the new fares beside the previous advice.
+    assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} == {
+        "predicted_fares", "trip_pages"}
     assert serving_rows(loaded, "trip_advice") == before
 
 

@@ -7,12 +7,14 @@ from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DefaultSensorSt
                      multi_asset_sensor)
 
 from fare_assets.resources import LakeStorage, WarehouseResource
-from fare_assets.show.refresh import published_models, refresh_serving_tables
+from fare_assets.show.refresh import published_model, refresh_serving_tables
 from fare_assets.storing import warehouse
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.model_files import ModelUnavailable
 
 FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
+# The serving table each published model computes.
+MODEL_TABLES = {ADVISOR: "trip_advice", FARE_MODEL: "predicted_fares"}
 
 
 # A page view must not run a model (the advisor's features cost ~80 ms of GIL per trip), so advice
@@ -20,9 +22,10 @@ FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 # models change, and so is each watched trip's page; the page only reads them by primary key.
 @multi_asset(
     specs=[
-        AssetSpec("trip_advice", group_name="show", deps=[ADVISOR, *FARE_TABLE_DEPS],
+        # A model that cannot be read skips its table, not the others: new fares still reach the pages.
+        AssetSpec("trip_advice", group_name="show", deps=[ADVISOR, *FARE_TABLE_DEPS], skippable=True,
                   description="Buy now or wait for every upcoming watched trip at its latest collection (PostgreSQL)."),
-        AssetSpec("predicted_fares", group_name="show", deps=[FARE_MODEL, *FARE_TABLE_DEPS],
+        AssetSpec("predicted_fares", group_name="show", deps=[FARE_MODEL, *FARE_TABLE_DEPS], skippable=True,
                   description="The fare model's cheapest fare for the uncollected ±3-day date-grid cells around "
                               "each upcoming watched trip (PostgreSQL)."),
         AssetSpec("trip_pages", group_name="show", deps=["trip_advice", "predicted_fares", *FARE_TABLE_DEPS],
@@ -32,24 +35,30 @@ FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 )
 def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    try:
-        advisor, fare_model = published_models(lake)
-    except ModelUnavailable as error:
-        # The tables keep the previous run's rows, each naming its model version and collection time.
-        raise Failure(description=f"serving tables not refreshed: {error}") from error
+    models, unavailable = {}, {}
+    for name in MODEL_TABLES:
+        try:
+            models[name] = published_model(lake, name)
+        except ModelUnavailable as error:
+            unavailable[name] = error
     now = dt.datetime.now(dt.timezone.utc)
     try:
         with warehouse_db.connect() as conn:
-            counts = refresh_serving_tables(conn, advisor, fare_model, now)
+            counts = refresh_serving_tables(conn, models.get(ADVISOR), models.get(FARE_MODEL), now)
     except psycopg.OperationalError as error:
         raise Failure(description=f"warehouse PostgreSQL {address} failed while refreshing the serving tables; "
                                   "the refresh is one transaction, so the previous rows stay.") from error
     context.log.info(f"serving tables in {address}: {counts}")
-    for table, model in (("trip_advice", advisor), ("predicted_fares", fare_model)):
+    for name, model in models.items():
+        table = MODEL_TABLES[name]
         yield MaterializeResult(asset_key=table, metadata={
             **counts[table], "model_version": model.version, "computed_at": now.isoformat(), "warehouse": address})
     yield MaterializeResult(asset_key="trip_pages", metadata={
         **counts["trip_pages"], "computed_at": now.isoformat(), "warehouse": address})
+    if unavailable:
+        # The skipped tables keep the previous run's rows, each naming its model version and collection time.
+        raise Failure(description="; ".join(f"{MODEL_TABLES[name]} not refreshed: {error}"
+                                            for name, error in unavailable.items()))
 
 
 serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables],

@@ -24,11 +24,17 @@ class PublishedModel:
     version: str
 
 
+MODEL_LOADERS = {ADVISOR: BuyWaitAdvisor.load, FARE_MODEL: FareModel.load}
+
+
+def published_model(lake, name: str) -> PublishedModel:
+    """The published `name` (ADVISOR or FARE_MODEL) of a lake (a LakeStorage); raises ModelUnavailable if unreadable."""
+    return PublishedModel(*load_published(lake, name, MODEL_LOADERS[name]))
+
+
 def published_models(lake) -> tuple[PublishedModel, PublishedModel]:
-    """The published advisor and fare model of a lake (a LakeStorage); raises ModelUnavailable naming the one that
-    cannot be read."""
-    return (PublishedModel(*load_published(lake, ADVISOR, BuyWaitAdvisor.load)),
-            PublishedModel(*load_published(lake, FARE_MODEL, FareModel.load)))
+    """The published advisor and fare model of a lake; raises ModelUnavailable naming the one that cannot be read."""
+    return published_model(lake, ADVISOR), published_model(lake, FARE_MODEL)
 
 
 def watched_trips(observations: pd.DataFrame) -> list[Trip]:
@@ -40,17 +46,20 @@ def watched_trips(observations: pd.DataFrame) -> list[Trip]:
             for row in pairs.itertuples()]
 
 
-def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel, fare_model: PublishedModel,
-                           now: dt.datetime) -> dict:
+def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | None,
+                           fare_model: PublishedModel | None, now: dt.datetime) -> dict:
     """Advice, predicted grid cells and trip pages for every trip departing from today, in one transaction.
 
-    Returns per table the rows written, changed and deleted.
+    A model that is None (unavailable) leaves its table as it was; the pages still show the new fares. Returns per
+    table refreshed the rows written, changed and deleted.
     """
     observations = warehouse.observations(conn, departing_from=now.date())
-    tables = {
-        "trip_advice": trip_advice_rows(advisor.model, observations, advisor.version, now),
-        "predicted_fares": predicted_fare_rows(fare_model.model, observations, now.date(), fare_model.version, now),
-    }
+    tables = {}
+    if advisor is not None:
+        tables["trip_advice"] = trip_advice_rows(advisor.model, observations, advisor.version, now)
+    if fare_model is not None:
+        tables["predicted_fares"] = predicted_fare_rows(fare_model.model, observations, now.date(), fare_model.version,
+                                                        now)
     # The pages are rendered from the advice and predictions just written, before anyone sees either.
     with conn.transaction():
         loaded = warehouse.load_serving_tables(conn, tables)
