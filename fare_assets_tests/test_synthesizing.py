@@ -419,6 +419,13 @@ def test_a_young_watchlist_without_refiling_history_still_trains(features):
     assert set(advisor.decisions(features)["action"]) <= {"buy", "wait", "not_enough_data"}
 
 
+def test_a_watchlist_whose_trips_have_not_departed_is_told_so(features):
+    # Every trip departs after the latest collection: none has a known price paid to learn from.
+    with pytest.raises(ValueError, match="no watched trip has departed yet"):
+        train_and_evaluate(features.assign(depart_date=features["collected_at"].max().tz_localize(None)
+                                           + pd.Timedelta(days=30)))
+
+
 def test_splits_keep_later_departures_for_testing(evaluation):
     split = evaluation.split
     assert split.train["depart_date"].max() < split.validation["depart_date"].min()

@@ -67,6 +67,8 @@ def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, te
     """Split trips by departure date so validation and test trips depart after every training trip."""
     departures = features.groupby("trip_id")["depart_date"].first().sort_values()
     trip_count = len(departures)
+    if trip_count == 0:
+        raise ValueError("no watched trip has departed yet: the advisor learns from trips followed to departure")
     validation_from = departures.iloc[int(trip_count * (1 - validation_share - test_share))]
     test_from = departures.iloc[int(trip_count * (1 - test_share))]
     depart = features["depart_date"]
