@@ -57,6 +57,17 @@ def _nulls() -> dict:
     return response
 
 
+def _absurd() -> dict:
+    """Values no column can hold: a segment of 1,500,000 days, a slice of 10^11 minutes, 10^10 km."""
+    response = copy.deepcopy(_response("duffel_01.json"))
+    offer = copy.deepcopy(_offers(response)[0])
+    offer["slices"][0]["duration"] = "PT99999999999M"
+    segment = offer["slices"][0]["segments"][0]
+    segment["duration"], segment["distance"] = "P1500000D", "1e10"
+    response["data"]["offers"] = [offer]
+    return response
+
+
 def _family() -> dict:
     """Two passengers on one offer: Duffel prices the offer as a whole, never per passenger."""
     response = copy.deepcopy(_response("duffel_02.json"))
@@ -107,7 +118,7 @@ BROKEN = {
         "successful status with a response that is not a Duffel offer request (no data.offers)",
 }
 RESPONSES = {**{name: _response(name) for name in DUFFEL_FIXTURES},
-             "without_slices": _without_slices(), "nulls": _nulls(), "family": _family()}
+             "without_slices": _without_slices(), "nulls": _nulls(), "family": _family(), "absurd": _absurd()}
 
 
 @dataclass
@@ -192,6 +203,15 @@ def test_leg_times_are_utc_with_the_local_time_beside(lake, name):
         arrives = dt.datetime.fromisoformat(segment["arriving_at"]).replace(
             tzinfo=ZoneInfo(segment["destination"]["time_zone"]))
         assert leg.arrives_at.timestamp() == arrives.timestamp()
+
+
+def test_values_no_column_can_hold_are_null_and_the_offer_still_structures(lake):
+    (option,) = _rows(lake, "trip_options", "absurd")
+    assert option.total_amount > 0
+    first_slice = next(row for row in _rows(lake, "slices", "absurd") if row.slice_no == 1)
+    first_segment = next(row for row in _rows(lake, "segments", "absurd") if (row.slice_no, row.segment_no) == (1, 1))
+    first_leg = next(row for row in _rows(lake, "legs", "absurd") if (row.slice_no, row.segment_no) == (1, 1))
+    assert (first_slice.duration_min, first_segment.duration_min, first_leg.mileage) == (None, None, None)
 
 
 def test_zero_padded_iso_durations(lake):

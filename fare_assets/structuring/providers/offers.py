@@ -45,12 +45,15 @@ def any_unpriced(options: Column, amount_of: Callable[[Column], Column],
 
 
 def duration_minutes(iso: Column) -> Column:
-    """Whole minutes of an ISO-8601 duration; null when absent or not a duration."""
+    """Whole minutes of an ISO-8601 duration; null when absent, not a duration, or too long for the column."""
+    # Each step is a try_ form: with ANSI mode on (Spark 4) one absurd value ("P1500000D") would stop the job.
     def part(group: int) -> Column:
-        return F.coalesce(F.nullif(F.regexp_extract(iso, _DURATION_PATTERN, group), F.lit("")).cast("int"), F.lit(0))
+        digits = F.regexp_extract(iso, _DURATION_PATTERN, group)
+        # An absent part counts 0; a part too long even for a long makes the whole duration null.
+        return F.when(digits == "", F.lit(0).cast("long")).otherwise(try_cast(digits, "long"))
 
-    return F.when(iso.rlike(_DURATION_PATTERN) & (iso != "P") & (iso != "PT"),
-                  part(1) * 1440 + part(2) * 60 + part(3))
+    minutes = F.try_add(F.try_add(F.try_multiply(part(1), F.lit(1440)), F.try_multiply(part(2), F.lit(60))), part(3))
+    return F.when(iso.rlike(_DURATION_PATTERN) & (iso != "P") & (iso != "PT"), try_cast(minutes, "int"))
 
 
 def wall_time(local: Column) -> Column:
@@ -75,7 +78,7 @@ def cabin(name: Column) -> Column:
 
 def miles(kilometres: Column) -> Column:
     """Statute miles (the legs' `mileage`, as QPX gives it) from a distance in kilometres."""
-    return F.round(try_cast(kilometres, "double") / F.lit(_KILOMETRES_PER_MILE)).cast("int")
+    return try_cast(F.round(try_cast(kilometres, "double") / F.lit(_KILOMETRES_PER_MILE)), "int")
 
 
 def operating_disclosure(marketing_code: Column, operating_code: Column, operating_name: Column) -> Column:
@@ -131,7 +134,8 @@ def segment_and_leg_rows(flat_segments: DataFrame) -> tuple[DataFrame, DataFrame
     )
     with_connection = timed.withColumn(
         "connection_min",
-        ((F.unix_timestamp(F.lead("departs_at").over(next_in_slice)) - F.unix_timestamp("arrives_at")) / 60).cast("int"),
+        try_cast((F.unix_timestamp(F.lead("departs_at").over(next_in_slice)) - F.unix_timestamp("arrives_at")) / 60,
+                 "int"),
     ).withColumn("married_segment_group", F.lit(None).cast("string")).withColumn("leg_no", F.lit(1))
     return conform(with_connection, "segments"), conform(with_connection, "legs")
 
