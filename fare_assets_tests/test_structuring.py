@@ -135,6 +135,9 @@ BROKEN_LINES = {
     json.dumps(_envelope(None, provider="skyscanner")): "unknown provider 'skyscanner'",
     json.dumps(_envelope(None, collected_at="yesterday")): "missing or invalid collected_at",
     json.dumps(_envelope(None)): "status 200 without a QPX response",
+    # A 200 the collector could not read: it recorded why, and the answer as `body`.
+    json.dumps(_envelope(None, error="invalid JSON in a 200 answer", body="<html>maintenance</html>")):
+        "status 200 without a QPX response: invalid JSON in a 200 answer",
     json.dumps(_envelope({"error": {"code": 500}})): "status 200 with a response that is not QPX (no trips)",
     **{json.dumps(_envelope(_second_option_sold_for(total))): UNPRICED for total in UNPRICED_SALE_TOTALS},
 }
@@ -424,6 +427,11 @@ def test_broken_records_are_quarantined_with_reasons_and_every_record_is_account
     assert counts["raw_records"] == counts["searches"] + counts["quarantined"] + counts["duplicates"]
     expected_options = sum(len(_options(response)) for response in _all_responses().values())
     assert counts["options_announced"] == counts["trip_options"] == expected_options
+
+
+def test_an_answer_the_collector_could_not_read_keeps_its_body_in_the_quarantine(lake):
+    (line,) = [line for line in _quarantined(lake.root, LANDING_HOUR) if line["reason"].endswith("a 200 answer")]
+    assert json.loads(line["record"])["body"] == "<html>maintenance</html>"
 
 
 def test_an_option_without_a_readable_positive_total_quarantines_its_whole_record(lake):

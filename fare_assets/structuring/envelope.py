@@ -43,6 +43,8 @@ ENVELOPE_SCHEMA = StructType([
     StructField("error", StringType()),
     # A string field keeps the provider's JSON as text: each provider parses it with its own schema.
     StructField("response", StringType()),
+    # The answer the collector could not read (a failed call's text): kept for the quarantine record.
+    StructField("body", StringType()),
     StructField(CORRUPT_RECORD, StringType()),
 ])
 
@@ -109,6 +111,12 @@ def typed_envelopes(envelopes: DataFrame) -> DataFrame:
         .withColumn("return_date", _query_date("return_date"))
         .withColumn("collected_date", F.to_date("collected_at"))
     )
+
+
+def without_response(reason: str) -> Column:
+    """Why a successful status without a response is quarantined: `reason`, then the collector's `error` if it
+    recorded why it could not read the answer (its `body` stays in the quarantine record)."""
+    return F.concat_ws(": ", F.lit(reason), F.col("error"))
 
 
 def quarantine_record() -> Column:

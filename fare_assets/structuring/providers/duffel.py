@@ -7,7 +7,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType
 
-from fare_assets.structuring.envelope import search_rows
+from fare_assets.structuring.envelope import search_rows, without_response
 from fare_assets.structuring.providers.offers import (
     PARTITIONS,
     any_unpriced,
@@ -92,7 +92,7 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
 def response_problem() -> Column:
     """Why a Duffel record cannot be structured, or null (failed calls are kept as searches)."""
     return (
-        F.when(succeeded() & F.col("response").isNull(), F.lit("successful status without a Duffel response"))
+        F.when(succeeded() & F.col("response").isNull(), without_response("successful status without a Duffel response"))
         .when(succeeded() & F.col(PARSED).data.offers.isNull(),
               F.lit("successful status with a response that is not a Duffel offer request (no data.offers)"))
         .when(succeeded() & any_unpriced(F.col(PARSED).data.offers, lambda offer: _money(offer.total_amount),

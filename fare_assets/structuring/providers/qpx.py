@@ -11,7 +11,7 @@ from pyspark.sql.types import (
     TimestampNTZType,
 )
 
-from fare_assets.structuring.envelope import search_rows
+from fare_assets.structuring.envelope import search_rows, without_response
 from fare_assets.structuring.providers.offers import any_unpriced
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
@@ -167,7 +167,7 @@ def response_problem() -> Column:
     """Why a QPX record cannot be structured, or null (failed calls are kept as searches)."""
     succeeded = F.col("status") == 200
     return (
-        F.when(succeeded & F.col("response").isNull(), F.lit("status 200 without a QPX response"))
+        F.when(succeeded & F.col("response").isNull(), without_response("status 200 without a QPX response"))
         .when(succeeded & F.col(PARSED).trips.isNull(), F.lit("status 200 with a response that is not QPX (no trips)"))
         .when(succeeded & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
                                        lambda option: _currency(option.saleTotal)),
