@@ -257,6 +257,9 @@ class _AmadeusHandler(_Handler):
         if urlsplit(self.path).path != "/v1/security/oauth2/token":
             self._errors(404, 38196, "Resource not found", "The targeted resource doesn't exist")
             return
+        if self.server.take_token_outage():
+            self._send(503, {"error": "server_error", "error_description": "Service temporarily unavailable"})
+            return
         form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
         if form.get("grant_type") != "client_credentials":
             self._send(400, {"error": "unsupported_grant_type", "code": 38187, "title": "Invalid parameters",
@@ -312,7 +315,20 @@ class FakeAmadeus(FakeProviderServer):
         self._uses: Counter = Counter()
         self._tokens: dict[str, float] = {}
         self.tokens_issued = 0
+        self._token_outages = 0
         self._offer_template = load_fixture("amadeus/amadeus_02.json")["data"][0]
+
+    def fail_tokens(self, requests: int) -> None:
+        """Answer the next `requests` token requests with 503 (the token endpoint overloaded)."""
+        with self.lock:
+            self._token_outages += requests
+
+    def take_token_outage(self) -> bool:
+        with self.lock:
+            if self._token_outages:
+                self._token_outages -= 1
+                return True
+            return False
 
     def issue_token(self) -> str:
         with self.lock:

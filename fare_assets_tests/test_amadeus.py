@@ -351,6 +351,33 @@ def test_wrong_credentials_fail_clearly_without_the_secret():
     assert (result.status, result.failure) == (0, "auth_error")
     assert result.error == "amadeus authentication failed: token endpoint answered HTTP 401: Client credentials are invalid"
     assert "wrong-secret" not in result.error and server.searches() == []
+    # Refused credentials stay refused: no retry asks again.
+    assert len(_token_requests(server)) == 1
+
+
+def test_an_overloaded_token_endpoint_is_retried_with_backoff():
+    sleeps = Sleeps()
+    with serving(FakeAmadeus(CLIENT_ID, CLIENT_SECRET)) as server:
+        server.fail_tokens(2)
+        result = AmadeusClient(server.url, CLIENT_ID, CLIENT_SECRET, sleep=sleeps).search(FAMILY_TRIP)
+    assert result.status == 200 and len(server.searches()) == 1
+    assert len(_token_requests(server)) == 3 and len(sleeps) == 2
+
+
+def test_calls_queued_behind_a_failing_token_request_do_not_each_ask_again():
+    with serving(FakeAmadeus(CLIENT_ID, CLIENT_SECRET)) as server:
+        server.fail_tokens(1_000)
+        client = AmadeusClient(server.url, CLIENT_ID, CLIENT_SECRET, sleep=Sleeps())
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(client.search(FAMILY_TRIP))) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert {(result.status, result.failure) for result in results} == {(0, "auth_error")}
+    assert all("token endpoint answered HTTP 503" in result.error for result in results)
+    # Each call makes its attempts; a call that queued behind a failed request shares its failure instead of asking.
+    assert len(_token_requests(server)) < 8 * (client.retries + 1)
 
 
 def test_credentials_come_from_the_environment(monkeypatch):

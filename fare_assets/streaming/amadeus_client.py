@@ -59,6 +59,8 @@ class AmadeusClient(FareProviderClient):
         self._token: str | None = None
         self._expires_at = 0.0
         self._token_lock = threading.Lock()
+        self._token_failures = 0
+        self._last_token_error: AuthError | None = None
         self.tokens_fetched = 0
 
     def __repr__(self) -> str:
@@ -68,11 +70,20 @@ class AmadeusClient(FareProviderClient):
         return ProviderRequest("GET", SEARCH_PATH, search_params(trip, self.max_offers))
 
     def authenticate(self, refused: dict[str, str] | None = None) -> dict[str, str]:
+        failures_before = self._token_failures
         with self._token_lock:
             # Concurrent calls refused with the same token renew it once: the first renews, the rest reuse.
             stale = refused is not None and refused.get("Authorization") == self._header()
             if stale or self._token is None or self._clock() >= self._expires_at - EXPIRY_MARGIN_SECONDS:
-                self._fetch_token()
+                # Calls queued behind a fetch that failed meanwhile fail with it (and back off), instead of each
+                # asking a failing or hanging token endpoint again in turn.
+                if self._token_failures != failures_before:
+                    raise self._last_token_error
+                try:
+                    self._fetch_token()
+                except AuthError as error:
+                    self._token_failures, self._last_token_error = self._token_failures + 1, error
+                    raise
             return {"Authorization": self._header(), "Accept": "application/vnd.amadeus+json"}
 
     def _header(self) -> str:
@@ -86,14 +97,15 @@ class AmadeusClient(FareProviderClient):
                       "client_secret": self._client_secret},
             )
         except requests.RequestException as error:
-            raise AuthError(f"token endpoint unreachable ({type(error).__name__})") from None
+            raise AuthError(f"token endpoint unreachable ({type(error).__name__})", transient=True) from None
         try:
             parsed = answer.json()
         except ValueError:
             parsed = {}
         if answer.status_code != 200 or not isinstance(parsed, dict) or not parsed.get("access_token"):
             reason = parsed.get("error_description") or parsed.get("error") if isinstance(parsed, dict) else None
-            raise AuthError(f"token endpoint answered HTTP {answer.status_code}" + (f": {reason}" if reason else ""))
+            raise AuthError(f"token endpoint answered HTTP {answer.status_code}" + (f": {reason}" if reason else ""),
+                            transient=answer.status_code == 429 or answer.status_code >= 500)
         self._token = parsed["access_token"]
         self._expires_at = self._clock() + float(parsed.get("expires_in", 0))
         self.tokens_fetched += 1

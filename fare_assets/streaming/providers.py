@@ -53,7 +53,12 @@ class RateLimitState:
 
 
 class AuthError(RuntimeError):
-    """The provider refused the credentials (the message never holds a secret)."""
+    """No credentials to call with (the message never holds a secret). `transient`: the token endpoint could not be
+    reached or was overloaded (429, 5xx), so a later attempt may succeed; otherwise it refused the credentials."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def reset_time(value: str | None, now: dt.datetime) -> dt.datetime | None:
@@ -193,6 +198,10 @@ class FareProviderClient(ABC):
                 refused = None
                 answer = self._send(request, headers)
             except AuthError as error:
+                if error.transient and not last:
+                    self._pause(attempt, None)
+                    attempt += 1
+                    continue
                 return CallResult(0, _ms_since(started), error=f"{self.provider} authentication failed: {error}",
                                   failure="auth_error")
             except requests.RequestException as error:
