@@ -223,10 +223,14 @@ def test_altered_amounts_do_not_reconcile(spark, lake_copy):
     taxed = read_table(spark, root, "taxes").where(
         f"landing_hour = '{LANDING_HOUR}' and option_id != '{family.option_id}'").first()
     _set_value(lake_copy, "taxes", LANDING_HOUR, "option_id", taxed.option_id, "amount", taxed.amount + 1)
+    # A QPX pricing without its total: only a provider that prices offers as a whole may leave it out.
+    untotalled = pricings.where(f"option_id not in ('{family.option_id}', '{taxed.option_id}')").first()
+    _set_value(lake_copy, "pricings", LANDING_HOUR, "option_id", untotalled.option_id, "sale_total_per_pax", None)
 
     result = unreconciled_totals(spark, root)
-    assert result.failing == 2
-    assert {example["option_id"] for example in result.examples} == {family.option_id, taxed.option_id}
+    assert result.failing == 3
+    assert {example["option_id"] for example in result.examples} == {
+        family.option_id, taxed.option_id, untotalled.option_id}
     assert unreconciled_totals(spark, root, [LATER_HOUR]).passed
 
 

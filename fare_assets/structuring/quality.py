@@ -6,7 +6,10 @@ from functools import partial
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fare_assets.structuring.providers import PROVIDERS
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, PARTITION_COLUMNS, TABLE_SCHEMAS, read_table
+
+WHOLE_OFFER_PROVIDERS = [name for name, provider in PROVIDERS.items() if not provider.PRICES_EACH_PASSENGER]
 
 # Every rule reads the tables of some landing hours (None: all). A search redelivered in two landing
 # hours is stored in both (see serving._DELIVERY), so a fact key is unique within its landing hour and
@@ -139,11 +142,14 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
         .groupBy(*option)
         .agg(F.sum(F.col("amount") * F.col("passenger_count")).alias("taxed_total"))
     )
-    checked = _read(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
-    # Duffel prices an offer of several passengers only as a whole: none of its pricings has a total to add up.
-    # An option without any pricing (null count) is still compared, and misses.
-    priced_per_passenger = F.coalesce(F.col("pricings_with_total") > 0, F.lit(True))
-    total_missed = priced_per_passenger & ~F.col("priced_total").eqNullSafe(F.col("total_amount"))
+    providers = _read(spark, lake_root, "searches", hours).select(*PARTITION_COLUMNS, "search_id", "provider")
+    checked = (_read(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
+               .join(providers, [*PARTITION_COLUMNS, "search_id"], "left"))
+    # A provider that prices some offers only as a whole (Duffel, several passengers) gives those pricings no total
+    # to add up; every other option is compared, one without any pricing or any total included.
+    priced_as_a_whole = (F.col("provider").isin(*WHOLE_OFFER_PROVIDERS)
+                         & F.col("pricings_with_total").eqNullSafe(F.lit(0)))
+    total_missed = ~priced_as_a_whole & ~F.col("priced_total").eqNullSafe(F.col("total_amount"))
     currency_missed = (F.col("priced_currencies") > 1) | ~F.col("priced_currency").eqNullSafe(F.col("currency"))
     # Compared where both are given: Duffel (and some Amadeus offers) give a tax total without tax lines.
     tax_missed = F.col("taxed_total") != F.col("tax_amount")

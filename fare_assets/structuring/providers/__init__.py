@@ -2,6 +2,7 @@
 
 Each provider is a sibling module that alone knows its response format and exposes:
 - `NAME`: the envelope's `provider` value;
+- `PRICES_EACH_PASSENGER`: whether every pricing row carries its passengers' total (the totals check adds them up);
 - `parse_responses(envelopes) -> DataFrame`: the envelopes with the response parsed by an explicit schema;
 - `response_problem() -> Column`: on parsed envelopes, why one cannot be structured, or null;
 - `build_tables(searches) -> dict[str, DataFrame]`: every table of `fare_assets.structuring.tables`,

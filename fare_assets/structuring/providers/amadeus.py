@@ -28,6 +28,8 @@ from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, conform
 
 NAME = "amadeus"
+# Every Amadeus traveler pricing gives its total.
+PRICES_EACH_PASSENGER = True
 PARSED = "parsed_response"
 
 _STRING, _INT = StringType(), IntegerType()

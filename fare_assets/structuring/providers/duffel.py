@@ -27,6 +27,8 @@ from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, conform
 
 NAME = "duffel"
+# Duffel prices an offer of several passengers only as a whole: its pricings then have no totals.
+PRICES_EACH_PASSENGER = False
 PARSED = "parsed_response"
 
 _STRING, _INT = StringType(), IntegerType()

@@ -17,6 +17,8 @@ from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
 NAME = "qpx"
+# Every QPX pricing gives its passenger type's `saleTotal`.
+PRICES_EACH_PASSENGER = True
 PARSED = "parsed_response"
 
 _STRING, _INT = StringType(), IntegerType()
