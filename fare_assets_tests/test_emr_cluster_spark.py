@@ -28,6 +28,7 @@ from fare_assets.structuring.quality import QUALITY_RULES
 from fare_assets.structuring.spark_jobs import run_spark_job
 from fare_assets_tests.conftest import load_fixture
 from fare_assets_tests.test_amadeus import _envelope as amadeus_envelope
+from fare_assets_tests.test_duffel import _absurd as duffel_absurd
 from fare_assets_tests.test_duffel import _envelope as duffel_envelope
 from fare_assets_tests.test_structuring import BROKEN_LINES, _all_responses, _envelope, _quarantined, _write_raw
 
@@ -66,6 +67,8 @@ def _raw_objects(folder: Path) -> list[str]:
     """Every provider's answers, the QPX quirks, a redelivery and every kind of broken line, in two raw objects."""
     envelopes = [_envelope(response) for response in _all_responses().values()]
     offers = [duffel_envelope(load_fixture(f"duffel/duffel_0{number}.json")) for number in (1, 2)]
+    # Values no int column holds: null on both Sparks, whether ANSI mode is on (4) or off (3.5).
+    offers.append(duffel_envelope(duffel_absurd()))
     offers += [amadeus_envelope(load_fixture(f"amadeus/amadeus_0{number}.json")) for number in (1, 2)]
     return [_write_raw(folder, ARRIVAL, envelopes + offers, extra_lines=tuple(BROKEN_LINES)),
             _write_raw(folder, ARRIVAL.replace(minute=9), [envelopes[0], offers[0]])]
@@ -150,7 +153,8 @@ def test_the_jobs_on_the_clusters_spark_equal_this_projects_spark(spark, tmp_pat
                         "here": run_spark_job(spark, job, given["here"])}
         assert results[job]["cluster"] == results[job]["here"], job
     counts = results["structure"]["here"]
-    assert counts["searches"] == len(_all_responses()) + 4
+    # Besides the QPX responses: two Duffel fixtures, the absurd Duffel offer and two Amadeus fixtures.
+    assert counts["searches"] == len(_all_responses()) + 5
     assert counts["quarantined"] == len(BROKEN_LINES) and counts["duplicates"] == 2
     assert {key: result["failing"] for key, result in results["quality"]["here"].items()} == {
         rule.key: 0 for rule in QUALITY_RULES}

@@ -16,6 +16,7 @@ from fare_assets.structuring.tables import PARTITION_COLUMNS, TABLE_SCHEMAS, con
 PARTITIONS = list(PARTITION_COLUMNS)
 
 # "PT1H35M", "PT01H35M" (zero-padded), "PT8H", "P1DT2H": days, hours and minutes of an ISO-8601 duration.
+_INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 _DURATION_PATTERN = r"^P(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:[0-9.]+S)?)?$"
 
 # The platform's cabin names (the QPX protocol's): providers' own names map onto them.
@@ -53,7 +54,13 @@ def duration_minutes(iso: Column) -> Column:
         return F.when(digits == "", F.lit(0).cast("long")).otherwise(try_cast(digits, "long"))
 
     minutes = F.try_add(F.try_add(F.try_multiply(part(1), F.lit(1440)), F.try_multiply(part(2), F.lit(60))), part(3))
-    return F.when(iso.rlike(_DURATION_PATTERN) & (iso != "P") & (iso != "PT"), try_cast(minutes, "int"))
+    return F.when(iso.rlike(_DURATION_PATTERN) & (iso != "P") & (iso != "PT"), whole_int(minutes))
+
+
+def whole_int(number: Column) -> Column:
+    """`number` as an int, null outside the int range: a plain cast would fail under ANSI mode (Spark 4) and wrap
+    or saturate without it (EMR's Spark 3.5)."""
+    return F.when(number.between(_INT_MIN, _INT_MAX), number.cast("int"))
 
 
 def wall_time(local: Column) -> Column:
@@ -78,7 +85,7 @@ def cabin(name: Column) -> Column:
 
 def miles(kilometres: Column) -> Column:
     """Statute miles (the legs' `mileage`, as QPX gives it) from a distance in kilometres."""
-    return try_cast(F.round(try_cast(kilometres, "double") / F.lit(_KILOMETRES_PER_MILE)), "int")
+    return whole_int(F.round(try_cast(kilometres, "double") / F.lit(_KILOMETRES_PER_MILE)))
 
 
 def operating_disclosure(marketing_code: Column, operating_code: Column, operating_name: Column) -> Column:
@@ -134,8 +141,7 @@ def segment_and_leg_rows(flat_segments: DataFrame) -> tuple[DataFrame, DataFrame
     )
     with_connection = timed.withColumn(
         "connection_min",
-        try_cast((F.unix_timestamp(F.lead("departs_at").over(next_in_slice)) - F.unix_timestamp("arrives_at")) / 60,
-                 "int"),
+        whole_int((F.unix_timestamp(F.lead("departs_at").over(next_in_slice)) - F.unix_timestamp("arrives_at")) / 60),
     ).withColumn("married_segment_group", F.lit(None).cast("string")).withColumn("leg_no", F.lit(1))
     return conform(with_connection, "segments"), conform(with_connection, "legs")
 
