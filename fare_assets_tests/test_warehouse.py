@@ -335,6 +335,24 @@ def test_a_retention_drop_waits_for_a_long_reader_after_the_merge_without_queuei
         assert warehouse.fare_partitions(conn, "national_fares") == ["national_fares_p202603"]
 
 
+def test_a_retention_drop_a_reader_blocks_throughout_is_deferred_and_the_merged_rows_stay(warehouse_dsn, monkeypatch):
+    monkeypatch.setattr(warehouse, "PARTITION_LOCK_WAIT", "100ms")
+    monkeypatch.setattr(warehouse, "PARTITION_LOCK_ATTEMPTS", 2)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [collected_on("october", utc(2025, 10, 1))])
+    with psycopg.connect(warehouse_dsn) as long_reader:
+        long_reader.execute("SELECT count(*) FROM national_fares")
+        with psycopg.connect(warehouse_dsn) as conn:
+            load = warehouse.load_warehouse(conn, [collected_on("march", utc(2026, 3, 1))], {}, retention_days=60)
+    assert (load.present, load.dropped_partitions) == (1, [])
+    assert "stayed locked by readers through 2 attempts" in load.retention_deferred
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert warehouse.table_counts(conn)["national_fares"] == 2
+        # The next load, with no reader in the way, drops October.
+        later = warehouse.load_warehouse(conn, [collected_on("march-2", utc(2026, 3, 2))], {}, retention_days=60)
+    assert (later.dropped_partitions, later.retention_deferred) == (["national_fares_p202510"], None)
+
+
 def test_readers_find_the_schema_in_place_without_taking_the_loads_turn(warehouse_dsn):
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])

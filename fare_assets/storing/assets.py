@@ -104,6 +104,9 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
     context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
     if load.dropped_partitions:
         context.log.info(f"retention ({retention_days} days) dropped {', '.join(load.dropped_partitions)}")
+    if load.retention_deferred:
+        context.log.warning(f"retention ({retention_days} days) dropped nothing this time, the next load tries again: "
+                            f"{load.retention_deferred}")
     if not web_role:
         context.log.warning(f"{address} has no role {warehouse.READONLY_ROLE}, so nothing was granted to the fare page; "
                             f"create it once (CREATE ROLE {warehouse.READONLY_ROLE} LOGIN PASSWORD ...) and reload")

@@ -391,6 +391,8 @@ class FareLoad:
     past_retention: int = 0
     present: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
+    # Why retention dropped nothing this time although months are past it (the next load tries again).
+    retention_deferred: str | None = None
 
 
 def _first_kept_month(conn: psycopg.Connection, retention_days: int) -> dt.date | None:
@@ -469,9 +471,13 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
             load.changed[table] = _upsert_dimension(conn, table, rows)
     if first_kept is not None:
         # Dropping a partition locks its parent against the page's reads until commit: a transaction of its own.
-        with conn.transaction():
-            _serialize_schema_changes(conn)
-            load.dropped_partitions = _drop_partitions_before(conn, first_kept)
+        try:
+            with conn.transaction():
+                _serialize_schema_changes(conn)
+                load.dropped_partitions = _drop_partitions_before(conn, first_kept)
+        except psycopg.errors.LockNotAvailable as error:
+            # The merge has committed: a reader that held a fare table throughout only postpones the drop.
+            load.dropped_partitions, load.retention_deferred = [], str(error)
     return load
 
 
