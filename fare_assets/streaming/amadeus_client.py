@@ -78,7 +78,7 @@ class AmadeusClient(FareProviderClient):
                 # Calls queued behind a fetch that failed meanwhile fail with it (and back off), instead of each
                 # asking a failing or hanging token endpoint again in turn.
                 if self._token_failures != failures_before:
-                    raise self._last_token_error
+                    raise AuthError(str(self._last_token_error), transient=self._last_token_error.transient)
                 try:
                     self._fetch_token()
                 except AuthError as error:
