@@ -46,6 +46,25 @@ def _local(moment: dt.datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
+class Countdown:
+    """How many of the next requests a fake answers with a failure: `add` more, `take` one (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._lock = threading.Lock()
+
+    def add(self, requests: int) -> None:
+        with self._lock:
+            self._left += requests
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left:
+                self._left -= 1
+                return True
+            return False
+
+
 class FakeProviderServer(ThreadingHTTPServer):
     """A threaded server that records every request and can refuse searches with 429."""
 
@@ -58,7 +77,7 @@ class FakeProviderServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.answers: list[dict] = []
-        self._refusals = 0
+        self.refusals = Countdown()
 
     @property
     def url(self) -> str:
@@ -67,15 +86,7 @@ class FakeProviderServer(ThreadingHTTPServer):
 
     def refuse(self, searches: int) -> None:
         """Answer the next `searches` searches with 429."""
-        with self.lock:
-            self._refusals += searches
-
-    def take_refusal(self) -> bool:
-        with self.lock:
-            if self._refusals:
-                self._refusals -= 1
-                return True
-            return False
+        self.refusals.add(searches)
 
     def searches(self) -> list[dict]:
         return [request for request in self.requests if request["search"]]
@@ -142,7 +153,7 @@ class _DuffelHandler(_Handler):
             self._error(400, "invalid_request_error", "unsupported_version",
                         "The Duffel-Version header is missing or not a supported version")
             return
-        if self.server.take_refusal():
+        if self.server.refusals.take():
             self._error(429, "rate_limit_error", "rate_limit_exceeded", "Too many requests",
                         self._rate_headers(0, self.server.reset_seconds))
             return
@@ -257,7 +268,7 @@ class _AmadeusHandler(_Handler):
         if urlsplit(self.path).path != "/v1/security/oauth2/token":
             self._errors(404, 38196, "Resource not found", "The targeted resource doesn't exist")
             return
-        if self.server.take_token_outage():
+        if self.server.token_outages.take():
             self._send(503, {"error": "server_error", "error_description": "Service temporarily unavailable"})
             return
         form = {key: values[0] for key, values in parse_qs(body.decode()).items()}
@@ -285,7 +296,7 @@ class _AmadeusHandler(_Handler):
         if not self.server.token_valid(token):
             self._errors(401, 38192, "Invalid access token", "The access token provided in the Authorization header is invalid")
             return
-        if self.server.take_refusal():
+        if self.server.refusals.take():
             self._errors(429, 38194, "Too many requests", "The network rate limit is exceeded, please try again later",
                          {"Retry-After": str(self.server.retry_after_seconds)})
             return
@@ -315,20 +326,9 @@ class FakeAmadeus(FakeProviderServer):
         self._uses: Counter = Counter()
         self._tokens: dict[str, float] = {}
         self.tokens_issued = 0
-        self._token_outages = 0
+        # The next token requests answered with 503 (the token endpoint overloaded).
+        self.token_outages = Countdown()
         self._offer_template = load_fixture("amadeus/amadeus_02.json")["data"][0]
-
-    def fail_tokens(self, requests: int) -> None:
-        """Answer the next `requests` token requests with 503 (the token endpoint overloaded)."""
-        with self.lock:
-            self._token_outages += requests
-
-    def take_token_outage(self) -> bool:
-        with self.lock:
-            if self._token_outages:
-                self._token_outages -= 1
-                return True
-            return False
 
     def issue_token(self) -> str:
         with self.lock:

@@ -286,6 +286,17 @@ class Clock:
         return self.now
 
 
+def _searched_at_once(client: AmadeusClient, calls: int) -> list:
+    """The results of `calls` searches of FAMILY_TRIP made by as many threads at once."""
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(client.search(FAMILY_TRIP))) for _ in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def _token_requests(server) -> list[dict]:
     return [r for r in server.requests if r["path"] == "/v1/security/oauth2/token"]
 
@@ -323,12 +334,7 @@ def test_an_expired_token_is_renewed_once_on_401_even_by_concurrent_calls():
         client = AmadeusClient(server.url, CLIENT_ID, CLIENT_SECRET, sleep=Sleeps())
         assert client.search(FAMILY_TRIP).status == 200
         server.expire_tokens()
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(client.search(FAMILY_TRIP))) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = _searched_at_once(client, 4)
     assert [result.status for result in results] == [200] * 4
     # Calls that met the expired token renewed it once between them; none needed a third token.
     assert server.tokens_issued == 2 and client.tokens_fetched == 2
@@ -358,7 +364,7 @@ def test_wrong_credentials_fail_clearly_without_the_secret():
 def test_an_overloaded_token_endpoint_is_retried_with_backoff():
     sleeps = Sleeps()
     with serving(FakeAmadeus(CLIENT_ID, CLIENT_SECRET)) as server:
-        server.fail_tokens(2)
+        server.token_outages.add(2)
         result = AmadeusClient(server.url, CLIENT_ID, CLIENT_SECRET, sleep=sleeps).search(FAMILY_TRIP)
     assert result.status == 200 and len(server.searches()) == 1
     assert len(_token_requests(server)) == 3 and len(sleeps) == 2
@@ -366,14 +372,9 @@ def test_an_overloaded_token_endpoint_is_retried_with_backoff():
 
 def test_calls_queued_behind_a_failing_token_request_do_not_each_ask_again():
     with serving(FakeAmadeus(CLIENT_ID, CLIENT_SECRET)) as server:
-        server.fail_tokens(1_000)
+        server.token_outages.add(1_000)
         client = AmadeusClient(server.url, CLIENT_ID, CLIENT_SECRET, sleep=Sleeps())
-        results = []
-        threads = [threading.Thread(target=lambda: results.append(client.search(FAMILY_TRIP))) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        results = _searched_at_once(client, 8)
     assert {(result.status, result.failure) for result in results} == {(0, "auth_error")}
     assert all("token endpoint answered HTTP 503" in result.error for result in results)
     # Each call makes its attempts; a call that queued behind a failed request shares its failure instead of asking.

@@ -72,7 +72,8 @@ def good_lake(spark, tmp_path_factory) -> Path:
 def offer_lake(spark, tmp_path_factory) -> Path:
     """Every Duffel and Amadeus fixture in one hour, and a Duffel offer for two passengers."""
     root = tmp_path_factory.mktemp("offer_quality_lake")
-    envelopes = [duffel_envelope(duffel_response(name)) for name in DUFFEL_FIXTURES] + [duffel_envelope(duffel_family(), search_id="family")]
+    envelopes = [duffel_envelope(duffel_response(name)) for name in DUFFEL_FIXTURES]
+    envelopes.append(duffel_envelope(duffel_family(), search_id="family"))
     envelopes += [amadeus_envelope(amadeus_response(name)) for name in AMADEUS_FIXTURES]
     structure_raw(spark, [_write_raw(root, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), envelopes)], str(root))
     return root

@@ -421,7 +421,8 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
     return dropped
 
 
-def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], retention_days: int) -> tuple[FareLoad, dt.date | None]:
+def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
+                 retention_days: int) -> tuple[FareLoad, dt.date | None]:
     """Stage and merge fare rows; what the load did, and the oldest collection month retention keeps (or None)."""
     # A temporary table writes no WAL and has no indexes: staging costs little more than the COPY itself.
     conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")

@@ -53,7 +53,7 @@ class SpoolSegment:
         self._descriptor: int | None = descriptor
 
     def append(self, records: list[bytes]) -> None:
-        """Write records and fsync: once this returns they survive a crash. One that raises leaves the segment as it was."""
+        """Write records and fsync: once this returns they survive a crash; if it raises, the segment is as it was."""
         pending = memoryview(encode_frames(records))
         size = os.fstat(self._descriptor).st_size
         try:

@@ -103,7 +103,8 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
 def response_problem() -> Column:
     """Why an Amadeus record cannot be structured, or null (failed calls are kept as searches)."""
     return (
-        F.when(succeeded() & F.col("response").isNull(), without_response("successful status without an Amadeus response"))
+        F.when(succeeded() & F.col("response").isNull(),
+               without_response("successful status without an Amadeus response"))
         .when(succeeded() & F.col(PARSED).data.isNull(),
               F.lit("successful status with a response that is not an Amadeus flight-offers answer (no data)"))
         .when(succeeded() & any_unpriced(F.col(PARSED).data, lambda offer: _money(offer.price.total),

@@ -94,7 +94,8 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
 def response_problem() -> Column:
     """Why a Duffel record cannot be structured, or null (failed calls are kept as searches)."""
     return (
-        F.when(succeeded() & F.col("response").isNull(), without_response("successful status without a Duffel response"))
+        F.when(succeeded() & F.col("response").isNull(),
+               without_response("successful status without a Duffel response"))
         .when(succeeded() & F.col(PARSED).data.offers.isNull(),
               F.lit("successful status with a response that is not a Duffel offer request (no data.offers)"))
         .when(succeeded() & any_unpriced(F.col(PARSED).data.offers, lambda offer: _money(offer.total_amount),

@@ -15,8 +15,9 @@ from fare_assets.structuring.tables import PARTITION_COLUMNS, TABLE_SCHEMAS, con
 
 PARTITIONS = list(PARTITION_COLUMNS)
 
-# "PT1H35M", "PT01H35M" (zero-padded), "PT8H", "P1DT2H": days, hours and minutes of an ISO-8601 duration.
+# The range of the tables' int columns (durations, mileage, connections).
 _INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
+# "PT1H35M", "PT01H35M" (zero-padded), "PT8H", "P1DT2H": days, hours and minutes of an ISO-8601 duration.
 _DURATION_PATTERN = r"^P(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:[0-9.]+S)?)?$"
 
 # The platform's cabin names (the QPX protocol's): providers' own names map onto them.
