@@ -9,7 +9,7 @@ from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import WarehouseResource
 from fare_assets.storing import warehouse
 from fare_assets_tests.test_collector import ALERT_ENV, url_of, webhook
-from fare_assets_tests.test_webapp import DEPART, RETURN, history_rows, readonly, trip_query
+from fare_assets_tests.test_webapp import DEPART, EARLIER, RETURN, history_rows, readonly, trip_query
 from webapp import create_app
 
 
@@ -69,3 +69,43 @@ def test_failed_webhook_retries_next_tick_and_no_channel_sends_nothing(alert_db,
         with pytest.raises(RuntimeError, match="HTTP 500"):
             tick(alert_db)
         assert notified(alert_db) == [] and len(receiver.payloads) == 1
+
+
+def test_an_alert_watches_its_cabin_only(warehouse_dsn, monkeypatch):
+    # Economy fell to 240.00; business, collected since, costs 1,900.00.
+    for name in ALERT_ENV:
+        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        warehouse.load_fares(conn, history_rows(["310.00", "240.00"], last=EARLIER)
+                             + history_rows(["1900.00"], prefix="business", cabin="BUSINESS"))
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    for cabin in ("COACH", "BUSINESS"):
+        response = client.post("/api/alerts", json={**trip_query(), "cabin": cabin, "threshold": "250"})
+        assert response.status_code == 201 and response.get_json()["trip"]["cabin"] == cabin
+    # Saved from the page, which shows business (the newest collection): the form carries that cabin.
+    page = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert '<input type="hidden" name="cabin" value="BUSINESS">' in page
+    assert client.post("/alerts", data={**trip_query(), "cabin": "BUSINESS", "threshold": "2000"}).status_code == 303
+
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "sent 2 price alert" in tick(warehouse_dsn).skip_message
+        sent = sorted((payload["cabin"], payload["total"], payload["threshold"]) for payload in receiver.payloads)
+        assert sent == [("BUSINESS", "1900.00", "2000.00"), ("COACH", "240.00", "250.00")]
+        coach = next(payload for payload in receiver.payloads if payload["cabin"] == "COACH")
+        assert "in economy" in coach["text"] and coach["url"].endswith("&cabin=COACH")
+    with psycopg.connect(warehouse_dsn) as conn:
+        unsent = conn.execute("SELECT cabin, threshold FROM price_alerts WHERE notified_at IS NULL").fetchall()
+    assert unsent == [("BUSINESS", Decimal("250.000"))]
+
+
+def test_an_older_warehouse_gains_the_alert_cabin_column(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        conn.execute("ALTER TABLE price_alerts DROP COLUMN cabin")
+        conn.execute("INSERT INTO price_alerts (origin, destination, depart_date, return_date, threshold, currency)"
+                     " VALUES ('SFO', 'JFK', %s, %s, 250, 'USD')", (DEPART, RETURN))
+        conn.commit()
+        warehouse.ensure_schema(conn)
+        assert conn.execute("SELECT origin, cabin FROM price_alerts").fetchall() == [("SFO", None)]

@@ -28,13 +28,13 @@ EARLIER = NOW - dt.timedelta(hours=1)
 def fare_row(option_id: str, total: str, *, search_id: str = "s-new", collected_at: dt.datetime = NOW,
              origin: str = "SFO", destination: str = "JFK", depart: dt.date = DEPART, back: dt.date = RETURN,
              national: bool = True, carriers: str = "UA", stops: tuple[int, int] = (0, 1),
-             durations: tuple[int, int] = (330, 420), adults: int = 1) -> tuple:
+             durations: tuple[int, int] = (330, 420), adults: int = 1, cabin: str = "COACH") -> tuple:
     """One warehouse row in LOAD_COLUMNS order."""
     values = {
         "option_id": option_id, "search_id": search_id, "provider": "qpx", "collected_at": collected_at,
         "origin": origin, "destination": destination, "depart_date": depart, "return_date": back,
         "days_ahead": (depart - collected_at.date()).days, "nights": (back - depart).days,
-        "adults": adults, "children": 0, "cabin": "COACH", "total_amount": Decimal(total), "currency": "USD",
+        "adults": adults, "children": 0, "cabin": cabin, "total_amount": Decimal(total), "currency": "USD",
         "carriers": carriers, "stops_out": stops[0], "stops_back": stops[1],
         "duration_out_min": durations[0], "duration_back_min": durations[1],
         "depart_out_local": dt.datetime.combine(depart, dt.time(8, 5)),
@@ -131,6 +131,45 @@ def test_passenger_filter_picks_that_partys_latest_search(client, load):
     assert [(o["option_id"], o["total"]) for o in solo] == [("solo", "300.00")]
 
 
+def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
+    # The same dates and party watched in economy (collected twice, last an hour ago) and in business (now).
+    load(history_rows(["300.00", "280.00"], prefix="coach", last=EARLIER)
+         + history_rows(["1900.00"], prefix="business", cabin="BUSINESS")
+         + history_rows(["265.00"], prefix="coach-nearby", depart=DEPART + dt.timedelta(days=1), last=EARLIER)
+         + history_rows(["1700.00"], prefix="business-nearby", depart=DEPART + dt.timedelta(days=1),
+                        cabin="BUSINESS"))
+
+    latest = client.get("/api/fares", query_string=trip_query()).get_json()["options"]
+    assert {(option["cabin"], option["total"]) for option in latest} == {("BUSINESS", "1900.00"),
+                                                                         ("BUSINESS", "2000.00")}
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert history["cabin"] == "BUSINESS" and [point["cheapest"] for point in history["points"]] == ["1900.00"]
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    nearby = {cell["total"] for cell in grid["cells"] if cell["depart"] == str(DEPART + dt.timedelta(days=1))}
+    assert nearby == {"1700.00", None}
+
+    for cabin in ("COACH", "economy"):
+        history = client.get("/api/history", query_string=trip_query(cabin=cabin)).get_json()
+        assert history["cabin"] == "COACH" and history["trip"]["cabin"] == "COACH"
+        assert [point["cheapest"] for point in history["points"]] == ["300.00", "280.00"]
+    grid = client.get("/api/date-grid", query_string=trip_query(cabin="COACH")).get_json()
+    totals = {cell["total"] for cell in grid["cells"] if cell["source"] == "collected"}
+    assert totals == {"280.00", "265.00"}
+
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "totals for 1 adult, business cabin" in text and text.count('class="dot"') == 1
+    also = text[text.index('class="parties"'):text.index("</p>", text.index('class="parties"'))]
+    assert "1 adult, economy</a>" in also and "from 280.00 USD" in also and "business" not in also
+    assert "adults=1&children=0&cabin=COACH" in also
+    # The alert form watches the cabin shown; the grid's links open that cabin's pages.
+    alert_form = text[text.index('id="price-alert"'):]
+    assert '<input type="hidden" name="cabin" value="BUSINESS">' in alert_form
+    assert f"cabin=BUSINESS&depart={DEPART + dt.timedelta(days=1)}" in text
+    coach_page = page_text(client.get("/fares", query_string=trip_query(cabin="COACH")))
+    assert "totals for 1 adult, economy cabin" in coach_page and coach_page.count('class="dot"') == 2
+    assert '<option value="COACH" selected>Economy</option>' in coach_page
+
+
 def test_routes_split_national_and_international(client, load):
     later_depart = DEPART + dt.timedelta(days=3)
     load([
@@ -177,6 +216,7 @@ INVALID_TRIPS = [
     ({"destination": ""}, "destination", "destination is required"),
     ({"adults": "0"}, "adults", "whole number from 1 to 9"),
     ({"adults": "5", "children": "5"}, "children", "at most 9 passengers"),
+    ({"cabin": "cattle"}, "cabin", "cabin must be one of COACH, PREMIUM_COACH, BUSINESS, FIRST, got 'cattle'"),
 ]
 
 
@@ -213,7 +253,8 @@ def test_unknown_trip_is_an_empty_state_suggesting_collected_dates(client, load)
     assert response.status_code == 200 and body["options"] == [] and body["collected_at"] is None
     assert [(t["depart"], t["return"], t["total"]) for t in body["other_trips"]] == [
         (str(DEPART), str(RETURN), "275.00")]
-    assert body["other_trips"][0]["url"] == f"/api/fares?origin=SFO&destination=JFK&depart={DEPART}&return={RETURN}&adults=1&children=0"
+    assert body["other_trips"][0]["url"] == (f"/api/fares?origin=SFO&destination=JFK&depart={DEPART}&return={RETURN}"
+                                             "&adults=1&children=0&cabin=COACH")
 
     response = client.get("/fares", query_string=asked)
     text = page_text(response)
@@ -338,16 +379,17 @@ def trained_models(tmp_path_factory) -> str:
     return lake
 
 
-def history_rows(totals: list[str], depart: dt.date = DEPART, back: dt.date = RETURN, prefix: str = "h") -> list[tuple]:
-    """One collection a day for the trip, the last one now, each with two options (the cheapest given)."""
+def history_rows(totals: list[str], depart: dt.date = DEPART, back: dt.date = RETURN, prefix: str = "h",
+                 cabin: str = "COACH", last: dt.datetime = NOW) -> list[tuple]:
+    """One collection a day for the trip, the last one at `last`, each with two options (the cheapest given)."""
     rows = []
     for index, total in enumerate(totals):
-        collected = NOW - dt.timedelta(days=len(totals) - 1 - index)
+        collected = last - dt.timedelta(days=len(totals) - 1 - index)
         search = f"{prefix}-{depart}-{back}-{index}"
         rows.append(fare_row(f"{search}-a", total, search_id=search, collected_at=collected, depart=depart, back=back,
-                             carriers="UA,AA"[: 2 + 3 * (index % 2)]))
+                             carriers="UA,AA"[: 2 + 3 * (index % 2)], cabin=cabin))
         rows.append(fare_row(f"{search}-b", str(Decimal(total) + 100), search_id=search, collected_at=collected,
-                             depart=depart, back=back, stops=(0, 0)))
+                             depart=depart, back=back, stops=(0, 0), cabin=cabin))
     return rows
 
 

@@ -14,7 +14,7 @@ from psycopg.rows import tuple_row
 
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
-from webapp.validation import Trip, TripError, parse_trip
+from webapp.validation import CABIN_LABELS, Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
 MAX_THRESHOLD = Decimal("10000000")
@@ -62,9 +62,9 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
     """Insert the alert; returns its id."""
     trip = alert.trip
     row = conn.execute(
-        "INSERT INTO price_alerts (origin, destination, depart_date, return_date, adults, children, threshold, currency)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults, trip.children,
+        "INSERT INTO price_alerts (origin, destination, depart_date, return_date, adults, children, cabin, threshold,"
+        " currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults, trip.children, trip.cabin,
          alert.threshold, alert.currency)).fetchone()
     return row["id"] if isinstance(row, Mapping) else row[0]
 
@@ -72,9 +72,9 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
 def open_alerts(conn: psycopg.Connection, today: dt.date) -> list[PriceAlert]:
     """Alerts not yet notified whose trip has not departed."""
     rows = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT id, origin, destination, depart_date, return_date, adults, children, threshold, currency"
+        "SELECT id, origin, destination, depart_date, return_date, adults, children, cabin, threshold, currency"
         " FROM price_alerts WHERE notified_at IS NULL AND depart_date >= %s ORDER BY id", (today,)).fetchall()
-    return [PriceAlert(Trip(*row[1:7]), row[7], row[8], row[0]) for row in rows]
+    return [PriceAlert(Trip(*row[1:8]), row[8], row[9], row[0]) for row in rows]
 
 
 def mark_notified(conn: psycopg.Connection, alert_id: int, total: Decimal, at: dt.datetime) -> None:
@@ -92,6 +92,8 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
     """The notification for a fare that fell below its threshold."""
     trip = alert.trip
     route = f"{trip.origin} → {trip.destination}, {trip.depart_date.isoformat()} – {trip.return_date.isoformat()}"
+    if trip.cabin is not None:
+        route += f" in {CABIN_LABELS[trip.cabin].lower()}"
     total = f"{cheapest['total_amount']:,.2f} {cheapest['currency']}"
     text = (f"The cheapest fare for {route} is now {total}, below your alert at "
             f"{alert.threshold:,.2f} {alert.currency} (collected {cheapest['collected_at']:%Y-%m-%d %H:%M} UTC, "
@@ -99,7 +101,8 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
     return Alert("price_below_threshold", f"{SUBJECT_PREFIX} {trip.origin}→{trip.destination} fare {total}", text,
                  {"alert_id": alert.alert_id, "origin": trip.origin, "destination": trip.destination,
                   "depart": trip.depart_date.isoformat(), "return": trip.return_date.isoformat(),
-                  "total": f"{cheapest['total_amount']:.2f}", "currency": cheapest["currency"],
+                  "cabin": cheapest["cabin"], "total": f"{cheapest['total_amount']:.2f}",
+                  "currency": cheapest["currency"],
                   "threshold": f"{alert.threshold:.2f}", "url": page_url})
 
 

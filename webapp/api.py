@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.formatting import age_seconds, amount_text, arrival_local, trip_params
-from webapp.trip_view import advice_for, date_grid_for, insight_for, party_of
+from webapp.trip_view import advice_for, date_grid_for, insight_for, shown_trip
 from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports, today_utc
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -20,7 +20,7 @@ def _trip_json(trip: Trip) -> dict:
     return {"origin": trip.origin, "origin_name": airport_name(trip.origin),
             "destination": trip.destination, "destination_name": airport_name(trip.destination),
             "depart": trip.depart_date.isoformat(), "return": trip.return_date.isoformat(),
-            "adults": trip.adults, "children": trip.children}
+            "adults": trip.adults, "children": trip.children, "cabin": trip.cabin}
 
 
 def _leg_json(departs_local: dt.datetime | None, stops: int | None, duration_min: int | None,
@@ -45,7 +45,7 @@ def _option_json(row: dict) -> dict:
 
 def _cheapest_trip_json(row: dict) -> dict:
     return {"depart": row["depart_date"].isoformat(), "return": row["return_date"].isoformat(),
-            "adults": row["adults"], "children": row["children"],
+            "adults": row["adults"], "children": row["children"], "cabin": row["cabin"],
             "total": amount_text(row["total_amount"]), "currency": row["currency"],
             "url": url_for("api.trip_fares", **trip_params(row))}
 
@@ -100,9 +100,9 @@ def trip_history():
     trip, today = _asked_trip()
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)
-    adults, children = party_of(trip, options)
-    history = queries.trip_history(conn, trip, adults, children) if options else []
-    return jsonify(trip=_trip_json(trip), adults=adults, children=children,
+    shown = shown_trip(trip, options)
+    history = queries.trip_history(conn, shown) if options else []
+    return jsonify(trip=_trip_json(trip), adults=shown.adults, children=shown.children, cabin=shown.cabin,
                    points=[{"collected_at": _iso(row["collected_at"]), "cheapest": amount_text(row["cheapest_total"]),
                             "currency": row["currency"]} for row in history])
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from flask import Flask
 
-from webapp.validation import Trip, airport_timezone
+from webapp.validation import CABIN_LABELS, Trip, airport_timezone
 
 
 def amount_text(amount: Decimal) -> str:
@@ -88,15 +88,21 @@ def party(adults: int, children: int) -> str:
     return text
 
 
+def cabin_label(cabin: str) -> str:
+    """'Premium economy' for PREMIUM_COACH: the page's name for a watchlist cabin."""
+    return CABIN_LABELS.get(cabin, cabin.replace("_", " ").capitalize())
+
+
 def trip_params(row: Mapping) -> dict[str, str]:
     """The /fares query parameters that ask for the trip a result row describes."""
     return Trip(row["origin"], row["destination"], row["depart_date"], row["return_date"],
-                row["adults"], row["children"]).as_params()
+                row["adults"], row["children"], row["cabin"]).as_params()
 
 
 def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
-    for formatter in (money, duration, stops, local_time, utc_time, age):
+    for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label):
         app.add_template_filter(formatter)
     for helper in (trip_dates, party, trip_params, arrival_local):
         app.add_template_global(helper)
+    app.add_template_global(CABIN_LABELS, "cabin_labels")

@@ -1,6 +1,8 @@
 """/openapi.json: the JSON API described as OpenAPI 3.0, so clients and schemathesis can rely on it."""
 from flask import Blueprint, jsonify
 
+from fare_assets.streaming.watchlist import CABINS
+
 openapi = Blueprint("openapi", __name__)
 
 _PLACE = {"type": "string", "minLength": 1, "maxLength": 60}
@@ -15,6 +17,9 @@ _TRIP_PARAMETERS = [
     {"name": "adults", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 9},
      "description": "only searches for this many adults (default: the trip's latest search)"},
     {"name": "children", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 8}},
+    {"name": "cabin", "in": "query", "required": False, "schema": {"type": "string", "enum": list(CABINS)},
+     "description": "only searches in this cabin (default: the trip's latest search); economy, premium economy, "
+                    "business and first are accepted too"},
 ]
 _AMOUNT = {"type": "string", "description": "decimal amount as text, e.g. 249.99", "example": "249.99"}
 _NULLABLE_AMOUNT = {**_AMOUNT, "nullable": True}
@@ -26,7 +31,8 @@ _TRIP = {"type": "object", "properties": {
     "origin": {"type": "string"}, "origin_name": {"type": "string", "nullable": True},
     "destination": {"type": "string"}, "destination_name": {"type": "string", "nullable": True},
     "depart": _DATE, "return": _DATE,
-    "adults": {"type": "integer", "nullable": True}, "children": {"type": "integer", "nullable": True}}}
+    "adults": {"type": "integer", "nullable": True}, "children": {"type": "integer", "nullable": True},
+    "cabin": {"type": "string", "nullable": True}}}
 _LEG = {"type": "object", "properties": {
     "departs_local": {"type": "string", "nullable": True}, "arrives_local": {"type": "string", "nullable": True},
     "stops": {"type": "integer", "nullable": True}, "duration_min": {"type": "integer", "nullable": True}}}
@@ -37,7 +43,7 @@ _OPTION = {"type": "object", "properties": {
     "adults": {"type": "integer"}, "children": {"type": "integer"}, "outbound": _LEG, "return": _LEG}}
 _CHEAPEST_TRIP = {"type": "object", "properties": {
     "depart": _DATE, "return": _DATE, "adults": {"type": "integer"}, "children": {"type": "integer"},
-    "total": _AMOUNT, "currency": {"type": "string"}, "url": {"type": "string"},
+    "cabin": {"type": "string"}, "total": _AMOUNT, "currency": {"type": "string"}, "url": {"type": "string"},
     "collected_at": {"type": "string", "format": "date-time"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "level": {"type": "string", "enum": ["low", "typical", "high", "unknown"]},
@@ -81,7 +87,7 @@ DOCUMENT = {
             "other_trips": {"type": "array", "items": _CHEAPEST_TRIP}}),
         "/api/history": _trip_operation("The cheapest fare of each collection of the trip, oldest first", {
             "trip": _TRIP, "adults": {"type": "integer", "nullable": True},
-            "children": {"type": "integer", "nullable": True},
+            "children": {"type": "integer", "nullable": True}, "cabin": {"type": "string", "nullable": True},
             "points": {"type": "array", "items": {"type": "object", "properties": {
                 "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
                 "currency": {"type": "string"}}}}}),
@@ -117,6 +123,7 @@ DOCUMENT = {
                 "properties": {"origin": _PLACE, "destination": _PLACE, "depart": _DATE, "return": _DATE,
                                "adults": {"type": "integer", "minimum": 1, "maximum": 9},
                                "children": {"type": "integer", "minimum": 0, "maximum": 8},
+                               "cabin": {"type": "string", "enum": list(CABINS)},
                                "threshold": {"type": "string", "example": "350"},
                                "currency": {"type": "string", "example": "USD"}}}}}},
             "responses": {"201": _json({"type": "object", "properties": {

@@ -21,13 +21,16 @@ SUGGESTIONS_SHOWN = 12
 _TRIP_MATCH = """
     origin = %(origin)s AND destination = %(destination)s
     AND depart_date = %(depart_date)s AND return_date = %(return_date)s"""
+# The party and cabin asked for; a None matches any.
+_PARTY_MATCH = """
+    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
+    AND (%(children)s::int IS NULL OR children = %(children)s::int)
+    AND (%(cabin)s::text IS NULL OR cabin = %(cabin)s::text)"""
 
 # The newest search for the trip in one table (index scan, one row).
 _NEWEST_SEARCH = """
   SELECT search_id, collected_at FROM {table}
-  WHERE""" + _TRIP_MATCH + """
-    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
-    AND (%(children)s::int IS NULL OR children = %(children)s::int)
+  WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
   ORDER BY collected_at DESC, search_id DESC
   LIMIT 1"""
 
@@ -38,21 +41,21 @@ _SEARCH_OPTIONS = """
   FROM {table} JOIN latest_search USING (search_id, collected_at)
   WHERE""" + _TRIP_MATCH
 
-# Per upcoming trip (and party), the cheapest option of its latest collection: DISTINCT ON keeps
+# Per upcoming trip (party and cabin), the cheapest option of its latest collection: DISTINCT ON keeps
 # the first row per trip, ordered newest collection first, then cheapest.
 _CHEAPEST_LATEST_PER_TRIP = """
-  SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children)
-         {market} AS market, origin, destination, depart_date, return_date, adults, children,
+  SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin)
+         {market} AS market, origin, destination, depart_date, return_date, adults, children, cabin,
          collected_at, total_amount, currency
   FROM {table}
   WHERE depart_date >= %(today)s {route_match}
-  ORDER BY origin, destination, depart_date, return_date, adults, children, collected_at DESC, total_amount"""
+  ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, total_amount"""
 
 _ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
 
 _ROUTE_SUMMARY = """
   SELECT DISTINCT ON (market, origin, destination)
-         market, origin, destination, depart_date, return_date, adults, children,
+         market, origin, destination, depart_date, return_date, adults, children, cabin,
          total_amount, currency, collected_at AS fare_collected_at,
          max(collected_at) OVER route AS freshest_collected_at,
          count(*) OVER route AS upcoming_trips
@@ -75,7 +78,7 @@ def _each_table(template: str, **parts: sql.Composable) -> sql.Composed:
 
 def _trip_params(trip: Trip) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
-            "return_date": trip.return_date, "adults": trip.adults, "children": trip.children}
+            "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin}
 
 
 def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN) -> list[dict]:
@@ -97,10 +100,17 @@ def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: 
                             limit: int = SUGGESTIONS_SHOWN) -> list[dict]:
     """Trips collected for the route departing from `today`, each with its cheapest latest fare."""
     query = sql.SQL("SELECT * FROM ({per_trip}) AS trips"
-                    " ORDER BY depart_date, return_date, adults, children LIMIT %(limit)s").format(
+                    " ORDER BY depart_date, return_date, adults, children, cabin LIMIT %(limit)s").format(
         per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
     params = {"origin": origin, "destination": destination, "today": today, "limit": limit}
     return conn.execute(query, params).fetchall()
+
+
+def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> list[dict]:
+    """Each party and cabin the trip's dates were collected for, with its cheapest latest fare."""
+    query = sql.SQL("SELECT * FROM ({per_trip}) AS parties ORDER BY cabin, adults, children").format(
+        per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
+    return conn.execute(query, {**_trip_params(trip), "today": today}).fetchall()
 
 
 def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
@@ -121,11 +131,7 @@ def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[
     return summaries
 
 
-_PARTY_MATCH = """
-    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
-    AND (%(children)s::int IS NULL OR children = %(children)s::int)"""
-
-# Each collection's cheapest total for one trip and party, oldest first (index range scan).
+# Each collection's cheapest total for one trip, party and cabin, oldest first (index range scan).
 _TRIP_HISTORY = """
 SELECT collected_at, min(total_amount) AS cheapest_total, min(currency) AS currency
 FROM ({rows}) AS trip_rows
@@ -205,35 +211,33 @@ _TRIP_PAGE_QUERIES = {
 def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:
     """The stored page (`html`) or /api/fares answer (`fares_json`) of the trip if current, else None.
 
-    A trip asked for a given party is never stored: the stored answer shows the newest collection of any party.
+    A trip asked for a given party or cabin is never stored: the stored answer shows the newest collection of any.
     """
-    if trip.adults is not None or trip.children is not None:
+    if not trip.any_party:
         return None
     return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
 
 
-def trip_history(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None) -> list[dict]:
-    """The cheapest total of each collection of the trip for this party, oldest first."""
+def trip_history(conn: psycopg.Connection, trip: Trip) -> list[dict]:
+    """The cheapest total of each collection of the trip for its party and cabin, oldest first."""
     query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))
-    return conn.execute(query, {**_trip_params(trip), "adults": adults, "children": children}).fetchall()
+    return conn.execute(query, _trip_params(trip)).fetchall()
 
 
-def date_grid(conn: psycopg.Connection, trip: Trip, adults: int | None, children: int | None,
-              party: tuple[int, int, str], today: dt.date, days: int = GRID_DAYS) -> list[dict]:
+def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str], today: dt.date,
+              days: int = GRID_DAYS) -> list[dict]:
     """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare, else `party`'s prediction."""
     step = dt.timedelta(days=days)
-    params = {**_trip_params(trip), "adults": adults, "children": children,
-              "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
+    params = {**_trip_params(trip), "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
               "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,
               "first_return": max(today, trip.return_date - step), "last_return": trip.return_date + step}
     query = sql.SQL(_DATE_GRID).format(newest_per_table=_each_table(_NEWEST_CHEAPEST))
     return conn.execute(query, params).fetchall()
 
 
-def trip_advice(conn: psycopg.Connection, trip: Trip, adults: int, children: int, cabin: str) -> dict | None:
-    """The precomputed advice for the trip and party, or None when the pipeline has not advised on it."""
-    return conn.execute(_TRIP_ADVICE, {**_trip_params(trip), "adults": adults, "children": children,
-                                       "cabin": cabin}).fetchone()
+def trip_advice(conn: psycopg.Connection, trip: Trip) -> dict | None:
+    """The precomputed advice for the trip, party and cabin, or None when the pipeline has not advised on it."""
+    return conn.execute(_TRIP_ADVICE, _trip_params(trip)).fetchone()
 
 
 def ping(conn: psycopg.Connection) -> None:

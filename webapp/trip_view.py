@@ -1,4 +1,5 @@
 """Everything the fare page says about one trip, assembled once for the HTML page and the JSON API."""
+import dataclasses
 import datetime as dt
 
 import psycopg
@@ -12,11 +13,16 @@ from webapp.validation import Trip
 DEFAULT_PARTY = (1, 0, "COACH")
 
 
-def party_of(trip: Trip, options: list[dict]) -> tuple[int | None, int | None]:
-    """The party the page describes: that of the shown collection, else the one asked for."""
-    if options:
-        return options[0]["adults"], options[0]["children"]
-    return trip.adults, trip.children
+def shown_trip(trip: Trip, options: list[dict]) -> Trip:
+    """The trip with the party and cabin the page describes: the shown collection's, else those asked for.
+
+    History, date grid and advice then read that party and cabin only, so a trip watched in two cabins (or
+    for two parties) never mixes their fares on one page.
+    """
+    if not options:
+        return trip
+    shown = options[0]
+    return dataclasses.replace(trip, adults=shown["adults"], children=shown["children"], cabin=shown["cabin"])
 
 
 def _no_advice(action: str, reason: str) -> dict:
@@ -37,7 +43,7 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
     if not options:
         return _no_advice("no_fares", "no fares collected for this trip yet")
     shown = options[0]
-    row = queries.trip_advice(conn, trip, shown["adults"], shown["children"], shown["cabin"])
+    row = queries.trip_advice(conn, shown_trip(trip, options))
     if row is None:
         return _no_advice("unavailable", NO_ADVICE_YET)
     # Advice for an older collection is still shown, saying so, until the next refresh catches up.
@@ -49,10 +55,9 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
 
 def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date) -> dict:
     """The ±3-day grid: collected cheapest fares, and the fare model's precomputed ones where nothing was collected."""
-    adults, children = party_of(trip, options)
-    party = (adults or DEFAULT_PARTY[0], children or DEFAULT_PARTY[1],
-             options[0]["cabin"] if options else DEFAULT_PARTY[2])
-    cells = queries.date_grid(conn, trip, adults, children, party, today)
+    shown = shown_trip(trip, options)
+    party = (shown.adults or DEFAULT_PARTY[0], shown.children or DEFAULT_PARTY[1], shown.cabin or DEFAULT_PARTY[2])
+    cells = queries.date_grid(conn, shown, party, today)
     uncollected = [cell for cell in cells if cell["total_amount"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})
@@ -69,7 +74,7 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
                 history: list[dict] | None = None) -> dict:
     """Today's cheapest against the trip's own collections and the nearby dates' collected fares."""
     if history is None:
-        history = queries.trip_history(conn, trip, *party_of(trip, options))
+        history = queries.trip_history(conn, shown_trip(trip, options))
     asked = (trip.depart_date, trip.return_date)
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None]
@@ -80,10 +85,12 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     """The cheapest options now, the price insight, advice, date grid and price history of one trip."""
     found = queries.fares_for_trip(conn, trip, today)
     options = found["options"]
-    adults, children = party_of(trip, options)
-    history = queries.trip_history(conn, trip, adults, children) if options else []
+    shown = shown_trip(trip, options)
+    history = queries.trip_history(conn, shown) if options else []
     grid = date_grid_for(conn, trip, options, today)
     insight = insight_for(conn, trip, options, grid, history) if options else None
-    return {**found, "history": history, "grid": grid, "insight": insight,
+    # The other parties and cabins collected for these dates, so a traveller shown one can switch.
+    parties = queries.parties_collected(conn, trip, today) if options else []
+    return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "parties": parties,
             "advice": advice_for(conn, trip, options),
             "chart": price_chart([(row["collected_at"], row["cheapest_total"]) for row in history])}

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import airportsdata
 
+from fare_assets.streaming.watchlist import CABINS
+
 # Fare searches carry at most nine passengers (the watchlist enforces the same limits).
 MAX_PASSENGERS = 9
 # Airlines sell seats about 330 days ahead; a later date is a typo, and bounding it keeps date arithmetic safe.
@@ -16,6 +18,8 @@ MAX_DAYS_AHEAD = 365
 MAX_PLACE_LENGTH = 60
 SUGGESTIONS_LIMIT = 10
 TRIP_FIELDS = ("origin", "destination", "depart", "return")
+# How the page names the watchlist's cabins (the providers' names are the QPX ones).
+CABIN_LABELS = {"COACH": "Economy", "PREMIUM_COACH": "Premium economy", "BUSINESS": "Business", "FIRST": "First"}
 
 
 class TripError(ValueError):
@@ -28,7 +32,7 @@ class TripError(ValueError):
 
 @dataclass(frozen=True)
 class Trip:
-    """A round trip to look up; adults/children are None when the request does not filter on them."""
+    """A round trip to look up; adults/children/cabin are None when the request does not filter on them."""
 
     origin: str
     destination: str
@@ -36,6 +40,7 @@ class Trip:
     return_date: dt.date
     adults: int | None = None
     children: int | None = None
+    cabin: str | None = None
 
     def as_params(self) -> dict[str, str]:
         """The query parameters that ask for this trip again (for links)."""
@@ -45,7 +50,14 @@ class Trip:
             params["adults"] = str(self.adults)
         if self.children is not None:
             params["children"] = str(self.children)
+        if self.cabin is not None:
+            params["cabin"] = self.cabin
         return params
+
+    @property
+    def any_party(self) -> bool:
+        """True when the request filters on no part of the party (passengers or cabin)."""
+        return self.adults is None and self.children is None and self.cabin is None
 
 
 def today_utc() -> dt.date:
@@ -145,14 +157,24 @@ def _count(raw: str, label: str, low: int) -> tuple[int | None, str | None]:
     return int(raw), None
 
 
+def _cabin(raw: str) -> tuple[str | None, str | None]:
+    """A watchlist cabin name (COACH) or the page's label for it (economy), in any case."""
+    wanted = raw.upper().replace(" ", "_")
+    by_label = {label.upper().replace(" ", "_"): cabin for cabin, label in CABIN_LABELS.items()}
+    cabin = wanted if wanted in CABINS else by_label.get(wanted)
+    if cabin is None:
+        return None, f"cabin must be one of {', '.join(CABINS)}, got {_shown(raw)}"
+    return cabin, None
+
+
 def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
-    """Check origin, destination, depart, return (and optional adults, children) against `today`.
+    """Check origin, destination, depart, return (and optional adults, children, cabin) against `today`.
 
     Every problem is collected, not just the first, so a form can flag each field at once.
     """
     problems: dict[str, str] = {}
     labels = {"origin": "origin", "destination": "destination", "depart": "departure date",
-              "return": "return date", "adults": "adults", "children": "children"}
+              "return": "return date", "adults": "adults", "children": "children", "cabin": "cabin"}
     for field in TRIP_FIELDS:
         if not (args.get(field) or "").strip():
             problems[field] = f"{labels[field]} is required"
@@ -163,7 +185,8 @@ def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
               "depart": lambda raw: _date(raw, "departure date", today),
               "return": lambda raw: _date(raw, "return date", today),
               "adults": lambda raw: _count(raw, "adults", 1),
-              "children": lambda raw: _count(raw, "children", 0)}
+              "children": lambda raw: _count(raw, "children", 0),
+              "cabin": _cabin}
     # Each check receives the stripped, non-empty text of its field.
     for field, check in checks.items():
         raw = (args.get(field) or "").strip()
@@ -185,4 +208,4 @@ def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
     if problems:
         raise TripError(problems)
     return Trip(values["origin"], values["destination"], values["depart"], values["return"],
-                values.get("adults"), values.get("children"))
+                values.get("adults"), values.get("children"), values.get("cabin"))

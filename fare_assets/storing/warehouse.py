@@ -251,12 +251,16 @@ CREATE TABLE IF NOT EXISTS price_alerts (
   return_date date NOT NULL,
   adults int4,
   children int4,
+  cabin text,
   threshold numeric(18,3) NOT NULL CHECK (threshold > 0),
   currency text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   notified_at timestamptz,
   notified_total numeric(18,3)
 )"""
+# Columns added after their table was first released, which ensure_schema adds to warehouses created before:
+# an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin.
+ADDED_COLUMNS = {"price_alerts": [("cabin", "text")]}
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
@@ -329,6 +333,13 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
     if found != expected:
         return False
+    added = [(table, name) for table, columns in ADDED_COLUMNS.items() for name, _ in columns]
+    [(missing,)] = _rows(conn, "SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS added(relname, attname)"
+                               " WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = added.relname::regclass"
+                               " AND attname = added.attname AND NOT attisdropped)",
+                         ([table for table, _ in added], [name for _, name in added]))
+    if missing:
+        return False
     if not web_role_exists(conn):
         return True
     [(granted,)] = _rows(conn, "SELECT bool_and(has_table_privilege(%s, name, 'SELECT'))"
@@ -354,6 +365,9 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
+        for table, columns in ADDED_COLUMNS.items():
+            for name, kind in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
         for table in SERVING_TABLES:
             conn.execute(_serving_table_ddl(table))
         _grant_to_web_role(conn)
