@@ -11,7 +11,7 @@ from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReas
                      materialize)
 
 from fare_assets.definitions import build_defs
-from fare_assets.resources import LakeResource, WarehouseResource, local_resources
+from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
 from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_serving_tables
 from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
@@ -29,6 +29,14 @@ def loaded(warehouse_dsn):
         warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])
                              + history_rows(["280.00"], depart=NEARBY[0], back=NEARBY[1]))
     return warehouse_dsn
+
+
+def watching(tmp_path: Path, from_days: int, nights: int = 7) -> FareSourceResource:
+    """The fare source of a watchlist collecting SFO-JFK round trips of `nights` until `from_days` before departure."""
+    path = tmp_path / f"watchlist-{from_days}-{nights}.yaml"
+    path.write_text("trips:\n  - {origin: SFO, destination: JFK, nights: [%d], depart_days_ahead: {from: %d, to: 60}}\n"
+                    % (nights, from_days))
+    return FareSourceResource(base_url="http://127.0.0.1:9", watchlist_path=str(path))
 
 
 def serving_rows(dsn: str, table: str) -> list[dict]:
@@ -192,8 +200,9 @@ def test_grid_cells_start_today_and_skip_collected_pairs(loaded):
     assert not ((cells["depart_date"].dt.date == DEPART) & (cells["return_date"].dt.date == RETURN)).any()
 
 
-def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models):
-    resources = {"lake": LakeResource(root=trained_models), "warehouse_db": WarehouseResource(dsn=loaded)}
+def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models, tmp_path):
+    resources = {"lake": LakeResource(root=trained_models), "warehouse_db": WarehouseResource(dsn=loaded),
+                 "fare_source": watching(tmp_path, 1)}
     result = materialize([trip_serving_tables], resources=resources)
     assert result.success
     metadata = {event.asset_key.to_user_string(): event.materialization.metadata
@@ -208,6 +217,28 @@ def test_asset_writes_both_tables_the_web_role_can_read(loaded, trained_models):
             conn.execute("DELETE FROM predicted_fares")
 
 
+def test_advice_is_the_last_call_when_the_watchlist_stops_collecting_the_trip(loaded, trained_models, tmp_path):
+    def advice_with(fare_source: FareSourceResource) -> dict:
+        resources = {"lake": LakeResource(root=trained_models), "warehouse_db": WarehouseResource(dsn=loaded),
+                     "fare_source": fare_source}
+        assert materialize([trip_serving_tables], resources=resources).success
+        return {row["depart_date"]: (row["action"], row["reason"]) for row in serving_rows(loaded, "trip_advice")}
+
+    # Collected until the day before departure, 40 and 41 days away: the advisor's own advice.
+    usual = advice_with(watching(tmp_path, 1))
+    assert usual[DEPART][0] in ("buy", "wait") and usual[NEARBY[0]][0] == "not_enough_data"
+    # Collection stopping 30 days ahead changes nothing yet; stopping 41 days ahead, this is the trips' last day.
+    assert advice_with(watching(tmp_path, 30)) == usual
+    last_call = ("buy", "last collection before departure: buy now")
+    assert advice_with(watching(tmp_path, 41)) == {DEPART: last_call, NEARBY[0]: last_call}
+    # A watchlist no longer watching 7-night trips: no collection will follow the advice.
+    no_longer = ("buy", "this trip is no longer collected, so no later advice will come: buy now")
+    assert advice_with(watching(tmp_path, 1, nights=3)) == {DEPART: no_longer, NEARBY[0]: no_longer}
+    # An unreadable watchlist fails the collection, not the pages: the advisor's own last call is kept.
+    unreadable = FareSourceResource(base_url="http://127.0.0.1:9", watchlist_path=str(tmp_path / "missing.yaml"))
+    assert advice_with(unreadable) == usual
+
+
 def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(loaded, trained_models, tmp_path):
     refresh_serving(loaded, trained_models)
     before = serving_rows(loaded, "trip_advice")
@@ -217,7 +248,8 @@ def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(load
     (folder / "v2").mkdir(parents=True)
     (folder / "v2" / "model.pkl").write_bytes(b"not a model")
     (folder / "latest.json").write_text(json.dumps({"version": "v2"}))
-    resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded)}
+    resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded),
+                 "fare_source": watching(tmp_path, 1)}
     result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
     assert not result.success
     (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]

@@ -33,6 +33,33 @@ def test_the_shipped_watchlist_is_valid_and_expands_to_aligned_round_trips():
     assert {t for t in trips if t.depart_date > AT.date() + dt.timedelta(days=2)} <= set(later)
 
 
+def test_the_watchlist_says_when_a_trips_collection_stops(tmp_path):
+    path = write_watchlist(tmp_path, """trips:
+  - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 4, to: 60}}
+  - {origin: SFO, destination: JFK, nights: [7], depart_days_ahead: {from: 2, to: 30}, provider: duffel}
+  - {origin: SFO, destination: JFK, nights: [7], depart_days_ahead: {from: 1, to: 30}, cabin: BUSINESS}
+  - {origin: LAX, destination: JFK, nights: [7], depart_days_ahead: {from: 1, to: 30, every: 3}}
+""")
+    watchlist = load_watchlist(path)
+    depart = AT.date() + dt.timedelta(days=20)
+    days = dt.timedelta(days=1)
+
+    def last_day(origin="SFO", depart=depart, nights=7, adults=1, cabin="COACH"):
+        return watchlist.last_collection_days_ahead(origin, "JFK", depart, depart + nights * days, adults, 0, cabin)
+
+    # Two entries collect the 7-night economy trip: the one collecting longest decides.
+    assert last_day() == 2 and last_day(nights=3) == 4 and last_day(cabin="BUSINESS") == 1
+    # Not watched (any more): another length, party, cabin, or a departure off the entry's every-3-days grid.
+    assert last_day(nights=5) is None and last_day(adults=2) is None and last_day(cabin="FIRST") is None
+    on_grid = next(depart + offset * days for offset in range(3) if not (depart + offset * days).toordinal() % 3)
+    assert last_day("LAX", on_grid) == 1 and last_day("LAX", on_grid + days) is None
+    # Whatever it says, the entries do collect: the trip is in their sweep on its last day and not after.
+    trip_day = dt.datetime.combine(depart - 2 * days, dt.time(12), dt.timezone.utc)
+    collected = {(t.provider, t.return_date) for t in watchlist.trips_at(trip_day) if t.depart_date == depart}
+    assert ("duffel", depart + 7 * days) in collected
+    assert not [t for t in watchlist.trips_at(trip_day + days) if t.depart_date == depart and t.cabin == "COACH"]
+
+
 @pytest.mark.parametrize("entry, field", [
     ("{origin: XXQ, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9}}", "trips[0].origin"),
     ("{origin: SFO, destination: JFK, nights: 3, depart_days_ahead: {from: 1, to: 9}}", "trips[0].nights"),

@@ -6,9 +6,10 @@ from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DefaultSensorSt
                      MultiAssetSensorEvaluationContext, RunRequest, SkipReason, define_asset_job, multi_asset,
                      multi_asset_sensor)
 
-from fare_assets.resources import LakeStorage, WarehouseResource
+from fare_assets.resources import FareSourceResource, LakeStorage, WarehouseResource
 from fare_assets.show.refresh import published_model, refresh_serving_tables
 from fare_assets.storing import warehouse
+from fare_assets.streaming.watchlist import WatchlistError
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.model_files import ModelUnavailable
 
@@ -33,8 +34,15 @@ MODEL_TABLES = {ADVISOR: "trip_advice", FARE_MODEL: "predicted_fares"}
                               "so a view reads it instead of rendering it (PostgreSQL)."),
     ],
 )
-def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
+def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource,
+                        fare_source: FareSourceResource):
     address = warehouse.warehouse_address(warehouse_db.dsn)
+    try:
+        watchlist = fare_source.watchlist()
+    except WatchlistError as error:
+        # The collection fails on the same file and says so; the pages still get the new fares meanwhile.
+        context.log.warning(f"advice assumes collection until the day before departure: {error}")
+        watchlist = None
     models, unavailable = {}, {}
     for name in MODEL_TABLES:
         try:
@@ -44,7 +52,7 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, wareh
     now = dt.datetime.now(dt.timezone.utc)
     try:
         with warehouse_db.connect() as conn:
-            counts = refresh_serving_tables(conn, models.get(ADVISOR), models.get(FARE_MODEL), now)
+            counts = refresh_serving_tables(conn, models.get(ADVISOR), models.get(FARE_MODEL), now, watchlist)
     except psycopg.OperationalError as error:
         raise Failure(description=f"warehouse PostgreSQL {address} failed while refreshing the serving tables; "
                                   "the refresh is one transaction, so the previous rows stay.") from error

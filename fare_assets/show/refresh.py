@@ -7,6 +7,7 @@ import psycopg
 
 from fare_assets.show.serving import predicted_fare_rows, trip_advice_rows
 from fare_assets.storing import warehouse
+from fare_assets.streaming.watchlist import Watchlist
 from fare_assets.synthesizing.advisor import BuyWaitAdvisor
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.fare_model import FareModel
@@ -47,16 +48,17 @@ def watched_trips(observations: pd.DataFrame) -> list[Trip]:
 
 
 def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | None,
-                           fare_model: PublishedModel | None, now: dt.datetime) -> dict:
+                           fare_model: PublishedModel | None, now: dt.datetime, watchlist: Watchlist | None = None) -> dict:
     """Advice, predicted grid cells and trip pages for every trip departing from today, in one transaction.
 
-    A model that is None (unavailable) leaves its table as it was; the pages still show the new fares. Returns per
-    table refreshed the rows written, changed and deleted.
+    A model that is None (unavailable) leaves its table as it was; the pages still show the new fares. The
+    `watchlist` tells the advice when each trip's collection stops (without it, the day before departure).
+    Returns per table refreshed the rows written, changed and deleted.
     """
     observations = warehouse.observations(conn, departing_from=now.date())
     tables = {}
     if advisor is not None:
-        tables["trip_advice"] = trip_advice_rows(advisor.model, observations, advisor.version, now)
+        tables["trip_advice"] = trip_advice_rows(advisor.model, observations, advisor.version, now, watchlist)
     if fare_model is not None:
         tables["predicted_fares"] = predicted_fare_rows(fare_model.model, observations, now.date(), fare_model.version,
                                                         now)

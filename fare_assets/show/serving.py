@@ -27,12 +27,33 @@ def _optional(value) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
-def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, computed_at: dt.datetime) -> list[tuple]:
-    """Per watched trip, the advisor's advice at its latest collection, as trip_advice rows."""
+def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: float) -> pd.Series:
+    """Per trip_id of `latest`, the days ahead below which its advice is the last call, from the watchlist.
+
+    The advisor's own last call is for a trip collected until the day before departure; an entry that stops
+    collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never "wait". A trip no
+    entry watches any more (the watchlist changed) gets infinity: no later collection will follow its advice.
+    """
+    horizons = {}
+    for trip_id, row in zip(latest.index, latest.itertuples()):
+        last_day = watchlist.last_collection_days_ahead(row.origin, row.destination, row.depart_date.date(),
+                                                        row.return_date.date(), int(row.adults), int(row.children),
+                                                        row.cabin)
+        horizons[trip_id] = np.inf if last_day is None else advisor_last_call + last_day - 1
+    return pd.Series(horizons, dtype=float)
+
+
+def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, computed_at: dt.datetime,
+                     watchlist=None) -> list[tuple]:
+    """Per watched trip, the advisor's advice at its latest collection, as trip_advice rows.
+
+    With the `watchlist` (a Watchlist), each trip's last call follows the day its collection stops.
+    """
     if observations.empty:
         return []
     latest = latest_collections(observations)
-    advice = latest.join(advisor.advise_trips(observations), how="inner", rsuffix="_advice")
+    horizons = None if watchlist is None else last_call_days_ahead(latest, watchlist, advisor.last_call_days_ahead)
+    advice = latest.join(advisor.advise_trips(observations, horizons), how="inner", rsuffix="_advice")
     return [(row.origin, row.destination, row.depart_date.date(), row.return_date.date(), int(row.adults),
              int(row.children), row.cabin, row.collected_at.to_pydatetime(), row.action,
              _optional(row.drop_probability), _optional(row.confidence), _optional(row.expected_saving),

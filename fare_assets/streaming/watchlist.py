@@ -66,6 +66,13 @@ class WatchedRoute:
                                        depart + dt.timedelta(days=nights), self.adults, self.children, self.cabin))
         return trips
 
+    def collects(self, origin: str, destination: str, depart: dt.date, back: dt.date, adults: int, children: int,
+                 cabin: str) -> bool:
+        """True when this entry watches the round trip (on some day, if not today)."""
+        return ((origin, destination, adults, children, cabin)
+                == (self.origin, self.destination, self.adults, self.children, self.cabin)
+                and (back - depart).days in self.nights and not depart.toordinal() % self.every_days)
+
 
 @dataclass(frozen=True)
 class Watchlist:
@@ -73,6 +80,12 @@ class Watchlist:
 
     def trips_at(self, at: dt.datetime) -> list[TripQuery]:
         return [trip for route in self.routes for trip in route.trips_at(at)]
+
+    def last_collection_days_ahead(self, origin: str, destination: str, depart: dt.date, back: dt.date, adults: int,
+                                   children: int, cabin: str) -> int | None:
+        """The fewest days before departure at which an entry collects the trip; None when no entry watches it."""
+        return min((route.from_days for route in self.routes
+                    if route.collects(origin, destination, depart, back, adults, children, cabin)), default=None)
 
     @property
     def providers(self) -> set[str]:

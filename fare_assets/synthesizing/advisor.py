@@ -254,9 +254,14 @@ class BuyWaitAdvisor:
         """Expected amount that waiting saves against buying now (0 when waiting is expected to cost more)."""
         return np.clip(1 - self.fare_ratio_if_waiting(features), 0, None) * features["fare"].to_numpy()
 
-    def _actions(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
-        """The policy: buy at the last call, no advice on short histories, otherwise wait if waiting saves > threshold."""
-        last_call = features["days_ahead"].to_numpy() < self.last_call_days_ahead
+    def _actions(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float,
+                 last_call_days_ahead: np.ndarray | None = None) -> np.ndarray:
+        """The policy: buy at the last call, no advice on short histories, otherwise wait if waiting saves > threshold.
+
+        `last_call_days_ahead` is per row (default: the advisor's own, for trips collected until the day before).
+        """
+        horizon = self.last_call_days_ahead if last_call_days_ahead is None else last_call_days_ahead
+        last_call = features["days_ahead"].to_numpy() < horizon
         short_history = features["observation_count"].to_numpy() < self.min_history
         return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
@@ -264,10 +269,10 @@ class BuyWaitAdvisor:
         """Rows at which the policy buys (waiting for data counts as not buying yet)."""
         return self._actions(features, ratio, threshold) == BUY
 
-    def decisions(self, features: pd.DataFrame) -> pd.DataFrame:
+    def decisions(self, features: pd.DataFrame, last_call_days_ahead: np.ndarray | None = None) -> pd.DataFrame:
         """Per row: drop_probability, expected_saving and action, aligned to `features`' index."""
         probability = self.drop_probability(features)
-        actions = self._actions(features, self.fare_ratio_if_waiting(features), self.threshold)
+        actions = self._actions(features, self.fare_ratio_if_waiting(features), self.threshold, last_call_days_ahead)
         modelled = actions != NOT_ENOUGH_DATA
         return pd.DataFrame(
             {
@@ -278,21 +283,32 @@ class BuyWaitAdvisor:
             index=features.index,
         )
 
-    def advise_trips(self, observations: pd.DataFrame) -> pd.DataFrame:
-        """Advice for every watched trip at its latest collection, one row per trip_id with the Advice fields."""
+    def advise_trips(self, observations: pd.DataFrame, last_call_days_ahead: pd.Series | None = None) -> pd.DataFrame:
+        """Advice for every watched trip at its latest collection, one row per trip_id with the Advice fields.
+
+        `last_call_days_ahead` maps a trip_id to the days ahead below which its advice is the last call, for trips
+        whose collection stops earlier than the day before departure; infinity for a trip no collection follows.
+        Trips it does not map get the advisor's own.
+        """
         features = observation_features(observations)
         # observation_features sorts by trip and collection time, so each trip's last row is its latest.
         latest = features[last_observation_mask(features).to_numpy()]
-        decision = self.decisions(latest)
-        rows = [self._advice(row, action, probability, saving)
-                for row, action, probability, saving in zip(latest.to_dict("records"), decision["action"],
-                                                            decision["drop_probability"], decision["expected_saving"])]
+        horizons = (np.full(len(latest), self.last_call_days_ahead) if last_call_days_ahead is None else
+                    latest["trip_id"].map(last_call_days_ahead).fillna(self.last_call_days_ahead).to_numpy(float))
+        decision = self.decisions(latest, horizons)
+        rows = [self._advice(row, action, probability, saving, horizon)
+                for row, action, probability, saving, horizon in zip(
+                    latest.to_dict("records"), decision["action"], decision["drop_probability"],
+                    decision["expected_saving"], horizons)]
         return pd.DataFrame([vars(advice) for advice in rows], index=pd.Index(latest["trip_id"], name="trip_id"))
 
-    def _advice(self, row: dict, action: str, probability: float, saving: float) -> Advice:
+    def _advice(self, row: dict, action: str, probability: float, saving: float, last_call_days_ahead: float) -> Advice:
         """The Advice for one latest-collection row and the policy's decision on it, with its reason in words."""
         currency = str(row["currency"])
-        if row["days_ahead"] < self.last_call_days_ahead:
+        if np.isinf(last_call_days_ahead):
+            return Advice(BUY, None, 1.0, 0.0, currency,
+                          "this trip is no longer collected, so no later advice will come: buy now")
+        if row["days_ahead"] < last_call_days_ahead:
             return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
         if action == NOT_ENOUGH_DATA:
             count = int(row["observation_count"])
