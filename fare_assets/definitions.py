@@ -1,14 +1,14 @@
 """The Dagster code location: assets, checks, jobs, schedules and sensors of the five stages."""
-from dagster import Definitions, define_asset_job
+from dagster import DagsterInstance, Definitions, define_asset_job
 
 from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import resources_for_env
-from fare_assets.show.assets import serve_job, serving_tables_sensor, trip_serving_tables
+from fare_assets.show.assets import SERVING_TABLES_POOL, serve_job, serving_tables_sensor, trip_serving_tables
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.streaming.assets import (backfill_job, collect_job, collect_schedule, collector_alert_sensor,
                                           raw_fare_quotes)
-from fare_assets.structuring.assets import structured_fare_tables
+from fare_assets.structuring.assets import CURATED_LAKE_POOL, structured_fare_tables
 from fare_assets.structuring.checks import quality_checks
 from fare_assets.synthesizing.assets import buy_wait_advisor, fare_model, retrain_schedule, synthesize_job
 
@@ -16,8 +16,19 @@ from fare_assets.synthesizing.assets import buy_wait_advisor, fare_model, retrai
 structure_job = define_asset_job(
     "structure_landing_hour", selection=[structured_fare_tables, warehouse_fares],
     description="Structure landing hours of raw records into Parquet and load the warehouse.",
-    tags={"fares/writes": "curated-lake"},
 )
+
+
+POOLS = (CURATED_LAKE_POOL, SERVING_TABLES_POOL)
+
+
+def register_pools(instance: DagsterInstance) -> None:
+    """Give each pool the instance's limit now: the run queue only limits a pool from the pass after it first sees it.
+
+    Without this, a backfill queued while the first structuring run of a fresh instance is in progress starts at once.
+    """
+    for pool in POOLS:
+        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
 
 
 def build_defs(resources: dict) -> Definitions:

@@ -117,9 +117,11 @@ def main(argv=None) -> int:
     with services.Supervisor() as supervisor:
         supervisor.start_postgres()
         supervisor.start_market()
-        from fare_assets.definitions import defs
+        from fare_assets.definitions import defs, register_pools
 
-        report = run_pipeline(defs, DagsterInstance.get(), settings.history_days, settings.history_every_hours)
+        instance = DagsterInstance.get()
+        register_pools(instance)
+        report = run_pipeline(defs, instance, settings.history_days, settings.history_every_hours)
         print(report.summary())
         if not args.serve:
             return 0 if report.ok else 1

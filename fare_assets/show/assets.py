@@ -16,6 +16,7 @@ from fare_assets.synthesizing.model_files import ModelUnavailable
 FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 # The serving table each published model computes.
 MODEL_TABLES = {ADVISOR: "trip_advice", FARE_MODEL: "predicted_fares"}
+SERVING_TABLES_POOL = "serving-tables"
 
 
 # A page view must not run a model (the advisor's features cost ~80 ms of GIL per trip), so advice
@@ -33,6 +34,8 @@ MODEL_TABLES = {ADVISOR: "trip_advice", FARE_MODEL: "predicted_fares"}
                   description="The fare page of every upcoming watched trip, rendered for its latest collection, "
                               "so a view reads it instead of rendering it (PostgreSQL)."),
     ],
+    # Each refresh replaces whole tables: a second one at once would only wait on the first's locks.
+    pool=SERVING_TABLES_POOL,
 )
 def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource,
                         fare_source: FareSourceResource):
@@ -70,8 +73,7 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, wareh
 
 
 serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables],
-                             description="Recompute the advice, predicted fares and trip pages the fare page serves.",
-                             tags={"fares/writes": "serving-tables"})
+                             description="Recompute the advice, predicted fares and trip pages the fare page serves.")
 
 # New fares (each structured landing hour) and new models (the daily retrain) both change what the
 # page should say. national_fares and international_fares are materialized by the same step.

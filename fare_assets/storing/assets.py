@@ -13,7 +13,7 @@ from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import export_table_path, warehouse_export_key
-from fare_assets.structuring.assets import FACT_TABLES
+from fare_assets.structuring.assets import CURATED_LAKE_POOL, FACT_TABLES
 from fare_assets.structuring.emr import SparkRunner
 from fare_assets.structuring.serving import FARES_EXPORT
 
@@ -75,6 +75,8 @@ def _exported_rows(folder: Path, table: str, columns: list[str]) -> Iterable[tup
                                             "in one of the two tables.")],
     partitions_def=landing_hours,
     backfill_policy=BackfillPolicy.single_run(),
+    # It exports the curated tables it reads, dimensions included: not while another run swaps them.
+    pool=CURATED_LAKE_POOL,
 )
 def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeStorage,
                     warehouse_db: WarehouseResource):

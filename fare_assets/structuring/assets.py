@@ -27,6 +27,10 @@ DIMENSION_TABLES = {
     "tax_codes": "Tax codes and their names.",
 }
 CURATED_TABLES = {**FACT_TABLES, **DIMENSION_TABLES}
+# The Dagster pool of every step that writes or reads the curated lake: each run swaps the dimension tables in
+# place, so the instance (dagster.yaml: run granularity, limit 1) runs one such run at a time, whichever job it is
+# (the sensor's structure_landing_hour, or a backfill launched from the asset graph).
+CURATED_LAKE_POOL = "curated-lake"
 
 
 # Parquet in 3NF is what Spark, the warehouse and ad hoc engines read; raw stays the source of truth.
@@ -42,6 +46,7 @@ CURATED_TABLES = {**FACT_TABLES, **DIMENSION_TABLES}
     partitions_def=landing_hours,
     # A backfill of many hours is one Spark job, not one per hour.
     backfill_policy=BackfillPolicy.single_run(),
+    pool=CURATED_LAKE_POOL,
 )
 def structured_fare_tables(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeStorage):
     hours = landing_hours_of_run(context)

@@ -6,6 +6,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSev
 
 from fare_assets.partitions import landing_hour_of_partition, landing_hours
 from fare_assets.resources import LakeStorage
+from fare_assets.structuring.assets import CURATED_LAKE_POOL
 from fare_assets.structuring.emr import SparkRunner
 from fare_assets.structuring.quality import QUALITY_RULES, QualityRule
 
@@ -27,7 +28,7 @@ def checked_landing_hours(context: AssetCheckExecutionContext) -> list[str] | No
 
 
 # One op for every rule, so they share one Spark job (one EMR cluster); it runs only the checks a run selects.
-@multi_asset_check(specs=_SPECS, can_subset=True, compute_kind="spark",
+@multi_asset_check(specs=_SPECS, can_subset=True, compute_kind="spark", pool=CURATED_LAKE_POOL,
                    description="Keys, references, totals and fares of the curated tables.")
 def curated_table_quality(context: AssetCheckExecutionContext, spark_runner: SparkRunner,
                           lake: LakeStorage) -> Iterator[AssetCheckResult]:
