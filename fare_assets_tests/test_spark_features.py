@@ -42,14 +42,16 @@ def test_spark_features_equal_the_pandas_features_on_a_watched_market(spark_engi
     assert [column for column in MODEL_FEATURES if actual[column].isna().all()] == []
 
 
-@pytest.mark.parametrize("collections_per_day", [1, 4])
-def test_spark_features_find_the_same_refilings(spark_engine, collections_per_day):
-    observations = route_with_refilings([5, 15, 25, 35], range(20, 22), collections_per_day=collections_per_day)
+@pytest.mark.parametrize("collections_per_day, refiled_from_collection", [(1, 0), (4, 0), (4, 2)])
+def test_spark_features_find_the_same_refilings(spark_engine, collections_per_day, refiled_from_collection):
+    observations = route_with_refilings([5, 15, 25, 35], range(20, 22), collections_per_day=collections_per_day,
+                                        refiled_from_collection=refiled_from_collection)
     # Dates as the warehouse returns them (datetime64), not as date objects.
     for column in ("depart_date", "return_date"):
         observations[column] = pd.to_datetime(observations[column])
     actual = assert_same_features(observations)
-    assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6 * collections_per_day
+    # Each refiling day from the collection that shows it; the first (day 5) has no earlier refiling to count from.
+    assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6 * (collections_per_day - refiled_from_collection)
     assert actual["route_refile_interval"].max() == 10
 
 

@@ -222,9 +222,10 @@ def test_fare_against_route_peers_uses_their_latest_fares_so_far():
 
 
 def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 40,
-                         collections_per_day: int = 1) -> pd.DataFrame:
+                         collections_per_day: int = 1, refiled_from_collection: int = 0) -> pd.DataFrame:
     """Six SFO-JFK trips collected daily from 12:00 UTC (or several times a day, every 3 hours): every trip changes
-    fare on refiling days, each by its own share; a sale takes 15% off all."""
+    fare on refiling days (from that day's collection `refiled_from_collection` on), each by its own share; a sale
+    takes 15% off all."""
     start = pd.Timestamp("2027-01-01 12:00", tz="UTC")
     times = [start + pd.Timedelta(days=day, hours=3 * collection)
              for day in range(days) for collection in range(collections_per_day)]
@@ -232,9 +233,11 @@ def route_with_refilings(refile_days: list[int], sale_days: range, days: int = 4
     for trip in range(6):
         fares, fare = [], 300.0 + 10 * trip
         for day in range(days):
+            before = fare
             if day in refile_days:
                 fare *= 1 + 0.02 * (trip + 1) * (-1) ** (day + trip)
-            fares += [round(fare * (0.85 if day in sale_days else 1.0), 2)] * collections_per_day
+            fares += [round((before if collection < refiled_from_collection else fare)
+                            * (0.85 if day in sale_days else 1.0), 2) for collection in range(collections_per_day)]
         frame = hand_made_trip(fares)
         frame["collected_at"] = times
         frame["depart_date"] = (start + pd.Timedelta(days=90 + trip)).date()
@@ -267,6 +270,21 @@ def test_route_refilings_are_found_when_trips_are_collected_several_times_a_day(
     assert features.loc[day == 15, "route_refile_interval"].isna().all()
     assert (features.loc[day == 16, "route_refile_interval"] == 10).all()
     assert (features.loc[day == 33, "days_to_next_refile"] == 2).all()
+
+
+def test_a_refiling_filed_mid_day_is_found_from_the_first_collection_that_shows_it():
+    # Collected at 12:00, 15:00, 18:00 and 21:00; the refilings show from 18:00, after two unchanged collections.
+    features = observation_features(route_with_refilings([5, 15, 25, 35], range(20, 22), collections_per_day=4,
+                                                         refiled_from_collection=2))
+    since_start = features["collected_at"] - features["collected_at"].min()
+    day, hour = since_start.dt.days, 12 + since_start.dt.seconds // 3600
+    refiling_day = day.isin([15, 25, 35])
+    assert (features.loc[refiling_day & (hour >= 18), "days_since_route_refile"] == 0).all()
+    assert (features.loc[refiling_day & (hour >= 18), "route_changed_share"] == 1).all()
+    # Before 18:00 the day still counts from the previous refiling, ten days earlier.
+    assert (features.loc[refiling_day & (hour < 18), "days_since_route_refile"] == 10).all()
+    assert (features.loc[day == 16, "route_refile_interval"] == 10).all()
+    assert (features.loc[day == 23, "days_since_route_refile"] == 8).all()
 
 
 def test_continuation_ratios_follow_the_policy():

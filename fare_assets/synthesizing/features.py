@@ -35,6 +35,9 @@ FARE_CHANGE_TOLERANCE = 0.005
 REFILE_CHANGED_SHARE = 0.5
 REFILE_MIN_DISPERSION = 0.01
 REFILE_MIN_TRIPS = 4
+# The running sums add each trip's move of the day and take back the one it replaces, which leaves rounding
+# residue: a variance of the moves below this share of their mean square is zero (the moves are all equal).
+VARIANCE_RESIDUE = 1e-12
 TREND_WINDOW_DAYS = 3
 
 # A refiling redraws each departure's fare level by a market move of its own, and whether the next refiling will
@@ -282,19 +285,29 @@ def _add_rolling_features(frame: pd.DataFrame) -> None:
 
 
 def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row: the route's fare changes so far on its collection day (share changed, mean and spread of the moves).
+    """Per route and collection moment: its trips' fare changes today (share changed, mean and spread of the moves).
 
-    Cumulative over the route's collections of the day up to and including the row's collection moment, so a
-    collection never sees a later one of the same day.
+    Each trip counts once, as its latest collection of the day up to the moment shows it: its move is that fare
+    against its last fare of an earlier day. So a refiling shows from the first moment most trips carry it,
+    whatever the time of day it was filed, and collections that find the fares unchanged afterwards do not
+    dilute it. A collection never sees a later one.
     """
-    log_change = np.log1p(frame["fare_change_last"])
-    observed = log_change.notna()
-    changed = observed & (log_change.abs() > FARE_CHANGE_TOLERANCE)
-    moves = pd.DataFrame({
-        "origin": frame["origin"], "destination": frame["destination"], "day": frame["collected_at"].dt.floor("D"),
-        "collected_at": frame["collected_at"], "observed": observed.astype(float), "changed": changed.astype(float),
-        "move": log_change.where(changed, 0.0), "move_squared": log_change.where(changed, 0.0) ** 2,
-    })
+    day = frame["collected_at"].dt.floor("D").rename("day")
+    trip_day = [frame["trip_id"], day]
+    # observation_features sorts by trip and time: each trip's days come in order, each day's last fare last.
+    last_of_day = frame.groupby(trip_day, sort=False)["fare"].last()
+    fare_before_day = last_of_day.groupby(level="trip_id", sort=False).shift(1)
+    reference = fare_before_day.reindex(pd.MultiIndex.from_arrays(trip_day)).to_numpy()
+    day_move = pd.Series(np.log(frame["fare"].to_numpy() / reference), index=frame.index)
+    observed = day_move.notna()
+    changed = observed & (day_move.abs() > FARE_CHANGE_TOLERANCE)
+    states = pd.DataFrame({"observed": observed.astype(float), "changed": changed.astype(float),
+                           "move": day_move.where(changed, 0.0), "move_squared": day_move.where(changed, 0.0) ** 2})
+    # Each collection replaces its trip's state of the day, so the day's running sums of the differences hold
+    # every trip's latest state.
+    replaced = states - states.groupby(trip_day, sort=False).shift(1).fillna(0.0)
+    moves = replaced.assign(origin=frame["origin"], destination=frame["destination"], day=day,
+                            collected_at=frame["collected_at"])
     # Summed per collection moment first, so trips collected at the same instant all see each other.
     per_moment = moves.groupby(ROUTE_KEY + ["day", "collected_at"], sort=True)[
         ["observed", "changed", "move", "move_squared"]].sum()
@@ -302,15 +315,15 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(divide="ignore", invalid="ignore"):
         so_far["route_changed_share"] = so_far["changed"] / so_far["observed"]
         so_far["route_mean_change"] = so_far["move"] / so_far["observed"]
-        mean_move = so_far["move"] / so_far["changed"]
-        so_far["route_change_dispersion"] = np.sqrt((so_far["move_squared"] / so_far["changed"] - mean_move ** 2).clip(lower=0))
+        mean_move, mean_square = so_far["move"] / so_far["changed"], so_far["move_squared"] / so_far["changed"]
+        variance = mean_square - mean_move ** 2
+        so_far["route_change_dispersion"] = np.sqrt(variance.mask(variance <= VARIANCE_RESIDUE * mean_square, 0.0))
     refiling_now = (
         (so_far["observed"] >= REFILE_MIN_TRIPS)
         & (so_far["route_changed_share"] >= REFILE_CHANGED_SHARE)
         & (so_far["route_change_dispersion"] >= REFILE_MIN_DISPERSION)
     )
-    # Once seen, a refiling stays seen for the rest of the day: later collections of the day find the fares
-    # unchanged and dilute the day's share, which every 30 minutes would hide the refiling by the next moment.
+    # Once seen, a refiling stays seen for the rest of the day (a sale later that day moves the trips together).
     so_far["refiling_so_far"] = refiling_now.groupby(level=ROUTE_KEY + ["day"], sort=False).cummax()
     return so_far
 

@@ -23,6 +23,7 @@ from fare_assets.synthesizing.features import (
     ROLLING_WINDOWS_DAYS,
     ROUTE_KEY,
     TREND_WINDOW_DAYS,
+    VARIANCE_RESIDUE,
     check_observation_columns,
     great_circle_km,
     repeated_moments,
@@ -134,27 +135,36 @@ def _trip_features(frame: DataFrame) -> DataFrame:
 
 
 def _route_moments(frame: DataFrame) -> DataFrame:
-    """Per route and collection moment: the day's fare changes so far and whether they make a refiling
-    (features._route_day_changes)."""
-    log_change = F.log1p("fare_change_last")
-    changed = log_change.isNotNull() & (F.abs(log_change) > FARE_CHANGE_TOLERANCE)
-    move = F.when(changed, log_change).otherwise(0.0)
-    per_moment = frame.groupBy(*ROUTE_KEY, "day", "at").agg(
-        F.count("fare_change_last").cast("double").alias("observed"),
-        F.sum(changed.cast("double")).alias("changed"),
-        F.sum(move).alias("move"),
-        F.sum(move * move).alias("move_squared"),
-    )
+    """Per route and collection moment: its trips' fare changes today and whether they make a refiling
+    (features._route_day_changes: each trip as its latest collection of the day shows it, against its last fare
+    of an earlier day)."""
+    days = frame.groupBy("trip_id", "day").agg(F.max_by("fare", "at").alias("last_fare_of_day"))
+    days = days.select("trip_id", "day", F.lag("last_fare_of_day").over(
+        Window.partitionBy("trip_id").orderBy("day")).alias("fare_before_day"))
+    day_move = F.ln(F.col("fare") / F.col("fare_before_day"))
+    changed = day_move.isNotNull() & (F.abs(day_move) > FARE_CHANGE_TOLERANCE)
+    move = F.when(changed, day_move).otherwise(0.0)
+    states = frame.join(days, ["trip_id", "day"]).select(
+        *ROUTE_KEY, "trip_id", "day", "at", day_move.isNotNull().cast("double").alias("observed"),
+        changed.cast("double").alias("changed"), move.alias("move"), (move * move).alias("move_squared"))
+    # Each collection replaces its trip's state of the day: the day's running sums of the differences hold every
+    # trip's latest state.
+    trip_day = Window.partitionBy("trip_id", "day").orderBy("at")
+    columns = ("observed", "changed", "move", "move_squared")
+    replaced = states.select(*ROUTE_KEY, "day", "at", *[
+        (F.col(column) - F.coalesce(F.lag(column).over(trip_day), F.lit(0.0))).alias(column) for column in columns])
+    per_moment = replaced.groupBy(*ROUTE_KEY, "day", "at").agg(*[F.sum(column).alias(column) for column in columns])
     day_so_far = Window.partitionBy(*ROUTE_KEY, "day").orderBy("at").rowsBetween(
         Window.unboundedPreceding, Window.currentRow)
-    for column in ("observed", "changed", "move", "move_squared"):
+    for column in columns:
         per_moment = per_moment.withColumn(column, F.sum(column).over(day_so_far))
-    mean_move = _ratio(F.col("move"), F.col("changed"))
-    variance = _ratio(F.col("move_squared"), F.col("changed")) - mean_move * mean_move
+    mean_move, mean_square = _ratio(F.col("move"), F.col("changed")), _ratio(F.col("move_squared"), F.col("changed"))
+    variance = mean_square - mean_move * mean_move
     moments = (
         per_moment.withColumn("route_changed_share", _ratio(F.col("changed"), F.col("observed")))
         .withColumn("route_mean_change", _ratio(F.col("move"), F.col("observed")))
-        .withColumn("route_change_dispersion", F.sqrt(F.when(variance < 0, 0.0).otherwise(variance)))
+        .withColumn("route_change_dispersion",
+                    F.sqrt(F.when(variance <= VARIANCE_RESIDUE * mean_square, 0.0).otherwise(variance)))
     )
     refiling = (
         (F.col("observed") >= REFILE_MIN_TRIPS)
