@@ -1,13 +1,15 @@
 """The write-ahead spool: framing, locking, and recovery after a killed process (local delivery stream)."""
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.streaming.delivery import LocalDeliveryStream
-from fare_assets.streaming.spool import WriteAheadSpool, decode_frames, encode_frames
+from fare_assets.streaming.spool import CLAIM_RETRY_SECONDS, WriteAheadSpool, decode_frames, encode_frames
 
 RECORDS = [b'{"search_id":"a"}\n', b'{"search_id":"b","pad":"' + b"x" * 5000 + b'"}\n', b"\n"]
 
@@ -93,3 +95,23 @@ def test_local_records_accepted_by_a_killed_process_are_written_by_the_next_flus
                     for line in (tmp_path / "lake" / key).read_bytes().splitlines(keepends=True))
     assert lines == Counter(records + [b'{"search_id":"new"}\n'])
     assert successor.spool.waiting_records() == 0 and list(successor.spool.folder.iterdir()) == []
+
+
+def test_counting_the_spool_never_makes_a_re_send_skip_a_segment(tmp_path):
+    spool = WriteAheadSpool(tmp_path)
+    spool.write([b"a", b"b"])
+    held = spool.open_segment()
+    held.append([b"in flight"])
+    (waiting,) = [path for path in tmp_path.iterdir() if path != held.path]
+    # A count probing the waiting segment's lock at the moment a re-send claims it.
+    probe = os.open(waiting, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(CLAIM_RETRY_SECONDS / 5, os.close, [probe]).start()
+    claimed = list(spool.claim_waiting())
+    assert [(segment.path, records) for segment, records in claimed] == [(waiting, [b"a", b"b"])]
+    # Counting takes no lock a claim would meet: the claimed segment is not counted, the held one never is.
+    assert spool.waiting_records() == 0
+    claimed[0][0].release()
+    assert spool.waiting_records() == 2
+    assert [records for _, records in spool.claim_waiting()] == [[b"a", b"b"]]
+    held.release()

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".spool"
 FRAME_HEADER = struct.Struct(">II")
+# A count (waiting_records) probes each segment's lock for an instant; a claim that meets a probe tries once more
+# this much later, so counting never makes a re-send skip a segment. A segment a live delivery holds costs a
+# claim pass this much longer.
+CLAIM_RETRY_SECONDS = 0.01
 
 
 def encode_frames(records: list[bytes]) -> bytes:
@@ -110,11 +114,24 @@ class WriteAheadSpool:
                 yield claimed
 
     def waiting_records(self) -> int:
-        """How many records wait in unlocked segments (a look, not a claim)."""
+        """How many records wait in segments no live delivery holds (a look: each lock is probed, not claimed)."""
         waiting = 0
-        for segment, records in self.claim_waiting():
-            waiting += len(records)
-            segment.release()
+        for path in sorted(self.folder.glob(f"*{SEGMENT_SUFFIX}")):
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                # Unlocked before reading: a re-send claiming the segment meanwhile would otherwise skip it.
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+                with open(descriptor, "rb", closefd=False) as handle:
+                    waiting += len(decode_frames(handle.read())[0])
+            finally:
+                os.close(descriptor)
         return waiting
 
     def _claim(self, path: Path) -> tuple[SpoolSegment, list[bytes]] | None:
@@ -123,7 +140,11 @@ class WriteAheadSpool:
         except FileNotFoundError:
             return None
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(CLAIM_RETRY_SECONDS)
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Another claimer may have delivered and deleted the file between our open and our lock.
             if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
                 raise FileNotFoundError(path)
