@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 
 from fare_assets.resources import WarehouseResource
 from fare_assets.settings import load_settings
+from fare_assets.storing import warehouse
 from fare_assets.streaming.notify import alert_settings_from_env
 from webapp.alerts import notify_due_alerts
 
@@ -34,6 +35,8 @@ def price_alert_sensor(context: SensorEvaluationContext, warehouse_db: Warehouse
         return SkipReason("no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)")
     now = dt.datetime.now(dt.timezone.utc)
     with psycopg.connect(warehouse_db.dsn, row_factory=dict_row, autocommit=True, connect_timeout=10) as conn:
+        # An upgraded warehouse gains the alerts' new columns here if no load has run since (a catalog read otherwise).
+        warehouse.ensure_schema(conn)
         outcome = notify_due_alerts(conn, settings, web_public_url(), now.date(), now)
     if outcome["failed"]:
         raise RuntimeError(f"price alerts not sent: {outcome['failed']}")

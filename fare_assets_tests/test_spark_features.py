@@ -78,3 +78,20 @@ def test_both_engines_refuse_a_repeated_moment_and_no_observations(spark_engine,
         engine_features(trip.iloc[:0], engine)
     with pytest.raises(ValueError, match="nonstop_share"):
         engine_features(trip.drop(columns=["nonstop_share"]), engine)
+
+
+def test_both_engines_see_no_spread_when_the_days_changes_are_all_taken_back(spark_engine):
+    observations = route_with_refilings([5], range(0), days=8, collections_per_day=4, refiled_from_collection=1)
+    for column in ("depart_date", "return_date"):
+        observations[column] = pd.to_datetime(observations[column])
+    # The day-5 refiling shows from 15:00 on three trips and from 18:00 on the other three, and is withdrawn at
+    # 21:00: every trip is back at its fare of the day before (the running sums take the moves back in another order).
+    day_5 = pd.Timestamp("2027-01-06 12:00", tz="UTC")
+    before = observations.loc[observations["collected_at"] == day_5 - pd.Timedelta(days=1), "cheapest_total"].to_numpy()
+    observations.loc[observations["collected_at"] == day_5 + pd.Timedelta(hours=9), "cheapest_total"] = before
+    late = (observations["collected_at"] == day_5 + pd.Timedelta(hours=3)) & (observations["depart_date"] >= "2027-04-04")
+    observations.loc[late, "cheapest_total"] = before[3:]
+    actual = assert_same_features(observations)
+    at_withdrawal = actual[actual["collected_at"] == day_5 + pd.Timedelta(hours=9)]
+    assert (at_withdrawal["route_changed_share"] == 0).all() and at_withdrawal["route_change_dispersion"].isna().all()
+    assert (at_withdrawal["route_mean_change"] == 0).all()

@@ -132,16 +132,21 @@ def test_passenger_filter_picks_that_partys_latest_search(client, load):
 
 
 def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
-    # The same dates and party watched in economy (collected twice, last an hour ago) and in business (now).
+    # The same dates and party watched in economy (collected twice, last an hour ago) and in business (now); each
+    # latest collection has an option via Canada, stored in the other fare table.
     load(history_rows(["300.00", "280.00"], prefix="coach", last=EARLIER)
+         + [fare_row("coach-via-yyz", "270.00", search_id=f"coach-{DEPART}-{RETURN}-1", collected_at=EARLIER,
+                     national=False),
+            fare_row("business-via-yyz", "2500.00", search_id=f"business-{DEPART}-{RETURN}-0", national=False,
+                     cabin="BUSINESS")]
          + history_rows(["1900.00"], prefix="business", cabin="BUSINESS")
          + history_rows(["265.00"], prefix="coach-nearby", depart=DEPART + dt.timedelta(days=1), last=EARLIER)
          + history_rows(["1700.00"], prefix="business-nearby", depart=DEPART + dt.timedelta(days=1),
                         cabin="BUSINESS"))
 
     latest = client.get("/api/fares", query_string=trip_query()).get_json()["options"]
-    assert {(option["cabin"], option["total"]) for option in latest} == {("BUSINESS", "1900.00"),
-                                                                         ("BUSINESS", "2000.00")}
+    assert {(option["cabin"], option["total"]) for option in latest} == {
+        ("BUSINESS", "1900.00"), ("BUSINESS", "2000.00"), ("BUSINESS", "2500.00")}
     history = client.get("/api/history", query_string=trip_query()).get_json()
     assert history["cabin"] == "BUSINESS" and [point["cheapest"] for point in history["points"]] == ["1900.00"]
     grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
@@ -151,15 +156,17 @@ def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
     for cabin in ("COACH", "economy"):
         history = client.get("/api/history", query_string=trip_query(cabin=cabin)).get_json()
         assert history["cabin"] == "COACH" and history["trip"]["cabin"] == "COACH"
-        assert [point["cheapest"] for point in history["points"]] == ["300.00", "280.00"]
+        assert [point["cheapest"] for point in history["points"]] == ["300.00", "270.00"]
     grid = client.get("/api/date-grid", query_string=trip_query(cabin="COACH")).get_json()
     totals = {cell["total"] for cell in grid["cells"] if cell["source"] == "collected"}
-    assert totals == {"280.00", "265.00"}
+    assert totals == {"270.00", "265.00"}
 
     text = page_text(client.get("/fares", query_string=trip_query()))
     assert "totals for 1 adult, business cabin" in text and text.count('class="dot"') == 1
     also = text[text.index('class="parties"'):text.index("</p>", text.index('class="parties"'))]
-    assert "1 adult, economy</a>" in also and "from 280.00 USD" in also and "business" not in also
+    # One link per other party and cabin, priced from both fare tables.
+    assert also.count("</a>") == 1 and "1 adult, economy</a>" in also and "from 270.00 USD" in also
+    assert "business" not in also
     assert "adults=1&children=0&cabin=COACH" in also
     # The alert form watches the cabin shown; the grid's links open that cabin's pages.
     alert_form = text[text.index('id="price-alert"'):]
@@ -168,6 +175,16 @@ def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
     coach_page = page_text(client.get("/fares", query_string=trip_query(cabin="COACH")))
     assert "totals for 1 adult, economy cabin" in coach_page and coach_page.count('class="dot"') == 2
     assert '<option value="COACH" selected>Economy</option>' in coach_page
+    assert 'class="parties"' in coach_page and "1 adult, business</a>" in coach_page
+    # A problem elsewhere in the form keeps the cabin asked for by name.
+    invalid = page_text(client.get("/fares", query_string=trip_query(cabin="premium economy", adults="0")))
+    assert '<option value="PREMIUM_COACH" selected>Premium economy</option>' in invalid
+
+
+def test_a_search_without_a_cabin_is_shown_as_unknown(client, load):
+    load([fare_row("no-cabin", "300.00", cabin=None)])
+    response = client.get("/fares", query_string=trip_query())
+    assert response.status_code == 200 and "totals for 1 adult, unknown cabin" in page_text(response)
 
 
 def test_routes_split_national_and_international(client, load):

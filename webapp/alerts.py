@@ -14,7 +14,8 @@ from psycopg.rows import tuple_row
 
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
-from webapp.validation import CABIN_LABELS, Trip, TripError, parse_trip
+from webapp.formatting import cabin_label
+from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
 MAX_THRESHOLD = Decimal("10000000")
@@ -93,7 +94,7 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
     trip = alert.trip
     route = f"{trip.origin} → {trip.destination}, {trip.depart_date.isoformat()} – {trip.return_date.isoformat()}"
     if trip.cabin is not None:
-        route += f" in {CABIN_LABELS[trip.cabin].lower()}"
+        route += f" in {cabin_label(trip.cabin).lower()}"
     total = f"{cheapest['total_amount']:,.2f} {cheapest['currency']}"
     text = (f"The cheapest fare for {route} is now {total}, below your alert at "
             f"{alert.threshold:,.2f} {alert.currency} (collected {cheapest['collected_at']:%Y-%m-%d %H:%M} UTC, "

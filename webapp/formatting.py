@@ -88,9 +88,11 @@ def party(adults: int, children: int) -> str:
     return text
 
 
-def cabin_label(cabin: str) -> str:
-    """'Premium economy' for PREMIUM_COACH: the page's name for a watchlist cabin."""
-    return CABIN_LABELS.get(cabin, cabin.replace("_", " ").capitalize())
+def cabin_label(cabin: str | None) -> str:
+    """'Premium economy' for PREMIUM_COACH: the page's name for a watchlist cabin ('Unknown' for a search without one)."""
+    if cabin is None:
+        return "Unknown"
+    return CABIN_LABELS.get(cabin) or cabin.replace("_", " ").capitalize()
 
 
 def trip_params(row: Mapping) -> dict[str, str]:

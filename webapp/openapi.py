@@ -1,11 +1,12 @@
 """/openapi.json: the JSON API described as OpenAPI 3.0, so clients and schemathesis can rely on it."""
 from flask import Blueprint, jsonify
 
-from fare_assets.streaming.watchlist import CABINS
+from webapp.validation import CABIN_LABELS
 
 openapi = Blueprint("openapi", __name__)
 
 _PLACE = {"type": "string", "minLength": 1, "maxLength": 60}
+_CABIN_NAMES = [*CABIN_LABELS, *(label.lower() for label in CABIN_LABELS.values())]
 _DATE = {"type": "string", "format": "date"}
 _TRIP_PARAMETERS = [
     {"name": "origin", "in": "query", "required": True, "schema": _PLACE,
@@ -17,9 +18,9 @@ _TRIP_PARAMETERS = [
     {"name": "adults", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 9},
      "description": "only searches for this many adults (default: the trip's latest search)"},
     {"name": "children", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0, "maximum": 8}},
-    {"name": "cabin", "in": "query", "required": False, "schema": {"type": "string", "enum": list(CABINS)},
-     "description": "only searches in this cabin (default: the trip's latest search); economy, premium economy, "
-                    "business and first are accepted too"},
+    {"name": "cabin", "in": "query", "required": False, "schema": {"type": "string", "enum": _CABIN_NAMES},
+     "description": "only searches in this cabin (default: the trip's latest search), by its code or its name, "
+                    "in any case"},
 ]
 _AMOUNT = {"type": "string", "description": "decimal amount as text, e.g. 249.99", "example": "249.99"}
 _NULLABLE_AMOUNT = {**_AMOUNT, "nullable": True}
@@ -123,7 +124,7 @@ DOCUMENT = {
                 "properties": {"origin": _PLACE, "destination": _PLACE, "depart": _DATE, "return": _DATE,
                                "adults": {"type": "integer", "minimum": 1, "maximum": 9},
                                "children": {"type": "integer", "minimum": 0, "maximum": 8},
-                               "cabin": {"type": "string", "enum": list(CABINS)},
+                               "cabin": {"type": "string", "enum": _CABIN_NAMES},
                                "threshold": {"type": "string", "example": "350"},
                                "currency": {"type": "string", "example": "USD"}}}}}},
             "responses": {"201": _json({"type": "object", "properties": {

@@ -1,6 +1,6 @@
 """The trip page and its /api/fares answer: rendered per view, or per collection into trip_pages.
 
-Rendering runs four queries and ~5 ms of Python, which on two cores caps the page far below a static
+Rendering runs five queries and ~5 ms of Python, which on two cores caps the page far below a static
 file's throughput. For a watched trip the page changes only when the trip is collected again, the
 serving tables are refreshed or the day turns, so the show stage renders it then (render_trip_pages)
 and a view without a party reads it back by primary key (queries.trip_page); /api/fares likewise.

@@ -96,11 +96,21 @@ LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_tab
     return conn.execute(query, {**_trip_params(trip), "limit": limit}).fetchall()
 
 
+# A search's options are split between the two tables by route (a US trip with an option via Canada is in
+# both), so each table's newest cheapest row per trip is merged into one: the newest, then the cheapest.
+_ONE_PER_TRIP = """
+  SELECT DISTINCT ON (depart_date, return_date, adults, children, cabin) *
+  FROM ({per_trip}) AS per_table
+  ORDER BY depart_date, return_date, adults, children, cabin, collected_at DESC, total_amount"""
+# Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
+_CABIN_ORDER = "array_position(ARRAY['COACH', 'PREMIUM_COACH', 'BUSINESS', 'FIRST'], cabin)"
+
+
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
                             limit: int = SUGGESTIONS_SHOWN) -> list[dict]:
     """Trips collected for the route departing from `today`, each with its cheapest latest fare."""
-    query = sql.SQL("SELECT * FROM ({per_trip}) AS trips"
-                    " ORDER BY depart_date, return_date, adults, children, cabin LIMIT %(limit)s").format(
+    query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS trips ORDER BY depart_date, return_date, adults, children, "
+                    + _CABIN_ORDER + " LIMIT %(limit)s").format(
         per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
     params = {"origin": origin, "destination": destination, "today": today, "limit": limit}
     return conn.execute(query, params).fetchall()
@@ -108,8 +118,8 @@ def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: 
 
 def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> list[dict]:
     """Each party and cabin the trip's dates were collected for, with its cheapest latest fare."""
-    query = sql.SQL("SELECT * FROM ({per_trip}) AS parties ORDER BY cabin, adults, children").format(
-        per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
+    query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS parties ORDER BY " + _CABIN_ORDER + ", adults, children"
+                    ).format(per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
     return conn.execute(query, {**_trip_params(trip), "today": today}).fetchall()
 
 

@@ -90,7 +90,8 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     grid = date_grid_for(conn, trip, options, today)
     insight = insight_for(conn, trip, options, grid, history) if options else None
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.
-    parties = queries.parties_collected(conn, trip, today) if options else []
-    return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "parties": parties,
+    parties = [party for party in (queries.parties_collected(conn, trip, today) if options else [])
+               if (party["adults"], party["children"], party["cabin"]) != (shown.adults, shown.children, shown.cabin)]
+    return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "other_parties": parties,
             "advice": advice_for(conn, trip, options),
             "chart": price_chart([(row["collected_at"], row["cheapest_total"]) for row in history])}

@@ -335,7 +335,8 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
         return False
     added = [(table, name) for table, columns in ADDED_COLUMNS.items() for name, _ in columns]
     [(missing,)] = _rows(conn, "SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS added(relname, attname)"
-                               " WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = added.relname::regclass"
+                               " WHERE NOT EXISTS (SELECT 1 FROM pg_attribute"
+                               " WHERE attrelid = ('public.' || quote_ident(added.relname))::regclass"
                                " AND attname = added.attname AND NOT attisdropped)",
                          ([table for table, _ in added], [name for _, name in added]))
     if missing:

@@ -312,6 +312,8 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
     per_moment = moves.groupby(ROUTE_KEY + ["day", "collected_at"], sort=True)[
         ["observed", "changed", "move", "move_squared"]].sum()
     so_far = per_moment.groupby(level=ROUTE_KEY + ["day"], sort=False).cumsum()
+    # Where no trip stands changed, the sums of moves hold only the residue of moves taken back.
+    so_far.loc[so_far["changed"] <= 0, ["move", "move_squared"]] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         so_far["route_changed_share"] = so_far["changed"] / so_far["observed"]
         so_far["route_mean_change"] = so_far["move"] / so_far["observed"]

@@ -158,6 +158,9 @@ def _route_moments(frame: DataFrame) -> DataFrame:
         Window.unboundedPreceding, Window.currentRow)
     for column in columns:
         per_moment = per_moment.withColumn(column, F.sum(column).over(day_so_far))
+    # Where no trip stands changed, the sums of moves hold only the residue of moves taken back.
+    for column in ("move", "move_squared"):
+        per_moment = per_moment.withColumn(column, F.when(F.col("changed") > 0, F.col(column)).otherwise(0.0))
     mean_move, mean_square = _ratio(F.col("move"), F.col("changed")), _ratio(F.col("move_squared"), F.col("changed"))
     variance = mean_square - mean_move * mean_move
     moments = (
