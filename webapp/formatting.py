@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from flask import Flask
 
-from webapp.validation import CABIN_LABELS, Trip, airport_timezone
+from webapp.validation import CABIN_LABELS, Trip, airport_timezone, cabin_code
 
 
 def amount_text(amount: Decimal) -> str:
@@ -105,6 +105,6 @@ def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
     for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label):
         app.add_template_filter(formatter)
-    for helper in (trip_dates, party, trip_params, arrival_local):
+    for helper in (trip_dates, party, trip_params, arrival_local, cabin_code):
         app.add_template_global(helper)
     app.add_template_global(CABIN_LABELS, "cabin_labels")

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from fare_assets.show.serving import GRID_DAYS
 from fare_assets.storing.warehouse import FARE_TABLES
+from fare_assets.streaming.watchlist import CABINS
 from webapp.validation import Trip
 
 # The page lists this many of a collection's options; the full count is reported alongside.
@@ -103,7 +104,7 @@ _ONE_PER_TRIP = """
   FROM ({per_trip}) AS per_table
   ORDER BY depart_date, return_date, adults, children, cabin, collected_at DESC, total_amount"""
 # Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
-_CABIN_ORDER = "array_position(ARRAY['COACH', 'PREMIUM_COACH', 'BUSINESS', 'FIRST'], cabin)"
+_CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CABINS) + "], cabin)"
 
 
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,

@@ -157,11 +157,15 @@ def _count(raw: str, label: str, low: int) -> tuple[int | None, str | None]:
     return int(raw), None
 
 
+def cabin_code(text: str) -> str | None:
+    """The watchlist cabin a code (COACH) or the page's label (economy) names, in any case; None for neither."""
+    wanted = text.strip().upper().replace(" ", "_")
+    return next((cabin for cabin, label in CABIN_LABELS.items()
+                 if wanted in (cabin, label.upper().replace(" ", "_"))), None)
+
+
 def _cabin(raw: str) -> tuple[str | None, str | None]:
-    """A watchlist cabin name (COACH) or the page's label for it (economy), in any case."""
-    wanted = raw.upper().replace(" ", "_")
-    by_label = {label.upper().replace(" ", "_"): cabin for cabin, label in CABIN_LABELS.items()}
-    cabin = wanted if wanted in CABINS else by_label.get(wanted)
+    cabin = cabin_code(raw)
     if cabin is None:
         return None, f"cabin must be one of {', '.join(CABINS)}, got {_shown(raw)}"
     return cabin, None

@@ -301,8 +301,9 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
     day_move = pd.Series(np.log(frame["fare"].to_numpy() / reference), index=frame.index)
     observed = day_move.notna()
     changed = observed & (day_move.abs() > FARE_CHANGE_TOLERANCE)
-    states = pd.DataFrame({"observed": observed.astype(float), "changed": changed.astype(float),
-                           "move": day_move.where(changed, 0.0), "move_squared": day_move.where(changed, 0.0) ** 2})
+    move = day_move.where(changed, 0.0)
+    states = pd.DataFrame({"observed": observed.astype(float), "changed": changed.astype(float), "move": move,
+                           "move_squared": move ** 2})
     # Each collection replaces its trip's state of the day, so the day's running sums of the differences hold
     # every trip's latest state.
     replaced = states - states.groupby(trip_day, sort=False).shift(1).fillna(0.0)
