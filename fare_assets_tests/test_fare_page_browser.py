@@ -60,6 +60,7 @@ def test_search_a_trip_and_see_options_insight_advice_grid_and_chart(page_url, b
     rows = page.locator("table.options tr.option")
     expect(rows).to_have_count(2)
     expect(rows.first.locator("td.total")).to_have_text("240.00 USD")
+    expect(rows.first.locator("td.provider")).to_have_text("QPX Express")
     # The page is served as the pipeline stored it; the local age script says how old the fares are.
     expect(page.locator("p.collection")).to_contain_text(re.compile(r"UTC \((just now|\d+ min ago)\), totals"))
     expect(page.locator("#insight .headline")).to_have_text("Low price")

@@ -1,6 +1,7 @@
 import datetime as dt
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key, raw_object
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.envelope import envelope
-from fare_assets.streaming.qpx_client import QpxClient
+from fare_assets.streaming.qpx_client import CallResult, QpxClient
 from fare_assets.streaming.watchlist import WatchlistError, load_watchlist
 from fare_assets.settings import PROJECT_ROOT
 
@@ -123,6 +124,40 @@ def test_a_sweep_against_the_market_records_every_call(tmp_path, market_url):
     assert {r["status"] for r in records} == {200}
     assert all(r["response"]["kind"] == "qpxExpress#tripsSearch" for r in records)
     assert {r["collected_at"] for r in records} == {"2026-10-01T12:00:00Z"}
+
+
+class CountingClient:
+    """Answers every search after a pause, counting the calls per trip (the sweep's side is under test here)."""
+
+    def __init__(self) -> None:
+        self.calls: dict = {}
+
+    def search(self, trip, at):
+        self.calls[trip] = self.calls.get(trip, 0) + 1
+        time.sleep(0.15)
+        return CallResult(200, 10, response={"kind": "qpxExpress#tripsSearch", "trips": {}})
+
+
+def test_a_live_sweep_is_one_collection_across_providers_and_overlapping_entries(tmp_path):
+    path = write_watchlist(tmp_path, """trips:
+  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9, every: 3}}
+  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9, every: 3}, provider: duffel}
+  - {origin: SFO, destination: JFK, nights: [3, 7], depart_days_ahead: {from: 4, to: 9, every: 3}}
+""")
+    trips = load_watchlist(path).trips_at(dt.datetime.now(dt.timezone.utc))
+    client, stream = CountingClient(), LocalDeliveryStream(tmp_path / "lake")
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    sweep(trips, client, stream, concurrency=1)
+    stream.flush()
+    records = [json.loads(line) for key in stream.objects_written
+               for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    # The overlapping entries' shared trips are searched once; each provider's search is its own record.
+    assert len(trips) == len(client.calls) == len(records) == 3 + 3 + 2 and set(client.calls.values()) == {1}
+    assert len({record["search_id"] for record in records}) == len(records)
+    assert {record["provider"] for record in records} == {"qpx", "duffel"}
+    # One moment for the whole sweep (its start), though the calls came one after another over 1.2 s.
+    [moment] = {record["collected_at"] for record in records}
+    assert before <= dt.datetime.fromisoformat(moment.replace("Z", "+00:00")) <= before + dt.timedelta(seconds=1)
 
 
 def test_failed_calls_become_records_with_their_error(tmp_path, market_url):

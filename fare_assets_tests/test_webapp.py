@@ -28,10 +28,11 @@ EARLIER = NOW - dt.timedelta(hours=1)
 def fare_row(option_id: str, total: str, *, search_id: str = "s-new", collected_at: dt.datetime = NOW,
              origin: str = "SFO", destination: str = "JFK", depart: dt.date = DEPART, back: dt.date = RETURN,
              national: bool = True, carriers: str = "UA", stops: tuple[int, int] = (0, 1),
-             durations: tuple[int, int] = (330, 420), adults: int = 1, cabin: str = "COACH") -> tuple:
+             durations: tuple[int, int] = (330, 420), adults: int = 1, cabin: str = "COACH",
+             provider: str = "qpx") -> tuple:
     """One warehouse row in LOAD_COLUMNS order."""
     values = {
-        "option_id": option_id, "search_id": search_id, "provider": "qpx", "collected_at": collected_at,
+        "option_id": option_id, "search_id": search_id, "provider": provider, "collected_at": collected_at,
         "origin": origin, "destination": destination, "depart_date": depart, "return_date": back,
         "days_ahead": (depart - collected_at.date()).days, "nights": (back - depart).days,
         "adults": adults, "children": 0, "cabin": cabin, "total_amount": Decimal(total), "currency": "USD",
@@ -129,6 +130,30 @@ def test_passenger_filter_picks_that_partys_latest_search(client, load):
     solo = client.get("/api/fares", query_string=trip_query(adults="1")).get_json()["options"]
     assert [(o["option_id"], o["adults"]) for o in latest] == [("pair", 2)]
     assert [(o["option_id"], o["total"]) for o in solo] == [("solo", "300.00")]
+
+
+def test_a_trip_collected_on_two_providers_shows_both_in_one_collection(client, load):
+    # Two sweeps, each searching the trip on QPX and on Duffel at the sweep's moment; Duffel's newest options are
+    # split over both fare tables, and a pair's search of the same sweep is another party.
+    load([fare_row("qpx-old", "300.00", search_id="q1", collected_at=EARLIER),
+          fare_row("duffel-old", "280.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+          fare_row("qpx-new", "310.00", search_id="q2"),
+          fare_row("duffel-new", "295.00", search_id="d2", provider="duffel"),
+          fare_row("duffel-new-via-yyz", "305.00", search_id="d2", provider="duffel", national=False),
+          fare_row("pair-new", "590.00", search_id="a2", adults=2)])
+
+    latest = client.get("/api/fares", query_string=trip_query()).get_json()["options"]
+    assert [(o["option_id"], o["provider"]) for o in latest] == [
+        ("duffel-new", "duffel"), ("duffel-new-via-yyz", "duffel"), ("qpx-new", "qpx")]
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["280.00", "295.00"]
+
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "Cheapest 3 of 3 options collected" in text and "totals for 1 adult" in text
+    assert text.count('class="dot"') == 2
+    options_table = text[text.index('<table class="options">'):text.index("</table>")]
+    assert options_table.count("Duffel") == 2 and options_table.count("QPX Express") == 1
+    assert "590.00" not in options_table
 
 
 def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):

@@ -95,6 +95,16 @@ def cabin_label(cabin: str | None) -> str:
     return CABIN_LABELS.get(cabin) or cabin.replace("_", " ").capitalize()
 
 
+# The fare APIs by the names travellers know them; the page says which one quoted each option, since a
+# collection can hold several providers' options and the traveller buys through the one that quoted it.
+PROVIDER_LABELS = {"qpx": "QPX Express", "duffel": "Duffel", "amadeus": "Amadeus"}
+
+
+def provider_label(provider: str) -> str:
+    """'QPX Express' for qpx: the fare API that quoted an option."""
+    return PROVIDER_LABELS.get(provider) or provider.capitalize()
+
+
 def trip_params(row: Mapping) -> dict[str, str]:
     """The /fares query parameters that ask for the trip a result row describes."""
     return Trip(row["origin"], row["destination"], row["depart_date"], row["return_date"],
@@ -103,7 +113,7 @@ def trip_params(row: Mapping) -> dict[str, str]:
 
 def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
-    for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label):
+    for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label, provider_label):
         app.add_template_filter(formatter)
     for helper in (trip_dates, party, trip_params, arrival_local, cabin_code):
         app.add_template_global(helper)

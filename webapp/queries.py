@@ -28,18 +28,23 @@ _PARTY_MATCH = """
     AND (%(children)s::int IS NULL OR children = %(children)s::int)
     AND (%(cabin)s::text IS NULL OR cabin = %(cabin)s::text)"""
 
-# The newest search for the trip in one table (index scan, one row).
+# The newest search for the trip in one table (index scan, one row): its moment, party and cabin.
 _NEWEST_SEARCH = """
-  SELECT search_id, collected_at FROM {table}
+  SELECT search_id, collected_at, adults, children, cabin FROM {table}
   WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
   ORDER BY collected_at DESC, search_id DESC
   LIMIT 1"""
 
-_SEARCH_OPTIONS = """
-  SELECT {market} AS market, option_id, search_id, provider, collected_at, origin, destination,
-         depart_date, return_date, adults, children, cabin, total_amount, currency, carriers,
+# A collection is every search of one sweep's moment for the party and cabin, whichever provider answered it
+# (the collector stamps a sweep's records with one collected_at), so a trip watched on two providers shows both.
+_COLLECTION_OPTIONS = """
+  SELECT {market} AS market, option_id, search_id, provider, fares.collected_at, origin, destination,
+         depart_date, return_date, fares.adults, fares.children, fares.cabin, total_amount, currency, carriers,
          stops_out, stops_back, duration_out_min, duration_back_min, depart_out_local, depart_back_local
-  FROM {table} JOIN latest_search USING (search_id, collected_at)
+  FROM {table} AS fares JOIN latest_collection
+    ON fares.collected_at = latest_collection.collected_at
+    AND (fares.adults, fares.children, fares.cabin)
+        IS NOT DISTINCT FROM (latest_collection.adults, latest_collection.children, latest_collection.cabin)
   WHERE""" + _TRIP_MATCH
 
 # Per upcoming trip (party and cabin), the cheapest option of its latest collection: DISTINCT ON keeps
@@ -83,17 +88,17 @@ def _trip_params(trip: Trip) -> dict:
 
 
 def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN) -> list[dict]:
-    """The options of the trip's latest collection, cheapest first, each with the collection's size."""
+    """The options of the trip's latest collection (every provider's), cheapest first, each with the collection's size."""
     query = sql.SQL("""
-WITH latest_search AS (
-  SELECT search_id, collected_at FROM ({newest}) AS newest_per_table
+WITH latest_collection AS (
+  SELECT collected_at, adults, children, cabin FROM ({newest}) AS newest_per_table
   ORDER BY collected_at DESC, search_id DESC
   LIMIT 1
 )
 SELECT options.*, count(*) OVER () AS options_in_collection
 FROM ({options}) AS options
 ORDER BY total_amount, duration_out_min + duration_back_min, option_id
-LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_table(_SEARCH_OPTIONS))
+LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_table(_COLLECTION_OPTIONS))
     return conn.execute(query, {**_trip_params(trip), "limit": limit}).fetchall()
 
 
@@ -142,13 +147,14 @@ def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[
     return summaries
 
 
-# Each collection's cheapest total for one trip, party and cabin, oldest first (index range scan).
+# Each collection's cheapest total for one trip, party and cabin, oldest first (index range scan); a collection
+# is a moment, so two providers' searches of one sweep are one point.
 _TRIP_HISTORY = """
 SELECT collected_at, min(total_amount) AS cheapest_total, min(currency) AS currency
 FROM ({rows}) AS trip_rows
-GROUP BY search_id, collected_at
+GROUP BY collected_at
 ORDER BY collected_at"""
-_TRIP_ROWS = "SELECT search_id, collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
+_TRIP_ROWS = "SELECT collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
 
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.

@@ -48,11 +48,13 @@ def _search(client, trip: TripQuery, at: dt.datetime | None) -> CallResult:
 
 def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = None,
           concurrency: int = 4) -> SweepStats:
-    """Search every trip (at market time `at`, or now) and deliver one record per call."""
+    """Search every trip (at market time `at`, or now) and deliver one record per call, all collected at one moment."""
     stats = SweepStats()
+    # A sweep is one look at the market: every record carries the sweep's moment (its start when live), so a trip
+    # searched on two providers is one collection to every reader (the page's latest fares, the advisor's observations).
+    collected_at = at or dt.datetime.now(dt.timezone.utc)
 
     def call(trip: TripQuery) -> tuple[CallResult, int]:
-        collected_at = at or dt.datetime.now(dt.timezone.utc)
         result = _search(client, trip, at)
         # The watchlist entry chose the provider; `client` may route to several.
         record = encode(envelope(trip.provider, trip.as_dict(), collected_at, result.status, result.elapsed_ms,

@@ -79,7 +79,8 @@ class Watchlist:
     routes: tuple[WatchedRoute, ...]
 
     def trips_at(self, at: dt.datetime) -> list[TripQuery]:
-        return [trip for route in self.routes for trip in route.trips_at(at)]
+        """Every trip the entries watch at `at`, once: entries that overlap would otherwise pay for the same call twice."""
+        return list(dict.fromkeys(trip for route in self.routes for trip in route.trips_at(at)))
 
     def last_collection_days_ahead(self, origin: str, destination: str, depart: dt.date, back: dt.date, adults: int,
                                    children: int, cabin: str) -> int | None:
