@@ -8,8 +8,8 @@ from dagster import SkipReason, build_sensor_context
 from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import WarehouseResource
 from fare_assets.storing import warehouse
-from fare_assets_tests.test_collector import ALERT_ENV, url_of, webhook
-from fare_assets_tests.test_webapp import DEPART, EARLIER, RETURN, history_rows, readonly, trip_query
+from fare_assets_tests.test_collector import ALERT_ENV, SmtpSink, serving, url_of, webhook
+from fare_assets_tests.test_webapp import DEPART, EARLIER, NOW, RETURN, fare_row, history_rows, readonly, trip_query
 from webapp import create_app
 
 
@@ -69,6 +69,46 @@ def test_failed_webhook_retries_next_tick_and_no_channel_sends_nothing(alert_db,
         with pytest.raises(RuntimeError, match="HTTP 500"):
             tick(alert_db)
         assert notified(alert_db) == [] and len(receiver.payloads) == 1
+
+
+def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):
+    # The webhook takes the alert while the mail server is down; the next tick, with mail back, mails it only.
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        monkeypatch.setenv("FARES_ALERT_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("FARES_ALERT_SMTP_PORT", "9")
+        monkeypatch.setenv("FARES_ALERT_SMTP_FROM", "fares@example.org")
+        monkeypatch.setenv("FARES_ALERT_SMTP_TO", "traveller@example.org")
+        with pytest.raises(RuntimeError, match="email"):
+            tick(alert_db)
+        assert notified(alert_db) == [] and len(receiver.payloads) == 1
+        with serving(SmtpSink()) as sink:
+            monkeypatch.setenv("FARES_ALERT_SMTP_PORT", str(sink.server_address[1]))
+            assert "sent 1 price alert" in tick(alert_db).skip_message
+        assert len(receiver.payloads) == 1 and len(sink.messages) == 1
+        assert notified(alert_db) == [(Decimal("250.000"), "USD", Decimal("240.000"))]
+
+
+def test_an_alert_compares_fares_in_its_own_currency(warehouse_dsn, monkeypatch):
+    # One sweep quoted the trip by two providers in two currencies: 230 EUR and 245 USD. A 250 USD alert is due on the
+    # USD fare, a 235 USD alert is not (230 is in euros); the message says the collection's time in UTC whatever the
+    # database session's time zone.
+    for name in ALERT_ENV:
+        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        warehouse.load_fares(conn, [fare_row("qpx-usd", "245.00", search_id="a1"),
+                                    fare_row("duffel-eur", "230.00", search_id="d1", provider="duffel", currency="EUR")])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    for threshold in ("250", "235"):
+        assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold}).status_code == 201
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    [payload] = receiver.payloads
+    assert (payload["total"], payload["currency"], payload["threshold"]) == ("245.00", "USD", "250.00")
+    assert f"collected {NOW:%Y-%m-%d %H:%M} UTC" in payload["text"]
 
 
 def test_an_alert_watches_its_cabin_only(warehouse_dsn, monkeypatch):

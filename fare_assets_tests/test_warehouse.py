@@ -398,3 +398,20 @@ def test_observations_give_one_row_per_trip_and_collection_moment(warehouse_dsn)
     latest = observations.iloc[-1]
     assert (latest["cheapest_total"], latest["option_count"], latest["carrier_count"]) == (250.0, 3, 3)
     assert latest["nonstop_share"] == pytest.approx(2 / 3)
+
+
+def test_an_observation_never_ranks_amounts_in_two_currencies(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, fare_row as option_row
+
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [
+            # One moment quoted by two providers in two currencies: the observation keeps one currency's options.
+            option_row("usd-1", "200.00", search_id="q", carriers="UA"),
+            option_row("eur-1", "260.00", search_id="d", carriers="AF", provider="duffel", currency="EUR"),
+            option_row("eur-2", "280.00", search_id="d", carriers="KL", provider="duffel", currency="EUR"),
+        ])
+        observations = warehouse.observations(conn)
+    assert observations["collected_at"].tolist() == [NOW]
+    [latest] = observations.to_dict("records")
+    assert (latest["cheapest_total"], latest["currency"], latest["option_count"], latest["carrier_count"]) == (
+        260.0, "EUR", 2, 2)

@@ -29,13 +29,13 @@ def fare_row(option_id: str, total: str, *, search_id: str = "s-new", collected_
              origin: str = "SFO", destination: str = "JFK", depart: dt.date = DEPART, back: dt.date = RETURN,
              national: bool = True, carriers: str = "UA", stops: tuple[int, int] = (0, 1),
              durations: tuple[int, int] = (330, 420), adults: int = 1, cabin: str = "COACH",
-             provider: str = "qpx") -> tuple:
+             provider: str = "qpx", currency: str = "USD") -> tuple:
     """One warehouse row in LOAD_COLUMNS order."""
     values = {
         "option_id": option_id, "search_id": search_id, "provider": provider, "collected_at": collected_at,
         "origin": origin, "destination": destination, "depart_date": depart, "return_date": back,
         "days_ahead": (depart - collected_at.date()).days, "nights": (back - depart).days,
-        "adults": adults, "children": 0, "cabin": cabin, "total_amount": Decimal(total), "currency": "USD",
+        "adults": adults, "children": 0, "cabin": cabin, "total_amount": Decimal(total), "currency": currency,
         "carriers": carriers, "stops_out": stops[0], "stops_back": stops[1],
         "duration_out_min": durations[0], "duration_back_min": durations[1],
         "depart_out_local": dt.datetime.combine(depart, dt.time(8, 5)),
@@ -154,6 +154,39 @@ def test_a_trip_collected_on_two_providers_shows_both_in_one_collection(client, 
     options_table = text[text.index('<table class="options">'):text.index("</table>")]
     assert options_table.count("Duffel") == 2 and options_table.count("QPX Express") == 1
     assert "590.00" not in options_table
+
+
+def test_one_sweep_in_two_cabins_and_two_currencies_shows_the_same_collection_every_time(client, load):
+    # One sweep collected the dates in business and in economy, economy quoted by QPX in USD and by Duffel in EUR;
+    # so did the sweep an hour earlier. Ties at one moment go to economy and to the first currency (EUR).
+    load([fare_row("business", "1900.00", search_id="z-business", cabin="BUSINESS"),
+          fare_row("coach-usd", "210.00", search_id="a-usd"),
+          fare_row("coach-usd-earlier", "200.00", search_id="a-usd-earlier", collected_at=EARLIER),
+          fare_row("coach-eur", "280.00", search_id="b-eur", provider="duffel", currency="EUR"),
+          fare_row("coach-eur-earlier", "270.00", search_id="b-eur-earlier", collected_at=EARLIER,
+                   provider="duffel", currency="EUR")])
+
+    latest = client.get("/api/fares", query_string=trip_query()).get_json()["options"]
+    assert [(o["option_id"], o["cabin"], o["currency"]) for o in latest] == [("coach-eur", "COACH", "EUR")]
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [(point["cheapest"], point["currency"]) for point in history["points"]] == [
+        ("270.00", "EUR"), ("280.00", "EUR")]
+    coach = client.get("/api/fares", query_string=trip_query(cabin="COACH")).get_json()["options"]
+    assert {option["currency"] for option in coach} == {"EUR"}
+    business = client.get("/api/fares", query_string=trip_query(cabin="BUSINESS")).get_json()["options"]
+    assert [option["option_id"] for option in business] == ["business"]
+
+
+def test_the_grid_of_a_trip_never_collected_shows_one_party_only(client, load):
+    # Only a family of three was collected on nearby dates; the trip asked for has no fares of its own.
+    nearby = DEPART + dt.timedelta(days=1)
+    family = fare_row("family", "900.00", depart=nearby, back=nearby + dt.timedelta(days=7), adults=2)
+    load([family])
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    assert [cell for cell in grid["cells"] if cell["source"] == "collected"] == []
+    asked = client.get("/api/date-grid", query_string=trip_query(adults="2")).get_json()
+    assert [(cell["depart"], cell["total"]) for cell in asked["cells"] if cell["source"] == "collected"] == [
+        (str(nearby), "900.00")]
 
 
 def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
@@ -527,7 +560,11 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
     response = client.post("/api/alerts", json={**trip_query(depart="2020-01-01"), "threshold": "-3"})
     problems = response.get_json()["fields"]
     assert response.status_code == 400 and "is in the past" in problems["depart"]
-    assert "above 0" in problems["threshold"]
+    assert "from 0.01" in problems["threshold"]
+    # A threshold that rounds to nothing at the cent is refused the same way, not stored as 0.00 (a database error).
+    for tiny in ("0.004", "1e-05", "NaN", "-Infinity"):
+        response = client.post("/api/alerts", json={**trip_query(), "threshold": tiny})
+        assert response.status_code == 400 and "from 0.01" in response.get_json()["fields"]["threshold"], tiny
     assert client.post("/api/alerts", data="not json").status_code == 400
 
     response = client.post("/alerts", data={**trip_query(), "threshold": "199.5", "currency": "USD"})

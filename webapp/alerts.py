@@ -15,11 +15,13 @@ from psycopg.rows import tuple_row
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
 from webapp.db import DatabaseUnavailable
-from webapp.formatting import cabin_label
+from webapp.formatting import cabin_label, utc_time
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
 MAX_THRESHOLD = Decimal("10000000")
+# Thresholds are kept to the cent; one that rounds to nothing could never be met.
+MIN_THRESHOLD = Decimal("0.01")
 
 
 class AlertError(TripError):
@@ -34,6 +36,8 @@ class PriceAlert:
     threshold: Decimal
     currency: str
     alert_id: int | None = None
+    # The channels that already took this alert, when another failed: a retry sends only to the others.
+    notified_channels: tuple[str, ...] = ()
 
 
 def parse_alert(fields: Mapping, today: dt.date) -> PriceAlert:
@@ -47,17 +51,18 @@ def parse_alert(fields: Mapping, today: dt.date) -> PriceAlert:
         trip = None
     raw = texts.get("threshold", "").strip()
     try:
-        threshold = Decimal(raw)
+        threshold = Decimal(raw).quantize(Decimal("0.01"))
     except InvalidOperation:
         threshold = None
-    if threshold is None or not threshold.is_finite() or not Decimal(0) < threshold < MAX_THRESHOLD:
-        problems["threshold"] = f"threshold must be an amount above 0 and below {MAX_THRESHOLD:,}, such as 350, got {raw[:20]!r}"
+    if threshold is None or not threshold.is_finite() or not MIN_THRESHOLD <= threshold < MAX_THRESHOLD:
+        problems["threshold"] = (f"threshold must be an amount from {MIN_THRESHOLD} to below {MAX_THRESHOLD:,}, "
+                                 f"such as 350, got {raw[:20]!r}")
     currency = (texts.get("currency") or "USD").strip().upper()
     if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
         problems["currency"] = f"currency must be a 3-letter ISO code such as USD, got {currency[:20]!r}"
     if problems:
         raise AlertError(problems)
-    return PriceAlert(trip, threshold.quantize(Decimal("0.01")), currency)
+    return PriceAlert(trip, threshold, currency)
 
 
 def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
@@ -78,14 +83,21 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
 def open_alerts(conn: psycopg.Connection, today: dt.date) -> list[PriceAlert]:
     """Alerts not yet notified whose trip has not departed."""
     rows = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT id, origin, destination, depart_date, return_date, adults, children, cabin, threshold, currency"
-        " FROM price_alerts WHERE notified_at IS NULL AND depart_date >= %s ORDER BY id", (today,)).fetchall()
-    return [PriceAlert(Trip(*row[1:8]), row[8], row[9], row[0]) for row in rows]
+        "SELECT id, origin, destination, depart_date, return_date, adults, children, cabin, threshold, currency,"
+        " notified_channels FROM price_alerts WHERE notified_at IS NULL AND depart_date >= %s ORDER BY id",
+        (today,)).fetchall()
+    return [PriceAlert(Trip(*row[1:8]), row[8], row[9], row[0], tuple(row[10])) for row in rows]
 
 
 def mark_notified(conn: psycopg.Connection, alert_id: int, total: Decimal, at: dt.datetime) -> None:
     """Remember that the alert was sent, so it is sent once."""
     conn.execute("UPDATE price_alerts SET notified_at = %s, notified_total = %s WHERE id = %s", (at, total, alert_id))
+
+
+def mark_channels_notified(conn: psycopg.Connection, alert_id: int, channels: list[str]) -> None:
+    """Remember the channels that took the alert while another failed, so its retry does not repeat them."""
+    conn.execute("UPDATE price_alerts SET notified_channels = ARRAY(SELECT DISTINCT unnest(notified_channels || %s))"
+                 " WHERE id = %s", (channels, alert_id))
 
 
 def is_due(alert: PriceAlert, cheapest: Mapping | None) -> bool:
@@ -102,7 +114,7 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
         route += f" in {cabin_label(trip.cabin).lower()}"
     total = f"{cheapest['total_amount']:,.2f} {cheapest['currency']}"
     text = (f"The cheapest fare for {route} is now {total}, below your alert at "
-            f"{alert.threshold:,.2f} {alert.currency} (collected {cheapest['collected_at']:%Y-%m-%d %H:%M} UTC, "
+            f"{alert.threshold:,.2f} {alert.currency} (collected {utc_time(cheapest['collected_at'])}, "
             f"carriers {cheapest['carriers']}).\n{page_url}")
     return Alert("price_below_threshold", f"{SUBJECT_PREFIX} {trip.origin}→{trip.destination} fare {total}", text,
                  {"alert_id": alert.alert_id, "origin": trip.origin, "destination": trip.destination,
@@ -124,17 +136,20 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
 
     An alert is marked notified only when every configured channel took it, so a failed send retries
-    on the next tick. Returns the alert ids sent and those that failed, with the channel problems.
+    on the next tick, to the channels that did not take it. Returns the alert ids sent and those that
+    failed, with the channel problems.
     """
     sent, failed = [], []
     for alert in open_alerts(conn, today):
-        options = queries.cheapest_options_now(conn, alert.trip, limit=1)
+        options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
         cheapest = options[0] if options else None
         if not is_due(alert, cheapest):
             continue
-        outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings)
+        pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
+        outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, pending)
         problems = {channel: problem for channel, problem in outcome.items() if problem}
         if problems:
+            mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
             failed.append((alert.alert_id, problems))
         else:
             mark_notified(conn, alert.alert_id, cheapest["total_amount"], now)

@@ -101,7 +101,7 @@ def trip_history():
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)
     shown = shown_trip(trip, options)
-    history = queries.trip_history(conn, shown) if options else []
+    history = queries.trip_history(conn, shown, options[0]["currency"]) if options else []
     return jsonify(trip=_trip_json(trip), adults=shown.adults, children=shown.children, cabin=shown.cabin,
                    points=[{"collected_at": _iso(row["collected_at"]), "cheapest": amount_text(row["cheapest_total"]),
                             "currency": row["currency"]} for row in history])

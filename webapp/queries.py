@@ -28,23 +28,30 @@ _PARTY_MATCH = """
     AND (%(children)s::int IS NULL OR children = %(children)s::int)
     AND (%(cabin)s::text IS NULL OR cabin = %(cabin)s::text)"""
 
-# The newest search for the trip in one table (index scan, one row): its moment, party and cabin.
+# Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
+_CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CABINS) + "], cabin)"
+
+# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency. One
+# sweep may collect the trip for several parties, cabins or currencies at one moment: economy, the smallest
+# party and the first currency in alphabetical order come first, so the page shows the same one sweep after sweep.
 _NEWEST_SEARCH = """
-  SELECT search_id, collected_at, adults, children, cabin FROM {table}
+  SELECT search_id, collected_at, adults, children, cabin, currency FROM {table}
   WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
-  ORDER BY collected_at DESC, search_id DESC
+  ORDER BY collected_at DESC, """ + _CABIN_ORDER + """, adults, children, currency, search_id DESC
   LIMIT 1"""
 
 # A collection is every search of one sweep's moment for the party and cabin, whichever provider answered it
-# (the collector stamps a sweep's records with one collected_at), so a trip watched on two providers shows both.
+# (the collector stamps a sweep's records with one collected_at), so a trip watched on two providers shows both;
+# its amounts are in one currency, since totals in two currencies cannot be ranked without exchange rates.
 _COLLECTION_OPTIONS = """
   SELECT {market} AS market, option_id, search_id, provider, fares.collected_at, origin, destination,
-         depart_date, return_date, fares.adults, fares.children, fares.cabin, total_amount, currency, carriers,
+         depart_date, return_date, fares.adults, fares.children, fares.cabin, total_amount, fares.currency, carriers,
          stops_out, stops_back, duration_out_min, duration_back_min, depart_out_local, depart_back_local
   FROM {table} AS fares JOIN latest_collection
     ON fares.collected_at = latest_collection.collected_at
     AND (fares.adults, fares.children, fares.cabin)
         IS NOT DISTINCT FROM (latest_collection.adults, latest_collection.children, latest_collection.cabin)
+    AND fares.currency = latest_collection.currency
   WHERE""" + _TRIP_MATCH
 
 # Per upcoming trip (party and cabin), the cheapest option of its latest collection: DISTINCT ON keeps
@@ -55,7 +62,8 @@ _CHEAPEST_LATEST_PER_TRIP = """
          collected_at, total_amount, currency
   FROM {table}
   WHERE depart_date >= %(today)s {route_match}
-  ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, total_amount"""
+  ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
+           total_amount"""
 
 _ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
 
@@ -82,24 +90,28 @@ def _each_table(template: str, **parts: sql.Composable) -> sql.Composed:
     )
 
 
-def _trip_params(trip: Trip) -> dict:
+def _trip_params(trip: Trip, currency: str | None = None) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
-            "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin}
+            "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin,
+            "currency": currency}
 
 
-def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN) -> list[dict]:
-    """The options of the trip's latest collection (every provider's), cheapest first, each with the collection's size."""
+def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN,
+                         currency: str | None = None) -> list[dict]:
+    """The options of the trip's latest collection (every provider's), cheapest first, each with the collection's size;
+    those in `currency` when given, else in the collection's first currency."""
     query = sql.SQL("""
 WITH latest_collection AS (
-  SELECT collected_at, adults, children, cabin FROM ({newest}) AS newest_per_table
-  ORDER BY collected_at DESC, search_id DESC
+  SELECT collected_at, adults, children, cabin, coalesce(%(currency)s::text, currency) AS currency
+  FROM ({newest}) AS newest_per_table
+  ORDER BY collected_at DESC, """ + _CABIN_ORDER + """, adults, children, currency, search_id DESC
   LIMIT 1
 )
 SELECT options.*, count(*) OVER () AS options_in_collection
 FROM ({options}) AS options
 ORDER BY total_amount, duration_out_min + duration_back_min, option_id
 LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_table(_COLLECTION_OPTIONS))
-    return conn.execute(query, {**_trip_params(trip), "limit": limit}).fetchall()
+    return conn.execute(query, {**_trip_params(trip, currency), "limit": limit}).fetchall()
 
 
 # A search's options are split between the two tables by route (a US trip with an option via Canada is in
@@ -107,9 +119,7 @@ LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_tab
 _ONE_PER_TRIP = """
   SELECT DISTINCT ON (depart_date, return_date, adults, children, cabin) *
   FROM ({per_trip}) AS per_table
-  ORDER BY depart_date, return_date, adults, children, cabin, collected_at DESC, total_amount"""
-# Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
-_CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CABINS) + "], cabin)"
+  ORDER BY depart_date, return_date, adults, children, cabin, collected_at DESC, currency, total_amount"""
 
 
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
@@ -147,14 +157,15 @@ def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[
     return summaries
 
 
-# Each collection's cheapest total for one trip, party and cabin, oldest first (index range scan); a collection
-# is a moment, so two providers' searches of one sweep are one point.
+# Each collection's cheapest total in one currency for one trip, party and cabin, oldest first (index range scan);
+# a collection is a moment, so two providers' searches of one sweep are one point.
 _TRIP_HISTORY = """
-SELECT collected_at, min(total_amount) AS cheapest_total, min(currency) AS currency
+SELECT collected_at, min(total_amount) AS cheapest_total, %(currency)s::text AS currency
 FROM ({rows}) AS trip_rows
 GROUP BY collected_at
 ORDER BY collected_at"""
-_TRIP_ROWS = "SELECT collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
+_TRIP_ROWS = ("SELECT collected_at, total_amount FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
+              + " AND currency = %(currency)s")
 
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.
@@ -235,10 +246,10 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
     return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
 
 
-def trip_history(conn: psycopg.Connection, trip: Trip) -> list[dict]:
-    """The cheapest total of each collection of the trip for its party and cabin, oldest first."""
+def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
+    """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first."""
     query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))
-    return conn.execute(query, _trip_params(trip)).fetchall()
+    return conn.execute(query, _trip_params(trip, currency)).fetchall()
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str], today: dt.date,

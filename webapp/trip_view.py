@@ -57,6 +57,10 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
     """The ±3-day grid: collected cheapest fares, and the fare model's precomputed ones where nothing was collected."""
     shown = shown_trip(trip, options)
     party = (shown.adults or DEFAULT_PARTY[0], shown.children or DEFAULT_PARTY[1], shown.cabin or DEFAULT_PARTY[2])
+    if not options:
+        # A trip never collected has no party of its own: its grid reads the predictions' party for collected cells
+        # too, so it never shows another party's or cabin's fares.
+        shown = dataclasses.replace(shown, adults=party[0], children=party[1], cabin=party[2])
     cells = queries.date_grid(conn, shown, party, today)
     uncollected = [cell for cell in cells if cell["total_amount"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
@@ -74,7 +78,7 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
                 history: list[dict] | None = None) -> dict:
     """Today's cheapest against the trip's own collections and the nearby dates' collected fares."""
     if history is None:
-        history = queries.trip_history(conn, shown_trip(trip, options))
+        history = queries.trip_history(conn, shown_trip(trip, options), options[0]["currency"])
     asked = (trip.depart_date, trip.return_date)
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None]
@@ -86,7 +90,7 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     found = queries.fares_for_trip(conn, trip, today)
     options = found["options"]
     shown = shown_trip(trip, options)
-    history = queries.trip_history(conn, shown) if options else []
+    history = queries.trip_history(conn, shown, options[0]["currency"]) if options else []
     grid = date_grid_for(conn, trip, options, today)
     insight = insight_for(conn, trip, options, grid, history) if options else None
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.

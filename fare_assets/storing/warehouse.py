@@ -256,11 +256,13 @@ CREATE TABLE IF NOT EXISTS price_alerts (
   currency text NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   notified_at timestamptz,
-  notified_total numeric(18,3)
+  notified_total numeric(18,3),
+  notified_channels text[] NOT NULL DEFAULT '{}'
 )"""
 # Columns added after their table was first released, which ensure_schema adds to warehouses created before:
-# an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin.
-ADDED_COLUMNS = {"price_alerts": [("cabin", "text")]}
+# an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin;
+# the channels that took an alert while another failed (2026-12-05), so its retry does not send them again.
+ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")]}
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
@@ -557,15 +559,19 @@ WITH options AS (
   UNION ALL
   SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from}
 )
-SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
-       min(total_amount)::float8 AS cheapest_total, min(currency) AS currency,
-       count(*) AS option_count,
-       (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
-         AS carrier_count,
-       avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
-       bool_and(national) AS national
-FROM options
-GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at
+SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin, collected_at) *
+FROM (
+  SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
+         min(total_amount)::float8 AS cheapest_total, currency,
+         count(*) AS option_count,
+         (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
+           AS carrier_count,
+         avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
+         bool_and(national) AS national
+  FROM options
+  GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
+) AS per_currency
+ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
 """
 
 
@@ -577,11 +583,14 @@ def departure_bounds(conn: psycopg.Connection, departing_from: dt.date = dt.date
     return first, last
 
 
-OBSERVATIONS_SQL = observations_query("%(departing_from)s") + "ORDER BY origin, destination, depart_date, return_date, collected_at\n"
+OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s") + ") AS observations\n"
+                    "ORDER BY origin, destination, depart_date, return_date, collected_at\n")
 
 
 # One observation per trip and collection moment, not per search: two providers' searches collected at the same
-# instant are one look at the market (the cheapest of both), and the features' windows need one row per moment.
+# instant are one look at the market (the cheapest of both), and the features' windows need one row per moment. Its
+# amounts are in one currency (the first in alphabetical order when the providers quoted in two): a fare in EUR and
+# one in USD cannot be ranked without exchange rates.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
     """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
     the market's shape."""

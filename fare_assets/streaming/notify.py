@@ -157,12 +157,13 @@ def _problem(error: Exception) -> str:
     return type(error).__name__
 
 
-def send_alert(alert: Alert, settings: AlertSettings) -> dict[str, str | None]:
-    """Send to every configured channel: channel -> None when delivered, else a problem safe to log."""
+def send_alert(alert: Alert, settings: AlertSettings, channels: list[str] | None = None) -> dict[str, str | None]:
+    """Send to every configured channel (or those of `channels`): channel -> None when delivered, else a problem
+    safe to log."""
     senders = {"email": lambda: send_email(alert, settings),
                "webhook": lambda: post_webhook(alert, settings.webhook_url)}
     outcome = {}
-    for channel in settings.channels:
+    for channel in settings.channels if channels is None else channels:
         # Any exception is caught: one broken channel must not keep the alert from the other.
         try:
             senders[channel]()
