@@ -14,14 +14,23 @@ from webapp import create_app
 
 
 @pytest.fixture
-def alert_db(warehouse_dsn, monkeypatch):
-    """A warehouse whose SFO-JFK trip's cheapest fare is now 240.00 USD, and a client to save alerts."""
+def load_quietly(warehouse_dsn, monkeypatch):
+    """Loads fare rows into the warehouse, with every alert channel off until a test configures one."""
     for name in ALERT_ENV:
         monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
+
+    def load(rows: list[tuple]) -> None:
+        with psycopg.connect(warehouse_dsn) as conn:
+            warehouse.ensure_schema(conn)
+            warehouse.load_fares(conn, rows)
+    return load
+
+
+@pytest.fixture
+def alert_db(warehouse_dsn, monkeypatch, load_quietly):
+    """A warehouse whose SFO-JFK trip's cheapest fare is now 240.00 USD, and a client to save alerts."""
     monkeypatch.setenv("FARES_WEB_PUBLIC_URL", "https://fares.example")
-    with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.ensure_schema(conn)
-        warehouse.load_fares(conn, history_rows(["310.00", "240.00"]))
+    load_quietly(history_rows(["310.00", "240.00"]))
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     for threshold, currency in (("250", "USD"), ("200", "USD"), ("250", "EUR")):
         assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
@@ -89,17 +98,13 @@ def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):
         assert notified(alert_db) == [(Decimal("250.000"), "USD", Decimal("240.000"))]
 
 
-def test_an_alert_compares_fares_in_its_own_currency(warehouse_dsn, monkeypatch):
+def test_an_alert_compares_fares_in_its_own_currency(warehouse_dsn, monkeypatch, load_quietly):
     # One sweep quoted the trip by two providers in two currencies: 230 EUR and 245 USD. A 250 USD alert is due on the
     # USD fare, a 235 USD alert is not (230 is in euros); the message says the collection's time in UTC whatever the
     # database session's time zone.
-    for name in ALERT_ENV:
-        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
     monkeypatch.setenv("PGTZ", "Asia/Kolkata")
-    with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.ensure_schema(conn)
-        warehouse.load_fares(conn, [fare_row("qpx-usd", "245.00", search_id="a1"),
-                                    fare_row("duffel-eur", "230.00", search_id="d1", provider="duffel", currency="EUR")])
+    load_quietly([fare_row("qpx-usd", "245.00", search_id="a1"),
+                  fare_row("duffel-eur", "230.00", search_id="d1", provider="duffel", currency="EUR")])
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     for threshold in ("250", "235"):
         assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold}).status_code == 201
@@ -111,14 +116,10 @@ def test_an_alert_compares_fares_in_its_own_currency(warehouse_dsn, monkeypatch)
     assert f"collected {NOW:%Y-%m-%d %H:%M} UTC" in payload["text"]
 
 
-def test_an_alert_watches_its_cabin_only(warehouse_dsn, monkeypatch):
+def test_an_alert_watches_its_cabin_only(warehouse_dsn, monkeypatch, load_quietly):
     # Economy fell to 240.00; business, collected since, costs 1,900.00.
-    for name in ALERT_ENV:
-        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
-    with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.ensure_schema(conn)
-        warehouse.load_fares(conn, history_rows(["310.00", "240.00"], last=EARLIER)
-                             + history_rows(["1900.00"], prefix="business", cabin="BUSINESS"))
+    load_quietly(history_rows(["310.00", "240.00"], last=EARLIER)
+                 + history_rows(["1900.00"], prefix="business", cabin="BUSINESS"))
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     for cabin in ("COACH", "BUSINESS"):
         response = client.post("/api/alerts", json={**trip_query(), "cabin": cabin, "threshold": "250"})
