@@ -225,7 +225,7 @@ def structure_with_duckdb(raw_paths: list[str], lake_root: Path) -> dict[str, in
     connection.execute("""
         CREATE TEMP TABLE searches AS
         SELECT * FROM envelopes WHERE reason IS NULL
-        QUALIFY row_number() OVER (PARTITION BY search_id ORDER BY filename, collected_at) = 1
+        QUALIFY row_number() OVER (PARTITION BY landing_hour, search_id ORDER BY filename, collected_at) = 1
     """)
     (quarantined,) = connection.execute(
         f"COPY (SELECT filename AS raw_key, reason, landing_hour FROM envelopes WHERE reason IS NOT NULL)"

@@ -576,6 +576,23 @@ def test_one_run_over_several_hours_files_each_under_its_own_hour(spark, tmp_pat
     assert counts["trip_options"] == 21 and counts["searches"] == 2
 
 
+def test_a_search_re_sent_into_a_later_hour_is_that_hours_whether_the_hours_run_together_or_apart(spark, tmp_path):
+    search = _envelope(_response("02_EUR_LIS-TXL.json"))
+    sent, re_sent = (_write_raw(tmp_path, datetime(2026, 11, 28, hour, 1, tzinfo=timezone.utc), [search])
+                     for hour in (4, 7))
+    together, apart = tmp_path / "together", tmp_path / "apart"
+    counts = structure_raw(spark, [sent, re_sent], str(together))
+    for raw in (sent, re_sent):
+        structure_raw(spark, [raw], str(apart))
+    per_hour = {}
+    for lake in (together, apart):
+        options = read_table(spark, str(lake), "trip_options").groupBy("landing_hour").count().collect()
+        per_hour[lake.name] = {row["landing_hour"]: row["count"] for row in options}
+    assert per_hour == {"together": {"2026-11-28-04": 1, "2026-11-28-07": 1},
+                        "apart": {"2026-11-28-04": 1, "2026-11-28-07": 1}}
+    assert (counts["searches"], counts["duplicates"]) == (2, 0)
+
+
 def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):
     stray = tmp_path / "downloads" / "fares.json"
     stray.parent.mkdir()

@@ -38,11 +38,15 @@ def _union(frames: list[DataFrame]) -> DataFrame:
 
 
 def _redeliveries(envelopes: DataFrame) -> DataFrame:
-    """The `record_id` of every delivery of a search but the first (Firehose delivers at least once)."""
-    first_delivered = Window.partitionBy("search_id").orderBy("raw_key", "collected_at")
+    """The `record_id` of every delivery of a search in a landing hour but the first (Firehose delivers at least once).
+
+    A copy in another landing hour (a spool re-send) is that hour's, as when the hour runs alone: an hour's content
+    never depends on which other hours share its run.
+    """
+    first_delivered = Window.partitionBy("landing_hour", "search_id").orderBy("raw_key", "collected_at")
     # Only the keys are shuffled: the envelopes, response text included, stay where they were read.
     return (
-        envelopes.select("record_id", "search_id", "raw_key", "collected_at")
+        envelopes.select("record_id", "search_id", "landing_hour", "raw_key", "collected_at")
         .withColumn("copy_no", F.row_number().over(first_delivered))
         .where(F.col("copy_no") > 1)
         .select("record_id")
