@@ -3,11 +3,11 @@ from dagster import DagsterInstance, Definitions, define_asset_job
 
 from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import resources_for_env
+from fare_assets.run_alerts import failed_run_alert
 from fare_assets.show.assets import SERVING_TABLES_POOL, serve_job, serving_tables_sensor, trip_serving_tables
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
-from fare_assets.streaming.assets import (backfill_job, collect_job, collect_schedule, collector_alert_sensor,
-                                          raw_fare_quotes)
+from fare_assets.streaming.assets import backfill_job, collect_job, collect_schedule, raw_fare_quotes
 from fare_assets.structuring.assets import CURATED_LAKE_POOL, structured_fare_tables
 from fare_assets.structuring.checks import quality_checks
 from fare_assets.synthesizing.assets import buy_wait_advisor, fare_model, retrain_schedule, synthesize_job
@@ -39,8 +39,7 @@ def build_defs(resources: dict) -> Definitions:
         asset_checks=quality_checks,
         jobs=[collect_job, backfill_job, structure_job, synthesize_job, serve_job],
         schedules=[collect_schedule, retrain_schedule],
-        sensors=[landing_sensor_factory(structure_job), collector_alert_sensor(), price_alert_sensor,
-                 serving_tables_sensor],
+        sensors=[landing_sensor_factory(structure_job), failed_run_alert, price_alert_sensor, serving_tables_sensor],
         resources=resources,
     )
 

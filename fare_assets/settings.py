@@ -32,6 +32,8 @@ class Settings:
     dagster_port: int
     model_engine: str
     warehouse_retention_days: int
+    warehouse_load_attempts: int
+    warehouse_retry_seconds: float
     advisor_max_upset_rate: float | None
 
     @property
@@ -64,6 +66,11 @@ def load_settings() -> Settings:
     if not 0 <= retention_days <= MAX_RETENTION_DAYS:
         raise ValueError(f"FARES_WAREHOUSE_RETENTION_DAYS is {retention_days}; set 0 (keep everything) or "
                          f"a number of days up to {MAX_RETENTION_DAYS}")
+    load_attempts = int(_env("FARES_WAREHOUSE_LOAD_ATTEMPTS", "4"))
+    retry_seconds = float(_env("FARES_WAREHOUSE_RETRY_SECONDS", "15"))
+    if load_attempts < 1 or not 0 <= retry_seconds <= 3600:
+        raise ValueError(f"FARES_WAREHOUSE_LOAD_ATTEMPTS is {load_attempts} and FARES_WAREHOUSE_RETRY_SECONDS "
+                         f"{retry_seconds}; set at least 1 attempt and a wait from 0 to 3600 seconds")
     if model_engine not in ENGINES:
         raise ValueError(f"FARES_MODEL_ENGINE is {model_engine!r}; set it to one of {', '.join(ENGINES)}")
     return Settings(
@@ -83,5 +90,7 @@ def load_settings() -> Settings:
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
         model_engine=model_engine,
         warehouse_retention_days=retention_days,
+        warehouse_load_attempts=load_attempts,
+        warehouse_retry_seconds=retry_seconds,
         advisor_max_upset_rate=_max_upset_rate(),
     )

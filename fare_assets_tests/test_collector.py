@@ -11,12 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, SkipReason, build_run_status_sensor_context
+from dagster import DagsterInstance, Definitions, SkipReason, build_run_status_sensor_context, build_sensor_context
 
-from fare_assets.resources import FareSourceResource, LakeResource
+from fare_assets.definitions import build_defs
+from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
+from fare_assets.run_alerts import failed_run_alert, run_partitions
 from fare_assets.storing.lake import RAW_PREFIX
-from fare_assets.streaming.assets import (backfill_job, collect_job, collector_alert_sensor, raw_fare_quotes,
-                                          replay_times)
+from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes, replay_times
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.notify import (AlertConfigError, AlertSettings, alert_settings_from_env, email_message,
@@ -553,19 +554,46 @@ def test_sweeps_without_a_successful_call_are_alerted(tmp_path, alert_env):
 
 
 def test_the_sensor_alerts_on_a_failed_collection_run(tmp_path, alert_env):
-    sensor = collector_alert_sensor()
     with DagsterInstance.ephemeral() as instance, webhook() as receiver:
         result = collect_defs(tmp_path, "http://127.0.0.1:9").resolve_job_def("backfill_fares").execute_in_process(
             instance=instance, raise_on_error=False,
             run_config={"start": "2026-10-02T00:00:00Z", "end": "2026-10-01T00:00:00Z"})
-        context = build_run_status_sensor_context(sensor_name=sensor.name, dagster_instance=instance,
+        context = build_run_status_sensor_context(sensor_name=failed_run_alert.name, dagster_instance=instance,
                                                   dagster_run=result.dagster_run,
                                                   dagster_event=result.get_run_failure_event())
-        skipped = sensor(context.for_run_failure())
+        skipped = failed_run_alert(context.for_run_failure())
         alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
-        sensor(context.for_run_failure())
+        failed_run_alert(context.for_run_failure())
     assert not result.success and isinstance(skipped, SkipReason)
     [payload] = receiver.payloads
     assert (payload["kind"], payload["job"], payload["run_id"]) == ("run_failed", "backfill_fares", result.run_id)
     [step_error] = payload["step_errors"]
     assert step_error.startswith("raw_fare_quotes: ") and "starts (2026-10-02T00:00:00Z) after it ends" in step_error
+    assert "re-execute it from the Dagster UI" in payload["text"]
+
+
+def test_a_failed_run_of_any_job_is_alerted_by_the_sensors_own_tick(tmp_path, alert_env):
+    # The serving refresh cannot reach its warehouse; the sensor, evaluated as the daemon does, finds the failed run
+    # in the instance's event log (the structuring and load jobs are watched the same way: every job is).
+    resources = {**local_resources(), "lake": LakeResource(root=str(tmp_path / "lake")),
+                 "warehouse_db": WarehouseResource(dsn="postgresql://fares@127.0.0.1:9/warehouse?connect_timeout=2")}
+    with DagsterInstance.ephemeral() as instance, webhook() as receiver:
+        alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        started = failed_run_alert.evaluate_tick(build_sensor_context(instance=instance))
+        result = build_defs(resources).resolve_job_def("serve_trips").execute_in_process(
+            instance=instance, raise_on_error=False)
+        failed_run_alert.evaluate_tick(build_sensor_context(instance=instance, cursor=started.cursor))
+    assert not result.success
+    [payload] = receiver.payloads
+    assert (payload["job"], payload["run_id"]) == ("serve_trips", result.run_id)
+    assert [error.split(":")[0] for error in payload["step_errors"]] == ["trip_serving_tables"]
+
+
+def test_a_failed_run_names_its_landing_hours():
+    assert run_partitions({"dagster/partition": "2026-12-05-08:00"}) == "2026-12-05-08:00"
+    assert run_partitions({"dagster/asset_partition_range_start": "2026-12-05-08:00",
+                           "dagster/asset_partition_range_end": "2026-12-05-11:00"}) == (
+        "2026-12-05-08:00 … 2026-12-05-11:00")
+    assert run_partitions({}) is None
+    alert = run_failure_alert("structure_landing_hour", "0123456789abcdef", "failed", [], "2026-12-05-08:00")
+    assert "structure_landing_hour for 2026-12-05-08:00 failed" in alert.text

@@ -84,8 +84,11 @@ def failure_texts(result) -> str:
     return "\n".join(f"{event.message}\n{event.event_specific_data}" for event in result.all_events)
 
 
-def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(collected, warehouse_cluster):
+def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(collected, warehouse_cluster,
+                                                                              monkeypatch):
     defs, structure = collected
+    monkeypatch.setenv("FARES_WAREHOUSE_LOAD_ATTEMPTS", "2")
+    monkeypatch.setenv("FARES_WAREHOUSE_RETRY_SECONDS", "0.1")
     with defs.resources["warehouse_db"].connect() as conn:
         before = warehouse_checksums(conn)
         counts = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
@@ -97,7 +100,7 @@ def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(co
         warehouse_cluster.start()
     assert not failed.success
     texts = failure_texts(failed)
-    assert f"warehouse PostgreSQL 127.0.0.1:{warehouse_cluster.port}/fares failed during the load" in texts
+    assert f"warehouse PostgreSQL 127.0.0.1:{warehouse_cluster.port}/fares failed during the load in 2 attempts" in texts
     assert PASSWORD not in texts
     # The failed load's export was written (its parent folder is there) and removed all the same.
     exports = Path(defs.resources["lake"].root) / "exports" / "warehouse"
@@ -107,6 +110,34 @@ def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(co
     assert structure().success
     with defs.resources["warehouse_db"].connect() as conn:
         assert warehouse_checksums(conn) == before
+
+
+def test_a_load_outlives_a_warehouse_restart_and_gives_up_after_its_attempts(collected, warehouse_cluster):
+    # The server goes away and comes back while the load waits for its third attempt.
+    def count_fares():
+        with psycopg.connect(warehouse_cluster.dsn(), connect_timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM national_fares").fetchone()[0]
+
+    waits, warnings = [], []
+
+    def restart_on_second_wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            warehouse_cluster.start()
+
+    expected = count_fares()
+    warehouse_cluster.stop()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            warehouse.retry_while_unreachable(count_fares, 2, 0, warnings.append, sleep=lambda seconds: None)
+        assert len(warnings) == 1 and warnings[0].startswith("warehouse load attempt 1 of 2 failed (")
+        warnings.clear()
+        assert warehouse.retry_while_unreachable(count_fares, 4, 0.5, warnings.append,
+                                                 sleep=restart_on_second_wait) == expected > 0
+    finally:
+        if not warehouse_cluster.running():
+            warehouse_cluster.start()
+    assert waits == [0.5, 1.0] and len(warnings) == 2 and "attempt 2 of 4" in warnings[1]
 
 
 def test_rebuilding_from_raw_reproduces_every_table(collected):

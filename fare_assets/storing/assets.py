@@ -28,18 +28,19 @@ def _rejected_by(error: psycopg.Error) -> dict[str, str]:
 
 
 @contextmanager
-def load_errors_as_failures(address: str):
-    """Turn a PostgreSQL error during a load into a Failure that names the server by `address` alone.
+def load_errors_as_failures(address: str, attempts: int = 1):
+    """Turn a PostgreSQL error during a load (of `attempts` tries) into a Failure that names the server by `address`
+    alone.
 
     The DSN may hold a password, so neither it nor the driver's connection text reaches the message.
     """
     try:
         yield
     except psycopg.OperationalError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        tries = f" in {attempts} attempts" if attempts > 1 else ""
         raise Failure(
-            description=f"warehouse PostgreSQL {address} failed during the load ({reason}). {_NOTHING_VISIBLE}; "
-                        "rerun once the server answers.",
+            description=f"warehouse PostgreSQL {address} failed during the load{tries} "
+                        f"({warehouse.error_summary(error)}). {_NOTHING_VISIBLE}; rerun once the server answers.",
             metadata={"warehouse": address, "error": type(error).__name__},
         ) from error
     except (psycopg.IntegrityError, psycopg.DataError) as error:
@@ -81,7 +82,8 @@ def _exported_rows(folder: Path, table: str, columns: list[str]) -> Iterable[tup
 def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, lake: LakeStorage,
                     warehouse_db: WarehouseResource):
     address = warehouse.warehouse_address(warehouse_db.dsn)
-    retention_days = load_settings().warehouse_retention_days
+    settings = load_settings()
+    retention_days = settings.warehouse_retention_days
     # Spark (local or EMR) projects into the lake and COPY reads the files one batch at a time, so a backfill of
     # months never has to fit in this process's memory, and this process needs no Spark that reaches the lake.
     export_key = warehouse_export_key(context.run.run_id)
@@ -90,13 +92,19 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
                                         landing_hours=landing_hours_of_run(context),
                                         export_root=lake.object_path(export_key))
         with lake.local_copy(export_key) as folder:
-            dimensions = {table: _exported_rows(folder, table, [name for name, _ in columns])
-                          for table, columns in warehouse.DIMENSION_COLUMNS.items()}
-            with load_errors_as_failures(address), warehouse_db.connect() as conn:
-                load = warehouse.load_warehouse(
-                    conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days)
-                totals = warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES)
-                web_role = warehouse.web_role_exists(conn)
+            def load_export():
+                # The export's rows are read afresh by each attempt: a failed one may have consumed them.
+                dimensions = {table: _exported_rows(folder, table, [name for name, _ in columns])
+                              for table, columns in warehouse.DIMENSION_COLUMNS.items()}
+                with warehouse_db.connect() as conn:
+                    load = warehouse.load_warehouse(
+                        conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days)
+                    return load, warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES), warehouse.web_role_exists(conn)
+
+            # A warehouse restart or failover should not cost the hour its load: the sensor would not ask again.
+            with load_errors_as_failures(address, settings.warehouse_load_attempts):
+                load, totals, web_role = warehouse.retry_while_unreachable(
+                    load_export, settings.warehouse_load_attempts, settings.warehouse_retry_seconds, context.log.warning)
     finally:
         try:
             lake.delete_prefix(export_key)

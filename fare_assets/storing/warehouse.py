@@ -2,8 +2,9 @@
 import datetime as dt
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -11,6 +12,8 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 
 from fare_assets.storing.postgres import READONLY_ROLE
+
+T = TypeVar("T")
 
 FARE_TABLES = ("national_fares", "international_fares")
 
@@ -468,6 +471,32 @@ def _upsert_dimension(conn: psycopg.Connection, table: str, rows: Iterable[tuple
     conn.execute(f"CREATE TEMP TABLE {staging} (LIKE {table}) ON COMMIT DROP")
     _copy_into(conn, staging, DIMENSION_COLUMNS[table], rows)
     return conn.execute(_upsert_sql(table, staging, ["code"], [name for name, _ in DIMENSION_COLUMNS[table]])).rowcount
+
+
+def error_summary(error: psycopg.Error) -> str:
+    """The first line of a driver error (which never holds the DSN's password), else the error's type."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def retry_while_unreachable(load: Callable[[], T], attempts: int, wait_seconds: float, warn: Callable[[str], None],
+                            sleep: Callable[[float], None] = time.sleep) -> T:
+    """`load()`, run again while the server cannot be reached (a restart, a failover), waiting `wait_seconds`, then
+    twice as long each time, for at most `attempts` runs; the last attempt's error is raised.
+
+    A load is one transaction, so a failed attempt left nothing behind and the next one starts clean. Rows the
+    server refuses (IntegrityError, DataError) are not retried: they would be refused again.
+    """
+    delay = wait_seconds
+    for attempt in range(1, attempts):
+        try:
+            return load()
+        except psycopg.OperationalError as error:
+            warn(f"warehouse load attempt {attempt} of {attempts} failed ({error_summary(error)}); "
+                 f"trying again in {delay:g} s")
+            sleep(delay)
+            delay *= 2
+    return load()
 
 
 def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions: Mapping[str, Iterable[tuple]],

@@ -1,15 +1,13 @@
 """Streaming: collect fare quotes for the watchlist and deliver them to the lake's landing prefix."""
 import datetime as dt
 
-from dagster import (AssetExecutionContext, Config, DefaultSensorStatus, MaterializeResult, RunConfig,
-                     RunFailureSensorContext, ScheduleDefinition, SensorDefinition, SkipReason, asset,
-                     config_mapping, define_asset_job, run_failure_sensor)
+from dagster import AssetExecutionContext, Config, MaterializeResult, RunConfig, ScheduleDefinition, asset, config_mapping, define_asset_job
 
 from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
-from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, run_failure_alert,
-                                          send_alert, undelivered_records_alert, unproductive_sweeps_alert)
+from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, send_alert,
+                                          undelivered_records_alert, unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
@@ -148,35 +146,3 @@ backfill_job = define_asset_job(
     description="Replay the watchlist over a past period against the market's settable clock "
                 "(X-Market-Time; the simulator honours it, a live provider answers for today).",
 )
-
-
-def _root_cause(error) -> str:
-    """The innermost error's message: Dagster wraps the asset's own exception in its step error."""
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def collector_alert_sensor() -> SensorDefinition:
-    """A run-failure sensor that alerts (FARES_ALERT_*) when a collect_fares or backfill_fares run fails."""
-
-    # Running by default: it only sends when a channel is configured, and a stopped alert is a silent one.
-    @run_failure_sensor(name="collector_alert", monitored_jobs=[collect_job, backfill_job],
-                        default_status=DefaultSensorStatus.RUNNING,
-                        description="Email / webhook alert when a collection run fails (FARES_ALERT_*).")
-    def collector_alert(context: RunFailureSensorContext):
-        settings = alert_settings_from_env()
-        if not settings.channels:
-            return SkipReason("no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)")
-        run = context.dagster_run
-        step_errors = [f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"
-                       for event in context.get_step_failure_events()
-                       if event.event_specific_data is not None and event.event_specific_data.error is not None]
-        alert = run_failure_alert(run.job_name, run.run_id, context.failure_event.message or "", step_errors)
-        problems = {channel: problem for channel, problem in send_alert(alert, settings).items() if problem}
-        if problems:
-            raise RuntimeError(f"alert for run {run.run_id} not sent: {problems}")
-        context.log.info(f"alert sent for run {run.run_id} by {', '.join(settings.channels)}")
-        return None
-
-    return collector_alert

@@ -76,12 +76,17 @@ def alert_settings_from_env() -> AlertSettings:
     return settings
 
 
-def run_failure_alert(job_name: str, run_id: str, message: str, step_errors: list[str]) -> Alert:
-    """A collection run failed."""
-    lines = [f"The Dagster run {run_id} of {job_name} failed.", "", message]
+def run_failure_alert(job_name: str, run_id: str, message: str, step_errors: list[str],
+                      partitions: str | None = None) -> Alert:
+    """A run failed: what failed, and that nothing re-runs it by itself."""
+    covering = f" for {partitions}" if partitions else ""
+    lines = [f"The Dagster run {run_id} of {job_name}{covering} failed.", "", message]
     lines += ["", "Step errors:", *(f"- {error}" for error in step_errors)] if step_errors else []
+    lines += ["", "Nothing re-runs it by itself: once the cause is fixed, re-execute it from the Dagster UI "
+                  "(Re-execute, from failure)."]
     return Alert("run_failed", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]} failed", "\n".join(lines),
-                 {"job": job_name, "run_id": run_id, "message": message, "step_errors": step_errors})
+                 {"job": job_name, "run_id": run_id, "partitions": partitions, "message": message,
+                  "step_errors": step_errors})
 
 
 def unproductive_sweeps_alert(job_name: str, run_id: str, sweeps: list[dict]) -> Alert:
