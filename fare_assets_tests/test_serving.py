@@ -16,8 +16,8 @@ from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_
 from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
-from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, history_rows, models_client, refresh_serving,  # noqa: F401
-                                           trained_models, trip_query)
+from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, history_rows, models_client,  # noqa: F401
+                                           refresh_serving, trained_models, trip_query)
 
 NEARBY = (DEPART + dt.timedelta(days=1), RETURN + dt.timedelta(days=1))
 
@@ -173,6 +173,19 @@ def test_a_stored_page_from_another_day_or_an_older_collection_is_not_served(loa
     mark_stored_page(loaded, collected_at=NOW, fares_json='{"stored": true}')
     assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     assert client.get("/api/fares", query_string=trip_query()).get_json() == {"stored": True}
+
+
+def test_a_late_part_of_the_sweep_outdates_the_stored_page(loaded, trained_models):
+    # Another provider's search of the sweep the page shows lands after the refresh, under the same moment.
+    refresh_serving(loaded, trained_models)
+    mark_stored_page(loaded)
+    client = models_client(loaded)
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, [fare_row("late-duffel", "230.00", search_id="late", provider="duffel")])
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "stored page" not in text and "230.00 USD" in text and "Duffel" in text
+    assert client.get("/api/fares", query_string=trip_query()).get_json()["options"][0]["option_id"] == "late-duffel"
 
 
 def test_a_trip_nobody_watches_gets_fares_without_advice(loaded, trained_models):

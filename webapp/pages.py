@@ -15,6 +15,7 @@ import psycopg
 from flask import Flask, render_template
 from psycopg.rows import dict_row
 
+from webapp import queries
 from webapp.api import fares_document
 from webapp.trip_view import trip_view
 from webapp.validation import Trip, airport_name
@@ -54,7 +55,8 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
             view = trip_view(conn, trip, today)
             if view["options"]:
                 fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)
-                rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date,
-                             view["options"][0]["collected_at"], today, render_trip_page(trip, view, today),
-                             fares_json, computed_at))
+                collected_at = view["options"][0]["collected_at"]
+                rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date, collected_at, today,
+                             render_trip_page(trip, view, today), fares_json, computed_at,
+                             queries.rows_at_collection(conn, trip, collected_at)))
     return rows

@@ -218,22 +218,41 @@ SELECT collected_at, action, drop_probability, confidence, expected_saving, curr
 FROM trip_advice
 WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s"
 
-# A column of the trip's stored page, when it was rendered for today and no fare table holds a newer
-# collection of the trip than the one it shows (primary-key probe plus one trip-index probe per table).
+# A column of the trip's stored page, when it was rendered for today, no fare table holds a newer collection of
+# the trip than the one it shows, and that collection has as many rows as when it was rendered: a sweep's records
+# share one moment, so a late part of the sweep (another provider's search) loads under the same collected_at
+# (primary-key probe plus two trip-index probes per table).
 _TRIP_PAGE = """
 SELECT {column}
 FROM trip_pages AS page
 WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s
-  AND {no_newer_collection}"""
+  AND {no_newer_collection}
+  AND page.rows_at_collection = {rows_at_collection}"""
 _NO_NEWER_COLLECTION = """NOT EXISTS (
     SELECT 1 FROM {table}
     WHERE""" + _TRIP_MATCH + """ AND collected_at > page.collected_at)"""
+_ROWS_AT = "(SELECT count(*) FROM {table} WHERE" + _TRIP_MATCH + " AND collected_at = {moment})"
+
+
+def _rows_at(moment: str) -> sql.Composed:
+    """The trip's rows of both fare tables collected at `moment` (an SQL expression), as one sum."""
+    return sql.SQL(" + ").join(sql.SQL(_ROWS_AT).format(table=sql.Identifier(table), moment=sql.SQL(moment))
+                               for table in FARE_TABLES)
+
+
 # Composed once: every view of a watched trip runs one of them.
 _TRIP_PAGE_QUERIES = {
     column: sql.SQL(_TRIP_PAGE).format(column=sql.Identifier(column), no_newer_collection=sql.SQL(" AND ").join(
-        sql.SQL(_NO_NEWER_COLLECTION).format(table=sql.Identifier(table)) for table in FARE_TABLES))
+        sql.SQL(_NO_NEWER_COLLECTION).format(table=sql.Identifier(table)) for table in FARE_TABLES),
+        rows_at_collection=_rows_at("page.collected_at"))
     for column in ("html", "fares_json")
 }
+_ROWS_AT_COLLECTION = sql.SQL("SELECT {rows} AS row_count").format(rows=_rows_at("%(collected_at)s"))
+
+
+def rows_at_collection(conn: psycopg.Connection, trip: Trip, collected_at: dt.datetime) -> int:
+    """How many fare rows of the trip (any party, cabin or provider) were collected at `collected_at`."""
+    return conn.execute(_ROWS_AT_COLLECTION, {**_trip_params(trip), "collected_at": collected_at}).fetchone()["row_count"]
 
 
 def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:

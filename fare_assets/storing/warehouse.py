@@ -264,8 +264,10 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 )"""
 # Columns added after their table was first released, which ensure_schema adds to warehouses created before:
 # an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin;
-# the channels that took an alert while another failed (2026-12-05), so its retry does not send them again.
-ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")]}
+# the channels that took an alert while another failed (2026-12-05), so its retry does not send them again;
+# a stored page's count of its collection's rows (2026-12-05), so a late part of the same sweep outdates it.
+ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")],
+                 "trip_pages": [("rows_at_collection", "int8")]}
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
@@ -286,7 +288,8 @@ SERVING_COLUMNS: dict[str, list[tuple[str, str]]] = {
     # The trip's fare page and /api/fares answer as rendered for `rendered_on`, showing the trip's
     # collection `collected_at`.
     "trip_pages": [*TRIP_KEY_COLUMNS[:4], ("collected_at", "timestamptz"), ("rendered_on", "date"),
-                   ("html", "text"), ("fares_json", "text"), ("computed_at", "timestamptz")],
+                   ("html", "text"), ("fares_json", "text"), ("computed_at", "timestamptz"),
+                   ("rows_at_collection", "int8")],
 }
 SERVING_KEYS = {
     # The page asks for one trip's advice: an exact primary-key probe.
@@ -371,11 +374,11 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
+        for table in SERVING_TABLES:
+            conn.execute(_serving_table_ddl(table))
         for table, columns in ADDED_COLUMNS.items():
             for name, kind in columns:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
-        for table in SERVING_TABLES:
-            conn.execute(_serving_table_ddl(table))
         _grant_to_web_role(conn)
 
 
