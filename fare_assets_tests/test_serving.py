@@ -188,6 +188,23 @@ def test_a_late_part_of_the_sweep_outdates_the_stored_page(loaded, trained_model
     assert client.get("/api/fares", query_string=trip_query()).get_json()["options"][0]["option_id"] == "late-duffel"
 
 
+def test_pages_stored_by_an_older_version_are_rendered_live_until_a_refresh(loaded, trained_models):
+    refresh_serving(loaded, trained_models)
+    mark_stored_page(loaded)
+    with psycopg.connect(loaded) as conn:
+        conn.execute("ALTER TABLE trip_pages DROP COLUMN rows_at_collection")
+    client = models_client(loaded)
+    for path in ("/fares", "/api/fares"):
+        response = client.get(path, query_string=trip_query())
+        assert response.status_code == 200 and "stored page" not in response.get_data(as_text=True)
+    with psycopg.connect(loaded) as conn:
+        warehouse.ensure_schema(conn)
+    assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    refresh_serving(loaded, trained_models)
+    mark_stored_page(loaded)
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+
+
 def test_a_trip_nobody_watches_gets_fares_without_advice(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     with psycopg.connect(loaded) as conn:

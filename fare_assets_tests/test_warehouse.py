@@ -401,11 +401,13 @@ def test_observations_give_one_row_per_trip_and_collection_moment(warehouse_dsn)
 
 
 def test_an_observation_never_ranks_amounts_in_two_currencies(warehouse_dsn):
-    from fare_assets_tests.test_webapp import NOW, fare_row as option_row
+    from fare_assets_tests.test_webapp import EARLIER, NOW, fare_row as option_row
 
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.load_fares(conn, [
-            # One moment quoted by two providers in two currencies: the observation keeps one currency's options.
+            # An hour ago only the dollar provider answered; now both did, in two currencies. The trip's series keeps
+            # its newest collection's first currency, and leaves out the moment quoted only in the other.
+            option_row("usd-0", "150.00", search_id="q0", carriers="UA", collected_at=EARLIER),
             option_row("usd-1", "200.00", search_id="q", carriers="UA"),
             option_row("eur-1", "260.00", search_id="d", carriers="AF", provider="duffel", currency="EUR"),
             option_row("eur-2", "280.00", search_id="d", carriers="KL", provider="duffel", currency="EUR"),
@@ -415,3 +417,32 @@ def test_an_observation_never_ranks_amounts_in_two_currencies(warehouse_dsn):
     [latest] = observations.to_dict("records")
     assert (latest["cheapest_total"], latest["currency"], latest["option_count"], latest["carrier_count"]) == (
         260.0, "EUR", 2, 2)
+
+
+def test_a_load_is_retried_only_while_the_server_cannot_be_reached(warehouse_dsn):
+    warnings, waits, attempts = [], [], []
+
+    def connect_nowhere():
+        attempts.append("nowhere")
+        psycopg.connect("postgresql://fares@127.0.0.1:9/warehouse", connect_timeout=2)
+
+    with pytest.raises(psycopg.OperationalError):
+        warehouse.retry_while_unreachable(connect_nowhere, 8, 100, warnings.append, sleep=waits.append)
+    # Waits double up to their ceiling.
+    assert len(attempts) == 8 and waits == [100, 200, 400, 600, 600, 600, 600] and len(warnings) == 7
+
+    # A lock timeout is the server refusing the work, not going away: a retry would only wait for the lock again.
+    with psycopg.connect(warehouse_dsn) as holder:
+        warehouse.ensure_schema(holder)
+        holder.execute("LOCK TABLE price_alerts IN ACCESS EXCLUSIVE MODE")
+        attempts.clear()
+
+        def wait_for_the_lock():
+            attempts.append("locked")
+            with psycopg.connect(warehouse_dsn) as conn:
+                conn.execute("SET lock_timeout = '50ms'")
+                conn.execute("SELECT count(*) FROM price_alerts")
+
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            warehouse.retry_while_unreachable(wait_for_the_lock, 3, 0, warnings.append, sleep=waits.append)
+    assert attempts == ["locked"] and len(warnings) == 7

@@ -164,13 +164,18 @@ def test_one_sweep_in_two_cabins_and_two_currencies_shows_the_same_collection_ev
           fare_row("coach-usd-earlier", "200.00", search_id="a-usd-earlier", collected_at=EARLIER),
           fare_row("coach-eur", "280.00", search_id="b-eur", provider="duffel", currency="EUR"),
           fare_row("coach-eur-earlier", "270.00", search_id="b-eur-earlier", collected_at=EARLIER,
-                   provider="duffel", currency="EUR")])
+                   provider="duffel", currency="EUR"),
+          fare_row("nearby-usd", "150.00", search_id="n-usd", depart=DEPART + dt.timedelta(days=1))])
 
     latest = client.get("/api/fares", query_string=trip_query()).get_json()["options"]
     assert [(o["option_id"], o["cabin"], o["currency"]) for o in latest] == [("coach-eur", "COACH", "EUR")]
     history = client.get("/api/history", query_string=trip_query()).get_json()
     assert [(point["cheapest"], point["currency"]) for point in history["points"]] == [
         ("270.00", "EUR"), ("280.00", "EUR")]
+    # The grid keeps to the page's currency: the nearby date quoted only in dollars is not ranked against euros.
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    assert [(cell["depart"], cell["total"], cell["currency"]) for cell in grid["cells"]
+            if cell["source"] == "collected"] == [(str(DEPART), "280.00", "EUR")]
     coach = client.get("/api/fares", query_string=trip_query(cabin="COACH")).get_json()["options"]
     assert {option["currency"] for option in coach} == {"EUR"}
     business = client.get("/api/fares", query_string=trip_query(cabin="BUSINESS")).get_json()["options"]

@@ -28,6 +28,10 @@ _PARTY_MATCH = """
     AND (%(children)s::int IS NULL OR children = %(children)s::int)
     AND (%(cabin)s::text IS NULL OR cabin = %(cabin)s::text)"""
 
+# The page's currency, when it has one: amounts in two currencies are never ranked against each other.
+_CURRENCY_MATCH = """
+      AND (%(currency)s::text IS NULL OR currency = %(currency)s::text)"""
+
 # Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
 _CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CABINS) + "], cabin)"
 
@@ -200,14 +204,14 @@ _NEWEST_CHEAPEST = """
   LEFT JOIN LATERAL (
     SELECT collected_at FROM {table}
     WHERE origin = %(origin)s AND destination = %(destination)s
-      AND depart_date = pairs.depart_date AND return_date = pairs.return_date""" + _PARTY_MATCH + """
+      AND depart_date = pairs.depart_date AND return_date = pairs.return_date""" + _PARTY_MATCH + _CURRENCY_MATCH + """
     ORDER BY collected_at DESC LIMIT 1
   ) AS newest ON true
   LEFT JOIN LATERAL (
     SELECT total_amount, currency FROM {table}
     WHERE origin = %(origin)s AND destination = %(destination)s
       AND depart_date = pairs.depart_date AND return_date = pairs.return_date
-      AND collected_at = newest.collected_at""" + _PARTY_MATCH + """
+      AND collected_at = newest.collected_at""" + _PARTY_MATCH + _CURRENCY_MATCH + """
     ORDER BY total_amount LIMIT 1
   ) AS cheapest ON true"""
 
@@ -247,12 +251,19 @@ _TRIP_PAGE_QUERIES = {
         rows_at_collection=_rows_at("page.collected_at"))
     for column in ("html", "fares_json")
 }
-_ROWS_AT_COLLECTION = sql.SQL("SELECT {rows} AS row_count").format(rows=_rows_at("%(collected_at)s"))
+_NEWEST_MOMENT = "(SELECT collected_at FROM {table} WHERE" + _TRIP_MATCH + " ORDER BY collected_at DESC LIMIT 1)"
+_NEWEST_COLLECTION_SIZE = sql.SQL("""
+WITH newest AS (SELECT max(collected_at) AS collected_at FROM ({moments}) AS per_table)
+SELECT collected_at, {rows} AS row_count FROM newest""").format(
+    moments=sql.SQL(" UNION ALL ").join(sql.SQL(_NEWEST_MOMENT).format(table=sql.Identifier(table))
+                                        for table in FARE_TABLES),
+    rows=_rows_at("newest.collected_at"))
 
 
-def rows_at_collection(conn: psycopg.Connection, trip: Trip, collected_at: dt.datetime) -> int:
-    """How many fare rows of the trip (any party, cabin or provider) were collected at `collected_at`."""
-    return conn.execute(_ROWS_AT_COLLECTION, {**_trip_params(trip), "collected_at": collected_at}).fetchone()["row_count"]
+def newest_collection_size(conn: psycopg.Connection, trip: Trip) -> tuple[dt.datetime | None, int]:
+    """The trip's newest collection moment and its fare rows (any party, cabin or provider)."""
+    row = conn.execute(_NEWEST_COLLECTION_SIZE, _trip_params(trip)).fetchone()
+    return row["collected_at"], row["row_count"]
 
 
 def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:
@@ -262,7 +273,12 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
     """
     if not trip.any_party:
         return None
-    return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
+    try:
+        return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
+    except psycopg.errors.UndefinedColumn:
+        # A warehouse older than the page's stored-page columns (the web connection is in autocommit, so nothing
+        # is left aborted): render the page until a load or refresh adds them.
+        return None
 
 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
@@ -272,10 +288,11 @@ def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[di
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str], today: dt.date,
-              days: int = GRID_DAYS) -> list[dict]:
-    """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare, else `party`'s prediction."""
+              days: int = GRID_DAYS, currency: str | None = None) -> list[dict]:
+    """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare (in `currency` when
+    given), else `party`'s prediction."""
     step = dt.timedelta(days=days)
-    params = {**_trip_params(trip), "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
+    params = {**_trip_params(trip, currency), "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
               "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,
               "first_return": max(today, trip.return_date - step), "last_return": trip.return_date + step}
     query = sql.SQL(_DATE_GRID).format(newest_per_table=_each_table(_NEWEST_CHEAPEST))

@@ -61,7 +61,7 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
         # A trip never collected has no party of its own: its grid reads the predictions' party for collected cells
         # too, so it never shows another party's or cabin's fares.
         shown = dataclasses.replace(shown, adults=party[0], children=party[1], cabin=party[2])
-    cells = queries.date_grid(conn, shown, party, today)
+    cells = queries.date_grid(conn, shown, party, today, currency=options[0]["currency"] if options else None)
     uncollected = [cell for cell in cells if cell["total_amount"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})

@@ -482,23 +482,39 @@ def error_summary(error: psycopg.Error) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# The longest wait between two load attempts, however many attempts are configured.
+MAX_RETRY_WAIT_SECONDS = 600
+# Errors that say the server could not be reached or went away (a restart, a failover): class 08 (connection
+# exception) and the server shutting down or not yet accepting connections. A failed connect has no SQLSTATE.
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def unreachable(error: psycopg.Error) -> bool:
+    """True when `error` says the server could not be reached, not that it refused the work (a lock or statement
+    timeout, a full disk, a deadlock), which a retry would only repeat."""
+    return isinstance(error, psycopg.OperationalError) and (
+        error.sqlstate is None or error.sqlstate.startswith(_UNREACHABLE_STATES))
+
+
 def retry_while_unreachable(load: Callable[[], T], attempts: int, wait_seconds: float, warn: Callable[[str], None],
                             sleep: Callable[[float], None] = time.sleep) -> T:
-    """`load()`, run again while the server cannot be reached (a restart, a failover), waiting `wait_seconds`, then
-    twice as long each time, for at most `attempts` runs; the last attempt's error is raised.
+    """`load()`, run again while the server cannot be reached, waiting `wait_seconds`, then twice as long each time
+    (at most MAX_RETRY_WAIT_SECONDS), for at most `attempts` runs; the last attempt's error is raised.
 
-    A load is one transaction, so a failed attempt left nothing behind and the next one starts clean. Rows the
-    server refuses (IntegrityError, DataError) are not retried: they would be refused again.
+    The load's merge is one transaction, so an attempt cut off before its commit left nothing behind, and one cut
+    off after it is repeated harmlessly (the rows are in place; it changes none of them).
     """
     delay = wait_seconds
     for attempt in range(1, attempts):
         try:
             return load()
         except psycopg.OperationalError as error:
+            if not unreachable(error):
+                raise
             warn(f"warehouse load attempt {attempt} of {attempts} failed ({error_summary(error)}); "
                  f"trying again in {delay:g} s")
             sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, MAX_RETRY_WAIT_SECONDS)
     return load()
 
 
@@ -591,19 +607,24 @@ WITH options AS (
   UNION ALL
   SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from}
 )
-SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin, collected_at) *
+SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at, cheapest_total, currency,
+       option_count, carrier_count, nonstop_share, national
 FROM (
-  SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
-         min(total_amount)::float8 AS cheapest_total, currency,
-         count(*) AS option_count,
-         (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
-           AS carrier_count,
-         avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
-         bool_and(national) AS national
-  FROM options
-  GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
-) AS per_currency
-ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
+  SELECT *, first_value(currency) OVER (PARTITION BY origin, destination, depart_date, return_date, adults, children, cabin
+                                        ORDER BY collected_at DESC, currency) AS trip_currency
+  FROM (
+    SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
+           min(total_amount)::float8 AS cheapest_total, currency,
+           count(*) AS option_count,
+           (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
+             AS carrier_count,
+           avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
+           bool_and(national) AS national
+    FROM options
+    GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
+  ) AS per_currency
+) AS per_trip
+WHERE currency = trip_currency
 """
 
 
@@ -620,9 +641,10 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 
 
 # One observation per trip and collection moment, not per search: two providers' searches collected at the same
-# instant are one look at the market (the cheapest of both), and the features' windows need one row per moment. Its
-# amounts are in one currency (the first in alphabetical order when the providers quoted in two): a fare in EUR and
-# one in USD cannot be ranked without exchange rates.
+# instant are one look at the market (the cheapest of both), and the features' windows need one row per moment. A
+# trip's observations are all in one currency, its newest collection's (the first in alphabetical order when the
+# providers quoted that collection in two), and moments quoted only in another are left out: a fare in EUR and
+# one in USD cannot be ranked without exchange rates, and a series switching currency would read as price moves.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
     """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
     the market's shape."""
