@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from fare_assets.resources import WarehouseResource
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
-from fare_assets.streaming.notify import alert_settings_from_env
+from fare_assets.streaming.notify import NO_CHANNEL, alert_settings_from_env
 from webapp.alerts import notify_due_alerts
 
 # Fares are collected every 30 minutes, so checking every 5 minutes notifies soon after a load.
@@ -32,7 +32,7 @@ def price_alert_sensor(context: SensorEvaluationContext, warehouse_db: Warehouse
     """Send due price alerts once each; failed sends retry on the next tick."""
     settings = alert_settings_from_env()
     if not settings.channels:
-        return SkipReason("no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)")
+        return SkipReason(NO_CHANNEL)
     now = dt.datetime.now(dt.timezone.utc)
     with psycopg.connect(warehouse_db.dsn, row_factory=dict_row, autocommit=True, connect_timeout=10) as conn:
         # An upgraded warehouse gains the alerts' new columns here if no load has run since (a catalog read otherwise).

@@ -6,7 +6,7 @@ they learn it.
 """
 from dagster import DefaultSensorStatus, RunFailureSensorContext, SkipReason, run_failure_sensor
 
-from fare_assets.streaming.notify import alert_settings_from_env, run_failure_alert, send_alert
+from fare_assets.streaming.notify import NO_CHANNEL, alert_settings_from_env, run_failure_alert, send_alert
 
 # The tags Dagster gives a run of one partition, and of a range of partitions (a single-run backfill).
 PARTITION_TAG = "dagster/partition"
@@ -36,7 +36,7 @@ def failed_run_alert(context: RunFailureSensorContext):
     """Alert once per failed run; a channel that fails makes the tick fail, so the operator sees it in the UI."""
     settings = alert_settings_from_env()
     if not settings.channels:
-        return SkipReason("no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)")
+        return SkipReason(NO_CHANNEL)
     run = context.dagster_run
     step_errors = [f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"
                    for event in context.get_step_failure_events()

@@ -51,7 +51,7 @@ def parse_alert(fields: Mapping, today: dt.date) -> PriceAlert:
         trip = None
     raw = texts.get("threshold", "").strip()
     try:
-        threshold = Decimal(raw).quantize(Decimal("0.01"))
+        threshold = Decimal(raw).quantize(MIN_THRESHOLD)
     except InvalidOperation:
         threshold = None
     if threshold is None or not threshold.is_finite() or not MIN_THRESHOLD <= threshold < MAX_THRESHOLD:

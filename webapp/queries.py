@@ -35,13 +35,16 @@ _CURRENCY_MATCH = """
 # Cabins in the order of the watchlist's CABINS (economy first), not alphabetically.
 _CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CABINS) + "], cabin)"
 
-# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency. One
-# sweep may collect the trip for several parties, cabins or currencies at one moment: economy, the smallest
-# party and the first currency in alphabetical order come first, so the page shows the same one sweep after sweep.
+# Newest collection first. One sweep may collect the trip for several parties, cabins or currencies at one moment:
+# economy, the smallest party and the first currency in alphabetical order come first, so the page shows the same
+# one sweep after sweep.
+_NEWEST_FIRST = "collected_at DESC, " + _CABIN_ORDER + ", adults, children, currency, search_id DESC"
+
+# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency.
 _NEWEST_SEARCH = """
   SELECT search_id, collected_at, adults, children, cabin, currency FROM {table}
   WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
-  ORDER BY collected_at DESC, """ + _CABIN_ORDER + """, adults, children, currency, search_id DESC
+  ORDER BY """ + _NEWEST_FIRST + """
   LIMIT 1"""
 
 # A collection is every search of one sweep's moment for the party and cabin, whichever provider answered it
@@ -108,7 +111,7 @@ def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTI
 WITH latest_collection AS (
   SELECT collected_at, adults, children, cabin, coalesce(%(currency)s::text, currency) AS currency
   FROM ({newest}) AS newest_per_table
-  ORDER BY collected_at DESC, """ + _CABIN_ORDER + """, adults, children, currency, search_id DESC
+  ORDER BY """ + _NEWEST_FIRST + """
   LIMIT 1
 )
 SELECT options.*, count(*) OVER () AS options_in_collection

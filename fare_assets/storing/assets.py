@@ -37,7 +37,8 @@ def load_errors_as_failures(address: str, attempts: int = 1):
     try:
         yield
     except psycopg.OperationalError as error:
-        tries = f" in {attempts} attempts" if attempts > 1 else ""
+        # Only a server that could not be reached was tried again; any other error ended the first attempt.
+        tries = f" in {attempts} attempts" if attempts > 1 and warehouse.unreachable(error) else ""
         raise Failure(
             description=f"warehouse PostgreSQL {address} failed during the load{tries} "
                         f"({warehouse.error_summary(error)}). {_NOTHING_VISIBLE}; rerun once the server answers.",

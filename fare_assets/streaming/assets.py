@@ -1,7 +1,8 @@
 """Streaming: collect fare quotes for the watchlist and deliver them to the lake's landing prefix."""
 import datetime as dt
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, RunConfig, ScheduleDefinition, asset, config_mapping, define_asset_job
+from dagster import (AssetExecutionContext, Config, MaterializeResult, RunConfig, ScheduleDefinition, asset,
+                     config_mapping, define_asset_job)
 
 from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.streaming.collector import SweepStats, sweep

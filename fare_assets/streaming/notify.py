@@ -52,6 +52,10 @@ class AlertSettings:
         return [name for name, on in (("email", bool(self.smtp_host)), ("webhook", bool(self.webhook_url))) if on]
 
 
+# What a sensor says when it has nowhere to send an alert.
+NO_CHANNEL = "no alert channel configured (FARES_ALERT_SMTP_HOST, FARES_ALERT_WEBHOOK_URL)"
+
+
 def alert_settings_from_env() -> AlertSettings:
     """The FARES_ALERT_* variables; a half-configured channel is an error rather than silence."""
     def env(name: str) -> str:
