@@ -3,10 +3,24 @@
 Nothing re-runs a failed run by itself: the landing sensor requests each set of raw objects once, so a failed
 structuring or load leaves its landing hours as they were until someone re-executes the run. The alert is how
 they learn it.
-"""
-from dagster import DefaultSensorStatus, RunFailureSensorContext, SkipReason, run_failure_sensor
 
-from fare_assets.streaming.notify import NO_CHANNEL, alert_settings_from_env, run_failure_alert, send_alert
+An alert waits in the sensor's cursor until every configured channel has taken it, so a mail server that is down
+for an hour delays the alert instead of losing it. Dagster's run-failure sensor moves past a run whether its alert
+went out or not, hence a plain sensor that reads the run-failure events itself.
+"""
+import json
+
+from dagster import (DagsterEventType, DagsterInstance, DefaultSensorStatus, RunStatusChangeRecordsFilter,
+                     SensorEvaluationContext, SkipReason, sensor)
+
+from fare_assets.streaming.notify import NO_CHANNEL, Alert, alert_settings_from_env, run_failure_alert, send_waiting
+
+# Failure events read per tick, and alerts sent per tick: a tick must end within the daemon's 60 s.
+FAILURES_PER_TICK = 100
+SENDS_PER_TICK = 10
+# Alerts kept waiting for a channel that is down; beyond, the oldest is given up (and the tick's log says so). A
+# channel that never works (a wrong webhook URL) would otherwise grow the cursor with every failed run.
+MAX_WAITING = 200
 
 # The tags Dagster gives a run of one partition, and of a range of partitions (a single-run backfill).
 PARTITION_TAG = "dagster/partition"
@@ -28,23 +42,59 @@ def run_partitions(tags: dict) -> str | None:
     return f"{start} … {end}" if start and end else None
 
 
-# Running by default: it only sends when a channel is configured, and a stopped alert is a silent one. Without
-# monitored jobs it watches every job of the code location, the implicit asset job of UI materializations included.
-@run_failure_sensor(name="failed_run_alert", default_status=DefaultSensorStatus.RUNNING,
-                    description="Email / webhook alert when any run fails (FARES_ALERT_*).")
-def failed_run_alert(context: RunFailureSensorContext):
-    """Alert once per failed run; a channel that fails makes the tick fail, so the operator sees it in the UI."""
+def run_alert(instance: DagsterInstance, run_id: str) -> Alert | None:
+    """The alert for a failed run, from its run-failure and step-failure events; None if the run was deleted."""
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return None
+    events = [record.event_log_entry.dagster_event for record in instance.get_records_for_run(
+        run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.STEP_FAILURE}).records]
+    message = next((event.message or "" for event in events if event.event_type == DagsterEventType.RUN_FAILURE), "")
+    step_errors = [f"{event.step_key}: {_root_cause(event.event_specific_data.error)}" for event in events
+                   if event.event_type == DagsterEventType.STEP_FAILURE
+                   and event.event_specific_data is not None and event.event_specific_data.error is not None]
+    return run_failure_alert(run.job_name, run_id, message, step_errors, run_partitions(run.tags))
+
+
+def _failures_after(instance: DagsterInstance, storage_id: int):
+    """The run-failure event records after `storage_id`, oldest first."""
+    return instance.fetch_run_status_changes(
+        RunStatusChangeRecordsFilter(DagsterEventType.RUN_FAILURE, after_storage_id=storage_id),
+        limit=FAILURES_PER_TICK, ascending=True).records
+
+
+# Running by default: it only sends when a channel is configured, and a stopped alert is a silent one. It watches
+# every run of the instance, the implicit asset job of UI materializations included.
+@sensor(name="failed_run_alert", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
+        description="Email / webhook alert when any run fails (FARES_ALERT_*); kept until every channel took it.")
+def failed_run_alert(context: SensorEvaluationContext):
+    """Queue each new failed run's alert for every channel, then send what waits; the cursor keeps what is unsent."""
+    state = json.loads(context.cursor) if context.cursor else {}
+    if "after" not in state:
+        # The first tick (or a cursor of the run-failure sensor this replaced) starts at the newest failure:
+        # runs that failed before the sensor ran are not news.
+        newest = context.instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, limit=1).records
+        context.update_cursor(json.dumps({"after": newest[0].storage_id if newest else 0, "waiting": {}}))
+        return SkipReason("started: alerts on runs that fail from now on")
     settings = alert_settings_from_env()
+    failures = _failures_after(context.instance, state["after"])
+    waiting: dict[str, list[str]] = state["waiting"]
+    for record in failures:
+        waiting.setdefault(record.event_log_entry.run_id, list(settings.channels))
+    for run_id in list(waiting)[:max(0, len(waiting) - MAX_WAITING)]:
+        context.log.error(f"alert for run {run_id} given up: {MAX_WAITING} newer alerts wait for a channel")
+        del waiting[run_id]
+    down = send_waiting(waiting, settings, lambda run_id: run_alert(context.instance, run_id), SENDS_PER_TICK)
+    context.update_cursor(json.dumps({"after": failures[-1].storage_id if failures else state["after"],
+                                      "waiting": waiting}))
     if not settings.channels:
         return SkipReason(NO_CHANNEL)
-    run = context.dagster_run
-    step_errors = [f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"
-                   for event in context.get_step_failure_events()
-                   if event.event_specific_data is not None and event.event_specific_data.error is not None]
-    alert = run_failure_alert(run.job_name, run.run_id, context.failure_event.message or "", step_errors,
-                              run_partitions(run.tags))
-    problems = {channel: problem for channel, problem in send_alert(alert, settings).items() if problem}
-    if problems:
-        raise RuntimeError(f"alert for run {run.run_id} not sent: {problems}")
-    context.log.info(f"alert sent for run {run.run_id} by {', '.join(settings.channels)}")
-    return None
+    if down:
+        # A failed tick would drop the cursor, and with it which channels already took each alert: the tick is
+        # skipped with the reason instead, and its log carries the error.
+        problems = "; ".join(f"{channel}: {problem}" for channel, problem in down.items())
+        context.log.error(f"alerts not sent ({problems}); {len(waiting)} wait for the next tick")
+        return SkipReason(f"{len(waiting)} alert(s) wait: {problems}")
+    if waiting:
+        return SkipReason(f"{len(waiting)} alert(s) wait for the next tick ({SENDS_PER_TICK} are sent per tick)")
+    return SkipReason(f"{len(failures)} new failed run(s); no alert waiting")

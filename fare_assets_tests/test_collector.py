@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, SkipReason, build_run_status_sensor_context, build_sensor_context
+from dagster import DagsterInstance, Definitions, build_sensor_context
 
 from fare_assets.definitions import build_defs
 from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
@@ -20,8 +20,9 @@ from fare_assets.storing.lake import RAW_PREFIX
 from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes, replay_times
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
-from fare_assets.streaming.notify import (AlertConfigError, AlertSettings, alert_settings_from_env, email_message,
-                                          run_failure_alert, send_alert, unproductive_sweeps_alert, webhook_payload)
+from fare_assets.streaming.notify import (NO_CHANNEL, AlertConfigError, AlertSettings, alert_settings_from_env,
+                                          email_message, run_failure_alert, send_alert, send_waiting,
+                                          unproductive_sweeps_alert, webhook_payload)
 from fare_assets.streaming.qpx_client import CallResult, QpxClient, retry_after_seconds
 from fare_assets.streaming.rate_limit import TokenBucket, provider_rate_limit
 from fare_assets.streaming.watchlist import TripQuery
@@ -553,23 +554,68 @@ def test_sweeps_without_a_successful_call_are_alerted(tmp_path, alert_env):
         {"at": "2026-10-01T12:00:00Z", "calls": 2, "failures_by_kind": {"client_error": 2}}]
 
 
+def failing_backfill(tmp_path, instance):
+    """A collection run that fails at once: its period ends before it starts."""
+    return collect_defs(tmp_path, "http://127.0.0.1:9").resolve_job_def("backfill_fares").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"start": "2026-10-02T00:00:00Z", "end": "2026-10-01T00:00:00Z"})
+
+
+def alert_tick(instance, cursor=None):
+    """One evaluation of the failed-run sensor, as the daemon runs it: (skip reason, cursor)."""
+    result = failed_run_alert.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor))
+    return result.skip_message, result.cursor
+
+
 def test_the_sensor_alerts_on_a_failed_collection_run(tmp_path, alert_env):
     with DagsterInstance.ephemeral() as instance, webhook() as receiver:
-        result = collect_defs(tmp_path, "http://127.0.0.1:9").resolve_job_def("backfill_fares").execute_in_process(
-            instance=instance, raise_on_error=False,
-            run_config={"start": "2026-10-02T00:00:00Z", "end": "2026-10-01T00:00:00Z"})
-        context = build_run_status_sensor_context(sensor_name=failed_run_alert.name, dagster_instance=instance,
-                                                  dagster_run=result.dagster_run,
-                                                  dagster_event=result.get_run_failure_event())
-        skipped = failed_run_alert(context.for_run_failure())
+        _, cursor = alert_tick(instance)
+        unheard = failing_backfill(tmp_path, instance)
+        skipped, cursor = alert_tick(instance, cursor)
         alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
-        failed_run_alert(context.for_run_failure())
-    assert not result.success and isinstance(skipped, SkipReason)
+        _, cursor = alert_tick(instance, cursor)
+        result = failing_backfill(tmp_path, instance)
+        _, cursor = alert_tick(instance, cursor)
+    # A run that failed while no channel was configured is not alerted once one is.
+    assert not unheard.success and skipped == NO_CHANNEL
     [payload] = receiver.payloads
     assert (payload["kind"], payload["job"], payload["run_id"]) == ("run_failed", "backfill_fares", result.run_id)
     [step_error] = payload["step_errors"]
     assert step_error.startswith("raw_fare_quotes: ") and "starts (2026-10-02T00:00:00Z) after it ends" in step_error
     assert "re-execute it from the Dagster UI" in payload["text"]
+
+
+def test_an_alert_waits_for_the_channel_that_was_down_and_only_for_it(tmp_path, alert_env):
+    with DagsterInstance.ephemeral() as instance, serving(SmtpSink()) as sink, webhook(status=503) as receiver:
+        alert_env.setenv("FARES_ALERT_SMTP_HOST", "127.0.0.1")
+        alert_env.setenv("FARES_ALERT_SMTP_PORT", str(sink.server_address[1]))
+        alert_env.setenv("FARES_ALERT_SMTP_FROM", "fares@example.org")
+        alert_env.setenv("FARES_ALERT_SMTP_TO", "ops@example.org")
+        alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        _, cursor = alert_tick(instance)
+        runs = [failing_backfill(tmp_path, instance).run_id for _ in range(2)]
+        while_down, cursor = alert_tick(instance, cursor)
+        attempts_while_down = len(receiver.payloads)
+        receiver.status = 204
+        _, cursor = alert_tick(instance, cursor)
+        settled, cursor = alert_tick(instance, cursor)
+    assert [message["Subject"].split()[3] for _, message in sink.messages] == [run[:8] for run in runs]
+    assert "2 alert(s) wait" in while_down and "webhook" in while_down and "email" not in while_down
+    # The webhook that answered 503 is tried once in that tick, not once per waiting alert.
+    assert attempts_while_down == 1
+    assert [payload["run_id"] for payload in receiver.payloads[1:]] == runs
+    assert settled == "0 new failed run(s); no alert waiting"
+
+
+def test_waiting_alerts_are_sent_a_few_per_call_and_dropped_once_nothing_can_take_them():
+    with webhook() as receiver:
+        settings = AlertSettings(webhook_url=url_of(receiver))
+        waiting = {"deleted": ["webhook"], "a": ["webhook"], "b": ["email", "webhook"], "c": ["webhook"]}
+        alerts = {key: run_failure_alert("collect_fares", key, "failed", []) for key in "abc"}
+        down = send_waiting(waiting, settings, alerts.get, limit=2)
+    # A run deleted since is dropped, email (not configured) is dropped, and the third alert waits for the next call.
+    assert down == {} and waiting == {"c": ["webhook"]}
+    assert [payload["run_id"] for payload in receiver.payloads] == ["a", "b"]
 
 
 def test_a_failed_run_of_any_job_is_alerted_by_the_sensors_own_tick(tmp_path, alert_env):

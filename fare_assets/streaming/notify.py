@@ -7,6 +7,7 @@ URL (which often carries a token) ever appear in an error message.
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -180,3 +181,34 @@ def send_alert(alert: Alert, settings: AlertSettings, channels: list[str] | None
         except Exception as error:
             outcome[channel] = _problem(error)
     return outcome
+
+
+def send_waiting(waiting: dict[str, list[str]], settings: AlertSettings, alert_for: Callable[[str], Alert | None],
+                 limit: int) -> dict[str, str]:
+    """Send waiting alerts (key -> channels still to take it, oldest first) and keep in `waiting` what is still due.
+
+    At most `limit` alerts are sent per call, and a channel that fails is not tried again in the same call: a
+    mail server that is down would otherwise cost its timeout once per waiting alert. A channel no longer
+    configured is dropped, and so is a key whose alert cannot be built any more (`alert_for` gives None).
+    Returns channel -> problem for the channels that failed.
+    """
+    down: dict[str, str] = {}
+    sent = 0
+    for key in list(waiting):
+        wanted = [channel for channel in waiting[key] if channel in settings.channels]
+        trying = [channel for channel in wanted if channel not in down]
+        outcome: dict[str, str | None] = {}
+        if trying:
+            if sent == limit:
+                break
+            alert = alert_for(key)
+            if alert is None:
+                del waiting[key]
+                continue
+            outcome = send_alert(alert, settings, trying)
+            sent += 1
+            down.update({channel: problem for channel, problem in outcome.items() if problem})
+        waiting[key] = [channel for channel in wanted if outcome.get(channel, "not tried") is not None]
+        if not waiting[key]:
+            del waiting[key]
+    return down
