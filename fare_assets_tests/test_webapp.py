@@ -281,6 +281,19 @@ def test_routes_split_national_and_international(client, load):
     assert "BOS" not in text
 
 
+def test_a_route_ranks_its_trips_in_the_currency_of_its_newest_collection(client, load):
+    later_depart = DEPART + dt.timedelta(days=3)
+    load([
+        fare_row("usd", "300.00", search_id="a1", collected_at=EARLIER),
+        fare_row("eur", "350.00", search_id="b1", currency="EUR", depart=later_depart,
+                 back=later_depart + dt.timedelta(days=3)),
+    ])
+    [route] = client.get("/api/routes").get_json()["national"]
+    assert (route["cheapest"]["total"], route["cheapest"]["currency"]) == ("350.00", "EUR")
+    assert route["upcoming_trips"] == 2
+    assert "350.00 EUR" in page_text(client.get("/routes"))
+
+
 INVALID_TRIPS = [
     ({"origin": "S1"}, "origin", "3-letter IATA airport code"),
     ({"origin": "London"}, "origin", "London has several airports (BQH, LCY, LGW, LHR"),

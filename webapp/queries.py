@@ -74,14 +74,22 @@ _CHEAPEST_LATEST_PER_TRIP = """
 
 _ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
 
+# A route's cheapest fare is ranked in one currency, that of its newest collection (the first alphabetically when
+# one sweep quoted two), as on the trip page: totals in two currencies cannot be ranked without exchange rates.
+# The route's trip count and freshest collection still count every currency.
 _ROUTE_SUMMARY = """
   SELECT DISTINCT ON (market, origin, destination)
          market, origin, destination, depart_date, return_date, adults, children, cabin,
-         total_amount, currency, collected_at AS fare_collected_at,
-         max(collected_at) OVER route AS freshest_collected_at,
-         count(*) OVER route AS upcoming_trips
-  FROM ({per_trip}) AS cheapest_latest_per_trip
-  WINDOW route AS (PARTITION BY market, origin, destination)
+         total_amount, currency, fare_collected_at, freshest_collected_at, upcoming_trips
+  FROM (
+    SELECT *, collected_at AS fare_collected_at,
+           max(collected_at) OVER route AS freshest_collected_at,
+           count(*) OVER route AS upcoming_trips,
+           first_value(currency) OVER (route ORDER BY collected_at DESC, currency) AS route_currency
+    FROM ({per_trip}) AS cheapest_latest_per_trip
+    WINDOW route AS (PARTITION BY market, origin, destination)
+  ) AS per_trip_in_route
+  WHERE currency = route_currency
   ORDER BY market, origin, destination, total_amount, depart_date, return_date"""
 
 
