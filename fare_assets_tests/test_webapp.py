@@ -156,6 +156,31 @@ def test_a_trip_collected_on_two_providers_shows_both_in_one_collection(client, 
     assert "590.00" not in options_table
 
 
+def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_quote(client, load):
+    # Duffel quoted the trip an hour ago but its call failed in the newest sweep; Amadeus quoted it two days ago
+    # (outside the window), and in EUR an hour ago (another currency); a pair's Duffel search is another party.
+    load([fare_row("qpx-old", "300.00", search_id="q1", collected_at=EARLIER),
+          fare_row("duffel-old", "280.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+          fare_row("duffel-old-dear", "330.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+          fare_row("amadeus-stale", "250.00", search_id="m1", collected_at=NOW - dt.timedelta(days=2),
+                   provider="amadeus"),
+          fare_row("amadeus-eur", "240.00", search_id="m2", collected_at=EARLIER, provider="amadeus", currency="EUR"),
+          fare_row("pair-duffel", "560.00", search_id="d3", collected_at=EARLIER, provider="duffel", adults=2),
+          fare_row("qpx-new", "310.00", search_id="q2")])
+
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert [option["option_id"] for option in body["options"]] == ["qpx-new"]
+    [absent] = body["absent_providers"]
+    assert absent == {"provider": "duffel", "collected_at": EARLIER.isoformat(),
+                      "cheapest": "280.00", "currency": "USD"}
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    note = text[text.index('class="absent-providers"'):]
+    assert "Duffel, which quoted from 280.00 USD" in note[:note.index("</p>")]
+    # Once Duffel answers again, nobody is missing.
+    load([fare_row("duffel-new", "290.00", search_id="d4", provider="duffel")])
+    assert client.get("/api/fares", query_string=trip_query()).get_json()["absent_providers"] == []
+
+
 def test_one_sweep_in_two_cabins_and_two_currencies_shows_the_same_collection_every_time(client, load):
     # One sweep collected the dates in business and in economy, economy quoted by QPX in USD and by Duffel in EUR;
     # so did the sweep an hour earlier. Ties at one moment go to economy and to the first currency (EUR).

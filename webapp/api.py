@@ -57,6 +57,9 @@ def fares_document(trip: Trip, found: dict) -> dict:
             "collected_at": _iso(options[0]["collected_at"]) if options else None,
             "options_in_collection": options[0]["options_in_collection"] if options else 0,
             "options": [_option_json(row) for row in options],
+            "absent_providers": [{"provider": row["provider"], "collected_at": _iso(row["collected_at"]),
+                                  "cheapest": amount_text(row["total_amount"]), "currency": row["currency"]}
+                                 for row in found["absent_providers"]],
             "other_trips": [{**_cheapest_trip_json(row), "collected_at": _iso(row["collected_at"])}
                             for row in found["other_trips"]]}
 

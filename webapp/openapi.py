@@ -85,6 +85,12 @@ DOCUMENT = {
         "/api/fares": _trip_operation("The trip's latest collection, cheapest first", {
             "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
+            "absent_providers": {
+                "type": "array", "description": "providers that quoted the trip in the day before the collection "
+                                                "but not in it, each with its last quote",
+                "items": {"type": "object", "properties": {
+                    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
+                    "cheapest": _AMOUNT, "currency": {"type": "string"}}}},
             "other_trips": {"type": "array", "items": _CHEAPEST_TRIP}}),
         "/api/history": _trip_operation("The cheapest fare of each collection of the trip, oldest first", {
             "trip": _TRIP, "adults": {"type": "integer", "nullable": True},
