@@ -19,12 +19,16 @@ export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 
 .PHONY: setup system-deps run pipeline test dsn validate bench clean
 
-setup: $(VENV)/.installed
+setup: system-deps $(VENV)/.installed
 
-# Debian packages the tests and benches need besides Python's (Java, PostgreSQL, its JDBC driver, Chromium, wrk):
-# installed when missing, as root; otherwise the script names them and stops.
+# Debian packages besides Python's (venv, Java, PostgreSQL, its JDBC driver; Chromium for the tests, wrk for the
+# benches): installed when missing, as root; otherwise the script names them and stops. Checked before the venv is
+# made, since making it needs python3-venv.
+SYSTEM_DEPS_FOR ?= run
+test: SYSTEM_DEPS_FOR = test
+bench: SYSTEM_DEPS_FOR = bench
 system-deps:
-	@bash scripts/install-system-deps.sh
+	@bash scripts/install-system-deps.sh $(SYSTEM_DEPS_FOR)
 
 # Reinstalls only when setup.py changes, so a second `make run` starts at once.
 $(VENV)/.installed: setup.py
@@ -50,7 +54,7 @@ pipeline: setup
 
 # `make test TESTS=fare_assets_tests/test_webapp.py` runs one file.
 TESTS ?= fare_assets_tests
-test: setup $(EMR_VENV)/.installed system-deps
+test: setup $(EMR_VENV)/.installed
 	$(PY) -m pytest $(TESTS)
 
 dsn: setup
@@ -61,7 +65,7 @@ validate: setup
 	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
-bench: setup system-deps
+bench: setup
 	$(PY) bench/structuring_throughput.py
 	$(PY) bench/producer_throughput.py
 	$(PY) bench/collector_overhead.py
