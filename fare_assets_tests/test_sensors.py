@@ -5,11 +5,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster import (DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, Definitions, SensorDefinition,
+                     build_sensor_context)
 from dagster_aws.s3 import S3Resource
 from moto import mock_aws
 
-from fare_assets.definitions import structure_job
+from fare_assets.definitions import build_defs, structure_job
 from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
@@ -228,3 +229,13 @@ def test_a_lake_folder_reads_as_a_local_copy_and_is_deleted_whole(lake, tmp_path
     assert lake.resource.list_keys("exports/") == ["exports/warehouse/run-2/fares/part-00000.parquet"]
     # A download is removed with its context; the local lake's folder is read in place.
     assert not (tmp_path / "home").exists() or list((tmp_path / "home").iterdir()) == []
+
+
+def test_every_schedule_and_sensor_runs_from_the_first_deployment():
+    repository = build_defs(local_resources()).get_repository_def()
+    automations = [*repository.schedule_defs, *repository.sensor_defs]
+    assert {automation.name for automation in automations} >= {"collect_every_30_minutes", "retrain_daily",
+                                                                "failed_run_alert"}
+    assert {automation.name: automation.default_status for automation in automations} == {
+        automation.name: DefaultSensorStatus.RUNNING if isinstance(automation, SensorDefinition)
+        else DefaultScheduleStatus.RUNNING for automation in automations}

@@ -1,8 +1,8 @@
 """Streaming: collect fare quotes for the watchlist and deliver them to the lake's landing prefix."""
 import datetime as dt
 
-from dagster import (AssetExecutionContext, Config, MaterializeResult, RunConfig, ScheduleDefinition, asset,
-                     config_mapping, define_asset_job)
+from dagster import (AssetExecutionContext, Config, DefaultScheduleStatus, MaterializeResult, RunConfig,
+                     ScheduleDefinition, asset, config_mapping, define_asset_job)
 
 from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.streaming.collector import SweepStats, sweep
@@ -125,7 +125,10 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
 collect_job = define_asset_job("collect_fares", selection=[raw_fare_quotes],
                                description="One collection sweep of the watchlist (or a backfill with config).")
 # Fares move during the day; 30 minutes is the platform's collection cadence.
-collect_schedule = ScheduleDefinition(job=collect_job, cron_schedule="*/30 * * * *", name="collect_every_30_minutes")
+# Running from the first deployment, as the sensors are: a platform that collects only once someone finds the
+# switch in the UI serves stale fares meanwhile.
+collect_schedule = ScheduleDefinition(job=collect_job, cron_schedule="*/30 * * * *", name="collect_every_30_minutes",
+                                      default_status=DefaultScheduleStatus.RUNNING)
 
 
 class BackfillConfig(Config):

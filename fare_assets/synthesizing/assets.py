@@ -3,8 +3,8 @@ import datetime as dt
 
 import pandas as pd
 
-from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, MetadataValue,
-                     ScheduleDefinition, asset, define_asset_job)
+from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DefaultScheduleStatus, MaterializeResult,
+                     MetadataValue, ScheduleDefinition, asset, define_asset_job)
 
 from fare_assets.resources import LakeStorage, WarehouseResource
 from fare_assets.settings import load_settings
@@ -100,4 +100,5 @@ def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: 
 synthesize_job = define_asset_job("synthesize", selection=[buy_wait_advisor, fare_model],
                                   description="Retrain and evaluate the advisor and the fare model.")
 # Prices and the watchlist change daily; so does what the advisor should have learned.
-retrain_schedule = ScheduleDefinition(job=synthesize_job, cron_schedule="15 3 * * *", name="retrain_daily")
+retrain_schedule = ScheduleDefinition(job=synthesize_job, cron_schedule="15 3 * * *", name="retrain_daily",
+                                      default_status=DefaultScheduleStatus.RUNNING)
