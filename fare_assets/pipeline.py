@@ -17,6 +17,7 @@ from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
 from fare_assets.structuring.assets import CURATED_TABLES
+from fare_assets.structuring.spark import stop_active_spark
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.model_files import published_metrics
 
@@ -114,18 +115,24 @@ def main(argv=None) -> int:
     except services.MissingPrerequisite as missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
-    with services.Supervisor() as supervisor:
-        supervisor.start_postgres()
-        supervisor.start_market()
-        from fare_assets.definitions import defs, register_pools
+    try:
+        with services.Supervisor() as supervisor:
+            supervisor.start_postgres()
+            supervisor.start_market()
+            from fare_assets.definitions import defs, register_pools
 
-        instance = DagsterInstance.get()
-        register_pools(instance)
-        report = run_pipeline(defs, instance, settings.history_days, settings.history_every_hours)
-        print(report.summary())
-        if not args.serve:
-            return 0 if report.ok else 1
-        supervisor.serve()
+            instance = DagsterInstance.get()
+            register_pools(instance)
+            report = run_pipeline(defs, instance, settings.history_days, settings.history_every_hours)
+            print(report.summary())
+            if not args.serve:
+                return 0 if report.ok else 1
+            # The runs above left this process a Spark driver; the daemon's runs start their own.
+            stop_active_spark()
+            supervisor.serve()
+    except services.ServiceFailed as failed:
+        print(f"error: {failed}; stopped everything", file=sys.stderr)
+        return 1
     return 0
 
 

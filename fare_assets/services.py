@@ -54,10 +54,11 @@ def free_port() -> int:
 
 
 def wait_for_http(url: str, seconds: float) -> bool:
+    """Whether `url` answers 200 within `seconds` (another server's 404 on the port is not ours)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=1).status_code < 500:
+            if requests.get(url, timeout=1).status_code == 200:
                 return True
         except requests.RequestException:
             pass
@@ -65,24 +66,31 @@ def wait_for_http(url: str, seconds: float) -> bool:
     return False
 
 
+class ServiceFailed(RuntimeError):
+    """A process the supervisor started exited by itself, or never answered."""
+
+
 class Supervisor:
     """Owns the processes it starts and stops them (and the cluster it started) on exit."""
 
     def __init__(self):
         self.settings = load_settings()
-        self.processes: list[subprocess.Popen] = []
+        self.processes: dict[str, subprocess.Popen] = {}
         self.started_postgres = False
 
     def __enter__(self):
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A closed terminal (SIGHUP) or a kill stops everything too, as Ctrl-C does: the children lead their own
+        # sessions, so nothing else would stop them.
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda signum, _: sys.exit(128 + signum))
         return self
 
     def __exit__(self, *exc_info):
-        for process in reversed(self.processes):
+        for process in reversed(self.processes.values()):
             if process.poll() is None:
                 # Each child leads its own session: signal the whole group (dagster dev has children).
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
+        for process in self.processes.values():
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -94,10 +102,27 @@ class Supervisor:
             embedded_cluster().stop()
         return False
 
-    def _spawn(self, *command: str) -> subprocess.Popen:
+    def spawn(self, name: str, *command: str) -> subprocess.Popen:
+        """Start `command` as `name`, in its own session."""
         process = subprocess.Popen(list(command), cwd=PROJECT_ROOT, start_new_session=True)
-        self.processes.append(process)
+        self.processes[name] = process
         return process
+
+    def check_alive(self) -> None:
+        """Raise ServiceFailed naming a started process that has exited (a port taken, a crash)."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise ServiceFailed(f"the {name} exited with code {process.returncode} (its output above says why; "
+                                    "a port in use by another program is the usual cause)")
+
+    def wait_until_up(self, name: str, url: str, seconds: float) -> None:
+        """Wait until `url` answers 200, failing as soon as a started process exits."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if wait_for_http(url, 1):
+                return
+        raise ServiceFailed(f"the {name} did not answer at {url} within {seconds:.0f} s")
 
     def start_postgres(self) -> None:
         cluster = embedded_cluster()
@@ -109,21 +134,27 @@ class Supervisor:
         health = f"{self.settings.market_url}/healthz"
         if wait_for_http(health, 0.5):
             return
-        self._spawn(sys.executable, "-m", "fare_assets.market", "--port", str(self.settings.market_port))
-        if not wait_for_http(health, 30):
-            raise RuntimeError(f"the fare market simulator did not answer at {health}")
+        self.spawn("fare market simulator", sys.executable, "-m", "fare_assets.market",
+                   "--port", str(self.settings.market_port))
+        self.wait_until_up("fare market simulator", health, 30)
 
     def serve(self) -> None:
-        """The Dagster UI (with its daemon: schedule and sensor) and the fare page, until Ctrl-C."""
+        """The Dagster UI (with its daemon: schedules and sensors) and the fare page, until Ctrl-C."""
         dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-        self._spawn(dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
-                    "-p", str(self.settings.dagster_port))
-        self._spawn(sys.executable, "-m", "webapp")
-        wait_for_http(f"http://127.0.0.1:{self.settings.web_port}/healthz", 30)
+        self.spawn("Dagster UI", dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+                   "-p", str(self.settings.dagster_port))
+        self.spawn("fare page", sys.executable, "-m", "webapp")
+        self.wait_until_up("fare page", f"http://127.0.0.1:{self.settings.web_port}/healthz", 30)
+        self.wait_until_up("Dagster UI", f"http://127.0.0.1:{self.settings.dagster_port}/server_info", 120)
         print(f"\nDagster UI: http://127.0.0.1:{self.settings.dagster_port}\n"
               f"Fare page:  http://127.0.0.1:{self.settings.web_port}\nCtrl-C stops everything.", flush=True)
+        self.watch()
+
+    def watch(self) -> None:
+        """Until Ctrl-C; a process that exits by itself stops everything (ServiceFailed names it)."""
         try:
-            while all(process.poll() is None for process in self.processes):
+            while True:
+                self.check_alive()
                 time.sleep(1)
         except KeyboardInterrupt:
             print("\nstopping...")

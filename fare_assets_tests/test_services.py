@@ -1,0 +1,44 @@
+"""The supervisor of `make run`: a process that dies is named, a foreign server is not taken for ours."""
+import subprocess
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fare_assets.services import ServiceFailed, Supervisor, free_port, wait_for_http
+from fare_assets_tests.test_collector import serving
+
+
+class NotFound(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+def test_a_started_process_that_exits_stops_the_wait_and_is_named():
+    supervisor = Supervisor()
+    supervisor.spawn("fare page", sys.executable, "-c", "import sys; sys.exit(3)")
+    supervisor.processes["fare page"].wait(timeout=30)
+    # Nothing listens on the port: without the check the wait would last its 30 seconds.
+    with pytest.raises(ServiceFailed, match=r"the fare page exited with code 3 .*a port in use"):
+        supervisor.wait_until_up("fare page", f"http://127.0.0.1:{free_port()}/healthz", 30)
+    with pytest.raises(ServiceFailed, match="the fare page exited with code 3"):
+        supervisor.watch()
+
+
+def test_another_server_on_the_port_is_not_taken_for_the_service():
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), NotFound)) as server:
+        assert not wait_for_http(f"http://127.0.0.1:{server.server_address[1]}/healthz", 0.5)
+
+
+def test_the_pipelines_spark_driver_is_stopped_before_serving():
+    script = ("from fare_assets.structuring.spark import local_spark_session, stop_active_spark\n"
+              "from pyspark import SparkContext\n"
+              "local_spark_session('supervised')\n"
+              "print(stop_active_spark(), SparkContext._active_spark_context is None, stop_active_spark())\n")
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert output.stdout.split() == ["True", "True", "False"]
