@@ -76,6 +76,9 @@ bench: setup
 	$(PY) bench/fare_page_load.py
 	$(PY) bench/advisor_evaluation.py
 
+# The cluster's files may sit outside FARES_HOME (as root, when the postgres user cannot reach the project): destroy
+# follows its link.
 clean:
-	-$(PY) -m fare_assets.storing.postgres stop
-	rm -rf .fares
+	@case "$(FARES_HOME)" in ""|/|"$$HOME") echo "refusing to delete FARES_HOME=$(FARES_HOME)" >&2; exit 1;; esac
+	-$(PY) -m fare_assets.storing.postgres destroy
+	rm -rf "$(FARES_HOME)"

@@ -23,8 +23,11 @@ SUPERUSER = "fares"
 WAREHOUSE_DB = "fares"
 DAGSTER_DB = "dagster"
 READONLY_ROLE = "fares_web"
-BIN_CANDIDATES = [Path(p) for p in ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
-                                    "/usr/lib/postgresql/15/bin", "/usr/local/pgsql/bin")]
+# Debian's layout, newest major version first, then a source build's default prefix.
+BIN_CANDIDATES = [*sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                          key=lambda folder: int(folder.parent.name) if folder.parent.name.isdigit() else 0,
+                          reverse=True),
+                  Path("/usr/local/pgsql/bin")]
 INSTALL_HINT = "install the PostgreSQL server binaries: `apt-get install -y postgresql` (Debian/Ubuntu)"
 # Where a root-run cluster goes when the postgres user cannot reach the project folder.
 ROOT_FALLBACK = Path("/var/tmp/fares-pg")
@@ -138,7 +141,7 @@ class EmbeddedPostgres:
             self._run("pg_ctl", "stop", "-D", str(self.data_dir.resolve()), "-m", "fast", "-w")
 
     def destroy(self) -> None:
-        """Stop the cluster and delete its files (tests)."""
+        """Stop the cluster and delete its files, wherever they are (`make clean`, tests)."""
         self.stop()
         cluster = self.data_dir.resolve()
         if self.data_dir.is_symlink():
@@ -172,7 +175,7 @@ def embedded_cluster() -> EmbeddedPostgres:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Manage the embedded PostgreSQL cluster.")
-    parser.add_argument("action", choices=["start", "stop", "status", "dsn"])
+    parser.add_argument("action", choices=["start", "stop", "status", "dsn", "destroy"])
     args = parser.parse_args(argv)
     try:
         cluster = embedded_cluster()
@@ -180,6 +183,8 @@ def main(argv=None) -> int:
             print(cluster.start())
         elif args.action == "stop":
             cluster.stop()
+        elif args.action == "destroy":
+            cluster.destroy()
         elif args.action == "status":
             print("running" if cluster.running() else "stopped")
         else:
