@@ -204,8 +204,12 @@ class S3LakeResource(LakeStorage):
 
 
 def s3_lake_resource() -> S3LakeResource:
-    """The S3 lake in bucket FARES_S3_BUCKET (default fares-lake), AWS credentials from the environment."""
-    return S3LakeResource(bucket=FirehoseTarget.from_env().bucket, s3=S3Resource())
+    """The S3 lake in bucket FARES_S3_BUCKET (default fares-lake), AWS credentials from the environment.
+
+    In the region the stream is created and written in (and EMR runs in, which follows the S3 client's).
+    """
+    target = FirehoseTarget.from_env()
+    return S3LakeResource(bucket=target.bucket, s3=S3Resource(region_name=target.region))
 
 
 class WarehouseResource(ConfigurableResource):

@@ -21,6 +21,7 @@ from fare_assets.storing.lake import landing_hour_of_key
 from fare_assets.streaming.aws_setup import PLACEHOLDER_ROLE_ARN, setup
 from fare_assets.streaming.firehose import (MAX_BATCH_BYTES, MAX_RECORD_BYTES, Backoff, FirehoseDeliveryStream,
                                             FirehoseTarget, plan_batches)
+from fare_assets.resources import s3_lake_resource
 from fare_assets.services import free_port
 
 STREAM, BUCKET = "fares-raw", "fares-lake"
@@ -353,3 +354,17 @@ def test_delivery_across_a_real_http_boundary_to_a_moto_server(aws_env, tmp_path
     finally:
         server.stop()
 
+
+
+def test_the_stream_and_the_lake_take_the_profiles_region_when_no_variable_names_one(aws_env, tmp_path, monkeypatch):
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    lake = s3_lake_resource()
+    assert FirehoseTarget.from_env().region == lake.s3.region_name == "eu-west-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-southeast-2")
+    assert FirehoseTarget.from_env().region == s3_lake_resource().s3.region_name == "ap-southeast-2"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert FirehoseTarget.from_env().region == "us-east-1"

@@ -1,7 +1,7 @@
 """Create the AWS side of streaming, idempotently: the lake bucket (with its expiry rules) and the Firehose delivery stream.
 
 Run `python -m fare_assets.streaming.aws_setup`. Names come from FARES_S3_BUCKET, FARES_FIREHOSE_STREAM,
-FARES_FIREHOSE_ROLE_ARN (the role Firehose assumes to write the bucket) and AWS_DEFAULT_REGION;
+FARES_FIREHOSE_ROLE_ARN (the role Firehose assumes to write the bucket) and the region (AWS_DEFAULT_REGION, else the profile's, else us-east-1);
 boto3 honours AWS_ENDPOINT_URL itself, so the same run works against a moto server. It prints a
 JSON report holding the policies the roles need. A second run changes nothing.
 """

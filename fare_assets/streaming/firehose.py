@@ -63,10 +63,11 @@ class FirehoseTarget:
 
     @classmethod
     def from_env(cls) -> "FirehoseTarget":
-        """FARES_FIREHOSE_STREAM, FARES_S3_BUCKET and AWS_DEFAULT_REGION, or the defaults."""
+        """FARES_FIREHOSE_STREAM, FARES_S3_BUCKET and boto3's region (AWS_DEFAULT_REGION, else the profile's), or the
+        defaults."""
         return cls(os.environ.get("FARES_FIREHOSE_STREAM", DEFAULT_STREAM),
                    os.environ.get("FARES_S3_BUCKET", DEFAULT_BUCKET),
-                   os.environ.get("AWS_DEFAULT_REGION", DEFAULT_REGION))
+                   boto3.session.Session().region_name or DEFAULT_REGION)
 
 
 @dataclass(frozen=True)
