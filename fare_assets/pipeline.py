@@ -110,6 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--serve", action="store_true", help="then serve the Dagster UI and the fare page")
     args = parser.parse_args(argv)
     settings = load_settings()
+    if settings.env != "local":
+        # It starts the local services, replays history on the simulator's clock (a real provider would answer
+        # today's fares for every replayed day) and counts rows in a lake folder.
+        print(f"error: `make run` and `make pipeline` run the local set, not FARES_ENV={settings.env}: deploy the code "
+              "location (workspace.yaml) to a Dagster instance instead; see README, Two environments", file=sys.stderr)
+        return 2
     try:
         services.check_prerequisites()
     except services.MissingPrerequisite as missing:

@@ -5,6 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from fare_assets import pipeline
 from fare_assets.services import ServiceFailed, Supervisor, free_port, wait_for_http
 from fare_assets_tests.test_collector import serving
 
@@ -42,3 +43,9 @@ def test_the_pipelines_spark_driver_is_stopped_before_serving():
               "print(stop_active_spark(), SparkContext._active_spark_context is None, stop_active_spark())\n")
     output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert output.stdout.split() == ["True", "True", "False"]
+
+
+def test_make_run_refuses_the_aws_set_before_starting_anything(monkeypatch, capsys):
+    monkeypatch.setenv("FARES_ENV", "aws")
+    assert pipeline.main([]) == 2
+    assert "not FARES_ENV=aws" in capsys.readouterr().err
