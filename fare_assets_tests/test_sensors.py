@@ -7,11 +7,13 @@ import boto3
 import pytest
 from dagster import (DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, Definitions, SensorDefinition,
                      build_sensor_context)
+from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.s3 import S3Resource
 from moto import mock_aws
 
 from fare_assets.definitions import build_defs, structure_job
 from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
+from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
@@ -239,3 +241,11 @@ def test_every_schedule_and_sensor_runs_from_the_first_deployment():
     assert {automation.name: automation.default_status for automation in automations} == {
         automation.name: DefaultSensorStatus.RUNNING if isinstance(automation, SensorDefinition)
         else DefaultScheduleStatus.RUNNING for automation in automations}
+
+
+def test_the_instance_purges_old_ticks_and_its_config_is_valid(monkeypatch):
+    for name in ("FARES_DAGSTER_PG_URL", "FARES_DAGSTER_ARTIFACTS", "FARES_DAGSTER_COMPUTE_LOGS"):
+        monkeypatch.setenv(name, "postgresql://fares@127.0.0.1:9/dagster" if name.endswith("URL") else "/tmp/x")
+    config, _ = dagster_instance_config(str(PROJECT_ROOT))
+    assert config["retention"] == {"schedule": {"purge_after_days": 90},
+                                   "sensor": {"purge_after_days": {"skipped": 7, "failure": 90, "success": 90}}}
