@@ -171,6 +171,7 @@ def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_qu
     body = client.get("/api/fares", query_string=trip_query()).get_json()
     assert [option["option_id"] for option in body["options"]] == ["qpx-new"]
     [absent] = body["absent_providers"]
+    assert body["other_currency_quotes"] == []
     assert absent == {"provider": "duffel", "collected_at": EARLIER.isoformat(),
                       "cheapest": "280.00", "currency": "USD"}
     text = page_text(client.get("/fares", query_string=trip_query()))
@@ -179,6 +180,23 @@ def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_qu
     # Once Duffel answers again, nobody is missing.
     load([fare_row("duffel-new", "290.00", search_id="d4", provider="duffel")])
     assert client.get("/api/fares", query_string=trip_query()).get_json()["absent_providers"] == []
+
+
+def test_a_quote_in_another_currency_at_the_same_moment_is_named_beside_the_options(client, load):
+    # QPX has quoted the trip in USD for a while; Duffel, whose account quotes in EUR, joins in the newest sweep.
+    load([fare_row("qpx-old", "300.00", search_id="q1", collected_at=EARLIER),
+          fare_row("qpx-new", "310.00", search_id="q2"),
+          fare_row("qpx-new-dear", "390.00", search_id="q2"),
+          fare_row("duffel-eur", "280.00", search_id="d2", provider="duffel", currency="EUR")])
+
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert [option["option_id"] for option in body["options"]] == ["duffel-eur"]
+    assert [(quote["provider"], quote["cheapest"], quote["currency"]) for quote in body["other_currency_quotes"]] == [
+        ("qpx", "310.00", "USD")]
+    assert body["absent_providers"] == []
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    note = text[text.index('class="other-currencies"'):]
+    assert "QPX Express from 310.00 USD" in note[:note.index("</p>")]
 
 
 def test_one_sweep_in_two_cabins_and_two_currencies_shows_the_same_collection_every_time(client, load):

@@ -50,6 +50,11 @@ def _cheapest_trip_json(row: dict) -> dict:
             "url": url_for("api.trip_fares", **trip_params(row))}
 
 
+def _provider_quote_json(row: dict) -> dict:
+    return {"provider": row["provider"], "collected_at": _iso(row["collected_at"]),
+            "cheapest": amount_text(row["total_amount"]), "currency": row["currency"]}
+
+
 def fares_document(trip: Trip, found: dict) -> dict:
     """/api/fares for the trip, from what queries.fares_for_trip found."""
     options = found["options"]
@@ -57,9 +62,8 @@ def fares_document(trip: Trip, found: dict) -> dict:
             "collected_at": _iso(options[0]["collected_at"]) if options else None,
             "options_in_collection": options[0]["options_in_collection"] if options else 0,
             "options": [_option_json(row) for row in options],
-            "absent_providers": [{"provider": row["provider"], "collected_at": _iso(row["collected_at"]),
-                                  "cheapest": amount_text(row["total_amount"]), "currency": row["currency"]}
-                                 for row in found["absent_providers"]],
+            "absent_providers": [_provider_quote_json(row) for row in found["absent_providers"]],
+            "other_currency_quotes": [_provider_quote_json(row) for row in found["other_currency_quotes"]],
             "other_trips": [{**_cheapest_trip_json(row), "collected_at": _iso(row["collected_at"])}
                             for row in found["other_trips"]]}
 

@@ -46,6 +46,9 @@ _CHEAPEST_TRIP = {"type": "object", "properties": {
     "depart": _DATE, "return": _DATE, "adults": {"type": "integer"}, "children": {"type": "integer"},
     "cabin": {"type": "string"}, "total": _AMOUNT, "currency": {"type": "string"}, "url": {"type": "string"},
     "collected_at": {"type": "string", "format": "date-time"}}}
+_PROVIDER_QUOTE = {"type": "object", "properties": {
+    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
+    "currency": {"type": "string"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "level": {"type": "string", "enum": ["low", "typical", "high", "unknown"]},
     "percentile": {"type": "integer", "nullable": True},
@@ -85,12 +88,12 @@ DOCUMENT = {
         "/api/fares": _trip_operation("The trip's latest collection, cheapest first", {
             "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
-            "absent_providers": {
-                "type": "array", "description": "providers that quoted the trip in the day before the collection "
-                                                "but not in it, each with its last quote",
-                "items": {"type": "object", "properties": {
-                    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
-                    "cheapest": _AMOUNT, "currency": {"type": "string"}}}},
+            "absent_providers": {"type": "array", "items": _PROVIDER_QUOTE,
+                                 "description": "providers that quoted the trip in the collection's currency in the "
+                                                "day before it but not in it, each with its last quote"},
+            "other_currency_quotes": {"type": "array", "items": _PROVIDER_QUOTE,
+                                      "description": "providers that quoted the trip at the collection's moment in "
+                                                     "another currency (not ranked with the options)"},
             "other_trips": {"type": "array", "items": _CHEAPEST_TRIP}}),
         "/api/history": _trip_operation("The cheapest fare of each collection of the trip, oldest first", {
             "trip": _TRIP, "adults": {"type": "integer", "nullable": True},

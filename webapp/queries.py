@@ -158,37 +158,43 @@ def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> l
 # sweeps and a daily replay's, and a provider dropped from the watchlist stops being named after a day.
 ABSENT_PROVIDER_WINDOW = dt.timedelta(days=1)
 
-# Each provider's newest collection of the trip (party, cabin, currency) from `since` to the shown collection, with
+# Each provider's newest quote of the trip (party and cabin) per currency, from `since` to the shown collection, with
 # its cheapest total: one range of the trip index per table.
 _PROVIDERS_NEWEST = """
-SELECT DISTINCT ON (provider) provider, collected_at, total_amount, currency
+SELECT DISTINCT ON (provider, currency) provider, currency, collected_at, total_amount
 FROM ({rows}) AS recent
-ORDER BY provider, collected_at DESC, total_amount"""
-_PROVIDER_ROWS = ("SELECT provider, collected_at, total_amount, currency FROM {table} WHERE" + _TRIP_MATCH + """
+ORDER BY provider, currency, collected_at DESC, total_amount"""
+_PROVIDER_ROWS = ("SELECT provider, currency, collected_at, total_amount FROM {table} WHERE" + _TRIP_MATCH + """
     AND (adults, children, cabin) IS NOT DISTINCT FROM (%(adults)s::int, %(children)s::int, %(cabin)s::text)
-    AND currency = %(currency)s AND collected_at BETWEEN %(since)s AND %(shown_at)s""")
+    AND collected_at BETWEEN %(since)s AND %(shown_at)s""")
 
 
-def absent_providers(conn: psycopg.Connection, trip: Trip, shown: dict) -> list[dict]:
-    """Providers that quoted the trip in the day before the shown collection (an option of it) but not in it.
+def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
+    """What the shown collection (an option of it) leaves out: `absent`, providers that quoted the trip in its currency
+    in the day before but not in it, and `other_currencies`, providers that quoted it at that moment in another.
 
     A provider whose call failed in a sweep, or that had nothing for the dates then, is missing from that collection:
     if it is usually the cheaper, the collection's cheapest looks like a rise. The page names it, with its last quote,
-    rather than mixing a quote nobody confirmed at the shown moment into the collection.
+    rather than mixing a quote nobody confirmed at the shown moment into the collection. A quote in another currency
+    cannot be ranked with the options without exchange rates, so it is named beside them.
     """
-    params = {**_trip_params(trip, shown["currency"]), "adults": shown["adults"], "children": shown["children"],
-              "cabin": shown["cabin"], "shown_at": shown["collected_at"],
-              "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
+    params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
+              "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
     rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_each_table(_PROVIDER_ROWS)), params).fetchall()
-    return [row for row in rows if row["collected_at"] < shown["collected_at"]]
+    same_currency = [row for row in rows if row["currency"] == shown["currency"]]
+    return {"absent": [row for row in same_currency if row["collected_at"] < shown["collected_at"]],
+            "other_currencies": sorted((row for row in rows if row["currency"] != shown["currency"]
+                                        and row["collected_at"] == shown["collected_at"]),
+                                       key=lambda row: (row["currency"], row["total_amount"]))}
 
 
 def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
-    """The trip's cheapest options now and the providers missing from them, or the route's other collected trips."""
+    """The trip's cheapest options now and what they leave out, or the route's other collected trips."""
     options = cheapest_options_now(conn, trip)
     other_trips = [] if options else upcoming_trips_on_route(conn, trip.origin, trip.destination, today)
-    absent = absent_providers(conn, trip, options[0]) if options else []
-    return {"options": options, "absent_providers": absent, "other_trips": other_trips}
+    left_out = provider_quotes(conn, trip, options[0]) if options else {"absent": [], "other_currencies": []}
+    return {"options": options, "absent_providers": left_out["absent"],
+            "other_currency_quotes": left_out["other_currencies"], "other_trips": other_trips}
 
 
 def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[dict]]:
