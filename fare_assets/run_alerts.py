@@ -9,17 +9,20 @@ for an hour delays the alert instead of losing it. Dagster's run-failure sensor 
 went out or not, hence a plain sensor that reads the run-failure events itself.
 """
 import json
+import time
 
 from dagster import (DagsterEventType, DagsterInstance, DefaultSensorStatus, RunStatusChangeRecordsFilter,
                      SensorEvaluationContext, SkipReason, sensor)
 
 from fare_assets.streaming.notify import NO_CHANNEL, Alert, alert_settings_from_env, run_failure_alert, send_waiting
 
-# Failure events read per tick, and alerts sent per tick: a tick must end within the daemon's 60 s.
+# Failure events read per tick, and how long a tick starts sends for: the daemon gives a tick 60 s, and a tick that
+# overruns loses its cursor, and with it which alerts it sent.
 FAILURES_PER_TICK = 100
-SENDS_PER_TICK = 10
-# Alerts kept waiting for a channel that is down; beyond, the oldest is given up (and the tick's log says so). A
-# channel that never works (a wrong webhook URL) would otherwise grow the cursor with every failed run.
+SENDING_SECONDS = 30
+# An alert that no channel took within a day is given up (the tick's log says so), and at most this many wait: new
+# failures are read only as room frees up, so a burst is sent late rather than dropped.
+MAX_WAIT_SECONDS = 24 * 3600
 MAX_WAITING = 200
 
 # The tags Dagster gives a run of one partition, and of a range of partitions (a single-run backfill).
@@ -56,11 +59,30 @@ def run_alert(instance: DagsterInstance, run_id: str) -> Alert | None:
     return run_failure_alert(run.job_name, run_id, message, step_errors, run_partitions(run.tags))
 
 
-def _failures_after(instance: DagsterInstance, storage_id: int):
+def _failures_after(instance: DagsterInstance, storage_id: int, limit: int):
     """The run-failure event records after `storage_id`, oldest first."""
     return instance.fetch_run_status_changes(
         RunStatusChangeRecordsFilter(DagsterEventType.RUN_FAILURE, after_storage_id=storage_id),
-        limit=FAILURES_PER_TICK, ascending=True).records
+        limit=limit, ascending=True).records
+
+
+def _newest_failure_id(instance: DagsterInstance) -> int:
+    newest = instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, limit=1).records
+    return newest[0].storage_id if newest else 0
+
+
+def cursor_state(cursor: str | None) -> dict | None:
+    """The sensor's state in its cursor: {"after": a storage id, "waiting": {run id: {"sent", "since"}}}; None to start
+    afresh. The cursor of the run-failure sensor this replaced (2026-12-05) goes on from its last failure."""
+    try:
+        state = json.loads(cursor) if cursor else None
+    except ValueError:
+        return None
+    if not isinstance(state, dict):
+        return None
+    if isinstance(state.get("after"), int) and isinstance(state.get("waiting"), dict):
+        return state
+    return {"after": state["record_id"], "waiting": {}} if isinstance(state.get("record_id"), int) else None
 
 
 # Running by default: it only sends when a channel is configured, and a stopped alert is a silent one. It watches
@@ -68,27 +90,34 @@ def _failures_after(instance: DagsterInstance, storage_id: int):
 @sensor(name="failed_run_alert", default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=60,
         description="Email / webhook alert when any run fails (FARES_ALERT_*); kept until every channel took it.")
 def failed_run_alert(context: SensorEvaluationContext):
-    """Queue each new failed run's alert for every channel, then send what waits; the cursor keeps what is unsent."""
-    state = json.loads(context.cursor) if context.cursor else {}
-    if "after" not in state:
-        # The first tick (or a cursor of the run-failure sensor this replaced) starts at the newest failure:
-        # runs that failed before the sensor ran are not news.
-        newest = context.instance.fetch_run_status_changes(DagsterEventType.RUN_FAILURE, limit=1).records
-        context.update_cursor(json.dumps({"after": newest[0].storage_id if newest else 0, "waiting": {}}))
+    """Queue each new failed run's alert, then send what waits; the cursor keeps what is unsent."""
+    instance = context.instance
+    state = cursor_state(context.cursor)
+    if state is None:
+        # Runs that failed before the sensor first ran are not news.
+        context.update_cursor(json.dumps({"after": _newest_failure_id(instance), "waiting": {}}))
         return SkipReason("started: alerts on runs that fail from now on")
     settings = alert_settings_from_env()
-    failures = _failures_after(context.instance, state["after"])
-    waiting: dict[str, list[str]] = state["waiting"]
+    waiting: dict[str, dict] = state["waiting"]
+    if not settings.channels:
+        # A run that fails while no channel is configured is not alerted later; what already waits keeps waiting.
+        context.update_cursor(json.dumps({"after": max(state["after"], _newest_failure_id(instance)),
+                                          "waiting": waiting}))
+        return SkipReason(NO_CHANNEL)
+    now = time.time()
+    for run_id, entry in list(waiting.items()):
+        if now - entry["since"] > MAX_WAIT_SECONDS:
+            missing = ", ".join(channel for channel in settings.channels if channel not in entry["sent"])
+            context.log.error(f"alert for run {run_id} given up: {missing} did not take it within a day")
+            del waiting[run_id]
+    room = min(FAILURES_PER_TICK, MAX_WAITING - len(waiting))
+    failures = _failures_after(instance, state["after"], room) if room > 0 else []
     for record in failures:
-        waiting.setdefault(record.event_log_entry.run_id, list(settings.channels))
-    for run_id in list(waiting)[:max(0, len(waiting) - MAX_WAITING)]:
-        context.log.error(f"alert for run {run_id} given up: {MAX_WAITING} newer alerts wait for a channel")
-        del waiting[run_id]
-    down = send_waiting(waiting, settings, lambda run_id: run_alert(context.instance, run_id), SENDS_PER_TICK)
+        waiting.setdefault(record.event_log_entry.run_id, {"sent": [], "since": now})
+    down = send_waiting(waiting, settings, lambda run_id: run_alert(instance, run_id),
+                        time.monotonic() + SENDING_SECONDS)
     context.update_cursor(json.dumps({"after": failures[-1].storage_id if failures else state["after"],
                                       "waiting": waiting}))
-    if not settings.channels:
-        return SkipReason(NO_CHANNEL)
     if down:
         # A failed tick would drop the cursor, and with it which channels already took each alert: the tick is
         # skipped with the reason instead, and its log carries the error.
@@ -96,5 +125,5 @@ def failed_run_alert(context: SensorEvaluationContext):
         context.log.error(f"alerts not sent ({problems}); {len(waiting)} wait for the next tick")
         return SkipReason(f"{len(waiting)} alert(s) wait: {problems}")
     if waiting:
-        return SkipReason(f"{len(waiting)} alert(s) wait for the next tick ({SENDS_PER_TICK} are sent per tick)")
+        return SkipReason(f"{len(waiting)} alert(s) wait for the next tick")
     return SkipReason(f"{len(failures)} new failed run(s); no alert waiting")

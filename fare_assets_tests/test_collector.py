@@ -15,7 +15,8 @@ from dagster import DagsterInstance, Definitions, build_sensor_context
 
 from fare_assets.definitions import build_defs
 from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
-from fare_assets.run_alerts import failed_run_alert, run_partitions
+from fare_assets import run_alerts
+from fare_assets.run_alerts import cursor_state, failed_run_alert, run_partitions
 from fare_assets.storing.lake import RAW_PREFIX
 from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes, replay_times
 from fare_assets.streaming.collector import sweep
@@ -607,15 +608,58 @@ def test_an_alert_waits_for_the_channel_that_was_down_and_only_for_it(tmp_path, 
     assert settled == "0 new failed run(s); no alert waiting"
 
 
-def test_waiting_alerts_are_sent_a_few_per_call_and_dropped_once_nothing_can_take_them():
+def test_an_alert_that_reached_nobody_goes_to_the_channel_configured_next(tmp_path, alert_env):
+    with DagsterInstance.ephemeral() as instance, serving(SmtpSink()) as sink, webhook(status=503) as receiver:
+        alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        _, cursor = alert_tick(instance)
+        run_id = failing_backfill(tmp_path, instance).run_id
+        _, cursor = alert_tick(instance, cursor)
+        # The operator gives up on the webhook and configures mail instead.
+        alert_env.delenv("FARES_ALERT_WEBHOOK_URL")
+        alert_env.setenv("FARES_ALERT_SMTP_HOST", "127.0.0.1")
+        alert_env.setenv("FARES_ALERT_SMTP_PORT", str(sink.server_address[1]))
+        alert_env.setenv("FARES_ALERT_SMTP_FROM", "fares@example.org")
+        alert_env.setenv("FARES_ALERT_SMTP_TO", "ops@example.org")
+        settled, cursor = alert_tick(instance, cursor)
+    assert [payload["run_id"] for payload in receiver.payloads] == [run_id]
+    assert [message["Subject"].split()[3] for _, message in sink.messages] == [run_id[:8]]
+    assert settled == "0 new failed run(s); no alert waiting"
+
+
+def test_a_burst_of_failures_waits_to_be_read_rather_than_being_given_up(tmp_path, alert_env, monkeypatch):
+    monkeypatch.setattr(run_alerts, "MAX_WAITING", 1)
+    with DagsterInstance.ephemeral() as instance, webhook(status=503) as receiver:
+        alert_env.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        _, cursor = alert_tick(instance)
+        runs = [failing_backfill(tmp_path, instance).run_id for _ in range(2)]
+        _, cursor = alert_tick(instance, cursor)
+        receiver.status = 204
+        for _ in range(2):
+            _, cursor = alert_tick(instance, cursor)
+    # One alert fits in the queue: the second run is read once the first alert has gone, and is not lost.
+    assert [payload["run_id"] for payload in receiver.payloads] == [runs[0], runs[0], runs[1]]
+    assert json.loads(cursor)["waiting"] == {}
+
+
+def test_waiting_alerts_go_to_the_channels_that_have_not_taken_them_until_the_deadline():
     with webhook() as receiver:
         settings = AlertSettings(webhook_url=url_of(receiver))
-        waiting = {"deleted": ["webhook"], "a": ["webhook"], "b": ["email", "webhook"], "c": ["webhook"]}
+        waiting = {key: {"sent": sent, "since": 0} for key, sent in (
+            ("deleted", []), ("a", []), ("b", ["email"]), ("taken", ["webhook"]), ("c", []))}
         alerts = {key: run_failure_alert("collect_fares", key, "failed", []) for key in "abc"}
-        down = send_waiting(waiting, settings, alerts.get, limit=2)
-    # A run deleted since is dropped, email (not configured) is dropped, and the third alert waits for the next call.
-    assert down == {} and waiting == {"c": ["webhook"]}
-    assert [payload["run_id"] for payload in receiver.payloads] == ["a", "b"]
+        clock = iter([0, 1, 2, 3])
+        down = send_waiting(waiting, settings, alerts.get, deadline=2.5, clock=lambda: next(clock))
+        failing = send_waiting(waiting, settings, lambda key: 1 / 0, deadline=float("inf"))
+    # A deleted run is dropped, so is an alert every configured channel took; the clock passes the deadline at "c".
+    assert down == {} and [payload["run_id"] for payload in receiver.payloads] == ["a", "b"]
+    assert failing == {"building alerts": "ZeroDivisionError"} and waiting == {"c": {"sent": [], "since": 0}}
+
+
+def test_the_alert_cursor_goes_on_from_the_run_failure_sensors_and_restarts_from_anything_else():
+    old = '{"__class__": "RunStatusSensorCursor", "record_id": 12, "record_timestamp": null, "update_timestamp": null}'
+    assert cursor_state(old) == {"after": 12, "waiting": {}}
+    assert cursor_state('{"after": 3, "waiting": {}}') == {"after": 3, "waiting": {}}
+    assert [cursor_state(cursor) for cursor in (None, "0", "not json", '{"after": "3"}')] == [None] * 4
 
 
 def test_a_failed_run_of_any_job_is_alerted_by_the_sensors_own_tick(tmp_path, alert_env):

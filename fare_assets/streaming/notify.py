@@ -7,6 +7,7 @@ URL (which often carries a token) ever appear in an error message.
 import os
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -183,32 +184,39 @@ def send_alert(alert: Alert, settings: AlertSettings, channels: list[str] | None
     return outcome
 
 
-def send_waiting(waiting: dict[str, list[str]], settings: AlertSettings, alert_for: Callable[[str], Alert | None],
-                 limit: int) -> dict[str, str]:
-    """Send waiting alerts (key -> channels still to take it, oldest first) and keep in `waiting` what is still due.
+def send_waiting(waiting: dict[str, dict], settings: AlertSettings, alert_for: Callable[[str], Alert | None],
+                 deadline: float, clock: Callable[[], float] = time.monotonic) -> dict[str, str]:
+    """Send waiting alerts to every configured channel that has not taken them, oldest first, and drop those that
+    every configured channel has taken. `waiting` maps a key to {"sent": channels that took it, "since": epoch
+    seconds it was queued}; it is updated in place.
 
-    At most `limit` alerts are sent per call, and a channel that fails is not tried again in the same call: a
-    mail server that is down would otherwise cost its timeout once per waiting alert. A channel no longer
-    configured is dropped, and so is a key whose alert cannot be built any more (`alert_for` gives None).
-    Returns channel -> problem for the channels that failed.
+    No alert is started after `deadline` (on `clock`), and a channel that fails is not tried again in the same call:
+    a mail server that is down would otherwise cost its timeout once per waiting alert. A key whose alert cannot be
+    built any more (`alert_for` gives None) is dropped; one that fails to build stops the call, what was sent kept.
+    Returns what failed: channel -> problem.
     """
     down: dict[str, str] = {}
-    sent = 0
     for key in list(waiting):
-        wanted = [channel for channel in waiting[key] if channel in settings.channels]
-        trying = [channel for channel in wanted if channel not in down]
-        outcome: dict[str, str | None] = {}
-        if trying:
-            if sent == limit:
-                break
+        due = [channel for channel in settings.channels if channel not in waiting[key]["sent"]]
+        if not due:
+            del waiting[key]
+            continue
+        trying = [channel for channel in due if channel not in down]
+        if not trying:
+            continue
+        if clock() > deadline:
+            break
+        try:
             alert = alert_for(key)
-            if alert is None:
-                del waiting[key]
-                continue
-            outcome = send_alert(alert, settings, trying)
-            sent += 1
-            down.update({channel: problem for channel, problem in outcome.items() if problem})
-        waiting[key] = [channel for channel in wanted if outcome.get(channel, "not tried") is not None]
-        if not waiting[key]:
+        except Exception as error:
+            down["building alerts"] = _problem(error)
+            break
+        if alert is None:
+            del waiting[key]
+            continue
+        outcome = send_alert(alert, settings, trying)
+        down.update({channel: problem for channel, problem in outcome.items() if problem})
+        waiting[key]["sent"] += [channel for channel, problem in outcome.items() if problem is None]
+        if all(channel in waiting[key]["sent"] for channel in settings.channels):
             del waiting[key]
     return down
