@@ -5,6 +5,7 @@ instance (so the UI shows them), then prints rows per table and the model's scor
 """
 import argparse
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 
@@ -17,7 +18,6 @@ from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
 from fare_assets.structuring.assets import CURATED_TABLES
-from fare_assets.structuring.spark import stop_active_spark
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.model_files import published_metrics
 
@@ -125,21 +125,23 @@ def main(argv=None) -> int:
         with services.Supervisor() as supervisor:
             supervisor.start_postgres()
             supervisor.start_market()
+            if args.serve:
+                # The pipeline runs in a process of its own (which finds the services running and leaves them so):
+                # its Spark driver's JVM would otherwise stay beside the served processes, idle, for as long as they
+                # run. Its summary is printed either way, and the platform is served either way.
+                subprocess.run([sys.executable, "-m", "fare_assets.pipeline"], check=False)
+                supervisor.serve()
+                return 0
             from fare_assets.definitions import defs, register_pools
 
             instance = DagsterInstance.get()
             register_pools(instance)
             report = run_pipeline(defs, instance, settings.history_days, settings.history_every_hours)
             print(report.summary())
-            if not args.serve:
-                return 0 if report.ok else 1
-            # The runs above left this process a Spark driver; the daemon's runs start their own.
-            stop_active_spark()
-            supervisor.serve()
+            return 0 if report.ok else 1
     except services.ServiceFailed as failed:
         print(f"error: {failed}; stopped everything", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ class Supervisor:
         return self
 
     def __exit__(self, *exc_info):
+        # A second Ctrl-C or a closed terminal while stopping must not cut the stopping short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         for process in reversed(self.processes.values()):
             if process.poll() is None:
                 # Each child leads its own session: signal the whole group (dagster dev has children).

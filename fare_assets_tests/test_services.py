@@ -1,5 +1,4 @@
 """The supervisor of `make run`: a process that dies is named, a foreign server is not taken for ours."""
-import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -34,15 +33,6 @@ def test_a_started_process_that_exits_stops_the_wait_and_is_named():
 def test_another_server_on_the_port_is_not_taken_for_the_service():
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), NotFound)) as server:
         assert not wait_for_http(f"http://127.0.0.1:{server.server_address[1]}/healthz", 0.5)
-
-
-def test_the_pipelines_spark_driver_is_stopped_before_serving():
-    script = ("from fare_assets.structuring.spark import local_spark_session, stop_active_spark\n"
-              "from pyspark import SparkContext\n"
-              "local_spark_session('supervised')\n"
-              "print(stop_active_spark(), SparkContext._active_spark_context is None, stop_active_spark())\n")
-    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
-    assert output.stdout.split() == ["True", "True", "False"]
 
 
 def test_make_run_refuses_the_aws_set_before_starting_anything(monkeypatch, capsys):

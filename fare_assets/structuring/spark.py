@@ -54,14 +54,3 @@ def local_spark_session(app_name: str = "fares"):
     for key, value in local_spark_conf().items():
         builder = builder.config(key, value)
     return builder.getOrCreate()
-
-
-def stop_active_spark() -> bool:
-    """Stop this thread's active Spark session, if any, so its driver gives back its memory; whether there was one."""
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.getActiveSession()
-    if session is None:
-        return False
-    session.stop()
-    return True
