@@ -24,11 +24,9 @@ setup: system-deps $(VENV)/.installed
 # Debian packages besides Python's (venv, Java, PostgreSQL, its JDBC driver; Chromium for the tests, wrk for the
 # benches): installed when missing, as root; otherwise the script names them and stops. Checked before the venv is
 # made, since making it needs python3-venv.
-SYSTEM_DEPS_FOR ?= run
-test: SYSTEM_DEPS_FOR = test
-bench: SYSTEM_DEPS_FOR = bench
+# Checked once per make, for every goal given (`make run test` checks the tests' packages too).
 system-deps:
-	@bash scripts/install-system-deps.sh $(SYSTEM_DEPS_FOR)
+	@PYTHON=$(PYTHON) bash scripts/install-system-deps.sh $(filter test bench,$(MAKECMDGOALS))
 
 # Reinstalls only when setup.py changes, so a second `make run` starts at once.
 $(VENV)/.installed: setup.py
@@ -79,6 +77,10 @@ bench: setup
 # The cluster's files may sit outside FARES_HOME (as root, when the postgres user cannot reach the project): destroy
 # follows its link.
 clean:
-	@case "$(FARES_HOME)" in ""|/|"$$HOME") echo "refusing to delete FARES_HOME=$(FARES_HOME)" >&2; exit 1;; esac
+	@home=$$(realpath -m "$(FARES_HOME)"); \
+	if [ -z "$(FARES_HOME)" ] || [ "$$home" = / ] || [ "$$home" = "$$(realpath -m ~)" ] || \
+		case "$(CURDIR)/" in "$$home"/*) true;; *) false;; esac; then \
+		echo "refusing to delete FARES_HOME=$(FARES_HOME): the root, the home folder, the project or a folder above it" >&2; \
+		exit 1; fi
 	-$(PY) -m fare_assets.storing.postgres destroy
 	rm -rf "$(FARES_HOME)"

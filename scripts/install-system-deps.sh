@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the platform needs, when missing (as root; otherwise it names them and stops).
-# Usage: install-system-deps.sh [run|test|bench]: what `make run` needs (the default), and what the tests or the
-# benches need besides.
+# Usage: install-system-deps.sh [run] [test] [bench]: what `make run` needs (always checked), and what the tests
+# or the benches need besides. It honours the settings the project itself reads: PYTHON (the Makefile's),
+# FARES_PG_BIN, FARES_MODEL_ENGINE and FARES_JDBC_DRIVER_JAR.
 set -euo pipefail
-purpose="${1:-run}"
-case "$purpose" in run|test|bench) ;; *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;; esac
+purposes=" run $* "
+for purpose in "$@"; do
+  case "$purpose" in run|test|bench) ;; *) echo "usage: $0 [run] [test] [bench]" >&2; exit 2 ;; esac
+done
 missing=()
-# `python3 -m venv` needs ensurepip, which Debian ships apart from Python.
-python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# `python -m venv` needs ensurepip, which Debian ships apart from Python.
+"${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# Where fare_assets.storing.postgres.find_bin_dir looks: FARES_PG_BIN, PATH, Debian's layout, a source build's.
+{ [ -n "${FARES_PG_BIN:-}" ] && [ -x "$FARES_PG_BIN/initdb" ]; } || command -v pg_ctl >/dev/null 2>&1 \
+  || ls /usr/lib/postgresql/*/bin/initdb /usr/local/pgsql/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # As root the project starts PostgreSQL as the postgres user, through runuser.
 [ "$(id -u)" -ne 0 ] || command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
-# PostgreSQL's JDBC driver: local Spark reads the warehouse with it (the MLlib engine's observations).
-[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
-if [ "$purpose" != run ]; then
-  # The fare page's browser tests drive this Chromium (playwright's own browser download is not used).
+# PostgreSQL's JDBC driver: local Spark reads the warehouse with it (the MLlib engine's observations; the tests
+# run that engine too).
+if [[ "$purposes" == *" test "* || "${FARES_MODEL_ENGINE:-sklearn}" == spark ]]; then
+  [ -f "${FARES_JDBC_DRIVER_JAR:-/usr/share/java/postgresql.jar}" ] || missing+=(libpostgresql-jdbc-java)
+fi
+# The fare page's browser tests drive this Chromium (playwright's own browser download is not used).
+if [[ "$purposes" == *" test "* ]]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
-if [ "$purpose" = bench ]; then
-  # bench/fare_page_load.py's load generator (C, so the client takes little of the server's CPU).
+# bench/fare_page_load.py's load generator (C, so the client takes little of the server's CPU).
+if [[ "$purposes" == *" bench "* ]]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
