@@ -170,8 +170,9 @@ _PROVIDER_ROWS = ("SELECT provider, currency, collected_at, total_amount FROM {t
 
 
 def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
-    """What the shown collection (an option of it) leaves out: `absent`, providers that quoted the trip in its currency
-    in the day before but not in it, and `other_currencies`, providers that quoted it at that moment in another.
+    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that quoted the trip in its
+    currency in the day before but not in it, and `other_currency_quotes`, providers that quoted it at that moment in
+    another.
 
     A provider whose call failed in a sweep, or that had nothing for the dates then, is missing from that collection:
     if it is usually the cheaper, the collection's cheapest looks like a rise. The page names it, with its last quote,
@@ -182,8 +183,8 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
     rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_each_table(_PROVIDER_ROWS)), params).fetchall()
     same_currency = [row for row in rows if row["currency"] == shown["currency"]]
-    return {"absent": [row for row in same_currency if row["collected_at"] < shown["collected_at"]],
-            "other_currencies": sorted((row for row in rows if row["currency"] != shown["currency"]
+    return {"absent_providers": [row for row in same_currency if row["collected_at"] < shown["collected_at"]],
+            "other_currency_quotes": sorted((row for row in rows if row["currency"] != shown["currency"]
                                         and row["collected_at"] == shown["collected_at"]),
                                        key=lambda row: (row["currency"], row["total_amount"]))}
 
@@ -192,9 +193,9 @@ def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict
     """The trip's cheapest options now and what they leave out, or the route's other collected trips."""
     options = cheapest_options_now(conn, trip)
     other_trips = [] if options else upcoming_trips_on_route(conn, trip.origin, trip.destination, today)
-    left_out = provider_quotes(conn, trip, options[0]) if options else {"absent": [], "other_currencies": []}
-    return {"options": options, "absent_providers": left_out["absent"],
-            "other_currency_quotes": left_out["other_currencies"], "other_trips": other_trips}
+    left_out = (provider_quotes(conn, trip, options[0]) if options
+                else {"absent_providers": [], "other_currency_quotes": []})
+    return {"options": options, **left_out, "other_trips": other_trips}
 
 
 def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[dict]]:
