@@ -13,7 +13,7 @@ from fare_assets.synthesizing.features import observation_features, spark_observ
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
 from fare_assets.synthesizing.spark_features import bounded_sample, to_pandas
 from fare_assets_tests.test_spark_models import capped_rounds
-from fare_assets_tests.test_synthesizing import fare_observations
+from fare_assets_tests.test_synthesizing import departures_around_the_latest_collection, fare_observations
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,13 @@ def test_drop_labels_and_the_fare_paid_by_waiting_match_pandas(spark_features):
     # The data exercise what is compared: drops, and rows where waiting costs or saves.
     assert 0 < computed["drops_meaningfully"].mean() < 1
     assert (expected[~np.isnan(expected)] < 1).any() and (expected[~np.isnan(expected)] > 1).any()
+
+
+def test_trips_count_as_departed_as_in_pandas_once_their_departure_day_has_ended(spark):
+    departures = departures_around_the_latest_collection()
+    frame = spark.createDataFrame(departures.assign(depart_date=departures["depart_date"].dt.date))
+    departed = {row.trip_id for row in spark_advisor.watched_to_departure(frame).select("trip_id").collect()}
+    assert departed == set(watched_to_departure(departures)["trip_id"]) == {"yesterday"}
 
 
 def test_threshold_scores_and_upsets_match_following_the_policy_in_pandas(spark_features):

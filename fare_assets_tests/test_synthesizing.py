@@ -29,7 +29,7 @@ from fare_assets.synthesizing.advisor import (
 )
 from fare_assets.synthesizing.evaluation import (POLICIES, advisor_not_worse_than_buying_now, brier_score,
                                                  calibration_bins, drop_probability_outcomes, threshold_tradeoff,
-                                                 train_and_evaluate)
+                                                 train_and_evaluate, watched_to_departure)
 from fare_assets.synthesizing.fare_model import FareModel, evaluate_fare_model
 from fare_assets.synthesizing.features import (
     MEANINGFUL_DROP_SHARE,
@@ -442,6 +442,19 @@ def test_a_watchlist_whose_trips_have_not_departed_is_told_so(features):
     with pytest.raises(ValueError, match="no watched trip has departed yet"):
         train_and_evaluate(features.assign(depart_date=features["collected_at"].max().tz_localize(None)
                                            + pd.Timedelta(days=30)))
+
+
+def departures_around_the_latest_collection() -> pd.DataFrame:
+    """Two trips, departing the day before and the day of the latest collection (2027-01-10 18:00 UTC)."""
+    at = pd.to_datetime(["2027-01-09 06:00", "2027-01-10 18:00"] * 2).tz_localize("UTC")
+    return pd.DataFrame({"trip_id": ["yesterday", "yesterday", "today", "today"], "collected_at": at,
+                         "depart_date": pd.to_datetime(["2027-01-09"] * 2 + ["2027-01-10"] * 2)})
+
+
+def test_a_trip_departing_on_the_day_of_the_latest_collection_is_still_watched():
+    # The collector watches a trip through its departure day: today's later sweeps may still quote it.
+    assert watched_to_departure(departures_around_the_latest_collection())["trip_id"].unique().tolist() == [
+        "yesterday"]
 
 
 def test_splits_keep_later_departures_for_testing(evaluation):

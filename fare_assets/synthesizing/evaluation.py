@@ -168,9 +168,11 @@ def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, threshol
 
 
 def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
-    """Rows of trips that departed before the latest collection: only they have a known price paid and future."""
-    departed = features["depart_date"].dt.tz_localize("UTC") <= features["collected_at"].max()
-    return features[departed]
+    """Rows of trips whose departure day ended before the latest collection: only they have a known price paid."""
+    # The collector watches a trip through its departure day (a UTC day, as the watchlist counts days ahead): a
+    # trip departing today may still be collected tonight, so it counts only once a collection of a later day exists.
+    departure_day_ended = features["depart_date"].dt.tz_localize("UTC") + pd.Timedelta(days=1)
+    return features[departure_day_ended <= features["collected_at"].max()]
 
 
 def train_and_evaluate(

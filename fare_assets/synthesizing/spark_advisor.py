@@ -173,9 +173,9 @@ def fit_on_spark(advisor: BuyWaitAdvisor, train: DataFrame, validation: DataFram
 
 
 def watched_to_departure(features: DataFrame) -> DataFrame:
-    """evaluation.watched_to_departure: rows of trips that departed before the latest collection."""
+    """evaluation.watched_to_departure: rows of trips whose departure day ended before the latest collection."""
     latest = features.agg(F.max(F.unix_micros("collected_at"))).first()[0]
-    return features.where(F.unix_date("depart_date").cast("long") * MICROS_PER_DAY <= F.lit(latest))
+    return features.where((F.unix_date("depart_date").cast("long") + 1) * MICROS_PER_DAY <= F.lit(latest))
 
 
 def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
