@@ -35,6 +35,17 @@ def test_load_is_idempotent_and_splits_national(warehouse_dsn):
     assert total == Decimal("250.100")
 
 
+def test_an_option_whose_market_changed_moves_table_on_a_reload(warehouse_dsn):
+    # A newer airport reference can move an airport's country: the same options, reloaded, are international now.
+    national = [fare_row("a", "250.10", True), fare_row("c", "310.00", True)]
+    moved = [row[:-1] + (False,) for row in national]
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, national)
+        load = warehouse.load_warehouse(conn, moved, {})
+        assert (load.reclassified, load.present, load.staged) == (2, 2, 2)
+        assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 2}
+
+
 def test_failed_load_leaves_nothing_half_loaded(warehouse_dsn):
     good, bad = fare_row("a", "250.10", True), fare_row("b", "-1", True)
     with psycopg.connect(warehouse_dsn) as conn:

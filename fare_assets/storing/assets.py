@@ -113,6 +113,8 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
         except Exception as error:
             context.log.warning(f"could not remove the warehouse export {export_key}: {error}")
     context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
+    if load.reclassified:
+        context.log.info(f"{load.reclassified} options changed market (national or international) and moved table")
     if load.dropped_partitions:
         context.log.info(f"retention ({retention_days} days) dropped {', '.join(load.dropped_partitions)}")
     if load.retention_deferred:
@@ -131,4 +133,5 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
     yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares",
                            passed=load.staged == exported[FARES_EXPORT] and load.present == expected,
                            metadata={"projected": exported[FARES_EXPORT], "staged": load.staged,
-                                     "past_retention": load.past_retention, "present": load.present})
+                                     "past_retention": load.past_retention, "present": load.present,
+                                     "moved_between_tables": load.reclassified})

@@ -412,7 +412,9 @@ class FareLoad:
     changed: dict[str, int]
     staged: int = 0
     past_retention: int = 0
+    # Staged rows found in their own fare table; and rows deleted from the other one, their market having changed.
     present: int = 0
+    reclassified: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
     # Why retention dropped nothing this time although months are past it (the next load tries again).
     retention_deferred: str | None = None
@@ -457,13 +459,19 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
         # Rows of a month retention drops are not loaded: they would only be deleted again.
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
-    for table, national in (("national_fares", "true"), ("international_fares", "false")):
+    placed_key = f"({', '.join(f'placed.{key}' for key in FARE_KEY)}) = ({', '.join(f'staged.{key}' for key in FARE_KEY)})"
+    for table, national, other in (("national_fares", "true", "international_fares"),
+                                   ("international_fares", "false", "national_fares")):
+        # An option whose market changed (a reference update moved an airport's country) moves table: a copy
+        # left in the other one would show the same fare twice.
+        load.reclassified += conn.execute(f"DELETE FROM {other} AS placed USING fare_staging AS staged"
+                                          f" WHERE staged.national = {national} AND {placed_key}").rowcount
         source = f"fare_staging WHERE national = {national}"
         _create_partitions_for(conn, table, source)
         load.changed[table] = conn.execute(_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)).rowcount
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
-        f"EXISTS (SELECT 1 FROM {table} WHERE ({', '.join(FARE_KEY)})"
-        f" = ({', '.join(f'staged.{key}' for key in FARE_KEY)}))" for table in FARE_TABLES))
+        f"(staged.national = {national} AND EXISTS (SELECT 1 FROM {table} AS placed WHERE {placed_key}))"
+        for table, national in (("national_fares", "true"), ("international_fares", "false"))))
     return load, first_kept
 
 
