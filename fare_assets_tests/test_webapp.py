@@ -16,6 +16,7 @@ from fare_assets.storing.postgres import READONLY_ROLE
 from fare_assets.services import free_port
 from webapp import create_app
 from webapp.db import get_db
+from webapp.formatting import arrival_local
 from webapp.validation import Trip, TripError, parse_trip, today_utc
 
 TODAY = today_utc()
@@ -119,6 +120,16 @@ def test_fares_show_only_the_latest_collection_cheapest_first(client, load):
     assert "150.00" not in options_table and "99.00" not in options_table and "88.00" not in options_table
     assert "AA, BA" in text and "1 stop · 7h 35m" in text and "nonstop · 5h 30m" in text
     assert "Cheapest 3 of 3 options collected" in text and NOW.strftime("%Y-%m-%d %H:%M UTC") in text
+
+
+@pytest.mark.parametrize("departs, minutes, arrives", [
+    # Clocks go forward in the night of 13-14 March 2027 and back on 6-7 November: flight time is elapsed time.
+    (dt.datetime(2027, 3, 13, 23, 0), 330, dt.datetime(2027, 3, 14, 8, 30)),
+    (dt.datetime(2027, 11, 6, 23, 30), 330, dt.datetime(2027, 11, 7, 7, 0)),
+    (dt.datetime(2027, 1, 10, 8, 5), 330, dt.datetime(2027, 1, 10, 16, 35)),
+])
+def test_arrival_is_the_flight_time_after_departure_across_a_clock_change(departs, minutes, arrives):
+    assert arrival_local(departs, minutes, "SFO", "JFK") == arrives
 
 
 def test_passenger_filter_picks_that_partys_latest_search(client, load):

@@ -47,7 +47,9 @@ def arrival_local(departs_local: dt.datetime | None, duration_min: int | None, o
     origin_zone, destination_zone = airport_timezone(origin), airport_timezone(destination)
     if departs_local is None or duration_min is None or origin_zone is None or destination_zone is None:
         return None
-    departs = departs_local.replace(tzinfo=origin_zone)
+    # The flight time is elapsed time: added in UTC, since adding it to a zoned time would move the wall clock and
+    # put a trip leaving the evening before a clock change an hour off.
+    departs = departs_local.replace(tzinfo=origin_zone).astimezone(dt.timezone.utc)
     return (departs + dt.timedelta(minutes=duration_min)).astimezone(destination_zone).replace(tzinfo=None)
 
 
