@@ -118,6 +118,22 @@ def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, tra
     assert "250.00 USD" in text and "Not yet updated for the newest fares" in text
 
 
+def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn, trained_models):
+    # The provider kept failing for two days: the last advice read a fare and days ahead that no longer hold.
+    last = NOW - dt.timedelta(days=2)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"],
+                                                last=last))
+    refresh_serving(warehouse_dsn, trained_models)
+    assert serving_rows(warehouse_dsn, "trip_advice")[0]["action"] in ("buy", "wait")
+    client = models_client(warehouse_dsn)
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    assert (advice["action"], advice["up_to_date"], advice["expected_saving"]) == ("stale", False, None)
+    assert dt.datetime.fromisoformat(advice["based_on_collection"]) == last
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "No advice right now" in text and "collected more than 1 day ago" in text
+
+
 def mark_stored_page(dsn: str, tag: bool = True, **changes) -> None:
     """Tag the stored SFO-JFK page (so a test can tell it was served) and change its columns."""
     assignments = ", ".join([*(["html = html || '<!-- stored page -->'"] if tag else []),

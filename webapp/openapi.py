@@ -55,7 +55,8 @@ _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "typical_low": {"type": "number", "nullable": True}, "typical_high": {"type": "number", "nullable": True},
     "text": {"type": "string"}}}
 _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
-    "action": {"type": "string", "enum": ["buy", "wait", "not_enough_data", "unavailable", "no_fares"]},
+    "action": {"type": "string", "enum": ["buy", "wait", "not_enough_data", "unavailable", "no_fares", "stale"],
+               "description": "stale: the newest fares are more than a day old, so no advice is given"},
     "drop_probability": {"type": "number", "nullable": True}, "confidence": {
         "type": "number", "nullable": True,
         "description": "Calibrated chance the advice pays off: for wait, that the fare drops by 2% or more before "
@@ -65,7 +66,8 @@ _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
     "based_on_collection": {"type": "string", "format": "date-time", "nullable": True,
                             "description": "the collection the advice was computed for"},
     "up_to_date": {"type": "boolean", "nullable": True,
-                   "description": "false when a newer collection of the trip has not been advised on yet"},
+                   "description": "false when a newer collection of the trip has not been advised on yet, or the "
+                                  "advice is stale"},
     "model_version": {"type": "string", "nullable": True, "description": "the advisor version that advised"}}}
 
 
