@@ -17,6 +17,7 @@ from fare_assets.services import free_port
 from webapp import create_app
 from webapp.db import get_db
 from webapp.formatting import arrival_local
+from webapp.insight import price_insight
 from webapp.validation import Trip, TripError, parse_trip, today_utc
 
 TODAY = today_utc()
@@ -577,7 +578,7 @@ def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_model
 
     verdict = client.get("/api/advice", query_string=trip_query()).get_json()
     assert verdict["insight"]["level"] == "low" and verdict["insight"]["percentile"] == 0
-    assert verdict["insight"]["compared_with"] == {"own_collections": 6, "similar_trips": 1}
+    assert verdict["insight"]["compared_with"] == {"own_collections": 5, "similar_trips": 1}
     advice = verdict["advice"]
     assert advice["action"] in ("buy", "wait") and 0.5 <= advice["confidence"] <= 1
     assert advice["currency"] == "USD" and advice["expected_saving"] is not None
@@ -585,11 +586,24 @@ def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_model
     assert advice["up_to_date"] is True and advice["model_version"] == "v1"
 
     text = page_text(client.get("/fares", query_string=trip_query()))
-    assert "Low price" in text and "cheaper than 100% of 7 fares" in text
+    assert "Low price" in text and "cheaper than 100% of 6 fares" in text
     assert ("Buy now" in text or "Wait" in text) and f"Chance this advice pays off: {advice['confidence']:.0%}" in text
     assert text.count('class="dot"') == 6 and "<polyline" in text
     assert text.count("cell collected") == 2 and text.count("cell predicted") == 47
     assert "advisor v1" in text and "Not yet updated" not in text
+
+
+@pytest.mark.parametrize("current, reference, level, text", [
+    # Fares repriced once a day, collected every 30 minutes: a fare equal to its history is typical, not low.
+    ("300", ["300"] * 5, "typical", "cheaper than 0% of 5 fares"),
+    ("400", ["300"] * 4 + ["500"], "high", "cheaper than 20% of 5 fares"),
+    ("250", ["300"] * 5, "low", "cheaper than 100% of 5 fares"),
+    ("350", ["300"] * 5, "high", "cheaper than 0% of 5 fares"),
+])
+def test_the_price_insight_counts_only_dearer_fares_and_calls_a_repeated_fare_typical(current, reference, level,
+                                                                                      text):
+    insight = price_insight(Decimal(current), [Decimal(price) for price in reference], [])
+    assert insight["level"] == level and text in insight["text"]
 
 
 def test_without_serving_rows_fares_show_and_say_advice_is_unavailable(warehouse_dsn, load):

@@ -7,9 +7,11 @@ MIN_REFERENCE_PRICES = 5
 
 
 def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: list[Decimal]) -> dict:
-    """Place `current` among the trip's own past cheapest fares and nearby dates' latest cheapest fares.
+    """Place `current` among the trip's own earlier cheapest fares and nearby dates' latest cheapest fares.
 
-    Low is at or below the reference's lower quartile, high at or above its upper quartile.
+    Low is below the reference's lower quartile, high above its upper quartile: fares are repriced about once a
+    day while collections come every 30 minutes, so a history is long runs of equal prices, and a fare equal to
+    them is typical.
     """
     reference = [float(price) for price in [*own_history, *similar_trips]]
     facts = {"compared_with": {"own_collections": len(own_history), "similar_trips": len(similar_trips)}}
@@ -20,10 +22,11 @@ def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: l
     lower, _, upper = statistics.quantiles(reference, n=4, method="inclusive")
     value = float(current)
     percentile = round(100 * sum(price < value for price in reference) / len(reference))
-    level = "low" if value <= lower else "high" if value >= upper else "typical"
+    dearer = round(100 * sum(price > value for price in reference) / len(reference))
+    level = "low" if value < lower else "high" if value > upper else "typical"
     words = {"low": "low", "typical": "typical", "high": "high"}[level]
     return {"level": level, **facts, "typical_low": round(lower, 2), "typical_high": round(upper, 2),
             "percentile": percentile,
-            "text": (f"Today's cheapest fare is {words} for this trip: cheaper than {100 - percentile}% of "
+            "text": (f"Today's cheapest fare is {words} for this trip: cheaper than {dearer}% of "
                      f"{len(reference)} fares seen for it and for nearby dates "
                      f"(typical range {lower:,.2f}–{upper:,.2f}).")}

@@ -83,13 +83,15 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
 
 def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid: dict,
                 history: list[dict] | None = None) -> dict:
-    """Today's cheapest against the trip's own collections and the nearby dates' collected fares."""
+    """Today's cheapest against the trip's own earlier collections and the nearby dates' collected fares."""
     if history is None:
         history = queries.trip_history(conn, shown_trip(trip, options), options[0]["currency"])
     asked = (trip.depart_date, trip.return_date)
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None]
-    return price_insight(options[0]["total_amount"], [row["cheapest_total"] for row in history], similar)
+    # The shown collection is the fare being judged, not a reference for it.
+    earlier = [row["cheapest_total"] for row in history if row["collected_at"] < options[0]["collected_at"]]
+    return price_insight(options[0]["total_amount"], earlier, similar)
 
 
 def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
