@@ -309,6 +309,10 @@ def test_routes_split_national_and_international(client, load):
     later_depart = DEPART + dt.timedelta(days=3)
     load([
         fare_row("sfo-a", "420.00", search_id="a1", collected_at=EARLIER),
+        # An older sweep also found an option through Montreal: international, but the route stays national and
+        # the trip's cheapest now is its newest collection's.
+        fare_row("sfo-via-yul", "200.00", search_id="a0", collected_at=EARLIER - dt.timedelta(hours=1),
+                 national=False),
         fare_row("sfo-b", "380.00", search_id="b1", depart=later_depart, back=later_depart + dt.timedelta(days=3)),
         fare_row("sfo-b-dear", "700.00", search_id="b1", depart=later_depart, back=later_depart + dt.timedelta(days=3)),
         fare_row("lhr", "812.40", search_id="c1", origin="LHR", national=False),

@@ -76,21 +76,33 @@ _ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
 
 # A route's cheapest fare is ranked in one currency, that of its newest collection (the first alphabetically when
 # one sweep quoted two), as on the trip page: totals in two currencies cannot be ranked without exchange rates.
-# The route's trip count and freshest collection still count every currency.
+# The route's trip count and freshest collection still count every currency. Each trip's latest collection is taken
+# across both tables, as on the trip page. A route is national when any of its options is (every airport in one
+# country, so its ends are too): an option routed through another country lands in international_fares, and must
+# neither list the route as international nor show that option's older fare as the route's cheapest now.
 _ROUTE_SUMMARY = """
-  SELECT DISTINCT ON (market, origin, destination)
-         market, origin, destination, depart_date, return_date, adults, children, cabin,
+  SELECT DISTINCT ON (origin, destination)
+         route_market AS market, origin, destination, depart_date, return_date, adults, children, cabin,
          total_amount, currency, fare_collected_at, freshest_collected_at, upcoming_trips
   FROM (
     SELECT *, collected_at AS fare_collected_at,
            max(collected_at) OVER route AS freshest_collected_at,
            count(*) OVER route AS upcoming_trips,
            first_value(currency) OVER (route ORDER BY collected_at DESC, currency) AS route_currency
-    FROM ({per_trip}) AS cheapest_latest_per_trip
-    WINDOW route AS (PARTITION BY market, origin, destination)
+    FROM (
+      SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin) *
+      FROM (
+        SELECT *, CASE WHEN bool_or(market = 'national') OVER (PARTITION BY origin, destination)
+                       THEN 'national' ELSE 'international' END AS route_market
+        FROM ({per_trip}) AS per_table
+      ) AS per_table_in_route
+      ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
+               total_amount
+    ) AS per_trip
+    WINDOW route AS (PARTITION BY origin, destination)
   ) AS per_trip_in_route
   WHERE currency = route_currency
-  ORDER BY market, origin, destination, total_amount, depart_date, return_date"""
+  ORDER BY origin, destination, total_amount, depart_date, return_date"""
 
 
 def _market(table: str) -> str:
