@@ -73,6 +73,12 @@ def test_search_a_trip_and_see_options_insight_advice_grid_and_chart(page_url, b
     expect(page.locator("table.date-grid td.cell.collected")).to_have_count(2)
     expect(page.locator("table.date-grid td.cell.predicted")).to_have_count(47)
     expect(page.locator("table.date-grid td.asked")).to_contain_text("240")
+    # What colour and outline show, a screen reader says: the grid's marks and the chart's text equivalent.
+    expect(page.get_by_role("link", name=re.compile(r"^240 \(your dates"))).to_have_count(1)
+    expect(page.locator("table.date-grid td.predicted a").first).to_have_accessible_name(
+        re.compile(r"predicted, not collected\)$"))
+    expect(page.get_by_role("img", name=re.compile(r"6 collections .*: lowest 240\.00 USD at .*, highest 350\.00 at"
+                                                   r" .*, latest 240\.00$"))).to_have_count(1)
     assert page.console_errors == []
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

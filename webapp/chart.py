@@ -31,4 +31,6 @@ def price_chart(points: list[tuple[dt.datetime, Decimal]]) -> dict | None:
     ticks = [{"y": y(price), "label": f"{price:,.0f}"} for price in (low + padding, (low + high) / 2, high - padding)]
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP,
             "bottom": HEIGHT - BOTTOM, "line": " ".join(f"{dot['x']},{dot['y']}" for dot in dots),
-            "dots": dots, "ticks": ticks, "first": points[0][0], "last": points[-1][0]}
+            "dots": dots, "ticks": ticks, "first": points[0][0], "last": points[-1][0],
+            # The first lowest and highest collections, for the chart's text equivalent.
+            "lowest": min(dots, key=lambda dot: dot["price"]), "highest": max(dots, key=lambda dot: dot["price"])}

@@ -25,14 +25,18 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
     collected, predicted = cell["total_amount"], cell["predicted_amount"]
     amount = collected if collected is not None else predicted
     source = "collected" if collected is not None else "predicted" if predicted is not None else "unknown"
-    marks = (" asked" if (depart, back) == (trip.depart_date, trip.return_date) else "") + (
-        " cheapest" if amount is not None and amount == grid["cheapest"] else "")
+    asked, cheapest = (depart, back) == (trip.depart_date, trip.return_date), amount is not None and amount == grid["cheapest"]
+    marks = (" asked" if asked else "") + (" cheapest" if cheapest else "")
+    # Colour, outline and the star mark the cells for the eye; these words say the same to a screen reader.
+    spoken = ", ".join([*(["your dates"] if asked else []), *(["cheapest"] if cheapest else []),
+                        *(["predicted, not collected"] if source == "predicted" else [])])
+    said = f'<span class="visually-hidden"> ({spoken})</span>' if spoken else ""
     if amount is None:
-        shown = "?"
+        shown = '?<span class="visually-hidden"> (no fare known)</span>'
     else:
-        star = '<span class="mark" title="predicted">*</span>' if collected is None else ""
+        star = '<span class="mark" title="predicted" aria-hidden="true">*</span>' if collected is None else ""
         shown = (f'<a href="{link}&amp;depart={depart.isoformat()}&amp;return={back.isoformat()}">'
-                 f'{amount:,.0f}</a>{star}')
+                 f'{amount:,.0f}{said}</a>{star}')
     return (f'<td class="cell {source}{marks}" data-depart="{depart.isoformat()}" data-return="{back.isoformat()}">'
             f'{shown}</td>')
 
