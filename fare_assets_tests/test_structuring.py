@@ -121,7 +121,7 @@ def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines
     return str(path)
 
 
-UNPRICED = "status 200 with a trip option without a readable, positive saleTotal"
+UNPRICED = "successful status with a trip option without a readable, positive saleTotal"
 # Unreadable (no amount, amount before currency, missing) or not positive: the warehouse would refuse each.
 UNPRICED_SALE_TOTALS = ("GBP", "62.27GBP", None, "GBP0.00", "GBP-62.27")
 
@@ -134,11 +134,13 @@ BROKEN_LINES = {
     json.dumps(_envelope(None, v=2)): "unsupported envelope version 2",
     json.dumps(_envelope(None, provider="skyscanner")): "unknown provider 'skyscanner'",
     json.dumps(_envelope(None, collected_at="yesterday")): "missing or invalid collected_at",
-    json.dumps(_envelope(None)): "status 200 without a QPX response",
+    json.dumps(_envelope(None)): "successful status without a QPX response",
+    # Any 2xx is an answer, as for Duffel's 201: without a body it is quarantined, not kept as a failed search.
+    json.dumps(_envelope(None, status=203)): "successful status without a QPX response",
     # A 200 the collector could not read: it recorded why, and the answer as `body`.
     json.dumps(_envelope(None, error="invalid JSON in a 200 answer", body="<html>maintenance</html>")):
-        "status 200 without a QPX response: invalid JSON in a 200 answer",
-    json.dumps(_envelope({"error": {"code": 500}})): "status 200 with a response that is not QPX (no trips)",
+        "successful status without a QPX response: invalid JSON in a 200 answer",
+    json.dumps(_envelope({"error": {"code": 500}})): "successful status with a response that is not QPX (no trips)",
     **{json.dumps(_envelope(_second_option_sold_for(total))): UNPRICED for total in UNPRICED_SALE_TOTALS},
 }
 
@@ -591,6 +593,23 @@ def test_a_search_re_sent_into_a_later_hour_is_that_hours_whether_the_hours_run_
     assert per_hour == {"together": {"2026-11-28-04": 1, "2026-11-28-07": 1},
                         "apart": {"2026-11-28-04": 1, "2026-11-28-07": 1}}
     assert (counts["searches"], counts["duplicates"]) == (2, 0)
+
+
+@pytest.mark.parametrize("answer_first", [False, True])
+def test_an_answer_is_kept_over_a_failed_copy_of_its_search(spark, tmp_path, answer_first):
+    # A backfill rerun at its pinned moments after an outage repeats the failed calls' search ids.
+    answer = _envelope(_response("02_EUR_LIS-TXL.json"))
+    failure = {**{key: value for key, value in answer.items() if key != "response"}, "status": 503,
+               "error": "503 Service Unavailable"}
+    copies = [answer, failure] if answer_first else [failure, answer]
+    apart = [_write_raw(tmp_path, datetime(2026, 11, 28, 4, minute, tzinfo=timezone.utc), [envelope])
+             for minute, envelope in zip((1, 31), copies)]
+    together = _write_raw(tmp_path / "together", datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), copies)
+    for raw_paths, lake in ((apart, tmp_path), ([together], tmp_path / "together")):
+        counts = structure_raw(spark, raw_paths, str(lake))
+        assert (counts["searches"], counts["duplicates"], counts["trip_options"]) == (1, 1, 1)
+        [search] = read_table(spark, str(lake), "searches").collect()
+        assert (search.search_id, search.status) == (answer["search_id"], 200)
 
 
 def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):

@@ -19,6 +19,7 @@ from fare_assets.structuring.envelope import (
     typed_envelopes,
 )
 from fare_assets.structuring.providers import PROVIDERS
+from fare_assets.structuring.providers.offers import succeeded
 from fare_assets.structuring.spark import SPARK_CONF
 from fare_assets.structuring.tables import (
     DIMENSION_SCHEMAS,
@@ -38,16 +39,23 @@ def _union(frames: list[DataFrame]) -> DataFrame:
 
 
 def _redeliveries(envelopes: DataFrame) -> DataFrame:
-    """The `record_id` of every delivery of a search in a landing hour but the first (Firehose delivers at least once).
+    """The `record_id` of every copy of a search in a landing hour but the one kept (Firehose delivers at least once).
 
     A copy in another landing hour (a spool re-send) is that hour's, as when the hour runs alone: an hour's content
     never depends on which other hours share its run.
     """
-    first_delivered = Window.partitionBy("landing_hour", "search_id").orderBy("raw_key", "collected_at")
+    # A rerun of a sweep at a pinned moment (a backfill after an outage) repeats its search ids, so a copy can be
+    # a failed call and another the answer: an answer is kept first. Then the first delivered, and among copies in
+    # one object the record's hash, so every rerun of the hour keeps the same one.
+    answered = succeeded() & F.col("response").isNotNull()
+    kept_first = Window.partitionBy("landing_hour", "search_id").orderBy(
+        F.col("answered").desc(), "raw_key", "collected_at", "record_hash")
     # Only the keys are shuffled: the envelopes, response text included, stay where they were read.
     return (
-        envelopes.select("record_id", "search_id", "landing_hour", "raw_key", "collected_at")
-        .withColumn("copy_no", F.row_number().over(first_delivered))
+        envelopes.select("record_id", "search_id", "landing_hour", "raw_key", "collected_at",
+                         answered.alias("answered"),
+                         F.xxhash64("status", "elapsed_ms", "response", "error", "body").alias("record_hash"))
+        .withColumn("copy_no", F.row_number().over(kept_first))
         .where(F.col("copy_no") > 1)
         .select("record_id")
     )

@@ -12,7 +12,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows, without_response
-from fare_assets.structuring.providers.offers import any_unpriced
+from fare_assets.structuring.providers.offers import any_unpriced, succeeded
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
@@ -167,19 +167,22 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
 
 def response_problem() -> Column:
     """Why a QPX record cannot be structured, or null (failed calls are kept as searches)."""
-    succeeded = F.col("status") == 200
+    # Any 2xx is an answer, as for the other providers: one without a readable body is quarantined, not kept as a
+    # failed search with its body dropped.
+    answered = succeeded()
     return (
-        F.when(succeeded & F.col("response").isNull(), without_response("status 200 without a QPX response"))
-        .when(succeeded & F.col(PARSED).trips.isNull(), F.lit("status 200 with a response that is not QPX (no trips)"))
-        .when(succeeded & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
+        F.when(answered & F.col("response").isNull(), without_response("successful status without a QPX response"))
+        .when(answered & F.col(PARSED).trips.isNull(),
+              F.lit("successful status with a response that is not QPX (no trips)"))
+        .when(answered & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
                                        lambda option: _currency(option.saleTotal)),
-              F.lit("status 200 with a trip option without a readable, positive saleTotal"))
+              F.lit("successful status with a trip option without a readable, positive saleTotal"))
     )
 
 
 def _trip_options(searches: DataFrame) -> DataFrame:
     """One row per trip option, with its deterministic `option_id` and the raw option struct."""
-    exploded = searches.where(F.col("status") == 200).select(
+    exploded = searches.where(succeeded()).select(
         "search_id", *_PARTITIONS, F.col(PARSED).trips.data.airport.alias("airports"),
         F.posexplode(F.col(PARSED).trips.tripOption).alias("option_pos", "option"),
     )
@@ -445,7 +448,7 @@ def _airport_rows(searches: DataFrame) -> DataFrame:
 def build_tables(searches: DataFrame) -> dict[str, DataFrame]:
     """Every curated table from parsed QPX envelopes (sound, deduplicated, one per search)."""
     parsed = F.col(PARSED)
-    option_count = F.when(F.col("status") == 200, F.coalesce(F.size(parsed.trips.tripOption), F.lit(0)))
+    option_count = F.when(succeeded(), F.coalesce(F.size(parsed.trips.tripOption), F.lit(0)))
     options = _trip_options(searches)
     pricings = _pricings(options)
     slices = _slices(options)
