@@ -612,6 +612,20 @@ def test_an_answer_is_kept_over_a_failed_copy_of_its_search(spark, tmp_path, ans
         assert (search.search_id, search.status) == (answer["search_id"], 200)
 
 
+def test_amounts_and_counts_no_column_holds_are_null_and_the_run_goes_on(spark, tmp_path):
+    # Spark 4 runs with ANSI mode on: one overflowing sum or count would otherwise stop the whole job.
+    response = _response("02_EUR_LIS-TXL.json")
+    pricing = response["trips"]["tripOption"][0]["pricing"][0]
+    pricing["saleTaxTotal"] = "EUR600000000000000"
+    pricing["passengers"].update(adultCount=2_147_483_647, childCount=2_147_483_647)
+    raw = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [_envelope(response)])
+    counts = structure_raw(spark, [raw], str(tmp_path))
+    assert (counts["searches"], counts["trip_options"], counts["quarantined"]) == (1, 1, 0)
+    [option] = read_table(spark, str(tmp_path), "trip_options").collect()
+    [priced] = read_table(spark, str(tmp_path), "pricings").collect()
+    assert (option.total_amount, option.tax_amount, priced.passenger_count) == (Decimal("136.91"), None, None)
+
+
 def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):
     stray = tmp_path / "downloads" / "fares.json"
     stray.parent.mkdir()

@@ -16,6 +16,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.storing.lake import curated_table_path
+from fare_assets.structuring.spark_compat import try_cast
 
 # Money is exact: 3 decimals fit every ISO currency (KWD has 3); 15 integer digits fit LBP or IDR fares.
 MONEY = DecimalType(18, 3)
@@ -116,9 +117,10 @@ TABLE_SCHEMAS: dict[str, StructType] = {**FACT_SCHEMAS, **DIMENSION_SCHEMAS}
 
 
 def conform(frame: DataFrame, table: str) -> DataFrame:
-    """The table's columns in schema order and type, so every provider writes the same files."""
+    """The table's columns in schema order and type, so every provider writes the same files (null where a value
+    does not fit its column: under Spark 4's ANSI mode a plain cast would stop the run)."""
     return frame.select(
-        [F.col(field.name).cast(field.dataType).alias(field.name) for field in TABLE_SCHEMAS[table]]
+        [try_cast(F.col(field.name), field.dataType).alias(field.name) for field in TABLE_SCHEMAS[table]]
     )
 
 

@@ -1,4 +1,6 @@
 """Google QPX Express `trips.search` responses → the curated tables (Spark SQL functions only)."""
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
@@ -136,22 +138,20 @@ def _wall_time(time: Column) -> Column:
 
 
 def _passenger_count(pricing: Column) -> Column:
+    # Added as longs: five counts of up to 2^31 each cannot overflow them (Spark 4's ANSI mode would stop the run);
+    # a sum no int holds is null when the tables take it.
     passengers = pricing.passengers
-    return (
-        F.coalesce(passengers.adultCount, F.lit(0))
-        + F.coalesce(passengers.childCount, F.lit(0))
-        + F.coalesce(passengers.seniorCount, F.lit(0))
-        + F.coalesce(passengers.infantInLapCount, F.lit(0))
-        + F.coalesce(passengers.infantInSeatCount, F.lit(0))
-    )
+    return reduce(Column.__add__, [F.coalesce(passengers[kind], F.lit(0)).cast("long") for kind in (
+        "adultCount", "childCount", "seniorCount", "infantInLapCount", "infantInSeatCount")])
 
 
 def _total_over_passengers(pricings: Column, per_pax_field: str) -> Column:
-    """Sum over pricings of a per-passenger amount times that pricing's passengers."""
+    """Sum over pricings of a per-passenger amount times that pricing's passengers (null when it does not fit)."""
     return F.aggregate(
         pricings,
         F.lit(0).cast(MONEY),
-        lambda total, pricing: (total + _amount(pricing[per_pax_field]) * _passenger_count(pricing)).cast(MONEY),
+        lambda total, pricing: try_cast(
+            F.try_add(total, F.try_multiply(_amount(pricing[per_pax_field]), _passenger_count(pricing))), MONEY),
     )
 
 
