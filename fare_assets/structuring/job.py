@@ -171,8 +171,9 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
     """Structure raw files into the curated tables, each under the landing hour its key names; return rows per table.
 
     Rerunning a set of files rewrites exactly the landing hours they belong to, partitions it no longer
-    fills included (they are removed). A backfill passes
-    many hours' files at once: one job instead of one per hour.
+    fills included (they are removed), so `raw_paths` must hold every object of each hour it touches (the
+    assets pass whole hours; an hour folder does). A backfill passes many hours' files at once: one job instead of
+    one per hour.
 
     Besides one count per table it returns `raw_records`, `quarantined` and `duplicates` (dropped
     redeliveries), which account for every record: raw_records == searches + quarantined +
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     """Command line: structure the given raw files into the lake at --lake."""
     parser = argparse.ArgumentParser(prog="python -m fare_assets.structuring.job", description=main.__doc__)
     parser.add_argument("--lake", required=True, help="lake root: a folder or an s3a:// URL")
-    parser.add_argument("paths", nargs="+", help="raw JSON-lines files (or hour folders) under raw/fares/YYYY/MM/DD/HH/")
+    parser.add_argument("paths", nargs="+", help="hour folders raw/fares/YYYY/MM/DD/HH/ (or all of an hour's files: a run replaces the hours it touches)")
     args = parser.parse_args(argv)
     # Under spark-submit (local or EMR) no session exists yet; an embedding caller's session is
     # reused and left running for it.
