@@ -68,6 +68,15 @@ def _absurd() -> dict:
     return response
 
 
+def _tax_in_another_currency() -> dict:
+    """An offer whose tax Duffel states in another currency than its total."""
+    response = copy.deepcopy(_response("duffel_01.json"))
+    offer = copy.deepcopy(_offers(response)[0])
+    offer["tax_currency"] = "USD"
+    response["data"]["offers"] = [offer]
+    return response
+
+
 def _family() -> dict:
     """Two passengers on one offer: Duffel prices the offer as a whole, never per passenger."""
     response = copy.deepcopy(_response("duffel_02.json"))
@@ -118,7 +127,8 @@ BROKEN = {
         "successful status with a response that is not a Duffel offer request (no data.offers)",
 }
 RESPONSES = {**{name: _response(name) for name in DUFFEL_FIXTURES},
-             "without_slices": _without_slices(), "nulls": _nulls(), "family": _family(), "absurd": _absurd()}
+             "without_slices": _without_slices(), "nulls": _nulls(), "family": _family(), "absurd": _absurd(),
+             "tax_in_another_currency": _tax_in_another_currency()}
 
 
 @dataclass
@@ -178,6 +188,9 @@ def test_totals_are_exact_and_reconcile(lake, name):
         assert [p.passenger_count for p in own] == [1] * len(raw["passengers"])
         if raw["base_amount"] is None:
             assert option.base_amount is None and option.tax_amount is None
+        elif raw["tax_currency"] != raw["total_currency"]:
+            # The tables' tax amounts are in the sale currency: one in another currency is not one of them.
+            assert option.tax_amount is None and {p.tax_per_pax for p in own} == {None}
         else:
             assert option.base_amount + option.tax_amount == option.total_amount
         if len(own) == 1:

@@ -104,6 +104,13 @@ def response_problem() -> Column:
     )
 
 
+def _tax_in_sale_currency(offer: Column) -> Column:
+    """The offer's tax amount when it is in the offer's currency, as the tables' tax columns are; else null."""
+    # Duffel gives the tax its own currency, which it documents may differ from the total's.
+    same_currency = F.coalesce(offer.tax_currency, offer.total_currency) == offer.total_currency
+    return F.when(same_currency, _money(offer.tax_amount))
+
+
 def _option_rows(options: DataFrame) -> DataFrame:
     offer = F.col("option")
     return conform(
@@ -111,7 +118,7 @@ def _option_rows(options: DataFrame) -> DataFrame:
             "option_id", "search_id", "provider_option_id",
             _money(offer.total_amount).alias("total_amount"), offer.total_currency.alias("currency"),
             _money(offer.base_amount).alias("base_amount"), offer.base_currency.alias("base_currency"),
-            _money(offer.tax_amount).alias("tax_amount"),
+            _tax_in_sale_currency(offer).alias("tax_amount"),
             offer.conditions.refund_before_departure.allowed.alias("refundable"),
             # An offer can be booked until it expires: the nearest thing to a ticketing deadline.
             F.try_to_timestamp(offer.expires_at).alias("latest_ticketing_at"),
@@ -154,7 +161,7 @@ def _pricing_rows(pricings: DataFrame) -> DataFrame:
             F.when(alone & same_currency, _money(offer.base_amount)).alias("sale_fare_per_pax"),
             F.when(alone, _money(offer.base_amount)).alias("base_per_pax"),
             offer.base_currency.alias("base_currency"),
-            F.when(alone, _money(offer.tax_amount)).alias("tax_per_pax"),
+            F.when(alone, _tax_in_sale_currency(offer)).alias("tax_per_pax"),
             F.lit(None).cast("string").alias("fare_calculation"),
             *PARTITIONS,
         ),
