@@ -360,6 +360,7 @@ INVALID_TRIPS = [
     ({"depart": str(TODAY + dt.timedelta(days=400))}, "depart", "more than 365 days ahead"),
     ({"depart": "2026-02-30"}, "depart", "YYYY-MM-DD"),
     ({"adults": "500"}, "adults", "whole number from 1 to 9"),
+    ({"children": "9"}, "children", "at most 9 passengers (adults + children)"),
     ({"destination": "QQQ"}, "destination", "QQQ is not a known IATA airport code"),
     ({"destination": "sfo"}, "destination", "must differ from origin"),
     ({"depart": str(TODAY - dt.timedelta(days=1))}, "depart", "is in the past"),

@@ -207,7 +207,8 @@ def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
     if "depart" in values and "return" in values and values["return"] < values["depart"]:
         problems["return"] = (f"return date {values['return'].isoformat()} is before the departure date "
                               f"{values['depart'].isoformat()}")
-    if (values.get("adults") or 0) + (values.get("children") or 0) > MAX_PASSENGERS:
+    # A party has at least one adult, asked for or not: 9 children alone are one passenger too many.
+    if (values.get("adults") or 1) + (values.get("children") or 0) > MAX_PASSENGERS:
         problems["children"] = f"at most {MAX_PASSENGERS} passengers (adults + children) per search"
     if problems:
         raise TripError(problems)
