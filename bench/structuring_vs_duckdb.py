@@ -225,7 +225,10 @@ def structure_with_duckdb(raw_paths: list[str], lake_root: Path) -> dict[str, in
     connection.execute("""
         CREATE TEMP TABLE searches AS
         SELECT * FROM envelopes WHERE reason IS NULL
-        QUALIFY row_number() OVER (PARTITION BY landing_hour, search_id ORDER BY filename, collected_at) = 1
+        QUALIFY row_number() OVER (
+            PARTITION BY landing_hour, search_id
+            ORDER BY (status BETWEEN 200 AND 299 AND response IS NOT NULL) DESC, filename, collected_at,
+                     hash(status, elapsed_ms, response, error)) = 1
     """)
     (quarantined,) = connection.execute(
         f"COPY (SELECT filename AS raw_key, reason, landing_hour FROM envelopes WHERE reason IS NOT NULL)"
