@@ -16,6 +16,7 @@ from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_
 from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
+from webapp import queries
 from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, history_rows, models_client,  # noqa: F401
                                            refresh_serving, trained_models, trip_query)
 
@@ -128,10 +129,23 @@ def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn,
     assert serving_rows(warehouse_dsn, "trip_advice")[0]["action"] in ("buy", "wait")
     client = models_client(warehouse_dsn)
     advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
-    assert (advice["action"], advice["up_to_date"], advice["expected_saving"]) == ("stale", False, None)
+    assert (advice["action"], advice["up_to_date"], advice["expected_saving"]) == ("stale", True, None)
     assert dt.datetime.fromisoformat(advice["based_on_collection"]) == last
     text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     assert "No advice right now" in text and "collected more than 1 day ago" in text
+    assert "Not yet updated" not in text
+
+
+def test_a_stored_page_whose_fares_grow_too_old_for_advice_is_rendered_live(loaded, trained_models, monkeypatch):
+    # Rendered while its fares were fresh, the page is not served once they are older than advice allows.
+    refresh_serving(loaded, trained_models)
+    mark_stored_page(loaded)
+    client = models_client(loaded)
+    assert "<!-- stored page -->" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    monkeypatch.setattr(queries, "ADVICE_FRESH_FOR", dt.timedelta(0))
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "<!-- stored page -->" not in text and "No advice right now" in text
+    assert client.get("/api/fares", query_string=trip_query()).get_json()["trip"]["origin"] == "SFO"
 
 
 def mark_stored_page(dsn: str, tag: bool = True, **changes) -> None:

@@ -282,14 +282,19 @@ SELECT collected_at, action, drop_probability, confidence, expected_saving, curr
 FROM trip_advice
 WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s AND cabin = %(cabin)s"
 
+# Advice reads the fare and the days left at its collection: once the newest fares are older than this (the
+# provider keeps failing, collection stopped), a "wait" could run on to departure, so no advice is given.
+ADVICE_FRESH_FOR = dt.timedelta(days=1)
+
 # A column of the trip's stored page, when it was rendered for today, no fare table holds a newer collection of
 # the trip than the one it shows, and that collection has as many rows as when it was rendered: a sweep's records
 # share one moment, so a late part of the sweep (another provider's search) loads under the same collected_at
-# (primary-key probe plus two trip-index probes per table).
+# (primary-key probe plus two trip-index probes per table). A page whose fares have grown too old for advice is
+# rendered live, which says so.
 _TRIP_PAGE = """
 SELECT {column}
 FROM trip_pages AS page
-WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s
+WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s AND page.collected_at > %(fresh_since)s
   AND {no_newer_collection}
   AND page.rows_at_collection = {rows_at_collection}"""
 _NO_NEWER_COLLECTION = """NOT EXISTS (
@@ -334,7 +339,9 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
     if not trip.any_party:
         return None
     try:
-        return conn.execute(_TRIP_PAGE_QUERIES[column], {**_trip_params(trip), "today": today}).fetchone()
+        fresh_since = dt.datetime.now(dt.timezone.utc) - ADVICE_FRESH_FOR
+        return conn.execute(_TRIP_PAGE_QUERIES[column],
+                            {**_trip_params(trip), "today": today, "fresh_since": fresh_since}).fetchone()
     except psycopg.errors.UndefinedColumn:
         # A warehouse older than the page's stored-page columns (the web connection is in autocommit, so nothing
         # is left aborted): render the page until a load or refresh adds them.

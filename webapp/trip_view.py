@@ -36,9 +36,6 @@ def _no_advice(action: str, reason: str) -> dict:
 # it, or the first refresh has not run) is shown without advice rather than computed on demand: one
 # computation costs ~80 ms of CPU under the GIL, which would stall every other request of the worker.
 NO_ADVICE_YET = "no advice has been computed for this trip's fares yet; fares are shown without advice"
-# Advice reads the fare and the days left at its collection: once the newest fares are older than this (the
-# provider keeps failing, collection stopped), a "wait" could run on to departure, so no advice is given.
-ADVICE_FRESH_FOR = dt.timedelta(days=1)
 
 
 def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
@@ -49,10 +46,12 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
     row = queries.trip_advice(conn, shown_trip(trip, options))
     if row is None:
         return _no_advice("unavailable", NO_ADVICE_YET)
-    if dt.datetime.now(dt.timezone.utc) - shown["collected_at"] > ADVICE_FRESH_FOR:
-        return {**_no_advice("stale", f"the newest fares were collected more than {ADVICE_FRESH_FOR.days} day ago; "
-                                      "advice resumes with the next collection"),
-                "based_on_collection": row["collected_at"], "up_to_date": False, "model_version": row["model_version"]}
+    if dt.datetime.now(dt.timezone.utc) - shown["collected_at"] > queries.ADVICE_FRESH_FOR:
+        # The advice is for the newest fares, so up to date; there are just no recent fares to advise on.
+        return {**_no_advice("stale", f"the newest fares were collected more than {queries.ADVICE_FRESH_FOR.days} "
+                                      "day ago; advice resumes with the next collection"),
+                "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
+                "model_version": row["model_version"]}
     # Advice for an older collection is still shown, saying so, until the next refresh catches up.
     return {"action": row["action"], "drop_probability": row["drop_probability"], "confidence": row["confidence"],
             "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
