@@ -84,7 +84,7 @@ _STAGING = {
         FROM (SELECT search_id, collected_date, landing_hour,
                      unnest(response.trips.tripOption) AS option,
                      generate_subscripts(response.trips.tripOption, 1) AS option_no
-              FROM searches WHERE status = 200)""",
+              FROM searches WHERE status BETWEEN 200 AND 299)""",
     "pricings": """
         SELECT option_id, collected_date, landing_hour, option.slice AS slices,
                unnest(option.pricing) AS pricing, generate_subscripts(option.pricing, 1) AS pricing_no
@@ -193,11 +193,12 @@ _PROBLEM = f"""CASE
         THEN 'query without origin, destination and a valid depart_date'
     WHEN query.return_date IS NOT NULL AND TRY_CAST(query.return_date AS DATE) IS NULL
         THEN 'query with an invalid return_date'
-    WHEN status = 200 AND response IS NULL THEN 'status 200 without a QPX response'
-    WHEN status = 200 AND response.trips IS NULL THEN 'status 200 with a response that is not QPX (no trips)'
-    WHEN status = 200 AND list_bool_or(list_transform(response.trips.tripOption, lambda option:
+    WHEN status BETWEEN 200 AND 299 AND response IS NULL THEN 'successful status without a QPX response'
+    WHEN status BETWEEN 200 AND 299 AND response.trips IS NULL
+        THEN 'successful status with a response that is not QPX (no trips)'
+    WHEN status BETWEEN 200 AND 299 AND list_bool_or(list_transform(response.trips.tripOption, lambda option:
              NOT coalesce({_amount('option.saleTotal')} > 0 AND {_currency('option.saleTotal')} IS NOT NULL, false)))
-        THEN 'status 200 with a trip option without a readable, positive saleTotal'
+        THEN 'successful status with a trip option without a readable, positive saleTotal'
 END"""
 _DIMENSIONS = {
     "airports": "SELECT DISTINCT entry.code, entry.name, entry.city AS city_code"

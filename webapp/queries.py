@@ -74,12 +74,24 @@ _CHEAPEST_LATEST_PER_TRIP = """
 
 _ROUTE_MATCH = "AND origin = %(origin)s AND destination = %(destination)s"
 
+# A search's options are split between the two tables by route (a US trip with an option via Canada is in
+# both), so each table's newest cheapest row per trip is merged into one: the newest, then the cheapest.
+_ONE_PER_TRIP = """
+  SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin) *
+  FROM ({per_trip}) AS per_table
+  ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
+           total_amount"""
+
 # A route's cheapest fare is ranked in one currency, that of its newest collection (the first alphabetically when
 # one sweep quoted two), as on the trip page: totals in two currencies cannot be ranked without exchange rates.
 # The route's trip count and freshest collection still count every currency. Each trip's latest collection is taken
 # across both tables, as on the trip page. A route is national when any of its options is (every airport in one
 # country, so its ends are too): an option routed through another country lands in international_fares, and must
 # neither list the route as international nor show that option's older fare as the route's cheapest now.
+_WITH_ROUTE_MARKET = """
+  SELECT *, CASE WHEN bool_or(market = 'national') OVER (PARTITION BY origin, destination)
+                 THEN 'national' ELSE 'international' END AS route_market
+  FROM ({per_table}) AS per_table"""
 _ROUTE_SUMMARY = """
   SELECT DISTINCT ON (origin, destination)
          route_market AS market, origin, destination, depart_date, return_date, adults, children, cabin,
@@ -89,16 +101,7 @@ _ROUTE_SUMMARY = """
            max(collected_at) OVER route AS freshest_collected_at,
            count(*) OVER route AS upcoming_trips,
            first_value(currency) OVER (route ORDER BY collected_at DESC, currency) AS route_currency
-    FROM (
-      SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin) *
-      FROM (
-        SELECT *, CASE WHEN bool_or(market = 'national') OVER (PARTITION BY origin, destination)
-                       THEN 'national' ELSE 'international' END AS route_market
-        FROM ({per_trip}) AS per_table
-      ) AS per_table_in_route
-      ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
-               total_amount
-    ) AS per_trip
+    FROM ({per_trip}) AS per_trip
     WINDOW route AS (PARTITION BY origin, destination)
   ) AS per_trip_in_route
   WHERE currency = route_currency
@@ -141,12 +144,6 @@ LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_tab
     return conn.execute(query, {**_trip_params(trip, currency), "limit": limit}).fetchall()
 
 
-# A search's options are split between the two tables by route (a US trip with an option via Canada is in
-# both), so each table's newest cheapest row per trip is merged into one: the newest, then the cheapest.
-_ONE_PER_TRIP = """
-  SELECT DISTINCT ON (depart_date, return_date, adults, children, cabin) *
-  FROM ({per_trip}) AS per_table
-  ORDER BY depart_date, return_date, adults, children, cabin, collected_at DESC, currency, total_amount"""
 
 
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
@@ -213,7 +210,8 @@ def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict
 def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[dict]]:
     """Per market, every route with upcoming trips: its freshest collection and cheapest latest fare."""
     # This reads every upcoming row; at fare-service scale it belongs on a per-trip serving table.
-    per_trip = _each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(""))
+    per_table = _each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(""))
+    per_trip = sql.SQL(_ONE_PER_TRIP).format(per_trip=sql.SQL(_WITH_ROUTE_MARKET).format(per_table=per_table))
     rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), {"today": today}).fetchall()
     summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
     for row in rows:

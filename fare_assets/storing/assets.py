@@ -74,7 +74,7 @@ def _exported_rows(folder: Path, table: str, columns: list[str]) -> Iterable[tup
     ],
     check_specs=[AssetCheckSpec("every_option_loaded", asset="national_fares",
                                 description="Every projected trip option of the run's hours within retention is "
-                                            "in one of the two tables.")],
+                                            "in its own table (national or international).")],
     partitions_def=landing_hours,
     backfill_policy=BackfillPolicy.single_run(),
     # It exports the curated tables it reads, dimensions included: not while another run swaps them.

@@ -118,7 +118,11 @@ TABLE_SCHEMAS: dict[str, StructType] = {**FACT_SCHEMAS, **DIMENSION_SCHEMAS}
 
 def conform(frame: DataFrame, table: str) -> DataFrame:
     """The table's columns in schema order and type, so every provider writes the same files (null where a value
-    does not fit its column: under Spark 4's ANSI mode a plain cast would stop the run)."""
+    does not fit its column: under Spark 4's ANSI mode a plain cast would stop the run).
+
+    On EMR's Spark 3.5 (ANSI off) a decimal that does not fit is null too, but a long narrowed to an int wraps:
+    counts are narrowed by offers.whole_int before they get here.
+    """
     return frame.select(
         [try_cast(F.col(field.name), field.dataType).alias(field.name) for field in TABLE_SCHEMAS[table]]
     )

@@ -128,7 +128,7 @@ def _option_rows(options: DataFrame) -> DataFrame:
             _money(price.total).alias("total_amount"), price.currency.alias("currency"),
             _money(price.base).alias("base_amount"), price.currency.alias("base_currency"),
             # Amadeus gives the total and the base fare: the rest is taxes and fees.
-            try_cast(_money(price.total) - _money(price.base), MONEY).alias("tax_amount"),
+            (_money(price.total) - _money(price.base)).alias("tax_amount"),
             _refundable(offer).alias("refundable"),
             # A ticketing date without a time or zone: its first instant in UTC never promises too much time.
             instant(wall_time(offer.lastTicketingDate), F.lit("UTC")).alias("latest_ticketing_at"),
@@ -169,7 +169,7 @@ def _pricing_rows(pricings: DataFrame) -> DataFrame:
             _money(price.total).alias("sale_total_per_pax"), price.currency.alias("sale_currency"),
             _money(price.base).alias("sale_fare_per_pax"),
             _money(price.base).alias("base_per_pax"), price.currency.alias("base_currency"),
-            try_cast(_money(price.total) - _money(price.base), MONEY).alias("tax_per_pax"),
+            (_money(price.total) - _money(price.base)).alias("tax_per_pax"),
             F.lit(None).cast("string").alias("fare_calculation"),
             *PARTITIONS,
         ),

@@ -14,7 +14,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows, without_response
-from fare_assets.structuring.providers.offers import any_unpriced, succeeded
+from fare_assets.structuring.providers.offers import any_unpriced, succeeded, whole_int
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
@@ -138,8 +138,7 @@ def _wall_time(time: Column) -> Column:
 
 
 def _passenger_count(pricing: Column) -> Column:
-    # Added as longs: five counts of up to 2^31 each cannot overflow them (Spark 4's ANSI mode would stop the run);
-    # a sum no int holds is null when the tables take it.
+    # Added as longs: five counts of up to 2^31 each cannot overflow them (Spark 4's ANSI mode would stop the run).
     passengers = pricing.passengers
     return reduce(Column.__add__, [F.coalesce(passengers[kind], F.lit(0)).cast("long") for kind in (
         "adultCount", "childCount", "seniorCount", "infantInLapCount", "infantInSeatCount")])
@@ -229,7 +228,7 @@ def _pricing_rows(pricings: DataFrame) -> DataFrame:
         pricings.select(
             "option_id", "pricing_no",
             pricing.ptc.alias("passenger_type"),
-            _passenger_count(pricing).alias("passenger_count"),
+            whole_int(_passenger_count(pricing)).alias("passenger_count"),
             _amount(pricing.saleTotal).alias("sale_total_per_pax"),
             _currency(pricing.saleTotal).alias("sale_currency"),
             _amount(pricing.saleFareTotal).alias("sale_fare_per_pax"),
