@@ -160,6 +160,47 @@ def test_a_live_sweep_is_one_collection_across_providers_and_overlapping_entries
     assert before <= dt.datetime.fromisoformat(moment.replace("Z", "+00:00")) <= before + dt.timedelta(seconds=1)
 
 
+class FixedAnswerClient:
+    """Answers every search with the same response (the sweep's side is under test here)."""
+
+    def __init__(self, response: dict) -> None:
+        self.response = response
+
+    def search(self, trip, at):
+        return CallResult(200, 10, response=self.response)
+
+
+def test_an_answer_holding_half_a_surrogate_pair_is_delivered_as_the_provider_sent_it(tmp_path):
+    # Valid JSON (json.loads takes it) but no UTF-8: the record keeps the escape instead of failing the sweep.
+    answer = json.loads('{"kind": "qpxExpress#tripsSearch", "trips": {"data": {"city": [{"name": "Caf\\ud83d"}]}}}')
+    trips = load_watchlist(write_watchlist(tmp_path, "trips:\n  - {origin: SFO, destination: JFK, nights: [3], "
+                                                     "depart_days_ahead: {from: 1, to: 1}}\n")).trips_at(AT)
+    stream = LocalDeliveryStream(tmp_path / "lake")
+    sweep(trips, FixedAnswerClient(answer), stream, AT)
+    stream.flush()
+    [line] = [line for key in stream.objects_written for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    assert "Caf\\ud83d" in line and json.loads(line)["response"] == answer
+
+
+def test_a_live_sweep_is_stamped_when_its_trips_were_chosen():
+    # Trips chosen at 23:59:59 for their days ahead keep that moment, though the calls run after midnight.
+    chosen = dt.datetime(2026, 10, 1, 23, 59, 59, tzinfo=dt.timezone.utc)
+    stream = RecordingStream()
+    trips = load_watchlist(PROJECT_ROOT / "fare_assets" / "watchlist.yaml").trips_at(chosen)[:1]
+    sweep(trips, FixedAnswerClient({}), stream, chosen_at=chosen)
+    assert [json.loads(record)["collected_at"] for record in stream.records] == ["2026-10-01T23:59:59Z"]
+
+
+class RecordingStream:
+    """Keeps what a sweep puts (delivery is not under test here)."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def put_record_batch(self, records: list[bytes]) -> None:
+        self.records.extend(records)
+
+
 def test_failed_calls_become_records_with_their_error(tmp_path, market_url):
     path = write_watchlist(tmp_path, "trips:\n  - {origin: SFO, destination: JFK, nights: [3], "
                                      "depart_days_ahead: {from: 1, to: 6, every: 3}}\n")

@@ -88,7 +88,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     stats = SweepStats()
     unproductive = []
     for at in times:
-        swept = sweep(watchlist.trips_at(at or now), client, delivery, at, fare_source.concurrency)
+        swept = sweep(watchlist.trips_at(at or now), client, delivery, at, fare_source.concurrency, chosen_at=now)
         stats.add(swept)
         if swept.succeeded == 0:
             unproductive.append({"at": utc_iso(at or now), "calls": swept.calls,

@@ -47,12 +47,16 @@ def _search(client, trip: TripQuery, at: dt.datetime | None) -> CallResult:
 
 
 def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = None,
-          concurrency: int = 4) -> SweepStats:
-    """Search every trip (at market time `at`, or now) and deliver one record per call, all collected at one moment."""
+          concurrency: int = 4, chosen_at: dt.datetime | None = None) -> SweepStats:
+    """Search every trip (at market time `at`, or now) and deliver one record per call, all collected at one moment.
+
+    A live sweep (`at` None) is stamped `chosen_at`, the moment its trips were picked from the watchlist, when given:
+    picked at 23:59:59 and stamped after midnight, every trip's days ahead would be off by one.
+    """
     stats = SweepStats()
     # A sweep is one look at the market: every record carries the sweep's moment (its start when live), so a trip
     # searched on two providers is one collection to every reader (the page's latest fares, the advisor's observations).
-    collected_at = at or dt.datetime.now(dt.timezone.utc)
+    collected_at = at or chosen_at or dt.datetime.now(dt.timezone.utc)
 
     def call(trip: TripQuery) -> tuple[CallResult, int]:
         result = _search(client, trip, at)

@@ -42,4 +42,9 @@ def envelope(provider: str, query: dict, collected_at: dt.datetime, status: int,
 
 def encode(record: dict) -> bytes:
     """One JSON line; Firehose concatenates records, so each ends with a newline."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    try:
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    except UnicodeEncodeError:
+        # An answer holding half a surrogate pair ("\ud83d", a string cut at a UTF-16 boundary) is valid JSON but
+        # no UTF-8: written escaped, as the provider sent it, rather than failing the sweep.
+        return json.dumps(record, separators=(",", ":")).encode() + b"\n"
