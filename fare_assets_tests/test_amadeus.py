@@ -353,12 +353,14 @@ def test_a_429_is_retried_after_the_asked_wait():
 
 def test_wrong_credentials_fail_clearly_without_the_secret():
     with serving(FakeAmadeus(CLIENT_ID, CLIENT_SECRET)) as server:
-        result = AmadeusClient(server.url, CLIENT_ID, "wrong-secret", sleep=Sleeps()).search(FAMILY_TRIP)
+        client = AmadeusClient(server.url, CLIENT_ID, "wrong-secret", sleep=Sleeps())
+        result, next_trip = client.search(FAMILY_TRIP), client.search(FAMILY_TRIP)
     assert (result.status, result.failure) == (0, "auth_error")
     assert result.error == "amadeus authentication failed: token endpoint answered HTTP 401: Client credentials are invalid"
     assert "wrong-secret" not in result.error and server.searches() == []
-    # Refused credentials stay refused: no retry asks again.
+    # Refused credentials stay refused for the run: neither a retry nor the next trip asks again.
     assert len(_token_requests(server)) == 1
+    assert (next_trip.failure, next_trip.error) == ("auth_error", f"not called: {result.error}")
 
 
 def test_an_overloaded_token_endpoint_is_retried_with_backoff():

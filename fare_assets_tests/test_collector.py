@@ -97,6 +97,8 @@ BEHAVIOURS = {
                                                    else _answer(handler, attempt)),
     "retry_after_twice_then_ok": lambda handler, attempt: (
         _send(handler, 429, "{}", headers={"Retry-After": "2"}) if attempt <= 2 else _answer(handler, attempt)),
+    "quota_spent": lambda handler, attempt: _send(handler, 429, _qpx_error(429, "daily quota spent"),
+                                                  headers={"Retry-After": "3600"}),
 }
 
 
@@ -250,6 +252,18 @@ def test_every_attempt_takes_a_token_and_retry_after_holds_the_provider():
     assert server.requests == {"error_500_then_ok": 2, "rate_limited_429": 3}
     assert limiter.acquired == 5
     assert limiter.holds == [1.0, 1.0]
+
+
+def test_a_wait_longer_than_a_sweep_retries_for_records_the_next_calls_without_making_them():
+    # A spent quota: retrying every trip of the sweep four times would only be refused again.
+    clock = FakeClock()
+    with provider() as (server, url):
+        client = fast_client(url, clock)
+        refused, skipped = client.search(trip("quota_spent")), client.search(trip("ok"))
+    assert (refused.status, refused.failure) == (429, "rate_limited") and clock.sleeps == []
+    assert (skipped.status, skipped.failure) == (0, "rate_limited")
+    assert skipped.error == "not called: qpx asked to wait 3600 s (HTTP 429)"
+    assert server.requests == {"quota_spent": 1}
 
 
 def test_retry_after_is_honoured_through_the_shared_bucket():

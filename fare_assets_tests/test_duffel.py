@@ -3,6 +3,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -378,12 +379,24 @@ def test_a_spent_window_holds_every_caller_until_it_resets():
 
 def test_a_provider_that_keeps_refusing_is_recorded_as_rate_limited():
     sleeps = Sleeps()
-    with serving(FakeDuffel(TOKEN, reset_seconds=30)) as server:
+    with serving(FakeDuffel(TOKEN, reset_seconds=4)) as server:
         server.refuse(10)
         result = DuffelClient(server.url, TOKEN, retries=2, max_backoff_seconds=5, sleep=sleeps).search(ROUND_TRIP)
     assert (result.status, result.failure, result.error) == (429, "rate_limited", "HTTP 429: Too many requests")
-    assert len(server.searches()) == 3 and sleeps == [5, 5]
+    assert len(server.searches()) == 3 and len(sleeps) == 2 and all(3 <= waited <= 5 for waited in sleeps)
     assert json.loads(result.body)["errors"][0]["code"] == "rate_limit_exceeded"
+
+
+def test_a_wait_longer_than_a_sweep_retries_for_records_the_providers_next_calls_without_making_them():
+    # A spent quota: retrying every trip four times within the sweep would only be refused again.
+    sleeps = Sleeps()
+    with serving(FakeDuffel(TOKEN, reset_seconds=30)) as server:
+        server.refuse(10)
+        client = DuffelClient(server.url, TOKEN, retries=2, max_backoff_seconds=5, sleep=sleeps)
+        first, second = client.search(ROUND_TRIP), client.search(ROUND_TRIP)
+    assert (first.status, first.failure) == (429, "rate_limited") and sleeps == []
+    assert (second.status, second.failure) == (0, "rate_limited") and len(server.searches()) == 1
+    assert re.fullmatch(r"not called: duffel asked to wait (29|30) s \(HTTP 429\)", second.error)
 
 
 def test_a_wrong_token_fails_without_showing_it():

@@ -5,6 +5,7 @@ provider's rate-limit state, and names the structuring module that maps its raw 
 3NF tables. Adding a provider means a client here and a module in `fare_assets.structuring.providers`.
 """
 import datetime as dt
+import math
 import os
 import random
 import time
@@ -16,7 +17,7 @@ from types import ModuleType
 
 import requests
 
-from fare_assets.streaming.qpx_client import CallResult, failure_kind, retry_after_seconds
+from fare_assets.streaming.qpx_client import CallResult, Refusal, failure_kind, retry_after_seconds
 from fare_assets.streaming.rate_limit import TokenBucket
 from fare_assets.streaming.watchlist import TripQuery
 
@@ -126,6 +127,7 @@ class FareProviderClient(ABC):
         self._sleep = sleep
         self.session = requests.Session()
         self._rate_limit = RateLimitState()
+        self.refusal = Refusal()
 
     @property
     def structuring(self) -> ModuleType:
@@ -186,6 +188,9 @@ class FareProviderClient(ABC):
         if at is not None:
             return CallResult(0, 0, error=f"{self.provider} answers for the present only: cannot replay {at.isoformat()}",
                               failure="unsupported_replay")
+        refused_call = self.refusal.refused_call()
+        if refused_call is not None:
+            return refused_call
         request = self.build_request(trip)
         started = time.monotonic()
         renewed = False
@@ -202,8 +207,11 @@ class FareProviderClient(ABC):
                     self._pause(attempt, None)
                     attempt += 1
                     continue
-                return CallResult(0, _ms_since(started), error=f"{self.provider} authentication failed: {error}",
-                                  failure="auth_error")
+                failed = f"{self.provider} authentication failed: {error}"
+                if not error.transient:
+                    # Refused credentials stay refused for this run: the next calls would only ask again.
+                    self.refusal.refuse(math.inf, failed, "auth_error")
+                return CallResult(0, _ms_since(started), error=failed, failure="auth_error")
             except requests.RequestException as error:
                 if last:
                     kind = "timeout" if isinstance(error, requests.Timeout) else "network"
@@ -217,8 +225,14 @@ class FareProviderClient(ABC):
                 # An expired or revoked token: renew once, and the retry does not count as one.
                 renewed, refused = True, headers
                 continue
+            asked = self.wait_after_refusal(answer.headers, now) if answer.status_code in RETRYABLE else None
+            if asked is not None and asked > self.max_backoff_seconds:
+                # A wait no retry can honour within the sweep (a spent quota): this call and the provider's next
+                # ones until then are recorded as refused.
+                self.refusal.refuse_wait(self.provider, asked, answer.status_code)
+                return self._result(answer, started)
             if answer.status_code in RETRYABLE and not last:
-                self._pause(attempt, self.wait_after_refusal(answer.headers, now))
+                self._pause(attempt, asked)
                 attempt += 1
                 continue
             return self._result(answer, started)

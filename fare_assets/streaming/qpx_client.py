@@ -46,6 +46,31 @@ def failure_kind(status: int) -> str:
     return "bad_response"
 
 
+class Refusal:
+    """A provider that asked to wait longer than a sweep can (a spent quota) or refused the credentials: until then,
+    the run's further calls to it are recorded as failed without being made, instead of each retrying in turn."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._until = 0.0
+        self._error: str | None = None
+        self._failure: str | None = None
+
+    def refuse(self, seconds: float, error: str, failure: str) -> None:
+        """Record further calls as `failure` for `seconds` (infinity: the rest of the run)."""
+        self._until, self._error, self._failure = self._clock() + seconds, error, failure
+
+    def refuse_wait(self, provider: str, seconds: float, status: int) -> None:
+        """The provider answered `status` asking to wait `seconds`, longer than a sweep retries for."""
+        self.refuse(seconds, f"{provider} asked to wait {seconds:.0f} s (HTTP {status})", failure_kind(status))
+
+    def refused_call(self) -> CallResult | None:
+        """The failed call to record instead of calling, while the provider refuses; else None."""
+        if self._clock() >= self._until:
+            return None
+        return CallResult(0, 0, error=f"not called: {self._error}", failure=self._failure)
+
+
 def request_body(trip: TripQuery, solutions: int) -> dict:
     """The QPX Express `trips.search` request for one trip."""
     slices = [{"origin": trip.origin, "destination": trip.destination,
@@ -94,6 +119,7 @@ class QpxClient:
         self.rate_limiter = rate_limiter
         self._sleep = sleep
         self.session = requests.Session()
+        self.refusal = Refusal()
 
     def _pause(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff_seconds * 2 ** attempt * random.uniform(0.5, 1.5)
@@ -114,6 +140,9 @@ class QpxClient:
 
     def search(self, trip: TripQuery, at: dt.datetime | None = None) -> CallResult:
         """One search; `at` sets the market's clock (backfills), None means now."""
+        refused = self.refusal.refused_call()
+        if refused is not None:
+            return refused
         headers = {CLOCK_HEADER: utc_iso(at)} if at else {}
         body = request_body(trip, self.solutions)
         started = time.monotonic()
@@ -127,6 +156,12 @@ class QpxClient:
                     return CallResult(0, _ms_since(started), error=f"{type(error).__name__}: {error}", failure=kind)
                 self._pause(attempt, None)
                 continue
+            asked = retry_after_seconds(answer.headers.get("Retry-After"), dt.datetime.now(dt.timezone.utc))
+            if answer.status_code in RETRYABLE and asked is not None and asked > self.max_backoff_seconds:
+                # A wait no retry can honour within the sweep (a spent quota): this call and the provider's next
+                # ones until then are recorded as refused.
+                self.refusal.refuse_wait(self.provider, asked, answer.status_code)
+                return _result(answer, started)
             if answer.status_code in RETRYABLE and not last:
                 self._pause(attempt, answer.headers.get("Retry-After"))
                 continue
