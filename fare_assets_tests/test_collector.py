@@ -24,7 +24,7 @@ from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.notify import (NO_CHANNEL, AlertConfigError, AlertSettings, alert_settings_from_env,
                                           email_message, run_failure_alert, send_alert, send_waiting,
                                           unproductive_sweeps_alert, webhook_payload)
-from fare_assets.streaming.qpx_client import CallResult, QpxClient, retry_after_seconds
+from fare_assets.streaming.qpx_client import CLOCK_HEADER, CallResult, QpxClient, retry_after_seconds
 from fare_assets.streaming.rate_limit import TokenBucket, provider_rate_limit
 from fare_assets.streaming.watchlist import TripQuery
 
@@ -56,11 +56,15 @@ class FakeClock:
 
 # --- a misbehaving QPX provider ------------------------------------------------------------------
 
-def _send(handler, status: int, body: str, content_type: str = "application/json", headers: dict | None = None):
+def _send(handler, status: int, body: str, content_type: str = "application/json", headers: dict | None = None,
+          echo_clock: bool = True):
     payload = body.encode()
     handler.send_response(status)
     handler.send_header("Content-Type", content_type)
     handler.send_header("Content-Length", str(len(payload)))
+    # As the simulator does, a replayed moment is said back, unless the endpoint ignores the clock.
+    if handler.headers.get(CLOCK_HEADER) and echo_clock:
+        handler.send_header(CLOCK_HEADER, handler.headers[CLOCK_HEADER])
     for name, value in (headers or {}).items():
         handler.send_header(name, value)
     handler.end_headers()
@@ -97,6 +101,7 @@ BEHAVIOURS = {
                                                    else _answer(handler, attempt)),
     "retry_after_twice_then_ok": lambda handler, attempt: (
         _send(handler, 429, "{}", headers={"Retry-After": "2"}) if attempt <= 2 else _answer(handler, attempt)),
+    "ignores_the_clock": lambda handler, attempt: _send(handler, 200, json.dumps(QPX_ANSWER), echo_clock=False),
     "quota_spent": lambda handler, attempt: _send(handler, 429, _qpx_error(429, "daily quota spent"),
                                                   headers={"Retry-After": "3600"}),
 }
@@ -264,6 +269,17 @@ def test_a_wait_longer_than_a_sweep_retries_for_records_the_next_calls_without_m
     assert (skipped.status, skipped.failure) == (0, "rate_limited")
     assert skipped.error == "not called: qpx asked to wait 3600 s (HTTP 429)"
     assert server.requests == {"quota_spent": 1}
+
+
+def test_a_replay_the_endpoint_does_not_confirm_is_refused_not_recorded_as_history():
+    # A live QPX-compatible endpoint ignores the clock header and answers for now.
+    at = dt.datetime(2026, 10, 1, 12, tzinfo=UTC)
+    with provider() as (server, url):
+        client = fast_client(url, FakeClock())
+        live, replayed = client.search(trip("ignores_the_clock"), at), client.search(trip("ok"), at)
+    assert (live.status, live.failure, live.response) == (0, "unsupported_replay", None)
+    assert live.error == "qpx did not confirm answering for 2026-10-01T12:00:00Z (X-Market-Time None in its answer)"
+    assert (replayed.status, replayed.response) == (200, QPX_ANSWER)
 
 
 def test_retry_after_is_honoured_through_the_shared_bucket():

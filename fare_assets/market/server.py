@@ -79,7 +79,10 @@ class MarketRequestHandler(BaseHTTPRequestHandler):
             self._error(404, f"no such resource: POST {path}")
             return
         try:
-            self._send(200, self._search())
+            moment, answer = self._search()
+            # Said back, so a client replaying a past moment knows the answer is for it (a live endpoint would
+            # answer for now without a word).
+            self._send(200, answer, {TIME_HEADER: moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
         except BadRequest as error:
             self._error(400, error.message, error.field)
         except MarketError as error:
@@ -89,13 +92,14 @@ class MarketRequestHandler(BaseHTTPRequestHandler):
             log.exception("market search failed")
             self._error(500, "internal error in the market simulator")
 
-    def _search(self) -> dict:
+    def _search(self) -> tuple[datetime, dict]:
+        """The market moment answered for, and the answer."""
         body = self._read_json()
         moment = _market_time(self.headers.get(TIME_HEADER))
         query, solutions = parse_request(body)
         options = self.server.market.search(query, moment, solutions)
         request_id = make_request_id(self.server.market.params.seed, json.dumps(body, sort_keys=True), moment.isoformat())
-        return render_response(query, options, request_id)
+        return moment, render_response(query, options, request_id)
 
     def _read_json(self) -> object:
         length = self.headers.get("Content-Length")
@@ -125,11 +129,13 @@ class MarketRequestHandler(BaseHTTPRequestHandler):
             error["field"] = field
         self._send(status, {"error": error})
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 

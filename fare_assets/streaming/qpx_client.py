@@ -165,6 +165,12 @@ class QpxClient:
             if answer.status_code in RETRYABLE and not last:
                 self._pause(attempt, answer.headers.get("Retry-After"))
                 continue
+            if at is not None and answer.status_code == 200 and answer.headers.get(CLOCK_HEADER) != utc_iso(at):
+                # An endpoint that ignores the clock answers for now: recorded as collected at `at`, today's fares
+                # would pass for history.
+                return CallResult(0, _ms_since(started), failure="unsupported_replay",
+                                  error=f"{self.provider} did not confirm answering for {utc_iso(at)} "
+                                        f"({CLOCK_HEADER} {answer.headers.get(CLOCK_HEADER)!r} in its answer)")
             return _result(answer, started)
         raise AssertionError("unreachable: the last attempt always returns")
 
