@@ -7,19 +7,22 @@ from fare_assets.run_alerts import failed_run_alert
 from fare_assets.show.assets import SERVING_TABLES_POOL, serve_job, serving_tables_sensor, trip_serving_tables
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.sensors import landing_sensor_factory
-from fare_assets.streaming.assets import backfill_job, collect_job, collect_schedule, raw_fare_quotes
+from fare_assets.streaming.assets import (COLLECTION_POOL, backfill_job, collect_job, collect_schedule,
+                                          raw_fare_quotes)
 from fare_assets.structuring.assets import CURATED_LAKE_POOL, structured_fare_tables
 from fare_assets.structuring.checks import quality_checks
+from fare_assets.structuring.emr import structuring_max_runtime_tags
 from fare_assets.synthesizing.assets import buy_wait_advisor, fare_model, retrain_schedule, synthesize_job
 
 # Partitioned by landing hour through its assets; the sensor runs one hour, a backfill a range in one run.
 structure_job = define_asset_job(
     "structure_landing_hour", selection=[structured_fare_tables, warehouse_fares],
     description="Structure landing hours of raw records into Parquet and load the warehouse.",
+    tags=structuring_max_runtime_tags(),
 )
 
 
-POOLS = (CURATED_LAKE_POOL, SERVING_TABLES_POOL)
+POOLS = (COLLECTION_POOL, CURATED_LAKE_POOL, SERVING_TABLES_POOL)
 
 
 def register_pools(instance: DagsterInstance) -> None:

@@ -1,4 +1,4 @@
-"""The shipped dagster.yaml's pools: runs that swap the curated lake (or the serving tables) start one at a time,
+"""The shipped dagster.yaml's pools: runs that collect, swap the curated lake or the serving tables start one at a time,
 whichever job they belong to. Decided by Dagster's own run queue on a real instance; nothing is launched."""
 import yaml
 from dagster import DagsterRunStatus
@@ -52,10 +52,13 @@ def test_runs_of_one_pool_start_one_at_a_time_whatever_their_job():
         backfill = submit(instance, graph, tags=HOUR)
         serve, serve_again = (submit(instance, defs.resolve_job_def("serve_trips")) for _ in range(2))
         collect = submit(instance, defs.resolve_job_def("collect_fares"))
+        # The same asset as a backfill_fares replay, so in the same pool.
+        collect_again = submit(instance, defs.resolve_job_def("collect_fares"))
         assert backfill.run_op_concurrency.all_pools == {"curated-lake"}
 
-        # The backfill waits for the structuring run; of two refreshes, one starts; a collection has no pool.
+        # The backfill waits for the structuring run; of two refreshes, one starts; of two collections (each with
+        # its own rate limiters), one.
         assert dequeued(instance) == [serve.run_id, collect.run_id]
         instance.report_run_failed(structuring)
         assert dequeued(instance) == [backfill.run_id, serve.run_id, collect.run_id]
-        assert serve_again.run_id not in dequeued(instance)
+        assert serve_again.run_id not in dequeued(instance) and collect_again.run_id not in dequeued(instance)

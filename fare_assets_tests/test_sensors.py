@@ -13,11 +13,13 @@ from moto import mock_aws
 
 from fare_assets.definitions import build_defs, structure_job
 from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
+from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.structuring.assets import structured_fare_tables
+from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, structuring_max_runtime_tags
 
 BUCKET = "fares-lake-test"
 NOW = dt.datetime(2026, 11, 28, 4, 30, tzinfo=dt.timezone.utc)
@@ -249,3 +251,19 @@ def test_the_instance_purges_old_ticks_and_its_config_is_valid(monkeypatch):
     config, _ = dagster_instance_config(str(PROJECT_ROOT))
     assert config["retention"] == {"schedule": {"purge_after_days": 90},
                                    "sensor": {"purge_after_days": {"skipped": 7, "failure": 90, "success": 90}}}
+
+
+@pytest.mark.parametrize("runner, structuring_limit", [("local", LOCAL_RUN_MAX_SECONDS), ("emr", EMR_RUN_MAX_SECONDS)])
+def test_a_run_whose_worker_died_is_failed_after_its_jobs_limit(monkeypatch, runner, structuring_limit):
+    # The default launcher leaves such a run STARTED for ever, holding its pool: run monitoring fails it.
+    for name in ("FARES_DAGSTER_PG_URL", "FARES_DAGSTER_ARTIFACTS", "FARES_DAGSTER_COMPUTE_LOGS"):
+        monkeypatch.setenv(name, "postgresql://fares@127.0.0.1:9/dagster" if name.endswith("URL") else "/tmp/x")
+    config, _ = dagster_instance_config(str(PROJECT_ROOT))
+    assert config["run_monitoring"] == {"enabled": True, "max_resume_run_attempts": 0,
+                                        "max_runtime_seconds": EMR_RUN_MAX_SECONDS}
+    monkeypatch.setenv("FARES_SPARK_RUNNER", runner)
+    assert structuring_max_runtime_tags() == {"dagster/max_runtime": str(structuring_limit)}
+    defs = build_defs(local_resources())
+    assert {name: defs.resolve_job_def(name).tags.get("dagster/max_runtime") for name in (
+        "collect_fares", "backfill_fares", "synthesize", "serve_trips")} == dict.fromkeys(
+        ("collect_fares", "backfill_fares", "synthesize", "serve_trips"), str(LOCAL_RUN_MAX_SECONDS))

@@ -7,6 +7,7 @@ from dagster import (AssetExecutionContext, AssetKey, AssetSpec, DefaultSensorSt
                      multi_asset_sensor)
 
 from fare_assets.resources import FareSourceResource, LakeStorage, WarehouseResource
+from fare_assets.run_limits import max_runtime_tags
 from fare_assets.show.refresh import published_model, refresh_serving_tables
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import WatchlistError
@@ -72,7 +73,7 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, wareh
                                             for name, error in unavailable.items()))
 
 
-serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables],
+serve_job = define_asset_job("serve_trips", selection=[trip_serving_tables], tags=max_runtime_tags(),
                              description="Recompute the advice, predicted fares and trip pages the fare page serves.")
 
 # New fares (each structured landing hour) and new models (the daily retrain) both change what the

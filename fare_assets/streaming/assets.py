@@ -5,6 +5,7 @@ from dagster import (AssetExecutionContext, Config, DefaultScheduleStatus, Mater
                      ScheduleDefinition, asset, config_mapping, define_asset_job)
 
 from fare_assets.resources import FareSourceResource, LakeResource
+from fare_assets.run_limits import max_runtime_tags
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
 from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, send_alert,
@@ -76,8 +77,13 @@ def _send(context, alert: Alert) -> None:
 
 
 # Raw is the platform's source of truth: every later table can be rebuilt from it.
+# One collection at a time, scheduled or replayed: each run has its own rate limiters, so two overlapping runs
+# (a sweep slower than its 30-minute slot, a backfill) would call each provider at twice its rate.
+COLLECTION_POOL = "collection"
+
+
 @asset(group_name="streaming", description="Raw fare-search records in the lake's landing prefix "
-       "(one JSON envelope per provider call, Firehose key layout).")
+       "(one JSON envelope per provider call, Firehose key layout).", pool=COLLECTION_POOL)
 def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_source: FareSourceResource,
                     lake: LakeResource) -> MaterializeResult:
     watchlist = fare_source.watchlist()
@@ -122,7 +128,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     })
 
 
-collect_job = define_asset_job("collect_fares", selection=[raw_fare_quotes],
+collect_job = define_asset_job("collect_fares", selection=[raw_fare_quotes], tags=max_runtime_tags(),
                                description="One collection sweep of the watchlist (or a backfill with config).")
 # Fares move during the day; 30 minutes is the platform's collection cadence.
 # Running from the first deployment, as the sensors are: a platform that collects only once someone finds the
@@ -146,7 +152,7 @@ def _replayed_period(config: BackfillConfig) -> RunConfig:
 
 
 backfill_job = define_asset_job(
-    "backfill_fares", selection=[raw_fare_quotes], config=_replayed_period,
+    "backfill_fares", selection=[raw_fare_quotes], config=_replayed_period, tags=max_runtime_tags(),
     description="Replay the watchlist over a past period against the market's settable clock "
                 "(X-Market-Time; the simulator honours it, a live provider answers for today).",
 )

@@ -24,6 +24,7 @@ from dagster_aws.pipes import PipesEMRClient, PipesS3ContextInjector, PipesS3Mes
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
+from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS, max_runtime_tags
 from fare_assets.storing.lake import CODE_PREFIX, PIPES_PREFIX
 from fare_assets.structuring import emr_entry
 from fare_assets.structuring.spark_jobs import run_spark_job
@@ -45,6 +46,8 @@ DEFAULT_SERVICE_ROLE = "EMR_DefaultRole"
 DEFAULT_JOB_FLOW_ROLE = "EMR_EC2_DefaultRole"
 # A day of polls 30 s apart: longer than any job should take, short of forever.
 CLUSTER_WAITER_CONFIG = {"Delay": 30, "MaxAttempts": 2880}
+# A run waiting on EMR gets that day and two hours more before run monitoring fails it (fare_assets.run_limits).
+EMR_RUN_MAX_SECONDS = CLUSTER_WAITER_CONFIG["Delay"] * CLUSTER_WAITER_CONFIG["MaxAttempts"] + 2 * 3600
 # A cluster in these states accepts steps, in these it is ending or has ended; a step in these has ended.
 CLUSTER_STATES_TAKING_STEPS = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 CLUSTER_END_STATES = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
@@ -323,9 +326,18 @@ class EmrSparkRunner(SparkRunner):
             time.sleep(self.step_poll_seconds)
 
 
+def _runner_mode() -> str:
+    return os.environ.get("FARES_SPARK_RUNNER", "local").strip() or "local"
+
+
+def structuring_max_runtime_tags() -> dict[str, str]:
+    """Run-monitoring limit of a structuring run: a local run's, or on EMR the day its cluster may take and more."""
+    return max_runtime_tags(EMR_RUN_MAX_SECONDS if _runner_mode() == "emr" else LOCAL_RUN_MAX_SECONDS)
+
+
 def spark_runner_from_env(pyspark: PySparkResource, bucket: str, s3: S3Resource) -> SparkRunner:
     """FARES_SPARK_RUNNER: `local` (default) runs in `pyspark`'s session, `emr` on EMR (EmrSparkRunner.from_env)."""
-    mode = os.environ.get("FARES_SPARK_RUNNER", "local").strip() or "local"
+    mode = _runner_mode()
     if mode == "local":
         return LocalSparkRunner(pyspark=pyspark)
     if mode == "emr":

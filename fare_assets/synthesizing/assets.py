@@ -7,6 +7,7 @@ from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, De
                      MetadataValue, ScheduleDefinition, asset, define_asset_job)
 
 from fare_assets.resources import LakeStorage, WarehouseResource
+from fare_assets.run_limits import max_runtime_tags
 from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.synthesizing.estimators import SPARK
@@ -97,7 +98,7 @@ def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: 
                                        **evaluation.metrics, **_chart_metadata(charts)})
 
 
-synthesize_job = define_asset_job("synthesize", selection=[buy_wait_advisor, fare_model],
+synthesize_job = define_asset_job("synthesize", selection=[buy_wait_advisor, fare_model], tags=max_runtime_tags(),
                                   description="Retrain and evaluate the advisor and the fare model.")
 # Prices and the watchlist change daily; so does what the advisor should have learned.
 retrain_schedule = ScheduleDefinition(job=synthesize_job, cron_schedule="15 3 * * *", name="retrain_daily",
