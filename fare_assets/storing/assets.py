@@ -72,7 +72,7 @@ def _exported_rows(folder: Path, table: str, columns: list[str]) -> Iterable[tup
         AssetSpec("international_fares", group_name="storing", deps=list(FACT_TABLES),
                   description="Trip options that cross a border (PostgreSQL)."),
     ],
-    check_specs=[AssetCheckSpec("every_option_loaded", asset="national_fares",
+    check_specs=[AssetCheckSpec("every_option_loaded", asset="national_fares", partitions_def=landing_hours,
                                 description="Every projected trip option of the run's hours within retention is "
                                             "in its own table (national or international).")],
     partitions_def=landing_hours,

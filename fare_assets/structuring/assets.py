@@ -38,9 +38,10 @@ CURATED_LAKE_POOL = "curated-lake"
     specs=[AssetSpec(table, group_name="structuring", description=text, deps=["raw_fare_quotes"])
            for table, text in CURATED_TABLES.items()],
     check_specs=[
-        AssetCheckSpec("every_raw_record_accounted_for", asset="searches",
+        # Partitioned like the tables: a landing hour's result stays its own, not replaced by the next hour's.
+        AssetCheckSpec("every_raw_record_accounted_for", asset="searches", partitions_def=landing_hours,
                        description="Raw records = searches + quarantined + dropped duplicates."),
-        AssetCheckSpec("options_match_searches", asset="trip_options",
+        AssetCheckSpec("options_match_searches", asset="trip_options", partitions_def=landing_hours,
                        description="Options written = the sum of option_count over searches."),
     ],
     partitions_def=landing_hours,
