@@ -8,12 +8,13 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psycopg
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
+from fare_assets.storing.warehouse import checked_dsn
 from fare_assets.streaming.amadeus_client import amadeus_client_from_env
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.duffel_client import duffel_client_from_env
@@ -216,6 +217,10 @@ class WarehouseResource(ConfigurableResource):
     """The PostgreSQL warehouse the fare page reads."""
 
     dsn: str
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Before any asset or sensor hands the DSN to psycopg, whose parse error would quote its password.
+        checked_dsn(self.dsn.get_value() if isinstance(self.dsn, EnvVar) else self.dsn)
 
     @contextmanager
     def connect(self):

@@ -3,9 +3,10 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from dagster import Failure
+from dagster import Failure, build_init_resource_context
 from psycopg.rows import dict_row
 
+from fare_assets.resources import WarehouseResource
 from fare_assets.storing import warehouse
 from fare_assets.storing.assets import load_errors_as_failures
 from fare_assets.storing.postgres import READONLY_ROLE
@@ -152,6 +153,14 @@ def test_a_backend_killed_mid_load_leaves_the_tables_as_they_were_and_a_rerun_lo
 def test_the_warehouse_address_names_no_credentials():
     address = warehouse.warehouse_address("postgresql://fares:s3cret@db.internal:5433/fares")
     assert address == "db.internal:5433/fares"
+
+
+def test_a_dsn_psycopg_cannot_read_fails_the_resource_without_quoting_its_password():
+    # A password with % not URL-encoded: psycopg's own error would quote it to the Dagster UI and the alerts.
+    resource = WarehouseResource(dsn="postgresql://fares:s3cr%t@db.internal/fares")
+    with pytest.raises(ValueError, match="URL-encode the special characters") as raised:
+        resource.setup_for_execution(build_init_resource_context())
+    assert "s3cr" not in str(raised.value) and raised.value.__cause__ is None and raised.value.__suppress_context__
 
 
 def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):

@@ -588,9 +588,19 @@ def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int
     return load_warehouse(conn, rows, {}).changed
 
 
+def checked_dsn(dsn: str) -> str:
+    """`dsn` when PostgreSQL can read it; else an error that does not quote it (psycopg's would show the password)."""
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        raise ValueError("the warehouse DSN (FARES_WAREHOUSE_DSN) is not a PostgreSQL connection string psycopg can "
+                         "read: URL-encode the special characters of its password (%, spaces, @, /)") from None
+    return dsn
+
+
 def warehouse_address(dsn: str) -> str:
     """host:port/dbname of a DSN, without user or password, for messages and logs."""
-    parts = conninfo_to_dict(dsn)
+    parts = conninfo_to_dict(checked_dsn(dsn))
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
