@@ -299,6 +299,19 @@ def test_advice_is_the_last_call_when_the_watchlist_stops_collecting_the_trip(lo
     assert advice_with(unreadable) == usual
 
 
+def test_a_model_never_published_skips_its_table_without_failing_the_refresh(loaded, trained_models, tmp_path):
+    # A young deployment: no departed trip to train the advisor on yet, a fare model already.
+    lake = tmp_path / "young-lake"
+    shutil.copytree(Path(trained_models) / "models" / "fare_model", lake / "models" / "fare_model")
+    resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded),
+                 "fare_source": watching(tmp_path, 1)}
+    result = materialize([trip_serving_tables], resources=resources)
+    assert result.success
+    assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} == {
+        "predicted_fares", "trip_pages"}
+    assert serving_rows(loaded, "trip_advice") == [] and len(serving_rows(loaded, "trip_pages")) == 2
+
+
 def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(loaded, trained_models, tmp_path):
     refresh_serving(loaded, trained_models)
     before = serving_rows(loaded, "trip_advice")

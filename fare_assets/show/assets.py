@@ -12,7 +12,7 @@ from fare_assets.show.refresh import published_model, refresh_serving_tables
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import WatchlistError
 from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
-from fare_assets.synthesizing.model_files import ModelUnavailable
+from fare_assets.synthesizing.model_files import ModelNotPublished, ModelUnavailable
 
 FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 # The serving table each published model computes.
@@ -51,6 +51,10 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, wareh
     for name in MODEL_TABLES:
         try:
             models[name] = published_model(lake, name)
+        except ModelNotPublished as error:
+            # A young deployment (the advisor needs departed trips to learn from): failing every refresh until the
+            # first model exists would bury real failures under alerts. Its table stays empty meanwhile.
+            context.log.info(f"{MODEL_TABLES[name]} not refreshed: {error}")
         except ModelUnavailable as error:
             unavailable[name] = error
     now = dt.datetime.now(dt.timezone.utc)

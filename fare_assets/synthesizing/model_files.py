@@ -16,6 +16,10 @@ class ModelUnavailable(Exception):
     """A model file is missing, unreadable, of another kind or format version, or built on other features."""
 
 
+class ModelNotPublished(ModelUnavailable):
+    """No version of the model has been published yet (a young deployment): expected, not a failure."""
+
+
 def save_model_file(path: str | os.PathLike, kind: str, format_version: int, features: list[str], payload: dict) -> Path:
     """Write a model file atomically, so a reader never sees a half-written model."""
     target = Path(path)
@@ -75,7 +79,7 @@ def published_version(lake, name: str) -> str:
     try:
         return str(json.loads(lake.read_object(pointer))["version"])
     except FileNotFoundError as error:
-        raise ModelUnavailable(f"no {name} has been published yet ({lake.object_path(pointer)} is missing)") from error
+        raise ModelNotPublished(f"no {name} has been published yet ({lake.object_path(pointer)} is missing)") from error
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelUnavailable(f"{lake.object_path(pointer)} does not name a {name} version") from error
 
