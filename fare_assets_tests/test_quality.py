@@ -276,9 +276,9 @@ def _checks_run(root: Path, hour: str, check_keys: list[AssetCheckKey]):
                  "lake": LakeResource(root=str(root))}
     selection = AssetSelection.assets(*TABLE_SCHEMAS).without_checks() | AssetSelection.checks(*check_keys)
     result = materialize([structured_already, curated_table_quality], resources=resources,
-                         partition_key=partition_of_landing_hour(hour), selection=selection)
+                         partition_key=partition_of_landing_hour(hour), selection=selection, raise_on_error=False)
     return {(evaluation.asset_key.path[-1], evaluation.check_name): evaluation
-            for evaluation in result.get_asset_check_evaluations()}
+            for evaluation in result.get_asset_check_evaluations()}, result
 
 
 def test_the_dagster_checks_see_the_landing_hour_of_their_run(spark, lake_copy):
@@ -290,7 +290,7 @@ def test_the_dagster_checks_see_the_landing_hour_of_their_run(spark, lake_copy):
         ("trip_options", TOTALS_CHECK), ("trip_options", FARES_CHECK), ("legs", PRIMARY_KEY_CHECK),
         ("pricings", "option_id_in_trip_options"))]
 
-    evaluations = _checks_run(lake_copy, LATER_HOUR, selected)
+    evaluations, result = _checks_run(lake_copy, LATER_HOUR, selected)
     assert {key: evaluation.passed for key, evaluation in evaluations.items()} == {
         ("trip_options", TOTALS_CHECK): False,
         ("trip_options", FARES_CHECK): False,
@@ -302,6 +302,12 @@ def test_the_dagster_checks_see_the_landing_hour_of_their_run(spark, lake_copy):
     assert fares.severity.value == "WARN" and evaluations[("trip_options", TOTALS_CHECK)].severity.value == "ERROR"
     assert fares.metadata["failing"].value == 1 and fares.metadata["landing_hours"].text == LATER_HOUR
     assert [example["option_id"] for example in fares.metadata["examples"].data] == [option.option_id]
+    # The failed ERROR rule fails the run, so the failed-run alert tells someone; the WARN rule alone would not.
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.user_failure_data.description == (
+        f"quality checks failed for {LATER_HOUR}: trip_options/{TOTALS_CHECK} fails on 1")
+    warned, warn_result = _checks_run(lake_copy, LATER_HOUR, [AssetCheckKey(AssetKey("trip_options"), FARES_CHECK)])
+    assert not warned[("trip_options", FARES_CHECK)].passed and warn_result.success
 
 
 def test_the_rules_run_by_key_answer_plain_json_and_refuse_an_unknown_key(spark, lake_copy):

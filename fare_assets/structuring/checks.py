@@ -1,8 +1,8 @@
 """Dagster asset checks that run the curated tables' quality rules over the landing hours of a run."""
 from collections.abc import Iterator
 
-from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue,
-                     multi_asset_check)
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Failure,
+                     MetadataValue, multi_asset_check)
 
 from fare_assets.partitions import landing_hour_of_partition, landing_hours
 from fare_assets.resources import LakeStorage
@@ -46,6 +46,13 @@ def curated_table_quality(context: AssetCheckExecutionContext, spark_runner: Spa
             metadata={"failing": result["failing"], "examples": MetadataValue.json(result["examples"]),
                       "landing_hours": ", ".join(hours) if hours else "all"},
         )
+    failed = [f"{rule.table}/{rule.name} fails on {results[rule.key]['failing']}" for rule in selected
+              if results[rule.key]["failing"] and not rule.warn_only]
+    if failed:
+        # The checks do not hold the load back (one orphan row would keep an hour's fares from the page), but an
+        # ERROR rule that fails fails the run, so failed_run_alert tells someone; each result keeps its examples.
+        raise Failure(description=f"quality checks failed for {', '.join(hours) if hours else 'every landing hour'}: "
+                                  f"{'; '.join(failed)}")
 
 
 quality_checks = [curated_table_quality]
