@@ -112,6 +112,23 @@ def test_a_warehouse_down_during_the_load_fails_clearly_and_a_rerun_completes(co
         assert warehouse_checksums(conn) == before
 
 
+def test_a_load_that_finds_an_option_missing_fails_after_recording_its_check(collected, monkeypatch):
+    defs, structure = collected
+    load_warehouse = warehouse.load_warehouse
+
+    def one_short(*arguments, **options):
+        load = load_warehouse(*arguments, **options)
+        load.present -= 1
+        return load
+
+    monkeypatch.setattr(warehouse, "load_warehouse", one_short)
+    failed = structure()
+    assert not failed.success
+    assert {check.check_name: check.passed for check in failed.get_asset_check_evaluations()}[
+        "every_option_loaded"] is False
+    assert "every_option_loaded failed: " in failure_texts(failed)
+
+
 def test_a_load_outlives_a_warehouse_restart_and_gives_up_after_its_attempts(collected, warehouse_cluster):
     # The server goes away and comes back while the load waits for its third attempt.
     def count_fares():

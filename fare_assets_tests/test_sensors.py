@@ -6,20 +6,21 @@ from pathlib import Path
 import boto3
 import pytest
 from dagster import (DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, Definitions, SensorDefinition,
-                     build_sensor_context)
+                     build_sensor_context, materialize)
 from dagster._core.instance.config import dagster_instance_config
 from dagster_aws.s3 import S3Resource
 from moto import mock_aws
 
 from fare_assets.definitions import build_defs, structure_job
+from fare_assets.partitions import partition_of_landing_hour
 from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
-from fare_assets.structuring.assets import structured_fare_tables
-from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, structuring_max_runtime_tags
+from fare_assets.structuring.assets import CURATED_TABLES, structured_fare_tables
+from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, SparkRunner, structuring_max_runtime_tags
 
 BUCKET = "fares-lake-test"
 NOW = dt.datetime(2026, 11, 28, 4, 30, tzinfo=dt.timezone.utc)
@@ -267,3 +268,30 @@ def test_a_run_whose_worker_died_is_failed_after_its_jobs_limit(monkeypatch, run
     assert {name: defs.resolve_job_def(name).tags.get("dagster/max_runtime") for name in (
         "collect_fares", "backfill_fares", "synthesize", "serve_trips")} == dict.fromkeys(
         ("collect_fares", "backfill_fares", "synthesize", "serve_trips"), str(LOCAL_RUN_MAX_SECONDS))
+
+
+class PlannedCountsRunner(SparkRunner):
+    """Answers the structuring job with given counts (the job itself is tested in test_structuring)."""
+
+    counts: dict
+
+    def run_job(self, context, job: str, **arguments) -> dict:
+        return self.counts
+
+
+def test_a_structuring_run_that_lost_rows_fails_after_recording_its_checks(tmp_path):
+    # Searches + quarantined + duplicates fall one short of the raw records: the run fails, so the alert fires.
+    raw = tmp_path / raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 1, tzinfo=dt.timezone.utc), "u" * 36)
+    raw.parent.mkdir(parents=True)
+    raw.write_text("{}\n")
+    counts = {**dict.fromkeys(CURATED_TABLES, 1), "raw_records": 3, "searches": 1, "quarantined": 1,
+              "duplicates": 0, "trip_options": 4, "options_announced": 4}
+    result = materialize([structured_fare_tables], partition_key=partition_of_landing_hour("2026-11-28-04"),
+                         resources={"spark_runner": PlannedCountsRunner(counts=counts),
+                                    "lake": LakeResource(root=str(tmp_path))}, raise_on_error=False)
+    assert not result.success
+    assert {check.check_name: check.passed for check in result.get_asset_check_evaluations()} == {
+        "every_raw_record_accounted_for": False, "options_match_searches": True}
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert failure.step_failure_data.user_failure_data.description.startswith(
+        "every_raw_record_accounted_for failed for 2026-11-28-04..2026-11-28-04")

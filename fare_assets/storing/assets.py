@@ -130,8 +130,12 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
             "dimension_rows": dimension_rows, "retention_days": retention_days,
             "partitions_dropped": MetadataValue.json(load.dropped_partitions)})
     expected = load.staged - load.past_retention
-    yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares",
-                           passed=load.staged == exported[FARES_EXPORT] and load.present == expected,
+    loaded = load.staged == exported[FARES_EXPORT] and load.present == expected
+    yield AssetCheckResult(check_name="every_option_loaded", asset_key="national_fares", passed=loaded,
                            metadata={"projected": exported[FARES_EXPORT], "staged": load.staged,
                                      "past_retention": load.past_retention, "present": load.present,
                                      "moved_between_tables": load.reclassified})
+    if not loaded:
+        # Recorded first, then the run fails, so failed_run_alert tells someone the page misses fares.
+        raise Failure(description=f"every_option_loaded failed: {exported[FARES_EXPORT]} options projected, "
+                                  f"{load.staged} staged, {load.present} of the {expected} within retention in place")

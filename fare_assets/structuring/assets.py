@@ -59,11 +59,19 @@ def structured_fare_tables(context: AssetExecutionContext, spark_runner: SparkRu
     for table in CURATED_TABLES:
         yield MaterializeResult(asset_key=table, metadata={"rows": counts[table], "raw_objects": len(paths)})
     accounted = counts["searches"] + counts["quarantined"] + counts["duplicates"]
-    yield AssetCheckResult(check_name="every_raw_record_accounted_for", asset_key="searches",
-                           passed=accounted == counts["raw_records"],
-                           metadata={"raw_records": counts["raw_records"], "accounted": accounted,
-                                     "quarantined": counts["quarantined"]})
-    yield AssetCheckResult(check_name="options_match_searches", asset_key="trip_options",
-                           passed=counts["trip_options"] == counts["options_announced"],
-                           metadata={"trip_options": counts["trip_options"],
-                                     "options_announced": counts["options_announced"]})
+    checks = [
+        AssetCheckResult(check_name="every_raw_record_accounted_for", asset_key="searches",
+                         passed=accounted == counts["raw_records"],
+                         metadata={"raw_records": counts["raw_records"], "accounted": accounted,
+                                   "quarantined": counts["quarantined"]}),
+        AssetCheckResult(check_name="options_match_searches", asset_key="trip_options",
+                         passed=counts["trip_options"] == counts["options_announced"],
+                         metadata={"trip_options": counts["trip_options"],
+                                   "options_announced": counts["options_announced"]}),
+    ]
+    yield from checks
+    failed = [check.check_name for check in checks if not check.passed]
+    if failed:
+        # The job lost rows between what it planned and what it wrote: the load would spread them, and the failed
+        # run tells someone (failed_run_alert).
+        raise Failure(description=f"{', '.join(failed)} failed for {hours[0]}..{hours[-1]}: {counts}")
