@@ -144,8 +144,6 @@ LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_tab
     return conn.execute(query, {**_trip_params(trip, currency), "limit": limit}).fetchall()
 
 
-
-
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
                             limit: int = SUGGESTIONS_SHOWN) -> list[dict]:
     """Trips collected for the route departing from `today`, each with its cheapest latest fare."""

@@ -46,17 +46,18 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
     row = queries.trip_advice(conn, shown_trip(trip, options))
     if row is None:
         return _no_advice("unavailable", NO_ADVICE_YET)
-    if dt.datetime.now(dt.timezone.utc) - shown["collected_at"] > queries.ADVICE_FRESH_FOR:
-        # The advice is for the newest fares, so up to date; there are just no recent fares to advise on.
-        return {**_no_advice("stale", f"the newest fares were collected more than {queries.ADVICE_FRESH_FOR.days} "
-                                      "day ago; advice resumes with the next collection"),
-                "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
-                "model_version": row["model_version"]}
     # Advice for an older collection is still shown, saying so, until the next refresh catches up.
-    return {"action": row["action"], "drop_probability": row["drop_probability"], "confidence": row["confidence"],
-            "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
-            "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
-            "model_version": row["model_version"]}
+    advice = {"action": row["action"], "drop_probability": row["drop_probability"], "confidence": row["confidence"],
+              "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
+              "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
+              "model_version": row["model_version"]}
+    if dt.datetime.now(dt.timezone.utc) - shown["collected_at"] > queries.ADVICE_FRESH_FOR:
+        # Withheld, though its basis stays named: there are just no recent fares to advise on.
+        return {**advice, "action": "stale", "drop_probability": None, "confidence": None, "expected_saving": None,
+                "currency": None, "reason": f"the newest fares were collected more than "
+                                            f"{queries.ADVICE_FRESH_FOR.days} day ago; advice resumes with the next "
+                                            "collection"}
+    return advice
 
 
 def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date) -> dict:

@@ -460,8 +460,8 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
     placed_key = f"({', '.join(f'placed.{key}' for key in FARE_KEY)}) = ({', '.join(f'staged.{key}' for key in FARE_KEY)})"
-    for table, national, other in (("national_fares", "true", "international_fares"),
-                                   ("international_fares", "false", "national_fares")):
+    national_flags = list(zip(FARE_TABLES, ("true", "false")))
+    for (table, national), other in zip(national_flags, reversed(FARE_TABLES)):
         # An option whose market changed (a reference update moved an airport's country) moves table: a copy
         # left in the other one would show the same fare twice.
         load.reclassified += conn.execute(f"DELETE FROM {other} AS placed USING fare_staging AS staged"
@@ -471,7 +471,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
         load.changed[table] = conn.execute(_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)).rowcount
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
         f"(staged.national = {national} AND EXISTS (SELECT 1 FROM {table} AS placed WHERE {placed_key}))"
-        for table, national in (("national_fares", "true"), ("international_fares", "false"))))
+        for table, national in national_flags))
     return load, first_kept
 
 

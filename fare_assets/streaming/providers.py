@@ -7,7 +7,6 @@ provider's rate-limit state, and names the structuring module that maps its raw 
 import datetime as dt
 import math
 import os
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -17,11 +16,11 @@ from types import ModuleType
 
 import requests
 
-from fare_assets.streaming.qpx_client import CallResult, Refusal, failure_kind, retry_after_seconds
+from fare_assets.streaming.qpx_client import (RETRYABLE, CallResult, Refusal, failure_kind, pause_before_retry,
+                                              retry_after_seconds)
 from fare_assets.streaming.rate_limit import TokenBucket
 from fare_assets.streaming.watchlist import TripQuery
 
-RETRYABLE = {429, 500, 502, 503, 504}
 # A number this large in a reset header is a Unix time, not a count of seconds.
 _EPOCH_THRESHOLD = 1_000_000_000
 
@@ -167,15 +166,7 @@ class FareProviderClient(ABC):
         return self._rate_limit
 
     def _pause(self, attempt: int, asked: float | None) -> None:
-        delay = self.backoff_seconds * 2 ** attempt * random.uniform(0.5, 1.5)
-        if asked is not None:
-            # Capped like any backoff: a sweep must end within its collection slot, and a call
-            # still refused then is recorded as rate limited.
-            asked = min(asked, self.max_backoff_seconds)
-            if self.rate_limiter is not None:
-                self.rate_limiter.hold(asked)
-            delay = max(delay, asked)
-        self._sleep(min(delay, self.max_backoff_seconds))
+        pause_before_retry(self, attempt, asked)
 
     def _send(self, request: ProviderRequest, headers: dict[str, str]) -> requests.Response:
         if self.rate_limiter is not None:
@@ -226,10 +217,7 @@ class FareProviderClient(ABC):
                 renewed, refused = True, headers
                 continue
             asked = self.wait_after_refusal(answer.headers, now) if answer.status_code in RETRYABLE else None
-            if asked is not None and asked > self.max_backoff_seconds:
-                # A wait no retry can honour within the sweep (a spent quota): this call and the provider's next
-                # ones until then are recorded as refused.
-                self.refusal.refuse_wait(self.provider, asked, answer.status_code)
+            if self.refusal.refuses_wait(self.provider, answer.status_code, asked, self.max_backoff_seconds):
                 return self._result(answer, started)
             if answer.status_code in RETRYABLE and not last:
                 self._pause(attempt, asked)

@@ -60,15 +60,33 @@ class Refusal:
         """Record further calls as `failure` for `seconds` (infinity: the rest of the run)."""
         self._until, self._error, self._failure = self._clock() + seconds, error, failure
 
-    def refuse_wait(self, provider: str, seconds: float, status: int) -> None:
-        """The provider answered `status` asking to wait `seconds`, longer than a sweep retries for."""
-        self.refuse(seconds, f"{provider} asked to wait {seconds:.0f} s (HTTP {status})", failure_kind(status))
+    def refuses_wait(self, provider: str, status: int, asked: float | None, longest_wait: float) -> bool:
+        """Whether a refusal (`status`) asking to wait `asked` seconds is longer than a retry waits (`longest_wait`):
+        then this call and the provider's next ones until then are recorded as refused."""
+        # A wait no retry can honour within the sweep (a spent quota): each call retrying would only be refused.
+        if status not in RETRYABLE or asked is None or asked <= longest_wait:
+            return False
+        self.refuse(asked, f"{provider} asked to wait {asked:.0f} s (HTTP {status})", failure_kind(status))
+        return True
 
     def refused_call(self) -> CallResult | None:
         """The failed call to record instead of calling, while the provider refuses; else None."""
         if self._clock() >= self._until:
             return None
         return CallResult(0, 0, error=f"not called: {self._error}", failure=self._failure)
+
+
+def pause_before_retry(client, attempt: int, asked: float | None) -> None:
+    """A client's backoff before retry `attempt + 1`: jittered and doubling, or the wait the provider `asked` for."""
+    delay = client.backoff_seconds * 2 ** attempt * random.uniform(0.5, 1.5)
+    if asked is not None:
+        # Capped like any backoff: a sweep must end within its collection slot, and a call
+        # still refused then is recorded as rate limited.
+        asked = min(asked, client.max_backoff_seconds)
+        if client.rate_limiter is not None:
+            client.rate_limiter.hold(asked)
+        delay = max(delay, asked)
+    client._sleep(min(delay, client.max_backoff_seconds))
 
 
 def request_body(trip: TripQuery, solutions: int) -> dict:
@@ -121,17 +139,8 @@ class QpxClient:
         self.session = requests.Session()
         self.refusal = Refusal()
 
-    def _pause(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff_seconds * 2 ** attempt * random.uniform(0.5, 1.5)
-        asked = retry_after_seconds(retry_after, dt.datetime.now(dt.timezone.utc))
-        if asked is not None:
-            # Capped like any backoff: a sweep must end within its collection slot, and a call
-            # still refused then is recorded as rate limited.
-            asked = min(asked, self.max_backoff_seconds)
-            if self.rate_limiter is not None:
-                self.rate_limiter.hold(asked)
-            delay = max(delay, asked)
-        self._sleep(min(delay, self.max_backoff_seconds))
+    def _pause(self, attempt: int, asked: float | None) -> None:
+        pause_before_retry(self, attempt, asked)
 
     def _post(self, body: dict, headers: dict) -> requests.Response:
         if self.rate_limiter is not None:
@@ -157,13 +166,10 @@ class QpxClient:
                 self._pause(attempt, None)
                 continue
             asked = retry_after_seconds(answer.headers.get("Retry-After"), dt.datetime.now(dt.timezone.utc))
-            if answer.status_code in RETRYABLE and asked is not None and asked > self.max_backoff_seconds:
-                # A wait no retry can honour within the sweep (a spent quota): this call and the provider's next
-                # ones until then are recorded as refused.
-                self.refusal.refuse_wait(self.provider, asked, answer.status_code)
+            if self.refusal.refuses_wait(self.provider, answer.status_code, asked, self.max_backoff_seconds):
                 return _result(answer, started)
             if answer.status_code in RETRYABLE and not last:
-                self._pause(attempt, answer.headers.get("Retry-After"))
+                self._pause(attempt, asked)
                 continue
             if at is not None and answer.status_code == 200 and answer.headers.get(CLOCK_HEADER) != utc_iso(at):
                 # An endpoint that ignores the clock answers for now: recorded as collected at `at`, today's fares
