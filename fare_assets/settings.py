@@ -27,6 +27,7 @@ class Settings:
     watchlist: Path
     sensor_lookback_hours: int
     sensor_sweep_hours: int
+    sensor_settle_seconds: float
     history_days: float
     history_every_hours: float
     dagster_port: int
@@ -71,6 +72,11 @@ def load_settings() -> Settings:
     if load_attempts < 1 or not 0 <= retry_seconds <= 3600:
         raise ValueError(f"FARES_WAREHOUSE_LOAD_ATTEMPTS is {load_attempts} and FARES_WAREHOUSE_RETRY_SECONDS "
                          f"{retry_seconds}; set at least 1 attempt and a wait from 0 to 3600 seconds")
+    # Longer than Firehose's buffer interval (300 s, `aws_setup.BUFFERING_HINTS`): a sweep's objects land up to
+    # that far apart, and an hour requested between two of them would be structured twice.
+    settle_seconds = float(_env("FARES_SENSOR_SETTLE_SECONDS", "360"))
+    if not 0 <= settle_seconds <= 3600:
+        raise ValueError(f"FARES_SENSOR_SETTLE_SECONDS is {settle_seconds}; set from 0 (request at once) to 3600")
     if model_engine not in ENGINES:
         raise ValueError(f"FARES_MODEL_ENGINE is {model_engine!r}; set it to one of {', '.join(ENGINES)}")
     return Settings(
@@ -85,6 +91,7 @@ def load_settings() -> Settings:
         watchlist=Path(_env("FARES_WATCHLIST", str(PROJECT_ROOT / "fare_assets" / "watchlist.yaml"))),
         sensor_lookback_hours=int(_env("FARES_SENSOR_LOOKBACK_HOURS", "2")),
         sensor_sweep_hours=int(_env("FARES_SENSOR_SWEEP_HOURS", "26")),
+        sensor_settle_seconds=settle_seconds,
         history_days=float(_env("FARES_HISTORY_DAYS", "60")),
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),

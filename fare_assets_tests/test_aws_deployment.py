@@ -43,8 +43,10 @@ def aws_deployment(monkeypatch, tmp_path, market_url):
     server.stop()
 
 
-def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_hour(aws_deployment):
+def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_hour(aws_deployment, monkeypatch):
     s3 = aws_deployment
+    # The sensor requests each hour at its first tick (the settle period is tested in test_sensors).
+    monkeypatch.setenv("FARES_SENSOR_SETTLE_SECONDS", "0")
     defs = build_defs(aws_resources())
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("collect_fares").execute_in_process(

@@ -15,7 +15,7 @@ from fare_assets.definitions import build_defs, structure_job
 from fare_assets.partitions import partition_of_landing_hour
 from fare_assets.resources import LakeResource, S3LakeResource, local_resources, s3_lake_resource
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS
-from fare_assets.settings import PROJECT_ROOT
+from fare_assets.settings import PROJECT_ROOT, load_settings
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
@@ -85,6 +85,8 @@ def aws(monkeypatch):
 @pytest.fixture(params=["local", "s3"])
 def lake(request, tmp_path, monkeypatch):
     monkeypatch.setenv("FARES_SENSOR_LOOKBACK_HOURS", "2")
+    # Request each changed hour at the tick that sees it: the tests of the settle period set their own.
+    monkeypatch.setenv("FARES_SENSOR_SETTLE_SECONDS", "0")
     if request.param == "s3":
         request.getfixturevalue("aws")
         return S3Lake(monkeypatch)
@@ -179,6 +181,56 @@ def test_an_hour_that_fills_in_after_leaving_the_lookback_is_requested_by_the_ho
     assert [r.partition_key for r in sweep.run_requests] == ["2026-11-28-04:00"]
     assert sweep.run_requests[0].run_key != first.run_requests[0].run_key
     assert json.loads(sweep.cursor)["hours"]["2026-11-28-04"]["objects"] == 2
+
+
+def test_an_hour_is_requested_once_its_sweep_has_settled_and_a_cursor_from_before_is_not_requested_again(
+        lake, monkeypatch):
+    monkeypatch.delenv("FARES_SENSOR_SETTLE_SECONDS")
+    lake.put(key_at(NOW.replace(minute=0, second=10)))
+    first = tick(lake, swept(NOW), NOW.replace(minute=1))
+    assert first.run_requests == [] and first.skip_message == (
+        "landing hours 2026-11-28-04 are still receiving objects: each is requested once none has landed for 360 s")
+    # Firehose delivers the sweep's second object four minutes later, past its 300 s buffer interval.
+    lake.put(key_at(NOW.replace(minute=0, second=20)))
+    second = tick(lake, first.cursor, NOW.replace(minute=5))
+    assert second.run_requests == []
+    assert tick(lake, second.cursor, NOW.replace(minute=10, second=59)).run_requests == []
+    settled = tick(lake, second.cursor, NOW.replace(minute=11))
+    assert [r.partition_key for r in settled.run_requests] == ["2026-11-28-04:00"]
+    hour = json.loads(settled.cursor)["hours"]["2026-11-28-04"]
+    assert hour["objects"] == 2 and hour["requested"] is True
+    assert settled.run_requests[0].run_key == f"2026-11-28-04/{hour['digest']}"
+    assert tick(lake, settled.cursor, NOW.replace(minute=20)).run_requests == []
+
+    # A cursor written before the settle period requested every set it kept: an unchanged hour stays done.
+    before = {"2026-11-28-04": {"objects": hour["objects"], "digest": hour["digest"]}}
+    assert tick(lake, swept(NOW, before), NOW.replace(minute=30)).run_requests == []
+
+
+def test_an_hour_that_fills_without_pause_is_requested_once_after_it_closes(tmp_path, monkeypatch):
+    # At Firehose's volume an object lands between every two ticks: requesting on each would re-read the hour
+    # once per object. (On the folder lake only: 18 ticks against moto take 20 s, and listing is tested above.)
+    monkeypatch.setenv("FARES_SENSOR_LOOKBACK_HOURS", "2")
+    monkeypatch.delenv("FARES_SENSOR_SETTLE_SECONDS", raising=False)
+    lake = LocalLake(tmp_path / "lake", monkeypatch)
+    start = NOW.replace(minute=40)
+    cursor, requested = swept(start), []
+    for minutes in range(0, 36, 2):
+        at = start + dt.timedelta(minutes=minutes)
+        lake.put(key_at(at - dt.timedelta(seconds=30)))
+        result = tick(lake, cursor, at)
+        cursor = result.cursor
+        requested += [(at.strftime("%H:%M"), request.partition_key) for request in result.run_requests]
+    # The 04:59:30 object is seen at 05:00; six minutes on, hour 04 is requested, with its 11 objects; 05 fills on.
+    assert requested == [("05:06", "2026-11-28-04:00")]
+    assert json.loads(cursor)["hours"]["2026-11-28-04"]["objects"] == 11
+
+
+@pytest.mark.parametrize("value", ["-1", "7200"])
+def test_a_settle_period_outside_an_hour_is_refused(monkeypatch, value):
+    monkeypatch.setenv("FARES_SENSOR_SETTLE_SECONDS", value)
+    with pytest.raises(ValueError, match=f"FARES_SENSOR_SETTLE_SECONDS is {float(value)}; set from 0"):
+        load_settings()
 
 
 def test_a_cursor_of_the_earlier_names_format_requests_its_hours_again(lake):
