@@ -21,14 +21,15 @@ from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, histor
                                            refresh_serving, trained_models, trip_query)
 
 NEARBY = (DEPART + dt.timedelta(days=1), RETURN + dt.timedelta(days=1))
+# The asked trip's cheapest fare at each of its six collections, the last at NOW.
+TOTALS = ["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"]
 
 
 @pytest.fixture
 def loaded(warehouse_dsn):
     """Two watched SFO-JFK trips a day apart: six collections of the asked one, one of its neighbour."""
     with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])
-                             + history_rows(["280.00"], depart=NEARBY[0], back=NEARBY[1]))
+        warehouse.load_fares(conn, history_rows(TOTALS) + history_rows(["280.00"], depart=NEARBY[0], back=NEARBY[1]))
     return warehouse_dsn
 
 
@@ -123,8 +124,7 @@ def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn,
     # The provider kept failing for two days: the last advice read a fare and days ahead that no longer hold.
     last = NOW - dt.timedelta(days=2)
     with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.load_fares(conn, history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"],
-                                                last=last))
+        warehouse.load_fares(conn, history_rows(TOTALS, last=last))
     refresh_serving(warehouse_dsn, trained_models)
     assert serving_rows(warehouse_dsn, "trip_advice")[0]["action"] in ("buy", "wait")
     client = models_client(warehouse_dsn)
@@ -191,18 +191,57 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
     assert "Alert saved" in text
 
 
-def test_a_stored_page_from_another_day_or_an_older_collection_is_not_served(loaded, trained_models):
+def test_a_stored_page_from_another_day_or_before_a_newer_collection_is_not_served(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     client = models_client(loaded)
     mark_stored_page(loaded, rendered_on=NOW.date() - dt.timedelta(days=1))
     assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
-
-    mark_stored_page(loaded, rendered_on=NOW.date(), collected_at=NOW - dt.timedelta(minutes=30))
-    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
-    assert "stored page" not in text and "240.00 USD" in text
-    mark_stored_page(loaded, collected_at=NOW, fares_json='{"stored": true}')
+    mark_stored_page(loaded, tag=False, rendered_on=NOW.date(), fares_json='{"stored": true}')
     assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     assert client.get("/api/fares", query_string=trip_query()).get_json() == {"stored": True}
+
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, [fare_row("next-a", "225.00", search_id="next",
+                                             collected_at=NOW + dt.timedelta(minutes=30))])
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "stored page" not in text and "225.00 USD" in text
+    assert client.get("/api/fares", query_string=trip_query()).get_json()["options"][0]["option_id"] == "next-a"
+
+
+def stamped_routes(dsn: str) -> dict[tuple[str, str], dt.datetime]:
+    with psycopg.connect(dsn) as conn:
+        return {(origin, destination): at for origin, destination, at in conn.execute(
+            "SELECT origin, destination, loaded_at FROM route_loads")}
+
+
+def test_a_collection_reloaded_in_place_or_a_neighbouring_dates_outdates_the_stored_page(loaded, trained_models):
+    # A parser fix re-structures the hour the page shows: same option ids, new totals, same moment.
+    refresh_serving(loaded, trained_models)
+    client = models_client(loaded)
+    mark_stored_page(loaded)
+    stamped = stamped_routes(loaded)
+    assert list(stamped) == [("SFO", "JFK")]
+    with psycopg.connect(loaded) as conn:
+        # The newest collection's rows again change nothing: no stamp moves and the stored page is still served.
+        newest = history_rows(TOTALS)[-2:]
+        assert warehouse.load_fares(conn, newest) == {"national_fares": 0, "international_fares": 0}
+    assert stamped_routes(loaded) == stamped
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    with psycopg.connect(loaded) as conn:
+        corrected = [newest[0][:13] + (Decimal("245.00"),) + newest[0][14:], newest[1]]
+        assert warehouse.load_fares(conn, corrected) == {"national_fares": 1, "international_fares": 0}
+    assert stamped_routes(loaded)[("SFO", "JFK")] > stamped[("SFO", "JFK")]
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "stored page" not in text and "245.00 USD" in text and "240.00 USD" not in text
+
+    # Refreshed, the page is served again until a neighbouring departure, in its date grid, is collected.
+    refresh_serving(loaded, trained_models)
+    mark_stored_page(loaded)
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, history_rows(["199.00"], depart=NEARBY[0], back=NEARBY[1], prefix="nearby",
+                                                last=NOW + dt.timedelta(minutes=30)))
+    assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
 
 
 def test_a_late_part_of_the_sweep_outdates_the_stored_page(loaded, trained_models):
@@ -222,7 +261,7 @@ def test_pages_stored_by_an_older_version_are_rendered_live_until_a_refresh(load
     refresh_serving(loaded, trained_models)
     mark_stored_page(loaded)
     with psycopg.connect(loaded) as conn:
-        conn.execute("ALTER TABLE trip_pages DROP COLUMN rows_at_collection")
+        conn.execute("ALTER TABLE trip_pages DROP COLUMN route_loaded_at")
     client = models_client(loaded)
     for path in ("/fares", "/api/fares"):
         response = client.get(path, query_string=trip_query())

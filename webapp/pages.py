@@ -52,14 +52,13 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
         # As for the web role (webapp/db.py): JIT would spend ~0.4 s compiling each date-grid query.
         conn.execute("SET LOCAL jit = off")
         for trip in trips:
-            # Counted before rendering: a row landing in between makes the count short and the page unserved (until
-            # the next refresh), never a count that includes rows the page does not show.
-            counted_at, row_count = queries.newest_collection_size(conn, trip)
+            # Read before rendering: a load committing in between leaves the page an older stamp, so it is not
+            # served (until the next refresh), never a stamp newer than the fares it shows.
+            loaded_at = queries.route_loaded_at(conn, trip)
             view = trip_view(conn, trip, today)
             if view["options"]:
                 fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)
                 collected_at = view["options"][0]["collected_at"]
                 rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date, collected_at, today,
-                             render_trip_page(trip, view, today), fares_json, computed_at,
-                             row_count if counted_at == collected_at else None))
+                             render_trip_page(trip, view, today), fares_json, computed_at, loaded_at))
     return rows

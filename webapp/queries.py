@@ -282,49 +282,25 @@ WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s A
 # provider keeps failing, collection stopped), a "wait" could run on to departure, so no advice is given.
 ADVICE_FRESH_FOR = dt.timedelta(days=1)
 
-# A column of the trip's stored page, when it was rendered for today, no fare table holds a newer collection of
-# the trip than the one it shows, and that collection has as many rows as when it was rendered: a sweep's records
-# share one moment, so a late part of the sweep (another provider's search) loads under the same collected_at
-# (primary-key probe plus two trip-index probes per table). A page whose fares have grown too old for advice is
-# rendered live, which says so.
-_TRIP_PAGE = """
+# A column of the trip's stored page, when it was rendered for today, its fares are fresh enough for advice and
+# no load has changed its route's fares since it was rendered (two primary-key probes). The route, not the trip:
+# the page's date grid shows the neighbouring departures' fares too. A page whose fares have grown too old for
+# advice is rendered live, which says so.
+_TRIP_PAGE = sql.SQL("""
 SELECT {column}
 FROM trip_pages AS page
 WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s AND page.collected_at > %(fresh_since)s
-  AND {no_newer_collection}
-  AND page.rows_at_collection = {rows_at_collection}"""
-_NO_NEWER_COLLECTION = """NOT EXISTS (
-    SELECT 1 FROM {table}
-    WHERE""" + _TRIP_MATCH + """ AND collected_at > page.collected_at)"""
-_ROWS_AT = "(SELECT count(*) FROM {table} WHERE" + _TRIP_MATCH + " AND collected_at = {moment})"
-
-
-def _rows_at(moment: str) -> sql.Composed:
-    """The trip's rows of both fare tables collected at `moment` (an SQL expression), as one sum."""
-    return sql.SQL(" + ").join(sql.SQL(_ROWS_AT).format(table=sql.Identifier(table), moment=sql.SQL(moment))
-                               for table in FARE_TABLES)
-
-
+  AND page.route_loaded_at IS NOT DISTINCT FROM (
+    SELECT loaded_at FROM route_loads WHERE origin = %(origin)s AND destination = %(destination)s)""")
 # Composed once: every view of a watched trip runs one of them.
-_TRIP_PAGE_QUERIES = {
-    column: sql.SQL(_TRIP_PAGE).format(column=sql.Identifier(column), no_newer_collection=sql.SQL(" AND ").join(
-        sql.SQL(_NO_NEWER_COLLECTION).format(table=sql.Identifier(table)) for table in FARE_TABLES),
-        rows_at_collection=_rows_at("page.collected_at"))
-    for column in ("html", "fares_json")
-}
-_NEWEST_MOMENT = "(SELECT collected_at FROM {table} WHERE" + _TRIP_MATCH + " ORDER BY collected_at DESC LIMIT 1)"
-_NEWEST_COLLECTION_SIZE = sql.SQL("""
-WITH newest AS (SELECT max(collected_at) AS collected_at FROM ({moments}) AS per_table)
-SELECT collected_at, {rows} AS row_count FROM newest""").format(
-    moments=sql.SQL(" UNION ALL ").join(sql.SQL(_NEWEST_MOMENT).format(table=sql.Identifier(table))
-                                        for table in FARE_TABLES),
-    rows=_rows_at("newest.collected_at"))
+_TRIP_PAGE_QUERIES = {column: _TRIP_PAGE.format(column=sql.Identifier(column)) for column in ("html", "fares_json")}
 
 
-def newest_collection_size(conn: psycopg.Connection, trip: Trip) -> tuple[dt.datetime | None, int]:
-    """The trip's newest collection moment and its fare rows (any party, cabin or provider)."""
-    row = conn.execute(_NEWEST_COLLECTION_SIZE, _trip_params(trip)).fetchone()
-    return row["collected_at"], row["row_count"]
+def route_loaded_at(conn: psycopg.Connection, trip: Trip) -> dt.datetime | None:
+    """When a load last changed the fares of the trip's route (None if no load has stamped it)."""
+    row = conn.execute("SELECT loaded_at FROM route_loads WHERE origin = %(origin)s AND destination = %(destination)s",
+                       _trip_params(trip)).fetchone()
+    return row["loaded_at"] if row else None
 
 
 def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str = "html") -> dict | None:
@@ -338,9 +314,9 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
         fresh_since = dt.datetime.now(dt.timezone.utc) - ADVICE_FRESH_FOR
         return conn.execute(_TRIP_PAGE_QUERIES[column],
                             {**_trip_params(trip), "today": today, "fresh_since": fresh_since}).fetchone()
-    except psycopg.errors.UndefinedColumn:
-        # A warehouse older than the page's stored-page columns (the web connection is in autocommit, so nothing
-        # is left aborted): render the page until a load or refresh adds them.
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
+        # A warehouse older than the page's stored-page columns or route stamps (the web connection is in autocommit,
+        # so nothing is left aborted): render the page until a load or refresh adds them.
         return None
 
 

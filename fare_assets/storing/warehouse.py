@@ -265,9 +265,27 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 # Columns added after their table was first released, which ensure_schema adds to warehouses created before:
 # an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin;
 # the channels that took an alert while another failed (2026-12-05), so its retry does not send them again;
-# a stored page's count of its collection's rows (2026-12-05), so a late part of the same sweep outdates it.
+# the route stamp a stored page was rendered from (2026-12-05), so any load that changes its route's fares outdates it.
 ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")],
-                 "trip_pages": [("rows_at_collection", "int8")]}
+                 "trip_pages": [("route_loaded_at", "timestamptz")]}
+
+# When a load last inserted or changed fares of each route (either table). A stored page keeps the stamp it was
+# rendered from, so a new collection, a late part of a sweep, a collection of a neighbouring date in its grid and
+# an hour re-structured in place (same option ids, new totals) all outdate it. Every write to the fare tables
+# goes through the load; a reload that changes nothing stamps nothing.
+ROUTE_LOADS_DDL = """CREATE TABLE IF NOT EXISTS route_loads (
+  origin text NOT NULL,
+  destination text NOT NULL,
+  loaded_at timestamptz NOT NULL,
+  PRIMARY KEY (origin, destination)
+)"""
+# clock_timestamp(), not the transaction's now(): a stamp differs from every earlier one even if two loads began
+# in the same microsecond.
+_STAMP_CHANGED_ROUTES = """WITH merged AS ({merge} RETURNING origin, destination),
+stamped AS (INSERT INTO route_loads (origin, destination, loaded_at)
+  SELECT origin, destination, clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM merged) AS routes
+  ON CONFLICT (origin, destination) DO UPDATE SET loaded_at = EXCLUDED.loaded_at)
+SELECT count(*) FROM merged"""
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
@@ -286,10 +304,10 @@ SERVING_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "predicted_fares": [*TRIP_KEY_COLUMNS, ("predicted_amount", "numeric"), ("predicted_for", "timestamptz"),
                         ("model_version", "text"), ("computed_at", "timestamptz")],
     # The trip's fare page and /api/fares answer as rendered for `rendered_on`, showing the trip's
-    # collection `collected_at`.
+    # collection `collected_at`, from the fares its route had at `route_loaded_at` (route_loads).
     "trip_pages": [*TRIP_KEY_COLUMNS[:4], ("collected_at", "timestamptz"), ("rendered_on", "date"),
                    ("html", "text"), ("fares_json", "text"), ("computed_at", "timestamptz"),
-                   ("rows_at_collection", "int8")],
+                   ("route_loaded_at", "timestamptz")],
 }
 SERVING_KEYS = {
     # The page asks for one trip's advice: an exact primary-key probe.
@@ -317,6 +335,9 @@ def _serving_table_ddl(table: str) -> str:
             f"  PRIMARY KEY ({', '.join(SERVING_KEYS[table])})\n)")
 
 
+_READABLE_TABLES = (*WAREHOUSE_TABLES, "route_loads", *SERVING_TABLES)
+
+
 def web_role_exists(conn: psycopg.Connection) -> bool:
     """Whether the cluster has the fare page's role (the embedded one creates it; a real server's operator does)."""
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READONLY_ROLE,)).fetchone() is not None
@@ -326,7 +347,7 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
     """Let the web role read every warehouse table and add price alerts, when the cluster has that role."""
     if web_role_exists(conn):
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
-        conn.execute(f"GRANT SELECT ON {', '.join((*WAREHOUSE_TABLES, *SERVING_TABLES))} TO {READONLY_ROLE}")
+        conn.execute(f"GRANT SELECT ON {', '.join(_READABLE_TABLES)} TO {READONLY_ROLE}")
         # INSERT and SELECT only: the page can neither edit nor delete an alert, nor touch fares.
         conn.execute(f"GRANT SELECT, INSERT ON price_alerts TO {READONLY_ROLE}")
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
@@ -336,7 +357,7 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
     """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
     expected = {**dict.fromkeys(FARE_TABLES, "p"),
                 **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
-                **dict.fromkeys((*DIMENSION_TABLES, "price_alerts", *SERVING_TABLES), "r")}
+                **dict.fromkeys((*DIMENSION_TABLES, "price_alerts", "route_loads", *SERVING_TABLES), "r")}
     found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
     if found != expected:
@@ -353,7 +374,7 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
         return True
     [(granted,)] = _rows(conn, "SELECT bool_and(has_table_privilege(%s, name, 'SELECT'))"
                                " AND has_table_privilege(%s, 'price_alerts', 'INSERT') FROM unnest(%s::text[]) AS name",
-                         (READONLY_ROLE, READONLY_ROLE, [*WAREHOUSE_TABLES, *SERVING_TABLES]))
+                         (READONLY_ROLE, READONLY_ROLE, list(_READABLE_TABLES)))
     return granted
 
 
@@ -374,6 +395,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
+        conn.execute(ROUTE_LOADS_DDL)
         for table in SERVING_TABLES:
             conn.execute(_serving_table_ddl(table))
         for table, columns in ADDED_COLUMNS.items():
@@ -468,7 +490,8 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
                                           f" WHERE staged.national = {national} AND {placed_key}").rowcount
         source = f"fare_staging WHERE national = {national}"
         _create_partitions_for(conn, table, source)
-        load.changed[table] = conn.execute(_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)).rowcount
+        [(load.changed[table],)] = _rows(conn, _STAMP_CHANGED_ROUTES.format(
+            merge=_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)))
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
         f"(staged.national = {national} AND EXISTS (SELECT 1 FROM {table} AS placed WHERE {placed_key}))"
         for table, national in national_flags))
