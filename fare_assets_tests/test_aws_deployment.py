@@ -68,17 +68,36 @@ def test_a_collection_lands_in_s3_through_firehose_and_the_sensor_requests_its_h
     assert sorted(request.partition_key[:13] for request in tick.run_requests) == sorted(metadata["landing_hours"].value)
 
 
-def test_records_a_stream_refuses_wait_in_the_spool_and_the_run_says_so(aws_deployment, monkeypatch):
-    # A stream name nobody created: Firehose answers ResourceNotFound, which no retry mends.
-    monkeypatch.setenv("FARES_FIREHOSE_STREAM", "fares-raw-misspelt")
+def collect_once(monkeypatch, stream: str, bucket: str = BUCKET) -> tuple[dict, list[str]]:
+    """One sweep of the watchlist into `stream` and `bucket`: the asset's metadata values and the run's log."""
+    monkeypatch.setenv("FARES_FIREHOSE_STREAM", stream)
+    monkeypatch.setenv("FARES_S3_BUCKET", bucket)
     defs = build_defs(aws_resources())
     with DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("collect_fares").execute_in_process(
             instance=instance, run_config={"ops": {"raw_fare_quotes": {"config": {"history_days": 0}}}})
         logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
     metadata = result.asset_materializations_for_node("raw_fare_quotes")[0].metadata
-    assert metadata["calls"].value == metadata["records_in_spool"].value == 4
-    assert metadata["records_delivered"].value == 0
+    return {name: value.value for name, value in metadata.items()}, logged
+
+
+def test_records_a_stream_refuses_land_straight_in_the_bucket_and_the_run_says_so(aws_deployment, monkeypatch):
+    # A stream name nobody created: Firehose answers ResourceNotFound, which no retry mends.
+    metadata, logged = collect_once(monkeypatch, "fares-raw-misspelt")
+    assert metadata["calls"] == metadata["records_delivered"] == metadata["records_past_firehose"] == 4
+    assert metadata["records_in_spool"] == 0
+    # moto's server keeps its buckets across this module's tests: only this stream's objects count.
+    keys = [item["Key"] for item in aws_deployment.list_objects_v2(Bucket=BUCKET, Prefix=RAW_PREFIX)["Contents"]
+            if "/fares-raw-misspelt-" in item["Key"]]
+    assert len(keys) == 1 and "/fares-raw-misspelt-direct-1-" in keys[0]
+    assert metadata["landing_hours"] == [landing_hour_of_key(keys[0])]
+    assert any(message.startswith("Firehose did not take 4 records within its retry bound") for message in logged)
+
+
+def test_records_neither_stream_nor_bucket_takes_wait_in_the_spool_and_the_run_says_so(aws_deployment, monkeypatch):
+    metadata, logged = collect_once(monkeypatch, "fares-raw-misspelt", "fares-lake-misspelt")
+    assert metadata["calls"] == metadata["records_in_spool"] == 4
+    assert metadata["records_delivered"] == metadata["records_past_firehose"] == 0
     assert any(message.startswith("4 records undelivered; they wait in the spool ") for message in logged)
 
 

@@ -199,32 +199,58 @@ def test_throttling_is_retried_with_backoff(aws, tmp_path, monkeypatch):
     assert landed_records(s3) == Counter(records)
 
 
-def test_an_outage_longer_than_the_bound_leaves_records_in_the_spool_for_the_next_flush(aws, tmp_path, monkeypatch):
-    firehose, s3 = aws
-    real, outage = firehose.put_record_batch, {"on": True}
+def outage_of(monkeypatch, client, method: str, endpoint: str) -> dict:
+    """Make `client.method` unreachable while the returned switch's "on" is true."""
+    real, outage = getattr(client, method), {"on": True}
 
     def unreachable_during_outage(**request):
         if outage["on"]:
-            raise EndpointConnectionError(endpoint_url="https://firehose.us-east-1.amazonaws.com")
+            raise EndpointConnectionError(endpoint_url=endpoint)
         return real(**request)
 
-    monkeypatch.setattr(firehose, "put_record_batch", unreachable_during_outage)
+    monkeypatch.setattr(client, method, unreachable_during_outage)
+    return outage
+
+
+def test_records_firehose_does_not_take_within_the_bound_land_straight_in_the_bucket(aws, tmp_path, monkeypatch):
+    # A collection in a per-run container would lose a spool left behind: S3 takes what Firehose did not.
+    firehose, s3 = aws
+    outage_of(monkeypatch, firehose, "put_record_batch", "https://firehose.us-east-1.amazonaws.com")
     clock = FakeClock()
     stream = make_stream(aws, tmp_path / "spool", clock, retry_seconds=20)
     records = [fare_record(number) for number in range(40)]
     for record in records:
         stream.put_record_batch([record])
     stream.flush()
-    assert stream.records_delivered == 0 and landed(s3) == {}
-    assert stream.spool.waiting_records() == 40
+    (key,) = landed(s3)
+    assert f"/{STREAM}-direct-1-" in key and landed_records(s3) == Counter(records)
+    assert stream.records_delivered == stream.records_past_firehose == 40 and stream.spool.waiting_records() == 0
+    assert stream.objects_written == [key] and stream.landing_hours == {landing_hour_of_key(key)}
     assert len(clock.pauses) > 3 and sum(clock.pauses) <= 20
-    outage["on"] = False
+
+
+def test_an_outage_of_firehose_and_s3_longer_than_the_bound_leaves_records_in_the_spool(aws, tmp_path, monkeypatch):
+    firehose, s3 = aws
+    outages = [outage_of(monkeypatch, firehose, "put_record_batch", "https://firehose.us-east-1.amazonaws.com"),
+               outage_of(monkeypatch, s3, "put_object", "https://s3.amazonaws.com")]
+    clock = FakeClock()
+    stream = make_stream(aws, tmp_path / "spool", clock, retry_seconds=20)
+    records = [fare_record(number) for number in range(40)]
+    for record in records:
+        stream.put_record_batch([record])
     stream.flush()
-    assert landed_records(s3) == Counter(records)
+    assert stream.records_delivered == stream.records_past_firehose == 0 and landed(s3) == {}
+    assert stream.spool.waiting_records() == 40
+    # Twice the bound at most: once for Firehose, once for S3.
+    assert len(clock.pauses) > 6 and 20 < sum(clock.pauses) <= 40
+    for outage in outages:
+        outage["on"] = False
+    stream.flush()
+    assert landed_records(s3) == Counter(records) and not any("-direct-" in key for key in landed(s3))
     assert stream.records_delivered == 40 and stream.spool.waiting_records() == 0
 
 
-def test_a_missing_stream_is_not_retried_and_the_spool_keeps_the_records(aws, tmp_path):
+def test_a_missing_stream_is_not_retried_and_its_records_land_straight_in_the_bucket(aws, tmp_path):
     firehose, s3 = aws
     clock = FakeClock()
     misnamed = FirehoseDeliveryStream(firehose, s3, "no-such-stream", BUCKET, tmp_path / "spool",
@@ -232,7 +258,19 @@ def test_a_missing_stream_is_not_retried_and_the_spool_keeps_the_records(aws, tm
     records = [fare_record(number) for number in range(5)]
     misnamed.put_record_batch(records)
     misnamed.flush()
-    assert clock.pauses == [] and misnamed.spool.waiting_records() == 5
+    assert clock.pauses == [] and misnamed.spool.waiting_records() == 0
+    assert misnamed.records_past_firehose == 5 and landed_records(s3) == Counter(records)
+
+
+def test_a_missing_stream_and_bucket_are_not_retried_and_the_spool_keeps_the_records(aws, tmp_path):
+    firehose, s3 = aws
+    clock = FakeClock()
+    misnamed = FirehoseDeliveryStream(firehose, s3, "no-such-stream", "no-such-bucket", tmp_path / "spool",
+                                      sleep=clock.sleep, clock=clock.monotonic)
+    records = [fare_record(number) for number in range(5)]
+    misnamed.put_record_batch(records)
+    misnamed.flush()
+    assert clock.pauses == [] and misnamed.spool.waiting_records() == 5 and misnamed.records_past_firehose == 0
     make_stream(aws, tmp_path / "spool", clock).flush()
     assert landed_records(s3) == Counter(records)
 

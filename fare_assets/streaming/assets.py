@@ -101,6 +101,9 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
                                  "failures_by_kind": dict(swept.failures)})
     delivery.flush()
     context.log.info(f"{stats.calls} calls in {len(times)} sweeps, {delivery.records_delivered} records delivered")
+    if delivery.records_past_firehose:
+        context.log.warning(f"Firehose did not take {delivery.records_past_firehose} records within its retry bound; "
+                            "they were written straight to the landing prefix as the stream's -direct- objects")
     # Records past the retry bound are safe in the spool, but only the next run re-sends them: say so here.
     waiting = delivery.spool.waiting_records()
     if waiting:
@@ -121,6 +124,7 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
         "p95_latency_ms": stats.percentile_ms(0.95),
         "bytes": stats.bytes,
         "records_delivered": delivery.records_delivered,
+        "records_past_firehose": delivery.records_past_firehose,
         "records_in_spool": waiting,
         "objects_written": len(delivery.objects_written),
         "landing_hours": sorted(delivery.landing_hours),

@@ -22,6 +22,9 @@ DEFAULT_BUFFER_SECONDS = 300
 class LocalDeliveryStream:
     """Buffers records by size and age like Firehose, then writes one object atomically."""
 
+    # FirehoseDeliveryStream's count of records it wrote past a refusing Firehose: this stream writes every object.
+    records_past_firehose = 0
+
     def __init__(self, lake_root: Path, stream_name: str = "fares-local",
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
                  spool_dir: Path | None = None):

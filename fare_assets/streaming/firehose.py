@@ -4,14 +4,17 @@
 appended to a write-ahead spool on local disk (fsync, see `spool.py`), then buffered and sent
 with PutRecordBatch in calls of at most 500 records and 4 MiB. Entries Firehose rejects
 (`FailedPutCount`, per-record `ErrorCode`) and throttling or server errors are retried, only the
-failed entries, with exponential backoff and jitter until a time bound (`retry_seconds`). What is
-still undelivered then stays in the spool and is re-sent at the start of the next `flush()`;
-so do the records of a process killed mid-sweep, re-sent by the next process on the same spool
-folder. Delivery is at-least-once; downstream drops duplicates by search_id.
+failed entries, with exponential backoff and jitter until a time bound (`retry_seconds`). What
+Firehose has still not taken then is written straight to the landing prefix as one object (below),
+with the same retries for another `retry_seconds`: a collection running in a per-run container
+would otherwise leave it in a spool that ends with the container. Only what S3 refuses too stays in
+the spool and is re-sent at the start of the next `flush()`; so do the records of a process killed
+mid-sweep, re-sent by the next process on the same spool folder. Delivery is at-least-once;
+downstream drops duplicates by search_id.
 
 Oversize records: Firehose refuses records over 1,000 KiB, and a raw response must arrive whole.
 Such a record is written by this producer, whole, straight to the landing prefix as a one-line
-object in the same key layout, `raw/fares/YYYY/MM/DD/HH/<stream>-direct-1-<ts>-<uuid>` in the
+object (records Firehose refused, as one object of several lines) in the same key layout, `raw/fares/YYYY/MM/DD/HH/<stream>-direct-1-<ts>-<uuid>` in the
 lake bucket (S3 PutObject, same retries and spool). The sensor and the structuring job read it
 like any Firehose object, so nothing downstream changes. Producers need s3:PutObject on the
 landing prefix for it (see `aws_setup.py`).
@@ -140,6 +143,8 @@ class FirehoseDeliveryStream:
         self._sending = 0
         self.objects_written: list[str] = []
         self.records_delivered = 0
+        # Records Firehose did not take within the retry bound, written straight to the landing prefix instead.
+        self.records_past_firehose = 0
         # UTC hours in which Firehose accepted records: it names objects by the arrival of their oldest record.
         self.landing_hours: set[str] = set()
 
@@ -201,6 +206,8 @@ class FirehoseDeliveryStream:
         try:
             undelivered = self._deliver(records, deadline)
             if undelivered:
+                undelivered = self._put_past_firehose(undelivered)
+            if undelivered:
                 self.spool.write(undelivered)
                 log.warning("%d of %d records not delivered before the retry bound; kept in the spool %s",
                             len(undelivered), len(records), self.spool.folder)
@@ -218,10 +225,24 @@ class FirehoseDeliveryStream:
             undelivered += self._with_retries(self._put_batch, batch, deadline)
         for record in records:
             if len(record) > MAX_RECORD_BYTES:
-                # One key per record, kept across retries: a retried upload overwrites, never duplicates.
-                key = raw_object_key(f"{self.stream_name}-direct", dt.datetime.now(dt.timezone.utc), str(uuid.uuid4()))
-                undelivered += self._with_retries(functools.partial(self._put_direct, key), [record], deadline)
+                undelivered += self._with_retries(functools.partial(self._put_direct, self._direct_key()), [record],
+                                                  deadline)
         return undelivered
+
+    def _direct_key(self) -> str:
+        # One key per object, kept across its retries: a retried upload overwrites, never duplicates.
+        return raw_object_key(f"{self.stream_name}-direct", dt.datetime.now(dt.timezone.utc), str(uuid.uuid4()))
+
+    def _put_past_firehose(self, records: list[bytes]) -> list[bytes]:
+        """Write what Firehose did not take straight to the landing prefix; return what S3 did not take either."""
+        key = self._direct_key()
+        left = self._with_retries(functools.partial(self._put_direct, key), records, self._clock() + self.retry_seconds)
+        if not left:
+            with self._state:
+                self.records_past_firehose += len(records)
+            log.warning("Firehose did not take %d records before the retry bound; written straight to s3://%s/%s",
+                        len(records), self.bucket, key)
+        return left
 
     def _with_retries(self, send, pending: list[bytes], deadline: float) -> list[bytes]:
         """Call send(pending) -> still pending, backing off, until none is left or the next pause passes the deadline."""
@@ -258,10 +279,10 @@ class FirehoseDeliveryStream:
         return failed
 
     def _put_direct(self, key: str, pending: list[bytes]) -> list[bytes]:
-        """Write one oversize record as its own object in the landing layout."""
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=pending[0])
+        """Write records (each ending in a newline) as one object in the landing layout."""
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=b"".join(pending))
         with self._state:
             self.objects_written.append(key)
-            self.records_delivered += 1
+            self.records_delivered += len(pending)
             self.landing_hours.add(landing_hour_of_key(key))
         return []
