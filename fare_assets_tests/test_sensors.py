@@ -189,7 +189,7 @@ def test_an_hour_is_requested_once_its_sweep_has_settled_and_a_cursor_from_befor
     lake.put(key_at(NOW.replace(minute=0, second=10)))
     first = tick(lake, swept(NOW), NOW.replace(minute=1))
     assert first.run_requests == [] and first.skip_message == (
-        "landing hours 2026-11-28-04 are still receiving objects: each is requested once none has landed for 360 s")
+        "landing hours 2026-11-28-04 are settling: each is requested once no object has landed in it for 360 s")
     # Firehose delivers the sweep's second object four minutes later, past its 300 s buffer interval.
     lake.put(key_at(NOW.replace(minute=0, second=20)))
     second = tick(lake, first.cursor, NOW.replace(minute=5))
@@ -205,6 +205,19 @@ def test_an_hour_is_requested_once_its_sweep_has_settled_and_a_cursor_from_befor
     # A cursor written before the settle period requested every set it kept: an unchanged hour stays done.
     before = {"2026-11-28-04": {"objects": hour["objects"], "digest": hour["digest"]}}
     assert tick(lake, swept(NOW, before), NOW.replace(minute=30)).run_requests == []
+
+
+def test_an_hour_the_sweep_finds_changed_as_it_leaves_the_window_is_still_requested(lake, monkeypatch):
+    monkeypatch.setenv("FARES_SENSOR_SETTLE_SECONDS", "360")
+    monkeypatch.setenv("FARES_SENSOR_SWEEP_HOURS", "3")
+    oldest = NOW.replace(minute=0) - dt.timedelta(hours=3)
+    lake.put(key_at(oldest + dt.timedelta(minutes=55)))
+    # The sweep at 04:58 finds the late object in 01:00, the oldest hour of its window; at 05:04 01:00 has left it.
+    found = tick(lake, None, NOW.replace(minute=58))
+    assert found.run_requests == [] and "2026-11-28-01" in found.skip_message
+    settled = tick(lake, found.cursor, NOW.replace(minute=58) + dt.timedelta(minutes=6))
+    assert [r.partition_key for r in settled.run_requests] == ["2026-11-28-01:00"]
+    assert json.loads(tick(lake, settled.cursor, NOW + dt.timedelta(hours=1)).cursor)["hours"] == {}
 
 
 def test_an_hour_that_fills_without_pause_is_requested_once_after_it_closes(tmp_path, monkeypatch):

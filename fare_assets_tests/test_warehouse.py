@@ -47,6 +47,45 @@ def test_an_option_whose_market_changed_moves_table_on_a_reload(warehouse_dsn):
         assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 2}
 
 
+def route_stamps(conn: psycopg.Connection) -> dict[tuple[str, str], dt.datetime]:
+    return {(origin, destination): at for origin, destination, at in conn.execute(
+        "SELECT origin, destination, loaded_at FROM route_loads")}
+
+
+def test_a_load_stamps_the_routes_whose_fares_it_inserted_changed_or_deleted(warehouse_dsn):
+    national = [fare_row("a", "250.10", True), fare_row("c", "310.00", True)]
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.load_fares(conn, [*national, fare_row("b", "900.00", False)])
+        first = route_stamps(conn)
+        assert set(first) == {("SFO", "JFK"), ("SFO", "LHR")}
+        warehouse.load_fares(conn, national)
+        assert route_stamps(conn) == first
+        warehouse.load_fares(conn, [fare_row("a", "255.00", True)])
+        changed = route_stamps(conn)
+        assert changed[("SFO", "JFK")] > first[("SFO", "JFK")] and changed[("SFO", "LHR")] == first[("SFO", "LHR")]
+        # A copy left in the other table by an earlier version: the reload changes nothing in its own table but
+        # deletes the copy, which the stored page showed.
+        moved = [row[:-1] + (False,) for row in national]
+        warehouse.load_fares(conn, moved)
+        conn.execute("INSERT INTO national_fares SELECT * FROM international_fares WHERE option_id = 'c'")
+        before = route_stamps(conn)
+        load = warehouse.load_warehouse(conn, moved, {})
+        assert (load.changed["international_fares"], load.reclassified) == (0, 1)
+        assert route_stamps(conn)[("SFO", "JFK")] > before[("SFO", "JFK")]
+
+
+def test_a_retention_drop_stamps_every_route(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.load_warehouse(conn, [collected_on("old", utc(2025, 1, 15), national=False),
+                                        collected_on("new", utc(2025, 1, 16))], {}, retention_days=80)
+        before = route_stamps(conn)
+        # Only SFO-JFK is loaded, but January goes from both tables: SFO-LHR's stored pages lose a collection.
+        load = warehouse.load_warehouse(conn, [collected_on("later", utc(2025, 5, 31))], {}, retention_days=80)
+        assert load.dropped_partitions == ["national_fares_p202501", "international_fares_p202501"]
+        after = route_stamps(conn)
+        assert after[("SFO", "LHR")] > before[("SFO", "LHR")] and after[("SFO", "JFK")] > before[("SFO", "JFK")]
+
+
 def test_failed_load_leaves_nothing_half_loaded(warehouse_dsn):
     good, bad = fare_row("a", "250.10", True), fare_row("b", "-1", True)
     with psycopg.connect(warehouse_dsn) as conn:

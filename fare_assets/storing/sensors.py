@@ -17,7 +17,7 @@ fills without pause (a busy stream) is structured once it has closed, then again
 Each tick lists the current hour and the lookback hours before it. An hour can still gain objects
 long after: Firehose names an object by when its oldest record arrived, and retries a failing S3
 delivery for up to 24 hours. So once an hour a tick sweeps the whole sweep window (26 hours by
-default) and requests every hour that changed since it was last seen.
+default) and notes every hour that changed since it was last seen, to be requested once settled.
 """
 import datetime as dt
 import hashlib
@@ -90,7 +90,9 @@ def landing_sensor_factory(job, now: Callable[[], dt.datetime] = utc_now):
         sweep = swept_at is None or at - swept_at >= SWEEP_EVERY
         hours = window if sweep else recent_landing_hours(at, settings.sensor_lookback_hours)
         # Entries of another shape (the earlier {hour: [names]} cursor) are dropped: that hour is structured once more.
-        seen = {hour: state for hour, state in saved.items() if hour in window and isinstance(state, dict)}
+        # An hour still settling stays until it is requested, even once it has left the window.
+        seen = {hour: state for hour, state in saved.items()
+                if isinstance(state, dict) and (hour in window or not state.get("requested", True))}
         for hour, state in changed_landing_hours(lake, seen, hours).items():
             landed = state["objects"] - seen.get(hour, {}).get("objects", 0)
             context.log.info(f"{hour}: {landed} new raw objects, {state['objects']} in all")
@@ -107,8 +109,8 @@ def landing_sensor_factory(job, now: Callable[[], dt.datetime] = utc_now):
             return SensorResult(run_requests=requests, cursor=cursor)
         settling = unrequested_hours(seen)
         if settling:
-            skip_reason = (f"landing hours {', '.join(settling)} are still receiving objects: each is "
-                           f"requested once none has landed for {settings.sensor_settle_seconds:g} s")
+            skip_reason = (f"landing hours {', '.join(settling)} are settling: each is requested once no object "
+                           f"has landed in it for {settings.sensor_settle_seconds:g} s")
         else:
             skip_reason = f"no new raw objects in the last {len(hours)} landing hours"
         return SensorResult(skip_reason=skip_reason, cursor=cursor)

@@ -269,10 +269,12 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")],
                  "trip_pages": [("route_loaded_at", "timestamptz")]}
 
-# When a load last inserted or changed fares of each route (either table). A stored page keeps the stamp it was
-# rendered from, so a new collection, a late part of a sweep, a collection of a neighbouring date in its grid and
-# an hour re-structured in place (same option ids, new totals) all outdate it. Every write to the fare tables
-# goes through the load; a reload that changes nothing stamps nothing.
+# When a load last inserted, changed or deleted fares of each route (either table; a retention drop stamps every
+# route). A stored page keeps the stamp it was rendered from, so a new collection, a late part of a sweep, a
+# collection of a neighbouring date in its grid and an hour re-structured in place (same option ids, new totals)
+# all outdate it. Every write to the fare tables goes through the load; a reload that changes nothing stamps
+# nothing. An update cannot move a row to another route: the key's option id hashes the search id, which hashes
+# the query's route.
 ROUTE_LOADS_DDL = """CREATE TABLE IF NOT EXISTS route_loads (
   origin text NOT NULL,
   destination text NOT NULL,
@@ -281,11 +283,17 @@ ROUTE_LOADS_DDL = """CREATE TABLE IF NOT EXISTS route_loads (
 )"""
 # clock_timestamp(), not the transaction's now(): a stamp differs from every earlier one even if two loads began
 # in the same microsecond.
-_STAMP_CHANGED_ROUTES = """WITH merged AS ({merge} RETURNING origin, destination),
+_STAMP_CHANGED_ROUTES = """WITH changed AS ({change}),
 stamped AS (INSERT INTO route_loads (origin, destination, loaded_at)
-  SELECT origin, destination, clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM merged) AS routes
+  SELECT origin, destination, clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM changed) AS routes
   ON CONFLICT (origin, destination) DO UPDATE SET loaded_at = EXCLUDED.loaded_at)
-SELECT count(*) FROM merged"""
+SELECT count(*) FROM changed"""
+
+
+def _stamping_routes(conn: psycopg.Connection, change: str) -> int:
+    """Run a statement that writes fare rows and returns their origin and destination; stamp those routes."""
+    [(rows,)] = _rows(conn, _STAMP_CHANGED_ROUTES.format(change=change))
+    return rows
 
 
 # The page's serving tables, written by the show stage (fare_assets/show) after each load and each
@@ -395,12 +403,18 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(PRICE_ALERTS_DDL)
+        [(stamps_were_kept,)] = _rows(conn, "SELECT to_regclass('public.route_loads') IS NOT NULL")
         conn.execute(ROUTE_LOADS_DDL)
         for table in SERVING_TABLES:
             conn.execute(_serving_table_ddl(table))
         for table, columns in ADDED_COLUMNS.items():
             for name, kind in columns:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+        if not stamps_were_kept:
+            # Pages stored before route stamps (unstamped, as a route no load has stamped yet) would pass the page's
+            # check however stale: stamping their routes now leaves them unserved until the next refresh.
+            conn.execute("INSERT INTO route_loads (origin, destination, loaded_at) SELECT origin, destination,"
+                         " clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM trip_pages) AS routes")
         _grant_to_web_role(conn)
 
 
@@ -486,12 +500,13 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
     for (table, national), other in zip(national_flags, reversed(FARE_TABLES)):
         # An option whose market changed (a reference update moved an airport's country) moves table: a copy
         # left in the other one would show the same fare twice.
-        load.reclassified += conn.execute(f"DELETE FROM {other} AS placed USING fare_staging AS staged"
-                                          f" WHERE staged.national = {national} AND {placed_key}").rowcount
+        load.reclassified += _stamping_routes(conn, f"DELETE FROM {other} AS placed USING fare_staging AS staged"
+                                                    f" WHERE staged.national = {national} AND {placed_key}"
+                                                    " RETURNING placed.origin, placed.destination")
         source = f"fare_staging WHERE national = {national}"
         _create_partitions_for(conn, table, source)
-        [(load.changed[table],)] = _rows(conn, _STAMP_CHANGED_ROUTES.format(
-            merge=_upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)))
+        load.changed[table] = _stamping_routes(conn, _upsert_sql(table, source, FARE_KEY, COLUMN_NAMES)
+                                               + " RETURNING origin, destination")
     [(load.present,)] = _rows(conn, "SELECT count(*) FROM fare_staging AS staged WHERE " + " OR ".join(
         f"(staged.national = {national} AND EXISTS (SELECT 1 FROM {table} AS placed WHERE {placed_key}))"
         for table, national in national_flags))
@@ -572,6 +587,9 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
             with conn.transaction():
                 _serialize_schema_changes(conn)
                 load.dropped_partitions = _drop_partitions_before(conn, first_kept)
+                if load.dropped_partitions:
+                    # Monthly at most: every stored page's history may have lost collections.
+                    conn.execute("UPDATE route_loads SET loaded_at = clock_timestamp()")
         except psycopg.errors.LockNotAvailable as error:
             # The merge has committed: a reader that held a fare table throughout only postpones the drop.
             load.dropped_partitions, load.retention_deferred = [], str(error)
