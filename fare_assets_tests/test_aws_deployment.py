@@ -16,6 +16,7 @@ from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key
 from fare_assets.services import free_port
 from fare_assets.synthesizing.fare_model import FareModel
 from fare_assets.synthesizing.model_files import ModelUnavailable, load_published, published_metrics, save_version
+from fare_assets_tests.test_collector import url_of, webhook
 from fare_assets_tests.test_synthesizing import fare_observations
 
 BUCKET, STREAM = "fares-lake-e2e", "fares-raw-e2e"
@@ -83,7 +84,11 @@ def collect_once(monkeypatch, stream: str, bucket: str = BUCKET) -> tuple[dict, 
 
 def test_records_a_stream_refuses_land_straight_in_the_bucket_and_the_run_says_so(aws_deployment, monkeypatch):
     # A stream name nobody created: Firehose answers ResourceNotFound, which no retry mends.
-    metadata, logged = collect_once(monkeypatch, "fares-raw-misspelt")
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        metadata, logged = collect_once(monkeypatch, "fares-raw-misspelt")
+    [alert] = receiver.payloads
+    assert (alert["kind"], alert["records"], alert["stream"]) == ("firehose_bypassed", 4, "fares-raw-misspelt")
     assert metadata["calls"] == metadata["records_delivered"] == metadata["records_past_firehose"] == 4
     assert metadata["records_in_spool"] == 0
     # moto's server keeps its buckets across this module's tests: only this stream's objects count.

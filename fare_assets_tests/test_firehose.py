@@ -250,6 +250,42 @@ def test_an_outage_of_firehose_and_s3_longer_than_the_bound_leaves_records_in_th
     assert stream.records_delivered == 40 and stream.spool.waiting_records() == 0
 
 
+def test_a_flush_of_many_waiting_segments_while_firehose_and_s3_are_down_ends_within_twice_the_bound(
+        aws, tmp_path, monkeypatch):
+    firehose, s3 = aws
+    outage_of(monkeypatch, firehose, "put_record_batch", "https://firehose.us-east-1.amazonaws.com")
+    outage_of(monkeypatch, s3, "put_object", "https://s3.amazonaws.com")
+    clock = FakeClock()
+    stream = make_stream(aws, tmp_path / "spool", clock, retry_seconds=20)
+    for number in range(5):
+        stream.spool.write([fare_record(number)])
+    stream.flush()
+    assert stream.spool.waiting_records() == 5 and stream.records_past_firehose == 0
+    assert sum(clock.pauses) <= 40
+
+
+def test_an_oversize_record_s3_refuses_waits_in_the_spool_and_is_not_counted_past_firehose(aws, tmp_path,
+                                                                                           monkeypatch):
+    firehose, s3 = aws
+    real, refusals = s3.put_object, []
+
+    def refuse_the_first(**request):
+        if not refusals:
+            refusals.append(request["Key"])
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+        return real(**request)
+
+    monkeypatch.setattr(s3, "put_object", refuse_the_first)
+    stream = make_stream(aws, tmp_path / "spool", FakeClock())
+    oversize, small = b'{"big": "' + b"x" * MAX_RECORD_BYTES + b'"}\n', fare_record(1)
+    stream.put_record_batch([oversize, small])
+    stream.flush()
+    assert stream.records_past_firehose == 0 and stream.records_delivered == 1
+    assert stream.spool.waiting_records() == 1 and len(refusals) == 1
+    stream.flush()
+    assert landed_records(s3) == Counter([oversize, small]) and stream.spool.waiting_records() == 0
+
+
 def test_a_missing_stream_is_not_retried_and_its_records_land_straight_in_the_bucket(aws, tmp_path):
     firehose, s3 = aws
     clock = FakeClock()

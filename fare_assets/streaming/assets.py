@@ -8,8 +8,8 @@ from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.run_limits import max_runtime_tags
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
-from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, send_alert,
-                                          undelivered_records_alert, unproductive_sweeps_alert)
+from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, firehose_bypassed_alert,
+                                          send_alert, undelivered_records_alert, unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
@@ -104,6 +104,8 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     if delivery.records_past_firehose:
         context.log.warning(f"Firehose did not take {delivery.records_past_firehose} records within its retry bound; "
                             "they were written straight to the landing prefix as the stream's -direct- objects")
+        _send(context, firehose_bypassed_alert(context.job_name, context.run.run_id, delivery.records_past_firehose,
+                                               delivery.stream_name))
     # Records past the retry bound are safe in the spool, but only the next run re-sends them: say so here.
     waiting = delivery.spool.waiting_records()
     if waiting:

@@ -6,7 +6,8 @@ with PutRecordBatch in calls of at most 500 records and 4 MiB. Entries Firehose 
 (`FailedPutCount`, per-record `ErrorCode`) and throttling or server errors are retried, only the
 failed entries, with exponential backoff and jitter until a time bound (`retry_seconds`). What
 Firehose has still not taken then is written straight to the landing prefix as one object (below),
-with the same retries for another `retry_seconds`: a collection running in a per-run container
+with the same retries until a second bound, `retry_seconds` after the first (so a flush ends within
+twice the bound whatever the spool holds): a collection running in a per-run container
 would otherwise leave it in a spool that ends with the container. Only what S3 refuses too stays in
 the spool and is re-sent at the start of the next `flush()`; so do the records of a process killed
 mid-sweep, re-sent by the next process on the same spool folder. Delivery is at-least-once;
@@ -14,8 +15,9 @@ downstream drops duplicates by search_id.
 
 Oversize records: Firehose refuses records over 1,000 KiB, and a raw response must arrive whole.
 Such a record is written by this producer, whole, straight to the landing prefix as a one-line
-object (records Firehose refused, as one object of several lines) in the same key layout, `raw/fares/YYYY/MM/DD/HH/<stream>-direct-1-<ts>-<uuid>` in the
-lake bucket (S3 PutObject, same retries and spool). The sensor and the structuring job read it
+object in the same key layout, `raw/fares/YYYY/MM/DD/HH/<stream>-direct-1-<ts>-<uuid>` in the
+lake bucket (S3 PutObject, same retries and spool); the records Firehose refused go the same way,
+several to an object. The sensor and the structuring job read it
 like any Firehose object, so nothing downstream changes. Producers need s3:PutObject on the
 landing prefix for it (see `aws_setup.py`).
 """
@@ -204,9 +206,11 @@ class FirehoseDeliveryStream:
     def _send_segment(self, segment: SpoolSegment, records: list[bytes], deadline: float) -> None:
         # On an unexpected error the segment is only released: it stays in the spool for the next flush.
         try:
-            undelivered = self._deliver(records, deadline)
-            if undelivered:
-                undelivered = self._put_past_firehose(undelivered)
+            refused, undelivered = self._deliver(records, deadline)
+            if refused:
+                # One more bound for S3, counted from the flush's own: a flush of many waiting segments
+                # while both services are down still ends within twice the bound.
+                undelivered += self._put_past_firehose(refused, deadline + self.retry_seconds)
             if undelivered:
                 self.spool.write(undelivered)
                 log.warning("%d of %d records not delivered before the retry bound; kept in the spool %s",
@@ -218,25 +222,25 @@ class FirehoseDeliveryStream:
                 self._sending -= 1
                 self._state.notify_all()
 
-    def _deliver(self, records: list[bytes], deadline: float) -> list[bytes]:
-        """Send records (oversize ones straight to S3); return those still undelivered at the deadline."""
-        undelivered = []
+    def _deliver(self, records: list[bytes], deadline: float) -> tuple[list[bytes], list[bytes]]:
+        """Send records (oversize ones straight to S3); those Firehose, and those S3, had not taken at the deadline."""
+        refused, undelivered = [], []
         for batch in plan_batches([record for record in records if len(record) <= MAX_RECORD_BYTES]):
-            undelivered += self._with_retries(self._put_batch, batch, deadline)
+            refused += self._with_retries(self._put_batch, batch, deadline)
         for record in records:
             if len(record) > MAX_RECORD_BYTES:
                 undelivered += self._with_retries(functools.partial(self._put_direct, self._direct_key()), [record],
                                                   deadline)
-        return undelivered
+        return refused, undelivered
 
     def _direct_key(self) -> str:
         # One key per object, kept across its retries: a retried upload overwrites, never duplicates.
         return raw_object_key(f"{self.stream_name}-direct", dt.datetime.now(dt.timezone.utc), str(uuid.uuid4()))
 
-    def _put_past_firehose(self, records: list[bytes]) -> list[bytes]:
+    def _put_past_firehose(self, records: list[bytes], deadline: float) -> list[bytes]:
         """Write what Firehose did not take straight to the landing prefix; return what S3 did not take either."""
         key = self._direct_key()
-        left = self._with_retries(functools.partial(self._put_direct, key), records, self._clock() + self.retry_seconds)
+        left = self._with_retries(functools.partial(self._put_direct, key), records, deadline)
         if not left:
             with self._state:
                 self.records_past_firehose += len(records)

@@ -119,6 +119,16 @@ def undelivered_records_alert(job_name: str, run_id: str, waiting: int, spool: s
                  "undelivered", text, {"job": job_name, "run_id": run_id, "records": waiting, "spool": spool})
 
 
+def firehose_bypassed_alert(job_name: str, run_id: str, records: int, stream: str) -> Alert:
+    """Records Firehose did not take within the retry bound, written straight to the lake's landing prefix instead."""
+    text = (f"The Dagster run {run_id} of {job_name} wrote {records} record(s) straight to the landing prefix: the "
+            f"delivery stream {stream} did not take them within the retry bound.\nNothing is lost and the sensor "
+            "structures them like any object, but the run's log says why Firehose refused them (a wrong stream name "
+            "or missing permissions will not mend by itself, and every collection would bypass Firehose).")
+    return Alert("firehose_bypassed", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: {records} record(s) "
+                 f"bypassed Firehose", text, {"job": job_name, "run_id": run_id, "records": records, "stream": stream})
+
+
 def email_message(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
     """The alert as a plain-text email."""
     message = EmailMessage()
