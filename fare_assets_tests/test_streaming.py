@@ -104,10 +104,22 @@ def test_local_stream_buffers_and_writes_firehose_keys(tmp_path):
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_a_record_without_its_newline_is_refused_before_it_is_spooled(tmp_path):
+    # Run into the next record, it would be read as one line and the second record lost.
+    stream = LocalDeliveryStream(tmp_path)
+    with pytest.raises(ValueError, match="every record must end with a newline"):
+        stream.put_record_batch([b'{"a":1}\n', b'{"a":2}'])
+    stream.flush()
+    assert stream.records_delivered == 0 and stream.spool.waiting_records() == 0
+
+
 def test_lake_key_layout_round_trips_the_landing_hour():
     key = raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 5, 6, tzinfo=dt.timezone.utc), "u" * 36)
     assert key == f"{RAW_PREFIX}2026/11/28/04/fares-1-2026-11-28-04-05-06-{'u' * 36}"
     assert landing_hour_of_key(key) == "2026-11-28-04"
+    assert landing_hour_of_key(f"s3a://lake/{RAW_PREFIX}2026/11/28/04/restored/{key.rsplit('/', 1)[1]}") == "2026-11-28-04"
+    with pytest.raises(ValueError, match="is not a raw object under raw/fares/YYYY/MM/DD/HH/"):
+        landing_hour_of_key(f"{RAW_PREFIX}2026/11/28/fares-1")
 
 
 def test_a_sweep_against_the_market_records_every_call(tmp_path, market_url):

@@ -11,7 +11,7 @@ from pathlib import Path
 import airportsdata
 import pytest
 
-from fare_assets.storing.lake import curated_table_path, quarantine_path, raw_object_key
+from fare_assets.storing.lake import curated_table_path, landing_hour_of_key, quarantine_path, raw_object_key
 from fare_assets.structuring.job import main, structure_raw
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
@@ -626,15 +626,26 @@ def test_amounts_and_counts_no_column_holds_are_null_and_the_run_goes_on(spark, 
     assert (option.total_amount, option.tax_amount, priced.passenger_count) == (Decimal("136.91"), None, None)
 
 
-def test_a_file_outside_the_raw_layout_is_quarantined_not_lost(spark, tmp_path):
+def test_a_file_outside_the_raw_layout_is_refused_before_anything_is_written(spark, tmp_path):
+    # No landing hour means no quarantine partition a later run would leave alone: the file is named, not lost.
     stray = tmp_path / "downloads" / "fares.json"
     stray.parent.mkdir()
     stray.write_text(json.dumps(_envelope(_response("02_EUR_LIS-TXL.json"))) + "\n")
-    counts = structure_raw(spark, [str(stray)], str(tmp_path))
-    assert (counts["raw_records"], counts["quarantined"], counts["searches"]) == (1, 1, 0)
-    (line,) = [json.loads(line) for path in (tmp_path / "quarantine").rglob("*.json")
-               for line in path.read_text().splitlines()]
-    assert line["reason"] == "raw object outside the raw/fares/YYYY/MM/DD/HH/ layout"
+    with pytest.raises(ValueError, match=r"raw files outside the raw/fares/YYYY/MM/DD/HH/ layout, such as .*"
+                                         r"downloads/fares\.json: move them under the hour folder"):
+        structure_raw(spark, [str(stray)], str(tmp_path))
+    assert not (tmp_path / "quarantine").exists() and not (tmp_path / "curated").exists()
+
+
+def test_an_object_in_a_folder_below_its_hour_belongs_to_that_hour(spark, tmp_path):
+    copy = tmp_path / "raw" / "fares" / "2026" / "11" / "28" / "04" / "restored" / "fares-1-copy"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(json.dumps(_envelope(_response("02_EUR_LIS-TXL.json"))) + "\n")
+    counts = structure_raw(spark, [str(copy)], str(tmp_path))
+    assert (counts["raw_records"], counts["quarantined"], counts["searches"]) == (1, 0, 1)
+    (search,) = read_table(spark, str(tmp_path), "searches").collect()
+    assert search["landing_hour"] == "2026-11-28-04" and search["raw_key"].endswith("/04/restored/fares-1-copy")
+    assert landing_hour_of_key(search["raw_key"]) == "2026-11-28-04"
 
 
 DAY_BEFORE = "2026-11-27T23:30:00Z"

@@ -11,8 +11,9 @@ EXPORTS_PREFIX = "exports/"
 CODE_PREFIX = "code/"
 PIPES_PREFIX = "pipes/"
 LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
-# The hour folders of a raw object's key or URL; groups: year, month, day, hour.
-RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+$"
+# The hour folders of a raw object's key or URL; groups: year, month, day, hour. An object in a folder below its
+# hour's (an operator's copy) belongs to that hour: listing an hour's prefix finds it too.
+RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/(?:[^/]+/)*[^/]+$"
 
 
 def raw_object_key(stream: str, arrival: datetime, uid: str, prefix: str = RAW_PREFIX) -> str:

@@ -19,6 +19,13 @@ DEFAULT_BUFFER_BYTES = 5 * 1024 * 1024
 DEFAULT_BUFFER_SECONDS = 300
 
 
+def require_newline_delimited(records: list[bytes]) -> None:
+    """Refuse records that do not end in a newline: an object is their concatenation, read line by line, and a
+    record run into the next would be read as one line, the second one lost."""
+    if not all(record.endswith(b"\n") for record in records):
+        raise ValueError("every record must end with a newline: a delivery stream concatenates records")
+
+
 class LocalDeliveryStream:
     """Buffers records by size and age like Firehose, then writes one object atomically."""
 
@@ -51,6 +58,7 @@ class LocalDeliveryStream:
         """Accept records (each ending in a newline), durable on return; flush when the buffer is full or old."""
         if not records:
             return
+        require_newline_delimited(records)
         with self._lock:
             if self._segment is None:
                 self._segment, self._opened_at = self.spool.open_segment(), time.monotonic()

@@ -38,6 +38,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from fare_assets.storing.lake import LANDING_HOUR_FORMAT, landing_hour_of_key, raw_object_key
+from fare_assets.streaming.delivery import require_newline_delimited
 from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ class FirehoseDeliveryStream:
         """Accept records (each ending in a newline): durable on return; sent once the buffer is full or old."""
         if not records:
             return
-        if not all(record.endswith(b"\n") for record in records):
-            raise ValueError("every record must end with a newline: Firehose concatenates records")
+        require_newline_delimited(records)
         with self._state:
             if self._segment is None:
                 self._segment, self._opened_at = self.spool.open_segment(), self._clock()

@@ -50,7 +50,7 @@ ENVELOPE_SCHEMA = StructType([
 
 
 def _landing_hour(raw_key: Column) -> Column:
-    """"YYYY-MM-DD-HH" from the object's hour folders, or null for a file outside the raw layout."""
+    """"YYYY-MM-DD-HH" from the object's hour folders, or null outside the raw layout (the job refuses such files)."""
     parts = [F.regexp_extract(raw_key, RAW_HOUR_PATTERN, group) for group in (1, 2, 3, 4)]
     return F.when(raw_key.rlike(RAW_HOUR_PATTERN), F.concat_ws("-", *parts))
 
@@ -82,8 +82,7 @@ def envelope_problem(known_providers: Iterable[str]) -> Column:
     provider = F.col("provider")
     query = F.col("query")
     return (
-        F.when(F.col("landing_hour").isNull(), F.lit("raw object outside the raw/fares/YYYY/MM/DD/HH/ layout"))
-        .when(corrupt.isNotNull() & F.get_json_object(corrupt, "$").isNull(), F.lit("malformed JSON"))
+        F.when(corrupt.isNotNull() & F.get_json_object(corrupt, "$").isNull(), F.lit("malformed JSON"))
         .when(corrupt.isNotNull(), F.lit("JSON that does not fit the envelope schema"))
         .when(version.isNull(), F.lit("missing envelope version 'v'"))
         .when(~version.isin(*SUPPORTED_VERSIONS), F.concat(F.lit("unsupported envelope version "), version))

@@ -10,7 +10,7 @@ from functools import reduce
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fare_assets.storing.lake import curated_table_path, quarantine_path, quarantine_root
+from fare_assets.storing.lake import RAW_PREFIX, curated_table_path, quarantine_path, quarantine_root
 from fare_assets.structuring.airports import airport_reference
 from fare_assets.structuring.envelope import (
     envelope_problem,
@@ -64,7 +64,8 @@ def _redeliveries(envelopes: DataFrame) -> DataFrame:
 def _census(envelopes: DataFrame) -> tuple[dict[str | None, int], list[str]]:
     """Records per provider among sound envelopes (rejected ones under None) and the landing hours present.
 
-    One pass over the cache; a file outside the raw layout has no landing hour and adds none.
+    One pass over the cache. A file outside the raw layout has no landing hour, so no partition its quarantine
+    record could live in that a later run would not overwrite: the run stops, naming such files, before writing.
     """
     sound_provider = F.when(F.col("reason").isNull(), F.col("provider")).alias("provider")
     records: Counter[str | None] = Counter()
@@ -72,7 +73,12 @@ def _census(envelopes: DataFrame) -> tuple[dict[str | None, int], list[str]]:
     for row in envelopes.groupBy(sound_provider, "landing_hour").count().collect():
         records[row["provider"]] += row["count"]
         hours.add(row["landing_hour"])
-    return records, sorted(hours - {None})
+    if None in hours:
+        outside = [row["raw_key"] for row in
+                   envelopes.where(F.col("landing_hour").isNull()).select("raw_key").distinct().limit(5).collect()]
+        raise ValueError(f"raw files outside the {RAW_PREFIX}YYYY/MM/DD/HH/ layout, such as {', '.join(outside)}: "
+                         "move them under the hour folder they landed in; nothing was written")
+    return records, sorted(hours)
 
 
 def _hadoop_path(spark: SparkSession, path: str):
