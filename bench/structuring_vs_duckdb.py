@@ -181,7 +181,6 @@ _TABLES = {
 
 # Why a record cannot be structured (the job's envelope and QPX response checks), or NULL.
 _PROBLEM = f"""CASE
-    WHEN landing_hour = '---' THEN 'raw object outside the raw/fares/YYYY/MM/DD/HH/ layout'
     WHEN v IS NULL THEN 'missing envelope version v'
     WHEN v <> 1 THEN 'unsupported envelope version ' || v
     WHEN trim(search_id) IS NULL OR trim(search_id) = '' THEN 'missing search_id'
