@@ -115,9 +115,7 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
             conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(warehouse.FARE_KEY)})")
         warehouse.ensure_schema(conn)
         # Stamped as the load stamps the routes it changed, so the stored page's check finds its route's stamp.
-        conn.execute("INSERT INTO route_loads SELECT origin, destination, clock_timestamp()"
-                     " FROM (SELECT DISTINCT origin, destination FROM national_fares) AS routes"
-                     " ON CONFLICT (origin, destination) DO UPDATE SET loaded_at = EXCLUDED.loaded_at")
+        conn.execute(warehouse.stamp_routes_sql("national_fares"))
         conn.execute("VACUUM ANALYZE national_fares")
         conn.execute("VACUUM ANALYZE international_fares")
         return conn.execute("SELECT count(*) FROM national_fares").fetchone()[0]

@@ -17,6 +17,7 @@ from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
+from fare_assets_tests.test_warehouse import route_stamps
 from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, history_rows, models_client,  # noqa: F401
                                            refresh_serving, trained_models, trip_query)
 
@@ -210,8 +211,7 @@ def test_a_stored_page_from_another_day_or_before_a_newer_collection_is_not_serv
 
 def stamped_routes(dsn: str) -> dict[tuple[str, str], dt.datetime]:
     with psycopg.connect(dsn) as conn:
-        return {(origin, destination): at for origin, destination, at in conn.execute(
-            "SELECT origin, destination, loaded_at FROM route_loads")}
+        return route_stamps(conn)
 
 
 def test_a_collection_reloaded_in_place_or_a_neighbouring_dates_outdates_the_stored_page(loaded, trained_models):

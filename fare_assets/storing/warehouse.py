@@ -281,18 +281,21 @@ ROUTE_LOADS_DDL = """CREATE TABLE IF NOT EXISTS route_loads (
   loaded_at timestamptz NOT NULL,
   PRIMARY KEY (origin, destination)
 )"""
-# clock_timestamp(), not the transaction's now(): a stamp differs from every earlier one even if two loads began
-# in the same microsecond.
-_STAMP_CHANGED_ROUTES = """WITH changed AS ({change}),
-stamped AS (INSERT INTO route_loads (origin, destination, loaded_at)
-  SELECT origin, destination, clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM changed) AS routes
-  ON CONFLICT (origin, destination) DO UPDATE SET loaded_at = EXCLUDED.loaded_at)
-SELECT count(*) FROM changed"""
+
+
+def stamp_routes_sql(relation: str) -> str:
+    """An INSERT that stamps now every route (origin, destination) `relation` holds."""
+    # clock_timestamp(), not the transaction's now(): a stamp differs from every earlier one even if two loads
+    # began in the same microsecond.
+    return ("INSERT INTO route_loads (origin, destination, loaded_at) SELECT origin, destination, clock_timestamp()"
+            f" FROM (SELECT DISTINCT origin, destination FROM {relation}) AS routes"
+            " ON CONFLICT (origin, destination) DO UPDATE SET loaded_at = EXCLUDED.loaded_at")
 
 
 def _stamping_routes(conn: psycopg.Connection, change: str) -> int:
     """Run a statement that writes fare rows and returns their origin and destination; stamp those routes."""
-    [(rows,)] = _rows(conn, _STAMP_CHANGED_ROUTES.format(change=change))
+    [(rows,)] = _rows(conn, f"WITH changed AS ({change}), stamped AS ({stamp_routes_sql('changed')})"
+                            " SELECT count(*) FROM changed")
     return rows
 
 
@@ -413,8 +416,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         if not stamps_were_kept:
             # Pages stored before route stamps (unstamped, as a route no load has stamped yet) would pass the page's
             # check however stale: stamping their routes now leaves them unserved until the next refresh.
-            conn.execute("INSERT INTO route_loads (origin, destination, loaded_at) SELECT origin, destination,"
-                         " clock_timestamp() FROM (SELECT DISTINCT origin, destination FROM trip_pages) AS routes")
+            conn.execute(stamp_routes_sql("trip_pages"))
         _grant_to_web_role(conn)
 
 
