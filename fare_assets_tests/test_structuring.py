@@ -1,6 +1,7 @@
 """The Spark structuring job on every real QPX fixture, with a real local Spark session."""
 import copy
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines
     return str(path)
 
 
+NOT_AN_OBJECT = "JSON that is not an object (a line holds one record)"
 UNPRICED = "successful status with a trip option without a readable, positive saleTotal"
 # Unreadable (no amount, amount before currency, missing) or not positive: the warehouse would refuse each.
 UNPRICED_SALE_TOTALS = ("GBP", "62.27GBP", None, "GBP0.00", "GBP-62.27")
@@ -131,6 +133,10 @@ BROKEN_LINES = {
     "<html><body><h1>502 Bad Gateway</h1></body></html>": "malformed JSON",
     '{"v": 1, "search_id": "typed-wrong", "status": "ok"}': "JSON that does not fit the envelope schema",
     '{"hello": "world"}': "missing envelope version 'v'",
+    # Spark's JSON reader would make each element a record (two failed searches here) and `[]` none at all.
+    json.dumps([_envelope(None, search_id="in-an-array", status=503), _envelope(None, status=503)]): NOT_AN_OBJECT,
+    "[]": NOT_AN_OBJECT,
+    '"a bare string"': NOT_AN_OBJECT,
     json.dumps(_envelope(None, v=2)): "unsupported envelope version 2",
     json.dumps(_envelope(None, provider="skyscanner")): "unknown provider 'skyscanner'",
     json.dumps(_envelope(None, collected_at="yesterday")): "missing or invalid collected_at",
@@ -165,7 +171,8 @@ def lake(spark, tmp_path_factory) -> Lake:
     envelopes = {name: _envelope(response) for name, response in responses.items()}
     envelopes["failed_call"] = _envelope(None, status=503, error="503 Service Unavailable")
     first_arrival = datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc)
-    first = _write_raw(root, first_arrival, list(envelopes.values()), tuple(BROKEN_LINES))
+    # Blank lines carry no record: they are not counted.
+    first = _write_raw(root, first_arrival, list(envelopes.values()), (*BROKEN_LINES, "", "  \t"))
     # Firehose delivers at least once: the MIA-LGA record arrives again in a later object.
     second = _write_raw(root, datetime(2026, 11, 28, 4, 31, tzinfo=timezone.utc), [envelopes["09_USD_MIA-LGA.json"]])
     raw_paths = [first, second]
@@ -419,9 +426,11 @@ def test_a_failed_call_is_a_search_not_a_quarantined_record(lake):
 def test_broken_records_are_quarantined_with_reasons_and_every_record_is_accounted_for(lake):
     lines = _quarantined(lake.root, LANDING_HOUR)
     assert Counter(line["reason"] for line in lines) == Counter(BROKEN_LINES.values())
-    assert {line["record"] for line in lines if line["reason"] == "malformed JSON"} == {
-        raw for raw, reason in BROKEN_LINES.items() if reason == "malformed JSON"
+    # A record whose envelope was rejected is kept as it landed, character for character.
+    assert {line["record"] for line in lines if not line["reason"].startswith("successful status")} == {
+        raw for raw, reason in BROKEN_LINES.items() if not reason.startswith("successful status")
     }
+    assert "in-an-array" not in {row.search_id for row in lake.tables["searches"]}
     assert all(line["raw_key"].endswith(lake.raw_paths[0]) for line in lines)
     counts = lake.counts
     assert counts["quarantined"] == len(BROKEN_LINES) and counts["duplicates"] == 1
@@ -634,6 +643,18 @@ def test_a_file_outside_the_raw_layout_is_refused_before_anything_is_written(spa
     with pytest.raises(ValueError, match=r"raw files outside the raw/fares/YYYY/MM/DD/HH/ layout, such as .*"
                                          r"downloads/fares\.json: move them under the hour folder"):
         structure_raw(spark, [str(stray)], str(tmp_path))
+    assert not (tmp_path / "quarantine").exists() and not (tmp_path / "curated").exists()
+
+
+@pytest.mark.parametrize("name", ["_restored-fares", ".fares-1-copy"])
+def test_a_raw_file_spark_would_skip_is_refused_before_anything_is_written(spark, tmp_path, name):
+    envelopes = [_envelope(_response("02_EUR_LIS-TXL.json"))]
+    hidden = Path(_write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), envelopes))
+    hidden = hidden.rename(hidden.with_name(name))
+    sound = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 2, tzinfo=timezone.utc), envelopes)
+    with pytest.raises(ValueError, match=r"raw files whose names start with '_' or '\.', which Spark skips, such as "
+                                         rf".*/04/{re.escape(name)}: rename them"):
+        structure_raw(spark, [sound, str(hidden)], str(tmp_path))
     assert not (tmp_path / "quarantine").exists() and not (tmp_path / "curated").exists()
 
 

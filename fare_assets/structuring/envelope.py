@@ -18,6 +18,7 @@ from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import conform
 
 CORRUPT_RECORD = "_corrupt_record"
+RAW_LINE = "raw_line"
 SUPPORTED_VERSIONS = (1,)
 
 QUERY_SCHEMA = StructType([
@@ -56,14 +57,22 @@ def _landing_hour(raw_key: Column) -> Column:
 
 
 def read_envelopes(spark: SparkSession, raw_paths: list[str]) -> DataFrame:
-    """Every raw line as an envelope row with its object and landing hour (unreadable lines keep their text)."""
+    """Every non-blank raw line as one envelope row with its text, its object and its landing hour.
+
+    Lines are read as text and parsed with `from_json`, so a line yields exactly one row whatever it holds and the
+    count of records does not depend on the parser it checks: Spark's JSON reader turns a line holding an array
+    into one row per element (`[]` into none). Blank lines carry no record (the JSON reader skips them too).
+    """
+    parse_options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
     return (
-        spark.read.schema(ENVELOPE_SCHEMA)
-        .option("mode", "PERMISSIVE")
-        .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
-        .json(raw_paths)
-        .withColumn("raw_key", F.col("_metadata.file_path"))
-        .withColumn("landing_hour", _landing_hour(F.col("raw_key")))
+        spark.read.text(raw_paths)
+        .where(F.col("value").rlike(r"\S"))
+        .select(
+            F.from_json("value", ENVELOPE_SCHEMA, parse_options).alias("envelope"),
+            F.col("value").alias(RAW_LINE),
+            F.col("_metadata.file_path").alias("raw_key"),
+        )
+        .select("envelope.*", RAW_LINE, "raw_key", _landing_hour(F.col("raw_key")).alias("landing_hour"))
     )
 
 
@@ -83,6 +92,8 @@ def envelope_problem(known_providers: Iterable[str]) -> Column:
     query = F.col("query")
     return (
         F.when(corrupt.isNotNull() & F.get_json_object(corrupt, "$").isNull(), F.lit("malformed JSON"))
+        .when(corrupt.isNotNull() & ~F.ltrim(corrupt).startswith("{"),
+              F.lit("JSON that is not an object (a line holds one record)"))
         .when(corrupt.isNotNull(), F.lit("JSON that does not fit the envelope schema"))
         .when(version.isNull(), F.lit("missing envelope version 'v'"))
         .when(~version.isin(*SUPPORTED_VERSIONS), F.concat(F.lit("unsupported envelope version "), version))
@@ -119,9 +130,9 @@ def without_response(reason: str) -> Column:
 
 
 def quarantine_record() -> Column:
-    """The record as text: the raw line when it was unreadable, the parsed envelope otherwise."""
+    """The record as text: the raw line when its envelope was rejected, the parsed envelope otherwise."""
     envelope_fields = [F.col(field.name) for field in ENVELOPE_SCHEMA if field.name != CORRUPT_RECORD]
-    return F.coalesce(F.col(CORRUPT_RECORD), F.to_json(F.struct(*envelope_fields)))
+    return F.coalesce(F.col(RAW_LINE), F.to_json(F.struct(*envelope_fields)))
 
 
 def search_rows(envelopes: DataFrame, request_id: Column, option_count: Column) -> DataFrame:

@@ -6,6 +6,7 @@ import argparse
 import json
 from collections import Counter
 from functools import reduce
+from pathlib import PurePosixPath
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -13,6 +14,7 @@ from pyspark.sql import functions as F
 from fare_assets.storing.lake import RAW_PREFIX, curated_table_path, quarantine_path, quarantine_root
 from fare_assets.structuring.airports import airport_reference
 from fare_assets.structuring.envelope import (
+    RAW_LINE,
     envelope_problem,
     quarantine_record,
     read_envelopes,
@@ -187,10 +189,17 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
     """
     if not raw_paths:
         raise ValueError("structure_raw needs at least one raw file")
+    # Spark skips such files without a word even when named (Hadoop's hidden files): their records would be lost.
+    hidden = [path for path in raw_paths if PurePosixPath(path).name.startswith(("_", "."))]
+    if hidden:
+        raise ValueError(f"raw files whose names start with '_' or '.', which Spark skips, such as "
+                         f"{', '.join(hidden[:5])}: rename them; nothing was written")
     # The id is drawn once, when the envelopes are cached, so it names one delivery in every later use.
     envelopes = (
         read_envelopes(spark, raw_paths)
         .withColumn("reason", envelope_problem(PROVIDERS))
+        # The line's text is kept for the records quarantined here alone: the cache would hold sound lines twice.
+        .withColumn(RAW_LINE, F.when(F.col("reason").isNotNull(), F.col(RAW_LINE)))
         .withColumn("record_id", F.monotonically_increasing_id())
         .persist()
     )
