@@ -17,6 +17,7 @@ from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
+from webapp.validation import today_utc
 from fare_assets_tests.test_warehouse import route_stamps
 from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, history_rows, models_client,  # noqa: F401
                                            refresh_serving, trained_models, trip_query)
@@ -163,7 +164,9 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
     before_refresh = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     refresh_serving(loaded, trained_models)
     stored = serving_rows(loaded, "trip_pages")[0]
-    assert (stored["collected_at"], stored["rendered_on"]) == (NOW, NOW.date())
+    # Today as the app sees it, not NOW's day: a test run can cross midnight after NOW was taken at import.
+    rendered_on = stored["rendered_on"]
+    assert (stored["collected_at"], rendered_on) == (NOW, today_utc())
     with psycopg.connect(loaded) as conn:
         # Every view decompresses the page: lz4, not the default pglz, even though it went through staging.
         assert conn.execute("SELECT pg_column_compression(html) FROM trip_pages").fetchall() == [("lz4",), ("lz4",)]
@@ -172,9 +175,9 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
     assert "240.00 USD" in stored["html"] and 'class="cell predicted' in stored["html"]
     assert "Not enough data yet" not in stored["html"] and stored["html"] != before_refresh
     assert client.get("/fares", query_string=trip_query()).get_data(as_text=True) == stored["html"]
-    mark_stored_page(loaded, tag=False, rendered_on=NOW.date() - dt.timedelta(days=1))
+    mark_stored_page(loaded, tag=False, rendered_on=rendered_on - dt.timedelta(days=1))
     assert client.get("/fares", query_string=trip_query()).get_data(as_text=True) == stored["html"]
-    mark_stored_page(loaded, tag=False, rendered_on=NOW.date())
+    mark_stored_page(loaded, tag=False, rendered_on=rendered_on)
 
     # /api/fares likewise: stored, and equal to what a request renders.
     stored_json = client.get("/api/fares", query_string=trip_query())
@@ -195,9 +198,10 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
 def test_a_stored_page_from_another_day_or_before_a_newer_collection_is_not_served(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     client = models_client(loaded)
-    mark_stored_page(loaded, rendered_on=NOW.date() - dt.timedelta(days=1))
+    today = today_utc()
+    mark_stored_page(loaded, rendered_on=today - dt.timedelta(days=1))
     assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
-    mark_stored_page(loaded, tag=False, rendered_on=NOW.date(), fares_json='{"stored": true}')
+    mark_stored_page(loaded, tag=False, rendered_on=today, fares_json='{"stored": true}')
     assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     assert client.get("/api/fares", query_string=trip_query()).get_json() == {"stored": True}
 
