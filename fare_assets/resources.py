@@ -13,6 +13,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.settings import load_settings
+from fare_assets.storing.lake import is_partial_object, partial_object_path
 from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
 from fare_assets.storing.warehouse import checked_dsn
 from fare_assets.streaming.amadeus_client import amadeus_client_from_env
@@ -114,9 +115,8 @@ class LakeResource(LakeStorage):
         if not folder.is_dir():
             return []
         keys = (path.relative_to(root).as_posix() for path in folder.rglob("*") if path.is_file())
-        # Dot names are the delivery stream's temp files, not yet objects.
-        return sorted(key for key in keys
-                      if key.startswith(prefix) and not any(part.startswith(".") for part in key.split("/")))
+        # Other hidden names are listed: the structuring job refuses them by name rather than Spark skipping them.
+        return sorted(key for key in keys if key.startswith(prefix) and not is_partial_object(key))
 
     def object_path(self, key: str) -> str:
         return str(Path(self.root) / key)
@@ -127,8 +127,8 @@ class LakeResource(LakeStorage):
     def write_object(self, key: str, data: bytes) -> None:
         target = Path(self.root) / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        # A dot name, which listings skip, until the rename makes the whole object appear at once.
-        partial = target.with_name(f".{target.name}.partial")
+        # A name listings skip, until the rename makes the whole object appear at once.
+        partial = partial_object_path(target)
         partial.write_bytes(data)
         os.replace(partial, target)
 

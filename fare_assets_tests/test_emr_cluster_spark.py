@@ -30,7 +30,8 @@ from fare_assets_tests.conftest import load_fixture
 from fare_assets_tests.test_amadeus import _envelope as amadeus_envelope
 from fare_assets_tests.test_duffel import _absurd as duffel_absurd
 from fare_assets_tests.test_duffel import _envelope as duffel_envelope
-from fare_assets_tests.test_structuring import BROKEN_LINES, _all_responses, _envelope, _quarantined, _write_raw
+from fare_assets_tests.test_structuring import (BROKEN_LINES, ENCODING_CASES_QUARANTINED, _all_responses, _envelope,
+                                                _quarantined, _write_raw, write_encoding_cases)
 
 CLUSTER_PYTHON = PROJECT_ROOT / ".venv-emr" / "bin" / "python"
 BUCKET = "fares-cluster-spark"
@@ -64,14 +65,16 @@ def _client_credentials() -> dict:
 
 
 def _raw_objects(folder: Path) -> list[str]:
-    """Every provider's answers, the QPX quirks, a redelivery and every kind of broken line, in two raw objects."""
+    """Every provider's answers, the QPX quirks, a redelivery and every kind of broken line, in three raw objects
+    (the third's bytes are not all UTF-8: the cluster's Spark has no is_valid_utf8)."""
     envelopes = [_envelope(response) for response in _all_responses().values()]
     offers = [duffel_envelope(load_fixture(f"duffel/duffel_0{number}.json")) for number in (1, 2)]
     # Values no int column holds: null on both Sparks, whether ANSI mode is on (4) or off (3.5).
     offers.append(duffel_envelope(duffel_absurd()))
     offers += [amadeus_envelope(load_fixture(f"amadeus/amadeus_0{number}.json")) for number in (1, 2)]
     return [_write_raw(folder, ARRIVAL, envelopes + offers, extra_lines=tuple(BROKEN_LINES)),
-            _write_raw(folder, ARRIVAL.replace(minute=9), [envelopes[0], offers[0]])]
+            _write_raw(folder, ARRIVAL.replace(minute=9), [envelopes[0], offers[0]]),
+            write_encoding_cases(folder, ARRIVAL.replace(minute=12))]
 
 
 def _on_cluster_spark(job: str, arguments: dict, endpoint: str, workdir: Path) -> dict:
@@ -153,15 +156,17 @@ def test_the_jobs_on_the_clusters_spark_equal_this_projects_spark(spark, tmp_pat
                         "here": run_spark_job(spark, job, given["here"])}
         assert results[job]["cluster"] == results[job]["here"], job
     counts = results["structure"]["here"]
-    # Besides the QPX responses: two Duffel fixtures, the absurd Duffel offer and two Amadeus fixtures.
-    assert counts["searches"] == len(_all_responses()) + 5
-    assert counts["quarantined"] == len(BROKEN_LINES) and counts["duplicates"] == 2
+    # Besides the QPX responses: two Duffel fixtures, the absurd Duffel offer, two Amadeus fixtures and the encoding
+    # cases' sound record.
+    broken = len(BROKEN_LINES) + ENCODING_CASES_QUARANTINED.total()
+    assert counts["searches"] == len(_all_responses()) + 6
+    assert counts["quarantined"] == broken and counts["duplicates"] == 2
     assert {key: result["failing"] for key, result in results["quality"]["here"].items()} == {
         rule.key: 0 for rule in QUALITY_RULES}
     quarantined = {side: sorted(json.dumps(_parsed_record(line), sort_keys=True)
                                 for line in _quarantined(lake, LANDING_HOUR))
                    for side, lake in lakes.items()}
-    assert quarantined["cluster"] == quarantined["here"] and len(quarantined["here"]) == len(BROKEN_LINES)
+    assert quarantined["cluster"] == quarantined["here"] and len(quarantined["here"]) == broken
     for table in CURATED_TABLES:
         pd.testing.assert_frame_equal(_rows(curated_table_path(str(lakes["cluster"]), table)),
                                       _rows(curated_table_path(str(lakes["here"]), table)), obj=table)

@@ -17,7 +17,7 @@ from fare_assets.resources import LakeResource, S3LakeResource, local_resources,
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS
 from fare_assets.settings import PROJECT_ROOT, load_settings
 from fare_assets.storing.assets import warehouse_fares
-from fare_assets.storing.lake import raw_hour_prefix, raw_object_key
+from fare_assets.storing.lake import partial_object_path, raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.structuring.assets import CURATED_TABLES, structured_fare_tables
 from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, SparkRunner, structuring_max_runtime_tags
@@ -271,8 +271,11 @@ def test_the_local_lake_does_not_list_the_delivery_streams_temp_files(tmp_path):
     target = tmp_path / key
     target.parent.mkdir(parents=True)
     target.write_text("{}\n")
-    (target.parent / f".{target.name}.tmp").write_text("{")
-    assert LakeResource(root=str(tmp_path)).list_keys(raw_hour_prefix("2026-11-28-04")) == [key]
+    partial_object_path(target).write_text("{")
+    # An operator's hidden copy is listed: the structuring job names it instead of Spark skipping it.
+    (target.parent / f".{target.name}-copy").write_text("{}\n")
+    assert LakeResource(root=str(tmp_path)).list_keys(raw_hour_prefix("2026-11-28-04")) == [
+        f"{key.rpartition('/')[0]}/.{target.name}-copy", key]
 
 
 def test_the_s3_lake_bucket_comes_from_the_environment(monkeypatch):

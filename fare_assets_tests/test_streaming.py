@@ -101,7 +101,7 @@ def test_local_stream_buffers_and_writes_firehose_keys(tmp_path):
     for key in stream.objects_written:
         assert FIREHOSE_KEY.match(key), key
         assert (tmp_path / key).read_bytes().endswith(b"\n")
-    assert not list(tmp_path.rglob(".*.tmp"))
+    assert not list(tmp_path.rglob(".*.partial"))
 
 
 def test_a_record_without_its_newline_is_refused_before_it_is_spooled(tmp_path):

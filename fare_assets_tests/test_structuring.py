@@ -151,6 +151,20 @@ BROKEN_LINES = {
 }
 
 
+# What write_encoding_cases' object quarantines; its one sound record is a search with one option.
+ENCODING_CASES_QUARANTINED = Counter(["text that is not valid UTF-8", "malformed JSON"])
+
+
+def write_encoding_cases(lake: Path, arrival: datetime) -> str:
+    """A raw object opening with a byte order mark before a sound record, then a line with a Latin-1 byte, a line
+    holding a form feed (not blank: a record, and not JSON) and a blank line."""
+    raw = Path(_write_raw(lake, arrival, []))
+    sound = json.dumps(_envelope(_response("02_EUR_LIS-TXL.json"))).encode()
+    latin1 = json.dumps(_envelope(None, status=503, error="Gar\u00e7on")).encode().replace(b"\\u00e7", b"\xe7")
+    raw.write_bytes(b"\xef\xbb\xbf" + sound + b"\r\n" + latin1 + b"\n\f\n \t\n")
+    return str(raw)
+
+
 @dataclass
 class Lake:
     root: Path
@@ -646,15 +660,27 @@ def test_a_file_outside_the_raw_layout_is_refused_before_anything_is_written(spa
     assert not (tmp_path / "quarantine").exists() and not (tmp_path / "curated").exists()
 
 
-@pytest.mark.parametrize("name", ["_restored-fares", ".fares-1-copy"])
+def test_bytes_that_are_not_utf8_are_quarantined_and_a_byte_order_mark_is_not_part_of_the_record(spark, tmp_path):
+    raw = write_encoding_cases(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc))
+    counts = structure_raw(spark, [raw], str(tmp_path))
+    assert (counts["raw_records"], counts["searches"], counts["quarantined"]) == (3, 1, 2)
+    assert Counter(line["reason"] for line in _quarantined(tmp_path, LANDING_HOUR)) == ENCODING_CASES_QUARANTINED
+    assert read_table(spark, str(tmp_path), "trip_options").count() == 1
+
+
+@pytest.mark.parametrize("name", ["_restored-fares", ".fares-1-copy", "fares-1-copy._COPYING_"])
 def test_a_raw_file_spark_would_skip_is_refused_before_anything_is_written(spark, tmp_path, name):
     envelopes = [_envelope(_response("02_EUR_LIS-TXL.json"))]
     hidden = Path(_write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), envelopes))
     hidden = hidden.rename(hidden.with_name(name))
     sound = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 2, tzinfo=timezone.utc), envelopes)
-    with pytest.raises(ValueError, match=r"raw files whose names start with '_' or '\.', which Spark skips, such as "
-                                         rf".*/04/{re.escape(name)}: rename them"):
+    refused = (r"raw files named as Spark skips them \(hidden or partial: '_…', '\.…', '…\._COPYING_'\), such as "
+               rf".*/04/{re.escape(name)}: rename them")
+    with pytest.raises(ValueError, match=refused):
         structure_raw(spark, [sound, str(hidden)], str(tmp_path))
+    # The command line takes hour folders: one is listed, so Spark's own listing cannot skip the file either.
+    with pytest.raises(ValueError, match=refused):
+        main(["--lake", str(tmp_path), str(hidden.parent)])
     assert not (tmp_path / "quarantine").exists() and not (tmp_path / "curated").exists()
 
 

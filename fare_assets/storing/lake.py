@@ -1,6 +1,7 @@
 """The one place that knows the lake's key layout (local folder or S3 bucket alike)."""
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 RAW_PREFIX = "raw/fares/"
 CURATED_PREFIX = "curated/"
@@ -14,6 +15,17 @@ LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
 # The hour folders of a raw object's key or URL; groups: year, month, day, hour. An object in a folder below its
 # hour's (an operator's copy) belongs to that hour: listing an hour's prefix finds it too.
 RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/(?:[^/]+/)*[^/]+$"
+
+
+def partial_object_path(target: Path) -> Path:
+    """Where the local lake writes an object before a rename makes it appear whole: a name its listing skips."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def is_partial_object(key: str) -> bool:
+    """Whether a local lake key is an object still being written (see partial_object_path)."""
+    name = key.rpartition("/")[2]
+    return name.startswith(".") and name.endswith(".partial")
 
 
 def raw_object_key(stream: str, arrival: datetime, uid: str, prefix: str = RAW_PREFIX) -> str:

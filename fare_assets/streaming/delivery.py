@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from fare_assets.storing.lake import landing_hour_of_key, raw_object_key
+from fare_assets.storing.lake import landing_hour_of_key, partial_object_path, raw_object_key
 from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
 
 # Firehose's own defaults for an S3 destination: 5 MiB or 300 s, whichever comes first.
@@ -92,7 +92,7 @@ class LocalDeliveryStream:
         target = self.lake_root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         # Temp file + rename in the same folder: a reader never sees half an object.
-        temporary = target.parent / f".{target.name}.tmp"
+        temporary = partial_object_path(target)
         with open(temporary, "wb") as handle:
             handle.writelines(records)
             handle.flush()

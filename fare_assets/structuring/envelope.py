@@ -14,11 +14,12 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.storing.lake import RAW_HOUR_PATTERN
-from fare_assets.structuring.spark_compat import try_cast
+from fare_assets.structuring.spark_compat import is_valid_utf8, try_cast
 from fare_assets.structuring.tables import conform
 
 CORRUPT_RECORD = "_corrupt_record"
 RAW_LINE = "raw_line"
+_BYTE_ORDER_MARK = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 
 QUERY_SCHEMA = StructType([
@@ -61,15 +62,18 @@ def read_envelopes(spark: SparkSession, raw_paths: list[str]) -> DataFrame:
 
     Lines are read as text and parsed with `from_json`, so a line yields exactly one row whatever it holds and the
     count of records does not depend on the parser it checks: Spark's JSON reader turns a line holding an array
-    into one row per element (`[]` into none). Blank lines carry no record (the JSON reader skips them too).
+    into one row per element (`[]` into none). Blank lines (spaces, tabs) carry no record.
     """
     parse_options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
+    line = F.col("value")
+    # A byte order mark opening a file (an editor's save) is not part of its first record.
+    text = F.when(line.startswith(_BYTE_ORDER_MARK), F.expr("substr(value, 2)")).otherwise(line)
     return (
         spark.read.text(raw_paths)
-        .where(F.col("value").rlike(r"\S"))
+        .where(line.rlike(r"[^ \t\r]"))
         .select(
-            F.from_json("value", ENVELOPE_SCHEMA, parse_options).alias("envelope"),
-            F.col("value").alias(RAW_LINE),
+            F.from_json(text, ENVELOPE_SCHEMA, parse_options).alias("envelope"),
+            line.alias(RAW_LINE),
             F.col("_metadata.file_path").alias("raw_key"),
         )
         .select("envelope.*", RAW_LINE, "raw_key", _landing_hour(F.col("raw_key")).alias("landing_hour"))
@@ -91,8 +95,10 @@ def envelope_problem(known_providers: Iterable[str]) -> Column:
     provider = F.col("provider")
     query = F.col("query")
     return (
-        F.when(corrupt.isNotNull() & F.get_json_object(corrupt, "$").isNull(), F.lit("malformed JSON"))
-        .when(corrupt.isNotNull() & ~F.ltrim(corrupt).startswith("{"),
+        # from_json reads text: bytes that are not UTF-8 would be structured as replacement characters.
+        F.when(~is_valid_utf8(F.col(RAW_LINE)), F.lit("text that is not valid UTF-8"))
+        .when(corrupt.isNotNull() & F.get_json_object(corrupt, "$").isNull(), F.lit("malformed JSON"))
+        .when(corrupt.isNotNull() & ~corrupt.rlike(r"^\s*\{"),
               F.lit("JSON that is not an object (a line holds one record)"))
         .when(corrupt.isNotNull(), F.lit("JSON that does not fit the envelope schema"))
         .when(version.isNull(), F.lit("missing envelope version 'v'"))

@@ -83,6 +83,39 @@ def _census(envelopes: DataFrame) -> tuple[dict[str | None, int], list[str]]:
     return records, sorted(hours)
 
 
+def _skipped_by_spark(name: str) -> bool:
+    """Whether Spark's file sources skip a file of this name, even when it is named (HadoopFSUtils's rule)."""
+    hidden = name.startswith(".") or (name.startswith("_") and "=" not in name) or name.endswith("._COPYING_")
+    return hidden and not name.startswith(("_metadata", "_common_metadata"))
+
+
+def _raw_files(spark: SparkSession, raw_paths: list[str]) -> list[str]:
+    """The files of `raw_paths`, a folder's (a path ending in "/") listed at every depth, as the assets list an hour.
+
+    Only folders are listed: asking the store about each file would cost a request per object on S3.
+    """
+    files = []
+    for path in raw_paths:
+        if not path.endswith("/"):
+            files.append(path)
+            continue
+        filesystem, folder = _hadoop_path(spark, path)
+        listing = filesystem.listFiles(folder, True)
+        while listing.hasNext():
+            files.append(listing.next().getPath().toString())
+    return files
+
+
+def _folders_marked(spark: SparkSession, paths: list[str]) -> list[str]:
+    """`paths` with each folder ending in "/", so structure_raw lists it (the command line takes hour folders)."""
+    marked = []
+    for path in paths:
+        filesystem, hadoop_path = _hadoop_path(spark, path)
+        is_folder = not path.endswith("/") and filesystem.getFileStatus(hadoop_path).isDirectory()
+        marked.append(path + "/" if is_folder else path)
+    return marked
+
+
 def _hadoop_path(spark: SparkSession, path: str):
     """The Hadoop FileSystem and Path for `path`, so swaps work on local folders and s3a:// alike."""
     jvm = spark.sparkContext._jvm
@@ -180,20 +213,20 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
 
     Rerunning a set of files rewrites exactly the landing hours they belong to, partitions it no longer
     fills included (they are removed), so `raw_paths` must hold every object of each hour it touches (the
-    assets pass whole hours; an hour folder does). A backfill passes many hours' files at once: one job instead of
-    one per hour.
+    assets pass whole hours; an hour folder, written with a final "/", does). A backfill passes many hours' files
+    at once: one job instead of one per hour.
 
     Besides one count per table it returns `raw_records`, `quarantined` and `duplicates` (dropped
     redeliveries), which account for every record: raw_records == searches + quarantined +
     duplicates; and `options_announced`, the sum of the searches' option_count.
     """
+    raw_paths = _raw_files(spark, raw_paths)
     if not raw_paths:
         raise ValueError("structure_raw needs at least one raw file")
-    # Spark skips such files without a word even when named (Hadoop's hidden files): their records would be lost.
-    hidden = [path for path in raw_paths if PurePosixPath(path).name.startswith(("_", "."))]
-    if hidden:
-        raise ValueError(f"raw files whose names start with '_' or '.', which Spark skips, such as "
-                         f"{', '.join(hidden[:5])}: rename them; nothing was written")
+    skipped = [path for path in raw_paths if _skipped_by_spark(PurePosixPath(path).name)]
+    if skipped:
+        raise ValueError(f"raw files named as Spark skips them (hidden or partial: '_…', '.…', '…._COPYING_'), "
+                         f"such as {', '.join(skipped[:5])}: rename them; nothing was written")
     # The id is drawn once, when the envelopes are cached, so it names one delivery in every later use.
     envelopes = (
         read_envelopes(spark, raw_paths)
@@ -266,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     try:
-        counts = structure_raw(spark, args.paths, args.lake)
+        counts = structure_raw(spark, _folders_marked(spark, args.paths), args.lake)
     finally:
         if owns_session:
             spark.stop()

@@ -3,8 +3,8 @@
 Spark 4 added `Column.try_cast` and `try_make_timestamp`: null where a value does not convert. Spark 3.5 has
 neither, but with ANSI mode off a plain cast or make_timestamp is null there too; ANSI_OFF, part of
 spark.SPARK_CONF, turns it off on 3.5 (it is off by default, but a cluster may turn it on). Spark 4 keeps
-ANSI mode on, so a lapse anywhere else fails loudly. fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both
-and compares every table.
+ANSI mode on, so a lapse anywhere else fails loudly. Spark 4 also added `is_valid_utf8`.
+fare_assets_tests/test_emr_cluster_spark.py runs the jobs on both and compares every table.
 """
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -22,3 +22,11 @@ def try_make_timestamp(*parts: Column, timezone: Column) -> Column:
     """`F.try_make_timestamp(*parts, timezone=timezone)`: null where the parts or the zone are not valid."""
     make = F.try_make_timestamp if HAS_TRY_FORMS else F.make_timestamp
     return make(*parts, timezone=timezone)
+
+
+def is_valid_utf8(column: Column) -> Column:
+    """`F.is_valid_utf8(column)`: whether a string's bytes are valid UTF-8."""
+    if hasattr(F, "is_valid_utf8"):
+        return F.is_valid_utf8(column)
+    # Spark 3.5's decode replaces what does not decode, so a string the round trip changes was not UTF-8.
+    return F.decode(column.cast("binary"), "UTF-8") == column
