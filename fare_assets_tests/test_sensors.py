@@ -272,6 +272,8 @@ def test_the_local_lake_does_not_list_the_delivery_streams_temp_files(tmp_path):
     target.parent.mkdir(parents=True)
     target.write_text("{}\n")
     partial_object_path(target).write_text("{")
+    # What a delivery killed before 2026-12-06 left: the stream's former name for an object being written.
+    (target.parent / f".{target.name}-old.tmp").write_text("{")
     # An operator's hidden copy is listed: the structuring job names it instead of Spark skipping it.
     (target.parent / f".{target.name}-copy").write_text("{}\n")
     assert LakeResource(root=str(tmp_path)).list_keys(raw_hour_prefix("2026-11-28-04")) == [

@@ -12,7 +12,8 @@ from pathlib import Path
 import airportsdata
 import pytest
 
-from fare_assets.storing.lake import curated_table_path, landing_hour_of_key, quarantine_path, raw_object_key
+from fare_assets.storing.lake import (curated_table_path, landing_hour_of_key, partial_object_path, quarantine_path,
+                                      raw_object_key)
 from fare_assets.structuring.job import main, structure_raw
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
@@ -581,8 +582,10 @@ def test_fare_rows_across_hours_dedupe_options_without_doubling_children(spark, 
 
 def test_the_command_line_runs_the_same_job(spark, tmp_path, capsys):
     response = _response("02_EUR_LIS-TXL.json")
-    path = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [_envelope(response)])
-    counts = main(["--lake", str(tmp_path), path])
+    path = Path(_write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [_envelope(response)]))
+    # An object the local lake is still writing: the job lists the hour folder as the assets do, without it.
+    partial_object_path(path.with_name("fares-local-1-next")).write_text('{"v": 1, "search_id": "half-wri')
+    counts = main(["--lake", str(tmp_path), str(path.parent)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == counts
     (option,) = _options(response)
     assert (counts["searches"], counts["trip_options"], counts["quarantined"]) == (1, 1, 0)
@@ -675,7 +678,7 @@ def test_a_raw_file_spark_would_skip_is_refused_before_anything_is_written(spark
     hidden = hidden.rename(hidden.with_name(name))
     sound = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 2, tzinfo=timezone.utc), envelopes)
     refused = (r"raw files named as Spark skips them \(hidden or partial: '_…', '\.…', '…\._COPYING_'\), such as "
-               rf".*/04/{re.escape(name)}: rename them")
+               rf".*/04/{re.escape(name)}: rename a whole object, delete a partial one")
     with pytest.raises(ValueError, match=refused):
         structure_raw(spark, [sound, str(hidden)], str(tmp_path))
     # The command line takes hour folders: one is listed, so Spark's own listing cannot skip the file either.

@@ -23,9 +23,10 @@ def partial_object_path(target: Path) -> Path:
 
 
 def is_partial_object(key: str) -> bool:
-    """Whether a local lake key is an object still being written (see partial_object_path)."""
+    """Whether a local lake key is an object still being written (see partial_object_path), or left half-written."""
     name = key.rpartition("/")[2]
-    return name.startswith(".") and name.endswith(".partial")
+    # ".tmp" was the delivery stream's name for it until 2026-12-06: a lake may still hold one a killed run left.
+    return name.startswith(".") and name.endswith((".partial", ".tmp"))
 
 
 def raw_object_key(stream: str, arrival: datetime, uid: str, prefix: str = RAW_PREFIX) -> str:

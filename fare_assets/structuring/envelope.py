@@ -19,7 +19,6 @@ from fare_assets.structuring.tables import conform
 
 CORRUPT_RECORD = "_corrupt_record"
 RAW_LINE = "raw_line"
-_BYTE_ORDER_MARK = "\ufeff"
 SUPPORTED_VERSIONS = (1,)
 
 QUERY_SCHEMA = StructType([
@@ -62,17 +61,16 @@ def read_envelopes(spark: SparkSession, raw_paths: list[str]) -> DataFrame:
 
     Lines are read as text and parsed with `from_json`, so a line yields exactly one row whatever it holds and the
     count of records does not depend on the parser it checks: Spark's JSON reader turns a line holding an array
-    into one row per element (`[]` into none). Blank lines (spaces, tabs) carry no record.
+    into one row per element (`[]` into none). Blank lines (spaces, tabs) carry no record. Hadoop's line reader
+    drops a byte order mark opening a file (an editor's save).
     """
     parse_options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_RECORD}
     line = F.col("value")
-    # A byte order mark opening a file (an editor's save) is not part of its first record.
-    text = F.when(line.startswith(_BYTE_ORDER_MARK), F.expr("substr(value, 2)")).otherwise(line)
     return (
         spark.read.text(raw_paths)
         .where(line.rlike(r"[^ \t\r]"))
         .select(
-            F.from_json(text, ENVELOPE_SCHEMA, parse_options).alias("envelope"),
+            F.from_json(line, ENVELOPE_SCHEMA, parse_options).alias("envelope"),
             line.alias(RAW_LINE),
             F.col("_metadata.file_path").alias("raw_key"),
         )

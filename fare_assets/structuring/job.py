@@ -11,7 +11,8 @@ from pathlib import PurePosixPath
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from fare_assets.storing.lake import RAW_PREFIX, curated_table_path, quarantine_path, quarantine_root
+from fare_assets.storing.lake import (RAW_PREFIX, curated_table_path, is_partial_object, quarantine_path,
+                                      quarantine_root)
 from fare_assets.structuring.airports import airport_reference
 from fare_assets.structuring.envelope import (
     RAW_LINE,
@@ -84,13 +85,14 @@ def _census(envelopes: DataFrame) -> tuple[dict[str | None, int], list[str]]:
 
 
 def _skipped_by_spark(name: str) -> bool:
-    """Whether Spark's file sources skip a file of this name, even when it is named (HadoopFSUtils's rule)."""
-    hidden = name.startswith(".") or (name.startswith("_") and "=" not in name) or name.endswith("._COPYING_")
-    return hidden and not name.startswith(("_metadata", "_common_metadata"))
+    """Whether Spark's file sources skip a file of this name, even when it is named (HadoopFSUtils's listing rule
+    and PartitioningAwareFileIndex's isDataPath, which also skips the `_metadata` names the first keeps)."""
+    return name.startswith(".") or (name.startswith("_") and "=" not in name) or name.endswith("._COPYING_")
 
 
 def _raw_files(spark: SparkSession, raw_paths: list[str]) -> list[str]:
-    """The files of `raw_paths`, a folder's (a path ending in "/") listed at every depth, as the assets list an hour.
+    """The files of `raw_paths`, a folder's (a path ending in "/") listed at every depth as the assets list an hour:
+    the local lake's objects still being written left out.
 
     Only folders are listed: asking the store about each file would cost a request per object on S3.
     """
@@ -102,17 +104,22 @@ def _raw_files(spark: SparkSession, raw_paths: list[str]) -> list[str]:
         filesystem, folder = _hadoop_path(spark, path)
         listing = filesystem.listFiles(folder, True)
         while listing.hasNext():
-            files.append(listing.next().getPath().toString())
+            file = listing.next().getPath().toString()
+            if not is_partial_object(file):
+                files.append(file)
     return files
 
 
 def _folders_marked(spark: SparkSession, paths: list[str]) -> list[str]:
-    """`paths` with each folder ending in "/", so structure_raw lists it (the command line takes hour folders)."""
+    """The command line's paths (hour folders, files or globs of either), each folder ending in "/" so that
+    structure_raw lists it."""
     marked = []
     for path in paths:
-        filesystem, hadoop_path = _hadoop_path(spark, path)
-        is_folder = not path.endswith("/") and filesystem.getFileStatus(hadoop_path).isDirectory()
-        marked.append(path + "/" if is_folder else path)
+        filesystem, pattern = _hadoop_path(spark, path)
+        matches = filesystem.globStatus(pattern) or []
+        if not matches:
+            raise FileNotFoundError(f"no raw file or folder at {path}")
+        marked += [status.getPath().toString() + ("/" if status.isDirectory() else "") for status in matches]
     return marked
 
 
@@ -226,7 +233,8 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
     skipped = [path for path in raw_paths if _skipped_by_spark(PurePosixPath(path).name)]
     if skipped:
         raise ValueError(f"raw files named as Spark skips them (hidden or partial: '_…', '.…', '…._COPYING_'), "
-                         f"such as {', '.join(skipped[:5])}: rename them; nothing was written")
+                         f"such as {', '.join(skipped[:5])}: rename a whole object, delete a partial one (a "
+                         f"delivery or copy that died: its records come again); nothing was written")
     # The id is drawn once, when the envelopes are cached, so it names one delivery in every later use.
     envelopes = (
         read_envelopes(spark, raw_paths)
