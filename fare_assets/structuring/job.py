@@ -90,37 +90,25 @@ def _skipped_by_spark(name: str) -> bool:
     return name.startswith(".") or (name.startswith("_") and "=" not in name) or name.endswith("._COPYING_")
 
 
-def _raw_files(spark: SparkSession, raw_paths: list[str]) -> list[str]:
-    """The files of `raw_paths`, a folder's (a path ending in "/") listed at every depth as the assets list an hour:
-    the local lake's objects still being written left out.
-
-    Only folders are listed: asking the store about each file would cost a request per object on S3.
-    """
+def _command_line_files(spark: SparkSession, paths: list[str]) -> list[str]:
+    """The files of the command line's paths (hour folders, files or globs of either), a folder's listed at every
+    depth as the assets list an hour: the local lake's objects still being written left out, no other file hidden."""
     files = []
-    for path in raw_paths:
-        if not path.endswith("/"):
-            files.append(path)
-            continue
-        filesystem, folder = _hadoop_path(spark, path)
-        listing = filesystem.listFiles(folder, True)
-        while listing.hasNext():
-            file = listing.next().getPath().toString()
-            if not is_partial_object(file):
-                files.append(file)
-    return files
-
-
-def _folders_marked(spark: SparkSession, paths: list[str]) -> list[str]:
-    """The command line's paths (hour folders, files or globs of either), each folder ending in "/" so that
-    structure_raw lists it."""
-    marked = []
     for path in paths:
         filesystem, pattern = _hadoop_path(spark, path)
         matches = filesystem.globStatus(pattern) or []
         if not matches:
             raise FileNotFoundError(f"no raw file or folder at {path}")
-        marked += [status.getPath().toString() + ("/" if status.isDirectory() else "") for status in matches]
-    return marked
+        for status in matches:
+            if not status.isDirectory():
+                files.append(status.getPath().toString())
+                continue
+            listing = filesystem.listFiles(status.getPath(), True)
+            while listing.hasNext():
+                file = listing.next().getPath().toString()
+                if not is_partial_object(file):
+                    files.append(file)
+    return files
 
 
 def _hadoop_path(spark: SparkSession, path: str):
@@ -220,14 +208,13 @@ def structure_raw(spark: SparkSession, raw_paths: list[str], lake_root: str) -> 
 
     Rerunning a set of files rewrites exactly the landing hours they belong to, partitions it no longer
     fills included (they are removed), so `raw_paths` must hold every object of each hour it touches (the
-    assets pass whole hours; an hour folder, written with a final "/", does). A backfill passes many hours' files
-    at once: one job instead of one per hour.
+    assets pass whole hours' files; the command line lists the hour folders it is given). A backfill passes many
+    hours' files at once: one job instead of one per hour.
 
     Besides one count per table it returns `raw_records`, `quarantined` and `duplicates` (dropped
     redeliveries), which account for every record: raw_records == searches + quarantined +
     duplicates; and `options_announced`, the sum of the searches' option_count.
     """
-    raw_paths = _raw_files(spark, raw_paths)
     if not raw_paths:
         raise ValueError("structure_raw needs at least one raw file")
     skipped = [path for path in raw_paths if _skipped_by_spark(PurePosixPath(path).name)]
@@ -307,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     try:
-        counts = structure_raw(spark, _folders_marked(spark, args.paths), args.lake)
+        counts = structure_raw(spark, _command_line_files(spark, args.paths), args.lake)
     finally:
         if owns_session:
             spark.stop()
