@@ -1,6 +1,7 @@
 import datetime as dt
 import html
 import os
+import re
 import subprocess
 import sys
 import time
@@ -662,6 +663,15 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
     assert response.status_code == 303 and "alert=created" in response.headers["Location"]
     response = client.post("/alerts", data={**trip_query(), "threshold": "cheap"})
     assert response.status_code == 400 and "threshold must be an amount" in page_text(response)
+    # That page is shown at /alerts: its date grid's links still lead to the trip page, not to /alerts.
+    load(history_rows(["250.00"]) + history_rows(["260.00"], depart=DEPART + dt.timedelta(days=1),
+                                                 back=RETURN + dt.timedelta(days=1)))
+    response = client.post("/alerts", data={**trip_query(), "threshold": "cheap"})
+    assert response.status_code == 400
+    grid_links = re.findall(r'<td class="cell[^"]*"[^>]*><a href="([^"]+)"', response.get_data(as_text=True))
+    assert len(grid_links) > 1 and all(link.startswith("/fares?origin=SFO&amp;destination=JFK&amp;adults=1")
+                                       for link in grid_links)
+    assert client.get(html.unescape(grid_links[0])).status_code == 200
 
     with psycopg.connect(warehouse_dsn) as conn:
         rows = conn.execute("SELECT origin, destination, depart_date, threshold, currency, notified_at"

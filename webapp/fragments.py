@@ -6,6 +6,7 @@ validated IATA code, and the one value that comes from the request (the trip's c
 """
 import datetime as dt
 
+from flask import url_for
 from markupsafe import Markup, escape
 
 from webapp.formatting import utc_time
@@ -43,11 +44,13 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
 
 def grid_rows(trip, grid: dict) -> Markup:
     """The grid's body: a row per departure, a cell per return, collected, predicted or unknown."""
-    # Relative query strings (this page, other dates): 49 url_for calls would cost more than the queries.
+    # One url_for and the dates appended per cell: 49 url_for calls would cost more than the queries. Not a bare
+    # query string: the page is also shown at /alerts (a refused alert), where it would resolve to that URL.
     # The grid shows the page's party and cabin, so its links ask for them too.
     party = "".join(f"&amp;{name}={escape(value)}" for name, value in trip.as_params().items()
                     if name in ("adults", "children", "cabin"))
-    link = f"?origin={escape(trip.origin)}&amp;destination={escape(trip.destination)}{party}"
+    link = (f"{escape(url_for('fares.trip_fares'))}?origin={escape(trip.origin)}"
+            f"&amp;destination={escape(trip.destination)}{party}")
     return Markup("".join(
         f'<tr><th scope="row">{depart.strftime("%a %d %b")}</th>'
         + "".join(_cell(trip, grid, depart, back, link) for back in grid["returns"]) + "</tr>"
