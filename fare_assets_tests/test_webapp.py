@@ -250,6 +250,20 @@ def test_the_grid_of_a_trip_never_collected_shows_one_party_only(client, load):
         (str(nearby), "900.00")]
 
 
+def test_the_grid_of_a_trip_never_collected_ranks_one_currency(client, load):
+    # Nearby dates quoted in dollars now and in euros an hour ago; the trip asked for has no fares of its own. The
+    # grid takes its newest neighbour's currency, so the cheaper-looking 200 euros is not starred against dollars.
+    dates = [DEPART + dt.timedelta(days=days) for days in (1, 2)]
+    load([fare_row("usd", "300.00", search_id="usd", depart=dates[0], back=dates[0] + dt.timedelta(days=7)),
+          fare_row("eur", "200.00", search_id="eur", depart=dates[1], back=dates[1] + dt.timedelta(days=7),
+                   collected_at=EARLIER, provider="duffel", currency="EUR")])
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    assert [(cell["depart"], cell["total"], cell["currency"]) for cell in grid["cells"]
+            if cell["source"] == "collected"] == [(str(dates[0]), "300.00", "USD")]
+    page = client.get("/fares", query_string=trip_query())
+    assert page.status_code == 200 and 'class="cell collected cheapest"' in page.get_data(as_text=True)
+
+
 def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
     # The same dates and party watched in economy (collected twice, last an hour ago) and in business (now); each
     # latest collection has an option via Canada, stored in the other fare table.

@@ -68,7 +68,15 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
         # A trip never collected has no party of its own: its grid reads the predictions' party for collected cells
         # too, so it never shows another party's or cabin's fares.
         shown = dataclasses.replace(shown, adults=party[0], children=party[1], cabin=party[2])
-    cells = queries.date_grid(conn, shown, party, today, currency=options[0]["currency"] if options else None)
+    currency = options[0]["currency"] if options else None
+    cells = queries.date_grid(conn, shown, party, today, currency=currency)
+    collected = [cell for cell in cells if cell["total_amount"] is not None]
+    if currency is None and len({cell["currency"] for cell in collected}) > 1:
+        # A trip never collected has no currency of its own: its grid takes that of its newest collected neighbour
+        # (the first alphabetically among equals), as a trip's page takes its newest collection's, so the grid
+        # never ranks amounts in two currencies against each other.
+        newest = min(collected, key=lambda cell: (-cell["collected_at"].timestamp(), cell["currency"]))
+        cells = queries.date_grid(conn, shown, party, today, currency=newest["currency"])
     uncollected = [cell for cell in cells if cell["total_amount"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})
