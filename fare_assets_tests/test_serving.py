@@ -96,6 +96,22 @@ def test_departed_trips_leave_and_a_new_collection_is_readvised(loaded, trained_
     assert counts["trip_advice"] == {"rows": 1, "changed": 1, "deleted": 1}
 
 
+@pytest.mark.parametrize("missing", ["adults", "cabin"])
+def test_a_search_without_its_party_or_cabin_is_no_watched_trip_and_the_refresh_goes_on(loaded, trained_models,
+                                                                                         missing):
+    # Another producer's search may lack them; the serving tables key a trip by them.
+    odd = DEPART + dt.timedelta(days=2)
+    row = fare_row("odd-1", "199.00", search_id="odd", depart=odd, back=odd + dt.timedelta(days=7),
+                   **{missing: None})
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, [row])
+        assert conn.execute(f"SELECT count(*) FROM national_fares WHERE {missing} IS NULL").fetchone()[0] == 1
+    counts = refresh_serving(loaded, trained_models)
+    assert [(row["depart_date"], row["return_date"]) for row in serving_rows(loaded, "trip_advice")] == [
+        (DEPART, RETURN), NEARBY]
+    assert counts["trip_pages"]["rows"] == 2
+
+
 def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     client = models_client(loaded)

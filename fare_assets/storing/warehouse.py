@@ -662,11 +662,12 @@ def rows_from_arrow(table) -> Iterable[tuple]:
 def observations_query(departing_from: str) -> str:
     """The observations as SQL, for trips departing from the date `departing_from` stands for (a query parameter's
     placeholder or a literal)."""
+    party = "adults IS NOT NULL AND children IS NOT NULL AND cabin IS NOT NULL"
     return f"""
 WITH options AS (
-  SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from}
+  SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
   UNION ALL
-  SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from}
+  SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from} AND {party}
 )
 SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at, cheapest_total, currency,
        option_count, carrier_count, nonstop_share, national
@@ -706,6 +707,8 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 # trip's observations are all in one currency, its newest collection's (the first in alphabetical order when the
 # providers quoted that collection in two), and moments quoted only in another are left out: a fare in EUR and
 # one in USD cannot be ranked without exchange rates, and a series switching currency would read as price moves.
+# A search without its party or cabin (the collector always records them; another producer might not) is nobody's
+# watched trip: the features and the serving tables key a trip by them, so it is left out.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
     """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
     the market's shape."""
