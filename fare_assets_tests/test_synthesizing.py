@@ -520,6 +520,15 @@ def test_fare_model_beats_the_route_mean(fare_evaluation):
     assert report["mape"] < report["route_mean_mape"]
 
 
+def test_fare_model_is_judged_without_the_carrier_mix_a_grid_cell_lacks(observations, fare_evaluation):
+    rows, model = fare_evaluation.test_rows, fare_evaluation.model
+    assert {"carrier_count", "nonstop_share"}.isdisjoint(rows.columns)
+    np.testing.assert_allclose(fare_evaluation.predicted, model.predict_frame(rows), rtol=1e-12)
+    # The observed mix would have changed the predictions judged: it is a hint the page never has.
+    observed = observations.rename(columns={"collected_at": "at"}).loc[rows.index]
+    assert not np.allclose(model.predict_frame(observed), fare_evaluation.predicted)
+
+
 def test_fare_model_fills_an_uncollected_date_and_round_trips(observations, tmp_path):
     model = FareModel().fit(observations)
     at = WATCH_START + pd.Timedelta(days=10)

@@ -28,6 +28,9 @@ FARE_MODEL_FEATURES = [
     "nonstop_share",
 ]
 
+# What a collection knows of its options besides their fares; a date never collected has none of it.
+CARRIER_MIX = ("carrier_count", "nonstop_share")
+
 # HistGradientBoosting takes at most 255 categories; routes beyond the busiest are left to distance alone.
 MAX_ROUTE_CODES = 250
 
@@ -65,7 +68,7 @@ class FareModel:
         self.engine = engine
         self.regressor = None
         self.route_codes: dict[str, int] = {}
-        self.route_defaults: pd.DataFrame = pd.DataFrame(columns=["carrier_count", "nonstop_share"])
+        self.route_defaults: pd.DataFrame = pd.DataFrame(columns=list(CARRIER_MIX))
         self.global_defaults: dict[str, float] = {}
 
     def design_matrix(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +90,7 @@ class FareModel:
         matrix["passengers"] = rows["adults"].astype(int) + rows["children"].astype(int)
         matrix["cabin_rank"] = rows["cabin"].str.upper().map(CABIN_RANKS).astype(float)
         # A date never collected has no carrier mix: use what the route usually shows, else the overall median.
-        for column in ("carrier_count", "nonstop_share"):
+        for column in CARRIER_MIX:
             given = rows[column].astype(float) if column in rows else pd.Series(np.nan, index=rows.index)
             usual = routes.map(self.route_defaults[column]).astype(float)
             matrix[column] = given.fillna(usual).fillna(self.global_defaults.get(column, np.nan))
@@ -99,8 +102,8 @@ class FareModel:
         routes = _route_names(rows)
         busiest = routes.value_counts().index[:MAX_ROUTE_CODES]
         self.route_codes = {route: code for code, route in enumerate(sorted(busiest))}
-        self.route_defaults = rows.groupby(routes)[["carrier_count", "nonstop_share"]].median()
-        self.global_defaults = {column: float(rows[column].median()) for column in ("carrier_count", "nonstop_share")}
+        self.route_defaults = rows.groupby(routes)[list(CARRIER_MIX)].median()
+        self.global_defaults = {column: float(rows[column].median()) for column in CARRIER_MIX}
         matrix = self.design_matrix(rows)
         per_passenger = log_fare_per_passenger(rows["cheapest_total"], matrix["passengers"])
         self.regressor = self._regressor().fit(matrix, per_passenger)
@@ -178,6 +181,14 @@ def _errors(actual: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
 CHARTED_TEST_ROWS = 5000
 
 
+def as_grid_cells(rows):
+    """Test rows as the page asks for predictions (a pandas or Spark frame): a grid cell never collected has no
+    carrier mix, so the observed one, a hint of the fare the model would never get there, is left out and the
+    route's usual mix stands in; judged with it, the error would flatter the model."""
+    present = [column for column in CARRIER_MIX if column in rows.columns]
+    return rows.drop(columns=present) if isinstance(rows, pd.DataFrame) else rows.drop(*present)
+
+
 @dataclass(frozen=True)
 class FareModelEvaluation:
     """A fare model trained on earlier departures, the later rows it was judged on (as predict_frame takes them,
@@ -219,7 +230,7 @@ def evaluate_fare_model(observations, test_share: float = 0.25, random_state: in
 def evaluated(model: FareModel, test: pd.DataFrame, route_means: pd.Series, overall_mean: float,
               train_rows: int) -> FareModelEvaluation:
     """A trained fare model judged on the test observations, beside the training routes' mean fares."""
-    test_rows = test.rename(columns={"collected_at": "at"})
+    test_rows = as_grid_cells(test.rename(columns={"collected_at": "at"}))
     actual = test["cheapest_total"].to_numpy(dtype=float)
     predicted = model.predict_frame(test_rows)
     baseline = _route_names(test).map(route_means).fillna(overall_mean).to_numpy(dtype=float)

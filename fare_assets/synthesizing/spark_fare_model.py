@@ -9,12 +9,10 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from fare_assets.synthesizing.fare_model import (CHARTED_TEST_ROWS, FARE_MODEL_FEATURES, MAX_ROUTE_CODES, FareModel,
-                                                 FareModelEvaluation, _national)
+from fare_assets.synthesizing.fare_model import (CARRIER_MIX, CHARTED_TEST_ROWS, FARE_MODEL_FEATURES, MAX_ROUTE_CODES,
+                                                 FareModel, FareModelEvaluation, _national, as_grid_cells)
 from fare_assets.synthesizing.features import CABIN_RANKS, TRIP_KEY, great_circle_km
 from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample, to_pandas_times
-
-CARRIER_MIX = ("carrier_count", "nonstop_share")
 
 
 def _route() -> Column:
@@ -92,7 +90,9 @@ def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_
     model = fit_on_spark(FareModel(random_state, engine="spark"), train)
     means = train.groupBy(_route().alias("route")).agg(F.avg("cheapest_total").alias("mean")).toPandas()
     overall_mean, train_rows = train.agg(F.avg("cheapest_total"), F.count(F.lit(1))).first()
-    # The matrix replaces columns of its own names (national, the carrier mix): the test rows keep what was observed.
+    # Judged as the page asks (fare_model.as_grid_cells). The matrix replaces columns of its own names (national,
+    # the carrier mix): the test rows keep what was observed.
+    test = as_grid_cells(test)
     kept = {column: f"_observed_{column}" for column in test.columns}
     rows = test.select(*[F.col(column).alias(name) for column, name in kept.items()], *test.columns)
     rows = rows.withColumnRenamed("collected_at", "at").withColumn("_route", _route())
