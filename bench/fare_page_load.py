@@ -127,7 +127,10 @@ def fill_serving_tables(dsn: str, lake: str, now: dt.datetime) -> dict:
     from fare_assets.show.refresh import published_models, refresh_serving_tables
 
     with psycopg.connect(dsn) as conn:
-        return refresh_serving_tables(conn, *published_models(LakeResource(root=lake)), now)
+        counts, failed = refresh_serving_tables(conn, *published_models(LakeResource(root=lake)), now)
+    if failed:
+        raise SystemExit(f"the refresh's models failed: {failed}")
+    return counts
 
 
 def train_models(lake: str) -> None:

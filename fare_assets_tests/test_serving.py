@@ -394,6 +394,32 @@ def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(load
     assert serving_rows(loaded, "trip_advice") == before
 
 
+def test_a_model_that_loads_but_fails_on_the_trips_skips_its_table_only(loaded, trained_models, tmp_path):
+    from sklearn.linear_model import LinearRegression
+
+    from fare_assets.synthesizing.advisor import BuyWaitAdvisor
+    from fare_assets.synthesizing.model_files import save_version
+
+    refresh_serving(loaded, trained_models)
+    before = serving_rows(loaded, "trip_advice")
+    lake = tmp_path / "odd-lake"
+    shutil.copytree(Path(trained_models) / "models", lake / "models")
+    # A readable advisor whose waiting model expects other columns (as after a library or feature change).
+    advisor = BuyWaitAdvisor.load(lake / "models" / "buy_wait_advisor" / "v1" / "model.pkl")
+    advisor.waiting_model = LinearRegression().fit([[0.0, 1.0], [1.0, 0.0]], [1.0, 2.0])
+    save_version(LakeResource(root=str(lake)), "buy_wait_advisor", "v2", advisor, {})
+    resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded),
+                 "fare_source": watching(tmp_path, 1)}
+    result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    assert "trip_advice not refreshed: buy_wait_advisor v2 failed on the trips: ValueError" in (
+        failure.step_failure_data.error.message)
+    assert {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()} == {
+        "predicted_fares", "trip_pages"}
+    assert serving_rows(loaded, "trip_advice") == before
+
+
 def test_definitions_run_the_refresh_after_loads_and_retrains(loaded, trained_models):
     defs = build_defs({**local_resources(), "lake": LakeResource(root=trained_models),
                        "warehouse_db": WarehouseResource(dsn=loaded)})

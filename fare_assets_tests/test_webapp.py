@@ -571,7 +571,10 @@ def refresh_serving(warehouse_dsn: str, lake: str) -> dict:
     from fare_assets.show.refresh import published_models, refresh_serving_tables
 
     with psycopg.connect(warehouse_dsn) as conn:
-        return refresh_serving_tables(conn, *published_models(LakeResource(root=lake)), dt.datetime.now(dt.timezone.utc))
+        counts, failed = refresh_serving_tables(conn, *published_models(LakeResource(root=lake)),
+                                                dt.datetime.now(dt.timezone.utc))
+    assert failed == {}
+    return counts
 
 
 def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_models):

@@ -60,13 +60,16 @@ def trip_serving_tables(context: AssetExecutionContext, lake: LakeStorage, wareh
     now = dt.datetime.now(dt.timezone.utc)
     try:
         with warehouse_db.connect() as conn:
-            counts = refresh_serving_tables(conn, models.get(ADVISOR), models.get(FARE_MODEL), now, watchlist)
+            counts, failed = refresh_serving_tables(conn, models.get(ADVISOR), models.get(FARE_MODEL), now, watchlist)
     except psycopg.OperationalError as error:
         raise Failure(description=f"warehouse PostgreSQL {address} failed while refreshing the serving tables; "
                                   "the refresh is one transaction, so the previous rows stay.") from error
     context.log.info(f"serving tables in {address}: {counts}")
     for name, model in models.items():
         table = MODEL_TABLES[name]
+        if table in failed:
+            unavailable[name] = f"{name} {model.version} failed on the trips: {failed[table]}"
+            continue
         yield MaterializeResult(asset_key=table, metadata={
             **counts[table], "model_version": model.version, "computed_at": now.isoformat(), "warehouse": address})
     yield MaterializeResult(asset_key="trip_pages", metadata={

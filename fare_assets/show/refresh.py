@@ -48,23 +48,34 @@ def watched_trips(observations: pd.DataFrame) -> list[Trip]:
 
 
 def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | None,
-                           fare_model: PublishedModel | None, now: dt.datetime, watchlist: Watchlist | None = None) -> dict:
+                           fare_model: PublishedModel | None, now: dt.datetime,
+                           watchlist: Watchlist | None = None) -> tuple[dict, dict]:
     """Advice, predicted grid cells and trip pages for every trip departing from today, in one transaction.
 
-    A model that is None (unavailable) leaves its table as it was; the pages still show the new fares. The
-    `watchlist` tells the advice when each trip's collection stops (without it, the day before departure).
-    Returns per table refreshed the rows written, changed and deleted.
+    A model that is None (unavailable), or that fails on the trips, leaves its table as it was; the pages still
+    show the new fares. The `watchlist` tells the advice when each trip's collection stops (without it, the day
+    before departure). Returns per table refreshed the rows written, changed and deleted, and per table left as it
+    was for its model's failure, the error.
     """
     observations = warehouse.observations(conn, departing_from=now.date())
-    tables = {}
-    if advisor is not None:
-        tables["trip_advice"] = trip_advice_rows(advisor.model, observations, advisor.version, now, watchlist)
-    if fare_model is not None:
-        tables["predicted_fares"] = predicted_fare_rows(fare_model.model, observations, now.date(), fare_model.version,
-                                                        now)
+    computed = {
+        "trip_advice": (advisor, lambda: trip_advice_rows(advisor.model, observations, advisor.version, now, watchlist)),
+        "predicted_fares": (fare_model, lambda: predicted_fare_rows(fare_model.model, observations, now.date(),
+                                                                    fare_model.version, now)),
+    }
+    tables, failed = {}, {}
+    for table, (model, rows) in computed.items():
+        if model is None:
+            continue
+        try:
+            tables[table] = rows()
+        except Exception as error:
+            # A model that loads but cannot predict (a damaged MLlib part, a library upgrade) must not hold back
+            # the other table and the pages; the caller reports it.
+            failed[table] = f"{type(error).__name__}: {error}"
     # The pages are rendered from the advice and predictions just written, before anyone sees either.
     with conn.transaction():
         loaded = warehouse.load_serving_tables(conn, tables)
         tables["trip_pages"] = render_trip_pages(create_app(), conn, watched_trips(observations), now.date(), now)
         loaded |= warehouse.load_serving_tables(conn, {"trip_pages": tables["trip_pages"]})
-    return {table: {"rows": len(rows), **loaded[table]} for table, rows in tables.items()}
+    return {table: {"rows": len(rows), **loaded[table]} for table, rows in tables.items()}, failed
