@@ -5,6 +5,7 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
+import pandas as pd
 import psycopg
 import pytest
 from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReason, build_multi_asset_sensor_context,
@@ -94,6 +95,38 @@ def test_departed_trips_leave_and_a_new_collection_is_readvised(loaded, trained_
     advice = serving_rows(loaded, "trip_advice")
     assert [(row["depart_date"], row["collected_at"]) for row in advice] == [(DEPART, later)]
     assert counts["trip_advice"] == {"rows": 1, "changed": 1, "deleted": 1}
+
+
+def test_the_refresh_reads_the_trips_departed_since_the_advisors_calendar_ends(loaded, trained_models, tmp_path,
+                                                                               monkeypatch):
+    from fare_assets.synthesizing.advisor import BuyWaitAdvisor
+    from fare_assets.synthesizing.features import RouteCalendar
+    from fare_assets.synthesizing.model_files import save_version
+
+    lake = tmp_path / "calendar-lake"
+    shutil.copytree(Path(trained_models) / "models", lake / "models")
+    advisor = BuyWaitAdvisor.load(lake / "models" / "buy_wait_advisor" / "v1" / "model.pkl")
+    trained_on = today_utc() - dt.timedelta(days=1)
+    refilings = pd.DataFrame({"origin": ["SFO"], "destination": ["JFK"],
+                              "day": [pd.Timestamp(trained_on) - pd.Timedelta(days=30)]})
+    advisor.route_calendar = RouteCalendar(refilings, pd.Timestamp(trained_on))
+    save_version(LakeResource(root=str(lake)), "buy_wait_advisor", "v2", advisor, {})
+    # A trip that departed yesterday: the route's calendar reads its collections, the tables do not show it.
+    departed = today_utc() - dt.timedelta(days=1)
+    with psycopg.connect(loaded) as conn:
+        warehouse.load_fares(conn, history_rows(["270.00", "260.00", "250.00"], depart=departed,
+                                                back=departed + dt.timedelta(days=7), prefix="departed",
+                                                last=NOW - dt.timedelta(days=2)))
+    reads = []
+    observations = warehouse.observations
+    monkeypatch.setattr(warehouse, "observations", lambda conn, departing_from: reads.append(departing_from) or
+                        observations(conn, departing_from))
+    counts = refresh_serving(loaded, str(lake))
+    assert reads == [trained_on - dt.timedelta(days=1)]
+    assert [(row["depart_date"], row["return_date"]) for row in serving_rows(loaded, "trip_advice")] == [
+        (DEPART, RETURN), NEARBY]
+    assert {row["depart_date"] for row in serving_rows(loaded, "trip_pages")} == {DEPART, NEARBY[0]}
+    assert counts["predicted_fares"]["rows"] == 60
 
 
 @pytest.mark.parametrize("missing", ["adults", "cabin"])

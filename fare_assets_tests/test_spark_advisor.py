@@ -9,7 +9,7 @@ from fare_assets.synthesizing import spark_advisor
 from fare_assets.synthesizing.advisor import THRESHOLD_CANDIDATES, BuyWaitAdvisor, continuation_ratios, drop_labels
 from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import judge_on_test, split_by_departure, watched_to_departure
-from fare_assets.synthesizing.features import observation_features, spark_observation_features
+from fare_assets.synthesizing.features import observation_features, route_calendar, spark_observation_features
 from fare_assets.synthesizing.spark_estimators import SparkGradientBoostingClassifier, SparkGradientBoostingRegressor
 from fare_assets.synthesizing.spark_features import bounded_sample, to_pandas
 from fare_assets_tests.test_spark_models import capped_rounds
@@ -91,6 +91,10 @@ def test_the_advisor_trained_on_spark_scores_and_calibrates_as_pandas_would_with
     advisor, split = evaluation.advisor, evaluation.split
     assert isinstance(advisor.waiting_model, SparkGradientBoostingRegressor)
     assert isinstance(advisor.classifier, SparkGradientBoostingClassifier)
+    # The same route calendar as pandas finds, on every trip.
+    expected_calendar = route_calendar(observation_features(observations))
+    assert advisor.route_calendar.complete_from == expected_calendar.complete_from
+    pd.testing.assert_frame_equal(advisor.route_calendar.refilings, expected_calendar.refilings)
     # The same split as the pandas evaluation: trips by departure date.
     expected_split = split_by_departure(watched_to_departure(observation_features(observations)))
     assert (split.validation_from, split.test_from) == (expected_split.validation_from, expected_split.test_from)

@@ -3,9 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fare_assets.synthesizing import spark_features
 from fare_assets.synthesizing.estimators import SPARK
-from fare_assets.synthesizing.features import MODEL_FEATURES, engine_features, observation_features
-from fare_assets_tests.test_synthesizing import fare_observations, hand_made_trip, route_with_refilings
+from fare_assets.synthesizing.features import (MODEL_FEATURES, engine_features, observation_features, route_calendar,
+                                               spark_observation_features)
+from fare_assets_tests.test_synthesizing import (CHANGING_REFILINGS, fare_observations, hand_made_trip,
+                                                 route_departing_every_other_day, route_with_refilings)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,15 @@ def test_spark_features_find_the_same_refilings(spark_engine, collections_per_da
     # Each refiling day from the collection that shows it; the first (day 5) has no earlier refiling to count from.
     assert (actual["days_since_route_refile"] == 0).sum() == 4 * 6 * (collections_per_day - refiled_from_collection)
     assert actual["route_refile_interval"].max() == 10
+
+
+def test_spark_features_give_the_same_route_calendar(spark_engine):
+    observations = route_departing_every_other_day(CHANGING_REFILINGS)
+    expected = route_calendar(observation_features(observations))
+    actual = spark_features.route_calendar(spark_observation_features(observations))
+    assert actual.complete_from == expected.complete_from == pd.Timestamp("2027-01-01") + pd.Timedelta(days=298)
+    pd.testing.assert_frame_equal(actual.refilings, expected.refilings)
+    assert len(actual.refilings) > 10
 
 
 def test_spark_features_do_not_depend_on_the_session_time_zone(spark, spark_engine):

@@ -37,6 +37,7 @@ from fare_assets.synthesizing.features import (
     drop_labels,
     great_circle_km,
     observation_features,
+    route_calendar,
 )
 from fare_assets.synthesizing.model_files import ModelUnavailable, save_version
 from fare_assets.synthesizing.plots import (
@@ -285,6 +286,78 @@ def test_a_refiling_filed_mid_day_is_found_from_the_first_collection_that_shows_
     assert (features.loc[refiling_day & (hour < 18), "days_since_route_refile"] == 10).all()
     assert (features.loc[day == 16, "route_refile_interval"] == 10).all()
     assert (features.loc[day == 23, "days_since_route_refile"] == 8).all()
+
+
+def route_departing_every_other_day(refile_days: list[int], days: int = 300) -> pd.DataFrame:
+    """SFO-JFK trips departing every other day, each collected daily at 12:00 UTC from 60 days ahead until the day
+    before; on refiling days every trip collected changes fare by its own share."""
+    start = pd.Timestamp("2027-01-01 12:00", tz="UTC")
+    rng = np.random.default_rng(11)
+    trips = []
+    for depart_day in range(61, days, 2):
+        days_collected = range(depart_day - 60, depart_day)
+        fares, fare = [], 300.0 + rng.uniform(-30, 30)
+        for day in days_collected:
+            if day in refile_days:
+                fare *= np.exp(rng.normal(0, 0.05))
+            fares.append(round(fare, 2))
+        frame = hand_made_trip(fares)
+        frame["collected_at"] = [start + pd.Timedelta(days=day) for day in days_collected]
+        frame["depart_date"] = (start + pd.Timedelta(days=depart_day)).date()
+        frame["return_date"] = (start + pd.Timedelta(days=depart_day + 7)).date()
+        trips.append(frame)
+    return pd.concat(trips, ignore_index=True)
+
+
+# Refilings every 12 days for 150 days, then every 30: the calendar's median interval moves from one to the other.
+CHANGING_REFILINGS = [*range(5, 150, 12), *range(160, 300, 30)]
+
+
+def test_the_served_advice_reads_the_route_calendar_training_found(evaluation):
+    observations = route_departing_every_other_day(CHANGING_REFILINGS)
+    first_day = pd.Timestamp("2027-01-01", tz="UTC")
+
+    def collected_before(day: int) -> pd.DataFrame:
+        return observations[observations["collected_at"] < first_day + pd.Timedelta(days=day)]
+
+    # Trained on day 279 on every trip; served on day 281 (its collections up to day 280) reading only the trips
+    # departing from the calendar's read_from: most of the route's history has departed by then.
+    calendar = route_calendar(observation_features(collected_before(279)))
+    assert calendar.complete_from == pd.Timestamp("2027-01-01") + pd.Timedelta(days=278)
+    known_today = collected_before(281)
+    today = (first_day + pd.Timedelta(days=280)).date()
+    served = known_today[pd.to_datetime(known_today["depart_date"]) >= pd.Timestamp(calendar.read_from())]
+    upcoming = served[pd.to_datetime(served["depart_date"]) >= pd.Timestamp(today)]
+    assert 0 < len(upcoming) < len(served) < len(known_today) / 10
+
+    def newest(features: pd.DataFrame) -> pd.DataFrame:
+        latest = features[last_observation_mask(features).to_numpy()]
+        return latest[latest["depart_date"] >= pd.Timestamp(today)].set_index("trip_id")[MODEL_FEATURES]
+
+    everything = newest(observation_features(known_today))
+    assert (everything["route_refile_interval"] == 12).all() and len(everything) == 10
+    pd.testing.assert_frame_equal(newest(observation_features(served, calendar)), everything)
+    # Without the calendar, the served trips alone are too few on the route's earlier days to find their refilings.
+    assert newest(observation_features(served))["route_refile_interval"].isna().all()
+
+    # The advisor keeps the calendar in its file and reads it when it advises.
+    advisor = copy.deepcopy(evaluation.advisor)
+    advisor.route_calendar = calendar
+    trained_view = copy.deepcopy(advisor)
+    trained_view.route_calendar = None
+    pd.testing.assert_frame_equal(advisor.advise_trips(served).loc[everything.index],
+                                  trained_view.advise_trips(known_today).loc[everything.index])
+
+
+def test_an_advisor_keeps_its_route_calendar_in_its_file(features, evaluation, tmp_path):
+    # Found on every trip it was given, upcoming ones too, not on its training trips only.
+    calendar = evaluation.advisor.route_calendar
+    assert calendar.complete_from == features["collected_at"].max().floor("D").tz_convert(None)
+    assert calendar.refilings["day"].max() > evaluation.split.train["collected_at"].max().tz_convert(None)
+    evaluation.advisor.save(tmp_path / "advisor.joblib")
+    loaded = BuyWaitAdvisor.load(tmp_path / "advisor.joblib").route_calendar
+    assert loaded.complete_from == calendar.complete_from
+    pd.testing.assert_frame_equal(loaded.refilings, calendar.refilings)
 
 
 def test_continuation_ratios_follow_the_policy():

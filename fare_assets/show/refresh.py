@@ -57,10 +57,15 @@ def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | N
     before departure). Returns per table refreshed the rows written, changed and deleted, and per table left as it
     was for its model's failure, the error.
     """
-    observations = warehouse.observations(conn, departing_from=now.date())
+    # The advice's route features read every trip collected since the advisor's calendar ends, departed ones too,
+    # as in training (features.RouteCalendar); the tables and pages are the upcoming trips'.
+    calendar = advisor.model.route_calendar if advisor is not None else None
+    read_from = now.date() if calendar is None else min(now.date(), calendar.read_from())
+    observations = warehouse.observations(conn, departing_from=read_from)
+    upcoming = observations[observations["depart_date"] >= pd.Timestamp(now.date())]
     computed = {
         "trip_advice": (advisor, lambda: trip_advice_rows(advisor.model, observations, advisor.version, now, watchlist)),
-        "predicted_fares": (fare_model, lambda: predicted_fare_rows(fare_model.model, observations, now.date(),
+        "predicted_fares": (fare_model, lambda: predicted_fare_rows(fare_model.model, upcoming, now.date(),
                                                                     fare_model.version, now)),
     }
     tables, failed = {}, {}
@@ -76,6 +81,6 @@ def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | N
     # The pages are rendered from the advice and predictions just written, before anyone sees either.
     with conn.transaction():
         loaded = warehouse.load_serving_tables(conn, tables)
-        tables["trip_pages"] = render_trip_pages(create_app(), conn, watched_trips(observations), now.date(), now)
+        tables["trip_pages"] = render_trip_pages(create_app(), conn, watched_trips(upcoming), now.date(), now)
         loaded |= warehouse.load_serving_tables(conn, {"trip_pages": tables["trip_pages"]})
     return {table: {"rows": len(rows), **loaded[table]} for table, rows in tables.items()}, failed

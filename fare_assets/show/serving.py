@@ -45,13 +45,16 @@ def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: flo
 
 def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, computed_at: dt.datetime,
                      watchlist=None) -> list[tuple]:
-    """Per watched trip, the advisor's advice at its latest collection, as trip_advice rows.
+    """Per watched trip departing from `computed_at`'s date, the advisor's advice at its latest collection, as
+    trip_advice rows.
 
-    With the `watchlist` (a Watchlist), each trip's last call follows the day its collection stops.
+    `observations` may hold departed trips too (the advisor's route calendar reads them). With the `watchlist` (a
+    Watchlist), each trip's last call follows the day its collection stops.
     """
     if observations.empty:
         return []
     latest = latest_collections(observations)
+    latest = latest[latest["depart_date"] >= pd.Timestamp(computed_at.date())]
     horizons = None if watchlist is None else last_call_days_ahead(latest, watchlist, advisor.last_call_days_ahead)
     advice = latest.join(advisor.advise_trips(observations, horizons), how="inner", rsuffix="_advice")
     return [(row.origin, row.destination, row.depart_date.date(), row.return_date.date(), int(row.adults),

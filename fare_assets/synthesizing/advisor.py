@@ -13,7 +13,8 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from fare_assets.synthesizing.estimators import SKLEARN, gradient_boosted_classifier, gradient_boosted_regressor, prior_classifier
-from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES, drop_labels, observation_features
+from fare_assets.synthesizing.features import (MEANINGFUL_DROP_SHARE, MODEL_FEATURES, RouteCalendar, drop_labels,
+                                               observation_features)
 from fare_assets.synthesizing.model_files import load_model_file, save_model_file
 
 MODEL_KIND = "buy-wait-advisor"
@@ -145,6 +146,8 @@ class BuyWaitAdvisor:
         self.threshold_scores: dict[float, float] = {}
         self.threshold_upset_rates: dict[float, float] = {}
         self.empty_columns: list[str] = []
+        # Every trip's refilings when it was trained, so the advice served on fewer trips reads the same calendar.
+        self.route_calendar: RouteCalendar | None = None
 
     def _regressor(self):
         return gradient_boosted_regressor(self.engine, max_iter=300, learning_rate=0.05, min_samples_leaf=500,
@@ -288,9 +291,10 @@ class BuyWaitAdvisor:
 
         `last_call_days_ahead` maps a trip_id to the days ahead below which its advice is the last call, for trips
         whose collection stops earlier than the day before departure; infinity for a trip no collection follows.
-        Trips it does not map get the advisor's own.
+        Trips it does not map get the advisor's own. The observations need only the trips departing from
+        `route_calendar.read_from()` (all, for an advisor saved without it).
         """
-        features = observation_features(observations)
+        features = observation_features(observations, self.route_calendar)
         # observation_features sorts by trip and collection time, so each trip's last row is its latest.
         latest = features[last_observation_mask(features).to_numpy()]
         horizons = (np.full(len(latest), self.last_call_days_ahead) if last_call_days_ahead is None else
@@ -340,6 +344,7 @@ class BuyWaitAdvisor:
             "last_call_days_ahead": self.last_call_days_ahead,
             "random_state": self.random_state,
             "engine": self.engine,
+            "route_calendar": self.route_calendar,
         }
         save_model_file(path, MODEL_KIND, FORMAT_VERSION, MODEL_FEATURES, payload)
 
@@ -356,4 +361,6 @@ class BuyWaitAdvisor:
         advisor.threshold = payload["threshold"]
         advisor.threshold_scores = payload["threshold_scores"]
         advisor.threshold_upset_rates = payload["threshold_upset_rates"]
+        # Advisors saved before 2026-12-06 have none: their advice reads the upcoming trips' calendar alone.
+        advisor.route_calendar = payload.get("route_calendar")
         return advisor

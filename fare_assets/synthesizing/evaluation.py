@@ -8,7 +8,7 @@ import pandas as pd
 from fare_assets.synthesizing.advisor import (BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios,
                                               mean_relative_saving, purchases, upset_rate)
 from fare_assets.synthesizing.estimators import SKLEARN, SPARK
-from fare_assets.synthesizing.features import observation_features, spark_observation_features
+from fare_assets.synthesizing.features import observation_features, route_calendar, spark_observation_features
 
 # Etzioni et al., "To buy or not to buy", KDD 2003: Hamlet's savings were 61.8% of the oracle's.
 HAMLET_SHARE_OF_ORACLE_SAVING = 0.618
@@ -184,6 +184,7 @@ def train_and_evaluate(
     split = split_by_departure(watched_to_departure(features), validation_share, test_share)
     advisor = BuyWaitAdvisor(random_state=random_state, engine=engine, max_upset_rate=max_upset_rate)
     advisor.fit(split.train, split.validation)
+    advisor.route_calendar = route_calendar(features)
     return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
 
 

@@ -1,4 +1,6 @@
 """Per-observation features and labels for watched trips, computed without look-ahead."""
+import datetime as dt
+from dataclasses import dataclass
 from functools import lru_cache
 
 import airportsdata
@@ -94,6 +96,26 @@ MODEL_FEATURES = [
 ]
 
 
+@dataclass(frozen=True)
+class RouteCalendar:
+    """The route refiling days found on every trip collected (by the advisor's training), final before
+    `complete_from`.
+
+    A route's filing calendar reads all of its refilings, and a day's refiling is found from every trip collected
+    that day. The serving refresh reads only the trips departing from the day before `complete_from`: its earlier
+    days lack their departed trips and would show fewer refilings than training found, so it takes them from here;
+    from `complete_from` on, it holds every trip collected and finds them itself.
+    """
+
+    refilings: pd.DataFrame  # origin, destination, day (UTC midnight, naive datetime64)
+    complete_from: pd.Timestamp  # UTC midnight, naive
+
+    def read_from(self) -> dt.date:
+        """The first departure date whose trips the features need (a day's margin for a trip collected on its
+        departure's date in UTC)."""
+        return (self.complete_from - pd.Timedelta(days=1)).date()
+
+
 @lru_cache(maxsize=1)
 def _airport_positions() -> dict[str, tuple[float, float]]:
     """Latitude and longitude of every IATA airport known to airportsdata."""
@@ -160,10 +182,11 @@ def repeated_moments(count: int, trip_id: str) -> ValueError:
                       f"give one row per trip and moment, the cheapest fare then (warehouse.observations does)")
 
 
-def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
+def observation_features(observations: pd.DataFrame, calendar: RouteCalendar | None = None) -> pd.DataFrame:
     """One feature row per observation, from the trip's collections up to that moment only.
 
-    Rows come back sorted by trip and collection time, keeping the input's index.
+    Rows come back sorted by trip and collection time, keeping the input's index. With a `calendar`, the routes'
+    refilings before its `complete_from` are its own (see RouteCalendar).
     """
     _check_observations(observations)
     frame = observations[OBSERVATION_COLUMNS].copy()
@@ -205,7 +228,7 @@ def observation_features(observations: pd.DataFrame) -> pd.DataFrame:
     frame["fare_change_last"] = frame["fare"] / by_trip["fare"].shift(1) - 1
 
     _add_rolling_features(frame)
-    _add_route_features(frame)
+    _add_route_features(frame, calendar)
     _add_peer_features(frame)
     return frame.set_index(original_index)
 
@@ -331,27 +354,45 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
     return so_far
 
 
-def _route_refile_calendar(so_far: pd.DataFrame) -> pd.DataFrame:
-    """Per route and collection day: the latest refiling day before it and the median interval between refilings known then."""
+def route_calendar(features: pd.DataFrame) -> RouteCalendar:
+    """The refiling days `features` (every trip's, up to their newest collection) found, final before that day."""
+    refiled = features.loc[features["days_since_route_refile"] == 0, ROUTE_KEY]
+    days = refiled.assign(day=features["collected_at"].dt.floor("D").dt.tz_convert(None))
+    return RouteCalendar(days.drop_duplicates().sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True),
+                         features["collected_at"].max().floor("D").tz_convert(None))
+
+
+def _route_refile_calendar(so_far: pd.DataFrame, calendar: RouteCalendar | None) -> pd.DataFrame:
+    """Per route and collection day: the latest refiling day before it and the median interval between refilings
+    known then (before `calendar.complete_from`, the calendar's refilings rather than those found here)."""
     whole_days = so_far.groupby(level=ROUTE_KEY + ["day"], sort=True)["refiling_so_far"].last().reset_index()
     calendars = []
-    for _, days in whole_days.groupby(ROUTE_KEY, sort=False):
-        refiled = days["day"].where(days["refiling_so_far"])
-        gaps = (refiled.dropna().diff() / pd.Timedelta(days=1)).expanding().median()
-        days = days.assign(
-            last_refile_before=refiled.ffill().shift(1),
-            route_refile_interval=gaps.reindex(days.index).ffill().shift(1),
-        )
+    for (origin, destination), days in whole_days.groupby(ROUTE_KEY, sort=False):
+        day_values = days["day"].dt.tz_convert(None).to_numpy()
+        refiled = day_values[days["refiling_so_far"].to_numpy(dtype=bool)]
+        if calendar is not None:
+            complete_from = calendar.complete_from.to_datetime64()
+            known = calendar.refilings
+            earlier = known.loc[(known["origin"] == origin) & (known["destination"] == destination),
+                                "day"].to_numpy(dtype="datetime64[ns]")
+            refiled = np.union1d(earlier[earlier < complete_from], refiled[refiled >= complete_from])
+        last_refile, interval = [], []
+        for before in np.searchsorted(refiled, day_values, side="left"):
+            known_days = refiled[:before]
+            last_refile.append(known_days[-1] if before else np.datetime64("NaT"))
+            gaps = np.diff(known_days) / np.timedelta64(1, "D")
+            interval.append(float(np.median(gaps)) if len(gaps) else np.nan)
+        days = days.assign(last_refile_before=pd.to_datetime(last_refile, utc=True), route_refile_interval=interval)
         calendars.append(days.drop(columns="refiling_so_far"))
     return pd.concat(calendars, ignore_index=True)
 
 
-def _add_route_features(frame: pd.DataFrame) -> None:
+def _add_route_features(frame: pd.DataFrame, calendar: RouteCalendar | None) -> None:
     """Where the trip's route stands in its fare-filing cycle, learnt from the route's watched trips so far."""
     so_far = _route_day_changes(frame)
     moments = so_far.reset_index()[ROUTE_KEY + ["day", "collected_at", "route_changed_share", "route_mean_change",
                                                 "route_change_dispersion", "refiling_so_far"]]
-    moments = moments.merge(_route_refile_calendar(so_far), on=ROUTE_KEY + ["day"], how="left")
+    moments = moments.merge(_route_refile_calendar(so_far, calendar), on=ROUTE_KEY + ["day"], how="left")
     keys = pd.DataFrame({"origin": frame["origin"], "destination": frame["destination"], "collected_at": frame["collected_at"]})
     route = keys.merge(moments, on=ROUTE_KEY + ["collected_at"], how="left")
     since_last = (route["day"] - route["last_refile_before"]) / pd.Timedelta(days=1)

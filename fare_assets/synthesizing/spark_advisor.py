@@ -19,7 +19,7 @@ from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
                                                  HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
-from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample
+from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample, route_calendar
 
 # The classifier's probabilities are grouped to this many decimals before they reach the driver (to fit the
 # calibration on validation rows, to bin and score it on test rows): at most a million points (24 MB) whatever the
@@ -210,6 +210,7 @@ def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_
     split = split_by_departure(watched_to_departure(features).checkpoint(), validation_share, test_share)
     advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK, max_upset_rate=max_upset_rate),
                            split.train, split.validation)
+    advisor.route_calendar = route_calendar(features)
     return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count(),
                      judgement=judge_on_test(split.test, advisor))
 

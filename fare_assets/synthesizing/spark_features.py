@@ -24,6 +24,7 @@ from fare_assets.synthesizing.features import (
     ROUTE_KEY,
     TREND_WINDOW_DAYS,
     VARIANCE_RESIDUE,
+    RouteCalendar,
     check_observation_columns,
     great_circle_km,
     repeated_moments,
@@ -307,6 +308,16 @@ def observation_features(observations: DataFrame) -> DataFrame:
     frame = _trip_features(frame).join(F.broadcast(distances), ROUTE_KEY, "left").checkpoint()
     frame = _peer_features(_route_features(frame).checkpoint())
     return frame.select(*KEPT_OBSERVATION_COLUMNS, "trip_id", *FEATURE_COLUMNS)
+
+
+def route_calendar(features: DataFrame) -> RouteCalendar:
+    """features.route_calendar of Spark features: the refiling days they found, final before their newest day."""
+    day = _epoch_day(F.unix_micros("collected_at")).alias("day")
+    refiled = features.where(F.col("days_since_route_refile") == 0).select(*ROUTE_KEY, day).distinct().toPandas()
+    newest = features.agg(F.max(_epoch_day(F.unix_micros("collected_at")))).first()[0]
+    refiled["day"] = pd.to_datetime(refiled["day"].astype("int64"), unit="D")
+    return RouteCalendar(refiled.sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True),
+                         pd.Timestamp(int(newest), unit="D"))
 
 
 def bounded_sample(frame: DataFrame, key: list[str], rows: int, seed: int = 0) -> DataFrame:
