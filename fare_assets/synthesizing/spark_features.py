@@ -312,12 +312,12 @@ def observation_features(observations: DataFrame) -> DataFrame:
 
 def route_calendar(features: DataFrame) -> RouteCalendar:
     """features.route_calendar of Spark features: the refiling days they found, final before their newest day."""
-    day = _epoch_day(F.unix_micros("collected_at")).alias("day")
-    refiled = features.where(F.col("days_since_route_refile") == 0).select(*ROUTE_KEY, day).distinct().toPandas()
-    newest = features.agg(F.max(_epoch_day(F.unix_micros("collected_at")))).first()[0]
-    refiled["day"] = pd.to_datetime(refiled["day"].astype("int64"), unit="D")
-    return RouteCalendar(refiled.sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True),
-                         pd.Timestamp(int(newest), unit="D"))
+    # One pass over the features: a row per route and collection day (a few thousand) comes to the driver.
+    days = (features.groupBy(*ROUTE_KEY, _epoch_day(F.unix_micros("collected_at")).alias("day"))
+            .agg(F.max((F.col("days_since_route_refile") == 0).cast("int")).alias("refiled")).toPandas())
+    days["day"] = pd.to_datetime(days["day"].astype("int64"), unit="D")
+    refiled = days.loc[days["refiled"] == 1, [*ROUTE_KEY, "day"]]
+    return RouteCalendar(refiled.sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True), days["day"].max())
 
 
 def bounded_sample(frame: DataFrame, key: list[str], rows: int, seed: int = 0) -> DataFrame:
