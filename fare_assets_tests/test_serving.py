@@ -44,6 +44,20 @@ def watching(tmp_path: Path, from_days: int, nights: int = 7) -> FareSourceResou
     return FareSourceResource(base_url="http://127.0.0.1:9", watchlist_path=str(path))
 
 
+def republished_advisor(trained_models: str, tmp_path: Path, **changes) -> Path:
+    """A copy of the trained models' lake whose advisor is republished as v2 with `changes` to its attributes."""
+    from fare_assets.synthesizing.advisor import BuyWaitAdvisor
+    from fare_assets.synthesizing.model_files import save_version
+
+    lake = tmp_path / "republished-lake"
+    shutil.copytree(Path(trained_models) / "models", lake / "models")
+    advisor = BuyWaitAdvisor.load(lake / "models" / "buy_wait_advisor" / "v1" / "model.pkl")
+    for name, value in changes.items():
+        setattr(advisor, name, value)
+    save_version(LakeResource(root=str(lake)), "buy_wait_advisor", "v2", advisor, {})
+    return lake
+
+
 def serving_rows(dsn: str, table: str) -> list[dict]:
     with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
         return conn.execute(f"SELECT * FROM {table} ORDER BY depart_date, return_date").fetchall()
@@ -99,18 +113,13 @@ def test_departed_trips_leave_and_a_new_collection_is_readvised(loaded, trained_
 
 def test_the_refresh_reads_the_trips_departed_since_the_advisors_calendar_ends(loaded, trained_models, tmp_path,
                                                                                monkeypatch):
-    from fare_assets.synthesizing.advisor import BuyWaitAdvisor
     from fare_assets.synthesizing.features import RouteCalendar
-    from fare_assets.synthesizing.model_files import save_version
 
-    lake = tmp_path / "calendar-lake"
-    shutil.copytree(Path(trained_models) / "models", lake / "models")
-    advisor = BuyWaitAdvisor.load(lake / "models" / "buy_wait_advisor" / "v1" / "model.pkl")
     trained_on = today_utc() - dt.timedelta(days=1)
     refilings = pd.DataFrame({"origin": ["SFO"], "destination": ["JFK"],
                               "day": [pd.Timestamp(trained_on) - pd.Timedelta(days=30)]})
-    advisor.route_calendar = RouteCalendar(refilings, pd.Timestamp(trained_on))
-    save_version(LakeResource(root=str(lake)), "buy_wait_advisor", "v2", advisor, {})
+    lake = republished_advisor(trained_models, tmp_path, route_calendar=RouteCalendar(refilings,
+                                                                                       pd.Timestamp(trained_on)))
     # A trip that departed yesterday: the route's calendar reads its collections, the tables do not show it.
     departed = today_utc() - dt.timedelta(days=1)
     with psycopg.connect(loaded) as conn:
@@ -430,17 +439,11 @@ def test_a_corrupt_model_fails_the_asset_and_keeps_its_tables_previous_rows(load
 def test_a_model_that_loads_but_fails_on_the_trips_skips_its_table_only(loaded, trained_models, tmp_path):
     from sklearn.linear_model import LinearRegression
 
-    from fare_assets.synthesizing.advisor import BuyWaitAdvisor
-    from fare_assets.synthesizing.model_files import save_version
-
     refresh_serving(loaded, trained_models)
     before = serving_rows(loaded, "trip_advice")
-    lake = tmp_path / "odd-lake"
-    shutil.copytree(Path(trained_models) / "models", lake / "models")
     # A readable advisor whose waiting model expects other columns (as after a library or feature change).
-    advisor = BuyWaitAdvisor.load(lake / "models" / "buy_wait_advisor" / "v1" / "model.pkl")
-    advisor.waiting_model = LinearRegression().fit([[0.0, 1.0], [1.0, 0.0]], [1.0, 2.0])
-    save_version(LakeResource(root=str(lake)), "buy_wait_advisor", "v2", advisor, {})
+    lake = republished_advisor(trained_models, tmp_path,
+                               waiting_model=LinearRegression().fit([[0.0, 1.0], [1.0, 0.0]], [1.0, 2.0]))
     resources = {"lake": LakeResource(root=str(lake)), "warehouse_db": WarehouseResource(dsn=loaded),
                  "fare_source": watching(tmp_path, 1)}
     result = materialize([trip_serving_tables], resources=resources, raise_on_error=False)
