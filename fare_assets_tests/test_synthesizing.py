@@ -383,15 +383,28 @@ def test_drop_labels_on_a_hand_made_series():
 def test_policy_buys_at_the_last_observation(evaluation):
     test = evaluation.split.test
     decisions = evaluation.advisor.decisions(test)
-    assert (decisions.loc[test["days_ahead"] < LAST_CALL_DAYS_AHEAD, "action"] == "buy").all()
+    assert (decisions.loc[test["days_ahead"] <= LAST_CALL_DAYS_AHEAD, "action"] == "buy").all()
     # Even an advisor that always wants to wait ends up buying each trip at its last collection.
     always_waiting = copy.copy(evaluation.advisor)
     always_waiting.threshold = -1.0
     actions = always_waiting.decisions(test)["action"]
-    assert (actions[test["days_ahead"] >= LAST_CALL_DAYS_AHEAD] != "buy").all()
+    assert (actions[test["days_ahead"] > LAST_CALL_DAYS_AHEAD] != "buy").all()
     outcomes = purchases(test, actions == "buy")
     last = test[last_observation_mask(test)].set_index("trip_id")
     assert outcomes["price_paid"].equals(last.loc[outcomes.index, "fare"])
+
+
+def test_last_call_is_the_last_collection_day_at_half_hour_sweeps(evaluation):
+    always_waiting = copy.copy(evaluation.advisor)
+    always_waiting.threshold = -1.0
+    trip = hand_made_trip([300.0, 290.0, 295.0, 298.0])
+    # The schedule's sweeps every 30 minutes: the first three on the afternoon two days before departure.
+    trip["collected_at"] = pd.to_datetime(["2027-01-08 12:00", "2027-01-08 12:30", "2027-01-08 13:00",
+                                           "2027-01-09 00:00"], utc=True)
+    two_days_before = advise_one(always_waiting, trip.iloc[:3])
+    assert two_days_before.action == "wait"
+    eve = advise_one(always_waiting, trip)
+    assert (eve.action, eve.reason) == ("buy", "last collection before departure: buy now")
 
 
 def advise_one(advisor: BuyWaitAdvisor, observations: pd.DataFrame) -> Advice:
@@ -416,7 +429,7 @@ def test_not_enough_data_for_short_histories(evaluation, observations, features)
     assert 0 <= enough.drop_probability <= 1 and enough.expected_saving >= 0
     fare_now = trip["cheapest_total"].iloc[MIN_HISTORY - 1]
     assert (enough.action == "wait") == (enough.expected_saving > advisor.threshold * fare_now)
-    short_rows = features[(features["observation_count"] < MIN_HISTORY) & (features["days_ahead"] >= LAST_CALL_DAYS_AHEAD)]
+    short_rows = features[(features["observation_count"] < MIN_HISTORY) & (features["days_ahead"] > LAST_CALL_DAYS_AHEAD)]
     assert (advisor.decisions(short_rows)["action"] == "not_enough_data").all()
     # A trip first seen at its last collection must still be bought, history or not.
     assert advise_one(advisor, hand_made_trip([250.0])).action == "buy"
@@ -452,7 +465,7 @@ def test_the_threshold_tradeoff_at_the_chosen_threshold_is_the_policy_table_row(
     for column in ("share_of_oracle_saving", "mean_saving_share", "upset_rate"):
         assert tradeoff.loc[advisor.threshold, column] == pytest.approx(table.loc["advisor", column])
     # No wait promises all of the fare: the policy buys as soon as it has enough history (or at the last call).
-    never_waits = (test["observation_count"] >= advisor.min_history) | (test["days_ahead"] < advisor.last_call_days_ahead)
+    never_waits = (test["observation_count"] >= advisor.min_history) | (test["days_ahead"] <= advisor.last_call_days_ahead)
     bought = purchases(test, never_waits.to_numpy())
     assert tradeoff.loc[1.0, "upset_rate"] == pytest.approx((bought["price_paid"] > bought["first_fare"]).mean())
     assert tradeoff.loc[1.0, "mean_saving_share"] == pytest.approx(mean_relative_saving(bought))

@@ -28,7 +28,7 @@ def _optional(value) -> float | None:
 
 
 def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: float) -> pd.Series:
-    """Per trip_id of `latest`, the days ahead below which its advice is the last call, from the watchlist.
+    """Per trip_id of `latest`, the days ahead at or below which its advice is the last call, from the watchlist.
 
     The advisor's own last call is for a trip collected until the day before departure; an entry that stops
     collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never "wait". A trip no

@@ -24,9 +24,13 @@ FORMAT_VERSION = 5
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
 MIN_HISTORY = 3
 
-# Collection stops one day before departure; anything later than 1.5 days ahead may still be followed by
-# another collection, anything earlier is the last chance to buy through this platform.
-LAST_CALL_DAYS_AHEAD = 1.5
+# Collection stops after the day before departure (UTC), so a collection at most one day ahead is on that last
+# day, the last chance to buy through this platform; any earlier one is followed by a whole day of collections. Within
+# the last day a collection is the last call too, though the schedule's later sweeps follow it: fares are refiled
+# from day to day, and a traveller told to wait on the eve of departure would have hours at most to act.
+# (Until 2026-12-06 this was "below 1.5 days", right for one collection a day but, at the schedule's 30-minute
+# sweeps, a last call from noon two days before departure, with a day and a half of collections still to come.)
+LAST_CALL_DAYS_AHEAD = 1.0
 
 # Rounds of policy iteration: each one looks one purchase decision further; the policy stops changing after a few.
 POLICY_ITERATIONS = 4
@@ -264,7 +268,7 @@ class BuyWaitAdvisor:
         `last_call_days_ahead` is per row (default: the advisor's own, for trips collected until the day before).
         """
         horizon = self.last_call_days_ahead if last_call_days_ahead is None else last_call_days_ahead
-        last_call = features["days_ahead"].to_numpy() < horizon
+        last_call = features["days_ahead"].to_numpy() <= horizon
         short_history = features["observation_count"].to_numpy() < self.min_history
         return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
@@ -289,7 +293,7 @@ class BuyWaitAdvisor:
     def advise_trips(self, observations: pd.DataFrame, last_call_days_ahead: pd.Series | None = None) -> pd.DataFrame:
         """Advice for every watched trip at its latest collection, one row per trip_id with the Advice fields.
 
-        `last_call_days_ahead` maps a trip_id to the days ahead below which its advice is the last call, for trips
+        `last_call_days_ahead` maps a trip_id to the days ahead at or below which its advice is the last call, for trips
         whose collection stops earlier than the day before departure; infinity for a trip no collection follows.
         Trips it does not map get the advisor's own. The observations need only the trips departing from
         `route_calendar.read_from()` (all, for an advisor saved without it).
@@ -312,7 +316,7 @@ class BuyWaitAdvisor:
         if np.isinf(last_call_days_ahead):
             return Advice(BUY, None, 1.0, 0.0, currency,
                           "this trip is no longer collected, so no later advice will come: buy now")
-        if row["days_ahead"] < last_call_days_ahead:
+        if row["days_ahead"] <= last_call_days_ahead:
             return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
         if action == NOT_ENOUGH_DATA:
             count = int(row["observation_count"])

@@ -48,7 +48,7 @@ def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFr
     """Labels, and the rows the advisor models, must buy at (last call) or cannot advise on (short history)."""
     return (with_drop_labels(features)
             .withColumn("modelled", (F.col("observation_count") >= advisor.min_history) & ~F.col("is_last_observation"))
-            .withColumn("last_call", F.col("days_ahead") < advisor.last_call_days_ahead)
+            .withColumn("last_call", F.col("days_ahead") <= advisor.last_call_days_ahead)
             .withColumn("short_history", F.col("observation_count") < advisor.min_history))
 
 
