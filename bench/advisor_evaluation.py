@@ -57,10 +57,35 @@ TRADEOFF_THRESHOLDS = tuple(round(0.01 * step, 2) for step in range(9))
 MAX_UPSET_RATE = 0.05
 
 
+def observation_row(market: Market, query: Query, at: dt.datetime) -> dict | None:
+    """One collection of one trip as the warehouse's observations hold it (None when the market has no option)."""
+    options = market.search(query, at, SOLUTIONS)
+    if not options:
+        return None
+    carriers = {segment.flight.carrier for option in options for part in option.slices for segment in part.segments}
+    countries = airport_countries()
+    return {
+        "origin": query.origin, "destination": query.destination, "depart_date": query.depart_date,
+        "return_date": query.return_date, "adults": query.adults, "children": query.children, "cabin": query.cabin,
+        "collected_at": at, "cheapest_total": min(option.total_cents for option in options) / 100,
+        "currency": options[0].currency, "option_count": len(options), "carrier_count": len(carriers),
+        "nonstop_share": sum(all(len(part.segments) == 1 for part in option.slices) for option in options) / len(options),
+        "national": countries[query.origin] == countries[query.destination],
+    }
+
+
+def observation_frame(rows: list[dict]) -> pd.DataFrame:
+    """observation_row's rows as the warehouse reader types them."""
+    frame = pd.DataFrame(rows)
+    frame["depart_date"] = pd.to_datetime(frame["depart_date"])
+    frame["return_date"] = pd.to_datetime(frame["return_date"])
+    frame["collected_at"] = pd.to_datetime(frame["collected_at"], utc=True)
+    return frame
+
+
 def _route_observations(profile: str, origin: str, destination: str) -> list[dict]:
     """Every daily collection of every watched trip on one route (one row per collection, as the warehouse has)."""
     market = Market(PROFILES[profile])
-    national = airport_countries()[origin] == airport_countries()[destination]
     rows = []
     for departure in range(DEPARTURES):
         depart = FIRST_DEPARTURE + dt.timedelta(days=departure * DEPARTURE_EVERY_DAYS)
@@ -68,18 +93,9 @@ def _route_observations(profile: str, origin: str, destination: str) -> list[dic
             query = Query(origin, destination, depart, depart + dt.timedelta(days=nights), 1, 0, "COACH")
             for ahead in range(WATCH_DAYS_AHEAD, 0, -1):
                 at = dt.datetime.combine(depart - dt.timedelta(days=ahead), dt.time(COLLECTION_HOUR_UTC), dt.timezone.utc)
-                options = market.search(query, at, SOLUTIONS)
-                if not options:
-                    continue
-                carriers = {segment.flight.carrier for option in options for part in option.slices for segment in part.segments}
-                rows.append({
-                    "origin": origin, "destination": destination, "depart_date": depart,
-                    "return_date": query.return_date, "adults": 1, "children": 0, "cabin": "COACH",
-                    "collected_at": at, "cheapest_total": min(option.total_cents for option in options) / 100,
-                    "currency": options[0].currency, "option_count": len(options), "carrier_count": len(carriers),
-                    "nonstop_share": sum(all(len(part.segments) == 1 for part in option.slices) for option in options) / len(options),
-                    "national": national,
-                })
+                row = observation_row(market, query, at)
+                if row is not None:
+                    rows.append(row)
     return rows
 
 
@@ -90,10 +106,7 @@ def observations(profile: str) -> pd.DataFrame:
         return pd.read_parquet(cache)
     with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
         parts = pool.map(_route_observations, [profile] * len(ROUTES), *zip(*ROUTES))
-        frame = pd.DataFrame([row for part in parts for row in part])
-    frame["depart_date"] = pd.to_datetime(frame["depart_date"])
-    frame["return_date"] = pd.to_datetime(frame["return_date"])
-    frame["collected_at"] = pd.to_datetime(frame["collected_at"], utc=True)
+        frame = observation_frame([row for part in parts for row in part])
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(cache)
     return frame
