@@ -92,9 +92,10 @@ def load_settings() -> Settings:
         sensor_lookback_hours=int(_env("FARES_SENSOR_LOOKBACK_HOURS", "2")),
         sensor_sweep_hours=int(_env("FARES_SENSOR_SWEEP_HOURS", "26")),
         sensor_settle_seconds=settle_seconds,
-        # Two watch horizons (63 days): the later departed trips were followed from the horizon's start, as a
-        # traveller's are, and validation holds enough of them. With 60 days the advisor's check failed on some end dates by
-        # a fraction of a percent, so a first `make run` published no advisor (README, "Configuration").
+        # About two watch horizons (63 days): the later departed trips were followed from the horizon's start, as
+        # a traveller's are, and validation holds enough of them. With 60 days the advisor's check failed on some end
+        # dates by a fraction of a percent, so a first `make run` published no advisor (README, "A first `make run`
+        # publishes an advisor").
         history_days=float(_env("FARES_HISTORY_DAYS", "120")),
         history_every_hours=float(_env("FARES_HISTORY_EVERY_HOURS", "24")),
         dagster_port=int(_env("FARES_DAGSTER_PORT", "3000")),
