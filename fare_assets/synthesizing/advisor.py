@@ -32,6 +32,12 @@ MIN_HISTORY = 3
 # sweeps, a last call from noon two days before departure, with a day and a half of collections still to come.)
 LAST_CALL_DAYS_AHEAD = 1.0
 
+
+def is_last_call(days_ahead, horizon):
+    """Whether a collection `days_ahead` of departure is the last call for a `horizon` (numbers, arrays or Spark
+    columns alike, so every engine and the advice's reason apply one rule)."""
+    return days_ahead <= horizon
+
 # Rounds of policy iteration: each one looks one purchase decision further; the policy stops changing after a few.
 POLICY_ITERATIONS = 4
 # The expected saving, as a share of the fare now, that waiting must promise: chosen on validation trips.
@@ -268,7 +274,7 @@ class BuyWaitAdvisor:
         `last_call_days_ahead` is per row (default: the advisor's own, for trips collected until the day before).
         """
         horizon = self.last_call_days_ahead if last_call_days_ahead is None else last_call_days_ahead
-        last_call = features["days_ahead"].to_numpy() <= horizon
+        last_call = is_last_call(features["days_ahead"].to_numpy(), horizon)
         short_history = features["observation_count"].to_numpy() < self.min_history
         return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
@@ -316,7 +322,7 @@ class BuyWaitAdvisor:
         if np.isinf(last_call_days_ahead):
             return Advice(BUY, None, 1.0, 0.0, currency,
                           "this trip is no longer collected, so no later advice will come: buy now")
-        if row["days_ahead"] <= last_call_days_ahead:
+        if is_last_call(row["days_ahead"], last_call_days_ahead):
             return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
         if action == NOT_ENOUGH_DATA:
             count = int(row["observation_count"])

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
 from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
-                                              chosen_threshold)
+                                              chosen_threshold, is_last_call)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
                                                  HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
@@ -48,7 +48,7 @@ def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFr
     """Labels, and the rows the advisor models, must buy at (last call) or cannot advise on (short history)."""
     return (with_drop_labels(features)
             .withColumn("modelled", (F.col("observation_count") >= advisor.min_history) & ~F.col("is_last_observation"))
-            .withColumn("last_call", F.col("days_ahead") <= advisor.last_call_days_ahead)
+            .withColumn("last_call", is_last_call(F.col("days_ahead"), advisor.last_call_days_ahead))
             .withColumn("short_history", F.col("observation_count") < advisor.min_history))
 
 
