@@ -478,6 +478,32 @@ def test_an_observation_never_ranks_amounts_in_two_currencies(warehouse_dsn):
         260.0, "EUR", 2, 2)
 
 
+def test_a_moment_a_provider_is_missing_from_is_left_out_for_a_day(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, fare_row as option_row
+
+    start, hour, day = NOW - dt.timedelta(days=3), dt.timedelta(hours=1), dt.timedelta(days=1)
+    quotes = {  # moment -> {provider: total}; Duffel is the cheaper and misses some sweeps, QPX one.
+        start: {"qpx": "300.00", "duffel": "250.00"},
+        start + hour: {"qpx": "300.00", "duffel": "250.00"},
+        start + 2 * hour: {"qpx": "300.00"},
+        start + 3 * hour: {"qpx": "310.00"},
+        start + hour + day: {"qpx": "320.00"},  # a day after Duffel's last quote: still expected
+        start + 2 * hour + day: {"qpx": "330.00"},  # more than a day: QPX alone is the market now
+        start + 2 * day: {"qpx": "340.00", "duffel": "260.00"},
+        start + 2 * day + hour: {"duffel": "265.00"},
+        start + 2 * day + 2 * hour: {"qpx": "345.00", "duffel": "270.00"},
+    }
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [
+            option_row(f"{provider}-{at:%d%H}", total, search_id=f"{provider}-{at:%d%H}", provider=provider, collected_at=at)
+            for at, totals in quotes.items() for provider, total in totals.items()])
+        observations = warehouse.observations(conn)
+    kept = [start, start + hour, start + 2 * hour + day, start + 2 * day, start + 2 * day + 2 * hour]
+    assert observations["collected_at"].tolist() == kept
+    assert observations["cheapest_total"].tolist() == [250.0, 250.0, 330.0, 260.0, 270.0]
+    assert observations["option_count"].tolist() == [2, 2, 1, 2, 2]
+
+
 def test_a_load_is_retried_only_while_the_server_cannot_be_reached(warehouse_dsn):
     warnings, waits, attempts = [], [], []
 

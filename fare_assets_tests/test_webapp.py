@@ -616,6 +616,26 @@ def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_model
     assert "advisor v1" in text and "Not yet updated" not in text
 
 
+def test_advice_is_not_given_on_a_collection_a_provider_is_missing_from(warehouse_dsn, load, trained_models):
+    # Duffel quoted every daily collection but the newest: its call failed, so the newest cheapest (QPX's 380.00)
+    # may be dearer than the market. The advice stays that of yesterday's collection, every provider in it.
+    totals = ["310.00", "330.00", "295.00", "350.00", "300.00", "380.00"]
+    duffel = [fare_row(f"duffel-{index}", "260.00", search_id=f"duffel-{index}", provider="duffel",
+                       collected_at=NOW - dt.timedelta(days=len(totals) - 1 - index))
+              for index in range(len(totals) - 1)]
+    load(history_rows(totals) + duffel)
+    refresh_serving(warehouse_dsn, trained_models)
+    client = models_client(warehouse_dsn)
+
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    assert advice["action"] in ("buy", "wait")
+    assert dt.datetime.fromisoformat(advice["based_on_collection"]) == NOW - dt.timedelta(days=1)
+    assert advice["up_to_date"] is False
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "Not given on the newest collection, which misses a provider" in text
+    assert "Not in this collection:" in text and "Duffel, which quoted from 260.00 USD" in text
+
+
 @pytest.mark.parametrize("current, reference, level, text", [
     # Fares repriced once a day, collected every 30 minutes: a fare equal to its history is typical, not low.
     ("300", ["300"] * 5, "typical", "cheaper than 0% of 5 fares"),

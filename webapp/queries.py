@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from fare_assets.show.serving import GRID_DAYS
-from fare_assets.storing.warehouse import FARE_TABLES
+from fare_assets.storing.warehouse import ABSENT_PROVIDER_WINDOW, FARE_TABLES
 from fare_assets.streaming.watchlist import CABINS
 from webapp.validation import Trip
 
@@ -160,10 +160,6 @@ def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> l
                     ).format(per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
     return conn.execute(query, {**_trip_params(trip), "today": today}).fetchall()
 
-
-# How far back a provider missing from the newest collection is looked for: one day covers the live schedule's
-# sweeps and a daily replay's, and a provider dropped from the watchlist stops being named after a day.
-ABSENT_PROVIDER_WINDOW = dt.timedelta(days=1)
 
 # Each provider's newest quote of the trip (party and cabin) per currency, from `since` to the shown collection, with
 # its cheapest total: one range of the trip index per table.

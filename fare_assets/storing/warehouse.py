@@ -659,34 +659,58 @@ def rows_from_arrow(table) -> Iterable[tuple]:
         yield from zip(*(column.to_pylist() for column in batch.columns))
 
 
+# How far back a provider missing from a collection is looked for (the page's absent providers use the same day):
+# one day covers the live schedule's sweeps and a daily replay's.
+ABSENT_PROVIDER_WINDOW = dt.timedelta(days=1)
+
+
 def observations_query(departing_from: str) -> str:
     """The observations as SQL, for trips departing from the date `departing_from` stands for (a query parameter's
     placeholder or a literal)."""
     party = "adults IS NOT NULL AND children IS NOT NULL AND cabin IS NOT NULL"
+    trip = "origin, destination, depart_date, return_date, adults, children, cabin"
+    window = f"interval '{ABSENT_PROVIDER_WINDOW.days} days'"
     return f"""
 WITH options AS (
   SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
   UNION ALL
   SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from} AND {party}
 )
-SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at, cheapest_total, currency,
-       option_count, carrier_count, nonstop_share, national
+SELECT {trip}, collected_at, cheapest_total, currency, option_count, carrier_count, nonstop_share, national
 FROM (
-  SELECT *, first_value(currency) OVER (PARTITION BY origin, destination, depart_date, return_date, adults, children, cabin
-                                        ORDER BY collected_at DESC, currency) AS trip_currency
+  SELECT *, first_value(currency) OVER (PARTITION BY {trip} ORDER BY collected_at DESC, currency) AS trip_currency
   FROM (
-    SELECT origin, destination, depart_date, return_date, adults, children, cabin, collected_at,
-           min(total_amount)::float8 AS cheapest_total, currency,
-           count(*) AS option_count,
+    SELECT {trip}, collected_at, currency,
+           min(cheapest)::float8 AS cheapest_total,
+           sum(option_count)::int8 AS option_count,
            (SELECT count(DISTINCT carrier) FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier)
              AS carrier_count,
-           avg(CASE WHEN stops_out = 0 AND coalesce(stops_back, 0) = 0 THEN 1.0 ELSE 0.0 END)::float8 AS nonstop_share,
-           bool_and(national) AS national
-    FROM options
-    GROUP BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at, currency
+           (sum(nonstop_count)::numeric / sum(option_count))::float8 AS nonstop_share,
+           bool_and(national) AS national,
+           coalesce(max(absent_until) >= collected_at, false) AS provider_absent
+    FROM (
+      -- The latest moment up to which some provider, absent since its quote of an earlier moment, was expected.
+      SELECT *, max(expected_until) OVER (PARTITION BY {trip}, currency ORDER BY collected_at
+                                          RANGE BETWEEN UNBOUNDED PRECEDING AND interval '1 microsecond' PRECEDING)
+                  AS absent_until
+      FROM (
+        -- Each provider's quote of a moment: the provider is expected at every later moment until the day after it
+        -- (inclusive), or until its next quote (exclusive), whichever comes first.
+        SELECT {trip}, collected_at, currency, provider,
+               min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
+               count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
+               bool_and(national) AS national,
+               least(collected_at + {window},
+                     lead(collected_at) OVER (PARTITION BY {trip}, currency, provider ORDER BY collected_at)
+                       - interval '1 microsecond') AS expected_until
+        FROM options
+        GROUP BY {trip}, collected_at, currency, provider
+      ) AS per_provider
+    ) AS expected
+    GROUP BY {trip}, collected_at, currency
   ) AS per_currency
 ) AS per_trip
-WHERE currency = trip_currency
+WHERE currency = trip_currency AND NOT provider_absent
 """
 
 
@@ -709,6 +733,12 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 # one in USD cannot be ranked without exchange rates, and a series switching currency would read as price moves.
 # A search without its party or cabin (the collector always records them; another producer might not) is nobody's
 # watched trip: the features and the serving tables key a trip by them, so it is left out.
+# A moment some provider is missing from, though it quoted the trip (in that currency) in the day before, is left out
+# too: its call failed, or it found nothing for the dates that once. If that provider is usually the cheaper, the
+# moment's cheapest reads as a rise and then a drop, which the advisor would learn as a market move and could be
+# told to buy at. Filling the gap with the provider's previous quote would advise on a fare nobody confirmed; the
+# page names the missing provider instead (webapp.queries.provider_quotes, the same day). A provider that stops
+# quoting a trip for good costs its trip a day of observations.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
     """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
     the market's shape."""
