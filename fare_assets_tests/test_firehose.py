@@ -442,3 +442,19 @@ def test_the_stream_and_the_lake_take_the_profiles_region_when_no_variable_names
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     assert FirehoseTarget.from_env().region == "us-east-1"
+
+
+def test_the_spool_sits_where_fares_spool_dir_says_so_the_next_runs_container_resends_it(aws, tmp_path, monkeypatch):
+    firehose, s3 = aws
+    monkeypatch.setenv("FARES_HOME", str(tmp_path / "container-1"))
+    monkeypatch.delenv("FARES_SPOOL_DIR", raising=False)
+    assert s3_lake_resource().delivery_stream().spool.folder == tmp_path / "container-1" / "spool" / STREAM
+    # A volume every run's container mounts: records a killed run left waiting are re-sent by the next run's.
+    monkeypatch.setenv("FARES_SPOOL_DIR", str(tmp_path / "mounted"))
+    records = [fare_record(1), fare_record(2)]
+    s3_lake_resource().delivery_stream().spool.write(records)
+    monkeypatch.setenv("FARES_HOME", str(tmp_path / "container-2"))
+    next_run = s3_lake_resource().delivery_stream()
+    assert next_run.spool.folder == tmp_path / "mounted" / STREAM and next_run.spool.waiting_records() == 2
+    next_run.flush()
+    assert landed_records(s3) == Counter(records) and next_run.spool.waiting_records() == 0
