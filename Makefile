@@ -71,6 +71,7 @@ bench: setup
 	$(PY) bench/warehouse_backfill.py --history 3000000
 	$(PY) bench/structuring_vs_duckdb.py
 	$(PY) bench/utf8_check_cost.py
+	$(PY) bench/option_count_check_cost.py
 	$(PY) bench/structuring_growth.py
 	$(PY) bench/fare_page_load.py
 	$(PY) bench/advisor_evaluation.py

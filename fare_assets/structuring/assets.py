@@ -42,7 +42,8 @@ CURATED_LAKE_POOL = "curated-lake"
         AssetCheckSpec("every_raw_record_accounted_for", asset="searches", partitions_def=landing_hours,
                        description="Raw records = searches + quarantined + dropped duplicates."),
         AssetCheckSpec("options_match_searches", asset="trip_options", partitions_def=landing_hours,
-                       description="Options written = the sum of option_count over searches."),
+                       description="Options written = the sum of option_count over searches (each answer's count "
+                                   "matches the options its text names, or the answer is quarantined)."),
     ],
     partitions_def=landing_hours,
     # A backfill of many hours is one Spark job, not one per hour.

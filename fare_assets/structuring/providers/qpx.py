@@ -14,7 +14,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows, without_response
-from fare_assets.structuring.providers.offers import any_unpriced, succeeded, whole_int
+from fare_assets.structuring.providers.offers import any_unpriced, options_unread, succeeded, whole_int
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
@@ -22,6 +22,8 @@ NAME = "qpx"
 # Every QPX pricing gives its passenger type's `saleTotal`.
 PRICES_EACH_PASSENGER = True
 PARSED = "parsed_response"
+# Each trip option says what it is (`"kind": "qpxexpress#tripOption"`), so its text can be counted without the parse.
+TRIP_OPTION_MARKER = r'"kind"\s*:\s*"qpxexpress#tripOption"'
 
 _STRING, _INT = StringType(), IntegerType()
 
@@ -176,6 +178,9 @@ def response_problem() -> Column:
         .when(answered & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
                                        lambda option: _currency(option.saleTotal)),
               F.lit("successful status with a trip option without a readable, positive saleTotal"))
+        .when(answered & options_unread(F.col(PARSED).trips.tripOption, TRIP_OPTION_MARKER),
+              F.lit("successful status with more or fewer trip options in its text than were read (has QPX's format "
+                    "changed?)"))
     )
 
 
