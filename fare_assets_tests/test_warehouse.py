@@ -504,6 +504,35 @@ def test_a_moment_a_provider_is_missing_from_is_left_out_for_a_day(warehouse_dsn
     assert observations["option_count"].tolist() == [2, 2, 1, 2, 2]
 
 
+def test_a_provider_is_missing_only_from_its_own_party_and_in_no_currency(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, fare_row as option_row
+
+    t0, t1, t2, t3 = (NOW - dt.timedelta(hours=hours) for hours in (3, 2, 1, 0))
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, [
+            # Economy: QPX every sweep; Duffel too, quoting once in euros (present all the same) and missing once.
+            option_row("e-q0", "300.00", search_id="e-q0", collected_at=t0, carriers="UA", stops=(0, 0)),
+            option_row("e-q0b", "420.00", search_id="e-q0", collected_at=t0, carriers="UA,AA"),
+            option_row("e-d0", "250.00", search_id="e-d0", collected_at=t0, provider="duffel", carriers="BA",
+                       stops=(0, 0)),
+            option_row("e-q1", "310.00", search_id="e-q1", collected_at=t1),
+            option_row("e-d1", "240.00", search_id="e-d1", collected_at=t1, provider="duffel", currency="EUR"),
+            option_row("e-q2", "320.00", search_id="e-q2", collected_at=t2),
+            option_row("e-q3", "330.00", search_id="e-q3", collected_at=t3),
+            option_row("e-d3", "260.00", search_id="e-d3", collected_at=t3, provider="duffel"),
+            # Business: QPX alone, every sweep; Duffel's miss in economy is not this party's.
+            *(option_row(f"b-{index}", "900.00", search_id=f"b-{index}", collected_at=at, cabin="BUSINESS")
+              for index, at in enumerate((t0, t1, t2, t3)))])
+        observations = warehouse.observations(conn)
+    assert {cabin: rows["collected_at"].tolist() for cabin, rows in observations.groupby("cabin")} == {
+        "BUSINESS": [t0, t1, t2, t3], "COACH": [t0, t1, t3]}
+    economy = observations[observations["cabin"] == "COACH"]
+    assert economy["cheapest_total"].tolist() == [250.0, 310.0, 260.0] and set(economy["currency"]) == {"USD"}
+    first = economy.iloc[0]
+    assert (first["option_count"], first["carrier_count"]) == (3, 3)
+    assert first["nonstop_share"] == pytest.approx(2 / 3)
+
+
 def test_a_load_is_retried_only_while_the_server_cannot_be_reached(warehouse_dsn):
     warnings, waits, attempts = [], [], []
 

@@ -171,7 +171,7 @@ def test_a_trip_collected_on_two_providers_shows_both_in_one_collection(client, 
 
 def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_quote(client, load):
     # Duffel quoted the trip an hour ago but its call failed in the newest sweep; Amadeus quoted it two days ago
-    # (outside the window), and in EUR an hour ago (another currency); a pair's Duffel search is another party.
+    # (outside the window), and an hour ago in EUR (missing all the same); a pair's Duffel search is another party.
     load([fare_row("qpx-old", "300.00", search_id="q1", collected_at=EARLIER),
           fare_row("duffel-old", "280.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
           fare_row("duffel-old-dear", "330.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
@@ -183,16 +183,22 @@ def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_qu
 
     body = client.get("/api/fares", query_string=trip_query()).get_json()
     assert [option["option_id"] for option in body["options"]] == ["qpx-new"]
-    [absent] = body["absent_providers"]
     assert body["other_currency_quotes"] == []
-    assert absent == {"provider": "duffel", "collected_at": EARLIER.isoformat(),
-                      "cheapest": "280.00", "currency": "USD"}
+    assert body["absent_providers"] == [
+        {"provider": "amadeus", "collected_at": EARLIER.isoformat(), "cheapest": "240.00", "currency": "EUR"},
+        {"provider": "duffel", "collected_at": EARLIER.isoformat(), "cheapest": "280.00", "currency": "USD"}]
     text = page_text(client.get("/fares", query_string=trip_query()))
     note = text[text.index('class="absent-providers"'):]
     assert "Duffel, which quoted from 280.00 USD" in note[:note.index("</p>")]
-    # Once Duffel answers again, nobody is missing.
-    load([fare_row("duffel-new", "290.00", search_id="d4", provider="duffel")])
-    assert client.get("/api/fares", query_string=trip_query()).get_json()["absent_providers"] == []
+    # Once Duffel answers again, and Amadeus in euros, nobody is missing.
+    load([fare_row("duffel-new", "290.00", search_id="d4", provider="duffel"),
+          fare_row("amadeus-new", "245.00", search_id="m3", provider="amadeus", currency="EUR")])
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert body["absent_providers"] == []
+    # The collection's first currency alphabetically is now the page's; the dollar quotes are named beside it.
+    assert [option["option_id"] for option in body["options"]] == ["amadeus-new"]
+    assert [(quote["provider"], quote["cheapest"]) for quote in body["other_currency_quotes"]] == [
+        ("duffel", "290.00"), ("qpx", "310.00")]
 
 
 def test_a_quote_in_another_currency_at_the_same_moment_is_named_beside_the_options(client, load):

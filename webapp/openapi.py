@@ -66,8 +66,9 @@ _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
     "based_on_collection": {"type": "string", "format": "date-time", "nullable": True,
                             "description": "the collection the advice was computed for"},
     "up_to_date": {"type": "boolean", "nullable": True,
-                   "description": "false when a newer collection of the trip has not been advised on yet, or the "
-                                  "advice is stale"},
+                   "description": "false when a newer collection of the trip has not been advised on: not yet, or "
+                                  "never when a provider is missing from it (absent_providers); or the advice is "
+                                  "stale"},
     "model_version": {"type": "string", "nullable": True, "description": "the advisor version that advised"}}}
 
 
@@ -91,8 +92,9 @@ DOCUMENT = {
             "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
             "absent_providers": {"type": "array", "items": _PROVIDER_QUOTE,
-                                 "description": "providers that quoted the trip in the collection's currency in the "
-                                                "day before it but not in it, each with its last quote"},
+                                 "description": "providers that quoted the trip in the day before the collection but "
+                                                "not in it (in any currency), each with its last quote, in the "
+                                                "collection's currency where it has one"},
             "other_currency_quotes": {"type": "array", "items": _PROVIDER_QUOTE,
                                       "description": "providers that quoted the trip at the collection's moment in "
                                                      "another currency (not ranked with the options)"},

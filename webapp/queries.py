@@ -173,20 +173,25 @@ _PROVIDER_ROWS = ("SELECT provider, currency, collected_at, total_amount FROM {t
 
 
 def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
-    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that quoted the trip in its
-    currency in the day before but not in it, and `other_currency_quotes`, providers that quoted it at that moment in
-    another.
+    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that quoted the trip in the
+    day before but not at that moment in any currency (each with its newest quote, in the shown currency where it has
+    one), and `other_currency_quotes`, providers that quoted it at that moment in another currency.
 
     A provider whose call failed in a sweep, or that had nothing for the dates then, is missing from that collection:
     if it is usually the cheaper, the collection's cheapest looks like a rise. The page names it, with its last quote,
     rather than mixing a quote nobody confirmed at the shown moment into the collection. A quote in another currency
-    cannot be ranked with the options without exchange rates, so it is named beside them.
+    cannot be ranked with the options without exchange rates, so it is named beside them. The advisor's observations
+    leave out a moment by the same rule (fare_assets.storing.warehouse.observations).
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
     rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_each_table(_PROVIDER_ROWS)), params).fetchall()
-    same_currency = [row for row in rows if row["currency"] == shown["currency"]]
-    return {"absent_providers": [row for row in same_currency if row["collected_at"] < shown["collected_at"]],
+    present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
+    newest = {}
+    for row in sorted(rows, key=lambda row: (row["currency"] != shown["currency"], -row["collected_at"].timestamp())):
+        if row["provider"] not in present:
+            newest.setdefault(row["provider"], row)
+    return {"absent_providers": sorted(newest.values(), key=lambda row: row["provider"]),
             "other_currency_quotes": sorted((row for row in rows if row["currency"] != shown["currency"]
                                         and row["collected_at"] == shown["collected_at"]),
                                        key=lambda row: (row["currency"], row["total_amount"]))}

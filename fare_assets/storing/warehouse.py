@@ -669,7 +669,9 @@ def observations_query(departing_from: str) -> str:
     placeholder or a literal)."""
     party = "adults IS NOT NULL AND children IS NOT NULL AND cabin IS NOT NULL"
     trip = "origin, destination, depart_date, return_date, adults, children, cabin"
-    window = f"interval '{ABSENT_PROVIDER_WINDOW.days} days'"
+    # In seconds: a day added to a timestamptz is a calendar day in the session's time zone, 23 or 25 hours across a
+    # clock change, where the page subtracts 24.
+    window = f"interval '{int(ABSENT_PROVIDER_WINDOW.total_seconds())} seconds'"
     return f"""
 WITH options AS (
   SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
@@ -690,18 +692,18 @@ FROM (
            coalesce(max(absent_until) >= collected_at, false) AS provider_absent
     FROM (
       -- The latest moment up to which some provider, absent since its quote of an earlier moment, was expected.
-      SELECT *, max(expected_until) OVER (PARTITION BY {trip}, currency ORDER BY collected_at
+      SELECT *, max(expected_until) OVER (PARTITION BY {trip} ORDER BY collected_at
                                           RANGE BETWEEN UNBOUNDED PRECEDING AND interval '1 microsecond' PRECEDING)
                   AS absent_until
       FROM (
         -- Each provider's quote of a moment: the provider is expected at every later moment until the day after it
-        -- (inclusive), or until its next quote (exclusive), whichever comes first.
+        -- (inclusive), or until its next quote in any currency (exclusive), whichever comes first.
         SELECT {trip}, collected_at, currency, provider,
                min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
                count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
                bool_and(national) AS national,
                least(collected_at + {window},
-                     lead(collected_at) OVER (PARTITION BY {trip}, currency, provider ORDER BY collected_at)
+                     lead(collected_at) OVER (PARTITION BY {trip}, provider ORDER BY collected_at)
                        - interval '1 microsecond') AS expected_until
         FROM options
         GROUP BY {trip}, collected_at, currency, provider
@@ -733,8 +735,8 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 # one in USD cannot be ranked without exchange rates, and a series switching currency would read as price moves.
 # A search without its party or cabin (the collector always records them; another producer might not) is nobody's
 # watched trip: the features and the serving tables key a trip by them, so it is left out.
-# A moment some provider is missing from, though it quoted the trip (in that currency) in the day before, is left out
-# too: its call failed, or it found nothing for the dates that once. If that provider is usually the cheaper, the
+# A moment some provider is missing from (in every currency), though it quoted the trip in the day before, is left
+# out too: its call failed, or it found nothing for the dates that once. If that provider is usually the cheaper, the
 # moment's cheapest reads as a rise and then a drop, which the advisor would learn as a market move and could be
 # told to buy at. Filling the gap with the provider's previous quote would advise on a fare nobody confirmed; the
 # page names the missing provider instead (webapp.queries.provider_quotes, the same day). A provider that stops
