@@ -201,7 +201,7 @@ class S3LakeResource(LakeStorage):
 
     def delivery_stream(self) -> FirehoseDeliveryStream:
         # The spool must outlive the process: undelivered records wait there for the next sweep.
-        return FirehoseDeliveryStream.from_env(load_settings().spool / FirehoseTarget.from_env().stream_name)
+        return FirehoseDeliveryStream.from_env(load_settings().firehose_spool / FirehoseTarget.from_env().stream_name)
 
 
 def s3_lake_resource() -> S3LakeResource:

@@ -19,7 +19,7 @@ class Settings:
     env: str
     home: Path
     lake: Path
-    spool: Path
+    firehose_spool: Path
     pg_port: int
     market_port: int
     market_url: str
@@ -86,7 +86,7 @@ def load_settings() -> Settings:
         lake=Path(_env("FARES_LAKE", str(home / "lake"))),
         # Records neither Firehose nor S3 took wait here for the next run: a collection in a per-run container must
         # point it at storage every run mounts, or the container takes them with it when it ends.
-        spool=Path(_env("FARES_SPOOL_DIR", str(home / "spool"))),
+        firehose_spool=Path(_env("FARES_SPOOL_DIR", str(home / "spool"))),
         pg_port=int(_env("FARES_PG_PORT", "54329")),
         market_port=market_port,
         market_url=_env("FARES_MARKET_URL", f"http://127.0.0.1:{market_port}"),
