@@ -1,7 +1,7 @@
 """What counting each answer's options in its text costs the structuring job's parse step (this project's Spark).
 
-The job quarantines an answer whose text names more or fewer options than the parse read (`offers.options_unread`:
-a provider that renamed its option list would otherwise be structured as having found nothing). Both sides read the
+The job quarantines a QPX answer whose text names more or fewer trip options than the parse read
+(`qpx.options_unread`: a renamed option list would otherwise be structured as an answer that found nothing). Both sides read the
 same BENCH_MB MB of simulator raw logs (default 500, see bench/raw_logs.py) and do what the job's parse step does
 for QPX: read the envelopes, give each its envelope reason, parse the sound ones' responses and give each its
 response reason, counted per reason. Once with the count, once with it replaced by a constant (what the step would
@@ -31,7 +31,7 @@ def main() -> None:
     paths = raw_log_files(MEGABYTES)
     spark = local_spark_session("option-count-check-cost")
     counted = qpx.options_unread
-    sides = {"with the count": counted, "without the count": lambda options, marker: F.lit(False)}
+    sides = {"with the count": counted, "without the count": lambda: F.lit(False)}
     reasons = {}
 
     def parse_step(side: str) -> None:

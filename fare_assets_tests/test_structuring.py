@@ -13,7 +13,7 @@ import airportsdata
 import pytest
 
 from fare_assets.storing.lake import (curated_table_path, landing_hour_of_key, partial_object_path, quarantine_path,
-                                      raw_object_key)
+                                      quarantine_root, raw_object_key)
 from fare_assets.structuring.job import main, structure_raw
 from fare_assets.structuring.serving import fare_rows
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
@@ -762,3 +762,50 @@ def test_a_fact_partition_a_rerun_leaves_empty_is_removed_and_other_hours_stay(s
         assert _partition_folders(rerun.root, table) == kept, table
     options = read_table(spark, str(rerun.root), "trip_options").groupBy("landing_hour").count().collect()
     assert {row["landing_hour"]: row["count"] for row in options} == {LANDING_HOUR: 3, LATER_HOUR: 1}
+
+
+def test_an_answer_whose_option_list_was_renamed_is_quarantined_not_kept_as_finding_nothing(spark, tmp_path):
+    renamed = _response("04_GBP_LGW-AMS.json")
+    renamed["trips"]["solutions"] = renamed["trips"].pop("tripOption")
+    changed, sound, nothing = (_envelope(renamed), _envelope(_response("04_GBP_LGW-AMS.json")),
+                               _envelope(_response("15_NONE_no-solutions.json")))
+    path = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [changed, sound, nothing])
+    counts = structure_raw(spark, [path], str(tmp_path))
+    assert (counts["raw_records"], counts["searches"], counts["quarantined"]) == (3, 2, 1)
+    assert counts["trip_options"] == counts["options_announced"] == 2
+    [line] = _quarantined(tmp_path, LANDING_HOUR)
+    assert (json.loads(line["record"])["search_id"], line["reason"]) == (
+        changed["search_id"], "successful status with more or fewer trip options in its text than were read (has QPX's "
+                              "format changed?)")
+    searches = {row.search_id: row.option_count for row in read_table(spark, str(tmp_path), "searches").collect()}
+    assert searches == {sound["search_id"]: 2, nothing["search_id"]: 0}
+
+def test_a_run_that_quarantines_records_succeeds_and_alerts_naming_them(spark, tmp_path, monkeypatch):
+    from dagster import materialize
+    from dagster_pyspark import PySparkResource
+
+    from fare_assets.partitions import partition_of_landing_hour
+    from fare_assets.resources import LakeResource
+    from fare_assets.structuring.assets import structured_fare_tables
+    from fare_assets.structuring.emr import LocalSparkRunner
+    from fare_assets.structuring.spark import SPARK_CONF
+    from fare_assets_tests.test_collector import ALERT_ENV, url_of, webhook
+
+    # A provider that renamed its option list: its answer is quarantined, and only an alert says fares are missing.
+    renamed = _response("04_GBP_LGW-AMS.json")
+    renamed["trips"]["solutions"] = renamed["trips"].pop("tripOption")
+    _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc),
+               [_envelope(_response("04_GBP_LGW-AMS.json")), _envelope(renamed)], extra_lines=("not json",))
+    for name in ALERT_ENV:
+        monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        result = materialize([structured_fare_tables], partition_key=partition_of_landing_hour(LANDING_HOUR),
+                             resources={"spark_runner": LocalSparkRunner(pyspark=PySparkResource(
+                                 spark_config={"spark.master": "local[*]", **SPARK_CONF})),
+                                 "lake": LakeResource(root=str(tmp_path))})
+    assert result.success
+    [alert] = receiver.payloads
+    assert (alert["kind"], alert["records"], alert["landing_hours"]) == ("records_quarantined", 2, [LANDING_HOUR])
+    assert alert["folder"] == quarantine_root(str(tmp_path)) and "2 record(s) quarantined in 2026-11-28-04" in alert["text"]
+    assert len(_quarantined(tmp_path, LANDING_HOUR)) == 2

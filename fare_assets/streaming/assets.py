@@ -8,8 +8,8 @@ from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.run_limits import max_runtime_tags
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
-from fare_assets.streaming.notify import (Alert, AlertConfigError, alert_settings_from_env, firehose_bypassed_alert,
-                                          send_alert, undelivered_records_alert, unproductive_sweeps_alert)
+from fare_assets.streaming.notify import (firehose_bypassed_alert, send_from_run, undelivered_records_alert,
+                                          unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
@@ -62,20 +62,6 @@ def sweep_times(config: CollectConfig, now: dt.datetime) -> list[dt.datetime | N
     return collection_times(config.history_days, config.every_hours, now)
 
 
-def _send(context, alert: Alert) -> None:
-    """Send an alert from a run; alerting trouble is logged, never a reason to fail the collection."""
-    try:
-        settings = alert_settings_from_env()
-    except AlertConfigError as error:
-        context.log.warning(f"alert not sent: {error}")
-        return
-    for channel, problem in send_alert(alert, settings).items():
-        if problem:
-            context.log.warning(f"alert not sent by {channel}: {problem}")
-        else:
-            context.log.info(f"alert sent by {channel}: {alert.subject}")
-
-
 # Raw is the platform's source of truth: every later table can be rebuilt from it.
 # One collection at a time, scheduled or replayed: each run has its own rate limiters, so two overlapping runs
 # (a sweep slower than its 30-minute slot, a backfill) would call each provider at twice its rate.
@@ -104,18 +90,18 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     if delivery.records_past_firehose:
         context.log.warning(f"Firehose did not take {delivery.records_past_firehose} records within its retry bound; "
                             "they were written straight to the landing prefix as the stream's -direct- objects")
-        _send(context, firehose_bypassed_alert(context.job_name, context.run.run_id, delivery.records_past_firehose,
-                                               delivery.stream_name))
+        send_from_run(context.log, firehose_bypassed_alert(context.job_name, context.run.run_id,
+                                                           delivery.records_past_firehose, delivery.stream_name))
     # Records past the retry bound are safe in the spool, but only the next run re-sends them: say so here.
     waiting = delivery.spool.waiting_records()
     if waiting:
         context.log.warning(f"{waiting} records undelivered; they wait in the spool {delivery.spool.folder} "
                             "for the next collection")
-        _send(context, undelivered_records_alert(context.job_name, context.run.run_id, waiting,
-                                                 str(delivery.spool.folder)))
+        send_from_run(context.log, undelivered_records_alert(context.job_name, context.run.run_id, waiting,
+                                                             str(delivery.spool.folder)))
     if unproductive:
         context.log.warning(f"{len(unproductive)} of {len(times)} sweeps had no successful call")
-        _send(context, unproductive_sweeps_alert(context.job_name, context.run.run_id, unproductive))
+        send_from_run(context.log, unproductive_sweeps_alert(context.job_name, context.run.run_id, unproductive))
     return MaterializeResult(metadata={
         "sweeps": len(times),
         "sweeps_without_success": len(unproductive),

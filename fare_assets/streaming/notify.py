@@ -1,4 +1,4 @@
-"""Alerts about collection: email over SMTP and/or a JSON webhook, each off unless configured.
+"""Alerts about collection and structuring: email over SMTP and/or a JSON webhook, each off unless configured.
 
 FARES_ALERT_SMTP_HOST, _PORT (25), _FROM, _TO (comma-separated), optional _USER/_PASSWORD;
 FARES_ALERT_WEBHOOK_URL. Credentials are only sent over STARTTLS, and neither they nor the webhook
@@ -129,6 +129,18 @@ def firehose_bypassed_alert(job_name: str, run_id: str, records: int, stream: st
                  f"bypassed Firehose", text, {"job": job_name, "run_id": run_id, "records": records, "stream": stream})
 
 
+def quarantined_records_alert(job_name: str, run_id: str, quarantined: int, hours: list[str], folder: str) -> Alert:
+    """Raw records a structuring run could not structure: each is kept in the quarantine with its reason."""
+    span = hours[0] if len(hours) == 1 else f"{hours[0]}..{hours[-1]}"
+    text = (f"The Dagster run {run_id} of {job_name} quarantined {quarantined} record(s) of landing hour(s) {span}, "
+            f"each with its reason, under {folder}.\nNothing is lost, but their fares are not on the page. Many at once "
+            "usually mean a provider changed its format: every answer of it is then quarantined until the job reads "
+            "the new one, and a rerun of the hours structures them.")
+    return Alert("records_quarantined", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: {quarantined} record(s) "
+                 f"quarantined in {span}", text,
+                 {"job": job_name, "run_id": run_id, "records": quarantined, "landing_hours": hours, "folder": folder})
+
+
 def email_message(alert: Alert, sender: str, recipients: tuple[str, ...]) -> EmailMessage:
     """The alert as a plain-text email."""
     message = EmailMessage()
@@ -192,6 +204,20 @@ def send_alert(alert: Alert, settings: AlertSettings, channels: list[str] | None
         except Exception as error:
             outcome[channel] = _problem(error)
     return outcome
+
+
+def send_from_run(log, alert: Alert) -> None:
+    """Send an alert from a run, to `log` (a Dagster run's logger) what happened: alerting trouble never fails the run."""
+    try:
+        settings = alert_settings_from_env()
+    except AlertConfigError as error:
+        log.warning(f"alert not sent: {error}")
+        return
+    for channel, problem in send_alert(alert, settings).items():
+        if problem:
+            log.warning(f"alert not sent by {channel}: {problem}")
+        else:
+            log.info(f"alert sent by {channel}: {alert.subject}")
 
 
 def send_waiting(waiting: dict[str, dict], settings: AlertSettings, alert_for: Callable[[str], Alert | None],

@@ -46,14 +46,6 @@ def any_unpriced(options: Column, amount_of: Callable[[Column], Column],
     ))
 
 
-def options_unread(options: Column, marker: str) -> Column:
-    """Whether the response's text names more or fewer options (each by `marker`, a regular expression) than the
-    parse read into `options`."""
-    # Counted in the text, not in the parse: a key the provider renamed reads as no options at all, and the search
-    # would be kept as one that found nothing.
-    return F.regexp_count(F.col("response"), F.lit(marker)) != F.coalesce(F.size(options), F.lit(0))
-
-
 def duration_minutes(iso: Column) -> Column:
     """Whole minutes of an ISO-8601 duration; null when absent, not a duration, or too long for the column."""
     # Each step is a try_ form: with ANSI mode on (Spark 4) one absurd value ("P1500000D") would stop the job.

@@ -14,7 +14,7 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows, without_response
-from fare_assets.structuring.providers.offers import any_unpriced, options_unread, succeeded, whole_int
+from fare_assets.structuring.providers.offers import any_unpriced, succeeded, whole_int
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
@@ -22,7 +22,7 @@ NAME = "qpx"
 # Every QPX pricing gives its passenger type's `saleTotal`.
 PRICES_EACH_PASSENGER = True
 PARSED = "parsed_response"
-# Each trip option says what it is (`"kind": "qpxexpress#tripOption"`), so its text can be counted without the parse.
+# Each trip option says what it is, so the options in an answer's text can be counted without the parse.
 TRIP_OPTION_MARKER = r'"kind"\s*:\s*"qpxexpress#tripOption"'
 
 _STRING, _INT = StringType(), IntegerType()
@@ -166,6 +166,15 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
     return envelopes.withColumn(PARSED, F.from_json("response", QPX_RESPONSE_SCHEMA))
 
 
+def options_unread() -> Column:
+    """Whether the response's text names more or fewer trip options than the parse read."""
+    # QPX leaves the option list out of an answer that found nothing, so a list the provider renamed would read as no
+    # options at all, and the search be kept as one that found nothing. (Duffel and Amadeus always send their list:
+    # a missing one quarantines the answer already.)
+    read = F.coalesce(F.size(F.col(PARSED).trips.tripOption), F.lit(0))
+    return F.regexp_count(F.col("response"), F.lit(TRIP_OPTION_MARKER)) != read
+
+
 def response_problem() -> Column:
     """Why a QPX record cannot be structured, or null (failed calls are kept as searches)."""
     # Any 2xx is an answer, as for the other providers: one without a readable body is quarantined, not kept as a
@@ -178,7 +187,7 @@ def response_problem() -> Column:
         .when(answered & any_unpriced(F.col(PARSED).trips.tripOption, lambda option: _amount(option.saleTotal),
                                        lambda option: _currency(option.saleTotal)),
               F.lit("successful status with a trip option without a readable, positive saleTotal"))
-        .when(answered & options_unread(F.col(PARSED).trips.tripOption, TRIP_OPTION_MARKER),
+        .when(answered & options_unread(),
               F.lit("successful status with more or fewer trip options in its text than were read (has QPX's format "
                     "changed?)"))
     )
