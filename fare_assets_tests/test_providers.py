@@ -178,4 +178,3 @@ def test_every_offer_provider_quarantines_an_answer_with_an_unpriced_offer(spark
     }
     searches = read_table(spark, str(tmp_path), "searches").collect()
     assert {row.search_id for row in searches} == {envelope["search_id"] for envelope in sound}
-

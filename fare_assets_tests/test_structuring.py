@@ -114,6 +114,13 @@ def _second_option_sold_for(sale_total: str | None) -> dict:
     return response
 
 
+def _renamed_option_list() -> dict:
+    """LGW→AMS as if QPX had renamed `tripOption`: a parse by the schema reads no options at all."""
+    response = _response("04_GBP_LGW-AMS.json")
+    response["trips"]["solutions"] = response["trips"].pop("tripOption")
+    return response
+
+
 def _write_raw(lake: Path, arrival: datetime, envelopes: list[dict], extra_lines: tuple[str, ...] = ()) -> str:
     """One Firehose-style raw object: envelopes as JSON lines, then any extra (broken) lines."""
     path = lake / raw_object_key("fares", arrival, str(uuid.uuid4()))
@@ -765,9 +772,7 @@ def test_a_fact_partition_a_rerun_leaves_empty_is_removed_and_other_hours_stay(s
 
 
 def test_an_answer_whose_option_list_was_renamed_is_quarantined_not_kept_as_finding_nothing(spark, tmp_path):
-    renamed = _response("04_GBP_LGW-AMS.json")
-    renamed["trips"]["solutions"] = renamed["trips"].pop("tripOption")
-    changed, sound, nothing = (_envelope(renamed), _envelope(_response("04_GBP_LGW-AMS.json")),
+    changed, sound, nothing = (_envelope(_renamed_option_list()), _envelope(_response("04_GBP_LGW-AMS.json")),
                                _envelope(_response("15_NONE_no-solutions.json")))
     path = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [changed, sound, nothing])
     counts = structure_raw(spark, [path], str(tmp_path))
@@ -792,10 +797,9 @@ def test_a_run_that_quarantines_records_succeeds_and_alerts_naming_them(spark, t
     from fare_assets_tests.test_collector import ALERT_ENV, url_of, webhook
 
     # A provider that renamed its option list: its answer is quarantined, and only an alert says fares are missing.
-    renamed = _response("04_GBP_LGW-AMS.json")
-    renamed["trips"]["solutions"] = renamed["trips"].pop("tripOption")
     _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc),
-               [_envelope(_response("04_GBP_LGW-AMS.json")), _envelope(renamed)], extra_lines=("not json",))
+               [_envelope(_response("04_GBP_LGW-AMS.json")), _envelope(_renamed_option_list())],
+               extra_lines=("not json",))
     for name in ALERT_ENV:
         monkeypatch.delenv(f"FARES_ALERT_{name}", raising=False)
     with webhook() as receiver:

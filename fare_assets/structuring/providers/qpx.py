@@ -166,13 +166,16 @@ def parse_responses(envelopes: DataFrame) -> DataFrame:
     return envelopes.withColumn(PARSED, F.from_json("response", QPX_RESPONSE_SCHEMA))
 
 
+def _options_read() -> Column:
+    """How many trip options the parse read (QPX leaves the list out of an answer that found nothing)."""
+    return F.coalesce(F.size(F.col(PARSED).trips.tripOption), F.lit(0))
+
+
 def options_unread() -> Column:
     """Whether the response's text names more or fewer trip options than the parse read."""
-    # QPX leaves the option list out of an answer that found nothing, so a list the provider renamed would read as no
-    # options at all, and the search be kept as one that found nothing. (Duffel and Amadeus always send their list:
-    # a missing one quarantines the answer already.)
-    read = F.coalesce(F.size(F.col(PARSED).trips.tripOption), F.lit(0))
-    return F.regexp_count(F.col("response"), F.lit(TRIP_OPTION_MARKER)) != read
+    # A list the provider renamed would read as no options at all, and the search be kept as one that found nothing.
+    # (Duffel and Amadeus always send their list: a missing one quarantines the answer already.)
+    return F.regexp_count(F.col("response"), F.lit(TRIP_OPTION_MARKER)) != _options_read()
 
 
 def response_problem() -> Column:
@@ -461,7 +464,7 @@ def _airport_rows(searches: DataFrame) -> DataFrame:
 def build_tables(searches: DataFrame) -> dict[str, DataFrame]:
     """Every curated table from parsed QPX envelopes (sound, deduplicated, one per search)."""
     parsed = F.col(PARSED)
-    option_count = F.when(succeeded(), F.coalesce(F.size(parsed.trips.tripOption), F.lit(0)))
+    option_count = F.when(succeeded(), _options_read())
     options = _trip_options(searches)
     pricings = _pricings(options)
     slices = _slices(options)
