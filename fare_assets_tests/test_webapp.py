@@ -169,6 +169,33 @@ def test_a_trip_collected_on_two_providers_shows_both_in_one_collection(client, 
     assert "590.00" not in options_table
 
 
+def test_a_collection_a_provider_missed_is_left_out_of_the_chart_and_the_insight(client, load):
+    # Duffel, the cheaper, quoted the trip two hours ago and now, but its call failed in the sweep an hour ago (it
+    # quoted that sweep in EUR only, which does not count as missing); QPX alone quoted it at 400.00 then.
+    two_hours_ago = NOW - dt.timedelta(hours=2)
+    load([fare_row("qpx-first", "300.00", search_id="q1", collected_at=two_hours_ago),
+          fare_row("duffel-first", "280.00", search_id="d1", collected_at=two_hours_ago, provider="duffel"),
+          fare_row("qpx-missed", "400.00", search_id="q2", collected_at=EARLIER),
+          fare_row("qpx-new", "310.00", search_id="q3"),
+          fare_row("duffel-new", "290.00", search_id="d3", provider="duffel")])
+
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["280.00", "290.00"]
+    assert history["collections_missing_a_provider"] == 1
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert text.count('class="dot"') == 2
+    assert "1 that missed a provider (its call failed, or it found nothing for these dates then) is not drawn" in text
+    # The insight judges today's 290.00 against 280.00 alone: the 400.00 would have made it look cheap.
+    insight = client.get("/api/advice", query_string=trip_query()).get_json()["insight"]
+    assert insight["compared_with"]["own_collections"] == 1
+    # Duffel's euro quote of the missed sweep makes it present there: the sweep is drawn.
+    load([fare_row("duffel-missed-eur", "250.00", search_id="d2", collected_at=EARLIER, provider="duffel",
+                   currency="EUR")])
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["280.00", "400.00", "290.00"]
+    assert history["collections_missing_a_provider"] == 0
+
+
 def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_quote(client, load):
     # Duffel quoted the trip an hour ago but its call failed in the newest sweep; Amadeus quoted it two days ago
     # (outside the window), and an hour ago in EUR (missing all the same); a pair's Duffel search is another party.

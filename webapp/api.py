@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.formatting import age_seconds, amount_text, arrival_local, trip_params
-from webapp.trip_view import advice_for, date_grid_for, insight_for, shown_trip
+from webapp.trip_view import advice_for, date_grid_for, insight_for, price_history, shown_trip
 from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports, today_utc
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -108,10 +108,11 @@ def trip_history():
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)
     shown = shown_trip(trip, options)
-    history = queries.trip_history(conn, shown, options[0]["currency"]) if options else []
+    history = price_history(conn, trip, options)
     return jsonify(trip=_trip_json(trip), adults=shown.adults, children=shown.children, cabin=shown.cabin,
                    points=[{"collected_at": _iso(row["collected_at"]), "cheapest": amount_text(row["cheapest_total"]),
-                            "currency": row["currency"]} for row in history])
+                            "currency": row["currency"]} for row in history["points"]],
+                   collections_missing_a_provider=history["left_out"])
 
 
 @api.get("/date-grid")

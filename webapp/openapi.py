@@ -104,7 +104,12 @@ DOCUMENT = {
             "children": {"type": "integer", "nullable": True}, "cabin": {"type": "string", "nullable": True},
             "points": {"type": "array", "items": {"type": "object", "properties": {
                 "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
-                "currency": {"type": "string"}}}}}),
+                "currency": {"type": "string"}}},
+                "description": "collections no provider was missing from (their cheapest is the market's)"},
+            "collections_missing_a_provider": {
+                "type": "integer",
+                "description": "collections left out of points: a provider that quoted the trip in the day before "
+                               "was missing from them (in any currency)"}}),
         "/api/date-grid": _trip_operation("Cheapest fare per departure/return pair within 3 days", {
             "trip": _TRIP, "fare_model_available": {"type": "boolean"},
             "cells": {"type": "array", "items": {"type": "object", "properties": {

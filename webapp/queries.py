@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from fare_assets.show.serving import GRID_DAYS
-from fare_assets.storing.warehouse import ABSENT_PROVIDER_WINDOW, FARE_TABLES
+from fare_assets.storing.warehouse import ABSENT_PROVIDER_WINDOW, FARE_TABLES, absent_until_sql, expected_until_sql
 from fare_assets.streaming.watchlist import CABINS
 from webapp.validation import Trip
 
@@ -218,15 +218,27 @@ def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[
     return summaries
 
 
-# Each collection's cheapest total in one currency for one trip, party and cabin, oldest first (index range scan);
-# a collection is a moment, so two providers' searches of one sweep are one point.
+# Each collection's cheapest total in one currency for one trip, party and cabin, oldest first (index range scan),
+# and whether a provider was missing from it, by the advisor's observations' rule (read in every currency); a
+# collection is a moment, so two providers' searches of one sweep are one point.
+_HISTORY_PARTY = "adults, children, cabin"
 _TRIP_HISTORY = """
-SELECT collected_at, min(total_amount) AS cheapest_total, %(currency)s::text AS currency
-FROM ({rows}) AS trip_rows
+SELECT collected_at, min(cheapest) AS cheapest_total, %(currency)s::text AS currency,
+       coalesce(max(absent_until) >= collected_at, false) AS provider_absent
+FROM (
+  SELECT *, """ + absent_until_sql(_HISTORY_PARTY) + """ AS absent_until
+  FROM (
+    SELECT """ + _HISTORY_PARTY + """, collected_at, currency, provider, min(total_amount) AS cheapest,
+           """ + expected_until_sql(_HISTORY_PARTY) + """ AS expected_until
+    FROM ({rows}) AS trip_rows
+    GROUP BY """ + _HISTORY_PARTY + """, collected_at, currency, provider
+  ) AS per_provider
+) AS expected
+WHERE currency = %(currency)s
 GROUP BY collected_at
 ORDER BY collected_at"""
-_TRIP_ROWS = ("SELECT collected_at, total_amount FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH
-              + " AND currency = %(currency)s")
+_TRIP_ROWS = ("SELECT " + _HISTORY_PARTY + ", collected_at, currency, provider, total_amount FROM {table} WHERE"
+              + _TRIP_MATCH + _PARTY_MATCH)
 
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.
@@ -322,7 +334,8 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
 
 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
-    """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first."""
+    """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first, each
+    saying whether a provider that quoted the trip in the day before was missing from it (`provider_absent`)."""
     query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))
     return conn.execute(query, _trip_params(trip, currency)).fetchall()
 

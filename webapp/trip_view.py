@@ -89,11 +89,22 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
             "cheapest": cheapest, "model_available": predicted}
 
 
+def price_history(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
+    """The shown party's collections in the shown currency, oldest first, that no provider was missing from
+    (`points`), and how many were (`left_out`)."""
+    # A collection a provider was missing from is the other providers' cheapest: drawn, it reads as a rise and a drop
+    # when the missing one is usually the cheaper, and it would flatter today's fare in the insight. The advisor's
+    # observations leave it out by the same rule.
+    rows = queries.trip_history(conn, shown_trip(trip, options), options[0]["currency"]) if options else []
+    points = [row for row in rows if not row["provider_absent"]]
+    return {"points": points, "left_out": len(rows) - len(points)}
+
+
 def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid: dict,
                 history: list[dict] | None = None) -> dict:
     """Today's cheapest against the trip's own earlier collections and the nearby dates' collected fares."""
     if history is None:
-        history = queries.trip_history(conn, shown_trip(trip, options), options[0]["currency"])
+        history = price_history(conn, trip, options)["points"]
     asked = (trip.depart_date, trip.return_date)
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None]
@@ -107,12 +118,12 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     found = queries.fares_for_trip(conn, trip, today)
     options = found["options"]
     shown = shown_trip(trip, options)
-    history = queries.trip_history(conn, shown, options[0]["currency"]) if options else []
+    history = price_history(conn, trip, options)
     grid = date_grid_for(conn, trip, options, today)
-    insight = insight_for(conn, trip, options, grid, history) if options else None
+    insight = insight_for(conn, trip, options, grid, history["points"]) if options else None
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.
     parties = [party for party in (queries.parties_collected(conn, trip, today) if options else [])
                if (party["adults"], party["children"], party["cabin"]) != (shown.adults, shown.children, shown.cabin)]
     return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "other_parties": parties,
             "advice": advice_for(conn, trip, options),
-            "chart": price_chart([(row["collected_at"], row["cheapest_total"]) for row in history])}
+            "chart": price_chart([(row["collected_at"], row["cheapest_total"]) for row in history["points"]])}

@@ -664,14 +664,29 @@ def rows_from_arrow(table) -> Iterable[tuple]:
 ABSENT_PROVIDER_WINDOW = dt.timedelta(days=1)
 
 
+def expected_until_sql(trip: str) -> str:
+    """Over rows of one provider's quote of a trip (`trip`, its key columns) at a moment in a currency: the moment up to
+    which the provider is expected again, the day after the quote (inclusive) or its next quote in any currency
+    (exclusive), whichever comes first."""
+    # In seconds: a day added to a timestamptz is a calendar day in the session's time zone, 23 or 25 hours across a
+    # clock change, where the page subtracts 24.
+    return f"""least(collected_at + interval '{int(ABSENT_PROVIDER_WINDOW.total_seconds())} seconds',
+                     lead(collected_at) OVER (PARTITION BY {trip}, provider ORDER BY collected_at)
+                       - interval '1 microsecond')"""
+
+
+def absent_until_sql(trip: str) -> str:
+    """Over rows with their `expected_until`: the latest moment up to which some provider, absent since its quote of an
+    earlier moment, was expected; a moment at or before it misses that provider."""
+    return f"""max(expected_until) OVER (PARTITION BY {trip} ORDER BY collected_at
+                                      RANGE BETWEEN UNBOUNDED PRECEDING AND interval '1 microsecond' PRECEDING)"""
+
+
 def observations_query(departing_from: str) -> str:
     """The observations as SQL, for trips departing from the date `departing_from` stands for (a query parameter's
     placeholder or a literal)."""
     party = "adults IS NOT NULL AND children IS NOT NULL AND cabin IS NOT NULL"
     trip = "origin, destination, depart_date, return_date, adults, children, cabin"
-    # In seconds: a day added to a timestamptz is a calendar day in the session's time zone, 23 or 25 hours across a
-    # clock change, where the page subtracts 24.
-    window = f"interval '{int(ABSENT_PROVIDER_WINDOW.total_seconds())} seconds'"
     return f"""
 WITH options AS (
   SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
@@ -691,20 +706,13 @@ FROM (
            bool_and(national) AS national,
            coalesce(max(absent_until) >= collected_at, false) AS provider_absent
     FROM (
-      -- The latest moment up to which some provider, absent since its quote of an earlier moment, was expected.
-      SELECT *, max(expected_until) OVER (PARTITION BY {trip} ORDER BY collected_at
-                                          RANGE BETWEEN UNBOUNDED PRECEDING AND interval '1 microsecond' PRECEDING)
-                  AS absent_until
+      SELECT *, {absent_until_sql(trip)} AS absent_until
       FROM (
-        -- Each provider's quote of a moment: the provider is expected at every later moment until the day after it
-        -- (inclusive), or until its next quote in any currency (exclusive), whichever comes first.
         SELECT {trip}, collected_at, currency, provider,
                min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
                count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
                bool_and(national) AS national,
-               least(collected_at + {window},
-                     lead(collected_at) OVER (PARTITION BY {trip}, provider ORDER BY collected_at)
-                       - interval '1 microsecond') AS expected_until
+               {expected_until_sql(trip)} AS expected_until
         FROM options
         GROUP BY {trip}, collected_at, currency, provider
       ) AS per_provider
