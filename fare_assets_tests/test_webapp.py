@@ -347,10 +347,26 @@ def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
     assert '<option value="PREMIUM_COACH" selected>Premium economy</option>' in invalid
 
 
-def test_a_search_without_a_cabin_is_shown_as_unknown(client, load):
-    load([fare_row("no-cabin", "300.00", cabin=None)])
+def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin(client, load):
+    # Another producer's newest search did not record its cabin; the collector's economy and business searches of
+    # an hour ago, and a neighbouring date's economy one, are other cabins' fares.
+    nearby = DEPART + dt.timedelta(days=1)
+    load([fare_row("no-cabin", "300.00", cabin=None),
+          fare_row("coach", "250.00", search_id="s-coach", collected_at=EARLIER),
+          fare_row("business", "900.00", search_id="s-business", collected_at=EARLIER, cabin="BUSINESS"),
+          fare_row("coach-nearby", "150.00", search_id="s-nearby", depart=nearby)])
     response = client.get("/fares", query_string=trip_query())
-    assert response.status_code == 200 and "totals for 1 adult, unknown cabin" in page_text(response)
+    text = page_text(response)
+    assert response.status_code == 200 and "totals for 1 adult, unknown cabin" in text
+    assert text.count('class="dot"') == 1
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["300.00"]
+    grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
+    assert [(cell["depart"], cell["total"]) for cell in grid["cells"] if cell["source"] == "collected"] == [
+        (str(DEPART), "300.00")]
+    # Asked for economy, the page shows the economy collection and its neighbour.
+    coach = client.get("/api/history", query_string=trip_query(cabin="COACH")).get_json()
+    assert [point["cheapest"] for point in coach["points"]] == ["250.00"]
 
 
 def test_routes_split_national_and_international(client, load):

@@ -22,11 +22,11 @@ SUGGESTIONS_SHOWN = 12
 _TRIP_MATCH = """
     origin = %(origin)s AND destination = %(destination)s
     AND depart_date = %(depart_date)s AND return_date = %(return_date)s"""
-# The party and cabin asked for; a None matches any.
-_PARTY_MATCH = """
-    AND (%(adults)s::int IS NULL OR adults = %(adults)s::int)
-    AND (%(children)s::int IS NULL OR children = %(children)s::int)
-    AND (%(cabin)s::text IS NULL OR cabin = %(cabin)s::text)"""
+# The party and cabin asked for, where a None matches any; or, for a shown collection's (exact_party), where a None
+# matches a search that did not record it (another producer's), so its page never mixes in every party's fares.
+_PARTY_MATCH = "".join(f"""
+    AND ({column} = %({column})s::{kind} OR %({column})s::{kind} IS NULL AND ({column} IS NULL OR NOT %(exact_party)s))"""
+                       for column, kind in (("adults", "int"), ("children", "int"), ("cabin", "text")))
 
 # The page's currency, when it has one: amounts in two currencies are never ranked against each other.
 _CURRENCY_MATCH = """
@@ -123,7 +123,7 @@ def _each_table(template: str, **parts: sql.Composable) -> sql.Composed:
 def _trip_params(trip: Trip, currency: str | None = None) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
             "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin,
-            "currency": currency}
+            "exact_party": trip.exact_party, "currency": currency}
 
 
 def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN,

@@ -22,7 +22,8 @@ def shown_trip(trip: Trip, options: list[dict]) -> Trip:
     if not options:
         return trip
     shown = options[0]
-    return dataclasses.replace(trip, adults=shown["adults"], children=shown["children"], cabin=shown["cabin"])
+    return dataclasses.replace(trip, adults=shown["adults"], children=shown["children"], cabin=shown["cabin"],
+                               exact_party=True)
 
 
 def _no_advice(action: str, reason: str) -> dict:

@@ -32,7 +32,8 @@ class TripError(ValueError):
 
 @dataclass(frozen=True)
 class Trip:
-    """A round trip to look up; adults/children/cabin are None when the request does not filter on them."""
+    """A round trip to look up; adults/children/cabin are None when the request does not filter on them, or, with
+    `exact_party`, when the searches to match did not record them."""
 
     origin: str
     destination: str
@@ -41,6 +42,7 @@ class Trip:
     adults: int | None = None
     children: int | None = None
     cabin: str | None = None
+    exact_party: bool = False
 
     def as_params(self) -> dict[str, str]:
         """The query parameters that ask for this trip again (for links)."""
