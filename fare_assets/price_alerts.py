@@ -37,7 +37,7 @@ def price_alert_sensor(context: SensorEvaluationContext, warehouse_db: Warehouse
     with psycopg.connect(warehouse_db.dsn, row_factory=dict_row, autocommit=True, connect_timeout=10) as conn:
         # An upgraded warehouse gains the alerts' new columns here if no load has run since (a catalog read otherwise).
         warehouse.ensure_schema(conn)
-        outcome = notify_due_alerts(conn, settings, web_public_url(), now.date(), now)
+        outcome = notify_due_alerts(conn, settings, web_public_url(), now)
     if outcome["failed"]:
         raise RuntimeError(f"price alerts not sent: {outcome['failed']}")
     if not outcome["sent"]:

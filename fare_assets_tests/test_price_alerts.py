@@ -1,4 +1,5 @@
 """Price alerts end to end: saved through the web app, notified once by the Dagster sensor via a real webhook."""
+import datetime as dt
 from decimal import Decimal
 
 import psycopg
@@ -156,3 +157,15 @@ def test_an_older_warehouse_gains_the_alert_cabin_column(warehouse_dsn):
         conn.commit()
         assert conn.execute("SELECT origin, cabin FROM price_alerts").fetchall() == [("SFO", None)]
     assert client.post("/api/alerts", json={**trip_query(), "threshold": "300"}).status_code == 201
+
+
+def test_an_alert_stays_open_through_its_departure_day_at_the_origin(alert_db):
+    from webapp.alerts import open_alerts
+
+    # 07:00 UTC on the departure day is 23:00 the evening before in San Francisco and 02:00 in Boston; at 09:00 UTC
+    # it is the departure day in both.
+    first_morning = dt.datetime.combine(DEPART, dt.time(7), tzinfo=dt.timezone.utc)
+    with psycopg.connect(alert_db) as conn:
+        conn.execute("UPDATE price_alerts SET depart_date = %s", (DEPART - dt.timedelta(days=1),))
+        assert [alert.trip.origin for alert in open_alerts(conn, first_morning)] == ["SFO"] * 3
+        assert open_alerts(conn, first_morning + dt.timedelta(hours=2)) == []

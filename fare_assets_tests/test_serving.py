@@ -18,7 +18,7 @@ from fare_assets.show.serving import grid_cells, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
-from webapp.validation import today_utc
+from fare_assets.local_dates import today_at
 from fare_assets_tests.test_warehouse import route_stamps
 from fare_assets_tests.test_webapp import (DEPART, NOW, RETURN, fare_row, history_rows, models_client,  # noqa: F401
                                            refresh_serving, trained_models, trip_query)
@@ -115,13 +115,13 @@ def test_the_refresh_reads_the_trips_departed_since_the_advisors_calendar_ends(l
                                                                                monkeypatch):
     from fare_assets.synthesizing.features import RouteCalendar
 
-    trained_on = today_utc() - dt.timedelta(days=1)
+    trained_on = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
     refilings = pd.DataFrame({"origin": ["SFO"], "destination": ["JFK"],
                               "day": [pd.Timestamp(trained_on) - pd.Timedelta(days=30)]})
     lake = republished_advisor(trained_models, tmp_path, route_calendar=RouteCalendar(refilings,
                                                                                        pd.Timestamp(trained_on)))
     # A trip that departed yesterday: the route's calendar reads its collections, the tables do not show it.
-    departed = today_utc() - dt.timedelta(days=1)
+    departed = today_at("SFO") - dt.timedelta(days=1)
     with psycopg.connect(loaded) as conn:
         warehouse.load_fares(conn, history_rows(["270.00", "260.00", "250.00"], depart=departed,
                                                 back=departed + dt.timedelta(days=7), prefix="departed",
@@ -224,7 +224,7 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
     stored = serving_rows(loaded, "trip_pages")[0]
     # Today as the app sees it, not NOW's day: a test run can cross midnight after NOW was taken at import.
     rendered_on = stored["rendered_on"]
-    assert (stored["collected_at"], rendered_on) == (NOW, today_utc())
+    assert (stored["collected_at"], rendered_on) == (NOW, today_at("SFO"))
     with psycopg.connect(loaded) as conn:
         # Every view decompresses the page: lz4, not the default pglz, even though it went through staging.
         assert conn.execute("SELECT pg_column_compression(html) FROM trip_pages").fetchall() == [("lz4",), ("lz4",)]
@@ -256,7 +256,7 @@ def test_a_watched_trip_page_is_served_as_the_pipeline_stored_it(loaded, trained
 def test_a_stored_page_from_another_day_or_before_a_newer_collection_is_not_served(loaded, trained_models):
     refresh_serving(loaded, trained_models)
     client = models_client(loaded)
-    today = today_utc()
+    today = today_at("SFO")
     mark_stored_page(loaded, rendered_on=today - dt.timedelta(days=1))
     assert "stored page" not in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     mark_stored_page(loaded, tag=False, rendered_on=today, fares_json='{"stored": true}')
@@ -353,11 +353,14 @@ def test_a_trip_nobody_watches_gets_fares_without_advice(loaded, trained_models)
     assert {cell["source"] for cell in grid["cells"]} == {"collected", "unknown"}
 
 
-def test_grid_cells_start_today_and_skip_collected_pairs(loaded):
+def test_grid_cells_start_today_at_the_origin_and_skip_collected_pairs(loaded):
     with psycopg.connect(loaded) as conn:
         observations = warehouse.observations(conn)
     latest = latest_collections(observations)
-    cells = grid_cells(latest, DEPART)
+    # 01:00 UTC on the departure day is still the evening before in San Francisco.
+    cells = grid_cells(latest, dt.datetime.combine(DEPART, dt.time(1), tzinfo=dt.timezone.utc))
+    assert cells["depart_date"].min().date() == DEPART - dt.timedelta(days=1)
+    cells = grid_cells(latest, dt.datetime.combine(DEPART, dt.time(9), tzinfo=dt.timezone.utc))
     assert cells["depart_date"].min().date() == DEPART
     assert (cells["return_date"] >= cells["depart_date"]).all()
     assert not ((cells["depart_date"].dt.date == DEPART) & (cells["return_date"].dt.date == RETURN)).any()

@@ -221,7 +221,7 @@ def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
         conn.execute("SET auto_explain.log_min_duration = 0")
         conn.execute("SET client_min_messages = log")
         queries.cheapest_options_now(conn, Trip("SFO", "JFK", dt.date(2026, 12, 1), dt.date(2026, 12, 8)))
-        queries.route_summaries(conn, today)
+        queries.route_summaries(conn, dt.datetime.combine(today, dt.time(12), tzinfo=dt.timezone.utc))
     assert len(plans) == 2
     trip_plan, summary_plan = plans
     # Each monthly partition has the parent's indexes, named by PostgreSQL after their columns.

@@ -10,18 +10,20 @@ from decimal import Decimal
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
+from fare_assets.local_dates import earliest_today, today_at
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from fare_assets.services import free_port
-from webapp import create_app
+from webapp import create_app, queries
 from webapp.db import get_db
 from webapp.formatting import arrival_local
 from webapp.insight import price_insight
-from webapp.validation import Trip, TripError, parse_trip, today_utc
+from webapp.validation import Trip, TripError, parse_trip
 
-TODAY = today_utc()
+TODAY = dt.datetime.now(dt.timezone.utc).date()
 DEPART = TODAY + dt.timedelta(days=40)
 RETURN = DEPART + dt.timedelta(days=7)
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -404,6 +406,23 @@ def test_routes_split_national_and_international(client, load):
     assert "BOS" not in text
 
 
+def test_a_route_lists_its_trips_departing_today_at_its_origin(warehouse_dsn, load):
+    # At 01:00 UTC on DEPART it is still the evening before in San Francisco (the airports dimension's zone) and in
+    # Boston, which the dimension lacks: its trip is judged in UTC and has left.
+    now = dt.datetime.combine(DEPART, dt.time(1), tzinfo=dt.timezone.utc)
+    day_before = DEPART - dt.timedelta(days=1)
+    load([fare_row("sfo", "300.00", search_id="a1", depart=day_before),
+          fare_row("bos", "200.00", search_id="b1", origin="BOS", depart=day_before)])
+    with psycopg.connect(warehouse_dsn, row_factory=dict_row) as conn:
+        warehouse.load_warehouse(conn, [], {"airports": [
+            ("SFO", "San Francisco International", "SFO", "San Francisco", "US", "America/Los_Angeles", 37.6, -122.4,
+             NOW)]})
+        summaries = queries.route_summaries(conn, now)
+        assert [(row["origin"], row["depart_date"]) for row in summaries["national"]] == [("SFO", day_before)]
+        later = queries.route_summaries(conn, now + dt.timedelta(hours=8))
+        assert later["national"] == []
+
+
 def test_a_route_ranks_its_trips_in_the_currency_of_its_newest_collection(client, load):
     later_depart = DEPART + dt.timedelta(days=3)
     load([
@@ -427,7 +446,8 @@ INVALID_TRIPS = [
     ({"children": "9"}, "children", "at most 9 passengers (adults + children)"),
     ({"destination": "QQQ"}, "destination", "QQQ is not a known IATA airport code"),
     ({"destination": "sfo"}, "destination", "must differ from origin"),
-    ({"depart": str(TODAY - dt.timedelta(days=1))}, "depart", "is in the past"),
+    # Two days back: the day before today in UTC is still today at SFO until 08:00 UTC.
+    ({"depart": str(TODAY - dt.timedelta(days=2))}, "depart", "is in the past (today is"),
     ({"depart": "01/12/2026"}, "depart", "YYYY-MM-DD"),
     ({"return": str(DEPART - dt.timedelta(days=1))}, "return", "is before the departure date"),
     ({"destination": ""}, "destination", "destination is required"),
@@ -453,12 +473,26 @@ def test_invalid_trip_is_a_400_saying_what_to_fix(client, change, field, message
 
 def test_missing_fields_are_all_reported():
     with pytest.raises(TripError) as caught:
-        parse_trip({"origin": "sfo"}, TODAY)
+        parse_trip({"origin": "sfo"})
     assert set(caught.value.problems) == {"destination", "depart", "return"}
-    assert parse_trip(trip_query(origin=" lax ", destination="Jfk"), TODAY) == Trip("LAX", "JFK", DEPART, RETURN)
+    assert parse_trip(trip_query(origin=" lax ", destination="Jfk")) == Trip("LAX", "JFK", DEPART, RETURN)
     # A city with one airport, or a suggestion's text, stands for its code.
-    assert parse_trip(trip_query(origin="san francisco", destination="JFK – John F Kennedy"), TODAY) == Trip(
+    assert parse_trip(trip_query(origin="san francisco", destination="JFK – John F Kennedy")) == Trip(
         "SFO", "JFK", DEPART, RETURN)
+
+
+def test_a_departure_is_past_by_the_date_at_its_origin():
+    # 01:00 UTC on 7 December is 17:00 on the 6th in San Francisco and 10:00 on the 7th in Tokyo.
+    now = dt.datetime(2026, 12, 7, 1, tzinfo=dt.timezone.utc)
+    query = {"destination": "JFK", "depart": "2026-12-06", "return": "2026-12-09"}
+    assert parse_trip({**query, "origin": "SFO"}, now).depart_date == dt.date(2026, 12, 6)
+    with pytest.raises(TripError) as caught:
+        parse_trip({**query, "origin": "NRT"}, now)
+    assert caught.value.problems == {"depart": "departure date 2026-12-06 is in the past (today is 2026-12-07 at NRT)"}
+    assert (today_at("SFO", now), today_at("NRT", now), today_at("QQQ", now)) == (
+        dt.date(2026, 12, 6), dt.date(2026, 12, 7), dt.date(2026, 12, 7))
+    # The form's first date is the earliest anywhere (UTC-12): 13:00 on the 6th.
+    assert earliest_today(now) == dt.date(2026, 12, 6)
 
 
 def test_unknown_trip_is_an_empty_state_suggesting_collected_dates(client, load):
@@ -718,8 +752,8 @@ def test_without_serving_rows_fares_show_and_say_advice_is_unavailable(warehouse
 
 
 def test_grid_starts_today_and_unknown_trips_get_empty_answers(client, load):
-    # Today as the page sees it now, not when the module was imported: a run may cross midnight UTC.
-    today = today_utc()
+    # Today as the page sees it now at the origin (SFO), not when the module was imported: a run may cross midnight.
+    today = today_at("SFO")
     soon = today + dt.timedelta(days=1)
     grid = client.get("/api/date-grid", query_string=trip_query(depart=soon, back=soon + dt.timedelta(days=2))).get_json()
     departs = sorted({cell["depart"] for cell in grid["cells"]})

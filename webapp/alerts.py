@@ -16,6 +16,7 @@ from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, s
 from webapp import queries
 from webapp.db import DatabaseUnavailable
 from webapp.formatting import cabin_label, utc_time
+from fare_assets.local_dates import earliest_today, today_at
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
@@ -40,12 +41,12 @@ class PriceAlert:
     notified_channels: tuple[str, ...] = ()
 
 
-def parse_alert(fields: Mapping, today: dt.date) -> PriceAlert:
+def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
     """Check a trip (as for /fares) plus threshold and currency, reporting every problem at once."""
     texts = {name: str(value) for name, value in fields.items() if isinstance(value, (str, int, float))}
     problems: dict[str, str] = {}
     try:
-        trip = parse_trip(texts, today)
+        trip = parse_trip(texts, now)
     except TripError as error:
         problems.update(error.problems)
         trip = None
@@ -80,13 +81,14 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
     return row["id"] if isinstance(row, Mapping) else row[0]
 
 
-def open_alerts(conn: psycopg.Connection, today: dt.date) -> list[PriceAlert]:
-    """Alerts not yet notified whose trip has not departed."""
+def open_alerts(conn: psycopg.Connection, now: dt.datetime) -> list[PriceAlert]:
+    """Alerts not yet notified whose trip has not departed (by the date at its origin)."""
     rows = conn.cursor(row_factory=tuple_row).execute(
         "SELECT id, origin, destination, depart_date, return_date, adults, children, cabin, threshold, currency,"
         " notified_channels FROM price_alerts WHERE notified_at IS NULL AND depart_date >= %s ORDER BY id",
-        (today,)).fetchall()
-    return [PriceAlert(Trip(*row[1:8]), row[8], row[9], row[0], tuple(row[10])) for row in rows]
+        (earliest_today(now),)).fetchall()
+    return [PriceAlert(Trip(*row[1:8]), row[8], row[9], row[0], tuple(row[10])) for row in rows
+            if row[3] >= today_at(row[1], now)]
 
 
 def mark_notified(conn: psycopg.Connection, alert_id: int, total: Decimal, at: dt.datetime) -> None:
@@ -129,7 +131,7 @@ def page_url(base_url: str, trip: Trip) -> str:
     return f"{base_url.rstrip('/')}/fares?{urlencode(trip.as_params())}"
 
 
-def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str, today: dt.date,
+def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str,
                       now: dt.datetime) -> dict[str, list]:
     """Send each open alert whose trip's latest cheapest fare is below its threshold, once.
 
@@ -140,7 +142,7 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     failed, with the channel problems.
     """
     sent, failed = [], []
-    for alert in open_alerts(conn, today):
+    for alert in open_alerts(conn, now):
         options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
         cheapest = options[0] if options else None
         if not is_due(alert, cheapest):

@@ -7,7 +7,8 @@ from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.formatting import age_seconds, amount_text, arrival_local, trip_params
 from webapp.trip_view import advice_for, date_grid_for, insight_for, price_history, shown_trip
-from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports, today_utc
+from fare_assets.local_dates import today_at
+from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -71,8 +72,8 @@ def fares_document(trip: Trip, found: dict) -> dict:
 @api.get("/fares")
 def trip_fares():
     """The trip's latest collection, cheapest first; when empty, the route's other collected trips."""
-    today = today_utc()
-    trip = parse_trip(request.args, today)
+    trip = parse_trip(request.args)
+    today = today_at(trip.origin)
     # As the page: a watched trip's answer is stored by the pipeline for its newest collection (webapp/pages.py).
     stored = queries.trip_page(get_db(), trip, today, "fares_json")
     if stored is not None:
@@ -84,7 +85,7 @@ def trip_fares():
 def routes():
     """Per market, each route's freshest collection, data age and cheapest latest fare."""
     now = dt.datetime.now(dt.timezone.utc)
-    summaries = queries.route_summaries(get_db(), today_utc())
+    summaries = queries.route_summaries(get_db(), now)
     return jsonify(generated_at=_iso(now), **{
         market: [{"origin": row["origin"], "destination": row["destination"],
                   "freshest_collected_at": _iso(row["freshest_collected_at"]),
@@ -97,8 +98,9 @@ def routes():
 
 
 def _asked_trip() -> tuple[Trip, dt.date]:
-    today = today_utc()
-    return parse_trip(request.args, today), today
+    """The trip asked for and today's date at its origin."""
+    trip = parse_trip(request.args)
+    return trip, today_at(trip.origin)
 
 
 @api.get("/history")
@@ -162,7 +164,7 @@ def airports():
 def create_alert():
     """Watch a trip: notify when its cheapest fare falls below `threshold` (JSON body)."""
     body = request.get_json(silent=True)
-    watched = alerts.parse_alert(body if isinstance(body, dict) else {}, today_utc())
+    watched = alerts.parse_alert(body if isinstance(body, dict) else {})
     alert_id = alerts.save_alert(get_db(), watched)
     return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
                    currency=watched.currency), 201

@@ -7,7 +7,8 @@ from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.pages import render_trip_page
 from webapp.trip_view import trip_view
-from webapp.validation import Trip, TripError, parse_trip, today_utc
+from fare_assets.local_dates import earliest_today, today_at
+from webapp.validation import Trip, TripError, parse_trip
 
 fares = Blueprint("fares", __name__)
 
@@ -15,7 +16,7 @@ fares = Blueprint("fares", __name__)
 @fares.get("/")
 def search():
     """The search form, prefilled from the query string."""
-    return render_template("search.html", form=request.args, problems={}, today=today_utc())
+    return render_template("search.html", form=request.args, problems={}, today=earliest_today())
 
 
 def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
@@ -27,8 +28,8 @@ def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: d
 @fares.get("/fares")
 def trip_fares():
     """One round trip: cheapest options now, price insight, buy-or-wait advice, date grid and price chart."""
-    today = today_utc()
-    trip = parse_trip(request.args, today)
+    trip = parse_trip(request.args)
+    today = today_at(trip.origin)
     # The notice after saving an alert is the one part of the page a stored page cannot hold.
     if "alert" not in request.args:
         stored = queries.trip_page(get_db(), trip, today)
@@ -40,15 +41,15 @@ def trip_fares():
 @fares.post("/alerts")
 def create_alert():
     """Save a price alert from the trip page's form, then show the trip again (or the form's problems)."""
-    today = today_utc()
     try:
-        watched = alerts.parse_alert(request.form, today)
+        watched = alerts.parse_alert(request.form)
     except alerts.AlertError as error:
         trip_problems = {field: problem for field, problem in error.problems.items()
                          if field not in ("threshold", "currency")}
         if trip_problems:
             raise TripError(trip_problems) from error
-        return _render_trip(parse_trip(request.form, today), today, error.problems, request.form, 400)
+        trip = parse_trip(request.form)
+        return _render_trip(trip, today_at(trip.origin), error.problems, request.form, 400)
     alerts.save_alert(get_db(), watched)
     return redirect(url_for("fares.trip_fares", **watched.trip.as_params(), alert="created"), 303)
 
@@ -56,12 +57,12 @@ def create_alert():
 @fares.get("/routes")
 def routes():
     """National and international routes with their freshest collection and cheapest latest fare."""
-    summaries = queries.route_summaries(get_db(), today_utc())
-    return render_template("routes.html", summaries=summaries, now=dt.datetime.now(dt.timezone.utc))
+    now = dt.datetime.now(dt.timezone.utc)
+    return render_template("routes.html", summaries=queries.route_summaries(get_db(), now), now=now)
 
 
 @fares.errorhandler(TripError)
 def invalid_trip(error: TripError):
     """Show the form again with each field's problem, as a 400."""
     form = request.args if request.method == "GET" else request.form
-    return render_template("search.html", form=form, problems=error.problems, today=today_utc()), 400
+    return render_template("search.html", form=form, problems=error.problems, today=earliest_today()), 400

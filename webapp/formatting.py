@@ -5,7 +5,8 @@ from decimal import Decimal
 
 from flask import Flask
 
-from webapp.validation import CABIN_LABELS, Trip, airport_timezone, cabin_code
+from fare_assets.local_dates import airport_timezone
+from webapp.validation import CABIN_LABELS, Trip, cabin_code
 
 
 def amount_text(amount: Decimal) -> str:

@@ -13,7 +13,7 @@ _TRIP_PARAMETERS = [
      "description": "IATA airport code (SFO) or a city with one airport"},
     {"name": "destination", "in": "query", "required": True, "schema": _PLACE,
      "description": "IATA airport code (JFK) or a city with one airport"},
-    {"name": "depart", "in": "query", "required": True, "schema": _DATE, "description": "departure date, today or later"},
+    {"name": "depart", "in": "query", "required": True, "schema": _DATE, "description": "departure date, today or later at the origin (in its time zone)"},
     {"name": "return", "in": "query", "required": True, "schema": _DATE, "description": "return date, on or after departure"},
     {"name": "adults", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 9},
      "description": "only searches for this many adults (default: the trip's latest search)"},

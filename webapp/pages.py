@@ -15,6 +15,7 @@ import psycopg
 from flask import Flask, render_template
 from psycopg.rows import dict_row
 
+from fare_assets.local_dates import today_at
 from webapp import queries
 from webapp.api import fares_document
 from webapp.trip_view import trip_view
@@ -41,9 +42,10 @@ def _rows_as_dicts(conn: psycopg.Connection):
         conn.row_factory = previous
 
 
-def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip], today: dt.date,
+def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip],
                       computed_at: dt.datetime) -> list[tuple]:
-    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips that have fares, as a view on `today` shows them.
+    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips that have fares, as a view at `computed_at`
+    shows them (on the date at each trip's origin).
 
     Runs inside the caller's transaction, so it reads the serving rows written just before.
     """
@@ -55,6 +57,7 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
             # Read before rendering: a load committing in between leaves the page an older stamp, so it is not
             # served (until the next refresh), never a stamp newer than the fares it shows.
             loaded_at = queries.route_loaded_at(conn, trip)
+            today = today_at(trip.origin, computed_at)
             view = trip_view(conn, trip, today)
             if view["options"]:
                 fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)

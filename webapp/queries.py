@@ -9,6 +9,7 @@ import datetime as dt
 import psycopg
 from psycopg import sql
 
+from fare_assets.local_dates import earliest_today
 from fare_assets.show.serving import GRID_DAYS
 from fare_assets.storing.warehouse import ABSENT_PROVIDER_WINDOW, FARE_TABLES, absent_until_sql, expected_until_sql
 from fare_assets.streaming.watchlist import CABINS
@@ -102,6 +103,9 @@ _ROUTE_SUMMARY = """
            count(*) OVER route AS upcoming_trips,
            first_value(currency) OVER (route ORDER BY collected_at DESC, currency) AS route_currency
     FROM ({per_trip}) AS per_trip
+    WHERE depart_date >= coalesce(
+      (SELECT (%(now)s::timestamptz AT TIME ZONE tz)::date FROM airports WHERE code = per_trip.origin),
+      (%(now)s::timestamptz AT TIME ZONE 'UTC')::date)
     WINDOW route AS (PARTITION BY origin, destination)
   ) AS per_trip_in_route
   WHERE currency = route_currency
@@ -206,12 +210,16 @@ def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict
     return {"options": options, **left_out, "other_trips": other_trips}
 
 
-def route_summaries(conn: psycopg.Connection, today: dt.date) -> dict[str, list[dict]]:
-    """Per market, every route with upcoming trips: its freshest collection and cheapest latest fare."""
-    # This reads every upcoming row; at fare-service scale it belongs on a per-trip serving table.
+def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, list[dict]]:
+    """Per market, every route with trips departing today or later (at `now`, by the date at the origin): its
+    freshest collection and cheapest latest fare."""
+    # This reads every upcoming row; at fare-service scale it belongs on a per-trip serving table. Rows are read from
+    # the earliest date anywhere, then each trip kept from the date at its origin, from the airports dimension's time
+    # zone (the one airportsdata gives the page's checks; UTC for an airport the dimension lacks).
     per_table = _each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(""))
     per_trip = sql.SQL(_ONE_PER_TRIP).format(per_trip=sql.SQL(_WITH_ROUTE_MARKET).format(per_table=per_table))
-    rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), {"today": today}).fetchall()
+    rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip),
+                        {"today": earliest_today(now), "now": now}).fetchall()
     summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
     for row in rows:
         summaries[row["market"]].append(row)

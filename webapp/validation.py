@@ -4,10 +4,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 import airportsdata
 
+from fare_assets.local_dates import airport_timezone, today_at
 from fare_assets.streaming.watchlist import CABINS
 
 # Fare searches carry at most nine passengers (the watchlist enforces the same limits).
@@ -62,11 +61,6 @@ class Trip:
         return self.adults is None and self.children is None and self.cabin is None
 
 
-def today_utc() -> dt.date:
-    """Today's date in UTC, the reference for "not in the past"."""
-    return dt.datetime.now(dt.timezone.utc).date()
-
-
 @lru_cache(maxsize=1)
 def _airports() -> dict:
     return airportsdata.load("IATA")
@@ -76,15 +70,6 @@ def airport_name(code: str) -> str | None:
     """The airport's name and city, e.g. "San Francisco International Airport, San Francisco"."""
     airport = _airports().get(code)
     return f"{airport['name']}, {airport['city']}" if airport else None
-
-
-def airport_timezone(code: str) -> ZoneInfo | None:
-    """The airport's time zone, when airportsdata knows it."""
-    airport = _airports().get(code)
-    try:
-        return ZoneInfo(airport["tz"]) if airport and airport.get("tz") else None
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def _shown(raw: str) -> str:
@@ -140,17 +125,22 @@ def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
     return codes[0], None
 
 
-def _date(raw: str, label: str, today: dt.date) -> tuple[dt.date | None, str | None]:
+def _date(raw: str, label: str) -> tuple[dt.date | None, str | None]:
     try:
-        day = dt.date.fromisoformat(raw)
+        return dt.date.fromisoformat(raw), None
     except ValueError:
         return None, f"{label} must be a date as YYYY-MM-DD, got {_shown(raw)}"
+
+
+def _date_problem(day: dt.date, label: str, origin: str | None, now: dt.datetime | None) -> str | None:
+    """Why a trip from `origin` cannot be on `day`: past or too far ahead, by the date at the origin."""
+    today = today_at(origin, now)
+    where = f"at {origin}" if origin and airport_timezone(origin) else "UTC"
     if day < today:
-        return None, f"{label} {day.isoformat()} is in the past (today is {today.isoformat()} UTC)"
+        return f"{label} {day.isoformat()} is in the past (today is {today.isoformat()} {where})"
     if (day - today).days > MAX_DAYS_AHEAD:
-        return None, (f"{label} {day.isoformat()} is more than {MAX_DAYS_AHEAD} days ahead; "
-                      f"fares are not sold that far out")
-    return day, None
+        return f"{label} {day.isoformat()} is more than {MAX_DAYS_AHEAD} days ahead; fares are not sold that far out"
+    return None
 
 
 def _count(raw: str, label: str, low: int) -> tuple[int | None, str | None]:
@@ -173,8 +163,9 @@ def _cabin(raw: str) -> tuple[str | None, str | None]:
     return cabin, None
 
 
-def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
-    """Check origin, destination, depart, return (and optional adults, children, cabin) against `today`.
+def parse_trip(args: Mapping[str, str], now: dt.datetime | None = None) -> Trip:
+    """Check origin, destination, depart, return (and optional adults, children, cabin); the dates against today at
+    the origin (at `now`, default the current time).
 
     Every problem is collected, not just the first, so a form can flag each field at once.
     """
@@ -188,8 +179,8 @@ def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
     values: dict[str, object] = {}
     checks = {"origin": lambda raw: _airport(raw, "origin"),
               "destination": lambda raw: _airport(raw, "destination"),
-              "depart": lambda raw: _date(raw, "departure date", today),
-              "return": lambda raw: _date(raw, "return date", today),
+              "depart": lambda raw: _date(raw, "departure date"),
+              "return": lambda raw: _date(raw, "return date"),
               "adults": lambda raw: _count(raw, "adults", 1),
               "children": lambda raw: _count(raw, "children", 0),
               "cabin": _cabin}
@@ -204,6 +195,12 @@ def parse_trip(args: Mapping[str, str], today: dt.date) -> Trip:
         else:
             values[field] = value
 
+    for field in ("depart", "return"):
+        if field in values:
+            problem = _date_problem(values[field], labels[field], values.get("origin"), now)
+            if problem:
+                problems[field] = problem
+                del values[field]
     if "origin" in values and values.get("origin") == values.get("destination"):
         problems["destination"] = f"destination must differ from origin ({values['origin']})"
     if "depart" in values and "return" in values and values["return"] < values["depart"]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pandas as pd
 import psycopg
 
-from fare_assets.show.serving import predicted_fare_rows, trip_advice_rows
+from fare_assets.show.serving import departing_from_today, predicted_fare_rows, trip_advice_rows
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import Watchlist
 from fare_assets.synthesizing.advisor import BuyWaitAdvisor
@@ -14,6 +14,7 @@ from fare_assets.synthesizing.fare_model import FareModel
 from fare_assets.synthesizing.model_files import load_published
 from webapp import create_app
 from webapp.pages import render_trip_pages
+from fare_assets.local_dates import earliest_today
 from webapp.validation import Trip
 
 
@@ -60,13 +61,12 @@ def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | N
     # The advice's route features read every trip collected since the advisor's calendar ends, departed ones too,
     # as in training (features.RouteCalendar); the tables and pages are the upcoming trips'.
     calendar = advisor.model.route_calendar if advisor is not None else None
-    read_from = now.date() if calendar is None else min(now.date(), calendar.read_from())
+    read_from = earliest_today(now) if calendar is None else min(earliest_today(now), calendar.read_from())
     observations = warehouse.observations(conn, departing_from=read_from)
-    upcoming = observations[observations["depart_date"] >= pd.Timestamp(now.date())]
+    upcoming = observations[departing_from_today(observations, now)]
     computed = {
         "trip_advice": (advisor, lambda: trip_advice_rows(advisor.model, observations, advisor.version, now, watchlist)),
-        "predicted_fares": (fare_model, lambda: predicted_fare_rows(fare_model.model, upcoming, now.date(),
-                                                                    fare_model.version, now)),
+        "predicted_fares": (fare_model, lambda: predicted_fare_rows(fare_model.model, upcoming, fare_model.version, now)),
     }
     tables, failed = {}, {}
     for table, (model, rows) in computed.items():
@@ -81,6 +81,6 @@ def refresh_serving_tables(conn: psycopg.Connection, advisor: PublishedModel | N
     # The pages are rendered from the advice and predictions just written, before anyone sees either.
     with conn.transaction():
         loaded = warehouse.load_serving_tables(conn, tables)
-        tables["trip_pages"] = render_trip_pages(create_app(), conn, watched_trips(upcoming), now.date(), now)
+        tables["trip_pages"] = render_trip_pages(create_app(), conn, watched_trips(upcoming), now)
         loaded |= warehouse.load_serving_tables(conn, {"trip_pages": tables["trip_pages"]})
     return {table: {"rows": len(rows), **loaded[table]} for table, rows in tables.items()}, failed

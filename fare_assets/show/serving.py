@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fare_assets.synthesizing.features import TRIP_KEY, trip_ids
+from fare_assets.local_dates import today_at
 
 # The page's date grid: departures and returns within this many days of the watched trip's.
 GRID_DAYS = 3
@@ -21,6 +22,13 @@ def latest_collections(observations: pd.DataFrame) -> pd.DataFrame:
     """Each watched trip's newest observation (TRIP_KEY, collected_at, currency), indexed by trip_id."""
     ordered = observations.assign(trip_id=trip_ids(observations)).sort_values(["trip_id", "collected_at"])
     return ordered.groupby("trip_id", sort=False).tail(1).set_index("trip_id")[[*TRIP_KEY, "collected_at", "currency"]]
+
+
+def departing_from_today(trips: pd.DataFrame, now: dt.datetime) -> pd.Series:
+    """Per row of `trips` (origin, depart_date), whether it departs today or later by the date at its origin, as the
+    page judges a departure past (webapp.validation.today_at)."""
+    todays = {origin: pd.Timestamp(today_at(origin, now)) for origin in trips["origin"].unique()}
+    return trips["depart_date"] >= pd.to_datetime(trips["origin"].map(todays))
 
 
 def _optional(value) -> float | None:
@@ -45,8 +53,8 @@ def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: flo
 
 def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, computed_at: dt.datetime,
                      watchlist=None) -> list[tuple]:
-    """Per watched trip departing from `computed_at`'s date, the advisor's advice at its latest collection, as
-    trip_advice rows.
+    """Per watched trip departing from `computed_at`'s date (at its origin), the advisor's advice at its latest
+    collection, as trip_advice rows.
 
     `observations` may hold departed trips too (the advisor's route calendar reads them). With the `watchlist` (a
     Watchlist), each trip's last call follows the day its collection stops.
@@ -54,7 +62,7 @@ def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, co
     if observations.empty:
         return []
     latest = latest_collections(observations)
-    latest = latest[latest["depart_date"] >= pd.Timestamp(computed_at.date())]
+    latest = latest[departing_from_today(latest, computed_at)]
     horizons = None if watchlist is None else last_call_days_ahead(latest, watchlist, advisor.last_call_days_ahead)
     advice = latest.join(advisor.advise_trips(observations, horizons), how="inner", rsuffix="_advice")
     return [(row.origin, row.destination, row.depart_date.date(), row.return_date.date(), int(row.adults),
@@ -64,8 +72,8 @@ def trip_advice_rows(advisor, observations: pd.DataFrame, model_version: str, co
             for row in advice.itertuples()]
 
 
-def grid_cells(latest: pd.DataFrame, today: dt.date) -> pd.DataFrame:
-    """The date-grid cells around every watched trip that no watched trip collects, from `today` on.
+def grid_cells(latest: pd.DataFrame, now: dt.datetime) -> pd.DataFrame:
+    """The date-grid cells around every watched trip that no watched trip collects, from today on (at its origin).
 
     One row per (route, party, cabin, depart_date, return_date) with `predicted_for`: the newest
     collection among the trips whose grid holds the cell, so a cell is predicted as quoted when its
@@ -77,8 +85,7 @@ def grid_cells(latest: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     cells = trips.loc[trips.index.repeat(len(depart_shift))].reset_index(drop=True)
     cells["depart_date"] = cells["depart_date"] + pd.to_timedelta(np.tile(depart_shift, len(trips)), unit="D")
     cells["return_date"] = cells["return_date"] + pd.to_timedelta(np.tile(return_shift, len(trips)), unit="D")
-    first = pd.Timestamp(today)
-    cells = cells[(cells["depart_date"] >= first) & (cells["return_date"] >= cells["depart_date"])]
+    cells = cells[departing_from_today(cells, now) & (cells["return_date"] >= cells["depart_date"])]
     cell_key = [*PARTY_KEY, "depart_date", "return_date"]
     cells = cells.groupby(cell_key, as_index=False)["collected_at"].max().rename(columns={"collected_at": "predicted_for"})
     collected = trips[cell_key].drop_duplicates().assign(collected=True)
@@ -86,12 +93,12 @@ def grid_cells(latest: pd.DataFrame, today: dt.date) -> pd.DataFrame:
     return cells[cells["collected"].isna()].drop(columns="collected").reset_index(drop=True)
 
 
-def predicted_fare_rows(fare_model, observations: pd.DataFrame, today: dt.date, model_version: str,
+def predicted_fare_rows(fare_model, observations: pd.DataFrame, model_version: str,
                         computed_at: dt.datetime) -> list[tuple]:
     """The fare model's cheapest total for every uncollected grid cell around the watched trips, as predicted_fares rows."""
     if observations.empty:
         return []
-    cells = grid_cells(latest_collections(observations), today)
+    cells = grid_cells(latest_collections(observations), computed_at)
     if cells.empty:
         return []
     amounts = fare_model.predict_frame(cells.rename(columns={"predicted_for": "at"}))
