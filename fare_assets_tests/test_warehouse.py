@@ -470,6 +470,8 @@ def test_an_observation_never_ranks_amounts_in_two_currencies(warehouse_dsn):
             option_row("usd-1", "200.00", search_id="q", carriers="UA"),
             option_row("eur-1", "260.00", search_id="d", carriers="AF", provider="duffel", currency="EUR"),
             option_row("eur-2", "280.00", search_id="d", carriers="KL", provider="duffel", currency="EUR"),
+            # Half an hour later the euro provider missed the sweep: the trip stays in euros.
+            option_row("usd-2", "210.00", search_id="q2", carriers="UA", collected_at=NOW + dt.timedelta(minutes=30)),
         ])
         observations = warehouse.observations(conn)
     assert observations["collected_at"].tolist() == [NOW]

@@ -695,7 +695,8 @@ WITH options AS (
 )
 SELECT {trip}, collected_at, cheapest_total, currency, option_count, carrier_count, nonstop_share, national
 FROM (
-  SELECT *, first_value(currency) OVER (PARTITION BY {trip} ORDER BY collected_at DESC, currency) AS trip_currency
+  SELECT *, first_value(currency) OVER (PARTITION BY {trip} ORDER BY provider_absent, collected_at DESC, currency)
+              AS trip_currency
   FROM (
     SELECT {trip}, collected_at, currency,
            min(cheapest)::float8 AS cheapest_total,
@@ -738,8 +739,9 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 
 # One observation per trip and collection moment, not per search: two providers' searches collected at the same
 # instant are one look at the market (the cheapest of both), and the features' windows need one row per moment. A
-# trip's observations are all in one currency, its newest collection's (the first in alphabetical order when the
-# providers quoted that collection in two), and moments quoted only in another are left out: a fare in EUR and
+# trip's observations are all in one currency, its newest collection's that no provider was missing from (the first
+# in alphabetical order when the providers quoted that collection in two; a sweep the euro provider missed does not
+# switch a trip to dollars), and moments quoted only in another are left out: a fare in EUR and
 # one in USD cannot be ranked without exchange rates, and a series switching currency would read as price moves.
 # A search without its party or cabin (the collector always records them; another producer might not) is nobody's
 # watched trip: the features and the serving tables key a trip by them, so it is left out.
