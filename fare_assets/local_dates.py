@@ -1,4 +1,4 @@
-"""Dates as a traveller at an airport lives them: today there, in its time zone (pure)."""
+"""Dates as a traveller at an airport lives them: today there, in its time zone."""
 import datetime as dt
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -7,16 +7,27 @@ import airportsdata
 
 
 @lru_cache(maxsize=1)
-def _time_zones() -> dict[str, str]:
-    return {code: airport["tz"] for code, airport in airportsdata.load("IATA").items() if airport.get("tz")}
+def airports() -> dict[str, dict]:
+    """airportsdata's airports by IATA code (name, city, country, tz, position), loaded once."""
+    return airportsdata.load("IATA")
+
+
+@lru_cache(maxsize=1)
+def _zones() -> dict[str, ZoneInfo]:
+    """Every time zone an airport is in, that zoneinfo knows."""
+    zones = {}
+    for name in {airport["tz"] for airport in airports().values() if airport.get("tz")}:
+        try:
+            zones[name] = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    return zones
 
 
 def airport_timezone(code: str) -> ZoneInfo | None:
     """The airport's time zone, when airportsdata knows it."""
-    try:
-        return ZoneInfo(_time_zones()[code]) if code in _time_zones() else None
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
+    airport = airports().get(code)
+    return _zones().get(airport.get("tz")) if airport else None
 
 
 def today_at(code: str | None, now: dt.datetime | None = None) -> dt.date:
@@ -24,6 +35,12 @@ def today_at(code: str | None, now: dt.datetime | None = None) -> dt.date:
     left, and one on it may still be bought (a traveller in Los Angeles at 17:00 is on the UTC date after)."""
     zone = airport_timezone(code) if code else None
     return (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone or dt.timezone.utc).date()
+
+
+def today_in_zones(now: dt.datetime | None = None) -> dict[str, dt.date]:
+    """Today's date in every time zone an airport is in, by the zone's name."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return {name: now.astimezone(zone).date() for name, zone in _zones().items()}
 
 
 def earliest_today(now: dt.datetime | None = None) -> dt.date:

@@ -162,10 +162,10 @@ def test_an_older_warehouse_gains_the_alert_cabin_column(warehouse_dsn):
 def test_an_alert_stays_open_through_its_departure_day_at_the_origin(alert_db):
     from webapp.alerts import open_alerts
 
-    # 07:00 UTC on the departure day is 23:00 the evening before in San Francisco and 02:00 in Boston; at 09:00 UTC
-    # it is the departure day in both.
-    first_morning = dt.datetime.combine(DEPART, dt.time(7), tzinfo=dt.timezone.utc)
+    # 05:00 UTC on the departure day is 21:00 (22:00 in summer) the evening before in San Francisco and midnight
+    # (01:00) in Boston; at 09:00 UTC it is the departure day in both.
+    first_morning = dt.datetime.combine(DEPART, dt.time(5), tzinfo=dt.timezone.utc)
     with psycopg.connect(alert_db) as conn:
         conn.execute("UPDATE price_alerts SET depart_date = %s", (DEPART - dt.timedelta(days=1),))
         assert [alert.trip.origin for alert in open_alerts(conn, first_morning)] == ["SFO"] * 3
-        assert open_alerts(conn, first_morning + dt.timedelta(hours=2)) == []
+        assert open_alerts(conn, first_morning + dt.timedelta(hours=4)) == []

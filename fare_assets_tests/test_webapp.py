@@ -366,7 +366,7 @@ def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin
     grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
     assert [(cell["depart"], cell["total"]) for cell in grid["cells"] if cell["source"] == "collected"] == [
         (str(DEPART), "300.00")]
-    # Asked for economy, the page shows the economy collection and its neighbour.
+    # Asked for economy, the page's history is the economy collection's.
     coach = client.get("/api/history", query_string=trip_query(cabin="COACH")).get_json()
     assert [point["cheapest"] for point in coach["points"]] == ["250.00"]
 
@@ -446,7 +446,7 @@ INVALID_TRIPS = [
     ({"children": "9"}, "children", "at most 9 passengers (adults + children)"),
     ({"destination": "QQQ"}, "destination", "QQQ is not a known IATA airport code"),
     ({"destination": "sfo"}, "destination", "must differ from origin"),
-    # Two days back: the day before today in UTC is still today at SFO until 08:00 UTC.
+    # Two days back: the day before today in UTC is still today at SFO until 08:00 UTC (07:00 in summer).
     ({"depart": str(TODAY - dt.timedelta(days=2))}, "depart", "is in the past (today is"),
     ({"depart": "01/12/2026"}, "depart", "YYYY-MM-DD"),
     ({"return": str(DEPART - dt.timedelta(days=1))}, "return", "is before the departure date"),

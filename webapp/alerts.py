@@ -1,6 +1,6 @@
 """Price alerts: a watched trip with a threshold, saved by the page and checked by a Dagster sensor.
 
-The checks and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and `notify_due_alerts`
+The checks (given the time) and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and `notify_due_alerts`
 (the sensor's work) touch the database.
 """
 import datetime as dt
@@ -12,11 +12,11 @@ from urllib.parse import urlencode
 import psycopg
 from psycopg.rows import tuple_row
 
+from fare_assets.local_dates import earliest_today, today_at
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
 from webapp.db import DatabaseUnavailable
 from webapp.formatting import cabin_label, utc_time
-from fare_assets.local_dates import earliest_today, today_at
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).

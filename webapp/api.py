@@ -3,11 +3,11 @@ import datetime as dt
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from fare_assets.local_dates import today_at
 from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.formatting import age_seconds, amount_text, arrival_local, trip_params
 from webapp.trip_view import advice_for, date_grid_for, insight_for, price_history, shown_trip
-from fare_assets.local_dates import today_at
 from webapp.validation import Trip, TripError, airport_name, parse_trip, suggest_airports
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -105,7 +105,7 @@ def _asked_trip() -> tuple[Trip, dt.date]:
 
 @api.get("/history")
 def trip_history():
-    """The cheapest fare of each collection of the trip, oldest first."""
+    """The cheapest fare of each collection of the trip no provider was missing from, oldest first."""
     trip, today = _asked_trip()
     conn = get_db()
     options = queries.cheapest_options_now(conn, trip, limit=1)

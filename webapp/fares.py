@@ -3,11 +3,11 @@ import datetime as dt
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from fare_assets.local_dates import earliest_today, today_at
 from webapp import alerts, queries
 from webapp.db import get_db
 from webapp.pages import render_trip_page
 from webapp.trip_view import trip_view
-from fare_assets.local_dates import earliest_today, today_at
 from webapp.validation import Trip, TripError, parse_trip
 
 fares = Blueprint("fares", __name__)
@@ -16,11 +16,11 @@ fares = Blueprint("fares", __name__)
 @fares.get("/")
 def search():
     """The search form, prefilled from the query string."""
-    return render_template("search.html", form=request.args, problems={}, today=earliest_today())
+    return render_template("search.html", form=request.args, problems={}, first_date=earliest_today())
 
 
 def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
-    page = render_trip_page(trip, trip_view(get_db(), trip, today), today, alert_problems, alert_form,
+    page = render_trip_page(trip, trip_view(get_db(), trip, today), alert_problems, alert_form,
                             alert_created=request.args.get("alert") == "created")
     return page, status
 
@@ -65,4 +65,4 @@ def routes():
 def invalid_trip(error: TripError):
     """Show the form again with each field's problem, as a 400."""
     form = request.args if request.method == "GET" else request.form
-    return render_template("search.html", form=form, problems=error.problems, today=earliest_today()), 400
+    return render_template("search.html", form=form, problems=error.problems, first_date=earliest_today()), 400

@@ -99,7 +99,8 @@ DOCUMENT = {
                                       "description": "providers that quoted the trip at the collection's moment in "
                                                      "another currency (not ranked with the options)"},
             "other_trips": {"type": "array", "items": _CHEAPEST_TRIP}}),
-        "/api/history": _trip_operation("The cheapest fare of each collection of the trip, oldest first", {
+        "/api/history": _trip_operation("The cheapest fare of each collection of the trip no provider was missing from, "
+                                        "oldest first", {
             "trip": _TRIP, "adults": {"type": "integer", "nullable": True},
             "children": {"type": "integer", "nullable": True}, "cabin": {"type": "string", "nullable": True},
             "points": {"type": "array", "items": {"type": "object", "properties": {

@@ -9,7 +9,7 @@ import datetime as dt
 import psycopg
 from psycopg import sql
 
-from fare_assets.local_dates import earliest_today
+from fare_assets.local_dates import earliest_today, today_in_zones
 from fare_assets.show.serving import GRID_DAYS
 from fare_assets.storing.warehouse import ABSENT_PROVIDER_WINDOW, FARE_TABLES, absent_until_sql, expected_until_sql
 from fare_assets.streaming.watchlist import CABINS
@@ -98,15 +98,15 @@ _ROUTE_SUMMARY = """
          route_market AS market, origin, destination, depart_date, return_date, adults, children, cabin,
          total_amount, currency, fare_collected_at, freshest_collected_at, upcoming_trips
   FROM (
-    SELECT *, collected_at AS fare_collected_at,
+    SELECT per_trip.*, collected_at AS fare_collected_at,
            max(collected_at) OVER route AS freshest_collected_at,
            count(*) OVER route AS upcoming_trips,
            first_value(currency) OVER (route ORDER BY collected_at DESC, currency) AS route_currency
     FROM ({per_trip}) AS per_trip
-    WHERE depart_date >= coalesce(
-      (SELECT (%(now)s::timestamptz AT TIME ZONE tz)::date FROM airports WHERE code = per_trip.origin),
-      (%(now)s::timestamptz AT TIME ZONE 'UTC')::date)
-    WINDOW route AS (PARTITION BY origin, destination)
+    LEFT JOIN airports ON airports.code = per_trip.origin
+    LEFT JOIN unnest(%(zones)s::text[], %(zone_todays)s::date[]) AS zone (name, today) ON zone.name = airports.tz
+    WHERE per_trip.depart_date >= coalesce(zone.today, %(utc_today)s::date)
+    WINDOW route AS (PARTITION BY per_trip.origin, per_trip.destination)
   ) AS per_trip_in_route
   WHERE currency = route_currency
   ORDER BY origin, destination, total_amount, depart_date, return_date"""
@@ -214,12 +214,15 @@ def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, lis
     """Per market, every route with trips departing today or later (at `now`, by the date at the origin): its
     freshest collection and cheapest latest fare."""
     # This reads every upcoming row; at fare-service scale it belongs on a per-trip serving table. Rows are read from
-    # the earliest date anywhere, then each trip kept from the date at its origin, from the airports dimension's time
-    # zone (the one airportsdata gives the page's checks; UTC for an airport the dimension lacks).
+    # the earliest date anywhere, then each trip kept from the date at its origin: the airports dimension names its
+    # zone (airportsdata's, as for the page's checks), whose date is worked out here as for the page; an airport the
+    # dimension lacks, or a zone zoneinfo does not know, is judged in UTC.
     per_table = _each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(""))
     per_trip = sql.SQL(_ONE_PER_TRIP).format(per_trip=sql.SQL(_WITH_ROUTE_MARKET).format(per_table=per_table))
-    rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip),
-                        {"today": earliest_today(now), "now": now}).fetchall()
+    zones = today_in_zones(now)
+    params = {"today": earliest_today(now), "zones": list(zones), "zone_todays": list(zones.values()),
+              "utc_today": now.astimezone(dt.timezone.utc).date()}
+    rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), params).fetchall()
     summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
     for row in rows:
         summaries[row["market"]].append(row)

@@ -1,12 +1,10 @@
-"""Turn a fare request's raw query parameters into a checked Trip, or say what to fix (pure)."""
+"""Turn a fare request's raw query parameters into a checked Trip, or say what to fix (pure, given the time)."""
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-import airportsdata
-
-from fare_assets.local_dates import airport_timezone, today_at
+from fare_assets.local_dates import airport_timezone, airports, today_at
 from fare_assets.streaming.watchlist import CABINS
 
 # Fare searches carry at most nine passengers (the watchlist enforces the same limits).
@@ -61,14 +59,9 @@ class Trip:
         return self.adults is None and self.children is None and self.cabin is None
 
 
-@lru_cache(maxsize=1)
-def _airports() -> dict:
-    return airportsdata.load("IATA")
-
-
 def airport_name(code: str) -> str | None:
     """The airport's name and city, e.g. "San Francisco International Airport, San Francisco"."""
-    airport = _airports().get(code)
+    airport = airports().get(code)
     return f"{airport['name']}, {airport['city']}" if airport else None
 
 
@@ -80,7 +73,7 @@ def _shown(raw: str) -> str:
 @lru_cache(maxsize=1)
 def _airports_by_city() -> dict[str, list[str]]:
     by_city: dict[str, list[str]] = {}
-    for code, airport in _airports().items():
+    for code, airport in airports().items():
         by_city.setdefault(airport["city"].casefold(), []).append(code)
     return by_city
 
@@ -91,16 +84,16 @@ def suggest_airports(text: str, limit: int = SUGGESTIONS_LIMIT) -> list[dict]:
     if not needle:
         return []
     # Without traffic figures, an exact code and then international airports are the likeliest meant.
-    by_code = sorted((code for code in _airports() if code.casefold().startswith(needle)),
+    by_code = sorted((code for code in airports() if code.casefold().startswith(needle)),
                      key=lambda code: (code.casefold() != needle,
-                                       "international" not in _airports()[code]["name"].casefold(), code)
+                                       "international" not in airports()[code]["name"].casefold(), code)
                      ) if len(needle) <= 3 else []
-    by_city = [code for code, airport in _airports().items()
+    by_city = [code for code, airport in airports().items()
                if code not in by_code and needle in airport["city"].casefold()]
-    by_name = [code for code, airport in _airports().items()
+    by_name = [code for code, airport in airports().items()
                if code not in by_code and code not in by_city and needle in airport["name"].casefold()]
-    return [{"code": code, "name": _airports()[code]["name"], "city": _airports()[code]["city"],
-             "country": _airports()[code]["country"]} for code in (by_code + by_city + by_name)[:limit]]
+    return [{"code": code, "name": airports()[code]["name"], "city": airports()[code]["city"],
+             "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:limit]]
 
 
 def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
@@ -111,11 +104,11 @@ def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
     if len(raw) == 3:
         if not (leading.isascii() and leading.isalpha()):
             return None, f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, got {_shown(raw)}"
-        if leading not in _airports():
+        if leading not in airports():
             return None, f"{label} {leading} is not a known IATA airport code"
         return leading, None
     codes = _airports_by_city().get(raw.casefold())
-    if codes is None and len(raw) > 3 and not raw[3].isalpha() and leading in _airports():
+    if codes is None and len(raw) > 3 and not raw[3].isalpha() and leading in airports():
         codes = [leading]
     if codes is None:
         return None, (f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, "

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import pandas as pd
 import psycopg
 
+from fare_assets.local_dates import earliest_today
 from fare_assets.show.serving import departing_from_today, predicted_fare_rows, trip_advice_rows
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import Watchlist
@@ -14,7 +15,6 @@ from fare_assets.synthesizing.fare_model import FareModel
 from fare_assets.synthesizing.model_files import load_published
 from webapp import create_app
 from webapp.pages import render_trip_pages
-from fare_assets.local_dates import earliest_today
 from webapp.validation import Trip
 
 

@@ -26,7 +26,7 @@ def latest_collections(observations: pd.DataFrame) -> pd.DataFrame:
 
 def departing_from_today(trips: pd.DataFrame, now: dt.datetime) -> pd.Series:
     """Per row of `trips` (origin, depart_date), whether it departs today or later by the date at its origin, as the
-    page judges a departure past (webapp.validation.today_at)."""
+    page judges a departure past (fare_assets.local_dates.today_at)."""
     todays = {origin: pd.Timestamp(today_at(origin, now)) for origin in trips["origin"].unique()}
     return trips["depart_date"] >= pd.to_datetime(trips["origin"].map(todays))
 
