@@ -1,7 +1,7 @@
 """Dates as a traveller at an airport lives them: today there, in its time zone."""
 import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import airportsdata
 
@@ -14,9 +14,10 @@ def airports() -> dict[str, dict]:
 
 @lru_cache(maxsize=1)
 def _zones() -> dict[str, ZoneInfo]:
-    """Every time zone an airport is in, that zoneinfo knows."""
+    """Every time zone of the zone database, by name: the warehouse's airports dimension, filled by the structuring
+    job's copy of airportsdata (perhaps another version), may name any."""
     zones = {}
-    for name in {airport["tz"] for airport in airports().values() if airport.get("tz")}:
+    for name in available_timezones():
         try:
             zones[name] = ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
@@ -38,7 +39,7 @@ def today_at(code: str | None, now: dt.datetime | None = None) -> dt.date:
 
 
 def today_in_zones(now: dt.datetime | None = None) -> dict[str, dt.date]:
-    """Today's date in every time zone an airport is in, by the zone's name."""
+    """Today's date in every time zone of the zone database, by the zone's name."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return {name: now.astimezone(zone).date() for name, zone in _zones().items()}
 

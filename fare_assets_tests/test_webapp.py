@@ -495,6 +495,16 @@ def test_a_departure_is_past_by_the_date_at_its_origin():
     assert earliest_today(now) == dt.date(2026, 12, 6)
 
 
+def test_the_search_forms_first_date_is_no_later_than_today_anywhere(client, load):
+    load([fare_row("a", "275.00")])
+    before = earliest_today()
+    search = page_text(client.get("/"))
+    assert any(f'name="depart" value="" min="{day}"' in search for day in (before, earliest_today()))
+    # A trip's page (stored or live) takes its first date from its own day at the origin, two days back.
+    page = page_text(client.get("/fares", query_string=trip_query()))
+    assert f'min="{today_at("SFO") - dt.timedelta(days=2)}"' in page
+
+
 def test_unknown_trip_is_an_empty_state_suggesting_collected_dates(client, load):
     load([fare_row("a", "275.00"), fare_row("b", "310.00")])
     asked = trip_query(depart=DEPART + dt.timedelta(days=1), back=RETURN + dt.timedelta(days=1))

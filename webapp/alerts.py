@@ -1,7 +1,7 @@
 """Price alerts: a watched trip with a threshold, saved by the page and checked by a Dagster sensor.
 
-The checks (given the time) and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and `notify_due_alerts`
-(the sensor's work) touch the database.
+The checks (given the time) and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and
+`notify_due_alerts` (the sensor's work) touch the database.
 """
 import datetime as dt
 from collections.abc import Mapping

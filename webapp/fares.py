@@ -20,7 +20,7 @@ def search():
 
 
 def _render_trip(trip: Trip, today: dt.date, alert_problems: dict, alert_form: dict, status: int = 200):
-    page = render_trip_page(trip, trip_view(get_db(), trip, today), alert_problems, alert_form,
+    page = render_trip_page(trip, trip_view(get_db(), trip, today), today, alert_problems, alert_form,
                             alert_created=request.args.get("alert") == "created")
     return page, status
 

@@ -15,18 +15,21 @@ import psycopg
 from flask import Flask, render_template
 from psycopg.rows import dict_row
 
-from fare_assets.local_dates import earliest_today, today_at
+from fare_assets.local_dates import today_at
 from webapp import queries
 from webapp.api import fares_document
 from webapp.trip_view import trip_view
 from webapp.validation import Trip, airport_name
 
 
-def render_trip_page(trip: Trip, view: dict, alert_problems: dict | None = None, alert_form: dict | None = None,
-                     alert_created: bool = False) -> str:
-    """The fare page of `trip` for `view` (what trip_view assembled), with the alert form's state."""
-    # The search form may ask for a trip from anywhere: its first date is the earliest anywhere.
-    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, first_date=earliest_today(),
+def render_trip_page(trip: Trip, view: dict, today: dt.date, alert_problems: dict | None = None,
+                     alert_form: dict | None = None, alert_created: bool = False) -> str:
+    """The fare page of `trip` for `view` (what trip_view assembled) on `today` (at its origin), with the alert form's
+    state."""
+    # The search form may ask for a trip from anywhere, and no airport's date is two days behind another's (UTC-12 to
+    # UTC+14): its first date depends on the page's day alone, so a stored page is the one a view would render.
+    first_date = today - dt.timedelta(days=2)
+    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, first_date=first_date,
                            origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
                            alert_problems=alert_problems or {}, alert_form=alert_form or {},
                            alert_created=alert_created, **view)
@@ -64,5 +67,5 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
                 fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)
                 collected_at = view["options"][0]["collected_at"]
                 rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date, collected_at, today,
-                             render_trip_page(trip, view), fares_json, computed_at, loaded_at))
+                             render_trip_page(trip, view, today), fares_json, computed_at, loaded_at))
     return rows

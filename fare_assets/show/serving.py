@@ -10,8 +10,8 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from fare_assets.synthesizing.features import TRIP_KEY, trip_ids
 from fare_assets.local_dates import today_at
+from fare_assets.synthesizing.features import TRIP_KEY, trip_ids
 
 # The page's date grid: departures and returns within this many days of the watched trip's.
 GRID_DAYS = 3

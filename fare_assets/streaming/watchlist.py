@@ -3,13 +3,13 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import airportsdata
 import yaml
+
+from fare_assets.local_dates import airports
 
 CABINS = ("COACH", "PREMIUM_COACH", "BUSINESS", "FIRST")
 # The watchlist chooses a provider per entry; each has a client in fare_assets.streaming.
 PROVIDERS = ("qpx", "duffel", "amadeus")
-_AIRPORTS = airportsdata.load("IATA")
 
 
 class WatchlistError(ValueError):
@@ -110,7 +110,7 @@ def _int(value, where: str, low: int, high: int) -> int:
 
 def _airport(value, where: str) -> str:
     code = str(value).upper()
-    if code not in _AIRPORTS:
+    if code not in airports():
         raise WatchlistError(f"{where}: {value!r} is not a known IATA airport code")
     return code
 
