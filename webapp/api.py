@@ -72,8 +72,7 @@ def fares_document(trip: Trip, found: dict) -> dict:
 @api.get("/fares")
 def trip_fares():
     """The trip's latest collection, cheapest first; when empty, the route's other collected trips."""
-    trip = parse_trip(request.args)
-    today = today_at(trip.origin)
+    trip, today = _asked_trip()
     # As the page: a watched trip's answer is stored by the pipeline for its newest collection (webapp/pages.py).
     stored = queries.trip_page(get_db(), trip, today, "fares_json")
     if stored is not None:
