@@ -729,6 +729,32 @@ def test_advice_is_not_given_on_a_collection_a_provider_is_missing_from(warehous
     assert "Not in this collection:" in text and "Duffel, which quoted from 260.00 USD" in text
 
 
+@pytest.mark.parametrize("duffel_total, duffel_currency, headline", [
+    ("260.00", "USD", "Not judged"),
+    ("450.00", "USD", "High price"),
+    # A quote in another currency cannot be compared: it may have been the cheaper.
+    ("450.00", "EUR", "Not judged"),
+])
+def test_the_insight_is_withheld_when_a_provider_missing_from_the_newest_collection_may_have_undercut_it(
+        client, load, duffel_total, duffel_currency, headline):
+    # QPX and Duffel quoted the trip every hour; Duffel's call failed in the newest sweep, where QPX quoted 380.00.
+    # A Duffel that was quoting 260.00 may have undercut it there; one quoting 450.00 cannot have lowered it.
+    rows = [fare_row("qpx-now", "380.00", search_id="q-now")]
+    for hours in range(1, 6):
+        at = NOW - dt.timedelta(hours=hours)
+        rows += [fare_row(f"qpx-{hours}", "300.00", search_id=f"q-{hours}", collected_at=at),
+                 fare_row(f"duffel-{hours}", duffel_total, search_id=f"d-{hours}", collected_at=at, provider="duffel",
+                          currency=duffel_currency)]
+    load(rows)
+
+    insight = client.get("/api/advice", query_string=trip_query()).get_json()["insight"]
+    assert insight["compared_with"]["own_collections"] == 5
+    assert insight["level"] == ("incomplete" if headline == "Not judged" else "high")
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert headline in text
+    assert ("Not judged: Duffel is missing from this collection" in text) == (headline == "Not judged")
+
+
 @pytest.mark.parametrize("current, reference, level, text", [
     # Fares repriced once a day, collected every 30 minutes: a fare equal to its history is typical, not low.
     ("300", ["300"] * 5, "typical", "cheaper than 0% of 5 fares"),

@@ -2,6 +2,8 @@
 import statistics
 from decimal import Decimal
 
+from webapp.formatting import provider_label
+
 # Fewer reference prices than this say little about what is typical.
 MIN_REFERENCE_PRICES = 5
 
@@ -30,3 +32,26 @@ def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: l
             "text": (f"Today's cheapest fare is {words} for this trip: cheaper than {dearer}% of "
                      f"{len(reference)} fares seen for it and for nearby dates "
                      f"(typical range {lower:,.2f}–{upper:,.2f}).")}
+
+
+def providers_that_may_undercut(current: Decimal, currency: str, absent_providers: list[dict]) -> list[str]:
+    """The providers missing from a collection whose newest quote was below its cheapest `current`, or in another
+    currency (so no one can tell): with them in it, its cheapest might have been lower."""
+    return sorted({row["provider"] for row in absent_providers
+                   if row["currency"] != currency or row["total_amount"] < current})
+
+
+def not_judged(insight: dict, providers: list[str]) -> dict:
+    """`insight` withheld: the judged collection misses `providers`, which may have undercut its cheapest fare.
+
+    Judged, its cheapest would read as high on a sweep where only the usually cheaper provider's call failed. A
+    missing provider whose last quote was dearer cannot have lowered the cheapest, so it does not withhold it.
+    """
+    if insight["level"] == "unknown":
+        return insight
+    names = " and ".join(provider_label(provider) for provider in providers)
+    verb = "is" if len(providers) == 1 else "are"
+    return {**insight, "level": "incomplete", "percentile": None,
+            "text": (f"Not judged: {names} {verb} missing from this collection, and may have quoted it cheaper, so "
+                     f"today's cheapest may be dearer than the market (typical range "
+                     f"{insight['typical_low']:,.2f}–{insight['typical_high']:,.2f}).")}

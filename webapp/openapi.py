@@ -51,7 +51,9 @@ _PROVIDER_QUOTE = {"type": "object", "properties": {
     "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
     "currency": {"type": "string"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
-    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown"]},
+    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete"],
+              "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
+                             "so it is not judged"},
     "percentile": {"type": "integer", "nullable": True},
     "typical_low": {"type": "number", "nullable": True}, "typical_high": {"type": "number", "nullable": True},
     "text": {"type": "string"}}}

@@ -6,7 +6,7 @@ import psycopg
 
 from webapp import queries
 from webapp.chart import price_chart
-from webapp.insight import price_insight
+from webapp.insight import not_judged, price_insight, providers_that_may_undercut
 from webapp.validation import Trip
 
 # Unknown party sizes are looked up as the most common search: one adult in economy.
@@ -102,16 +102,22 @@ def price_history(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> 
 
 
 def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid: dict,
-                history: list[dict] | None = None) -> dict:
-    """Today's cheapest against the trip's own earlier collections and the nearby dates' collected fares."""
+                history: list[dict] | None = None, absent_providers: list[dict] | None = None) -> dict:
+    """Today's cheapest against the trip's own earlier collections and the nearby dates' collected fares, unless a
+    provider missing from today's collection may have undercut it."""
     if history is None:
         history = price_history(conn, trip, options)["points"]
+    if absent_providers is None:
+        absent_providers = queries.provider_quotes(conn, trip, options[0])["absent_providers"]
     asked = (trip.depart_date, trip.return_date)
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None]
     # The shown collection is the fare being judged, not a reference for it.
-    earlier = [row["cheapest_total"] for row in history if row["collected_at"] < options[0]["collected_at"]]
-    return price_insight(options[0]["total_amount"], earlier, similar)
+    current = options[0]
+    earlier = [row["cheapest_total"] for row in history if row["collected_at"] < current["collected_at"]]
+    insight = price_insight(current["total_amount"], earlier, similar)
+    missing = providers_that_may_undercut(current["total_amount"], current["currency"], absent_providers)
+    return not_judged(insight, missing) if missing else insight
 
 
 def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
@@ -121,7 +127,8 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     shown = shown_trip(trip, options)
     history = price_history(conn, trip, options)
     grid = date_grid_for(conn, trip, options, today)
-    insight = insight_for(conn, trip, options, grid, history["points"]) if options else None
+    insight = (insight_for(conn, trip, options, grid, history["points"], found["absent_providers"]) if options
+               else None)
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.
     parties = [party for party in (queries.parties_collected(conn, trip, today) if options else [])
                if (party["adults"], party["children"], party["cabin"]) != (shown.adults, shown.children, shown.cabin)]
