@@ -349,14 +349,18 @@ def test_a_trip_watched_in_two_cabins_never_mixes_them(client, load):
     assert '<option value="PREMIUM_COACH" selected>Premium economy</option>' in invalid
 
 
-def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin(client, load):
+def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin(client, load, warehouse_dsn):
     # Another producer's newest search did not record its cabin; the collector's economy and business searches of
-    # an hour ago, and a neighbouring date's economy one, are other cabins' fares.
+    # an hour ago, and a neighbouring date's economy one, are other cabins' fares, as is the fare model's economy
+    # prediction for a date two days later.
     nearby = DEPART + dt.timedelta(days=1)
     load([fare_row("no-cabin", "300.00", cabin=None),
           fare_row("coach", "250.00", search_id="s-coach", collected_at=EARLIER),
           fare_row("business", "900.00", search_id="s-business", collected_at=EARLIER, cabin="BUSINESS"),
           fare_row("coach-nearby", "150.00", search_id="s-nearby", depart=nearby)])
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("INSERT INTO predicted_fares VALUES ('SFO', 'JFK', %s, %s, 1, 0, 'COACH', 111.00, %s, 'v1', %s)",
+                     (DEPART + dt.timedelta(days=2), RETURN, NOW, NOW))
     response = client.get("/fares", query_string=trip_query())
     text = page_text(response)
     assert response.status_code == 200 and "totals for 1 adult, unknown cabin" in text
@@ -366,9 +370,14 @@ def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin
     grid = client.get("/api/date-grid", query_string=trip_query()).get_json()
     assert [(cell["depart"], cell["total"]) for cell in grid["cells"] if cell["source"] == "collected"] == [
         (str(DEPART), "300.00")]
-    # Asked for economy, the page's history is the economy collection's.
+    # Economy's predictions are not its fares: its other dates stay empty, and the page says why.
+    assert {cell["source"] for cell in grid["cells"]} == {"collected", "unknown"}
+    assert "did not record their party or cabin, which the fare model predicts for" in text
+    # Asked for economy, the page's history is the economy collection's, and its grid has the prediction.
     coach = client.get("/api/history", query_string=trip_query(cabin="COACH")).get_json()
     assert [point["cheapest"] for point in coach["points"]] == ["250.00"]
+    coach_grid = client.get("/api/date-grid", query_string=trip_query(cabin="COACH")).get_json()
+    assert [cell["total"] for cell in coach_grid["cells"] if cell["source"] == "predicted"] == ["111.00"]
 
 
 def test_routes_split_national_and_international(client, load):

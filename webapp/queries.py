@@ -351,12 +351,13 @@ def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[di
     return conn.execute(query, _trip_params(trip, currency)).fetchall()
 
 
-def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str], today: dt.date,
+def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str] | None, today: dt.date,
               days: int = GRID_DAYS, currency: str | None = None) -> list[dict]:
     """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare (in `currency` when
-    given), else `party`'s prediction."""
+    given), else `party`'s prediction (none without a party)."""
     step = dt.timedelta(days=days)
-    params = {**_trip_params(trip, currency), "party_adults": party[0], "party_children": party[1], "party_cabin": party[2],
+    adults, children, cabin = party or (None, None, None)
+    params = {**_trip_params(trip, currency), "party_adults": adults, "party_children": children, "party_cabin": cabin,
               "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,
               "first_return": max(today, trip.return_date - step), "last_return": trip.return_date + step}
     query = sql.SQL(_DATE_GRID).format(newest_per_table=_each_table(_NEWEST_CHEAPEST))

@@ -64,7 +64,11 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
 def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date) -> dict:
     """The ±3-day grid: collected cheapest fares, and the fare model's precomputed ones where nothing was collected."""
     shown = shown_trip(trip, options)
-    party = (shown.adults or DEFAULT_PARTY[0], shown.children or DEFAULT_PARTY[1], shown.cabin or DEFAULT_PARTY[2])
+    # A shown collection that did not record its party or cabin (another producer's search) is no party the fare
+    # model predicts for: one adult's economy prediction in its grid would read as its own fare.
+    party_unrecorded = shown.exact_party and None in (shown.adults, shown.children, shown.cabin)
+    party = None if party_unrecorded else (shown.adults or DEFAULT_PARTY[0], shown.children or DEFAULT_PARTY[1],
+                                           shown.cabin or DEFAULT_PARTY[2])
     if not options:
         # A trip never collected has no party of its own: its grid reads the predictions' party for collected cells
         # too, so it never shows another party's or cabin's fares.
@@ -87,7 +91,7 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
     # "Available" as the page means it: every date never collected has a prediction to show.
     predicted = all(cell["predicted_amount"] is not None for cell in uncollected)
     return {"cells": cells, "departs": departs, "returns": returns, "by_pair": by_pair,
-            "cheapest": cheapest, "model_available": predicted}
+            "cheapest": cheapest, "model_available": predicted, "party_unrecorded": party_unrecorded}
 
 
 def price_history(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
