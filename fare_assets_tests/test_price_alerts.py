@@ -33,7 +33,8 @@ def alert_db(warehouse_dsn, monkeypatch, load_quietly):
     monkeypatch.setenv("FARES_WEB_PUBLIC_URL", "https://fares.example")
     load_quietly(history_rows(["310.00", "240.00"]))
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
-    for threshold, currency in (("250", "USD"), ("200", "USD"), ("250", "EUR")):
+    # The third names no currency and takes the trip's (USD): 240.00 is not below 230.00.
+    for threshold, currency in (("250", "USD"), ("200", "USD"), ("230", None)):
         assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
                                                 "currency": currency}).status_code == 201
     # An alert for a trip nobody collected is never due.
@@ -108,7 +109,8 @@ def test_an_alert_compares_fares_in_its_own_currency(warehouse_dsn, monkeypatch,
                   fare_row("duffel-eur", "230.00", search_id="d1", provider="duffel", currency="EUR")])
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     for threshold in ("250", "235"):
-        assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold}).status_code == 201
+        assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
+                                                "currency": "USD"}).status_code == 201
     with webhook() as receiver:
         monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
         assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
@@ -169,3 +171,33 @@ def test_an_alert_stays_open_through_its_departure_day_at_the_origin(alert_db):
         conn.execute("UPDATE price_alerts SET depart_date = %s", (DEPART - dt.timedelta(days=1),))
         assert [alert.trip.origin for alert in open_alerts(conn, first_morning)] == ["SFO"] * 3
         assert open_alerts(conn, first_morning + dt.timedelta(hours=4)) == []
+
+
+def test_an_alert_takes_its_trips_currency_and_refuses_one_it_is_never_quoted_in(warehouse_dsn, load_quietly):
+    load_quietly([fare_row("duffel-eur", "230.00", search_id="d1", provider="duffel", currency="EUR")])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    response = client.post("/api/alerts", json={**trip_query(), "threshold": "250"})
+    assert response.status_code == 201 and response.get_json()["currency"] == "EUR"
+    for currency in ("USD", "uss"):
+        response = client.post("/api/alerts", json={**trip_query(), "threshold": "250", "currency": currency})
+        assert response.status_code == 400
+        assert response.get_json()["fields"] == {"currency": f"this trip's fares are quoted in EUR, never in "
+                                                             f"{currency.upper()}: an alert in {currency.upper()} "
+                                                             "would never be met"}
+    # The page's form says so beside the form, keeping the trip.
+    response = client.post("/alerts", data={**trip_query(), "threshold": "250", "currency": "USD"})
+    assert response.status_code == 400 and "quoted in EUR, never in USD" in response.get_data(as_text=True)
+
+
+def test_an_alert_is_not_spent_on_a_fare_more_than_a_day_old(warehouse_dsn, monkeypatch, load_quietly):
+    # The provider has failed for two days: its last fare, 240.00, may be gone.
+    load_quietly(history_rows(["310.00", "240.00"], last=NOW - dt.timedelta(days=2)))
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    assert client.post("/api/alerts", json={**trip_query(), "threshold": "250"}).status_code == 201
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "no price alert is below" in tick(warehouse_dsn).skip_message
+        # A fresh collection at 245.00 meets it.
+        load_quietly([fare_row("fresh", "245.00", search_id="fresh")])
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    assert [payload["total"] for payload in receiver.payloads] == ["245.00"]

@@ -380,6 +380,20 @@ def test_a_search_without_a_cabin_is_shown_as_unknown_and_apart_from_every_cabin
     assert [cell["total"] for cell in coach_grid["cells"] if cell["source"] == "predicted"] == ["111.00"]
 
 
+def test_a_search_without_its_party_reads_unknown_party_and_advice_keeps_its_currency_code(client, load,
+                                                                                          warehouse_dsn):
+    later, back = DEPART + dt.timedelta(days=10), RETURN + dt.timedelta(days=10)
+    load([fare_row("no-party", "300.00", adults=None, cabin=None, depart=later, back=back),
+          fare_row("eur", "280.00", search_id="s-eur", currency="EUR")])
+    unrecorded = page_text(client.get("/fares", query_string=trip_query(depart=later, back=back)))
+    assert "totals for unknown party, unknown cabin" in unrecorded and "None adult" not in unrecorded
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("INSERT INTO trip_advice VALUES ('SFO', 'JFK', %s, %s, 1, 0, 'COACH', %s, 'wait', 0.7, 0.7, 35.0,"
+                     " 'EUR', 'waiting is expected to save about 35 EUR', 'v1', %s)", (DEPART, RETURN, NOW, NOW))
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "Waiting is expected to save about 35 EUR." in text
+
+
 def test_routes_split_national_and_international(client, load):
     later_depart = DEPART + dt.timedelta(days=3)
     load([
@@ -485,9 +499,19 @@ def test_missing_fields_are_all_reported():
         parse_trip({"origin": "sfo"})
     assert set(caught.value.problems) == {"destination", "depart", "return"}
     assert parse_trip(trip_query(origin=" lax ", destination="Jfk")) == Trip("LAX", "JFK", DEPART, RETURN)
-    # A city with one airport, or a suggestion's text, stands for its code.
+    # A city with one airport (before a comma too), or a suggestion's text, stands for its code.
     assert parse_trip(trip_query(origin="san francisco", destination="JFK – John F Kennedy")) == Trip(
         "SFO", "JFK", DEPART, RETURN)
+    assert parse_trip(trip_query(origin="San Francisco, CA", destination="JFK (New York)")).origin == "SFO"
+    # A place's name is not the code of its first three letters (NEW is New Orleans' Lakefront, DEL is Delhi).
+    for place in ("New York City", "Del Mar", "San Antonio TX"):
+        with pytest.raises(TripError) as caught:
+            parse_trip(trip_query(origin=place))
+        assert caught.value.problems == {"origin": "origin must be a 3-letter IATA airport code such as SFO, or a "
+                                                   f"city name, got {place!r}"}
+    with pytest.raises(TripError) as caught:
+        parse_trip(trip_query(destination="Los Angeles, CA"))
+    assert "has several airports (LAX, LSQ, WHP): pick one" in caught.value.problems["destination"]
 
 
 def test_a_departure_is_past_by_the_date_at_its_origin():

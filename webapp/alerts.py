@@ -3,6 +3,7 @@
 The checks (given the time) and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and
 `notify_due_alerts` (the sensor's work) touch the database.
 """
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from webapp.validation import Trip, TripError, parse_trip
 MAX_THRESHOLD = Decimal("10000000")
 # Thresholds are kept to the cent; one that rounds to nothing could never be met.
 MIN_THRESHOLD = Decimal("0.01")
+# The currency of an alert that names none, on a trip not collected yet (otherwise it takes the trip's).
+DEFAULT_CURRENCY = "USD"
 
 
 class AlertError(TripError):
@@ -31,11 +34,11 @@ class AlertError(TripError):
 
 @dataclass(frozen=True)
 class PriceAlert:
-    """Notify when the trip's cheapest fare falls below `threshold` (in `currency`)."""
+    """Notify when the trip's cheapest fare falls below `threshold` (in `currency`; None until `in_trip_currency`)."""
 
     trip: Trip
     threshold: Decimal
-    currency: str
+    currency: str | None
     alert_id: int | None = None
     # The channels that already took this alert, when another failed: a retry sends only to the others.
     notified_channels: tuple[str, ...] = ()
@@ -58,12 +61,28 @@ def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
     if threshold is None or not threshold.is_finite() or not MIN_THRESHOLD <= threshold < MAX_THRESHOLD:
         problems["threshold"] = (f"threshold must be an amount from {MIN_THRESHOLD} to below {MAX_THRESHOLD:,}, "
                                  f"such as 350, got {raw[:20]!r}")
-    currency = (texts.get("currency") or "USD").strip().upper()
-    if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
+    currency = texts.get("currency", "").strip().upper() or None
+    if currency is not None and (len(currency) != 3 or not currency.isascii() or not currency.isalpha()):
         problems["currency"] = f"currency must be a 3-letter ISO code such as USD, got {currency[:20]!r}"
     if problems:
         raise AlertError(problems)
     return PriceAlert(trip, threshold, currency)
+
+
+def in_trip_currency(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
+    """`alert` in the currency of its trip's newest collection when it names none; an AlertError when the trip's
+    fares were quoted, but never in the currency it names (nothing could meet it: "USS", or USD on a EUR trip)."""
+    newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
+    if not newest:
+        return alert if alert.currency else dataclasses.replace(alert, currency=DEFAULT_CURRENCY)
+    quoted = newest[0]["currency"]
+    if alert.currency is None:
+        return dataclasses.replace(alert, currency=quoted)
+    if alert.currency != quoted and not queries.cheapest_options_now(conn, alert.trip, limit=1,
+                                                                      currency=alert.currency):
+        raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
+                                      f"alert in {alert.currency} would never be met"})
+    return alert
 
 
 def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
@@ -102,10 +121,15 @@ def mark_channels_notified(conn: psycopg.Connection, alert_id: int, channels: li
                  " WHERE id = %s", (channels, alert_id))
 
 
-def is_due(alert: PriceAlert, cheapest: Mapping | None) -> bool:
-    """True when the latest cheapest fare is in the alert's currency and below its threshold."""
+def is_due(alert: PriceAlert, cheapest: Mapping | None, now: dt.datetime) -> bool:
+    """True when the latest cheapest fare is in the alert's currency, below its threshold and fresh at `now`.
+
+    A fare older than a day (the provider keeps failing, collection stopped before departure) may be gone: notified
+    on, the alert would be spent on a fare nobody can buy, as the page withholds advice on it too.
+    """
     return (cheapest is not None and cheapest["currency"] == alert.currency
-            and cheapest["total_amount"] < alert.threshold)
+            and cheapest["total_amount"] < alert.threshold
+            and now - cheapest["collected_at"] <= queries.ADVICE_FRESH_FOR)
 
 
 def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Alert:
@@ -145,7 +169,7 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     for alert in open_alerts(conn, now):
         options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
         cheapest = options[0] if options else None
-        if not is_due(alert, cheapest):
+        if not is_due(alert, cheapest, now):
             continue
         pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
         outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, pending)

@@ -163,8 +163,9 @@ def airports():
 def create_alert():
     """Watch a trip: notify when its cheapest fare falls below `threshold` (JSON body)."""
     body = request.get_json(silent=True)
-    watched = alerts.parse_alert(body if isinstance(body, dict) else {})
-    alert_id = alerts.save_alert(get_db(), watched)
+    conn = get_db()
+    watched = alerts.in_trip_currency(conn, alerts.parse_alert(body if isinstance(body, dict) else {}))
+    alert_id = alerts.save_alert(conn, watched)
     return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
                    currency=watched.currency), 201
 

@@ -83,8 +83,10 @@ def age(moment: dt.datetime, now: dt.datetime | None = None) -> str:
     return f"{seconds // 86400} days ago"
 
 
-def party(adults: int, children: int) -> str:
-    """'1 adult', '2 adults, 1 child'."""
+def party(adults: int | None, children: int | None) -> str:
+    """'1 adult', '2 adults, 1 child' ('unknown party' for a search that did not record it)."""
+    if adults is None:
+        return "unknown party"
     text = f"{adults} adult{'' if adults == 1 else 's'}"
     if children:
         text += f", {children} child{'' if children == 1 else 'ren'}"
@@ -108,6 +110,11 @@ def provider_label(provider: str) -> str:
     return PROVIDER_LABELS.get(provider) or provider.capitalize()
 
 
+def sentence(text: str) -> str:
+    """`text` with its first letter upper case and the rest as written (Jinja's `capitalize` lowers "EUR")."""
+    return text[:1].upper() + text[1:]
+
+
 def trip_params(row: Mapping) -> dict[str, str]:
     """The /fares query parameters that ask for the trip a result row describes."""
     return Trip(row["origin"], row["destination"], row["depart_date"], row["return_date"],
@@ -116,7 +123,7 @@ def trip_params(row: Mapping) -> dict[str, str]:
 
 def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
-    for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label, provider_label):
+    for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label, provider_label, sentence):
         app.add_template_filter(formatter)
     for helper in (trip_dates, party, trip_params, arrival_local, cabin_code):
         app.add_template_global(helper)

@@ -148,7 +148,10 @@ DOCUMENT = {
                                "children": {"type": "integer", "minimum": 0, "maximum": 8},
                                "cabin": {"type": "string", "enum": _CABIN_NAMES},
                                "threshold": {"type": "string", "example": "350"},
-                               "currency": {"type": "string", "example": "USD"}}}}}},
+                               "currency": {"type": "string", "example": "USD",
+                                            "description": "default: the currency of the trip's newest fares (USD "
+                                                           "for a trip not collected yet); one the trip's fares were "
+                                                           "never quoted in is refused"}}}}}},
             "responses": {"201": _json({"type": "object", "properties": {
                 "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"}}},
                 "the alert was saved"),

@@ -1,5 +1,6 @@
 """Turn a fare request's raw query parameters into a checked Trip, or say what to fix (pure, given the time)."""
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -96,6 +97,11 @@ def suggest_airports(text: str, limit: int = SUGGESTIONS_LIMIT) -> list[dict]:
              "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:limit]]
 
 
+# A suggestion's text: a code, then punctuation ("SFO – San Francisco…", "SFO (San Francisco)"). A code and a letter
+# after a space is a place's name ("New York City", "Del Mar"), not the code NEW or DEL.
+_SUGGESTION = re.compile(r"[A-Za-z]{3}\s*[^\sA-Za-z]")
+
+
 def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
     """A code ("sfo"), a suggestion's text ("SFO – San Francisco…") or a city with one airport."""
     if len(raw) > MAX_PLACE_LENGTH:
@@ -107,8 +113,10 @@ def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
         if leading not in airports():
             return None, f"{label} {leading} is not a known IATA airport code"
         return leading, None
-    codes = _airports_by_city().get(raw.casefold())
-    if codes is None and len(raw) > 3 and not raw[3].isalpha() and leading in airports():
+    by_city = _airports_by_city()
+    # "San Francisco, CA": the city before a comma.
+    codes = by_city.get(raw.casefold()) or by_city.get(raw.split(",")[0].strip().casefold())
+    if codes is None and _SUGGESTION.match(raw) and leading in airports():
         codes = [leading]
     if codes is None:
         return None, (f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, "
