@@ -407,10 +407,27 @@ def test_a_wrong_token_fails_without_showing_it():
     assert len(server.searches()) == 1
 
 
+def test_a_token_that_is_no_valid_header_fails_every_call_without_showing_it():
+    # A pasted two-line secret: requests refuses the header, quoting it; the error is kept in the raw lake.
+    two_lines = "duffel_test_SECRET\nTAIL"
+    with serving(FakeDuffel(TOKEN)) as server:
+        client = DuffelClient(server.url, two_lines, sleep=Sleeps())
+        first, second = client.search(ROUND_TRIP), client.search(ROUND_TRIP)
+    assert (first.failure, second.failure) == ("auth_error", "auth_error")
+    assert first.error == "duffel authentication failed: a credential is not a valid header value"
+    assert second.error == f"not called: {first.error}"
+    assert "SECRET" not in first.error + second.error and server.searches() == []
+
+
 def test_credentials_come_from_the_environment(monkeypatch):
     monkeypatch.delenv("FARES_DUFFEL_TOKEN", raising=False)
     with pytest.raises(ProviderConfigError, match="FARES_DUFFEL_TOKEN is not set"):
         duffel_client_from_env()
+    monkeypatch.setenv("FARES_DUFFEL_TOKEN", "duffel_test_SECRET\nTAIL")
+    with pytest.raises(ProviderConfigError) as refused:
+        duffel_client_from_env()
+    assert "FARES_DUFFEL_TOKEN holds a space, a line break" in str(refused.value)
+    assert "SECRET" not in str(refused.value)
     monkeypatch.setenv("FARES_DUFFEL_TOKEN", TOKEN)
     monkeypatch.setenv("FARES_DUFFEL_URL", "http://127.0.0.1:9/")
     client = duffel_client_from_env()

@@ -10,6 +10,7 @@ from fare_assets.streaming.providers import (
     FareProviderClient,
     ProviderRequest,
     env_number,
+    env_secret,
     env_setting,
     rate_limit_from_env,
 )
@@ -124,6 +125,6 @@ class AmadeusClient(FareProviderClient):
 
 def amadeus_client_from_env() -> AmadeusClient:
     """An Amadeus client from FARES_AMADEUS_CLIENT_ID / _SECRET (required), FARES_AMADEUS_URL and rate settings."""
-    return AmadeusClient(env_setting(URL_ENV, DEFAULT_URL), env_setting(CLIENT_ID_ENV), env_setting(CLIENT_SECRET_ENV),
+    return AmadeusClient(env_setting(URL_ENV, DEFAULT_URL), env_secret(CLIENT_ID_ENV), env_secret(CLIENT_SECRET_ENV),
                          max_offers=int(env_number(MAX_OFFERS_ENV, DEFAULT_MAX_OFFERS, int)),
                          rate_limiter=rate_limit_from_env(NAME, DEFAULT_RATE_PER_SECOND, DEFAULT_BURST))

@@ -89,6 +89,16 @@ def env_setting(name: str, default: str | None = None) -> str:
     return default
 
 
+def env_secret(name: str) -> str:
+    """A required credential; one with a space or a control character inside (a pasted two-line secret) is an error
+    naming the variable, not its value: sent in a header, it would fail each call with the value in the error text."""
+    value = env_setting(name)
+    if not value.isascii() or any(character.isspace() or not character.isprintable() for character in value):
+        raise ProviderConfigError(f"{name} holds a space, a line break, a control character or a non-ASCII one: "
+                                  "set it as the provider gave it, on one line")
+    return value
+
+
 def env_number(name: str, default: float, kind: type) -> float:
     text = env_setting(name, str(default))
     try:
@@ -202,6 +212,12 @@ class FareProviderClient(ABC):
                 if not error.transient:
                     # Refused credentials stay refused for this run: the next calls would only ask again.
                     self.refusal.refuse(math.inf, failed, "auth_error")
+                return CallResult(0, _ms_since(started), error=failed, failure="auth_error")
+            except requests.exceptions.InvalidHeader:
+                # Its text quotes the header's value, a credential, and the error is kept in the raw lake for good.
+                # Every call would send the same header: the rest of the run's calls are refused.
+                failed = f"{self.provider} authentication failed: a credential is not a valid header value"
+                self.refusal.refuse(math.inf, failed, "auth_error")
                 return CallResult(0, _ms_since(started), error=failed, failure="auth_error")
             except requests.RequestException as error:
                 if last:
