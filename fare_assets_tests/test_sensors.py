@@ -5,9 +5,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from dagster import (DagsterInstance, DefaultScheduleStatus, DefaultSensorStatus, Definitions, SensorDefinition,
-                     build_sensor_context, materialize)
+from dagster import (DagsterInstance, DagsterRunStatus, DefaultScheduleStatus, DefaultSensorStatus, Definitions,
+                     SensorDefinition, build_schedule_context, build_sensor_context, instance_for_test, materialize)
+from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster_aws.s3 import S3Resource
 from moto import mock_aws
 
@@ -19,6 +21,7 @@ from fare_assets.settings import PROJECT_ROOT, load_settings
 from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import partial_object_path, raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
+from fare_assets.streaming.assets import collect_schedule
 from fare_assets.structuring.assets import CURATED_TABLES, structured_fare_tables
 from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, SparkRunner, structuring_max_runtime_tags
 
@@ -314,6 +317,33 @@ def test_every_schedule_and_sensor_runs_from_the_first_deployment():
     assert {automation.name: automation.default_status for automation in automations} == {
         automation.name: DefaultSensorStatus.RUNNING if isinstance(automation, SensorDefinition)
         else DefaultScheduleStatus.RUNNING for automation in automations}
+
+
+@pytest.mark.parametrize("job_name, run_config, event, status", [
+    ("collect_fares", {}, DagsterEventType.RUN_ENQUEUED, DagsterRunStatus.QUEUED),
+    ("backfill_fares", {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"}, DagsterEventType.RUN_START,
+     DagsterRunStatus.STARTED),
+])
+def test_a_collection_slot_is_skipped_while_a_collection_is_queued_or_running(job_name, run_config, event, status):
+    defs = build_defs(local_resources())
+    with instance_for_test() as instance:
+        assert len(collect_schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests) == 1
+        # As the daemon would create it from the code location (a queued run must name where its job is).
+        origin = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("fare_assets"), "__repository__")
+        run = instance.create_run_for_job(defs.resolve_job_def(job_name), run_config=run_config,
+                                          status=DagsterRunStatus.NOT_STARTED,
+                                          remote_job_origin=origin.get_job_origin(job_name))
+        instance.report_dagster_event(DagsterEvent(event.value, job_name=job_name), run_id=run.run_id)
+        assert instance.get_run_by_id(run.run_id).status == status
+        tick = collect_schedule.evaluate_tick(build_schedule_context(instance=instance))
+        assert tick.run_requests == [] and tick.skip_message == (
+            f"{job_name} run {run.run_id} is still {status.value.lower()}: this slot's sweep is skipped rather than "
+            "queued behind it")
+        # Finished, or created and never launched, a run holds nothing back.
+        instance.report_run_failed(run)
+        instance.create_run_for_job(defs.resolve_job_def(job_name), run_config=run_config,
+                                    status=DagsterRunStatus.NOT_STARTED)
+        assert len(collect_schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests) == 1
 
 
 def test_the_instance_purges_old_ticks_and_its_config_is_valid(monkeypatch):

@@ -1,8 +1,9 @@
 """Streaming: collect fare quotes for the watchlist and deliver them to the lake's landing prefix."""
 import datetime as dt
 
-from dagster import (AssetExecutionContext, Config, DefaultScheduleStatus, MaterializeResult, RunConfig,
-                     ScheduleDefinition, asset, config_mapping, define_asset_job)
+from dagster import (AssetExecutionContext, Config, DagsterRunStatus, DefaultScheduleStatus, MaterializeResult,
+                     RunConfig, RunRequest, RunsFilter, ScheduleEvaluationContext, SkipReason, asset, config_mapping,
+                     define_asset_job, schedule)
 
 from fare_assets.resources import FareSourceResource, LakeResource
 from fare_assets.run_limits import max_runtime_tags
@@ -122,11 +123,6 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
 
 collect_job = define_asset_job("collect_fares", selection=[raw_fare_quotes], tags=max_runtime_tags(),
                                description="One collection sweep of the watchlist (or a backfill with config).")
-# Fares move during the day; 30 minutes is the platform's collection cadence.
-# Running from the first deployment, as the sensors are: a platform that collects only once someone finds the
-# switch in the UI serves stale fares meanwhile.
-collect_schedule = ScheduleDefinition(job=collect_job, cron_schedule="*/30 * * * *", name="collect_every_30_minutes",
-                                      default_status=DefaultScheduleStatus.RUNNING)
 
 
 class BackfillConfig(Config):
@@ -148,3 +144,28 @@ backfill_job = define_asset_job(
     description="Replay the watchlist over a past period against the market's settable clock "
                 "(X-Market-Time; the simulator honours it, a live provider answers for today).",
 )
+
+
+# A collection not finished yet. Not NOT_STARTED: a run created but never launched would hold collection back for good.
+_COLLECTING = [DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+
+
+# Fares move during the day; 30 minutes is the platform's collection cadence.
+# Running from the first deployment, as the sensors are: a platform that collects only once someone finds the
+# switch in the UI serves stale fares meanwhile.
+@schedule(job=collect_job, cron_schedule="*/30 * * * *", name="collect_every_30_minutes",
+          default_status=DefaultScheduleStatus.RUNNING)
+def collect_schedule(context: ScheduleEvaluationContext):
+    """A sweep every 30 minutes, skipped while a collection or a backfill is queued or running.
+
+    The pool holds one collection at a time: behind a sweep slower than its slot, a long backfill or a run whose worker
+    died (STARTED until its time limit fails it), each slot would queue a run, and the queue would then run back to
+    back: near-identical collections minutes apart, each spending the providers' quota.
+    """
+    for job in (collect_job, backfill_job):
+        busy = context.instance.get_run_records(RunsFilter(job_name=job.name, statuses=_COLLECTING), limit=1)
+        if busy:
+            run = busy[0].dagster_run
+            return SkipReason(f"{job.name} run {run.run_id} is still {run.status.value.lower()}: this slot's sweep "
+                              "is skipped rather than queued behind it")
+    return RunRequest()
