@@ -121,6 +121,13 @@ def main(argv=None) -> int:
     except services.MissingPrerequisite as missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
+    serving = services.serving_already(settings)
+    if serving:
+        # Runs in process skip the instance's queue and its pools: this run's structuring would rewrite the lake's
+        # partitions under the served daemon's runs.
+        print(f"error: {serving}: another `make run` is serving this project; stop it (Ctrl-C) before `make run` or "
+              "`make pipeline`, or set FARES_DAGSTER_PORT if that UI is another project's", file=sys.stderr)
+        return 2
     try:
         with services.Supervisor() as supervisor:
             supervisor.start_postgres()

@@ -66,6 +66,13 @@ def wait_for_http(url: str, seconds: float) -> bool:
     return False
 
 
+def serving_already(settings) -> str | None:
+    """What says another `make run` of this project is serving (its Dagster UI answers on FARES_DAGSTER_PORT), or
+    None."""
+    url = f"http://127.0.0.1:{settings.dagster_port}/server_info"
+    return f"a Dagster UI answers at {url}" if wait_for_http(url, 0.5) else None
+
+
 class ServiceFailed(RuntimeError):
     """A process the supervisor started exited by itself, or never answered."""
 

@@ -10,8 +10,10 @@ from fare_assets_tests.test_collector import serving
 
 
 class NotFound(BaseHTTPRequestHandler):
+    status = 404
+
     def do_GET(self) -> None:
-        self.send_response(404)
+        self.send_response(self.status)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -39,3 +41,17 @@ def test_make_run_refuses_the_aws_set_before_starting_anything(monkeypatch, caps
     monkeypatch.setenv("FARES_ENV", "aws")
     assert pipeline.main([]) == 2
     assert "not FARES_ENV=aws" in capsys.readouterr().err
+
+
+class DagsterUI(NotFound):
+    status = 200
+
+
+def test_make_run_refuses_to_start_beside_a_served_make_run(monkeypatch, capsys):
+    # Its runs in process would skip the served instance's pools and rewrite the lake's partitions under its daemon.
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), DagsterUI)) as server:
+        monkeypatch.setenv("FARES_DAGSTER_PORT", str(server.server_address[1]))
+        assert pipeline.main([]) == 2
+    error = capsys.readouterr().err
+    assert f"a Dagster UI answers at http://127.0.0.1:{server.server_address[1]}/server_info" in error
+    assert "another `make run` is serving this project" in error
