@@ -18,7 +18,8 @@ from fare_assets.resources import FareSourceResource, LakeResource, WarehouseRes
 from fare_assets import run_alerts
 from fare_assets.run_alerts import cursor_state, failed_run_alert, run_partitions
 from fare_assets.storing.lake import RAW_PREFIX
-from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes, replay_times
+from fare_assets.streaming.assets import (backfill_job, collect_job, collection_times, raw_fare_quotes,
+                                         replay_times)
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.notify import (NO_CHANNEL, AlertConfigError, AlertSettings, alert_settings_from_env,
@@ -538,6 +539,19 @@ def lake_records(tmp_path: Path) -> list[dict]:
     objects = sorted(path for path in (tmp_path / "lake" / RAW_PREFIX).rglob("*")
                      if path.is_file() and not path.name.startswith("."))
     return [json.loads(line) for path in objects for line in path.read_text().splitlines()]
+
+
+def test_a_replayed_history_keeps_to_a_grid_so_a_later_rerun_repeats_its_market_times():
+    days = [dt.datetime(2026, 11, day, tzinfo=UTC) for day in (26, 27, 28)]
+    # At 08:13 and at 17:40 the same day, two days of daily sweeps are the same midnights, then the current hour.
+    assert collection_times(2, 24, days[2].replace(hour=8, minute=13)) == [*days[1:], days[2].replace(hour=8)]
+    assert collection_times(2, 24, days[2].replace(hour=17, minute=40)) == [*days[1:], days[2].replace(hour=17)]
+    assert collection_times(2, 24, days[2]) == days
+    # Only what the warehouse does not hold yet; nothing when it holds this hour's.
+    assert collection_times(2, 24, days[2].replace(hour=9), after=days[1].replace(hour=10)) == [
+        days[2], days[2].replace(hour=9)]
+    assert collection_times(2, 24, days[2].replace(hour=9), after=days[2].replace(hour=9)) == []
+    assert collection_times(0, 24, days[2]) == [None]
 
 
 def test_replay_times_cover_the_period_and_refuse_nonsense():

@@ -1,4 +1,5 @@
 """The whole asset graph on a tiny watchlist: real market server, local Spark, real PostgreSQL."""
+import datetime as dt
 from pathlib import Path
 
 import psycopg
@@ -6,9 +7,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, EnvVar
 
 from fare_assets.definitions import build_defs
-from fare_assets.pipeline import curated_row_counts, run_pipeline
+from fare_assets.pipeline import _collected_until, curated_row_counts, run_pipeline
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
+from fare_assets.streaming.assets import collection_times
 from fare_assets.storing.lake import model_version_key, published_model_key
 from fare_assets.structuring.assets import CURATED_TABLES
 from fare_assets.synthesizing import assets as synthesizing_assets
@@ -66,6 +68,22 @@ def test_runs_read_the_warehouse_dsn_from_the_environment_and_the_definitions_ke
     dsn = defs.resources["warehouse_db"].dsn
     assert isinstance(dsn, EnvVar) and dsn == "FARES_WAREHOUSE_DSN"
     assert report.warehouse_rows["national_fares"] > 0
+
+
+def test_a_second_make_run_replays_only_what_the_warehouse_lacks(pipeline_run):
+    defs, _, _ = pipeline_run
+    # Every watched entry was collected up to the history's last sweep: the same history has nothing left to sweep,
+    # and one day later only that day.
+    end = dt.datetime(2026, 11, 28, 8, tzinfo=dt.timezone.utc)
+    until = _collected_until(defs)
+    assert dt.datetime.fromisoformat(until) == end
+    assert collection_times(60, 24, end, after=end) == []
+    assert collection_times(60, 24, end + dt.timedelta(days=1), after=end) == [
+        end.replace(hour=0) + dt.timedelta(days=1), end + dt.timedelta(days=1)]
+    # An entry never collected (a route added to the watchlist) gets the whole history.
+    with defs.resources["warehouse_db"].connect() as conn:
+        assert warehouse.collected_until(conn, [("qpx", "SFO", "JFK", 1, 0, "COACH"),
+                                                ("qpx", "BOS", "LAX", 1, 0, "COACH")]) is None
 
 
 def test_searches_match_the_calls_made(pipeline_run):

@@ -647,6 +647,30 @@ def warehouse_address(dsn: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
+# One watchlist entry's newest collection in one fare table: the key's index read backwards, stopping at the first
+# row of the entry (its options of the newest sweep come first).
+_ENTRY_NEWEST = """
+  (SELECT collected_at FROM {table}
+   WHERE provider = %s AND origin = %s AND destination = %s AND adults = %s AND children = %s AND cabin = %s
+   ORDER BY collected_at DESC LIMIT 1)"""
+
+
+def collected_until(conn: psycopg.Connection, entries: Iterable[tuple]) -> dt.datetime | None:
+    """The oldest of the entries' newest collections (each entry a (provider, origin, destination, adults, children,
+    cabin)), so every entry was collected up to it; None when one never was."""
+    ensure_schema(conn)
+    per_table = sql.SQL(" UNION ALL ").join(sql.SQL(_ENTRY_NEWEST).format(table=sql.Identifier(table))
+                                           for table in FARE_TABLES)
+    query = sql.SQL("SELECT max(collected_at) FROM ({}) AS newest").format(per_table)
+    newest = []
+    for entry in entries:
+        [(moment,)] = _rows(conn, query, list(entry) * len(FARE_TABLES))
+        if moment is None:
+            return None
+        newest.append(moment)
+    return min(newest, default=None)
+
+
 def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) -> dict[str, int]:
     """Rows per warehouse table (the fare tables unless told)."""
     ensure_schema(conn)

@@ -22,6 +22,8 @@ class CollectConfig(Config):
     history_until: str = ""
     # ISO-8601 start of the replayed history; when set it replaces history_days (the backfill_fares job sets it).
     history_start: str = ""
+    # ISO-8601 time of the newest collection already held (history_days only): the replay sweeps after it alone.
+    history_after: str = ""
 
 
 def parse_utc(text: str, name: str) -> dt.datetime:
@@ -33,12 +35,28 @@ def parse_utc(text: str, name: str) -> dt.datetime:
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
-def collection_times(history_days: float, every_hours: float, now: dt.datetime) -> list[dt.datetime | None]:
-    """Market times to sweep at: the past `history_days` every `every_hours`, or just now (None)."""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def collection_times(history_days: float, every_hours: float, now: dt.datetime,
+                     after: dt.datetime | None = None) -> list[dt.datetime | None]:
+    """Market times to sweep at: the past `history_days` on a grid of `every_hours` from the epoch, then the current
+    hour, leaving out those up to `after` (collected already); or just now (None).
+
+    On a grid from the epoch rather than from now, a second `make run` later that day replays the same market times:
+    its searches repeat their ids and the warehouse keeps one copy, instead of gaining a second daily collection at
+    another hour (the market reprices once a day, so it would repeat every fare).
+    """
     if history_days <= 0:
         return [None]
-    return replay_times(now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=history_days), now,
-                        every_hours)
+    if every_hours <= 0:
+        raise ValueError(f"every_hours must be positive, not {every_hours!r}")
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    step = dt.timedelta(hours=every_hours)
+    # The first grid time at or after the history's start (a floor division of the negated span rounds up).
+    first = _EPOCH - ((_EPOCH - (hour - dt.timedelta(days=history_days))) // step) * step
+    times = [moment for moment in replay_times(first, hour, every_hours) if moment < hour] if first <= hour else []
+    return [moment for moment in [*times, hour] if after is None or moment > after]
 
 
 def replay_times(start: dt.datetime, end: dt.datetime, every_hours: float) -> list[dt.datetime]:
@@ -60,7 +78,8 @@ def sweep_times(config: CollectConfig, now: dt.datetime) -> list[dt.datetime | N
     """Market times the config asks for (None: the live sweep, at the real time)."""
     if config.history_start:
         return replay_times(parse_utc(config.history_start, "history_start"), now, config.every_hours)
-    return collection_times(config.history_days, config.every_hours, now)
+    after = parse_utc(config.history_after, "history_after") if config.history_after else None
+    return collection_times(config.history_days, config.every_hours, now, after)
 
 
 # Raw is the platform's source of truth: every later table can be rebuilt from it.
