@@ -14,7 +14,7 @@ from dagster import (AssetMaterialization, DagsterInstance, RunRequest, SkipReas
 from fare_assets.definitions import build_defs
 from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
 from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_serving_tables
-from fare_assets.show.serving import grid_cells, latest_collections
+from fare_assets.show.serving import grid_cells, last_call_days_ahead, latest_collections
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
@@ -403,6 +403,17 @@ def test_advice_is_the_last_call_when_the_watchlist_stops_collecting_the_trip(lo
     # An unreadable watchlist fails the collection, not the pages: the advisor's own last call is kept.
     unreadable = FareSourceResource(base_url="http://127.0.0.1:9", watchlist_path=str(tmp_path / "missing.yaml"))
     assert advice_with(unreadable) == usual
+
+
+@pytest.mark.parametrize("from_days, horizon", [(0, 1.0), (1, 1.0), (3, 3.0)])
+def test_the_last_call_only_moves_earlier_than_the_advisors_own(tmp_path, from_days, horizon):
+    # Collected on the departure day too (from: 0), the eve of departure stays a last call: "wait" then would leave
+    # hours at most to act.
+    latest = pd.DataFrame({"origin": ["SFO"], "destination": ["JFK"], "depart_date": [pd.Timestamp(DEPART)],
+                           "return_date": [pd.Timestamp(RETURN)], "adults": [1], "children": [0],
+                           "cabin": ["COACH"]}, index=["trip"])
+    watchlist = watching(tmp_path, from_days).watchlist()
+    assert last_call_days_ahead(latest, watchlist, 1.0).to_dict() == {"trip": horizon}
 
 
 def test_a_model_never_published_skips_its_table_without_failing_the_refresh(loaded, trained_models, tmp_path):

@@ -39,15 +39,17 @@ def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: flo
     """Per trip_id of `latest`, the days ahead at or below which its advice is the last call, from the watchlist.
 
     The advisor's own last call is for a trip collected until the day before departure; an entry that stops
-    collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never "wait". A trip no
-    entry watches any more (the watchlist changed) gets infinity: no later collection will follow its advice.
+    collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never "wait". One collecting
+    on the departure day too (`from: 0`) keeps the advisor's own: a traveller told to wait on its eve would have hours
+    at most to act. A trip no entry watches any more (the watchlist changed) gets infinity: no later collection will
+    follow its advice.
     """
     horizons = {}
     for trip_id, row in zip(latest.index, latest.itertuples()):
         last_day = watchlist.last_collection_days_ahead(row.origin, row.destination, row.depart_date.date(),
                                                         row.return_date.date(), int(row.adults), int(row.children),
                                                         row.cabin)
-        horizons[trip_id] = np.inf if last_day is None else advisor_last_call + last_day - 1
+        horizons[trip_id] = np.inf if last_day is None else advisor_last_call + max(last_day - 1, 0)
     return pd.Series(horizons, dtype=float)
 
 
