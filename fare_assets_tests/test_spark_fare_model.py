@@ -25,7 +25,8 @@ def observations() -> pd.DataFrame:
     odd[["origin", "destination"]] = [("DEN", "ATL"), ("SFO", "JFK"), ("LAX", "ORD")]
     odd["carrier_count"] = [np.nan, np.nan, 2.0]
     odd["nonstop_share"] = [0.5, np.nan, np.nan]
-    odd["national"] = [np.nan, True, np.nan]
+    # SFO-JFK's collection held an option via Canada: not national there, as a grid cell never knows.
+    odd["national"] = [np.nan, False, np.nan]
     return frame, odd
 
 
@@ -57,6 +58,7 @@ def test_the_spark_design_matrix_and_route_tables_are_the_pandas_ones(spark, few
                                    rtol=1e-12, equal_nan=True, err_msg=column)
     # The odd rows exercise every fallback: an unseen route, the route's usual mix, the overall median, countries.
     assert np.isnan(matrix["route_code"].iloc[-3]) and matrix["national"].iloc[-3] == 1.0
+    assert matrix["national"].iloc[-2] == 1.0
     assert matrix["carrier_count"].iloc[-2] == expected.route_defaults.loc["SFO-JFK", "carrier_count"]
 
 

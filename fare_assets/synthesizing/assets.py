@@ -93,6 +93,9 @@ def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: 
     observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)
+    # Published refit on every observation, its metrics the holdout estimate of that fit: the page predicts the dates
+    # nearest the newest departures, which the evaluated model never learned. (The advisor publishes its evaluated
+    # model: its threshold and calibration are fitted on the part a refit would train on.)
     save_version(lake, FARE_MODEL, version, fit_fare_model(observations, engine), evaluation.metrics, charts)
     return MaterializeResult(metadata={"version": version, "engine": engine, "observations": _count(observations),
                                        **evaluation.metrics, **_chart_metadata(charts)})

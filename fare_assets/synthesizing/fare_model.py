@@ -80,8 +80,9 @@ class FareModel:
         matrix = pd.DataFrame(index=rows.index)
         matrix["route_code"] = routes.map(self.route_codes).astype(float)
         matrix["distance_km"] = route_distances_km(rows["origin"], rows["destination"])
-        national = rows["national"] if "national" in rows else pd.Series(np.nan, index=rows.index)
-        matrix["national"] = national.astype(float).fillna(pd.Series(_national(rows), index=rows.index))
+        # From the airports, never an observation's own flag: a collection of a US route holding an option via Canada
+        # is not national there, a hint of its fare a grid cell never collected does not have.
+        matrix["national"] = _national(rows)
         matrix["days_ahead"] = (depart.dt.tz_localize("UTC") - at) / pd.Timedelta(days=1)
         matrix["depart_weekday"] = depart.dt.weekday
         matrix["return_weekday"] = back.dt.weekday.astype(float)
@@ -116,7 +117,7 @@ class FareModel:
 
     def predict_frame(self, rows: pd.DataFrame) -> np.ndarray:
         """Predicted cheapest total for each row: origin, destination, depart_date, return_date, at, adults,
-        children, cabin, and optionally national, carrier_count, nonstop_share."""
+        children, cabin, and optionally carrier_count, nonstop_share."""
         if self.regressor is None:
             raise RuntimeError("the fare model is not trained: call fit() or FareModel.load()")
         matrix = self.design_matrix(rows)

@@ -40,13 +40,12 @@ def design_matrix(model: FareModel, rows: DataFrame) -> DataFrame:
     added (replacing any column of the same name)."""
     routes = _route_table(rows)
     route, depart, back = _route(), F.col("depart_date"), F.col("return_date")
-    national = F.col("national").cast("double") if "national" in rows.columns else F.lit(None).cast("double")
     features = {
         "route_code": _lookup(model.route_codes, route).cast("double"),
         "distance_km": _lookup({name: float(km) for name, km in routes["distance_km"].dropna().items()}, route)
         .cast("double"),
-        "national": F.coalesce(national, _lookup(
-            {name: float(flag) for name, flag in routes["airports_national"].dropna().items()}, route)),
+        "national": _lookup({name: float(flag) for name, flag in routes["airports_national"].dropna().items()}, route)
+        .cast("double"),
         "days_ahead": (F.unix_date(depart).cast("double") * MICROS_PER_DAY - F.unix_micros("at")) / MICROS_PER_DAY,
         "depart_weekday": F.weekday(depart),
         "return_weekday": F.weekday(back).cast("double"),
