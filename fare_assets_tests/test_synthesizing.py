@@ -313,6 +313,36 @@ def route_departing_every_other_day(refile_days: list[int], days: int = 300) -> 
 CHANGING_REFILINGS = [*range(5, 150, 12), *range(160, 300, 30)]
 
 
+def test_the_lowest_fare_since_a_refiling_the_served_trips_alone_cannot_find_counts_from_training_s_moment():
+    # Five trips refiled on 6 January, each by its own share, then rose 6%. Trained on the 10th, the refresh of the
+    # 12th holds only the three departing from the 21st: too few to find that refiling itself.
+    start = pd.Timestamp("2027-01-01 12:00", tz="UTC")
+    trips = []
+    for depart, share in {7: 0.90, 8: 0.97, 21: 0.93, 22: 1.05, 23: 0.95}.items():
+        days = range(min(11, depart - 1))
+        trip = hand_made_trip([300.0 if day < 5 else 300 * share * (1 if day == 5 else 1.06) for day in days])
+        trip["collected_at"] = [start + pd.Timedelta(days=day) for day in days]
+        trip["depart_date"] = pd.Timestamp(2027, 1, depart).date()
+        trip["return_date"] = pd.Timestamp(2027, 1, depart + 7).date()
+        trips.append(trip)
+    observations = pd.concat(trips, ignore_index=True)
+    calendar = route_calendar(observation_features(observations[observations["collected_at"] < start.floor("D")
+                                                                + pd.Timedelta(days=10)]))
+    assert calendar.refilings.to_dict("records") == [{"origin": "SFO", "destination": "JFK",
+                                                      "day": pd.Timestamp("2027-01-06"),
+                                                      "first_seen": pd.Timestamp("2027-01-06 12:00")}]
+    served = observations[pd.to_datetime(observations["depart_date"]) >= pd.Timestamp(calendar.read_from())]
+    assert served["depart_date"].nunique() == 3
+
+    def newest(features: pd.DataFrame) -> pd.DataFrame:
+        latest = features[last_observation_mask(features).to_numpy()]
+        return latest[latest["depart_date"] >= pd.Timestamp("2027-01-21")].set_index("trip_id")[MODEL_FEATURES]
+
+    everything = newest(observation_features(observations))
+    assert everything["fare_to_min_since_refile"].to_list() == pytest.approx([1.06] * 3)
+    pd.testing.assert_frame_equal(newest(observation_features(served, calendar)), everything)
+
+
 def test_the_served_advice_reads_the_route_calendar_training_found(evaluation):
     observations = route_departing_every_other_day(CHANGING_REFILINGS)
     first_day = pd.Timestamp("2027-01-01", tz="UTC")

@@ -107,7 +107,9 @@ class RouteCalendar:
     from `complete_from` on, it holds every trip collected and finds them itself.
     """
 
-    refilings: pd.DataFrame  # origin, destination, day (UTC midnight, naive datetime64)
+    # origin, destination, day (UTC midnight, naive datetime64) and first_seen (the first collection that showed the
+    # refiling, naive UTC; absent from calendars saved before 2026-12-06)
+    refilings: pd.DataFrame
     complete_from: pd.Timestamp  # UTC midnight, naive
 
     def read_from(self) -> dt.date:
@@ -356,10 +358,11 @@ def _route_day_changes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def route_calendar(features: pd.DataFrame) -> RouteCalendar:
     """The refiling days `features` (every trip's, up to their newest collection) found, final before that day."""
-    refiled = features.loc[features["days_since_route_refile"] == 0, ROUTE_KEY]
-    days = refiled.assign(day=features["collected_at"].dt.floor("D").dt.tz_convert(None))
-    return RouteCalendar(days.drop_duplicates().sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True),
-                         features["collected_at"].max().floor("D").tz_convert(None))
+    refiled = features.loc[features["days_since_route_refile"] == 0, [*ROUTE_KEY, "collected_at"]]
+    seen = refiled["collected_at"].dt.tz_convert(None)
+    days = refiled[ROUTE_KEY].assign(day=seen.dt.floor("D"), first_seen=seen)
+    first_seen = days.groupby([*ROUTE_KEY, "day"], as_index=False, sort=True)["first_seen"].min()
+    return RouteCalendar(first_seen, features["collected_at"].max().floor("D").tz_convert(None))
 
 
 def _route_refile_calendar(so_far: pd.DataFrame, calendar: RouteCalendar | None) -> pd.DataFrame:
@@ -395,6 +398,15 @@ def _add_route_features(frame: pd.DataFrame, calendar: RouteCalendar | None) -> 
     moments = moments.merge(_route_refile_calendar(so_far, calendar), on=ROUTE_KEY + ["day"], how="left")
     keys = pd.DataFrame({"origin": frame["origin"], "destination": frame["destination"], "collected_at": frame["collected_at"]})
     route = keys.merge(moments, on=ROUTE_KEY + ["collected_at"], how="left")
+    if calendar is not None and "first_seen" in calendar.refilings:
+        # Before the calendar is complete, a refiling shows from the moment training saw it: the trips held here
+        # may be too few that day to find it, and the lowest fare since it would then leave that day's fares out.
+        seen = route[ROUTE_KEY].assign(day=route["day"].dt.tz_convert(None)).merge(
+            calendar.refilings, on=[*ROUTE_KEY, "day"], how="left")["first_seen"]
+        at = route["collected_at"].dt.tz_convert(None)
+        trained = seen.notna().to_numpy() & (at >= seen).to_numpy()
+        route["refiling_so_far"] = np.where(at < calendar.complete_from, trained,
+                                            route["refiling_so_far"].astype(bool))
     since_last = (route["day"] - route["last_refile_before"]) / pd.Timedelta(days=1)
     for column in ("route_changed_share", "route_mean_change", "route_change_dispersion", "route_refile_interval"):
         frame[column] = route[column].to_numpy(dtype=float)

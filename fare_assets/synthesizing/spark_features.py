@@ -313,11 +313,14 @@ def observation_features(observations: DataFrame) -> DataFrame:
 def route_calendar(features: DataFrame) -> RouteCalendar:
     """features.route_calendar of Spark features: the refiling days they found, final before their newest day."""
     # One pass over the features: a row per route and collection day (a few thousand) comes to the driver.
+    refiled = F.col("days_since_route_refile") == 0
     days = (features.groupBy(*ROUTE_KEY, _epoch_day(F.unix_micros("collected_at")).alias("day"))
-            .agg(F.max((F.col("days_since_route_refile") == 0).cast("int")).alias("refiled")).toPandas())
+            .agg(F.min(F.when(refiled, F.unix_micros("collected_at"))).alias("first_seen")).toPandas())
     days["day"] = pd.to_datetime(days["day"].astype("int64"), unit="D")
-    refiled = days.loc[days["refiled"] == 1, [*ROUTE_KEY, "day"]]
-    return RouteCalendar(refiled.sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True), days["day"].max())
+    found = days.loc[days["first_seen"].notna()].copy()
+    found["first_seen"] = pd.to_datetime(found["first_seen"].astype("int64"), unit="us")
+    return RouteCalendar(found[[*ROUTE_KEY, "day", "first_seen"]].sort_values([*ROUTE_KEY, "day"]).reset_index(drop=True),
+                         days["day"].max())
 
 
 def bounded_sample(frame: DataFrame, key: list[str], rows: int, seed: int = 0) -> DataFrame:
