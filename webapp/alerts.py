@@ -3,10 +3,9 @@
 The checks (given the time) and the message are pure; `save_alert`, `open_alerts`, `mark_notified` and
 `notify_due_alerts` (the sensor's work) touch the database.
 """
-import dataclasses
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
@@ -74,10 +73,10 @@ def in_trip_currency(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     fares were quoted, but never in the currency it names (nothing could meet it: "USS", or USD on a EUR trip)."""
     newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
     if not newest:
-        return alert if alert.currency else dataclasses.replace(alert, currency=DEFAULT_CURRENCY)
+        return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
     quoted = newest[0]["currency"]
     if alert.currency is None:
-        return dataclasses.replace(alert, currency=quoted)
+        return replace(alert, currency=quoted)
     if alert.currency != quoted and not queries.cheapest_options_now(conn, alert.trip, limit=1,
                                                                       currency=alert.currency):
         raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
