@@ -29,9 +29,13 @@ def register_pools(instance: DagsterInstance) -> None:
     """Give each pool the instance's limit now: the run queue only limits a pool from the pass after it first sees it.
 
     Without this, a backfill queued while the first structuring run of a fresh instance is in progress starts at once.
+    Only pools the instance lacks: on PostgreSQL storage, Dagster's insert-then-update of a known pool fails its own
+    transaction (UniqueViolation, then "current transaction is aborted"), which stopped every second `make run`.
     """
+    known = instance.event_log_storage.get_concurrency_keys()
     for pool in POOLS:
-        instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+        if pool not in known:
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
 
 
 def build_defs(resources: dict) -> Definitions:

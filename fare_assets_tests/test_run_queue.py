@@ -62,3 +62,14 @@ def test_runs_of_one_pool_start_one_at_a_time_whatever_their_job():
         instance.report_run_failed(structuring)
         assert dequeued(instance) == [backfill.run_id, serve.run_id, collect.run_id]
         assert serve_again.run_id not in dequeued(instance) and collect_again.run_id not in dequeued(instance)
+
+
+def test_a_second_make_run_registers_the_pools_again_on_postgresql_storage(warehouse_dsn):
+    # As dagster.yaml stores the instance: on PostgreSQL, registering a known pool again failed its transaction.
+    shipped = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    overrides = {"storage": {"postgres": {"postgres_url": warehouse_dsn}}, "concurrency": shipped["concurrency"]}
+    with instance_for_test(overrides=overrides) as instance:
+        register_pools(instance)
+        register_pools(instance)
+        assert {info.concurrency_key: info.slot_count for info in
+                instance.event_log_storage.get_concurrency_infos(set(POOLS)).values()} == dict.fromkeys(POOLS, 1)
