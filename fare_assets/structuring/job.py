@@ -29,6 +29,7 @@ from fare_assets.structuring.tables import (
     FACT_SCHEMAS,
     PARTITION_COLUMNS,
     conform,
+    hadoop_path,
     read_table,
     write_counted,
     write_observed,
@@ -95,7 +96,7 @@ def _command_line_files(spark: SparkSession, paths: list[str]) -> list[str]:
     depth as the assets list an hour: the local lake's objects still being written left out, no other file hidden."""
     files = []
     for path in paths:
-        filesystem, pattern = _hadoop_path(spark, path)
+        filesystem, pattern = hadoop_path(spark, path)
         matches = filesystem.globStatus(pattern) or []
         if not matches:
             raise FileNotFoundError(f"no raw file or folder at {path}")
@@ -109,13 +110,6 @@ def _command_line_files(spark: SparkSession, paths: list[str]) -> list[str]:
                 if not is_partial_object(file):
                     files.append(file)
     return files
-
-
-def _hadoop_path(spark: SparkSession, path: str):
-    """The Hadoop FileSystem and Path for `path`, so swaps work on local folders and s3a:// alike."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path
 
 
 def _landing_hour_globs(lake_root: str, landing_hours: list[str]) -> list[str]:
@@ -137,7 +131,7 @@ def _clear_landing_hours(spark: SparkSession, lake_root: str, landing_hours: lis
     if not landing_hours:
         return
     for glob in _landing_hour_globs(lake_root, landing_hours):
-        filesystem, pattern = _hadoop_path(spark, glob)
+        filesystem, pattern = hadoop_path(spark, glob)
         for status in filesystem.globStatus(pattern):
             filesystem.delete(status.getPath(), True)
 
@@ -160,8 +154,8 @@ def _upsert_dimension(spark: SparkSession, lake_root: str, table: str, fresh: Da
     swapped in. A swap interrupted between delete and rename is finished on the next run.
     """
     path = curated_table_path(lake_root, table)
-    filesystem, table_path = _hadoop_path(spark, path)
-    _, staging_path = _hadoop_path(spark, path + _STAGING_SUFFIX)
+    filesystem, table_path = hadoop_path(spark, path)
+    _, staging_path = hadoop_path(spark, path + _STAGING_SUFFIX)
     if not filesystem.exists(table_path) and filesystem.exists(staging_path):
         filesystem.rename(staging_path, table_path)
     candidates = fresh

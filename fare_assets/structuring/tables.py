@@ -128,6 +128,13 @@ def conform(frame: DataFrame, table: str) -> DataFrame:
     )
 
 
+def hadoop_path(spark: SparkSession, path: str):
+    """The Hadoop FileSystem and Path for `path`, so listings and swaps work on local folders and s3a:// alike."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(path)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
 def read_table(spark: SparkSession, lake_root: str, table: str) -> DataFrame:
     """One curated table read with its declared schema (partition columns come from the folders)."""
     return spark.read.schema(TABLE_SCHEMAS[table]).parquet(curated_table_path(lake_root, table))
