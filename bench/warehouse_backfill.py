@@ -18,7 +18,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import report  # noqa: E402
-from bench.warehouse_load import generated_rows  # noqa: E402
+from bench.warehouse_load import generated_rows, searches_of  # noqa: E402
 from fare_assets.services import free_port  # noqa: E402
 from fare_assets.storing import warehouse  # noqa: E402
 from fare_assets.storing.postgres import EmbeddedPostgres  # noqa: E402
@@ -54,7 +54,7 @@ def timed_loads(dsn: str, key: list[str], history: list[tuple], loads: list[list
             seconds = []
             for rows in [history, *loads]:
                 started = time.perf_counter()
-                warehouse.load_fares(conn, rows)
+                warehouse.load_fares(conn, rows, searches_of(rows))
                 seconds.append(time.perf_counter() - started)
                 conn.commit()
         finally:

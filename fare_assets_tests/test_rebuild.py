@@ -4,6 +4,7 @@ Also the warehouse going down during a load: a dedicated PostgreSQL cluster is s
 structuring run, the run fails naming the server (never its password), and a rerun completes it.
 """
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.partitions import range_run_tags
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
-from fare_assets.storing.lake import curated_table_path
+from fare_assets.storing.lake import RAW_PREFIX, curated_table_path, is_partial_object
 from fare_assets.storing.postgres import EmbeddedPostgres
 from fare_assets.structuring.assets import CURATED_TABLES
 from fare_assets.services import free_port
@@ -155,6 +156,40 @@ def test_a_load_outlives_a_warehouse_restart_and_gives_up_after_its_attempts(col
         if not warehouse_cluster.running():
             warehouse_cluster.start()
     assert waits == [0.5, 1.0] and len(warnings) == 2 and "attempt 2 of 4" in warnings[1]
+
+
+def test_an_option_a_restructured_hour_no_longer_yields_leaves_the_warehouse(collected):
+    # A stricter rule, played by the raw object: one search's record is now quarantined (no status).
+    defs, structure = collected
+    raw = min(path for path in Path(defs.resources["lake"].root, RAW_PREFIX).rglob("*")
+              if path.is_file() and not is_partial_object(str(path)))
+    original = raw.read_text()
+    lines = original.splitlines(keepends=True)
+    search_id = json.loads(lines[0])["search_id"]
+
+    def options_per_table() -> dict[str, int]:
+        with defs.resources["warehouse_db"].connect() as conn:
+            return {table: conn.execute(f"SELECT count(*) FROM {table} WHERE search_id = %s", (search_id,)).fetchone()[0]
+                    for table in warehouse.FARE_TABLES}
+
+    with defs.resources["warehouse_db"].connect() as conn:
+        before = warehouse_checksums(conn)
+    options = options_per_table()
+    assert sum(options.values()) > 0
+    raw.write_text(json.dumps({**json.loads(lines[0]), "status": None}) + "\n" + "".join(lines[1:]))
+    try:
+        restructured = structure()
+        assert restructured.success
+        loads = restructured.asset_materializations_for_node("warehouse_fares")
+        assert {load.asset_key.path[-1]: load.metadata["rows_withdrawn"].value for load in loads} == options
+        assert {check.check_name: check.passed for check in restructured.get_asset_check_evaluations()}[
+            "every_option_loaded"] is True
+        assert options_per_table() == {table: 0 for table in warehouse.FARE_TABLES}
+    finally:
+        raw.write_text(original)
+    assert structure().success
+    with defs.resources["warehouse_db"].connect() as conn:
+        assert warehouse_checksums(conn) == before
 
 
 def test_rebuilding_from_raw_reproduces_every_table(collected):

@@ -15,7 +15,7 @@ import pytest
 from fare_assets.storing.lake import (curated_table_path, landing_hour_of_key, partial_object_path, quarantine_path,
                                       quarantine_root, raw_object_key)
 from fare_assets.structuring.job import main, structure_raw
-from fare_assets.structuring.serving import fare_rows
+from fare_assets.structuring.serving import fare_rows, searches_held
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
 from fare_assets_tests.conftest import FIXTURES
 
@@ -759,6 +759,25 @@ def test_a_rerun_that_quarantines_nothing_removes_the_hours_old_quarantine(spark
     assert searches == {ids["fixed"]: LANDING_HOUR, ids["kept"]: LANDING_HOUR, ids["later_day_before"]: LATER_HOUR}
     (later,) = _quarantined(rerun.root, LATER_HOUR)
     assert (json.loads(later["record"])["search_id"], later["reason"]) == (ids["later_bad"], UNPRICED)
+
+
+def test_a_failed_call_is_not_among_the_searches_an_hour_holds_and_an_answer_without_options_is(spark, lake):
+    held = {row.search_id for row in searches_held(spark, str(lake.root), [LANDING_HOUR]).collect()}
+    assert lake.search_ids["failed_call"] not in held
+    assert {lake.search_ids["15_NONE_no-solutions.json"], lake.search_ids["09_USD_MIA-LGA.json"]} <= held
+
+
+def test_the_searches_an_hour_holds_are_its_answered_and_its_quarantined_ones(spark, rerun):
+    # The warehouse load withdraws the options of these searches that the hour's fare rows no longer hold.
+    def held(hours):
+        return {row.search_id: row.collected_at for row in searches_held(spark, str(rerun.root), hours).collect()}
+
+    ids, collected = rerun.search_ids, datetime.fromisoformat(COLLECTED_AT.replace("Z", "+00:00")).replace(tzinfo=None)
+    day_before = datetime.fromisoformat(DAY_BEFORE.replace("Z", "+00:00")).replace(tzinfo=None)
+    assert held([LATER_HOUR]) == {ids["later_bad"]: collected, ids["later_day_before"]: day_before}
+    # Hour 04 quarantines nothing since its rerun: it has no quarantine folder to read.
+    assert held([LANDING_HOUR]) == {ids["fixed"]: collected, ids["kept"]: collected}
+    assert set(held(None)) == set(ids.values()) - {ids["gone"]}
 
 
 def test_a_fact_partition_a_rerun_leaves_empty_is_removed_and_other_hours_stay(spark, rerun):

@@ -47,6 +47,29 @@ def test_an_option_whose_market_changed_moves_table_on_a_reload(warehouse_dsn):
         assert warehouse.table_counts(conn) == {"national_fares": 0, "international_fares": 2}
 
 
+def test_a_reload_withdraws_the_options_its_searches_no_longer_yield(warehouse_dsn):
+    # Structured again under a stricter rule, search s1 yields option a alone, and search s2 nothing (quarantined).
+    collected = fare_row("a", "1", True)[warehouse.COLUMN_NAMES.index("collected_at")]
+    other_search = [fare_row("d", "410.00", True)[:1] + ("s2",) + fare_row("d", "410.00", True)[2:]]
+    unrelated = [fare_row("e", "199.00", True)[:1] + ("s3",) + fare_row("e", "199.00", True)[2:]]
+    first = [fare_row("a", "250.10", True), fare_row("b", "900.00", False), fare_row("c", "310.00", True),
+             *other_search, *unrelated]
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.load_warehouse(conn, first, {}, searches=[("s1", collected), ("s2", collected), ("s3", collected)])
+        stamped = route_stamps(conn)
+        load = warehouse.load_warehouse(conn, [fare_row("a", "250.10", True)], {},
+                                        searches=[("s1", collected), ("s2", collected)])
+        assert load.withdrawn == {"national_fares": 2, "international_fares": 1}
+        assert sorted(option for (option,) in conn.execute(
+            "SELECT option_id FROM national_fares UNION ALL SELECT option_id FROM international_fares")) == ["a", "e"]
+        assert route_stamps(conn)[("SFO", "LHR")] > stamped[("SFO", "LHR")]
+        # A search collected at another time is another search: nothing of it is withdrawn.
+        later = collected + dt.timedelta(hours=1)
+        again = warehouse.load_warehouse(conn, [], {}, searches=[("s3", later)])
+        assert again.withdrawn == {"national_fares": 0, "international_fares": 0}
+        assert warehouse.table_counts(conn) == {"national_fares": 2, "international_fares": 0}
+
+
 def route_stamps(conn: psycopg.Connection) -> dict[tuple[str, str], dt.datetime]:
     return {(origin, destination): at for origin, destination, at in conn.execute(
         "SELECT origin, destination, loaded_at FROM route_loads")}

@@ -15,7 +15,7 @@ from fare_assets.storing import warehouse
 from fare_assets.storing.lake import export_table_path, warehouse_export_key
 from fare_assets.structuring.assets import CURATED_LAKE_POOL, FACT_TABLES
 from fare_assets.structuring.emr import SparkRunner
-from fare_assets.structuring.serving import FARES_EXPORT
+from fare_assets.structuring.serving import FARES_EXPORT, SEARCHES_EXPORT
 
 _NOTHING_VISIBLE = "The load is one transaction, so nothing of it is visible"
 
@@ -99,7 +99,8 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
                               for table, columns in warehouse.DIMENSION_COLUMNS.items()}
                 with warehouse_db.connect() as conn:
                     load = warehouse.load_warehouse(
-                        conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days)
+                        conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days,
+                        _exported_rows(folder, SEARCHES_EXPORT, [name for name, _ in warehouse.SEARCH_COLUMNS]))
                     return load, warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES), warehouse.web_role_exists(conn)
 
             # A warehouse restart or failover should not cost the hour its load: the sensor would not ask again.
@@ -113,6 +114,8 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
         except Exception as error:
             context.log.warning(f"could not remove the warehouse export {export_key}: {error}")
     context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
+    if any(load.withdrawn.values()):
+        context.log.info(f"options of searches structured again that no longer yield them, deleted: {load.withdrawn}")
     if load.reclassified:
         context.log.info(f"{load.reclassified} options changed market (national or international) and moved table")
     if load.dropped_partitions:
@@ -127,6 +130,7 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
     for table in warehouse.FARE_TABLES:
         yield MaterializeResult(asset_key=table, metadata={
             "rows_changed": load.changed[table], "rows_total": totals[table], "warehouse": address,
+            "rows_withdrawn": load.withdrawn[table],
             "dimension_rows": dimension_rows, "retention_days": retention_days,
             "partitions_dropped": MetadataValue.json(load.dropped_partitions)})
     expected = load.staged - load.past_retention

@@ -44,6 +44,8 @@ FARE_COLUMNS = [
 ]
 COLUMN_NAMES = [name for name, _ in FARE_COLUMNS]
 LOAD_COLUMNS = [*COLUMN_NAMES, "national"]
+# A search the load's landing hours hold (structured or quarantined), as the loader receives it.
+SEARCH_COLUMNS = [("search_id", "text"), ("collected_at", "timestamptz")]
 
 _NAMED_CODE = [("code", "text"), ("name", "text"), ("updated_at", "timestamptz")]
 # The curated dimensions as the page and ad hoc queries see them, keyed by `code`; the columns
@@ -453,6 +455,8 @@ class FareLoad:
     # Staged rows found in their own fare table; and rows deleted from the other one, their market having changed.
     present: int = 0
     reclassified: int = 0
+    # Rows deleted per table because their search, structured again, no longer yields them.
+    withdrawn: dict[str, int] = field(default_factory=dict)
     dropped_partitions: list[str] = field(default_factory=list)
     # Why retention dropped nothing this time although months are past it (the next load tries again).
     retention_deferred: str | None = None
@@ -484,14 +488,42 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
     return dropped
 
 
-def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple],
+def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> dict[str, int]:
+    """Delete the fare rows of `searches` (SEARCH_COLUMNS) that staging lacks; how many, per fare table.
+
+    Structuring a landing hour again replaces its curated rows: an option the rerun no longer yields (a stricter
+    rule quarantined its record, or the provider's parser reads fewer options) must leave the page too.
+    """
+    conn.execute("CREATE TEMP TABLE search_staging (search_id text, collected_at timestamptz) ON COMMIT DROP")
+    _copy_into(conn, "search_staging", SEARCH_COLUMNS, searches)
+    conn.execute("ANALYZE search_staging")
+    # The fare tables' statistics lag a large load, and the planner then guesses: the searches' time range keeps
+    # it probing their collection times in the key instead of scanning the whole history, and EXCEPT compares the
+    # rows found with staging as two sets (a nested anti join would scan staging once per row found).
+    in_range = ("collected_at BETWEEN (SELECT min(collected_at) FROM search_staging)"
+                " AND (SELECT max(collected_at) FROM search_staging)")
+    def key_of(alias: str) -> str:
+        return ", ".join(f"{alias}.{name}" for name in FARE_KEY)
+
+    withdrawn = {}
+    for table in FARE_TABLES:
+        gone = (f"SELECT {key_of('found')} FROM {table} AS found JOIN search_staging AS searched"
+                " ON (found.collected_at, found.search_id) = (searched.collected_at, searched.search_id)"
+                f" WHERE found.{in_range} EXCEPT SELECT {key_of('staged')} FROM fare_staging AS staged")
+        withdrawn[table] = _stamping_routes(conn, f"DELETE FROM {table} AS placed USING ({gone}) AS gone"
+                                                  f" WHERE placed.{in_range} AND ({key_of('placed')}) = ({key_of('gone')})"
+                                                  " RETURNING placed.origin, placed.destination")
+    return withdrawn
+
+
+def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterable[tuple],
                  retention_days: int) -> tuple[FareLoad, dt.date | None]:
     """Stage and merge fare rows; what the load did, and the oldest collection month retention keeps (or None)."""
     # A temporary table writes no WAL and has no indexes: staging costs little more than the COPY itself.
     conn.execute("CREATE TEMP TABLE fare_staging (LIKE national_fares, national boolean) ON COMMIT DROP")
     _copy_into(conn, "fare_staging", [*FARE_COLUMNS, ("national", "bool")], rows)
     [(staged,)] = _rows(conn, "SELECT count(*) FROM fare_staging")
-    load = FareLoad(changed={}, staged=staged)
+    load = FareLoad(changed={}, staged=staged, withdrawn=_withdraw_unstaged(conn, searches))
     first_kept = _first_kept_month(conn, retention_days)
     if first_kept is not None:
         # Rows of a month retention drops are not loaded: they would only be deleted again.
@@ -567,8 +599,10 @@ def retry_while_unreachable(load: Callable[[], T], attempts: int, wait_seconds: 
 
 
 def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions: Mapping[str, Iterable[tuple]],
-                   retention_days: int = 0) -> FareLoad:
+                   retention_days: int = 0, searches: Iterable[tuple] = ()) -> FareLoad:
     """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction.
+
+    `searches` (SEARCH_COLUMNS) are every search the fares' landing hours hold: their rows the fares lack are deleted.
 
     With `retention_days`, collection months wholly older than that before the newest collection are dropped,
     in a second transaction once the merge has committed.
@@ -580,7 +614,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         # before the turn (staging is created LIKE one) would deadlock with another load's partition change.
         _serialize_schema_changes(conn)
         _rekey_fare_tables(conn)
-        load, first_kept = _merge_fares(conn, fares, retention_days)
+        load, first_kept = _merge_fares(conn, fares, searches, retention_days)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
     if first_kept is not None:
@@ -626,9 +660,10 @@ def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[
     return counts
 
 
-def load_fares(conn: psycopg.Connection, rows: Iterable[tuple]) -> dict[str, int]:
-    """Merge fare rows (LOAD_COLUMNS order) into both fare tables in one transaction; rows inserted or changed."""
-    return load_warehouse(conn, rows, {}).changed
+def load_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterable[tuple] = ()) -> dict[str, int]:
+    """Merge fare rows (LOAD_COLUMNS order) of `searches` into both fare tables in one transaction; rows inserted or
+    changed."""
+    return load_warehouse(conn, rows, {}, searches=searches).changed
 
 
 def checked_dsn(dsn: str) -> str:

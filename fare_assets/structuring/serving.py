@@ -1,10 +1,13 @@
 """The warehouse projection of the curated tables: one row per trip option, ready for PostgreSQL."""
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
-from fare_assets.storing.lake import export_table_path
+from fare_assets.storing.lake import export_table_path, quarantine_path
 from fare_assets.structuring.airports import airport_reference
-from fare_assets.structuring.tables import DIMENSION_SCHEMAS, read_table, write_counted
+from fare_assets.structuring.providers.offers import succeeded
+from fare_assets.structuring.spark_compat import try_cast
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, hadoop_path, read_table, write_counted
 
 # A search delivered in two landing hours is stored twice; child rows are matched to the kept copy.
 _DELIVERY = ["option_id", "collected_date", "landing_hour"]
@@ -17,6 +20,12 @@ FARE_ROW_COLUMNS = (
 )
 # The export's folder of fare rows, beside one folder per dimension.
 FARES_EXPORT = "fares"
+# The export's folder of every search its landing hours hold, answered or quarantined: the load withdraws the
+# warehouse's options of these searches that the fare rows no longer hold (a rerun's stricter rule dropped them).
+SEARCHES_EXPORT = "searches"
+SEARCH_KEY_COLUMNS = ("search_id", "collected_at")
+# A quarantined record is kept as text (DESIGN.md "Quarantine"): its search is read back from the envelope's fields.
+_QUARANTINED_KEY = StructType([StructField(name, StringType()) for name in SEARCH_KEY_COLUMNS])
 
 
 def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
@@ -82,14 +91,42 @@ def fare_rows(spark: SparkSession, lake_root: str, landing_hours: list[str] | No
     )
 
 
+def _quarantined_searches(spark: SparkSession, lake_root: str, landing_hours: list[str] | None) -> DataFrame:
+    """The search id and collection time of each quarantined record of these landing hours that names both."""
+    hours = "*" if landing_hours is None else "{" + ",".join(landing_hours) + "}"
+    filesystem, pattern = hadoop_path(spark, quarantine_path(lake_root, hours))
+    # An hour with nothing quarantined has no folder, and Spark refuses to read a path that matches nothing.
+    folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
+    if not folders:
+        return spark.createDataFrame([], "search_id string, collected_at timestamp")
+    record = F.from_json(F.col("record"), _QUARANTINED_KEY)
+    return spark.read.schema("record string").json(folders).select(
+        record.search_id.alias("search_id"), try_cast(record.collected_at, TimestampType()).alias("collected_at"))
+
+
+def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
+    """Each search these landing hours hold as an answer or in quarantine, once: (search_id, collected_at).
+
+    A failed call never yielded options, and its search may have been answered in a later hour (a backfill rerun
+    after an outage repeats its id): it withdraws nothing.
+    """
+    structured = _read(spark, lake_root, "searches", landing_hours).where(succeeded()).select(*SEARCH_KEY_COLUMNS)
+    return (
+        structured.unionByName(_quarantined_searches(spark, lake_root, landing_hours))
+        .where(F.col("search_id").isNotNull() & F.col("collected_at").isNotNull())
+        .distinct()
+    )
+
+
 def export_for_warehouse(spark: SparkSession, lake_root: str, landing_hours: list[str] | None,
                          export_root: str) -> dict[str, int]:
     """Write what a warehouse load reads as Parquet under `export_root`; rows per table.
 
-    The fare rows of these landing hours (`fares`) and every dimension whole. The loader reads the
+    The fare rows of these landing hours (`fares`), the searches they hold (`searches`) and every dimension whole. The loader reads the
     files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the export is in S3).
     """
-    tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours)}
+    tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours),
+              SEARCHES_EXPORT: searches_held(spark, lake_root, landing_hours)}
     # A few hundred rows each: one file per dimension.
     tables.update({table: read_table(spark, lake_root, table).coalesce(1) for table in DIMENSION_SCHEMAS})
     return {
