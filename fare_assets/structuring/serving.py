@@ -1,7 +1,7 @@
 """The warehouse projection of the curated tables: one row per trip option, ready for PostgreSQL."""
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import IntegerType, StringType, StructField, StructType, TimestampType
 
 from fare_assets.storing.lake import export_table_path, quarantine_path
 from fare_assets.structuring.airports import airport_reference
@@ -24,8 +24,10 @@ FARES_EXPORT = "fares"
 # warehouse's options of these searches that the fare rows no longer hold (a rerun's stricter rule dropped them).
 SEARCHES_EXPORT = "searches"
 SEARCH_KEY_COLUMNS = ("search_id", "collected_at")
-# A quarantined record is kept as text (DESIGN.md "Quarantine"): its search is read back from the envelope's fields.
-_QUARANTINED_KEY = StructType([StructField(name, StringType()) for name in SEARCH_KEY_COLUMNS])
+# A quarantined record is kept as text (DESIGN.md "Quarantine"): its search, and whether it was an answer, are read
+# back from the envelope's fields.
+_QUARANTINED_SEARCH = StructType([StructField("search_id", StringType()), StructField("collected_at", StringType()),
+                                  StructField("status", IntegerType()), StructField("response", StringType())])
 
 
 def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
@@ -92,15 +94,21 @@ def fare_rows(spark: SparkSession, lake_root: str, landing_hours: list[str] | No
 
 
 def _quarantined_searches(spark: SparkSession, lake_root: str, landing_hours: list[str] | None) -> DataFrame:
-    """The search id and collection time of each quarantined record of these landing hours that names both."""
+    """The search id and collection time of each quarantined answer of these landing hours (a record with a response
+    and no failed status) that names both.
+
+    A 2xx the collector could not read is recorded as a failed call (no response, its `error` and `body`): like one,
+    it never yielded options, and its search may have been answered in another hour.
+    """
     hours = "*" if landing_hours is None else "{" + ",".join(landing_hours) + "}"
     filesystem, pattern = hadoop_path(spark, quarantine_path(lake_root, hours))
     # An hour with nothing quarantined has no folder, and Spark refuses to read a path that matches nothing.
     folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
     if not folders:
         return spark.createDataFrame([], "search_id string, collected_at timestamp")
-    record = F.from_json(F.col("record"), _QUARANTINED_KEY)
-    return spark.read.schema("record string").json(folders).select(
+    record = F.from_json(F.col("record"), _QUARANTINED_SEARCH)
+    answered = record.response.isNotNull() & (record.status.isNull() | record.status.between(200, 299))
+    return spark.read.schema("record string").json(folders).where(answered).select(
         record.search_id.alias("search_id"), try_cast(record.collected_at, TimestampType()).alias("collected_at"))
 
 
