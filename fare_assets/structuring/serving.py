@@ -1,10 +1,11 @@
 """The warehouse projection of the curated tables: one row per trip option, ready for PostgreSQL."""
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import StructType, TimestampType
 
 from fare_assets.storing.lake import export_table_path, quarantine_path
 from fare_assets.structuring.airports import airport_reference
+from fare_assets.structuring.envelope import ENVELOPE_SCHEMA
 from fare_assets.structuring.providers.offers import succeeded
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, hadoop_path, read_table, write_counted
@@ -26,8 +27,7 @@ SEARCHES_EXPORT = "searches"
 SEARCH_KEY_COLUMNS = ("search_id", "collected_at")
 # A quarantined record is kept as text (DESIGN.md "Quarantine"): its search, and whether it was an answer, are read
 # back from the envelope's fields.
-_QUARANTINED_SEARCH = StructType([StructField("search_id", StringType()), StructField("collected_at", StringType()),
-                                  StructField("status", IntegerType()), StructField("response", StringType())])
+_QUARANTINED_SEARCH = StructType([ENVELOPE_SCHEMA[name] for name in (*SEARCH_KEY_COLUMNS, "status", "response")])
 
 
 def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
@@ -106,10 +106,13 @@ def _quarantined_searches(spark: SparkSession, lake_root: str, landing_hours: li
     folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
     if not folders:
         return spark.createDataFrame([], "search_id string, collected_at timestamp")
-    record = F.from_json(F.col("record"), _QUARANTINED_SEARCH)
-    answered = record.response.isNotNull() & (record.status.isNull() | record.status.between(200, 299))
-    return spark.read.schema("record string").json(folders).where(answered).select(
-        record.search_id.alias("search_id"), try_cast(record.collected_at, TimestampType()).alias("collected_at"))
+    answered = F.col("response").isNotNull() & (F.col("status").isNull() | succeeded())
+    return (
+        spark.read.schema("record string").json(folders)
+        .select(F.from_json(F.col("record"), _QUARANTINED_SEARCH).alias("record")).select("record.*")
+        .where(answered)
+        .select("search_id", try_cast(F.col("collected_at"), TimestampType()).alias("collected_at"))
+    )
 
 
 def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
@@ -130,8 +133,8 @@ def export_for_warehouse(spark: SparkSession, lake_root: str, landing_hours: lis
                          export_root: str) -> dict[str, int]:
     """Write what a warehouse load reads as Parquet under `export_root`; rows per table.
 
-    The fare rows of these landing hours (`fares`), the searches they hold (`searches`) and every dimension whole. The loader reads the
-    files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the export is in S3).
+    The fare rows of these landing hours (`fares`), the searches they hold (`searches`) and every dimension whole.
+    The loader reads the files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the export is in S3).
     """
     tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours),
               SEARCHES_EXPORT: searches_held(spark, lake_root, landing_hours)}
