@@ -28,7 +28,9 @@ from fare_assets.streaming.assets import collection_times  # noqa: E402
 from fare_assets.streaming.watchlist import load_watchlist  # noqa: E402
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor  # noqa: E402
 
-# The pipeline's sweep hour: `make run` ends its history at the hour it starts; any hour gives the same UTC days.
+# The last sweep's hour: `make run` ends its history, daily sweeps at midnight UTC, with a sweep at the hour it
+# starts. At 08:00 every watched origin's date is the UTC date; at some other hours an origin's is a day behind or
+# ahead, which moves that sweep's departures (counted from the origin's date) by a day.
 END_HOUR_UTC = 8
 
 

@@ -31,6 +31,12 @@ def airport_timezone(code: str) -> ZoneInfo | None:
     return _zones().get(airport.get("tz")) if airport else None
 
 
+def day_end(code: str, day: dt.date) -> dt.datetime:
+    """When `day` ends at the airport (its next midnight there), in UTC."""
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+    return midnight.replace(tzinfo=airport_timezone(code) or dt.timezone.utc).astimezone(dt.timezone.utc)
+
+
 def today_at(code: str | None, now: dt.datetime | None = None) -> dt.date:
     """Today's date at the airport, in its time zone (UTC when unknown): a departure from it before this date has
     left, and one on it may still be bought (a traveller in Los Angeles at 17:00 is on the UTC date after)."""

@@ -352,6 +352,29 @@ def test_departure_before_the_market_day_is_refused():
         Market().search(Query("SFO", "JFK", MARKET_TIME.date() - timedelta(days=1)), MARKET_TIME, 8)
 
 
+def test_a_departure_is_sold_through_its_day_at_its_origin():
+    # 01:00 UTC on 12 October is 18:00 on 11 October in Los Angeles and 10:00 on 12 October in Tokyo.
+    at = datetime(2026, 10, 12, 1, 0, tzinfo=timezone.utc)
+    market = Market()
+    query = Query("LAX", "JFK", date(2026, 10, 11), date(2026, 10, 14))
+    # The route's fares are refiled that night (UTC), so a price of the 12th would differ from one of the 11th.
+    assert market.filing("LAX", "JFK", date(2026, 10, 12)) != market.filing("LAX", "JFK", date(2026, 10, 11))
+    evening = market.search(query, at, 50)
+    assert evening and all(option.slices[0].segments[0].flight.departs >= at + timedelta(hours=1)
+                           for option in evening)
+
+    def flights(option):
+        return tuple(segment.flight.number for piece in option.slices for segment in piece.segments)
+
+    # Priced as on its departure day: a journey costs what it cost in that UTC day's last hour.
+    afternoon = {flights(option): option.total_cents
+                 for option in market.search(query, datetime(2026, 10, 11, 23, 0, tzinfo=timezone.utc), 50)}
+    shared = [option for option in evening if flights(option) in afternoon]
+    assert shared and all(option.total_cents == afternoon[flights(option)] for option in shared)
+    with pytest.raises(PastDeparture, match=r"before today at NRT \(2026-10-12\)"):
+        market.search(Query("NRT", "LAX", date(2026, 10, 11), date(2026, 10, 14)), at, 8)
+
+
 # ---- HTTP server ----------------------------------------------------------------------------------
 
 def _post(url: str, payload: bytes, headers: dict | None = None) -> tuple[int, bytes]:

@@ -15,6 +15,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
 from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_serving_tables
 from fare_assets.show.serving import grid_cells, last_call_days_ahead, latest_collections
+from fare_assets.streaming.watchlist import load_watchlist
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
@@ -393,10 +394,12 @@ def test_advice_is_the_last_call_when_the_watchlist_stops_collecting_the_trip(lo
     # Collected until the day before departure, 40 and 41 days away: the advisor's own advice.
     usual = advice_with(watching(tmp_path, 1))
     assert usual[DEPART][0] in ("buy", "wait") and usual[NEARBY[0]][0] == "not_enough_data"
-    # Collection stopping 30 days ahead changes nothing yet; stopping 41 days ahead, this is the trips' last day.
+    # Collection stopping 30 days ahead changes nothing yet; stopping at the later trip's days ahead (at the origin,
+    # a day more than in UTC from 16:00 to midnight there), this is the trips' last day.
     assert advice_with(watching(tmp_path, 30)) == usual
     last_call = ("buy", "last collection before departure: buy now")
-    assert advice_with(watching(tmp_path, 41)) == {DEPART: last_call, NEARBY[0]: last_call}
+    stop = (NEARBY[0] - today_at("SFO", NOW)).days
+    assert advice_with(watching(tmp_path, stop)) == {DEPART: last_call, NEARBY[0]: last_call}
     # A watchlist no longer watching 7-night trips: no collection will follow the advice.
     no_longer = ("buy", "this trip is no longer collected, so no later advice will come: buy now")
     assert advice_with(watching(tmp_path, 1, nights=3)) == {DEPART: no_longer, NEARBY[0]: no_longer}
@@ -405,15 +408,25 @@ def test_advice_is_the_last_call_when_the_watchlist_stops_collecting_the_trip(lo
     assert advice_with(unreadable) == usual
 
 
-@pytest.mark.parametrize("from_days, horizon", [(0, 1.0), (1, 1.0), (3, 3.0)])
-def test_the_last_call_only_moves_earlier_than_the_advisors_own(tmp_path, from_days, horizon):
+@pytest.mark.parametrize("origin, from_days, depart, horizon", [
+    ("SFO", 0, "2027-01-15", 1 - 8 / 24), ("SFO", 1, "2027-01-15", 1 - 8 / 24), ("SFO", 3, "2027-01-15", 3 - 8 / 24),
+    ("NRT", 1, "2027-01-15", 1 + 9 / 24), ("LHR", 3, "2027-01-15", 3.0),
+    # Clocks go forward in San Francisco on 14 March at 02:00: the last days collected, 14 and 13 March, began at
+    # midnight PST.
+    ("SFO", 1, "2027-03-15", 1 - 8 / 24), ("SFO", 3, "2027-03-16", 3 - 8 / 24)])
+def test_the_last_call_only_moves_earlier_than_the_advisors_own_from_the_origins_midnight(tmp_path, origin,
+                                                                                         from_days, depart, horizon):
     # Collected on the departure day too (from: 0), the eve of departure stays a last call: "wait" then would leave
-    # hours at most to act.
-    latest = pd.DataFrame({"origin": ["SFO"], "destination": ["JFK"], "depart_date": [pd.Timestamp(DEPART)],
-                           "return_date": [pd.Timestamp(RETURN)], "adults": [1], "children": [0],
-                           "cabin": ["COACH"]}, index=["trip"])
-    watchlist = watching(tmp_path, from_days).watchlist()
-    assert last_call_days_ahead(latest, watchlist, 1.0).to_dict() == {"trip": horizon}
+    # hours at most to act. Days ahead count to UTC midnight, the watchlist's days at the origin (UTC-8 in winter).
+    depart = dt.date.fromisoformat(depart)
+    latest = pd.DataFrame({"origin": [origin], "destination": ["JFK"], "depart_date": [pd.Timestamp(depart)],
+                           "return_date": [pd.Timestamp(depart + dt.timedelta(days=7))], "adults": [1],
+                           "children": [0], "cabin": ["COACH"]}, index=["trip"])
+    path = tmp_path / "watchlist.yaml"
+    path.write_text("trips:\n  - {origin: %s, destination: JFK, nights: [7], depart_days_ahead: {from: %d, to: 60}}\n"
+                    % (origin, from_days))
+    horizons = last_call_days_ahead(latest, load_watchlist(path), 1.0).to_dict()
+    assert horizons == {"trip": pytest.approx(horizon)}
 
 
 def test_a_model_never_published_skips_its_table_without_failing_the_refresh(loaded, trained_models, tmp_path):

@@ -63,7 +63,7 @@ def test_trips_count_as_departed_as_in_pandas_once_their_departure_day_has_ended
     departures = departures_around_the_latest_collection()
     frame = spark.createDataFrame(departures.assign(depart_date=departures["depart_date"].dt.date))
     departed = {row.trip_id for row in spark_advisor.watched_to_departure(frame).select("trip_id").collect()}
-    assert departed == set(watched_to_departure(departures)["trip_id"]) == {"yesterday"}
+    assert departed == set(watched_to_departure(departures)["trip_id"]) == {"LHR 9th", "NRT 9th"}
 
 
 def test_threshold_scores_and_upsets_match_following_the_policy_in_pandas(spark_features):

@@ -138,6 +138,28 @@ def test_a_sweep_against_the_market_records_every_call(tmp_path, market_url):
     assert {r["collected_at"] for r in records} == {"2026-10-01T12:00:00Z"}
 
 
+def test_a_trip_is_collected_through_its_departure_day_at_its_origin(tmp_path, market_url):
+    # 01:00 UTC on 2 October is the evening of 1 October in Los Angeles and the morning of 2 October in Tokyo.
+    path = write_watchlist(tmp_path, """trips:
+  - {origin: LAX, destination: JFK, nights: [3], depart_days_ahead: {from: 0, to: 1}}
+  - {origin: NRT, destination: LAX, nights: [3], depart_days_ahead: {from: 0, to: 1}}
+""")
+    at = dt.datetime(2026, 10, 2, 1, tzinfo=dt.timezone.utc)
+    trips = load_watchlist(path).trips_at(at)
+    assert sorted((trip.origin, trip.depart_date.isoformat()) for trip in trips) == [
+        ("LAX", "2026-10-01"), ("LAX", "2026-10-02"), ("NRT", "2026-10-02"), ("NRT", "2026-10-03")]
+    stream = LocalDeliveryStream(tmp_path / "lake")
+    stats = sweep(trips, QpxClient(market_url), stream, at, concurrency=2)
+    stream.flush()
+    records = [json.loads(line) for key in stream.objects_written
+               for line in (tmp_path / "lake" / key).read_text().splitlines()]
+    assert len(records) == 4 and sum(stats.failures.values()) == 0 and {r["status"] for r in records} == {200}
+    [evening] = [r for r in records if r["query"]["origin"] == "LAX" and r["query"]["depart_date"] == "2026-10-01"]
+    departures = [dt.datetime.fromisoformat(option["slice"][0]["segment"][0]["leg"][0]["departureTime"])
+                  for option in evening["response"]["trips"]["tripOption"]]
+    assert departures and min(departures) >= at + dt.timedelta(hours=1)
+
+
 class CountingClient:
     """Answers every search after a pause, counting the calls per trip (the sweep's side is under test here)."""
 

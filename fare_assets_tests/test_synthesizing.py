@@ -561,16 +561,20 @@ def test_a_watchlist_whose_trips_have_not_departed_is_told_so(features):
 
 
 def departures_around_the_latest_collection() -> pd.DataFrame:
-    """Two trips, departing the day before and the day of the latest collection (2027-01-10 18:00 UTC)."""
-    at = pd.to_datetime(["2027-01-09 06:00", "2027-01-10 18:00"] * 2).tz_localize("UTC")
-    return pd.DataFrame({"trip_id": ["yesterday", "yesterday", "today", "today"], "collected_at": at,
-                         "depart_date": pd.to_datetime(["2027-01-09"] * 2 + ["2027-01-10"] * 2)})
+    """Trips departing around the latest collection, 2027-01-10 06:00 UTC: 22:00 the day before in San Francisco,
+    15:00 in Tokyo. Each is collected two days before and then."""
+    trips = {"LHR 9th": ("LHR", "2027-01-09"), "LHR 10th": ("LHR", "2027-01-10"), "SFO 9th": ("SFO", "2027-01-09"),
+             "NRT 9th": ("NRT", "2027-01-09"), "NRT 10th": ("NRT", "2027-01-10")}
+    return pd.DataFrame([{"trip_id": trip_id, "origin": origin, "depart_date": pd.Timestamp(depart),
+                          "collected_at": pd.Timestamp(at, tz="UTC")}
+                         for trip_id, (origin, depart) in trips.items()
+                         for at in ("2027-01-08 06:00", "2027-01-10 06:00")])
 
 
-def test_a_trip_departing_on_the_day_of_the_latest_collection_is_still_watched():
-    # The collector watches a trip through its departure day: today's later sweeps may still quote it.
+def test_a_trip_is_watched_until_its_departure_day_has_ended_at_its_origin():
+    # The collector watches a trip through its departure day at its origin: later sweeps that day may still quote it.
     assert watched_to_departure(departures_around_the_latest_collection())["trip_id"].unique().tolist() == [
-        "yesterday"]
+        "LHR 9th", "NRT 9th"]
 
 
 def test_splits_keep_later_departures_for_testing(evaluation):

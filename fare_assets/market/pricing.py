@@ -4,7 +4,9 @@ A search asks for a trip (origin, destination, dates, passengers, cabin) at a mo
 lists every scheduled journey real airlines could sell for it (see `network`), prices each one as it
 would be priced on the purchase day `at.date()` (UTC), and returns the cheapest itineraries. The
 same parameters, query and moment always give the same answer; prices depend on the purchase day
-through `days_ahead = depart_date - at.date()`, never on the clock time.
+through `days_ahead = depart_date - at.date()`, never on the clock time. A departure is past once its date is
+past at its origin, as an airline sells it: west of UTC its evening falls on the next UTC date, and is sold at the
+price of its departure day. No journey is sold within `MIN_MINUTES_BEFORE_DEPARTURE` of its departure.
 
 How a fare is built (every number is a `MarketParams` field, in brackets its default):
 
@@ -88,7 +90,7 @@ class MarketError(ValueError):
 
 
 class PastDeparture(MarketError):
-    """The departure date lies before the search moment's date."""
+    """The departure date lies before the search moment's date at the origin."""
 
 
 class UnknownAirport(MarketError):
@@ -355,12 +357,15 @@ class Market:
     def search(self, query: Query, at: datetime, solutions: int) -> list[Option]:
         """Up to `solutions` options for `query` as sold at moment `at`, sorted by total (cheapest first)."""
         today = purchase_day(at)
-        days_ahead = (query.depart_date - today).days
-        if days_ahead < 0:
-            raise PastDeparture(f"departure {query.depart_date} is before the market day {today}")
         for code in (query.origin, query.destination):
             if airport(code) is None:
                 raise UnknownAirport(f"unknown airport {code}")
+        local_today = at.astimezone(airport(query.origin).tz).date()
+        if query.depart_date < local_today:
+            raise PastDeparture(f"departure {query.depart_date} is before today at {query.origin} ({local_today})")
+        # A departure's evening west of UTC is on the next UTC date: priced as on its own day, its last purchase day.
+        today = min(today, query.depart_date)
+        days_ahead = (query.depart_date - today).days
         if solutions <= 0 or days_ahead > self.params.max_days_ahead:
             return []
         ticket_factor = self._ticket_factor(query, today, days_ahead)

@@ -10,7 +10,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from fare_assets.local_dates import today_at
+from fare_assets.local_dates import day_end, today_at
 from fare_assets.synthesizing.features import TRIP_KEY, trip_ids
 
 # The page's date grid: departures and returns within this many days of the watched trip's.
@@ -38,18 +38,28 @@ def _optional(value) -> float | None:
 def last_call_days_ahead(latest: pd.DataFrame, watchlist, advisor_last_call: float) -> pd.Series:
     """Per trip_id of `latest`, the days ahead at or below which its advice is the last call, from the watchlist.
 
-    The advisor's own last call is for a trip collected until the day before departure; an entry that stops
-    collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never "wait". One collecting
-    on the departure day too (`from: 0`) keeps the advisor's own: a traveller told to wait on its eve would have hours
-    at most to act. A trip no entry watches any more (the watchlist changed) gets infinity: no later collection will
-    follow its advice.
+    The advisor's own last call is for a trip collected until the day before departure. Days ahead count to the
+    departure date's UTC midnight, and the watchlist counts days at the origin, so the horizon moves by the origin's
+    UTC offset (the day before a San Francisco departure begins 0.67 days ahead in winter, a Tokyo one's 1.375). An
+    entry that stops collecting `from` days ahead moves it `from - 1` days earlier, so its last advice is never
+    "wait". One collecting on the departure day too (`from: 0`) keeps the advisor's own: a traveller told to wait on
+    its eve would have hours at most to act. A trip no entry watches any more (the watchlist changed) gets infinity:
+    no later collection will follow its advice.
     """
     horizons = {}
     for trip_id, row in zip(latest.index, latest.itertuples()):
         last_day = watchlist.last_collection_days_ahead(row.origin, row.destination, row.depart_date.date(),
                                                         row.return_date.date(), int(row.adults), int(row.children),
                                                         row.cabin)
-        horizons[trip_id] = np.inf if last_day is None else advisor_last_call + max(last_day - 1, 0)
+        if last_day is None:
+            horizons[trip_id] = np.inf
+            continue
+        depart = row.depart_date.date()
+        # The entry's last collection day (for `from: 0` the advisor's own, the eve) begins at the origin's
+        # midnight; counted in hours, its days ahead hold any clock change between it and departure.
+        begins = day_end(row.origin, depart - dt.timedelta(days=max(last_day, 1) + 1))
+        utc_midnight = dt.datetime.combine(depart, dt.time(), dt.timezone.utc)
+        horizons[trip_id] = advisor_last_call - 1 + (utc_midnight - begins) / dt.timedelta(days=1)
     return pd.Series(horizons, dtype=float)
 
 

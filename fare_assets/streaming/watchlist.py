@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from fare_assets.local_dates import airports
+from fare_assets.local_dates import airports, today_at
 
 CABINS = ("COACH", "PREMIUM_COACH", "BUSINESS", "FIRST")
 # The watchlist chooses a provider per entry; each has a client in fare_assets.streaming.
@@ -54,8 +54,13 @@ class WatchedRoute:
     provider: str
 
     def trips_at(self, at: dt.datetime) -> list[TripQuery]:
-        """The trips this entry watches at collection time `at`."""
-        today = at.astimezone(dt.timezone.utc).date()
+        """The trips this entry watches at collection time `at`, its days ahead counted from today at the origin.
+
+        The origin's date, by which the page and the alerts judge a departure past: a Los Angeles departure is
+        collected through its evening, when the UTC date has moved on, and a Tokyo one not after its day has ended
+        there, while the UTC date has not.
+        """
+        today = today_at(self.origin, at)
         trips = []
         for ahead in range(self.from_days, self.to_days + 1):
             depart = today + dt.timedelta(days=ahead)

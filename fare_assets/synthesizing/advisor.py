@@ -24,10 +24,12 @@ FORMAT_VERSION = 5
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
 MIN_HISTORY = 3
 
-# Collection stops after the day before departure (UTC), so a collection at most one day ahead is on that last
-# day, the last chance to buy through this platform; any earlier one is followed by a whole day of collections. Within
-# the last day a collection is the last call too, though the schedule's later sweeps follow it: fares are refiled
-# from day to day, and a traveller told to wait on the eve of departure would have hours at most to act.
+# Collection stops after the day before departure, so a collection at most one day ahead is on that last day, the
+# last chance to buy through this platform; any earlier one is followed by a whole day of collections. Within the
+# last day a collection is the last call too, though the schedule's later sweeps follow it: fares are refiled from
+# day to day, and a traveller told to wait on the eve of departure would have hours at most to act. The watchlist
+# counts that day at the origin, so the page's advice moves this horizon by the origin's UTC offset
+# (fare_assets.show.serving.last_call_days_ahead); training and evaluation keep days ahead to UTC midnight.
 # (Until 2026-12-06 this was "below 1.5 days", right for one collection a day but, at the schedule's 30-minute
 # sweeps, a last call from noon two days before departure, with a day and a half of collections still to come.)
 LAST_CALL_DAYS_AHEAD = 1.0

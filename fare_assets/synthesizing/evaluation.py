@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fare_assets.local_dates import day_end
 from fare_assets.synthesizing.advisor import (BUY, MIN_HISTORY, BuyWaitAdvisor, continuation_ratios,
                                               mean_relative_saving, purchases, upset_rate)
 from fare_assets.synthesizing.estimators import SKLEARN, SPARK
@@ -169,10 +170,13 @@ def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, threshol
 
 def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
     """Rows of trips whose departure day ended before the latest collection: only they have a known price paid."""
-    # The collector watches a trip through its departure day (a UTC day, as the watchlist counts days ahead): a
-    # trip departing today may still be collected tonight, so it counts only once a collection of a later day exists.
-    departure_day_ended = features["depart_date"].dt.tz_localize("UTC") + pd.Timedelta(days=1)
-    return features[departure_day_ended <= features["collected_at"].max()]
+    # The collector watches a trip through its departure day at its origin (where the watchlist counts days ahead):
+    # a trip departing today may still be collected tonight, so it counts once a collection after that day exists.
+    trips = features[["origin", "depart_date"]].drop_duplicates()
+    ends = pd.Series([day_end(origin, depart.date()) for origin, depart in trips.itertuples(index=False)],
+                     index=pd.MultiIndex.from_frame(trips), dtype="datetime64[ns, UTC]")
+    departure_day_ended = ends.reindex(pd.MultiIndex.from_frame(features[["origin", "depart_date"]]))
+    return features[departure_day_ended.set_axis(features.index) <= features["collected_at"].max()]
 
 
 def train_and_evaluate(

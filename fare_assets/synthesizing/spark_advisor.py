@@ -13,13 +13,14 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
+from fare_assets.local_dates import day_end
 from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
                                               chosen_threshold, is_last_call)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
                                                  HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
-from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample, route_calendar
+from fare_assets.synthesizing.spark_features import bounded_sample, route_calendar
 
 # The classifier's probabilities are grouped to this many decimals before they reach the driver (to fit the
 # calibration on validation rows, to bin and score it on test rows): at most a million points (24 MB) whatever the
@@ -173,9 +174,16 @@ def fit_on_spark(advisor: BuyWaitAdvisor, train: DataFrame, validation: DataFram
 
 
 def watched_to_departure(features: DataFrame) -> DataFrame:
-    """evaluation.watched_to_departure: rows of trips whose departure day ended before the latest collection."""
-    latest = features.agg(F.max(F.unix_micros("collected_at"))).first()[0]
-    return features.where((F.unix_date("depart_date").cast("long") + 1) * MICROS_PER_DAY <= F.lit(latest))
+    """evaluation.watched_to_departure: rows of trips whose departure day ended, at their origin, before the latest
+    collection."""
+    latest, trips = features.agg(F.max(F.unix_micros("collected_at")),
+                                 F.collect_set(F.struct("origin", "depart_date"))).first()
+    # Each trip's day end computed as pandas computes it (Python's zone rules), not with Spark's own (Java's).
+    ends = features.sparkSession.createDataFrame(
+        [(trip.origin, trip.depart_date, day_end(trip.origin, trip.depart_date)) for trip in trips],
+        "origin string, depart_date date, departure_day_ended timestamp")
+    return (features.join(F.broadcast(ends), ["origin", "depart_date"])
+            .where(F.unix_micros("departure_day_ended") <= F.lit(latest)).select(*features.columns))
 
 
 def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
