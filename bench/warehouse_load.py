@@ -5,8 +5,9 @@ started in a temporary folder: the merge into empty fare tables, and a COPY into
 table without indexes (the fastest way PostgreSQL takes rows). The ratio is merge rows/s over plain
 COPY rows/s: what idempotence, two indexed tables partitioned by collection month, one transaction and the
 withdrawal of options the rows' searches no longer yield (none here, but each search is looked up) cost. A COPY
-straight into a logged table with the fare tables' indexes is measured too: the floor of any load into serving tables the page reads meanwhile. So is a COPY into a logged table whose indexes are built afterwards: the floor
-for a table nobody reads during the load (a first load or a rebuild could swap one in).
+straight into a logged table with the fare tables' indexes is measured too: the floor of any load into serving
+tables the page reads meanwhile. So is a COPY into a logged table whose indexes are built afterwards: the floor for
+a table nobody reads during the load (a first load or a rebuild could swap one in).
 """
 import argparse
 import datetime as dt

@@ -15,7 +15,6 @@ from fare_assets.definitions import build_defs
 from fare_assets.resources import FareSourceResource, LakeResource, WarehouseResource, local_resources
 from fare_assets.show.assets import SERVING_INPUTS, serving_tables_sensor, trip_serving_tables
 from fare_assets.show.serving import grid_cells, last_call_days_ahead, latest_collections
-from fare_assets.streaming.watchlist import load_watchlist
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from webapp import queries
@@ -37,11 +36,12 @@ def loaded(warehouse_dsn):
     return warehouse_dsn
 
 
-def watching(tmp_path: Path, from_days: int, nights: int = 7) -> FareSourceResource:
-    """The fare source of a watchlist collecting SFO-JFK round trips of `nights` until `from_days` before departure."""
-    path = tmp_path / f"watchlist-{from_days}-{nights}.yaml"
-    path.write_text("trips:\n  - {origin: SFO, destination: JFK, nights: [%d], depart_days_ahead: {from: %d, to: 60}}\n"
-                    % (nights, from_days))
+def watching(tmp_path: Path, from_days: int, nights: int = 7, origin: str = "SFO") -> FareSourceResource:
+    """The fare source of a watchlist collecting `origin`-JFK round trips of `nights` until `from_days` before
+    departure."""
+    path = tmp_path / f"watchlist-{origin}-{from_days}-{nights}.yaml"
+    path.write_text("trips:\n  - {origin: %s, destination: JFK, nights: [%d], depart_days_ahead: {from: %d, to: 60}}\n"
+                    % (origin, nights, from_days))
     return FareSourceResource(base_url="http://127.0.0.1:9", watchlist_path=str(path))
 
 
@@ -422,10 +422,7 @@ def test_the_last_call_only_moves_earlier_than_the_advisors_own_from_the_origins
     latest = pd.DataFrame({"origin": [origin], "destination": ["JFK"], "depart_date": [pd.Timestamp(depart)],
                            "return_date": [pd.Timestamp(depart + dt.timedelta(days=7))], "adults": [1],
                            "children": [0], "cabin": ["COACH"]}, index=["trip"])
-    path = tmp_path / "watchlist.yaml"
-    path.write_text("trips:\n  - {origin: %s, destination: JFK, nights: [7], depart_days_ahead: {from: %d, to: 60}}\n"
-                    % (origin, from_days))
-    horizons = last_call_days_ahead(latest, load_watchlist(path), 1.0).to_dict()
+    horizons = last_call_days_ahead(latest, watching(tmp_path, from_days, origin=origin).watchlist(), 1.0).to_dict()
     assert horizons == {"trip": pytest.approx(horizon)}
 
 

@@ -489,8 +489,8 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
 
 
 def _fare_key_of(alias: str) -> str:
-    """The fare key's columns of the row `alias` names, for a row comparison."""
-    return f"({', '.join(f'{alias}.{name}' for name in FARE_KEY)})"
+    """The fare key's columns of the row `alias` names, comma-separated."""
+    return ", ".join(f"{alias}.{name}" for name in FARE_KEY)
 
 
 def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> dict[str, int]:
@@ -507,15 +507,14 @@ def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> d
     # rows found with staging as two sets (a nested anti join would scan staging once per row found).
     in_range = ("collected_at BETWEEN (SELECT min(collected_at) FROM search_staging)"
                 " AND (SELECT max(collected_at) FROM search_staging)")
-    found_key = ", ".join(f"found.{name}" for name in FARE_KEY)
     withdrawn = {}
     for table in FARE_TABLES:
-        gone = (f"SELECT {found_key} FROM {table} AS found JOIN search_staging AS searched"
+        gone = (f"SELECT {_fare_key_of('found')} FROM {table} AS found JOIN search_staging AS searched"
                 " ON (found.collected_at, found.search_id) = (searched.collected_at, searched.search_id)"
                 f" WHERE found.{in_range} EXCEPT SELECT {', '.join(FARE_KEY)} FROM fare_staging")
         withdrawn[table] = _stamping_routes(conn, f"DELETE FROM {table} AS placed USING ({gone}) AS gone"
                                                   f" WHERE placed.{in_range}"
-                                                  f" AND {_fare_key_of('placed')} = {_fare_key_of('gone')}"
+                                                  f" AND ({_fare_key_of('placed')}) = ({_fare_key_of('gone')})"
                                                   " RETURNING placed.origin, placed.destination")
     return withdrawn
 
@@ -533,7 +532,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iter
         # Rows of a month retention drops are not loaded: they would only be deleted again.
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
-    placed_key = f"{_fare_key_of('placed')} = {_fare_key_of('staged')}"
+    placed_key = f"({_fare_key_of('placed')}) = ({_fare_key_of('staged')})"
     national_flags = list(zip(FARE_TABLES, ("true", "false")))
     for (table, national), other in zip(national_flags, reversed(FARE_TABLES)):
         # An option whose market changed (a reference update moved an airport's country) moves table: a copy

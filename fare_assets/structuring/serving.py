@@ -134,7 +134,8 @@ def export_for_warehouse(spark: SparkSession, lake_root: str, landing_hours: lis
     """Write what a warehouse load reads as Parquet under `export_root`; rows per table.
 
     The fare rows of these landing hours (`fares`), the searches they hold (`searches`) and every dimension whole.
-    The loader reads the files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the export is in S3).
+    The loader reads the files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the
+    export is in S3).
     """
     tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours),
               SEARCHES_EXPORT: searches_held(spark, lake_root, landing_hours)}
