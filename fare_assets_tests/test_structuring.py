@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from fare_assets.storing.lake import (curated_table_path, landing_hour_of_key, partial_object_path, quarantine_path,
                                       quarantine_root, raw_object_key)
 from fare_assets.structuring.job import main, structure_raw
-from fare_assets.structuring.serving import fare_rows, searches_held
+from fare_assets.structuring.serving import empty_answers, fare_rows, searches_held
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
 from fare_assets_tests.conftest import FIXTURES
 
@@ -771,6 +771,13 @@ def test_the_searches_an_hour_holds_are_its_answers_quarantined_or_not_and_never
     # An answer a rule refused may have been structured by an earlier run; a 200 the collector could not read never.
     assert quarantined[UNPRICED] in held
     assert quarantined["successful status without a QPX response: invalid JSON in a 200 answer"] not in held
+
+
+def test_an_answer_without_options_is_exported_as_empty_and_a_failed_call_or_quarantined_answer_is_not(spark, lake):
+    # The warehouse keeps these so a provider that looked and found nothing is not taken for one whose call failed.
+    (answer,) = empty_answers(spark, str(lake.root), [LANDING_HOUR]).collect()
+    (search,) = _rows_of(lake, "searches", "15_NONE_no-solutions.json")
+    assert answer.asDict() == {name: search[name] for name in answer.asDict()}
 
 
 def test_the_searches_an_hour_holds_are_its_answered_and_its_quarantined_ones(spark, rerun):

@@ -558,6 +558,48 @@ def test_a_provider_is_missing_only_from_its_own_party_and_in_no_currency(wareho
     assert first["nonstop_share"] == pytest.approx(2 / 3)
 
 
+def test_a_provider_that_answered_with_no_option_is_not_missing(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, empty_answer, fare_row as option_row
+
+    t0, t1, t2, t3 = (NOW - dt.timedelta(hours=hours) for hours in (3, 2, 1, 0))
+    quotes = {  # moment -> {provider: total, None where it answered with no option}; Duffel's call fails at t2.
+        t0: {"qpx": "300.00", "duffel": "250.00"}, t1: {"qpx": "300.00", "duffel": None},
+        t2: {"qpx": "310.00"}, t3: {"qpx": "320.00", "duffel": "260.00"}}
+    rows = {(provider, at): option_row(f"{provider}-{at:%H}", total or "1", search_id=f"{provider}-{at:%H}",
+                                       provider=provider, collected_at=at)
+            for at, totals in quotes.items() for provider, total in totals.items()}
+    empty = [key for key, row in rows.items() if quotes[key[1]][key[0]] is None]
+    with psycopg.connect(warehouse_dsn) as conn:
+        load = warehouse.load_warehouse(
+            conn, [row for key, row in rows.items() if key not in empty], {},
+            searches=[(row[1], row[3]) for row in rows.values()], empty_answers=[empty_answer(rows[key]) for key in empty])
+        observations = warehouse.observations(conn)
+    assert load.empty_answers_changed == 1
+    # Duffel had nothing to sell at t1, so QPX's fare was the market's; its failed call leaves t2 unknown.
+    assert observations["collected_at"].tolist() == [t0, t1, t3]
+    assert observations["cheapest_total"].tolist() == [250.0, 300.0, 260.0]
+    assert observations["option_count"].tolist() == [2, 1, 2]
+
+
+def test_a_reload_withdraws_an_empty_answer_its_search_structured_again_no_longer_is(warehouse_dsn):
+    from fare_assets_tests.test_webapp import NOW, empty_answer, fare_row as option_row
+
+    found = option_row("d-1", "250.00", search_id="d", provider="duffel", collected_at=NOW, destination="LHR",
+                       national=False)
+    old = option_row("o-1", "250.00", search_id="o", provider="duffel", collected_at=NOW - dt.timedelta(days=400))
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        first = warehouse.load_warehouse(conn, [], {}, searches=[("d", NOW), ("o", old[3])],
+                                         empty_answers=[empty_answer(found), empty_answer(old)])
+        stamped = route_stamps(conn)
+        again = warehouse.load_warehouse(conn, [], {}, searches=[("d", NOW)], empty_answers=[empty_answer(found)])
+        assert (first.empty_answers_changed, again.empty_answers_changed, route_stamps(conn)) == (2, 0, stamped)
+        # A parser fix reads an option in the answer: it found something after all, and the page must say so.
+        fixed = warehouse.load_warehouse(conn, [found], {}, retention_days=30, searches=[("d", NOW)])
+        assert fixed.empty_answers_changed == 1 and route_stamps(conn)[("SFO", "LHR")] > stamped[("SFO", "LHR")]
+        # Retention deletes the empty answers of the months it drops.
+        assert conn.execute("SELECT search_id FROM empty_answers").fetchall() == []
+
+
 def test_a_load_is_retried_only_while_the_server_cannot_be_reached(warehouse_dsn):
     warnings, waits, attempts = [], [], []
 

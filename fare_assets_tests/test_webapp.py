@@ -20,7 +20,7 @@ from fare_assets.services import free_port
 from webapp import create_app, queries
 from webapp.db import get_db
 from webapp.formatting import arrival_local
-from webapp.insight import price_insight
+from webapp.insight import price_insight, providers_that_may_undercut
 from webapp.validation import Trip, TripError, parse_trip
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
@@ -47,6 +47,12 @@ def fare_row(option_id: str, total: str, *, search_id: str = "s-new", collected_
         "depart_back_local": dt.datetime.combine(back, dt.time(17, 30)),
     }
     return (*[values[name] for name in warehouse.COLUMN_NAMES], national)
+
+
+def empty_answer(option_row: tuple) -> tuple:
+    """The search of `option_row` (LOAD_COLUMNS) as an answer without options (EMPTY_ANSWER_COLUMNS order)."""
+    values = dict(zip(warehouse.LOAD_COLUMNS, option_row))
+    return tuple(values[name] for name, _ in warehouse.EMPTY_ANSWER_COLUMNS)
 
 
 def trip_query(origin="SFO", destination="JFK", depart=DEPART, back=RETURN, **extra) -> dict:
@@ -186,7 +192,7 @@ def test_a_collection_a_provider_missed_is_left_out_of_the_chart_and_the_insight
     assert history["collections_missing_a_provider"] == 1
     text = page_text(client.get("/fares", query_string=trip_query()))
     assert text.count('class="dot"') == 2
-    assert "1 that missed a provider (its call failed, or it found nothing for these dates then) is not drawn" in text
+    assert "1 that missed a provider (its call failed, or its answer could not be read) is not drawn" in text
     # The insight judges today's 290.00 against 280.00 alone: the 400.00 would have made it look cheap.
     insight = client.get("/api/advice", query_string=trip_query()).get_json()["insight"]
     assert insight["compared_with"]["own_collections"] == 1
@@ -228,6 +234,38 @@ def test_a_provider_missing_from_the_newest_collection_is_named_with_its_last_qu
     assert [option["option_id"] for option in body["options"]] == ["amadeus-new"]
     assert [(quote["provider"], quote["cheapest"]) for quote in body["other_currency_quotes"]] == [
         ("duffel", "290.00"), ("qpx", "310.00")]
+
+
+def test_a_provider_that_answered_with_no_option_is_not_missing_from_the_page(client, load, warehouse_dsn):
+    # Duffel, the cheaper, quoted the trip an hour ago; in the newest sweep it answered but had nothing to sell, so
+    # QPX's 310.00 is the market's cheapest: no provider to name, and the collection is a point of the chart.
+    rows = [fare_row("qpx-old", "300.00", search_id="q1", collected_at=EARLIER),
+            fare_row("duffel-old", "280.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+            fare_row("qpx-new", "310.00", search_id="q2")]
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_warehouse(conn, rows, {}, searches=[("d2", NOW)], empty_answers=[
+            empty_answer(fare_row("unused", "1", search_id="d2", provider="duffel"))])
+
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert [option["option_id"] for option in body["options"]] == ["qpx-new"]
+    assert body["absent_providers"] == []
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["280.00", "310.00"]
+    assert history["collections_missing_a_provider"] == 0
+    assert "Not in this collection:" not in page_text(client.get("/fares", query_string=trip_query()))
+    # Half an hour later Duffel's call fails: it is missing, named by its answer without options, not its older quote.
+    load([fare_row("qpx-later", "320.00", search_id="q3", collected_at=NOW + dt.timedelta(minutes=30))])
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert body["absent_providers"] == [
+        {"provider": "duffel", "collected_at": NOW.isoformat(), "cheapest": None, "currency": None}]
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "Duffel, which found no fare" in text
+
+
+def test_a_missing_provider_whose_last_answer_held_no_option_cannot_have_undercut_the_fare():
+    absent = [{"provider": "duffel", "currency": None, "total_amount": None},
+              {"provider": "amadeus", "currency": "USD", "total_amount": Decimal("250.00")}]
+    assert providers_that_may_undercut(Decimal("300.00"), "USD", absent) == ["amadeus"]
 
 
 def test_a_quote_in_another_currency_at_the_same_moment_is_named_beside_the_options(client, load):

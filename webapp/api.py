@@ -53,7 +53,8 @@ def _cheapest_trip_json(row: dict) -> dict:
 
 def _provider_quote_json(row: dict) -> dict:
     return {"provider": row["provider"], "collected_at": _iso(row["collected_at"]),
-            "cheapest": amount_text(row["total_amount"]), "currency": row["currency"]}
+            "cheapest": None if row["total_amount"] is None else amount_text(row["total_amount"]),
+            "currency": row["currency"]}
 
 
 def fares_document(trip: Trip, found: dict) -> dict:

@@ -48,8 +48,9 @@ _CHEAPEST_TRIP = {"type": "object", "properties": {
     "cabin": {"type": "string"}, "total": _AMOUNT, "currency": {"type": "string"}, "url": {"type": "string"},
     "collected_at": {"type": "string", "format": "date-time"}}}
 _PROVIDER_QUOTE = {"type": "object", "properties": {
-    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
-    "currency": {"type": "string"}}}
+    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
+    "cheapest": {**_NULLABLE_AMOUNT, "description": "null when that answer held no option"},
+    "currency": {"type": "string", "nullable": True}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete"],
               "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
@@ -95,9 +96,10 @@ DOCUMENT = {
             "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
             "absent_providers": {"type": "array", "items": _PROVIDER_QUOTE,
-                                 "description": "providers that quoted the trip in the day before the collection but "
-                                                "not in it (in any currency), each with its last quote, in the "
-                                                "collection's currency where it has one"},
+                                 "description": "providers that answered for the trip in the day before the "
+                                                "collection but not in it (an answer without options is not "
+                                                "missing), each with its last quote, in the collection's currency "
+                                                "where it has one, else its last answer without options"},
             "other_currency_quotes": {"type": "array", "items": _PROVIDER_QUOTE,
                                       "description": "providers that quoted the trip at the collection's moment in "
                                                      "another currency (not ranked with the options)"},
@@ -113,7 +115,8 @@ DOCUMENT = {
             "collections_missing_a_provider": {
                 "type": "integer",
                 "description": "collections left out of points: a provider that quoted the trip in the day before "
-                               "was missing from them (in any currency)"}}),
+                               "did not answer in them (in any currency; its call failed or its answer could not "
+                               "be read)"}}),
         "/api/date-grid": _trip_operation("Cheapest fare per departure/return pair within 3 days", {
             "trip": _TRIP, "fare_model_available": {"type": "boolean"},
             "cells": {"type": "array", "items": {"type": "object", "properties": {

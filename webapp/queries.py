@@ -174,29 +174,41 @@ ORDER BY provider, currency, collected_at DESC, total_amount"""
 _PROVIDER_ROWS = ("SELECT provider, currency, collected_at, total_amount FROM {table} WHERE" + _TRIP_MATCH + """
     AND (adults, children, cabin) IS NOT DISTINCT FROM (%(adults)s::int, %(children)s::int, %(cabin)s::text)
     AND collected_at BETWEEN %(since)s AND %(shown_at)s""")
+# A provider's answers without options in the same range, as rows without currency or total.
+_EMPTY_ANSWER_PROVIDER_ROWS = _PROVIDER_ROWS.replace("currency, collected_at, total_amount FROM {table}",
+                                                     "NULL::text, collected_at, NULL::numeric FROM empty_answers")
 
 
 def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
-    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that quoted the trip in the
-    day before but not at that moment in any currency (each with its newest quote, in the shown currency where it has
-    one), and `other_currency_quotes`, providers that quoted it at that moment in another currency.
+    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that answered for the trip
+    in the day before but not at that moment (each with its newest quote, in the shown currency where it has one; or
+    its newest answer, without currency or total, when that held no option), and `other_currency_quotes`, providers
+    that quoted it at that moment in another currency.
 
-    A provider whose call failed in a sweep, or that had nothing for the dates then, is missing from that collection:
-    if it is usually the cheaper, the collection's cheapest looks like a rise. The page names it, with its last quote,
-    rather than mixing a quote nobody confirmed at the shown moment into the collection. A quote in another currency
-    cannot be ranked with the options without exchange rates, so it is named beside them. The advisor's observations
-    leave out a moment by the same rule (fare_assets.storing.warehouse.observations).
+    A provider whose call failed in a sweep is missing from that collection: if it is usually the cheaper, the
+    collection's cheapest looks like a rise. The page names it, with its last quote, rather than mixing a quote nobody
+    confirmed at the shown moment into the collection. One that answered with no option then is not missing: it had
+    nothing to sell. A quote in another currency cannot be ranked with the options without exchange rates, so it is
+    named beside them. The advisor's observations leave out a moment by the same rule
+    (fare_assets.storing.warehouse.observations).
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
-    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_each_table(_PROVIDER_ROWS)), params).fetchall()
+    answers = sql.SQL(" UNION ALL ").join([_each_table(_PROVIDER_ROWS), sql.SQL(_EMPTY_ANSWER_PROVIDER_ROWS)])
+    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=answers), params).fetchall()
     present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
-    newest = {}
-    for row in sorted(rows, key=lambda row: (row["currency"] != shown["currency"], -row["collected_at"].timestamp())):
-        if row["provider"] not in present:
-            newest.setdefault(row["provider"], row)
-    return {"absent_providers": sorted(newest.values(), key=lambda row: row["provider"]),
-            "other_currency_quotes": sorted((row for row in rows if row["currency"] != shown["currency"]
+    absent = sorted((row for row in rows if row["provider"] not in present),
+                    key=lambda row: -row["collected_at"].timestamp())
+    newest, quoted = {}, {}
+    for row in absent:
+        newest.setdefault(row["provider"], row)
+    for row in sorted((row for row in absent if row["currency"] is not None),
+                      key=lambda row: row["currency"] != shown["currency"]):
+        quoted.setdefault(row["provider"], row)
+    # An answer without options newer than the provider's quotes says it had nothing to sell since: no quote stands.
+    named = [row if row["currency"] is None else quoted[provider] for provider, row in newest.items()]
+    return {"absent_providers": sorted(named, key=lambda row: row["provider"]),
+            "other_currency_quotes": sorted((row for row in rows if row["currency"] not in (None, shown["currency"])
                                         and row["collected_at"] == shown["collected_at"]),
                                        key=lambda row: (row["currency"], row["total_amount"]))}
 
@@ -250,6 +262,9 @@ GROUP BY collected_at
 ORDER BY collected_at"""
 _TRIP_ROWS = ("SELECT " + _HISTORY_PARTY + ", collected_at, currency, provider, total_amount FROM {table} WHERE"
               + _TRIP_MATCH + _PARTY_MATCH)
+# A provider that answered with no option was not missing from its collection; the answer is no point of the chart.
+_EMPTY_ANSWER_ROWS = _TRIP_ROWS.replace("currency, provider, total_amount FROM {table}",
+                                        "NULL::text, provider, NULL::numeric FROM empty_answers")
 
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.
@@ -347,7 +362,8 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
     """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first, each
     saying whether a provider that quoted the trip in the day before was missing from it (`provider_absent`)."""
-    query = sql.SQL(_TRIP_HISTORY).format(rows=_each_table(_TRIP_ROWS))
+    rows = sql.SQL(" UNION ALL ").join([_each_table(_TRIP_ROWS), sql.SQL(_EMPTY_ANSWER_ROWS)])
+    query = sql.SQL(_TRIP_HISTORY).format(rows=rows)
     return conn.execute(query, _trip_params(trip, currency)).fetchall()
 
 

@@ -15,7 +15,7 @@ from fare_assets.storing import warehouse
 from fare_assets.storing.lake import export_table_path, warehouse_export_key
 from fare_assets.structuring.assets import CURATED_LAKE_POOL, FACT_TABLES
 from fare_assets.structuring.emr import SparkRunner
-from fare_assets.structuring.serving import FARES_EXPORT, SEARCHES_EXPORT
+from fare_assets.structuring.serving import EMPTY_ANSWERS_EXPORT, FARES_EXPORT, SEARCHES_EXPORT
 
 _NOTHING_VISIBLE = "The load is one transaction, so nothing of it is visible"
 
@@ -100,7 +100,9 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
                 with warehouse_db.connect() as conn:
                     load = warehouse.load_warehouse(
                         conn, _exported_rows(folder, FARES_EXPORT, warehouse.LOAD_COLUMNS), dimensions, retention_days,
-                        _exported_rows(folder, SEARCHES_EXPORT, [name for name, _ in warehouse.SEARCH_COLUMNS]))
+                        _exported_rows(folder, SEARCHES_EXPORT, [name for name, _ in warehouse.SEARCH_COLUMNS]),
+                        _exported_rows(folder, EMPTY_ANSWERS_EXPORT,
+                                       [name for name, _ in warehouse.EMPTY_ANSWER_COLUMNS]))
                     return load, warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES), warehouse.web_role_exists(conn)
 
             # A warehouse restart or failover should not cost the hour its load: the sensor would not ask again.
@@ -116,6 +118,8 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
     context.log.info(f"loaded {address}: rows inserted or changed {load.changed}")
     if any(load.withdrawn.values()):
         context.log.info(f"options of searches structured again that no longer yield them, deleted: {load.withdrawn}")
+    if load.empty_answers_changed:
+        context.log.info(f"answers without options inserted or withdrawn: {load.empty_answers_changed}")
     if load.reclassified:
         context.log.info(f"{load.reclassified} options changed market (national or international) and moved table")
     if load.dropped_partitions:

@@ -46,6 +46,11 @@ COLUMN_NAMES = [name for name, _ in FARE_COLUMNS]
 LOAD_COLUMNS = [*COLUMN_NAMES, "national"]
 # A search the load's landing hours hold (answered or quarantined), as the loader receives it.
 SEARCH_COLUMNS = [("search_id", "text"), ("collected_at", "timestamptz")]
+# A provider's answer that held no option for the trip: it looked and found nothing to sell, which the fare tables
+# (one row per option) cannot hold, and which is not a failed call (see observations_query).
+EMPTY_ANSWER_COLUMNS = [("search_id", "text"), ("provider", "text"), ("collected_at", "timestamptz"),
+                        ("origin", "text"), ("destination", "text"), ("depart_date", "date"), ("return_date", "date"),
+                        ("adults", "int4"), ("children", "int4"), ("cabin", "text")]
 
 _NAMED_CODE = [("code", "text"), ("name", "text"), ("updated_at", "timestamptz")]
 # The curated dimensions as the page and ad hoc queries see them, keyed by `code`; the columns
@@ -238,6 +243,17 @@ def _rekey_fare_tables(conn: psycopg.Connection) -> None:
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{table}_{_SUPERSEDED_FARE_INDEX}")))
 
 
+# A few rows a day: not partitioned; retention deletes its rows with the fare months it drops. Keyed as the fare
+# tables (a search is one answer), indexed by trip for the page's and the observations' reads.
+EMPTY_ANSWERS_DDL = f"""
+CREATE TABLE IF NOT EXISTS empty_answers (
+  {", ".join(f"{name} {kind} NOT NULL" if name in ("search_id", "collected_at") else f"{name} {kind}"
+             for name, kind in EMPTY_ANSWER_COLUMNS)},
+  PRIMARY KEY (collected_at, search_id)
+);
+CREATE INDEX IF NOT EXISTS empty_answers_trip_idx ON empty_answers ({FARE_INDEXES["trip_idx"]})"""
+
+
 def _dimension_table_ddl(table: str) -> str:
     columns = ",\n  ".join(f"{name} {kind}" + (" PRIMARY KEY" if name == "code" else "")
                            for name, kind in DIMENSION_COLUMNS[table])
@@ -348,7 +364,7 @@ def _serving_table_ddl(table: str) -> str:
             f"  PRIMARY KEY ({', '.join(SERVING_KEYS[table])})\n)")
 
 
-_READABLE_TABLES = (*WAREHOUSE_TABLES, "route_loads", *SERVING_TABLES)
+_READABLE_TABLES = (*WAREHOUSE_TABLES, "empty_answers", "route_loads", *SERVING_TABLES)
 
 
 def web_role_exists(conn: psycopg.Connection) -> bool:
@@ -370,7 +386,9 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
     """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
     expected = {**dict.fromkeys(FARE_TABLES, "p"),
                 **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
-                **dict.fromkeys((*DIMENSION_TABLES, "price_alerts", "route_loads", *SERVING_TABLES), "r")}
+                **dict.fromkeys((*DIMENSION_TABLES, "empty_answers", "price_alerts", "route_loads", *SERVING_TABLES),
+                                "r"),
+                "empty_answers_trip_idx": "i"}
     found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
     if found != expected:
@@ -407,6 +425,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             conn.execute(_fare_indexes_ddl(table))
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
+        conn.execute(EMPTY_ANSWERS_DDL)
         conn.execute(PRICE_ALERTS_DDL)
         [(stamps_were_kept,)] = _rows(conn, "SELECT to_regclass('public.route_loads') IS NOT NULL")
         conn.execute(ROUTE_LOADS_DDL)
@@ -457,6 +476,8 @@ class FareLoad:
     reclassified: int = 0
     # Rows deleted per table because their search, structured again, no longer yields them.
     withdrawn: dict[str, int] = field(default_factory=dict)
+    # Empty answers inserted, or deleted because their search, structured again, was not one.
+    empty_answers_changed: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
     # Why retention dropped nothing this time although months are past it (the next load tries again).
     retention_deferred: str | None = None
@@ -517,6 +538,23 @@ def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> d
                                                   f" AND ({_fare_key_of('placed')}) = ({_fare_key_of('gone')})"
                                                   " RETURNING placed.origin, placed.destination")
     return withdrawn
+
+
+def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple]) -> int:
+    """Make the staged searches' empty answers `answers` (EMPTY_ANSWER_COLUMNS); rows inserted or deleted."""
+    conn.execute("CREATE TEMP TABLE empty_answer_staging (LIKE empty_answers) ON COMMIT DROP")
+    _copy_into(conn, "empty_answer_staging", EMPTY_ANSWER_COLUMNS, answers)
+    # A search structured again into options, or into quarantine, found something or was not read: not empty.
+    deleted = _stamping_routes(conn, "DELETE FROM empty_answers AS placed USING search_staging AS searched"
+                                     " WHERE (placed.collected_at, placed.search_id)"
+                                     " = (searched.collected_at, searched.search_id)"
+                                     " AND (placed.collected_at, placed.search_id)"
+                                     " NOT IN (SELECT collected_at, search_id FROM empty_answer_staging)"
+                                     " RETURNING placed.origin, placed.destination")
+    inserted = _stamping_routes(conn, "INSERT INTO empty_answers SELECT DISTINCT ON (collected_at, search_id) *"
+                                      " FROM empty_answer_staging ON CONFLICT (collected_at, search_id) DO NOTHING"
+                                      " RETURNING origin, destination")
+    return deleted + inserted
 
 
 def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterable[tuple],
@@ -602,10 +640,13 @@ def retry_while_unreachable(load: Callable[[], T], attempts: int, wait_seconds: 
 
 
 def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions: Mapping[str, Iterable[tuple]],
-                   retention_days: int = 0, searches: Iterable[tuple] = ()) -> FareLoad:
+                   retention_days: int = 0, searches: Iterable[tuple] = (),
+                   empty_answers: Iterable[tuple] = ()) -> FareLoad:
     """Merge fares (LOAD_COLUMNS order) and dimensions (DIMENSION_COLUMNS order) in one transaction.
 
-    `searches` (SEARCH_COLUMNS) are every search the fares' landing hours hold: their rows the fares lack are deleted.
+    `searches` (SEARCH_COLUMNS) are every search the fares' landing hours hold: their rows the fares lack are deleted,
+    and so are their empty answers that `empty_answers` (EMPTY_ANSWER_COLUMNS, the searches' answers without options)
+    lack.
 
     With `retention_days`, collection months wholly older than that before the newest collection are dropped,
     in a second transaction once the merge has committed.
@@ -618,6 +659,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         _serialize_schema_changes(conn)
         _rekey_fare_tables(conn)
         load, first_kept = _merge_fares(conn, fares, searches, retention_days)
+        load.empty_answers_changed = _merge_empty_answers(conn, empty_answers)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
     if first_kept is not None:
@@ -626,6 +668,8 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
             with conn.transaction():
                 _serialize_schema_changes(conn)
                 load.dropped_partitions = _drop_partitions_before(conn, first_kept)
+                conn.execute("DELETE FROM empty_answers WHERE collected_at < %s",
+                             (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
                 if load.dropped_partitions:
                     # Monthly at most: every stored page's history may have lost collections.
                     conn.execute("UPDATE route_loads SET loaded_at = clock_timestamp()")
@@ -754,6 +798,17 @@ WITH options AS (
   SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
   UNION ALL
   SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from} AND {party}
+),
+per_provider AS (
+  SELECT {trip}, collected_at, currency, provider,
+         min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
+         count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
+         bool_and(national) AS national
+  FROM options
+  GROUP BY {trip}, collected_at, currency, provider
+  UNION ALL
+  SELECT {trip}, collected_at, NULL::text, provider, NULL::numeric, 0, NULL::text, 0, NULL::boolean
+  FROM empty_answers WHERE depart_date >= {departing_from} AND {party}
 )
 SELECT {trip}, collected_at, cheapest_total, currency, option_count, carrier_count, nonstop_share, national
 FROM (
@@ -770,16 +825,10 @@ FROM (
            coalesce(max(absent_until) >= collected_at, false) AS provider_absent
     FROM (
       SELECT *, {absent_until_sql(trip)} AS absent_until
-      FROM (
-        SELECT {trip}, collected_at, currency, provider,
-               min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
-               count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
-               bool_and(national) AS national,
-               {expected_until_sql(trip)} AS expected_until
-        FROM options
-        GROUP BY {trip}, collected_at, currency, provider
-      ) AS per_provider
-    ) AS expected
+      FROM (SELECT *, {expected_until_sql(trip)} AS expected_until FROM per_provider) AS expected
+    ) AS absent
+    -- An empty answer (no currency) is no price: it only kept its provider from being missed.
+    WHERE currency IS NOT NULL
     GROUP BY {trip}, collected_at, currency
   ) AS per_currency
 ) AS per_trip
@@ -808,11 +857,13 @@ OBSERVATIONS_SQL = ("SELECT * FROM (" + observations_query("%(departing_from)s")
 # A search without its party or cabin (the collector always records them; another producer might not) is nobody's
 # watched trip: the features and the serving tables key a trip by them, so it is left out.
 # A moment some provider is missing from (in every currency), though it quoted the trip in the day before, is left
-# out too: its call failed, or it found nothing for the dates that once. If that provider is usually the cheaper, the
-# moment's cheapest reads as a rise and then a drop, which the advisor would learn as a market move and could be
-# told to buy at. Filling the gap with the provider's previous quote would advise on a fare nobody confirmed; the
-# page names the missing provider instead (webapp.queries.provider_quotes, the same day). A provider that stops
-# quoting a trip for good costs its trip a day of observations.
+# out too: its call failed, or its answer was quarantined. If that provider is usually the cheaper, the moment's
+# cheapest reads as a rise and then a drop, which the advisor would learn as a market move and could be told to buy
+# at. Filling the gap with the provider's previous quote would advise on a fare nobody confirmed; the page names the
+# missing provider instead (webapp.queries.provider_quotes, the same day). A provider that answered with no option
+# (empty_answers) is not missing: it looked and had nothing to sell, so the others' cheapest was the market's then,
+# and a provider that stops selling a trip costs it no observations. A provider that stops answering a trip for good
+# costs it a day of them.
 def observations(conn: psycopg.Connection, departing_from: dt.date = dt.date.min):
     """One row per trip and collection moment (of trips departing from `departing_from`): the cheapest total and
     the market's shape."""

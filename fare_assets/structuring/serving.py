@@ -25,6 +25,10 @@ FARES_EXPORT = "fares"
 # warehouse's options of these searches that the fare rows no longer hold (a rerun's stricter rule dropped them).
 SEARCHES_EXPORT = "searches"
 SEARCH_KEY_COLUMNS = ("search_id", "collected_at")
+# The export's folder of answers without options: the provider looked and found nothing, which no fare row says.
+EMPTY_ANSWERS_EXPORT = "empty_answers"
+_EMPTY_ANSWER_COLUMNS = ("search_id", "provider", "collected_at", "origin", "destination", "depart_date",
+                         "return_date", "adults", "children", "cabin")
 # A quarantined record is kept as text (DESIGN.md "Quarantine"): its search, and whether it was an answer, are read
 # back from the envelope's fields.
 _QUARANTINED_SEARCH = StructType([ENVELOPE_SCHEMA[name] for name in (*SEARCH_KEY_COLUMNS, "status", "response")])
@@ -129,16 +133,31 @@ def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] 
     )
 
 
+def empty_answers(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
+    """Each search these landing hours hold that was answered with no trip option, once."""
+    options = _read(spark, lake_root, "trip_options", landing_hours).select("search_id", "collected_date",
+                                                                            "landing_hour")
+    return (
+        _read(spark, lake_root, "searches", landing_hours).where(succeeded())
+        .join(options, ["search_id", "collected_date", "landing_hour"], "left_anti")
+        .where(F.col("search_id").isNotNull() & F.col("collected_at").isNotNull())
+        .select(*_EMPTY_ANSWER_COLUMNS)
+        .distinct()
+    )
+
+
 def export_for_warehouse(spark: SparkSession, lake_root: str, landing_hours: list[str] | None,
                          export_root: str) -> dict[str, int]:
     """Write what a warehouse load reads as Parquet under `export_root`; rows per table.
 
-    The fare rows of these landing hours (`fares`), the searches they hold (`searches`) and every dimension whole.
+    The fare rows of these landing hours (`fares`), the searches they hold (`searches`), those of them answered with
+    no option (`empty_answers`) and every dimension whole.
     The loader reads the files with pyarrow, so it needs no Spark of its own that can reach the lake (on EMR the
     export is in S3).
     """
     tables = {FARES_EXPORT: fare_rows(spark, lake_root, landing_hours),
-              SEARCHES_EXPORT: searches_held(spark, lake_root, landing_hours)}
+              SEARCHES_EXPORT: searches_held(spark, lake_root, landing_hours),
+              EMPTY_ANSWERS_EXPORT: empty_answers(spark, lake_root, landing_hours)}
     # A few hundred rows each: one file per dimension.
     tables.update({table: read_table(spark, lake_root, table).coalesce(1) for table in DIMENSION_SCHEMAS})
     return {
