@@ -38,6 +38,8 @@ def price_alert_sensor(context: SensorEvaluationContext, warehouse_db: Warehouse
         # An upgraded warehouse gains the alerts' new columns here if no load has run since (a catalog read otherwise).
         warehouse.ensure_schema(conn)
         outcome = notify_due_alerts(conn, settings, web_public_url(), now)
+    if outcome is None:
+        return SkipReason("an earlier evaluation is still sending price alerts")
     if outcome["failed"]:
         raise RuntimeError(f"price alerts not sent: {outcome['failed']}")
     if not outcome["sent"]:

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import psycopg
 import requests
 
 from fare_assets.settings import PROJECT_ROOT, load_settings
+from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import PostgresError, embedded_cluster, find_bin_dir
 
 JAVA_HINT = "install Java 17 or newer: `apt-get install -y openjdk-17-jre-headless` (Debian/Ubuntu)"
@@ -137,7 +139,11 @@ class Supervisor:
     def start_postgres(self) -> None:
         cluster = embedded_cluster()
         self.started_postgres = not cluster.running()
-        print(f"warehouse: {cluster.start()}")
+        dsn = cluster.start()
+        print(f"warehouse: {dsn}")
+        # The page's role cannot create tables: an upgraded warehouse gains those a new version reads before it serves.
+        with psycopg.connect(dsn) as conn:
+            warehouse.ensure_schema(conn)
 
     def start_market(self) -> None:
         """The fare market simulator, unless something already answers at FARES_MARKET_URL."""

@@ -37,9 +37,9 @@ def alert_db(warehouse_dsn, monkeypatch, load_quietly):
     for threshold, currency in (("250", "USD"), ("200", "USD"), ("230", None)):
         assert client.post("/api/alerts", json={**trip_query(), "threshold": threshold,
                                                 "currency": currency}).status_code == 201
-    # An alert for a trip nobody collected is never due.
-    assert client.post("/api/alerts", json={**trip_query(origin="BOS", destination="LAX"),
-                                            "threshold": "9999"}).status_code == 201
+    # An alert for a trip nobody collected is never due; the answer says nothing collects it yet.
+    uncollected = client.post("/api/alerts", json={**trip_query(origin="BOS", destination="LAX"), "threshold": "9999"})
+    assert uncollected.status_code == 201 and uncollected.get_json()["collected"] is False
     return warehouse_dsn
 
 
@@ -63,9 +63,10 @@ def test_alert_below_threshold_is_sent_once_by_webhook(alert_db, monkeypatch):
         payload = receiver.payloads[0]
         assert payload["kind"] == "price_below_threshold" and payload["total"] == "240.00"
         assert payload["threshold"] == "250.00" and payload["currency"] == "USD"
+        # Saved without a party, the alert watches the one the trip's page shows: a single adult in economy.
         assert payload["url"] == (f"https://fares.example/fares?origin=SFO&destination=JFK&depart={DEPART}"
-                                  f"&return={RETURN}")
-        assert "240.00 USD" in payload["text"] and "below your alert at 250.00 USD" in payload["text"]
+                                  f"&return={RETURN}&adults=1&children=0&cabin=COACH")
+        assert "for 1 adult in economy is now 240.00 USD, below your alert at 250.00 USD" in payload["text"]
         assert notified(alert_db) == [(Decimal("250.000"), "USD", Decimal("240.000"))]
 
         assert "no price alert is below" in tick(alert_db).skip_message
@@ -80,6 +81,61 @@ def test_failed_webhook_retries_next_tick_and_no_channel_sends_nothing(alert_db,
         with pytest.raises(RuntimeError, match="HTTP 500"):
             tick(alert_db)
         assert notified(alert_db) == [] and len(receiver.payloads) == 1
+
+
+def test_a_channel_that_failed_is_not_tried_again_in_the_same_tick(alert_db, monkeypatch):
+    # Two alerts are due; the webhook refuses the first, so the second waits for the next tick instead of another try.
+    with psycopg.connect(alert_db) as conn:
+        conn.execute("UPDATE price_alerts SET threshold = 245 WHERE threshold = 230")
+    with webhook(status=500) as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        with pytest.raises(RuntimeError, match="HTTP 500") as failure:
+            tick(alert_db)
+        assert len(receiver.payloads) == 1 and str(failure.value).count("HTTP 500") == 2
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "sent 2 price alert" in tick(alert_db).skip_message
+
+
+def test_a_tick_while_another_evaluation_is_sending_sends_nothing(alert_db, monkeypatch):
+    # An evaluation that outlived its timeout still holds the sending lock: this tick would send its alerts again.
+    with webhook() as receiver, psycopg.connect(alert_db, autocommit=True) as sending:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        sending.execute("SELECT pg_advisory_lock(hashtext('fares price alerts'))")
+        assert "still sending" in tick(alert_db).skip_message and receiver.payloads == []
+        sending.execute("SELECT pg_advisory_unlock(hashtext('fares price alerts'))")
+        assert "sent 1 price alert" in tick(alert_db).skip_message
+
+
+def test_an_alert_without_a_party_watches_the_one_its_page_shows(warehouse_dsn, monkeypatch, load_quietly):
+    # The trip's newest fares are a pair's; an hour later a single adult's cheaper total is collected.
+    load_quietly([fare_row("pair", "480.00", search_id="p1", collected_at=EARLIER - dt.timedelta(minutes=30),
+                           adults=2)])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    response = client.post("/api/alerts", json={**trip_query(), "threshold": "300"})
+    assert response.status_code == 201 and response.get_json()["collected"] is True
+    assert {key: response.get_json()["trip"][key] for key in ("adults", "children", "cabin")} == {
+        "adults": 2, "children": 0, "cabin": "COACH"}
+    load_quietly([fare_row("single", "240.00", search_id="s1", collected_at=EARLIER)])
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "no price alert is below" in tick(warehouse_dsn).skip_message
+        load_quietly([fare_row("pair-cheaper", "290.00", search_id="p2", adults=2)])
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    [payload] = receiver.payloads
+    assert (payload["adults"], payload["total"]) == (2, "290.00") and "for 2 adults in economy" in payload["text"]
+
+
+def test_the_page_says_an_alert_on_a_trip_nobody_collected_cannot_be_met_yet(warehouse_dsn, load_quietly):
+    load_quietly(history_rows(["310.00"]))
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    notices = {}
+    for origin in ("SFO", "BOS"):
+        saved = client.post("/alerts", data={**trip_query(origin=origin), "threshold": "250"})
+        assert saved.status_code == 303
+        notices[origin] = client.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "Alert saved" in notices["SFO"] and "No fare of this trip has been collected yet" not in notices["SFO"]
+    assert "No fare of this trip has been collected yet" in notices["BOS"]
 
 
 def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):

@@ -561,10 +561,10 @@ def test_a_provider_is_missing_only_from_its_own_party_and_in_no_currency(wareho
 def test_a_provider_that_answered_with_no_option_is_not_missing(warehouse_dsn):
     from fare_assets_tests.test_webapp import NOW, empty_answer, fare_row as option_row
 
-    t0, t1, t2, t3 = (NOW - dt.timedelta(hours=hours) for hours in (3, 2, 1, 0))
-    quotes = {  # moment -> {provider: total, None where it answered with no option}; Duffel's call fails at t2.
-        t0: {"qpx": "300.00", "duffel": "250.00"}, t1: {"qpx": "300.00", "duffel": None},
-        t2: {"qpx": "310.00"}, t3: {"qpx": "320.00", "duffel": "260.00"}}
+    t0, t1, t2, t3, t4 = (NOW - dt.timedelta(hours=hours) for hours in (4, 3, 2, 1, 0))
+    quotes = {  # moment -> {provider: total, None where it answered with no option}; Duffel's call fails at t1 and t3.
+        t0: {"qpx": "300.00", "duffel": "250.00"}, t1: {"qpx": "300.00"}, t2: {"qpx": "305.00", "duffel": None},
+        t3: {"qpx": "310.00"}, t4: {"qpx": "320.00", "duffel": "260.00"}}
     rows = {(provider, at): option_row(f"{provider}-{at:%H}", total or "1", search_id=f"{provider}-{at:%H}",
                                        provider=provider, collected_at=at)
             for at, totals in quotes.items() for provider, total in totals.items()}
@@ -575,10 +575,11 @@ def test_a_provider_that_answered_with_no_option_is_not_missing(warehouse_dsn):
             searches=[(row[1], row[3]) for row in rows.values()], empty_answers=[empty_answer(rows[key]) for key in empty])
         observations = warehouse.observations(conn)
     assert load.empty_answers_changed == 1
-    # Duffel had nothing to sell at t1, so QPX's fare was the market's; its failed call leaves t2 unknown.
-    assert observations["collected_at"].tolist() == [t0, t1, t3]
-    assert observations["cheapest_total"].tolist() == [250.0, 300.0, 260.0]
-    assert observations["option_count"].tolist() == [2, 1, 2]
+    # The failed call at t1 may hide Duffel's cheaper fare; at t2 Duffel had nothing to sell, so QPX's fare was the
+    # market's, and its failed call at t3, with nothing to sell when last heard from, hides none.
+    assert observations["collected_at"].tolist() == [t0, t2, t3, t4]
+    assert observations["cheapest_total"].tolist() == [250.0, 305.0, 310.0, 260.0]
+    assert observations["option_count"].tolist() == [2, 1, 1, 2]
 
 
 def test_a_reload_withdraws_an_empty_answer_its_search_structured_again_no_longer_is(warehouse_dsn):
@@ -598,6 +599,17 @@ def test_a_reload_withdraws_an_empty_answer_its_search_structured_again_no_longe
         assert fixed.empty_answers_changed == 1 and route_stamps(conn)[("SFO", "LHR")] > stamped[("SFO", "LHR")]
         # Retention deletes the empty answers of the months it drops.
         assert conn.execute("SELECT search_id FROM empty_answers").fetchall() == []
+
+
+def test_retention_deletes_the_alerts_of_trips_that_departed_before_the_oldest_month_kept(warehouse_dsn):
+    now = dt.datetime.now(dt.timezone.utc)
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.ensure_schema(conn)
+        for depart in (now.date() - dt.timedelta(days=400), now.date() + dt.timedelta(days=30)):
+            conn.execute("INSERT INTO price_alerts (origin, destination, depart_date, return_date, threshold, currency)"
+                         " VALUES ('SFO', 'JFK', %s, %s, 250, 'USD')", (depart, depart + dt.timedelta(days=7)))
+        warehouse.load_warehouse(conn, [collected_on("recent", now - dt.timedelta(days=1))], {}, retention_days=60)
+        assert conn.execute("SELECT depart_date FROM price_alerts").fetchall() == [(now.date() + dt.timedelta(days=30),)]
 
 
 def test_a_load_is_retried_only_while_the_server_cannot_be_reached(warehouse_dsn):

@@ -20,7 +20,7 @@ from fare_assets.services import free_port
 from webapp import create_app, queries
 from webapp.db import get_db
 from webapp.formatting import arrival_local
-from webapp.insight import price_insight, providers_that_may_undercut
+from webapp.insight import price_insight
 from webapp.validation import Trip, TripError, parse_trip
 
 TODAY = dt.datetime.now(dt.timezone.utc).date()
@@ -253,19 +253,28 @@ def test_a_provider_that_answered_with_no_option_is_not_missing_from_the_page(cl
     assert [point["cheapest"] for point in history["points"]] == ["280.00", "310.00"]
     assert history["collections_missing_a_provider"] == 0
     assert "Not in this collection:" not in page_text(client.get("/fares", query_string=trip_query()))
-    # Half an hour later Duffel's call fails: it is missing, named by its answer without options, not its older quote.
+    # Half an hour later Duffel's call fails: having had nothing to sell when last heard from, it hides no fare.
     load([fare_row("qpx-later", "320.00", search_id="q3", collected_at=NOW + dt.timedelta(minutes=30))])
-    body = client.get("/api/fares", query_string=trip_query()).get_json()
-    assert body["absent_providers"] == [
-        {"provider": "duffel", "collected_at": NOW.isoformat(), "cheapest": None, "currency": None}]
-    text = page_text(client.get("/fares", query_string=trip_query()))
-    assert "Duffel, which found no fare" in text
+    assert client.get("/api/fares", query_string=trip_query()).get_json()["absent_providers"] == []
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["280.00", "310.00", "320.00"]
+    # Once it quotes again, a failed call counts as missing again.
+    load([fare_row("duffel-back", "290.00", search_id="d4", provider="duffel", collected_at=NOW + dt.timedelta(hours=1)),
+          fare_row("qpx-last", "330.00", search_id="q4", collected_at=NOW + dt.timedelta(hours=2))])
+    assert [(row["provider"], row["cheapest"]) for row in client.get(
+        "/api/fares", query_string=trip_query()).get_json()["absent_providers"]] == [("duffel", "290.00")]
 
 
-def test_a_missing_provider_whose_last_answer_held_no_option_cannot_have_undercut_the_fare():
-    absent = [{"provider": "duffel", "currency": None, "total_amount": None},
-              {"provider": "amadeus", "currency": "USD", "total_amount": Decimal("250.00")}]
-    assert providers_that_may_undercut(Decimal("300.00"), "USD", absent) == ["amadeus"]
+def test_a_warehouse_older_than_the_page_answers_unavailable_until_a_load_adds_what_it_reads(client, load,
+                                                                                            warehouse_dsn):
+    load(history_rows(["300.00"]))
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("DROP TABLE empty_answers")
+    response = client.get("/api/fares", query_string=trip_query())
+    assert response.status_code == 503 and "try again" in response.get_json()["error"]
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+    assert client.get("/api/fares", query_string=trip_query()).status_code == 200
 
 
 def test_a_quote_in_another_currency_at_the_same_moment_is_named_beside_the_options(client, load):

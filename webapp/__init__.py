@@ -80,5 +80,9 @@ def create_app(config: dict | None = None) -> Flask:
     # OperationalError covers a connection lost mid-request and a query over the statement timeout.
     app.register_error_handler(db.DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(psycopg.OperationalError, _database_unavailable)
+    # A warehouse older than this page lacks a table or column it reads until the next load (or the price-alert
+    # sensor) adds it; the page's role cannot: unavailable for a while, not a broken page.
+    app.register_error_handler(psycopg.errors.UndefinedTable, _database_unavailable)
+    app.register_error_handler(psycopg.errors.UndefinedColumn, _database_unavailable)
     app.after_request(_add_security_headers)
     return app

@@ -16,7 +16,7 @@ from fare_assets.local_dates import earliest_today, today_at
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
 from webapp.db import DatabaseUnavailable
-from webapp.formatting import cabin_label, utc_time
+from webapp.formatting import cabin_label, party, utc_time
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
@@ -33,7 +33,7 @@ class AlertError(TripError):
 
 @dataclass(frozen=True)
 class PriceAlert:
-    """Notify when the trip's cheapest fare falls below `threshold` (in `currency`; None until `in_trip_currency`)."""
+    """Notify when the trip's cheapest fare falls below `threshold` (in `currency`; None until `pinned_to_trip`)."""
 
     trip: Trip
     threshold: Decimal
@@ -68,13 +68,19 @@ def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
     return PriceAlert(trip, threshold, currency)
 
 
-def in_trip_currency(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
-    """`alert` in the currency of its trip's newest collection when it names none; an AlertError when the trip's
-    fares were quoted, but never in the currency it names (nothing could meet it: "USS", or USD on a EUR trip)."""
+def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
+    """`alert` with the currency, party and cabin of its trip's newest collection where it names none (USD for a trip
+    not collected yet); an AlertError when the trip's fares were quoted, but never in the currency it names (nothing
+    could meet it: "USS", or USD on a EUR trip)."""
     newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
     if not newest:
         return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
-    quoted = newest[0]["currency"]
+    shown = newest[0]
+    # Left open, a party matches every party's fares, so a family's alert could be met by one adult's total. The page's
+    # form sends the party it shows; an alert from the API watches the one its page would show.
+    alert = replace(alert, trip=replace(alert.trip, **{name: shown[name] for name in ("adults", "children", "cabin")
+                                                       if getattr(alert.trip, name) is None}))
+    quoted = shown["currency"]
     if alert.currency is None:
         return replace(alert, currency=quoted)
     if alert.currency != quoted and not queries.cheapest_options_now(conn, alert.trip, limit=1,
@@ -135,6 +141,8 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
     """The notification for a fare that fell below its threshold."""
     trip = alert.trip
     route = f"{trip.origin} → {trip.destination}, {trip.depart_date.isoformat()} – {trip.return_date.isoformat()}"
+    if trip.adults is not None:
+        route += f" for {party(trip.adults, trip.children)}"
     if trip.cabin is not None:
         route += f" in {cabin_label(trip.cabin).lower()}"
     total = f"{cheapest['total_amount']:,.2f} {cheapest['currency']}"
@@ -144,7 +152,8 @@ def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Ale
     return Alert("price_below_threshold", f"{SUBJECT_PREFIX} {trip.origin}→{trip.destination} fare {total}", text,
                  {"alert_id": alert.alert_id, "origin": trip.origin, "destination": trip.destination,
                   "depart": trip.depart_date.isoformat(), "return": trip.return_date.isoformat(),
-                  "cabin": cheapest["cabin"], "total": f"{cheapest['total_amount']:.2f}",
+                  "adults": cheapest["adults"], "children": cheapest["children"], "cabin": cheapest["cabin"],
+                  "total": f"{cheapest['total_amount']:.2f}",
                   "currency": cheapest["currency"],
                   "threshold": f"{alert.threshold:.2f}", "url": page_url})
 
@@ -154,29 +163,44 @@ def page_url(base_url: str, trip: Trip) -> str:
     return f"{base_url.rstrip('/')}/fares?{urlencode(trip.as_params())}"
 
 
+# Held while one evaluation sends: a sensor evaluation that outlives its timeout keeps running, and the next tick's
+# would read the same open alerts and send them again before either marks them.
+_SENDING_LOCK = "hashtext('fares price alerts')"
+
+
 def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str,
-                      now: dt.datetime) -> dict[str, list]:
-    """Send each open alert whose trip's latest cheapest fare is below its threshold, once.
+                      now: dt.datetime) -> dict[str, list] | None:
+    """Send each open alert whose trip's latest cheapest fare is below its threshold, once; None when another
+    evaluation is sending.
 
     `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
 
     An alert is marked notified only when every configured channel took it, so a failed send retries
-    on the next tick, to the channels that did not take it. Returns the alert ids sent and those that
-    failed, with the channel problems.
+    on the next tick, to the channels that did not take it. A channel that failed is not tried again
+    in the same evaluation: each try of an unreachable mail server costs its timeout. Returns the alert
+    ids sent and those that failed, with the channel problems.
     """
-    sent, failed = [], []
-    for alert in open_alerts(conn, now):
-        options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
-        cheapest = options[0] if options else None
-        if not is_due(alert, cheapest, now):
-            continue
-        pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
-        outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, pending)
-        problems = {channel: problem for channel, problem in outcome.items() if problem}
-        if problems:
-            mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
-            failed.append((alert.alert_id, problems))
-        else:
-            mark_notified(conn, alert.alert_id, cheapest["total_amount"], now)
-            sent.append(alert.alert_id)
-    return {"sent": sent, "failed": failed}
+    if not conn.execute(f"SELECT pg_try_advisory_lock({_SENDING_LOCK}) AS locked").fetchone()["locked"]:
+        return None
+    try:
+        sent, failed, down = [], [], {}
+        for alert in open_alerts(conn, now):
+            options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
+            cheapest = options[0] if options else None
+            if not is_due(alert, cheapest, now):
+                continue
+            pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
+            tried = [channel for channel in pending if channel not in down]
+            outcome = (send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, tried)
+                       if tried else {})
+            down.update({channel: problem for channel, problem in outcome.items() if problem})
+            problems = {channel: down[channel] for channel in pending if channel in down}
+            if problems:
+                mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
+                failed.append((alert.alert_id, problems))
+            else:
+                mark_notified(conn, alert.alert_id, cheapest["total_amount"], now)
+                sent.append(alert.alert_id)
+        return {"sent": sent, "failed": failed}
+    finally:
+        conn.execute(f"SELECT pg_advisory_unlock({_SENDING_LOCK})")

@@ -53,8 +53,7 @@ def _cheapest_trip_json(row: dict) -> dict:
 
 def _provider_quote_json(row: dict) -> dict:
     return {"provider": row["provider"], "collected_at": _iso(row["collected_at"]),
-            "cheapest": None if row["total_amount"] is None else amount_text(row["total_amount"]),
-            "currency": row["currency"]}
+            "cheapest": amount_text(row["total_amount"]), "currency": row["currency"]}
 
 
 def fares_document(trip: Trip, found: dict) -> dict:
@@ -165,10 +164,11 @@ def create_alert():
     """Watch a trip: notify when its cheapest fare falls below `threshold` (JSON body)."""
     body = request.get_json(silent=True)
     conn = get_db()
-    watched = alerts.in_trip_currency(conn, alerts.parse_alert(body if isinstance(body, dict) else {}))
+    watched = alerts.pinned_to_trip(conn, alerts.parse_alert(body if isinstance(body, dict) else {}))
     alert_id = alerts.save_alert(conn, watched)
+    collected = bool(queries.cheapest_options_now(conn, watched.trip, limit=1))
     return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
-                   currency=watched.currency), 201
+                   currency=watched.currency, collected=collected), 201
 
 
 @api.errorhandler(alerts.AlertError)

@@ -42,7 +42,7 @@ def trip_fares():
 def create_alert():
     """Save a price alert from the trip page's form, then show the trip again (or the form's problems)."""
     try:
-        watched = alerts.in_trip_currency(get_db(), alerts.parse_alert(request.form))
+        watched = alerts.pinned_to_trip(get_db(), alerts.parse_alert(request.form))
     except alerts.AlertError as error:
         trip_problems = {field: problem for field, problem in error.problems.items()
                          if field not in ("threshold", "currency")}

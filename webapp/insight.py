@@ -36,10 +36,9 @@ def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: l
 
 def providers_that_may_undercut(current: Decimal, currency: str, absent_providers: list[dict]) -> list[str]:
     """The providers missing from a collection whose newest quote was below its cheapest `current`, or in another
-    currency (so no one can tell): with them in it, its cheapest might have been lower. One whose newest answer held
-    no option had nothing to sell a moment before: it does not withhold the judgement."""
-    return sorted({row["provider"] for row in absent_providers if row["total_amount"] is not None
-                   and (row["currency"] != currency or row["total_amount"] < current)})
+    currency (so no one can tell): with them in it, its cheapest might have been lower."""
+    return sorted({row["provider"] for row in absent_providers
+                   if row["currency"] != currency or row["total_amount"] < current})
 
 
 def not_judged(insight: dict, providers: list[str]) -> dict:

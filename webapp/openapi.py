@@ -48,9 +48,8 @@ _CHEAPEST_TRIP = {"type": "object", "properties": {
     "cabin": {"type": "string"}, "total": _AMOUNT, "currency": {"type": "string"}, "url": {"type": "string"},
     "collected_at": {"type": "string", "format": "date-time"}}}
 _PROVIDER_QUOTE = {"type": "object", "properties": {
-    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"},
-    "cheapest": {**_NULLABLE_AMOUNT, "description": "null when that answer held no option"},
-    "currency": {"type": "string", "nullable": True}}}
+    "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
+    "currency": {"type": "string"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete"],
               "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
@@ -96,10 +95,10 @@ DOCUMENT = {
             "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
             "absent_providers": {"type": "array", "items": _PROVIDER_QUOTE,
-                                 "description": "providers that answered for the trip in the day before the "
-                                                "collection but not in it (an answer without options is not "
-                                                "missing), each with its last quote, in the collection's currency "
-                                                "where it has one, else its last answer without options"},
+                                 "description": "providers that quoted the trip in the day before the collection, "
+                                                "have not since answered without options, and did not answer in "
+                                                "it (in any currency), each with its last quote, in the "
+                                                "collection's currency where it has one"},
             "other_currency_quotes": {"type": "array", "items": _PROVIDER_QUOTE,
                                       "description": "providers that quoted the trip at the collection's moment in "
                                                      "another currency (not ranked with the options)"},
@@ -115,8 +114,8 @@ DOCUMENT = {
             "collections_missing_a_provider": {
                 "type": "integer",
                 "description": "collections left out of points: a provider that quoted the trip in the day before "
-                               "did not answer in them (in any currency; its call failed or its answer could not "
-                               "be read)"}}),
+                               "(and has not since answered without options) did not answer in them (in any "
+                               "currency; its call failed or its answer could not be read)"}}),
         "/api/date-grid": _trip_operation("Cheapest fare per departure/return pair within 3 days", {
             "trip": _TRIP, "fare_model_available": {"type": "boolean"},
             "cells": {"type": "array", "items": {"type": "object", "properties": {
@@ -147,7 +146,9 @@ DOCUMENT = {
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["origin", "destination", "depart", "return", "threshold"],
                 "properties": {"origin": _PLACE, "destination": _PLACE, "depart": _DATE, "return": _DATE,
-                               "adults": {"type": "integer", "minimum": 1, "maximum": 9},
+                               "adults": {"type": "integer", "minimum": 1, "maximum": 9,
+                                          "description": "default (with children and cabin): the party and cabin "
+                                                         "of the trip's newest fares, as its page shows"},
                                "children": {"type": "integer", "minimum": 0, "maximum": 8},
                                "cabin": {"type": "string", "enum": _CABIN_NAMES},
                                "threshold": {"type": "string", "example": "350"},
@@ -156,7 +157,10 @@ DOCUMENT = {
                                                            "for a trip not collected yet); one the trip's fares were "
                                                            "never quoted in is refused"}}}}}},
             "responses": {"201": _json({"type": "object", "properties": {
-                "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"}}},
+                "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"},
+                "collected": {"type": "boolean",
+                              "description": "whether fares of the trip (party and cabin) were collected: if not, "
+                                             "the alert can only be met once the watchlist collects it"}}},
                 "the alert was saved"),
                 "400": _json(_ERROR, "an invalid alert: `fields` says what to fix"),
                 "503": _json(_ERROR, "the fare database is unreachable")}}},

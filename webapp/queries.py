@@ -180,16 +180,15 @@ _EMPTY_ANSWER_PROVIDER_ROWS = _PROVIDER_ROWS.replace("currency, collected_at, to
 
 
 def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
-    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that answered for the trip
-    in the day before but not at that moment (each with its newest quote, in the shown currency where it has one; or
-    its newest answer, without currency or total, when that held no option), and `other_currency_quotes`, providers
-    that quoted it at that moment in another currency.
+    """What the shown collection (an option of it) leaves out: `absent_providers`, providers that quoted the trip in the
+    day before but did not answer at that moment in any currency (each with its newest quote, in the shown currency
+    where it has one), and `other_currency_quotes`, providers that quoted it at that moment in another currency.
 
     A provider whose call failed in a sweep is missing from that collection: if it is usually the cheaper, the
     collection's cheapest looks like a rise. The page names it, with its last quote, rather than mixing a quote nobody
-    confirmed at the shown moment into the collection. One that answered with no option then is not missing: it had
-    nothing to sell. A quote in another currency cannot be ranked with the options without exchange rates, so it is
-    named beside them. The advisor's observations leave out a moment by the same rule
+    confirmed at the shown moment into the collection. One that answered with no option, then or since its last quote,
+    is not missing: it had nothing to sell. A quote in another currency cannot be ranked with the options without
+    exchange rates, so it is named beside them. The advisor's observations leave out a moment by the same rule
     (fare_assets.storing.warehouse.observations).
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
@@ -197,17 +196,16 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
     answers = sql.SQL(" UNION ALL ").join([_each_table(_PROVIDER_ROWS), sql.SQL(_EMPTY_ANSWER_PROVIDER_ROWS)])
     rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=answers), params).fetchall()
     present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
-    absent = sorted((row for row in rows if row["provider"] not in present),
-                    key=lambda row: -row["collected_at"].timestamp())
-    newest, quoted = {}, {}
-    for row in absent:
+    newest = {}
+    for row in sorted(rows, key=lambda row: -row["collected_at"].timestamp()):
         newest.setdefault(row["provider"], row)
-    for row in sorted((row for row in absent if row["currency"] is not None),
-                      key=lambda row: row["currency"] != shown["currency"]):
-        quoted.setdefault(row["provider"], row)
-    # An answer without options newer than the provider's quotes says it had nothing to sell since: no quote stands.
-    named = [row if row["currency"] is None else quoted[provider] for provider, row in newest.items()]
-    return {"absent_providers": sorted(named, key=lambda row: row["provider"]),
+    missing = {provider for provider, row in newest.items() if provider not in present and row["currency"] is not None}
+    quoted = {}
+    for row in sorted((row for row in rows if row["currency"] is not None),
+                      key=lambda row: (row["currency"] != shown["currency"], -row["collected_at"].timestamp())):
+        if row["provider"] in missing:
+            quoted.setdefault(row["provider"], row)
+    return {"absent_providers": sorted(quoted.values(), key=lambda row: row["provider"]),
             "other_currency_quotes": sorted((row for row in rows if row["currency"] not in (None, shown["currency"])
                                         and row["collected_at"] == shown["collected_at"]),
                                        key=lambda row: (row["currency"], row["total_amount"]))}

@@ -279,7 +279,9 @@ CREATE TABLE IF NOT EXISTS price_alerts (
   notified_at timestamptz,
   notified_total numeric(18,3),
   notified_channels text[] NOT NULL DEFAULT '{}'
-)"""
+);
+-- The price-alert sensor reads the open alerts every few minutes: never the notified ones piling up over months.
+CREATE INDEX IF NOT EXISTS price_alerts_open_idx ON price_alerts (depart_date) WHERE notified_at IS NULL"""
 # Columns added after their table was first released, which ensure_schema adds to warehouses created before:
 # an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin;
 # the channels that took an alert while another failed (2026-12-05), so its retry does not send them again;
@@ -388,7 +390,7 @@ def _schema_is_current(conn: psycopg.Connection) -> bool:
                 **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
                 **dict.fromkeys((*DIMENSION_TABLES, "empty_answers", "price_alerts", "route_loads", *SERVING_TABLES),
                                 "r"),
-                "empty_answers_trip_idx": "i"}
+                "empty_answers_trip_idx": "i", "price_alerts_open_idx": "i"}
     found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
     if found != expected:
@@ -476,7 +478,7 @@ class FareLoad:
     reclassified: int = 0
     # Rows deleted per table because their search, structured again, no longer yields them.
     withdrawn: dict[str, int] = field(default_factory=dict)
-    # Empty answers inserted, or deleted because their search, structured again, was not one.
+    # Empty answers inserted or changed, or deleted because their search, structured again, was not one.
     empty_answers_changed: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
     # Why retention dropped nothing this time although months are past it (the next load tries again).
@@ -540,21 +542,28 @@ def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> d
     return withdrawn
 
 
-def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple]) -> int:
-    """Make the staged searches' empty answers `answers` (EMPTY_ANSWER_COLUMNS); rows inserted or deleted."""
+def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple], first_kept: dt.date | None) -> int:
+    """Make the staged searches' empty answers `answers` (EMPTY_ANSWER_COLUMNS), those of the months retention keeps;
+    rows inserted, changed or deleted."""
     conn.execute("CREATE TEMP TABLE empty_answer_staging (LIKE empty_answers) ON COMMIT DROP")
     _copy_into(conn, "empty_answer_staging", EMPTY_ANSWER_COLUMNS, answers)
+    if first_kept is not None:
+        conn.execute("DELETE FROM empty_answer_staging WHERE collected_at < %s",
+                     (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
+    key = ["collected_at", "search_id"]
     # A search structured again into options, or into quarantine, found something or was not read: not empty.
     deleted = _stamping_routes(conn, "DELETE FROM empty_answers AS placed USING search_staging AS searched"
                                      " WHERE (placed.collected_at, placed.search_id)"
                                      " = (searched.collected_at, searched.search_id)"
-                                     " AND (placed.collected_at, placed.search_id)"
-                                     " NOT IN (SELECT collected_at, search_id FROM empty_answer_staging)"
+                                     " AND NOT EXISTS (SELECT 1 FROM empty_answer_staging AS staged"
+                                     " WHERE (staged.collected_at, staged.search_id)"
+                                     " = (placed.collected_at, placed.search_id))"
                                      " RETURNING placed.origin, placed.destination")
-    inserted = _stamping_routes(conn, "INSERT INTO empty_answers SELECT DISTINCT ON (collected_at, search_id) *"
-                                      " FROM empty_answer_staging ON CONFLICT (collected_at, search_id) DO NOTHING"
-                                      " RETURNING origin, destination")
-    return deleted + inserted
+    # Rewritten when a rerun reads its party or cabin otherwise; its route is the search id's, which cannot change.
+    merged = _stamping_routes(conn, _upsert_sql("empty_answers", "empty_answer_staging", key,
+                                                [name for name, _ in EMPTY_ANSWER_COLUMNS])
+                              + " RETURNING origin, destination")
+    return deleted + merged
 
 
 def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterable[tuple],
@@ -659,7 +668,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         _serialize_schema_changes(conn)
         _rekey_fare_tables(conn)
         load, first_kept = _merge_fares(conn, fares, searches, retention_days)
-        load.empty_answers_changed = _merge_empty_answers(conn, empty_answers)
+        load.empty_answers_changed = _merge_empty_answers(conn, empty_answers, first_kept)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
     if first_kept is not None:
@@ -670,6 +679,8 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
                 load.dropped_partitions = _drop_partitions_before(conn, first_kept)
                 conn.execute("DELETE FROM empty_answers WHERE collected_at < %s",
                              (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
+                # A trip that departed before the oldest month kept has no fares left: its alerts are done with.
+                conn.execute("DELETE FROM price_alerts WHERE depart_date < %s", (first_kept,))
                 if load.dropped_partitions:
                     # Monthly at most: every stored page's history may have lost collections.
                     conn.execute("UPDATE route_loads SET loaded_at = clock_timestamp()")
@@ -709,7 +720,7 @@ def load_serving_tables(conn: psycopg.Connection, tables: Mapping[str, Iterable[
 
 def load_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterable[tuple] = ()) -> dict[str, int]:
     """Merge fare rows (LOAD_COLUMNS order) of `searches` into both fare tables in one transaction; rows inserted or
-    changed."""
+    changed. The searches' rows and empty answers the load lacks are deleted (load_warehouse)."""
     return load_warehouse(conn, rows, {}, searches=searches).changed
 
 
@@ -771,14 +782,16 @@ ABSENT_PROVIDER_WINDOW = dt.timedelta(days=1)
 
 
 def expected_until_sql(trip: str) -> str:
-    """Over rows of one provider's quote of a trip (`trip`, its key columns) at a moment in a currency: the moment up to
-    which the provider is expected again, the day after the quote (inclusive) or its next quote in any currency
-    (exclusive), whichever comes first."""
+    """Over rows of one provider's answer for a trip (`trip`, its key columns) at a moment in a currency: the moment up to
+    which the provider is expected again, the day after a quote (inclusive) or its next answer in any currency
+    (exclusive), whichever comes first. An answer without options (no currency) ends the expectation and sets none:
+    the provider had nothing to sell, so its absence hides no cheaper fare."""
     # In seconds: a day added to a timestamptz is a calendar day in the session's time zone, 23 or 25 hours across a
     # clock change, where the page subtracts 24.
-    return f"""least(collected_at + interval '{int(ABSENT_PROVIDER_WINDOW.total_seconds())} seconds',
-                     lead(collected_at) OVER (PARTITION BY {trip}, provider ORDER BY collected_at)
-                       - interval '1 microsecond')"""
+    return f"""CASE WHEN currency IS NOT NULL THEN
+                 least(collected_at + interval '{int(ABSENT_PROVIDER_WINDOW.total_seconds())} seconds',
+                       lead(collected_at) OVER (PARTITION BY {trip}, provider ORDER BY collected_at)
+                         - interval '1 microsecond') END"""
 
 
 def absent_until_sql(trip: str) -> str:
