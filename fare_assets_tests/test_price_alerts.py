@@ -83,20 +83,6 @@ def test_failed_webhook_retries_next_tick_and_no_channel_sends_nothing(alert_db,
         assert notified(alert_db) == [] and len(receiver.payloads) == 1
 
 
-def test_a_channel_that_failed_is_not_tried_again_in_the_same_tick(alert_db, monkeypatch):
-    # Two alerts are due; the webhook refuses the first, so the second waits for the next tick instead of another try.
-    with psycopg.connect(alert_db) as conn:
-        conn.execute("UPDATE price_alerts SET threshold = 245 WHERE threshold = 230")
-    with webhook(status=500) as receiver:
-        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
-        with pytest.raises(RuntimeError, match="HTTP 500") as failure:
-            tick(alert_db)
-        assert len(receiver.payloads) == 1 and str(failure.value).count("HTTP 500") == 2
-    with webhook() as receiver:
-        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
-        assert "sent 2 price alert" in tick(alert_db).skip_message
-
-
 def test_a_tick_while_another_evaluation_is_sending_sends_nothing(alert_db, monkeypatch):
     # An evaluation that outlived its timeout still holds the sending lock: this tick would send its alerts again.
     with webhook() as receiver, psycopg.connect(alert_db, autocommit=True) as sending:
@@ -136,6 +122,23 @@ def test_the_page_says_an_alert_on_a_trip_nobody_collected_cannot_be_met_yet(war
         notices[origin] = client.get(saved.headers["Location"]).get_data(as_text=True)
     assert "Alert saved" in notices["SFO"] and "No fare of this trip has been collected yet" not in notices["SFO"]
     assert "No fare of this trip has been collected yet" in notices["BOS"]
+
+
+def test_an_alert_saved_before_its_trip_was_collected_watches_the_party_first_collected(warehouse_dsn, monkeypatch,
+                                                                                        load_quietly):
+    load_quietly([])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    saved = client.post("/api/alerts", json={**trip_query(), "threshold": "300"}).get_json()
+    assert (saved["collected"], saved["trip"]["adults"], saved["currency"]) == (False, None, "USD")
+    load_quietly([fare_row("pair", "480.00", search_id="p1", collected_at=EARLIER, adults=2)])
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "no price alert is below" in tick(warehouse_dsn).skip_message
+        # A single adult's total, collected since, is not the pair's the alert now watches.
+        load_quietly([fare_row("single", "240.00", search_id="s1", adults=1)])
+        assert "no price alert is below" in tick(warehouse_dsn).skip_message and receiver.payloads == []
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert conn.execute("SELECT adults, children, cabin FROM price_alerts").fetchall() == [(2, 0, "COACH")]
 
 
 def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):

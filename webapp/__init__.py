@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import READONLY_ROLE, WAREHOUSE_DB
+from fare_assets.storing.warehouse import schema_is_current
 from webapp import db, formatting, fragments
 from webapp.api import api
 from webapp.fares import fares
@@ -51,6 +52,15 @@ def _database_unavailable(error: Exception):
     return _error_response(503, "Service Unavailable", UNAVAILABLE_MESSAGE)
 
 
+def _schema_behind(error: psycopg.Error):
+    """A table or column the warehouse lacks: it is older than this page until the next load (or price-alert sensor
+    tick) adds what it reads, which the page's role cannot, so unavailable for a while; if the warehouse is current,
+    the query is wrong (a 500)."""
+    if schema_is_current(db.get_db()):
+        raise error
+    return _database_unavailable(error)
+
+
 def _add_security_headers(response):
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -80,9 +90,7 @@ def create_app(config: dict | None = None) -> Flask:
     # OperationalError covers a connection lost mid-request and a query over the statement timeout.
     app.register_error_handler(db.DatabaseUnavailable, _database_unavailable)
     app.register_error_handler(psycopg.OperationalError, _database_unavailable)
-    # A warehouse older than this page lacks a table or column it reads until the next load (or the price-alert
-    # sensor) adds it; the page's role cannot: unavailable for a while, not a broken page.
-    app.register_error_handler(psycopg.errors.UndefinedTable, _database_unavailable)
-    app.register_error_handler(psycopg.errors.UndefinedColumn, _database_unavailable)
+    app.register_error_handler(psycopg.errors.UndefinedTable, _schema_behind)
+    app.register_error_handler(psycopg.errors.UndefinedColumn, _schema_behind)
     app.after_request(_add_security_headers)
     return app

@@ -68,6 +68,14 @@ def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
     return PriceAlert(trip, threshold, currency)
 
 
+def _party_of(alert: PriceAlert, shown: Mapping) -> PriceAlert:
+    """`alert` watching the party and cabin of `shown` (an option of its trip) where it names none."""
+    # Left open, a party matches every party's fares, so a family's alert could be met by one adult's total. The page's
+    # form sends the party it shows; an alert from the API watches the one its page would show.
+    return replace(alert, trip=replace(alert.trip, **{name: shown[name] for name in ("adults", "children", "cabin")
+                                                      if getattr(alert.trip, name) is None}))
+
+
 def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     """`alert` with the currency, party and cabin of its trip's newest collection where it names none (USD for a trip
     not collected yet); an AlertError when the trip's fares were quoted, but never in the currency it names (nothing
@@ -75,12 +83,8 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
     if not newest:
         return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
-    shown = newest[0]
-    # Left open, a party matches every party's fares, so a family's alert could be met by one adult's total. The page's
-    # form sends the party it shows; an alert from the API watches the one its page would show.
-    alert = replace(alert, trip=replace(alert.trip, **{name: shown[name] for name in ("adults", "children", "cabin")
-                                                       if getattr(alert.trip, name) is None}))
-    quoted = shown["currency"]
+    alert = _party_of(alert, newest[0])
+    quoted = newest[0]["currency"]
     if alert.currency is None:
         return replace(alert, currency=quoted)
     if alert.currency != quoted and not queries.cheapest_options_now(conn, alert.trip, limit=1,
@@ -88,6 +92,21 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
         raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
                                       f"alert in {alert.currency} would never be met"})
     return alert
+
+
+def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
+    """An alert saved before its trip was collected, with no party or cabin, pinned (and saved) to those of its
+    trip's newest collection once there is one: as saved, it would be met by whichever party was collected last."""
+    trip = alert.trip
+    if None not in (trip.adults, trip.children, trip.cabin):
+        return alert
+    newest = queries.cheapest_options_now(conn, trip, limit=1, currency=alert.currency)
+    if not newest:
+        return alert
+    pinned = _party_of(alert, newest[0])
+    conn.execute("UPDATE price_alerts SET adults = %s, children = %s, cabin = %s WHERE id = %s",
+                 (pinned.trip.adults, pinned.trip.children, pinned.trip.cabin, alert.alert_id))
+    return pinned
 
 
 def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
@@ -164,7 +183,8 @@ def page_url(base_url: str, trip: Trip) -> str:
 
 
 # Held while one evaluation sends: a sensor evaluation that outlives its timeout keeps running, and the next tick's
-# would read the same open alerts and send them again before either marks them.
+# would read the same open alerts and send them again before either marks them. A session lock: behind a
+# transaction-mode pooler (PgBouncer) the sensor needs a direct connection.
 _SENDING_LOCK = "hashtext('fares price alerts')"
 
 
@@ -176,25 +196,22 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
 
     An alert is marked notified only when every configured channel took it, so a failed send retries
-    on the next tick, to the channels that did not take it. A channel that failed is not tried again
-    in the same evaluation: each try of an unreachable mail server costs its timeout. Returns the alert
-    ids sent and those that failed, with the channel problems.
+    on the next tick, to the channels that did not take it. Returns the alert ids sent and those that
+    failed, with the channel problems.
     """
     if not conn.execute(f"SELECT pg_try_advisory_lock({_SENDING_LOCK}) AS locked").fetchone()["locked"]:
         return None
     try:
-        sent, failed, down = [], [], {}
+        sent, failed = [], []
         for alert in open_alerts(conn, now):
+            alert = _pinned_on_first_collection(conn, alert)
             options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
             cheapest = options[0] if options else None
             if not is_due(alert, cheapest, now):
                 continue
             pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
-            tried = [channel for channel in pending if channel not in down]
-            outcome = (send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, tried)
-                       if tried else {})
-            down.update({channel: problem for channel, problem in outcome.items() if problem})
-            problems = {channel: down[channel] for channel in pending if channel in down}
+            outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, pending)
+            problems = {channel: problem for channel, problem in outcome.items() if problem}
             if problems:
                 mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
                 failed.append((alert.alert_id, problems))
@@ -203,4 +220,6 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
                 sent.append(alert.alert_id)
         return {"sent": sent, "failed": failed}
     finally:
-        conn.execute(f"SELECT pg_advisory_unlock({_SENDING_LOCK})")
+        # A lost connection has lost its lock too; unlocking would only hide the error that lost it.
+        if not conn.broken:
+            conn.execute(f"SELECT pg_advisory_unlock({_SENDING_LOCK})")

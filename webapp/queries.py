@@ -200,10 +200,13 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
     for row in sorted(rows, key=lambda row: -row["collected_at"].timestamp()):
         newest.setdefault(row["provider"], row)
     missing = {provider for provider, row in newest.items() if provider not in present and row["currency"] is not None}
+    # A quote from before the provider's newest answer without options was no longer on sale after it.
+    emptied_at = {row["provider"]: row["collected_at"] for row in rows if row["currency"] is None}
     quoted = {}
     for row in sorted((row for row in rows if row["currency"] is not None),
                       key=lambda row: (row["currency"] != shown["currency"], -row["collected_at"].timestamp())):
-        if row["provider"] in missing:
+        emptied = emptied_at.get(row["provider"])
+        if row["provider"] in missing and (emptied is None or row["collected_at"] > emptied):
             quoted.setdefault(row["provider"], row)
     return {"absent_providers": sorted(quoted.values(), key=lambda row: row["provider"]),
             "other_currency_quotes": sorted((row for row in rows if row["currency"] not in (None, shown["currency"])

@@ -384,7 +384,7 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
 
 
-def _schema_is_current(conn: psycopg.Connection) -> bool:
+def schema_is_current(conn: psycopg.Connection) -> bool:
     """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
     expected = {**dict.fromkeys(FARE_TABLES, "p"),
                 **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
@@ -418,7 +418,7 @@ def ensure_schema(conn: psycopg.Connection) -> None:
     neither wait for a load's turn nor lock the fare tables.
     """
     with conn.transaction():
-        if _schema_is_current(conn):
+        if schema_is_current(conn):
             return
         _serialize_schema_changes(conn)
         for table in FARE_TABLES:
@@ -547,9 +547,6 @@ def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple], fir
     rows inserted, changed or deleted."""
     conn.execute("CREATE TEMP TABLE empty_answer_staging (LIKE empty_answers) ON COMMIT DROP")
     _copy_into(conn, "empty_answer_staging", EMPTY_ANSWER_COLUMNS, answers)
-    if first_kept is not None:
-        conn.execute("DELETE FROM empty_answer_staging WHERE collected_at < %s",
-                     (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
     key = ["collected_at", "search_id"]
     # A search structured again into options, or into quarantine, found something or was not read: not empty.
     deleted = _stamping_routes(conn, "DELETE FROM empty_answers AS placed USING search_staging AS searched"
@@ -559,6 +556,11 @@ def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple], fir
                                      " WHERE (staged.collected_at, staged.search_id)"
                                      " = (placed.collected_at, placed.search_id))"
                                      " RETURNING placed.origin, placed.destination")
+    # Those of a month retention drops are not merged (they would only be deleted again), after the comparison above,
+    # so a reload past retention deletes nothing its fares keep while a drop is deferred.
+    if first_kept is not None:
+        conn.execute("DELETE FROM empty_answer_staging WHERE collected_at < %s",
+                     (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
     # Rewritten when a rerun reads its party or cabin otherwise; its route is the search id's, which cannot change.
     merged = _stamping_routes(conn, _upsert_sql("empty_answers", "empty_answer_staging", key,
                                                 [name for name, _ in EMPTY_ANSWER_COLUMNS])
