@@ -37,6 +37,7 @@ class Settings:
     warehouse_load_attempts: int
     warehouse_retry_seconds: float
     advisor_max_upset_rate: float | None
+    model_versions_kept: int
 
     @property
     def pg_dir(self) -> Path:
@@ -78,6 +79,11 @@ def load_settings() -> Settings:
     settle_seconds = float(_env("FARES_SENSOR_SETTLE_SECONDS", "360"))
     if not 0 <= settle_seconds <= 3600:
         raise ValueError(f"FARES_SENSOR_SETTLE_SECONDS is {settle_seconds}; set from 0 (request at once) to 3600")
+    # A month of daily retrains: enough to compare and roll back; each version is a model, its metrics and charts.
+    versions_kept = int(_env("FARES_MODEL_VERSIONS_KEPT", "30"))
+    if versions_kept < 0:
+        raise ValueError(f"FARES_MODEL_VERSIONS_KEPT is {versions_kept}; set 0 (keep every version) or how many of "
+                         "each model's newest versions to keep")
     if model_engine not in ENGINES:
         raise ValueError(f"FARES_MODEL_ENGINE is {model_engine!r}; set it to one of {', '.join(ENGINES)}")
     return Settings(
@@ -108,4 +114,5 @@ def load_settings() -> Settings:
         warehouse_load_attempts=load_attempts,
         warehouse_retry_seconds=retry_seconds,
         advisor_max_upset_rate=_max_upset_rate(),
+        model_versions_kept=versions_kept,
     )

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from fare_assets.resources import LakeResource
 from fare_assets.settings import load_settings
+from fare_assets.storing.lake import model_version_key, published_model_key
 from fare_assets.synthesizing.advisor import (
     LAST_CALL_DAYS_AHEAD,
     MIN_HISTORY,
@@ -39,7 +40,7 @@ from fare_assets.synthesizing.features import (
     observation_features,
     route_calendar,
 )
-from fare_assets.synthesizing.model_files import ModelUnavailable, save_version
+from fare_assets.synthesizing.model_files import ModelUnavailable, prune_versions, save_version, saved_versions
 from fare_assets.synthesizing.plots import (
     DPI,
     FIGURE_SIZE_INCHES,
@@ -631,6 +632,24 @@ def test_missing_or_corrupt_model_files_raise_model_unavailable(evaluation, obse
     joblib.dump({"kind": "buy-wait-advisor", "format_version": 0, "features": MODEL_FEATURES, "payload": {}}, old_format)
     with pytest.raises(ModelUnavailable, match="format version 0"):
         BuyWaitAdvisor.load(old_format)
+
+
+def test_old_model_versions_are_pruned_but_never_the_published_one(tmp_path, monkeypatch):
+    lake = LakeResource(root=str(tmp_path))
+    versions = [f"202612{day:02d}T031500Z" for day in range(1, 6)]
+    for version in versions:
+        for file in ("model.pkl", "metrics.json", "calibration.png"):
+            lake.write_object(model_version_key("fare_model", version, file), b"saved")
+    assert prune_versions(lake, "fare_model", 2) == versions[:3]
+    # The page serves the published version, however old: it stays.
+    lake.write_object(published_model_key("fare_model"), json.dumps({"version": versions[3]}).encode())
+    assert prune_versions(lake, "fare_model", 1) == [] and saved_versions(lake, "fare_model") == versions[3:]
+    assert prune_versions(lake, "fare_model", 0) == []
+    lake.write_object(published_model_key("fare_model"), b"not json")
+    assert prune_versions(lake, "fare_model", 1) == [] and saved_versions(lake, "fare_model") == versions[3:]
+    monkeypatch.setenv("FARES_MODEL_VERSIONS_KEPT", "-1")
+    with pytest.raises(ValueError, match="FARES_MODEL_VERSIONS_KEPT is -1"):
+        load_settings()
 
 
 def test_fare_model_beats_the_route_mean(fare_evaluation):

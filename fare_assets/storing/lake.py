@@ -74,14 +74,19 @@ def export_table_path(export_root: str, table: str) -> str:
     return f"{export_root.rstrip('/')}/{table}"
 
 
+def model_prefix(name: str) -> str:
+    """Prefix of every saved version of a model and of its published pointer."""
+    return f"{MODELS_PREFIX}{name}/"
+
+
 def model_version_key(name: str, version: str, file: str = "") -> str:
     """Key of one file of one saved model version (its folder's prefix without `file`)."""
-    return f"{MODELS_PREFIX}{name}/{version}/{file}"
+    return f"{model_prefix(name)}{version}/{file}"
 
 
 def published_model_key(name: str) -> str:
     """Key of the pointer naming the version of a model the page serves."""
-    return f"{MODELS_PREFIX}{name}/latest.json"
+    return f"{model_prefix(name)}latest.json"
 
 
 def recent_landing_hours(now: datetime, lookback_hours: int) -> list[str]:

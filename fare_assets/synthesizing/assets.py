@@ -13,7 +13,7 @@ from fare_assets.storing import warehouse
 from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
 from fare_assets.synthesizing.fare_model import evaluate_fare_model, fit_fare_model
-from fare_assets.synthesizing.model_files import save_version
+from fare_assets.synthesizing.model_files import prune_versions, save_version
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
 ADVISOR = "buy_wait_advisor"
@@ -65,9 +65,11 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     charts = advisor_charts(evaluation)
     # A worse advisor stays on file for inspection, but the page keeps serving the last one that passed.
     save_version(lake, ADVISOR, version, evaluation.advisor, evaluation.headline, charts, publish=passed)
+    pruned = prune_versions(lake, ADVISOR, settings.model_versions_kept)
     yield MaterializeResult(metadata={
         "version": version,
         "published": passed,
+        "versions_pruned": MetadataValue.json(pruned),
         "engine": engine,
         "observations": _count(observations),
         **{key: value for key, value in evaluation.headline.items() if isinstance(value, (int, float, str))},
@@ -89,7 +91,8 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     description="Predicts a trip's cheapest fare for dates never collected (fills the date grid).",
 )
 def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    version, engine = _new_version(), load_settings().model_engine
+    settings = load_settings()
+    version, engine = _new_version(), settings.model_engine
     observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)
@@ -97,7 +100,9 @@ def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: 
     # nearest the newest departures, which the evaluated model never learned. (The advisor publishes its evaluated
     # model: its threshold and calibration are fitted on the part a refit would train on.)
     save_version(lake, FARE_MODEL, version, fit_fare_model(observations, engine), evaluation.metrics, charts)
+    pruned = prune_versions(lake, FARE_MODEL, settings.model_versions_kept)
     return MaterializeResult(metadata={"version": version, "engine": engine, "observations": _count(observations),
+                                       "versions_pruned": MetadataValue.json(pruned),
                                        **evaluation.metrics, **_chart_metadata(charts)})
 
 

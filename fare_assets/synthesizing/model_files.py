@@ -7,7 +7,7 @@ from pathlib import Path
 
 import joblib
 
-from fare_assets.storing.lake import model_version_key, published_model_key
+from fare_assets.storing.lake import model_prefix, model_version_key, published_model_key
 
 MODEL_FILE, METRICS_FILE = "model.pkl", "metrics.json"
 
@@ -113,3 +113,28 @@ def published_metrics(lake, names: Iterable[str]) -> dict:
         for key, value in json.loads(lake.read_object(model_version_key(name, version, METRICS_FILE))).items():
             metrics[f"{name}.{key}"] = round(value, 4) if isinstance(value, float) else value
     return metrics
+
+
+def saved_versions(lake, name: str) -> list[str]:
+    """Every saved version of a model, oldest first (versions are UTC timestamps)."""
+    prefix = model_prefix(name)
+    return sorted({key.removeprefix(prefix).partition("/")[0] for key in lake.list_keys(prefix)
+                   if "/" in key.removeprefix(prefix)})
+
+
+def prune_versions(lake, name: str, keep: int) -> list[str]:
+    """Delete the versions of a model older than its newest `keep` (0 keeps all), never the published one; the
+    versions deleted."""
+    if not keep:
+        return []
+    try:
+        published = published_version(lake, name)
+    except ModelNotPublished:
+        published = None
+    except ModelUnavailable:
+        # A pointer nobody can read names no version to spare: delete nothing until it is mended.
+        return []
+    doomed = [version for version in saved_versions(lake, name)[:-keep] if version != published]
+    for version in doomed:
+        lake.delete_prefix(model_version_key(name, version))
+    return doomed
