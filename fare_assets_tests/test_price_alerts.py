@@ -141,6 +141,17 @@ def test_an_alert_saved_before_its_trip_was_collected_watches_the_party_first_co
         assert conn.execute("SELECT adults, children, cabin FROM price_alerts").fetchall() == [(2, 0, "COACH")]
 
 
+def test_an_alert_sent_twice_is_saved_once(alert_db):
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(alert_db)}).test_client()
+    first, again = (client.post("/api/alerts", json={**trip_query(), "threshold": "250.00", "currency": "USD"})
+                    for _ in range(2))
+    assert first.status_code == again.status_code == 201 and first.get_json()["id"] == again.get_json()["id"]
+    # Another threshold is another alert.
+    assert client.post("/api/alerts", json={**trip_query(), "threshold": "251"}).get_json()["id"] != first.get_json()["id"]
+    with psycopg.connect(alert_db) as conn:
+        assert conn.execute("SELECT count(*) FROM price_alerts WHERE threshold = 250").fetchone() == (1,)
+
+
 def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):
     # The webhook takes the alert while the mail server is down; the next tick, with mail back, mails it only.
     with webhook() as receiver:

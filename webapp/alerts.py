@@ -109,15 +109,33 @@ def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> 
     return pinned
 
 
+# The columns a traveller's alert is made of; an open alert with the same values is the same alert.
+_ALERT_COLUMNS = [("origin", "text"), ("destination", "text"), ("depart_date", "date"), ("return_date", "date"),
+                  ("adults", "int4"), ("children", "int4"), ("cabin", "text"), ("threshold", "numeric"),
+                  ("currency", "text")]
+_SAVE_ALERT = f"""
+WITH asked ({", ".join(name for name, _ in _ALERT_COLUMNS)}) AS (
+  VALUES ({", ".join(f"%s::{kind}" for _, kind in _ALERT_COLUMNS)})
+), same AS (
+  SELECT id FROM price_alerts AS saved, asked
+  WHERE saved.notified_at IS NULL
+    AND ({", ".join(f"saved.{name}" for name, _ in _ALERT_COLUMNS)})
+        IS NOT DISTINCT FROM ({", ".join(f"asked.{name}" for name, _ in _ALERT_COLUMNS)})
+  ORDER BY id LIMIT 1
+), added AS (
+  INSERT INTO price_alerts ({", ".join(name for name, _ in _ALERT_COLUMNS)})
+  SELECT * FROM asked WHERE NOT EXISTS (SELECT 1 FROM same)
+  RETURNING id
+)
+SELECT id FROM added UNION ALL SELECT id FROM same"""
+
+
 def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
-    """Insert the alert; returns its id."""
+    """Insert the alert, unless the same one is still open (a form sent twice would notify twice); its id."""
     trip = alert.trip
     try:
-        row = conn.execute(
-            "INSERT INTO price_alerts (origin, destination, depart_date, return_date, adults, children, cabin,"
-            " threshold, currency) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults, trip.children, trip.cabin,
-             alert.threshold, alert.currency)).fetchone()
+        row = conn.execute(_SAVE_ALERT, (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults,
+                                         trip.children, trip.cabin, alert.threshold, alert.currency)).fetchone()
     except psycopg.errors.UndefinedColumn as error:
         # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column.
         raise DatabaseUnavailable(f"price_alerts predates this version of the page: {error}") from error
