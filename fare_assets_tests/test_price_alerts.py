@@ -152,6 +152,36 @@ def test_an_alert_sent_twice_is_saved_once(alert_db):
         assert conn.execute("SELECT count(*) FROM price_alerts WHERE threshold = 250").fetchone() == (1,)
 
 
+def test_a_channel_failing_for_several_alerts_is_not_tried_for_the_rest_of_the_tick(alert_db, monkeypatch):
+    import webapp.alerts
+
+    # Three alerts are due; after two refusals the webhook waits for the next tick instead of a third try.
+    monkeypatch.setattr(webapp.alerts, "FAILURES_PER_CHANNEL_AND_TICK", 2)
+    with psycopg.connect(alert_db) as conn:
+        conn.execute("UPDATE price_alerts SET threshold = 245 WHERE threshold <> 250 AND origin = 'SFO'")
+    with webhook(status=500) as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        with pytest.raises(RuntimeError, match="not tried after 2 failures this tick, the last: .*HTTP 500"):
+            tick(alert_db)
+        assert len(receiver.payloads) == 2
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "sent 3 price alert" in tick(alert_db).skip_message
+
+
+def test_an_alert_in_a_currency_watches_the_party_quoted_in_it(warehouse_dsn, monkeypatch, load_quietly):
+    # One sweep quoted a single adult in euros (the page's first) and a pair in dollars.
+    load_quietly([fare_row("single-eur", "200.00", search_id="d1", provider="duffel", currency="EUR"),
+                  fare_row("pair-usd", "480.00", search_id="q1", adults=2)])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    response = client.post("/api/alerts", json={**trip_query(), "threshold": "500", "currency": "USD"})
+    assert response.status_code == 201 and response.get_json()["trip"]["adults"] == 2
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    assert [(payload["adults"], payload["total"]) for payload in receiver.payloads] == [(2, "480.00")]
+
+
 def test_a_retry_sends_only_to_the_channel_that_failed(alert_db, monkeypatch):
     # The webhook takes the alert while the mail server is down; the next tick, with mail back, mails it only.
     with webhook() as receiver:

@@ -645,6 +645,11 @@ def test_old_model_versions_are_pruned_but_never_the_published_one(tmp_path, mon
     lake.write_object(published_model_key("fare_model"), json.dumps({"version": versions[3]}).encode())
     assert prune_versions(lake, "fare_model", 1) == [] and saved_versions(lake, "fare_model") == versions[3:]
     assert prune_versions(lake, "fare_model", 0) == []
+    # A version spared (the one published until the retrain) stays, and so does a folder no retrain wrote.
+    lake.write_object("models/fare_model/notes/readme.txt", b"mine")
+    lake.write_object(published_model_key("fare_model"), json.dumps({"version": versions[4]}).encode())
+    assert prune_versions(lake, "fare_model", 1, spared=[versions[3]]) == []
+    assert lake.list_keys("models/fare_model/notes/") == ["models/fare_model/notes/readme.txt"]
     lake.write_object(published_model_key("fare_model"), b"not json")
     assert prune_versions(lake, "fare_model", 1) == [] and saved_versions(lake, "fare_model") == versions[3:]
     monkeypatch.setenv("FARES_MODEL_VERSIONS_KEPT", "-1")

@@ -56,7 +56,12 @@ def _schema_behind(error: psycopg.Error):
     """A table or column the warehouse lacks: it is older than this page until the next load (or price-alert sensor
     tick) adds what it reads, which the page's role cannot, so unavailable for a while; if the warehouse is current,
     the query is wrong (a 500)."""
-    if schema_is_current(db.get_db()):
+    try:
+        current = schema_is_current(db.get_db())
+    # The catalog cannot be read either (a lost connection, a timeout): unavailable, whatever the first error was.
+    except psycopg.Error:
+        current = False
+    if current:
         raise error
     return _database_unavailable(error)
 

@@ -83,15 +83,14 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
     if not newest:
         return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
-    alert = _party_of(alert, newest[0])
     quoted = newest[0]["currency"]
-    if alert.currency is None:
-        return replace(alert, currency=quoted)
-    if alert.currency != quoted and not queries.cheapest_options_now(conn, alert.trip, limit=1,
-                                                                      currency=alert.currency):
-        raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
-                                      f"alert in {alert.currency} would never be met"})
-    return alert
+    if alert.currency not in (None, quoted):
+        newest = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
+        if not newest:
+            raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
+                                          f"alert in {alert.currency} would never be met"})
+    alert = _party_of(alert, newest[0])
+    return alert if alert.currency else replace(alert, currency=quoted)
 
 
 def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
@@ -104,6 +103,9 @@ def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> 
     if not newest:
         return alert
     pinned = _party_of(alert, newest[0])
+    if pinned == alert:
+        # A collection that did not record its party (another producer's) pins nothing: no write every tick.
+        return alert
     conn.execute("UPDATE price_alerts SET adults = %s, children = %s, cabin = %s WHERE id = %s",
                  (pinned.trip.adults, pinned.trip.children, pinned.trip.cabin, alert.alert_id))
     return pinned
@@ -206,6 +208,11 @@ def page_url(base_url: str, trip: Trip) -> str:
 _SENDING_LOCK = "hashtext('fares price alerts')"
 
 
+# A channel that failed for this many alerts in one evaluation is not tried for its other alerts until the next: each
+# try of an unreachable mail server costs its timeout, while one message a receiver refuses must not hold back the rest.
+FAILURES_PER_CHANNEL_AND_TICK = 3
+
+
 def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str,
                       now: dt.datetime) -> dict[str, list] | None:
     """Send each open alert whose trip's latest cheapest fare is below its threshold, once; None when another
@@ -214,13 +221,13 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
 
     An alert is marked notified only when every configured channel took it, so a failed send retries
-    on the next tick, to the channels that did not take it. Returns the alert ids sent and those that
-    failed, with the channel problems.
+    on the next tick, to the channels that did not take it (FAILURES_PER_CHANNEL_AND_TICK bounds a tick's
+    tries of a failing channel). Returns the alert ids sent and those that failed, with the channel problems.
     """
     if not conn.execute(f"SELECT pg_try_advisory_lock({_SENDING_LOCK}) AS locked").fetchone()["locked"]:
         return None
     try:
-        sent, failed = [], []
+        sent, failed, refusals = [], [], {channel: [] for channel in settings.channels}
         for alert in open_alerts(conn, now):
             alert = _pinned_on_first_collection(conn, alert)
             options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
@@ -228,8 +235,15 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
             if not is_due(alert, cheapest, now):
                 continue
             pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
-            outcome = send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, pending)
-            problems = {channel: problem for channel, problem in outcome.items() if problem}
+            tried = [channel for channel in pending if len(refusals[channel]) < FAILURES_PER_CHANNEL_AND_TICK]
+            outcome = (send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, tried)
+                       if tried else {})
+            for channel, problem in outcome.items():
+                if problem:
+                    refusals[channel].append(problem)
+            problems = {channel: outcome.get(channel) or f"not tried after {len(refusals[channel])} failures this tick, "
+                                                        f"the last: {refusals[channel][-1]}"
+                        for channel in pending if channel not in tried or outcome[channel]}
             if problems:
                 mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
                 failed.append((alert.alert_id, problems))

@@ -41,10 +41,11 @@ _CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CAB
 # one sweep after sweep.
 _NEWEST_FIRST = "collected_at DESC, " + _CABIN_ORDER + ", adults, children, currency, search_id DESC"
 
-# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency.
+# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency (the newest
+# in a currency when one is asked for: an alert reads the fares in its own).
 _NEWEST_SEARCH = """
   SELECT search_id, collected_at, adults, children, cabin, currency FROM {table}
-  WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
+  WHERE""" + _TRIP_MATCH + _PARTY_MATCH + _CURRENCY_MATCH + """
   ORDER BY """ + _NEWEST_FIRST + """
   LIMIT 1"""
 
@@ -133,7 +134,7 @@ def _trip_params(trip: Trip, currency: str | None = None) -> dict:
 def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN,
                          currency: str | None = None) -> list[dict]:
     """The options of the trip's latest collection (every provider's), cheapest first, each with the collection's size;
-    those in `currency` when given, else in the collection's first currency."""
+    in the collection's first currency, or of the latest collection in `currency` when given."""
     query = sql.SQL("""
 WITH latest_collection AS (
   SELECT collected_at, adults, children, cabin, coalesce(%(currency)s::text, currency) AS currency

@@ -13,7 +13,7 @@ from fare_assets.storing import warehouse
 from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
 from fare_assets.synthesizing.fare_model import evaluate_fare_model, fit_fare_model
-from fare_assets.synthesizing.model_files import prune_versions, save_version
+from fare_assets.synthesizing.model_files import prune_versions, published_version, save_version
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
 ADVISOR = "buy_wait_advisor"
@@ -43,6 +43,25 @@ def _count(observations) -> int:
     return len(observations) if isinstance(observations, pd.DataFrame) else observations.count()
 
 
+def _saved_and_pruned(context: AssetExecutionContext, lake: LakeStorage, name: str, version: str, model, metrics: dict,
+                      charts: dict[str, bytes], publish: bool = True) -> list[str]:
+    """Save (and publish) a version, then delete the versions FARES_MODEL_VERSIONS_KEPT lets go; those deleted."""
+    try:
+        # The version published until now stays too: a serving refresh may be reading it as this one replaces it.
+        serving = [published_version(lake, name)]
+    # None published yet, or a pointer the lake would not give: the prune below reads it again, or deletes nothing.
+    except Exception:
+        serving = []
+    save_version(lake, name, version, model, metrics, charts, publish=publish)
+    try:
+        return prune_versions(lake, name, load_settings().model_versions_kept, spared=serving)
+    # The new version is saved (and maybe published): old ones left over only cost space, and the next retrain
+    # tries again.
+    except Exception as error:
+        context.log.warning(f"could not delete old {name} versions: {error}")
+        return []
+
+
 def _new_version() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
@@ -64,8 +83,8 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
     charts = advisor_charts(evaluation)
     # A worse advisor stays on file for inspection, but the page keeps serving the last one that passed.
-    save_version(lake, ADVISOR, version, evaluation.advisor, evaluation.headline, charts, publish=passed)
-    pruned = prune_versions(lake, ADVISOR, settings.model_versions_kept)
+    pruned = _saved_and_pruned(context, lake, ADVISOR, version, evaluation.advisor, evaluation.headline, charts,
+                               publish=passed)
     yield MaterializeResult(metadata={
         "version": version,
         "published": passed,
@@ -91,16 +110,15 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     description="Predicts a trip's cheapest fare for dates never collected (fills the date grid).",
 )
 def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    settings = load_settings()
-    version, engine = _new_version(), settings.model_engine
+    version, engine = _new_version(), load_settings().model_engine
     observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)
     # Published refit on every observation, its metrics the holdout estimate of that fit: the page predicts the dates
     # nearest the newest departures, which the evaluated model never learned. (The advisor publishes its evaluated
     # model: its threshold and calibration are fitted on the part a refit would train on.)
-    save_version(lake, FARE_MODEL, version, fit_fare_model(observations, engine), evaluation.metrics, charts)
-    pruned = prune_versions(lake, FARE_MODEL, settings.model_versions_kept)
+    pruned = _saved_and_pruned(context, lake, FARE_MODEL, version, fit_fare_model(observations, engine),
+                               evaluation.metrics, charts)
     return MaterializeResult(metadata={"version": version, "engine": engine, "observations": _count(observations),
                                        "versions_pruned": MetadataValue.json(pruned),
                                        **evaluation.metrics, **_chart_metadata(charts)})

@@ -1,6 +1,7 @@
 """Versioned model files shared by the advisor and the fare model, and their versions in the lake (folder or S3)."""
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -115,26 +116,31 @@ def published_metrics(lake, names: Iterable[str]) -> dict:
     return metrics
 
 
+# What _new_version writes (a UTC timestamp), so versions sort by time; another folder is nobody's to delete.
+_VERSION = re.compile(r"\d{8}T\d{6}Z")
+
+
 def saved_versions(lake, name: str) -> list[str]:
-    """Every saved version of a model, oldest first (versions are UTC timestamps)."""
+    """Every saved version of a model, oldest first."""
     prefix = model_prefix(name)
-    return sorted({key.removeprefix(prefix).partition("/")[0] for key in lake.list_keys(prefix)
-                   if "/" in key.removeprefix(prefix)})
+    return sorted({folder for key in lake.list_keys(prefix)
+                   for folder, slash, _ in [key.removeprefix(prefix).partition("/")]
+                   if slash and _VERSION.fullmatch(folder)})
 
 
-def prune_versions(lake, name: str, keep: int) -> list[str]:
-    """Delete the versions of a model older than its newest `keep` (0 keeps all), never the published one; the
-    versions deleted."""
+def prune_versions(lake, name: str, keep: int, spared: Iterable[str] = ()) -> list[str]:
+    """Delete the versions of a model older than its newest `keep` (0 keeps all), never the published one nor those
+    `spared`; the versions deleted."""
     if not keep:
         return []
     try:
-        published = published_version(lake, name)
+        published = {published_version(lake, name)}
     except ModelNotPublished:
-        published = None
+        published = set()
     except ModelUnavailable:
         # A pointer nobody can read names no version to spare: delete nothing until it is mended.
         return []
-    doomed = [version for version in saved_versions(lake, name)[:-keep] if version != published]
+    doomed = [version for version in saved_versions(lake, name)[:-keep] if version not in published | set(spared)]
     for version in doomed:
         lake.delete_prefix(model_version_key(name, version))
     return doomed
