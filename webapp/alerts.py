@@ -4,6 +4,7 @@ The checks (given the time) and the message are pure; `save_alert`, `open_alerts
 `notify_due_alerts` (the sensor's work) touch the database.
 """
 import datetime as dt
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
@@ -120,7 +121,7 @@ WITH asked ({", ".join(name for name, _ in _ALERT_COLUMNS)}) AS (
   VALUES ({", ".join(f"%s::{kind}" for _, kind in _ALERT_COLUMNS)})
 ), same AS (
   SELECT id FROM price_alerts AS saved, asked
-  WHERE saved.notified_at IS NULL
+  WHERE saved.notified_at IS NULL AND saved.depart_date = asked.depart_date
     AND ({", ".join(f"saved.{name}" for name, _ in _ALERT_COLUMNS)})
         IS NOT DISTINCT FROM ({", ".join(f"asked.{name}" for name, _ in _ALERT_COLUMNS)})
   ORDER BY id LIMIT 1
@@ -136,8 +137,12 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
     """Insert the alert, unless the same one is still open (a form sent twice would notify twice); its id."""
     trip = alert.trip
     try:
-        row = conn.execute(_SAVE_ALERT, (trip.origin, trip.destination, trip.depart_date, trip.return_date, trip.adults,
-                                         trip.children, trip.cabin, alert.threshold, alert.currency)).fetchone()
+        with conn.transaction():
+            # Saves take turns: two copies of a form sent at once would otherwise both find no open alert and insert.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('fares price alert saves'))")
+            row = conn.execute(_SAVE_ALERT, (trip.origin, trip.destination, trip.depart_date, trip.return_date,
+                                             trip.adults, trip.children, trip.cabin, alert.threshold,
+                                             alert.currency)).fetchone()
     except psycopg.errors.UndefinedColumn as error:
         # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column.
         raise DatabaseUnavailable(f"price_alerts predates this version of the page: {error}") from error
@@ -208,9 +213,10 @@ def page_url(base_url: str, trip: Trip) -> str:
 _SENDING_LOCK = "hashtext('fares price alerts')"
 
 
-# A channel that failed for this many alerts in one evaluation is not tried for its other alerts until the next: each
-# try of an unreachable mail server costs its timeout, while one message a receiver refuses must not hold back the rest.
-FAILURES_PER_CHANNEL_AND_TICK = 3
+# A channel whose failures have cost this long in one evaluation is not tried for its other alerts until the next:
+# each try of an unreachable mail server costs its timeout (three of them), while a message a receiver refuses at
+# once costs nothing and holds back no other alert.
+FAILING_SECONDS_PER_CHANNEL_AND_TICK = 30.0
 
 
 def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_url: str,
@@ -221,29 +227,36 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
     `conn` returns rows as dicts (psycopg.rows.dict_row), as the page's queries expect, in autocommit.
 
     An alert is marked notified only when every configured channel took it, so a failed send retries
-    on the next tick, to the channels that did not take it (FAILURES_PER_CHANNEL_AND_TICK bounds a tick's
-    tries of a failing channel). Returns the alert ids sent and those that failed, with the channel problems.
+    on the next tick, to the channels that did not take it (FAILING_SECONDS_PER_CHANNEL_AND_TICK bounds the
+    time a tick spends on a failing channel). Returns the alert ids sent and those that failed, with the channel
+    problems.
     """
     if not conn.execute(f"SELECT pg_try_advisory_lock({_SENDING_LOCK}) AS locked").fetchone()["locked"]:
         return None
     try:
-        sent, failed, refusals = [], [], {channel: [] for channel in settings.channels}
+        sent, failed = [], []
+        failing_seconds, last_problem = dict.fromkeys(settings.channels, 0.0), {}
         for alert in open_alerts(conn, now):
             alert = _pinned_on_first_collection(conn, alert)
             options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
             cheapest = options[0] if options else None
             if not is_due(alert, cheapest, now):
                 continue
-            pending = [channel for channel in settings.channels if channel not in alert.notified_channels]
-            tried = [channel for channel in pending if len(refusals[channel]) < FAILURES_PER_CHANNEL_AND_TICK]
-            outcome = (send_alert(price_drop_alert(alert, cheapest, page_url(base_url, alert.trip)), settings, tried)
-                       if tried else {})
-            for channel, problem in outcome.items():
-                if problem:
-                    refusals[channel].append(problem)
-            problems = {channel: outcome.get(channel) or f"not tried after {len(refusals[channel])} failures this tick, "
-                                                        f"the last: {refusals[channel][-1]}"
-                        for channel in pending if channel not in tried or outcome[channel]}
+            message = price_drop_alert(alert, cheapest, page_url(base_url, alert.trip))
+            outcome = {}
+            for channel in settings.channels:
+                if channel in alert.notified_channels:
+                    continue
+                if channel in last_problem and failing_seconds[channel] >= FAILING_SECONDS_PER_CHANNEL_AND_TICK:
+                    outcome[channel] = f"not tried: failing for {failing_seconds[channel]:.0f} s this tick " \
+                                       f"({last_problem[channel]})"
+                    continue
+                started = time.monotonic()
+                outcome[channel] = send_alert(message, settings, [channel])[channel]
+                if outcome[channel]:
+                    failing_seconds[channel] += time.monotonic() - started
+                    last_problem[channel] = outcome[channel]
+            problems = {channel: problem for channel, problem in outcome.items() if problem}
             if problems:
                 mark_channels_notified(conn, alert.alert_id, [channel for channel in outcome if not outcome[channel]])
                 failed.append((alert.alert_id, problems))

@@ -49,7 +49,8 @@ def _saved_and_pruned(context: AssetExecutionContext, lake: LakeStorage, name: s
     try:
         # The version published until now stays too: a serving refresh may be reading it as this one replaces it.
         serving = [published_version(lake, name)]
-    # None published yet, or a pointer the lake would not give: the prune below reads it again, or deletes nothing.
+    # None published yet, or a pointer the lake would not give now: then only the newest versions and the one this
+    # run may publish are kept.
     except Exception:
         serving = []
     save_version(lake, name, version, model, metrics, charts, publish=publish)
