@@ -130,11 +130,12 @@ WITH asked ({", ".join(name for name, _ in _ALERT_COLUMNS)}) AS (
   SELECT * FROM asked WHERE NOT EXISTS (SELECT 1 FROM same)
   RETURNING id
 )
-SELECT id FROM added UNION ALL SELECT id FROM same"""
+SELECT id, true AS added FROM added UNION ALL SELECT id, false FROM same"""
 
 
-def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
-    """Insert the alert, unless the same one is still open (a form sent twice would notify twice); its id."""
+def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> tuple[int, bool]:
+    """Insert the alert, unless the same one is still open (a form sent twice would notify twice); its id, and
+    whether it was added."""
     trip = alert.trip
     try:
         with conn.transaction():
@@ -146,7 +147,7 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> int:
     except psycopg.errors.UndefinedColumn as error:
         # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column.
         raise DatabaseUnavailable(f"price_alerts predates this version of the page: {error}") from error
-    return row["id"] if isinstance(row, Mapping) else row[0]
+    return tuple(row.values()) if isinstance(row, Mapping) else tuple(row)
 
 
 def open_alerts(conn: psycopg.Connection, now: dt.datetime) -> list[PriceAlert]:

@@ -165,10 +165,10 @@ def create_alert():
     body = request.get_json(silent=True)
     conn = get_db()
     watched = alerts.pinned_to_trip(conn, alerts.parse_alert(body if isinstance(body, dict) else {}))
-    alert_id = alerts.save_alert(conn, watched)
+    alert_id, added = alerts.save_alert(conn, watched)
     collected = bool(queries.cheapest_options_now(conn, watched.trip, limit=1))
     return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
-                   currency=watched.currency, collected=collected), 201
+                   currency=watched.currency, collected=collected), 201 if added else 200
 
 
 @api.errorhandler(alerts.AlertError)

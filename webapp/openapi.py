@@ -50,6 +50,10 @@ _CHEAPEST_TRIP = {"type": "object", "properties": {
 _PROVIDER_QUOTE = {"type": "object", "properties": {
     "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
     "currency": {"type": "string"}}}
+_SAVED_ALERT = {"type": "object", "properties": {
+    "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"},
+    "collected": {"type": "boolean", "description": "whether fares of the trip (party and cabin) were collected: if "
+                                                    "not, the alert can only be met once the watchlist collects it"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete"],
               "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
@@ -156,12 +160,8 @@ DOCUMENT = {
                                             "description": "default: the currency of the trip's newest fares (USD "
                                                            "for a trip not collected yet); one the trip's fares were "
                                                            "never quoted in is refused"}}}}}},
-            "responses": {"201": _json({"type": "object", "properties": {
-                "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"},
-                "collected": {"type": "boolean",
-                              "description": "whether fares of the trip (party and cabin) were collected: if not, "
-                                             "the alert can only be met once the watchlist collects it"}}},
-                "the alert was saved"),
+            "responses": {"201": _json(_SAVED_ALERT, "the alert was saved"),
+                "200": _json(_SAVED_ALERT, "the same alert was already saved and is still open: its id"),
                 "400": _json(_ERROR, "an invalid alert: `fields` says what to fix"),
                 "503": _json(_ERROR, "the fare database is unreachable")}}},
         "/healthz": {"get": {"summary": "Whether the app reaches its database", "responses": {
