@@ -125,6 +125,18 @@ def _each_table(template: str, **parts: sql.Composable) -> sql.Composed:
     )
 
 
+# A template's `{currency}` and `{total}` columns: a fare row's, or none for an answer without options.
+_QUOTED = {"currency": sql.SQL("currency"), "total": sql.SQL("total_amount")}
+_NOTHING_QUOTED = {"currency": sql.SQL("NULL::text"), "total": sql.SQL("NULL::numeric")}
+
+
+def _answer_rows(template: str) -> sql.Composed:
+    """`template` over both fare tables and, as rows without currency or total, over `empty_answers`: a provider that
+    answered with no option was not missing from its collection."""
+    empty = sql.SQL("(" + template + ")").format(table=sql.Identifier("empty_answers"), **_NOTHING_QUOTED)
+    return sql.SQL(" UNION ALL ").join([_each_table(template, **_QUOTED), empty])
+
+
 def _trip_params(trip: Trip, currency: str | None = None) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
             "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin,
@@ -172,12 +184,10 @@ _PROVIDERS_NEWEST = """
 SELECT DISTINCT ON (provider, currency) provider, currency, collected_at, total_amount
 FROM ({rows}) AS recent
 ORDER BY provider, currency, collected_at DESC, total_amount"""
-_PROVIDER_ROWS = ("SELECT provider, currency, collected_at, total_amount FROM {table} WHERE" + _TRIP_MATCH + """
+_PROVIDER_ROWS = ("SELECT provider, {currency} AS currency, collected_at, {total} AS total_amount FROM {table} WHERE"
+                  + _TRIP_MATCH + """
     AND (adults, children, cabin) IS NOT DISTINCT FROM (%(adults)s::int, %(children)s::int, %(cabin)s::text)
     AND collected_at BETWEEN %(since)s AND %(shown_at)s""")
-# A provider's answers without options in the same range, as rows without currency or total.
-_EMPTY_ANSWER_PROVIDER_ROWS = _PROVIDER_ROWS.replace("currency, collected_at, total_amount FROM {table}",
-                                                     "NULL::text, collected_at, NULL::numeric FROM empty_answers")
 
 
 def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[str, list[dict]]:
@@ -194,8 +204,7 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
-    answers = sql.SQL(" UNION ALL ").join([_each_table(_PROVIDER_ROWS), sql.SQL(_EMPTY_ANSWER_PROVIDER_ROWS)])
-    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=answers), params).fetchall()
+    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_answer_rows(_PROVIDER_ROWS)), params).fetchall()
     present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
     newest = {}
     for row in sorted(rows, key=lambda row: -row["collected_at"].timestamp()):
@@ -262,11 +271,8 @@ FROM (
 WHERE currency = %(currency)s
 GROUP BY collected_at
 ORDER BY collected_at"""
-_TRIP_ROWS = ("SELECT " + _HISTORY_PARTY + ", collected_at, currency, provider, total_amount FROM {table} WHERE"
-              + _TRIP_MATCH + _PARTY_MATCH)
-# A provider that answered with no option was not missing from its collection; the answer is no point of the chart.
-_EMPTY_ANSWER_ROWS = _TRIP_ROWS.replace("currency, provider, total_amount FROM {table}",
-                                        "NULL::text, provider, NULL::numeric FROM empty_answers")
+_TRIP_ROWS = ("SELECT " + _HISTORY_PARTY + ", collected_at, {currency} AS currency, provider,"
+              " {total} AS total_amount FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH)
 
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.
@@ -364,8 +370,7 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
     """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first, each
     saying whether a provider that quoted the trip in the day before was missing from it (`provider_absent`)."""
-    rows = sql.SQL(" UNION ALL ").join([_each_table(_TRIP_ROWS), sql.SQL(_EMPTY_ANSWER_ROWS)])
-    query = sql.SQL(_TRIP_HISTORY).format(rows=rows)
+    query = sql.SQL(_TRIP_HISTORY).format(rows=_answer_rows(_TRIP_ROWS))
     return conn.execute(query, _trip_params(trip, currency)).fetchall()
 
 

@@ -485,6 +485,11 @@ class FareLoad:
     retention_deferred: str | None = None
 
 
+def _utc_midnight(day: dt.date) -> dt.datetime:
+    """The start of `day` in UTC, where collection months begin."""
+    return dt.datetime.combine(day, dt.time(), dt.timezone.utc)
+
+
 def _first_kept_month(conn: psycopg.Connection, retention_days: int) -> dt.date | None:
     """The oldest collection month the warehouse keeps: the month of the newest collection minus the retention.
 
@@ -560,7 +565,7 @@ def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple], fir
     # so a reload past retention deletes nothing its fares keep while a drop is deferred.
     if first_kept is not None:
         conn.execute("DELETE FROM empty_answer_staging WHERE collected_at < %s",
-                     (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
+                     (_utc_midnight(first_kept),))
     # Rewritten when a rerun reads its party or cabin otherwise; its route is the search id's, which cannot change.
     merged = _stamping_routes(conn, _upsert_sql("empty_answers", "empty_answer_staging", key,
                                                 [name for name, _ in EMPTY_ANSWER_COLUMNS])
@@ -580,7 +585,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iter
     if first_kept is not None:
         # Rows of a month retention drops are not loaded: they would only be deleted again.
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
-                                           (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),)).rowcount
+                                           (_utc_midnight(first_kept),)).rowcount
     placed_key = f"({_fare_key_of('placed')}) = ({_fare_key_of('staged')})"
     national_flags = list(zip(FARE_TABLES, ("true", "false")))
     for (table, national), other in zip(national_flags, reversed(FARE_TABLES)):
@@ -680,7 +685,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
                 _serialize_schema_changes(conn)
                 load.dropped_partitions = _drop_partitions_before(conn, first_kept)
                 conn.execute("DELETE FROM empty_answers WHERE collected_at < %s",
-                             (dt.datetime.combine(first_kept, dt.time(), dt.timezone.utc),))
+                             (_utc_midnight(first_kept),))
                 # A trip that departed before the oldest month kept has no fares left: its alerts are done with.
                 conn.execute("DELETE FROM price_alerts WHERE depart_date < %s", (first_kept,))
                 if load.dropped_partitions:

@@ -26,6 +26,8 @@ FARES_EXPORT = "fares"
 SEARCHES_EXPORT = "searches"
 SEARCH_KEY_COLUMNS = ("search_id", "collected_at")
 # The export's folder of answers without options: the provider looked and found nothing, which no fare row says.
+# Its columns are warehouse.EMPTY_ANSWER_COLUMNS', which the loader reads by name (declared here so the Spark job
+# never imports the loader's PostgreSQL driver).
 EMPTY_ANSWERS_EXPORT = "empty_answers"
 _EMPTY_ANSWER_COLUMNS = ("search_id", "provider", "collected_at", "origin", "destination", "depart_date",
                          "return_date", "adults", "children", "cabin")
