@@ -28,8 +28,9 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/install-system-deps.sh $(filter test bench,$(MAKECMDGOALS))
 
-# Reinstalls only when setup.py changes, so a second `make run` starts at once.
-$(VENV)/.installed: setup.py
+# Reinstalls only when setup.py changes, so a second `make run` starts at once. After the Debian packages (making the
+# venv needs python3-venv), also under `make -j` and when a file goal is named alone.
+$(VENV)/.installed: setup.py | system-deps
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -63,7 +64,8 @@ validate: setup
 	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
-bench: setup
+# utf8_check_cost runs its Spark 3.5 side in the EMR venv.
+bench: setup $(EMR_VENV)/.installed
 	$(PY) bench/structuring_throughput.py
 	$(PY) bench/producer_throughput.py
 	$(PY) bench/collector_overhead.py

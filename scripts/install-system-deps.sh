@@ -11,7 +11,10 @@ done
 missing=()
 # `python -m venv` needs ensurepip, which Debian ships apart from Python.
 "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+# Spark 4 needs Java 17 or later; `java -version` says "17.0.12" (or "1.8.0_402" before Java 9).
+java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}' \
+  2>/dev/null || true)
+[ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
 # Where fare_assets.storing.postgres.find_bin_dir looks: FARES_PG_BIN, PATH, Debian's layout, a source build's.
 { [ -n "${FARES_PG_BIN:-}" ] && [ -x "$FARES_PG_BIN/initdb" ]; } || command -v pg_ctl >/dev/null 2>&1 \
   || ls /usr/lib/postgresql/*/bin/initdb /usr/local/pgsql/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -31,7 +34,8 @@ if [[ "$purposes" == *" bench "* ]]; then
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 fi
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
-  echo "missing Debian packages: ${missing[*]}; install them as root: apt-get install -y ${missing[*]}" >&2
+  # A fresh image has no package lists yet: without the update, apt-get finds none of them.
+  echo "missing Debian packages: ${missing[*]}; install them as root: apt-get update && apt-get install -y ${missing[*]}" >&2
   exit 1
 fi
 if [ ${#missing[@]} -gt 0 ]; then
