@@ -379,16 +379,16 @@ def test_aws_setup_is_idempotent_and_converges(aws_env):
         assert (first["expiry_rules"], again["expiry_rules"]) == ("updated", "unchanged")
         rules = {rule["ID"]: rule for rule in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
         assert {(rule["Filter"]["Prefix"], rule["Expiration"]["Days"]) for rule in rules.values()} == {
-            ("exports/", 2), ("pipes/", 7)}
+            ("exports/", 2), ("pipes/", 7), ("emr-logs/", 30)}
         # A rule of the bucket's owner stays; a changed rule of ours is put back.
         owner_rule = {"ID": "owner-archive", "Filter": {"Prefix": "raw/"}, "Status": "Enabled",
                       "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}]}
         changed = {**rules["fares-expire-exports"], "Expiration": {"Days": 30}}
         s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={
-            "Rules": [owner_rule, changed, rules["fares-expire-pipes"]]})
+            "Rules": [owner_rule, changed, rules["fares-expire-pipes"], rules["fares-expire-emr-logs"]]})
         assert setup(FirehoseTarget(), PLACEHOLDER_ROLE_ARN)["expiry_rules"] == "updated"
         rules = {rule["ID"]: rule for rule in s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]}
-        assert set(rules) == {"owner-archive", "fares-expire-exports", "fares-expire-pipes"}
+        assert set(rules) == {"owner-archive", "fares-expire-exports", "fares-expire-pipes", "fares-expire-emr-logs"}
         assert rules["fares-expire-exports"]["Expiration"] == {"Days": 2}
         assert described["VersionId"] == "1" and [b["Name"] for b in s3.list_buckets()["Buckets"]] == [BUCKET]
         destination = described["Destinations"][0]["ExtendedS3DestinationDescription"]

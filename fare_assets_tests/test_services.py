@@ -55,3 +55,16 @@ def test_make_run_refuses_to_start_beside_a_served_make_run(monkeypatch, capsys)
     error = capsys.readouterr().err
     assert f"a Dagster UI answers at http://127.0.0.1:{server.server_address[1]}/server_info" in error
     assert "another `make run` is serving this project" in error
+
+
+def test_the_embedded_cluster_keeps_a_week_of_its_log_in_weekday_files(postgres):
+    import re
+
+    import psycopg
+
+    with psycopg.connect(postgres.dsn("postgres")) as conn:
+        settings = dict(conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                                     "('logging_collector', 'log_filename', 'log_truncate_on_rotation')").fetchall())
+    assert settings == {"logging_collector": "on", "log_filename": "postgresql-%a.log", "log_truncate_on_rotation": "on"}
+    logs = [path.name for path in (postgres.data_dir.resolve() / "log").iterdir()]
+    assert logs and all(re.fullmatch(r"postgresql-(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\.log", name) for name in logs)

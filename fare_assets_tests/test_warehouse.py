@@ -36,6 +36,17 @@ def test_load_is_idempotent_and_splits_national(warehouse_dsn):
     assert total == Decimal("250.100")
 
 
+def test_estimated_rows_sum_each_tables_partitions_once_analyzed(warehouse_dsn):
+    # Two collection months: two partitions of national_fares, whose estimates add up to its rows.
+    rows = [fare_row("a", "250.10", True), fare_row("b", "900.00", False), fare_row("c", "310.00", True)]
+    november = [row[:3] + (dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc),) + row[4:] for row in rows[:1]]
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.load_fares(conn, rows + november)
+        conn.execute("ANALYZE national_fares, international_fares")
+        assert warehouse.estimated_rows(conn) == {"national_fares": 3, "international_fares": 1}
+        assert warehouse.table_counts(conn) == {"national_fares": 3, "international_fares": 1}
+
+
 def test_an_option_whose_market_changed_moves_table_on_a_reload(warehouse_dsn):
     # A newer airport reference can move an airport's country: the same options, reloaded, are international now.
     national = [fare_row("a", "250.10", True), fare_row("c", "310.00", True)]

@@ -145,7 +145,8 @@ def _date_problem(day: dt.date, label: str, origin: str | None, now: dt.datetime
 
 
 def _count(raw: str, label: str, low: int) -> tuple[int | None, str | None]:
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= MAX_PASSENGERS:
+    # Length first: int() refuses a string of over 4,300 digits with a ValueError of its own (a 500, not this 400).
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not low <= int(raw) <= MAX_PASSENGERS:
         return None, f"{label} must be a whole number from {low} to {MAX_PASSENGERS}, got {_shown(raw)}"
     return int(raw), None
 

@@ -103,11 +103,12 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
                         _exported_rows(folder, SEARCHES_EXPORT, [name for name, _ in warehouse.SEARCH_COLUMNS]),
                         _exported_rows(folder, EMPTY_ANSWERS_EXPORT,
                                        [name for name, _ in warehouse.EMPTY_ANSWER_COLUMNS]))
-                    return load, warehouse.table_counts(conn, warehouse.WAREHOUSE_TABLES), warehouse.web_role_exists(conn)
+                    return (load, warehouse.estimated_rows(conn), warehouse.table_counts(conn, warehouse.DIMENSION_TABLES),
+                            warehouse.web_role_exists(conn))
 
             # A warehouse restart or failover should not cost the hour its load: the sensor would not ask again.
             with load_errors_as_failures(address, settings.warehouse_load_attempts):
-                load, totals, web_role = warehouse.retry_while_unreachable(
+                load, estimated, dimension_counts, web_role = warehouse.retry_while_unreachable(
                     load_export, settings.warehouse_load_attempts, settings.warehouse_retry_seconds, context.log.warning)
     finally:
         try:
@@ -130,10 +131,10 @@ def warehouse_fares(context: AssetExecutionContext, spark_runner: SparkRunner, l
     if not web_role:
         context.log.warning(f"{address} has no role {warehouse.READONLY_ROLE}, so nothing was granted to the fare page; "
                             f"create it once (CREATE ROLE {warehouse.READONLY_ROLE} LOGIN PASSWORD ...) and reload")
-    dimension_rows = MetadataValue.json({table: totals[table] for table in warehouse.DIMENSION_TABLES})
+    dimension_rows = MetadataValue.json(dimension_counts)
     for table in warehouse.FARE_TABLES:
         yield MaterializeResult(asset_key=table, metadata={
-            "rows_changed": load.changed[table], "rows_total": totals[table], "warehouse": address,
+            "rows_changed": load.changed[table], "rows_estimated": estimated[table], "warehouse": address,
             "rows_withdrawn": load.withdrawn[table],
             "dimension_rows": dimension_rows, "retention_days": retention_days,
             "partitions_dropped": MetadataValue.json(load.dropped_partitions)})

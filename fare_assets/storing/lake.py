@@ -11,6 +11,8 @@ EXPORTS_PREFIX = "exports/"
 # What the EMR runner uploads (the job's code) and exchanges with its steps (Pipes context and messages).
 CODE_PREFIX = "code/"
 PIPES_PREFIX = "pipes/"
+# EMR's cluster and step logs (unless FARES_EMR_LOG_URI points elsewhere): a transient cluster per job writes them.
+EMR_LOGS_PREFIX = "emr-logs/"
 LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
 # The hour folders of a raw object's key or URL; groups: year, month, day, hour. An object in a folder below its
 # hour's (an operator's copy) belongs to that hour: listing an hour's prefix finds it too.

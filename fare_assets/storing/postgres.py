@@ -114,7 +114,13 @@ class EmbeddedPostgres:
                 "max_connections = 200\n"
                 # A lost last transaction on a crash is acceptable for a rebuildable local warehouse.
                 "synchronous_commit = off\n"
-                "logging_collector = off\n"
+                # One log file per weekday, overwritten a week later: a cluster served for months keeps a week of
+                # its log (server.log holds only what is said before the collector starts, such as a port in use).
+                "logging_collector = on\n"
+                "log_filename = 'postgresql-%a.log'\n"
+                "log_rotation_age = '1d'\n"
+                "log_rotation_size = 0\n"
+                "log_truncate_on_rotation = on\n"
             )
 
     def running(self) -> bool:

@@ -777,6 +777,20 @@ def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) 
     return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
 
 
+def estimated_rows(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) -> dict[str, int]:
+    """The planner's row count of each table, summed over its partitions (autovacuum's last ANALYZE; 0 before one).
+
+    What a load reports after every hour: an exact count would read every partition retention keeps (gigabytes after
+    months) and push the page's working set out of PostgreSQL's cache, where this reads the catalog.
+    """
+    ensure_schema(conn)
+    # The leaves only: ANALYZE of a partitioned table gives the parent the whole tree's count too.
+    return {table: _rows(conn, """SELECT coalesce(sum(greatest(reltuples, 0)), 0)::int8
+                                   FROM pg_partition_tree(%s::regclass) AS tree JOIN pg_class ON pg_class.oid = relid
+                                   WHERE isleaf""", (table,))[0][0]
+            for table in tables}
+
+
 def rows_from_arrow(table) -> Iterable[tuple]:
     """Rows of a pyarrow table, dataset or scanner as tuples for COPY, in its column order, one record batch at a time."""
     for batch in table.to_batches():

@@ -13,7 +13,7 @@ import time
 import boto3
 from botocore.exceptions import ClientError
 
-from fare_assets.storing.lake import EXPORTS_PREFIX, PIPES_PREFIX, RAW_PREFIX
+from fare_assets.storing.lake import EMR_LOGS_PREFIX, EXPORTS_PREFIX, PIPES_PREFIX, RAW_PREFIX
 from fare_assets.streaming.firehose import FirehoseTarget
 
 ERROR_PREFIX = "raw-errors/"
@@ -23,8 +23,10 @@ BUFFERING_HINTS = {"SizeInMBs": 5, "IntervalInSeconds": 300}
 PLACEHOLDER_ROLE_ARN = "arn:aws:iam::123456789012:role/fares-firehose-delivery"
 ACTIVE_TIMEOUT_SECONDS = 300
 # Days to keep objects only one run reads: its warehouse export and its Pipes context and messages. A run
-# removes its export itself; these rules clear what a run that died left behind.
-EXPIRY_DAYS = {EXPORTS_PREFIX: 2, PIPES_PREFIX: 7}
+# removes its export itself; these rules clear what a run that died left behind. EMR's logs are read only to
+# debug a failed step, and a transient cluster per job writes thousands of them a month. (ERROR_PREFIX has no rule:
+# it holds records Firehose could not deliver, which are data.)
+EXPIRY_DAYS = {EXPORTS_PREFIX: 2, PIPES_PREFIX: 7, EMR_LOGS_PREFIX: 30}
 _RULE_FIELDS = ("ID", "Filter", "Status", "Expiration")
 
 

@@ -25,7 +25,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS, max_runtime_tags
-from fare_assets.storing.lake import CODE_PREFIX, PIPES_PREFIX
+from fare_assets.storing.lake import CODE_PREFIX, EMR_LOGS_PREFIX, PIPES_PREFIX
 from fare_assets.structuring import emr_entry
 from fare_assets.structuring.spark_jobs import run_spark_job
 
@@ -181,7 +181,7 @@ class EmrSparkRunner(SparkRunner):
     release_label: str = DEFAULT_RELEASE_LABEL
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = DEFAULT_INSTANCE_COUNT
-    # None: s3://<bucket>/emr-logs/.
+    # None: s3://<bucket>/emr-logs/ (lake.EMR_LOGS_PREFIX).
     log_uri: str | None = None
     service_role: str = DEFAULT_SERVICE_ROLE
     job_flow_role: str = DEFAULT_JOB_FLOW_ROLE
@@ -234,7 +234,7 @@ class EmrSparkRunner(SparkRunner):
             "Name": name,
             "ReleaseLabel": self.release_label,
             "Applications": [{"Name": "Spark"}],
-            "LogUri": self.log_uri or f"s3://{self.bucket}/emr-logs/",
+            "LogUri": self.log_uri or f"s3://{self.bucket}/{EMR_LOGS_PREFIX}",
             "ServiceRole": self.service_role,
             "JobFlowRole": self.job_flow_role,
             "VisibleToAllUsers": True,
