@@ -10,7 +10,8 @@ from fare_assets.price_alerts import price_alert_sensor
 from fare_assets.resources import WarehouseResource
 from fare_assets.storing import warehouse
 from fare_assets_tests.test_collector import ALERT_ENV, SmtpSink, serving, url_of, webhook
-from fare_assets_tests.test_webapp import DEPART, EARLIER, NOW, RETURN, fare_row, history_rows, readonly, trip_query
+from fare_assets_tests.test_webapp import (DEPART, EARLIER, NOW, RETURN, empty_answer, fare_row, history_rows, readonly,
+                                           trip_query)
 from webapp import create_app
 
 
@@ -306,5 +307,22 @@ def test_an_alert_is_not_spent_on_a_fare_more_than_a_day_old(warehouse_dsn, monk
         assert "no price alert is below" in tick(warehouse_dsn).skip_message
         # A fresh collection at 245.00 meets it.
         load_quietly([fare_row("fresh", "245.00", search_id="fresh")])
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    assert [payload["total"] for payload in receiver.payloads] == ["245.00"]
+
+
+def test_an_alert_is_not_met_by_a_fare_no_longer_on_sale(warehouse_dsn, monkeypatch, load_quietly):
+    # 240.00 was quoted an hour ago; the newest sweep found nothing on sale for the trip.
+    load_quietly([fare_row("gone", "240.00", search_id="q1", collected_at=EARLIER)])
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_warehouse(conn, [], {}, empty_answers=[empty_answer(fare_row("unused", "1", search_id="q2"))])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    saved = client.post("/api/alerts", json={**trip_query(), "threshold": "250"})
+    # The trip is collected, and its currency is that of its last quote.
+    assert saved.status_code == 201 and saved.get_json()["collected"] is True and saved.get_json()["currency"] == "USD"
+    with webhook() as receiver:
+        monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+        assert "no price alert is below" in tick(warehouse_dsn).skip_message
+        load_quietly([fare_row("back", "245.00", search_id="q3", collected_at=NOW + dt.timedelta(minutes=30))])
         assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
     assert [payload["total"] for payload in receiver.payloads] == ["245.00"]

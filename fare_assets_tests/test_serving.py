@@ -192,8 +192,13 @@ def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn,
     advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
     assert (advice["action"], advice["up_to_date"], advice["expected_saving"]) == ("stale", True, None)
     assert dt.datetime.fromisoformat(advice["based_on_collection"]) == last
+    # Nor is the fare judged as today's.
+    insight = client.get("/api/advice", query_string=trip_query()).get_json()["insight"]
+    assert (insight["level"], insight["percentile"]) == ("stale", None)
     text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
     assert "No advice right now" in text and "collected more than 1 day ago" in text
+    assert "Not judged: the newest fares were collected more than 1 day ago" in text
+    assert "Today&#39;s cheapest fare is" not in text and "Today's cheapest fare is" not in text
     assert "Not yet updated" not in text
 
 

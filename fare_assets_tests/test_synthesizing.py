@@ -436,6 +436,8 @@ def test_last_call_is_the_last_collection_day_at_half_hour_sweeps(evaluation):
     assert two_days_before.action == "wait"
     eve = advise_one(always_waiting, trip)
     assert (eve.action, eve.reason) == ("buy", "last collection before departure: buy now")
+    # The policy decides, not the model: no chance is claimed for it.
+    assert (eve.confidence, eve.drop_probability) == (None, None)
 
 
 def advise_one(advisor: BuyWaitAdvisor, observations: pd.DataFrame) -> Advice:

@@ -265,6 +265,54 @@ def test_a_provider_that_answered_with_no_option_is_not_missing_from_the_page(cl
         "/api/fares", query_string=trip_query()).get_json()["absent_providers"]] == [("duffel", "290.00")]
 
 
+def test_a_newest_collection_with_nothing_on_sale_shows_no_older_fare_as_now(client, warehouse_dsn):
+    # An hour ago QPX and Duffel quoted the trip and the dates a day later; in the newest sweep both had nothing to sell
+    # for the trip and, two days later, QPX nothing either; the dates a day later still sell at 330.00.
+    later, two_later = DEPART + dt.timedelta(days=1), DEPART + dt.timedelta(days=2)
+    rows = [fare_row("qpx-old", "150.00", search_id="q1", collected_at=EARLIER),
+            fare_row("duffel-old", "140.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+            fare_row("later-new", "330.00", search_id="l2", depart=later),
+            fare_row("two-later-old", "120.00", search_id="t1", depart=two_later, collected_at=EARLIER)]
+    sold_out = [empty_answer(fare_row("unused", "1", search_id=search, provider=provider, depart=depart))
+                for search, provider, depart in (("q2", "qpx", DEPART), ("d2", "duffel", DEPART),
+                                                 ("t2", "qpx", two_later))]
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_warehouse(conn, rows, {}, empty_answers=sold_out)
+
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert (body["options"], body["nothing_on_sale"], body["absent_providers"]) == ([], True, [])
+    assert dt.datetime.fromisoformat(body["collected_at"]) == NOW
+    assert [trip["depart"] for trip in body["other_trips"]] == [str(later)]
+    text = page_text(client.get("/fares", query_string=trip_query()))
+    assert "No fares on sale for this trip" in text and "no provider had a fare on sale for 1 adult" in text
+    assert "150.00" not in text and "140.00" not in text and "not watched yet" not in text
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    assert advice["action"] == "no_fares" and "no provider had a fare on sale" in advice["reason"]
+    cells = {(cell["depart"], cell["return"]): cell
+             for cell in client.get("/api/date-grid", query_string=trip_query()).get_json()["cells"]}
+    assert [cells[(str(depart), str(RETURN))]["source"] for depart in (DEPART, later, two_later)] == [
+        "nothing_on_sale", "collected", "nothing_on_sale"]
+    assert cells[(str(later), str(RETURN))]["total"] == "330.00"
+    # The route's cheapest now is the one fare on sale, not the older, cheaper ones.
+    [route] = client.get("/api/routes").get_json()["national"]
+    assert (route["cheapest"]["total"], route["cheapest"]["depart"]) == ("330.00", str(later))
+
+    # Both quote again, then QPX has nothing while Duffel's call fails: Duffel may still sell, and is named.
+    hour = NOW + dt.timedelta(hours=1)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_warehouse(conn, [fare_row("qpx-back", "310.00", search_id="q3", collected_at=hour),
+                                        fare_row("duffel-back", "290.00", search_id="d3", collected_at=hour,
+                                                 provider="duffel")], {})
+        assert [option["option_id"] for option in client.get("/api/fares", query_string=trip_query()).get_json()[
+            "options"]] == ["duffel-back", "qpx-back"]
+        warehouse.load_warehouse(conn, [], {}, empty_answers=[empty_answer(fare_row(
+            "unused", "1", search_id="q4", collected_at=hour + dt.timedelta(minutes=30)))])
+    body = client.get("/api/fares", query_string=trip_query()).get_json()
+    assert body["options"] == [] and body["nothing_on_sale"] is True
+    assert [(row["provider"], row["cheapest"]) for row in body["absent_providers"]] == [("duffel", "290.00")]
+    assert "it may still have fares on sale" in page_text(client.get("/fares", query_string=trip_query()))
+
+
 def test_a_warehouse_older_than_the_page_answers_unavailable_until_a_load_adds_what_it_reads(client, load,
                                                                                             warehouse_dsn,
                                                                                             monkeypatch):
@@ -918,8 +966,13 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
 
     response = client.post("/alerts", data={**trip_query(), "threshold": "199.5", "currency": "USD"})
     assert response.status_code == 303 and "alert=created" in response.headers["Location"]
-    response = client.post("/alerts", data={**trip_query(), "threshold": "cheap"})
+    response = client.post("/alerts", data={**trip_query(), "threshold": "cheap", "currency": "dollars"})
     assert response.status_code == 400 and "threshold must be an amount" in page_text(response)
+    # Each refused field points a screen reader at its problem.
+    text = response.get_data(as_text=True)
+    for field in ("threshold", "currency"):
+        assert re.search(rf'name="{field}"[^>]*aria-invalid="true" aria-describedby="alert-{field}-problem"', text)
+        assert f'<li id="alert-{field}-problem">{field} must be' in text
     # That page is shown at /alerts: its date grid's links still lead to the trip page, not to /alerts.
     load(history_rows(["250.00"]) + history_rows(["260.00"], depart=DEPART + dt.timedelta(days=1),
                                                  back=RETURN + dt.timedelta(days=1)))

@@ -81,16 +81,17 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     """`alert` with the currency, party and cabin of its trip's newest collection where it names none (USD for a trip
     not collected yet); an AlertError when the trip's fares were quoted, but never in the currency it names (nothing
     could meet it: "USS", or USD on a EUR trip)."""
-    newest = queries.cheapest_options_now(conn, alert.trip, limit=1)
-    if not newest:
+    # The newest collection that quoted a fare: one that found nothing on sale has no currency to take.
+    newest = queries.latest_collection(conn, alert.trip, quoted=True)
+    if newest is None:
         return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
-    quoted = newest[0]["currency"]
+    quoted = newest["currency"]
     if alert.currency not in (None, quoted):
-        newest = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
-        if not newest:
+        newest = queries.latest_collection(conn, alert.trip, alert.currency, quoted=True)
+        if newest is None:
             raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
                                           f"alert in {alert.currency} would never be met"})
-    alert = _party_of(alert, newest[0])
+    alert = _party_of(alert, newest)
     return alert if alert.currency else replace(alert, currency=quoted)
 
 
@@ -100,10 +101,10 @@ def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> 
     trip = alert.trip
     if None not in (trip.adults, trip.children, trip.cabin):
         return alert
-    newest = queries.cheapest_options_now(conn, trip, limit=1, currency=alert.currency)
-    if not newest:
+    newest = queries.latest_collection(conn, trip, alert.currency)
+    if newest is None:
         return alert
-    pinned = _party_of(alert, newest[0])
+    pinned = _party_of(alert, newest)
     if pinned == alert:
         # A collection that did not record its party (another producer's) pins nothing: no write every tick.
         return alert

@@ -58,9 +58,10 @@ def _provider_quote_json(row: dict) -> dict:
 
 def fares_document(trip: Trip, found: dict) -> dict:
     """/api/fares for the trip, from what queries.fares_for_trip found."""
-    options = found["options"]
+    options, collection = found["options"], found["collection"]
     return {"trip": _trip_json(trip),
-            "collected_at": _iso(options[0]["collected_at"]) if options else None,
+            "collected_at": _iso(collection["collected_at"]) if collection else None,
+            "nothing_on_sale": collection is not None and not options,
             "options_in_collection": options[0]["options_in_collection"] if options else 0,
             "options": [_option_json(row) for row in options],
             "absent_providers": [_provider_quote_json(row) for row in found["absent_providers"]],
@@ -107,9 +108,9 @@ def trip_history():
     """The cheapest fare of each collection of the trip no provider was missing from, oldest first."""
     trip, today = _asked_trip()
     conn = get_db()
-    options = queries.cheapest_options_now(conn, trip, limit=1)
-    shown = shown_trip(trip, options)
-    history = price_history(conn, trip, options)
+    _, collection = queries.newest_collection(conn, trip, limit=1)
+    shown = shown_trip(trip, collection)
+    history = price_history(conn, trip, collection)
     return jsonify(trip=_trip_json(trip), adults=shown.adults, children=shown.children, cabin=shown.cabin,
                    points=[{"collected_at": _iso(row["collected_at"]), "cheapest": amount_text(row["cheapest_total"]),
                             "currency": row["currency"]} for row in history["points"]],
@@ -121,16 +122,19 @@ def date_grid():
     """The cheapest fare of each departure/return pair within 3 days of the trip; `source` says how it is known."""
     trip, today = _asked_trip()
     conn = get_db()
-    options = queries.cheapest_options_now(conn, trip, limit=1)
-    grid = date_grid_for(conn, trip, options, today)
+    _, collection = queries.newest_collection(conn, trip, limit=1)
+    grid = date_grid_for(conn, trip, collection, today)
 
     def cell_json(cell: dict) -> dict:
         if cell["total_amount"] is not None:
             known = {"source": "collected", "total": amount_text(cell["total_amount"]),
                      "currency": cell["currency"], "collected_at": _iso(cell["collected_at"])}
+        elif cell["collected_at"] is not None:
+            known = {"source": "nothing_on_sale", "total": None, "currency": None,
+                     "collected_at": _iso(cell["collected_at"])}
         elif cell["predicted_amount"] is not None:
             known = {"source": "predicted", "total": amount_text(cell["predicted_amount"]),
-                     "currency": options[0]["currency"] if options else None, "collected_at": None,
+                     "currency": collection and collection["currency"], "collected_at": None,
                      "predicted_for": _iso(cell["predicted_for"])}
         else:
             known = {"source": "unknown", "total": None, "currency": None, "collected_at": None}
@@ -145,9 +149,9 @@ def advice():
     """Buy now or wait (confidence, expected saving) and whether today's cheapest fare is low, typical or high."""
     trip, today = _asked_trip()
     conn = get_db()
-    options = queries.cheapest_options_now(conn, trip, limit=1)
-    insight = insight_for(conn, trip, options, date_grid_for(conn, trip, options, today)) if options else None
-    advised = advice_for(conn, trip, options)
+    options, collection = queries.newest_collection(conn, trip, limit=1)
+    insight = insight_for(conn, trip, options, date_grid_for(conn, trip, collection, today)) if options else None
+    advised = advice_for(conn, trip, collection)
     basis = advised["based_on_collection"]
     return jsonify(trip=_trip_json(trip), advice={**advised, "based_on_collection": basis and _iso(basis)},
                    insight=insight)
@@ -166,7 +170,7 @@ def create_alert():
     conn = get_db()
     watched = alerts.pinned_to_trip(conn, alerts.parse_alert(body if isinstance(body, dict) else {}))
     alert_id, added = alerts.save_alert(conn, watched)
-    collected = bool(queries.cheapest_options_now(conn, watched.trip, limit=1))
+    collected = queries.latest_collection(conn, watched.trip) is not None
     return jsonify(id=alert_id, trip=_trip_json(watched.trip), threshold=amount_text(watched.threshold),
                    currency=watched.currency, collected=collected), 201 if added else 200
 

@@ -24,6 +24,9 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
     if cell is None:
         return '<td class="cell none">—</td>'
     collected, predicted = cell["total_amount"], cell["predicted_amount"]
+    if collected is None and cell["collected_at"] is not None:
+        return (f'<td class="cell sold-out" data-depart="{depart.isoformat()}" data-return="{back.isoformat()}">none'
+                f'<span class="visually-hidden"> (nothing on sale when last collected)</span></td>')
     amount = collected if collected is not None else predicted
     source = "collected" if collected is not None else "predicted" if predicted is not None else "unknown"
     asked, cheapest = (depart, back) == (trip.depart_date, trip.return_date), amount is not None and amount == grid["cheapest"]
@@ -43,7 +46,7 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
 
 
 def grid_rows(trip, grid: dict) -> Markup:
-    """The grid's body: a row per departure, a cell per return, collected, predicted or unknown."""
+    """The grid's body: a row per departure, a cell per return, collected, nothing on sale, predicted or unknown."""
     # One url_for and the dates appended per cell: 49 url_for calls would cost more than the queries. Not a bare
     # query string: the page is also shown at /alerts (a refused alert), where it would resolve to that URL.
     # The grid shows the page's party and cabin, so its links ask for them too.

@@ -55,3 +55,11 @@ def not_judged(insight: dict, providers: list[str]) -> dict:
             "text": (f"Not judged: {names} {verb} missing from this collection, and may have quoted it cheaper, so "
                      f"today's cheapest may be dearer than the market (typical range "
                      f"{insight['typical_low']:,.2f}–{insight['typical_high']:,.2f}).")}
+
+
+def too_old_to_judge(insight: dict, days: int) -> dict:
+    """`insight` withheld: the judged collection is more than `days` days old, so "today's cheapest" is not today's
+    (the provider keeps failing, or collection stopped), and the market may have moved since."""
+    return {**insight, "level": "stale", "percentile": None,
+            "text": (f"Not judged: the newest fares were collected more than {days} day{'' if days == 1 else 's'} "
+                     "ago, and the market may have moved since.")}

@@ -55,9 +55,9 @@ _SAVED_ALERT = {"type": "object", "properties": {
     "collected": {"type": "boolean", "description": "whether fares of the trip (party and cabin) were collected: if "
                                                     "not, the alert can only be met once the watchlist collects it"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
-    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete"],
+    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete", "stale"],
               "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
-                             "so it is not judged"},
+                             "so it is not judged; stale: the newest collection is more than a day old"},
     "percentile": {"type": "integer", "nullable": True},
     "typical_low": {"type": "number", "nullable": True}, "typical_high": {"type": "number", "nullable": True},
     "text": {"type": "string"}}}
@@ -96,7 +96,12 @@ DOCUMENT = {
              "description": "Round-trip fares collected from fare providers, with price insight and buy/wait advice."},
     "paths": {
         "/api/fares": _trip_operation("The trip's latest collection, cheapest first", {
-            "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True},
+            "trip": _TRIP, "collected_at": {"type": "string", "format": "date-time", "nullable": True,
+                                            "description": "the newest collection, null if the trip was never "
+                                                           "collected"},
+            "nothing_on_sale": {"type": "boolean",
+                                "description": "every provider that answered the newest collection had nothing to "
+                                               "sell: options is empty, and fares quoted before it are not shown"},
             "options_in_collection": {"type": "integer"}, "options": {"type": "array", "items": _OPTION},
             "absent_providers": {"type": "array", "items": _PROVIDER_QUOTE,
                                  "description": "providers that quoted the trip in the day before the collection, "
@@ -124,7 +129,8 @@ DOCUMENT = {
             "trip": _TRIP, "fare_model_available": {"type": "boolean"},
             "cells": {"type": "array", "items": {"type": "object", "properties": {
                 "depart": _DATE, "return": _DATE,
-                "source": {"type": "string", "enum": ["collected", "predicted", "unknown"]},
+                "source": {"type": "string", "enum": ["collected", "nothing_on_sale", "predicted", "unknown"],
+                           "description": "nothing_on_sale: the pair's newest collection found no fare on sale"},
                 "total": _NULLABLE_AMOUNT, "currency": {"type": "string", "nullable": True},
                 "collected_at": {"type": "string", "format": "date-time", "nullable": True},
                 "predicted_for": {"type": "string", "format": "date-time",

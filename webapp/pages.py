@@ -48,7 +48,7 @@ def _rows_as_dicts(conn: psycopg.Connection):
 
 def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip],
                       computed_at: dt.datetime) -> list[tuple]:
-    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips that have fares, as a view at `computed_at`
+    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips ever collected, as a view at `computed_at`
     shows them (on the date at each trip's origin).
 
     Runs inside the caller's transaction, so it reads the serving rows written just before.
@@ -63,9 +63,10 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
             loaded_at = queries.route_loaded_at(conn, trip)
             today = today_at(trip.origin, computed_at)
             view = trip_view(conn, trip, today)
-            if view["options"]:
+            # A collection that found nothing on sale is stored too: its page says so.
+            if view["collection"]:
                 fares_json = app.json.response(fares_document(trip, view)).get_data(as_text=True)
-                collected_at = view["options"][0]["collected_at"]
+                collected_at = view["collection"]["collected_at"]
                 rows.append((trip.origin, trip.destination, trip.depart_date, trip.return_date, collected_at, today,
                              render_trip_page(trip, view, today), fares_json, computed_at, loaded_at))
     return rows

@@ -38,14 +38,27 @@ _CABIN_ORDER = "array_position(ARRAY[" + ", ".join(f"'{cabin}'" for cabin in CAB
 
 # Newest collection first. One sweep may collect the trip for several parties, cabins or currencies at one moment:
 # economy, the smallest party and the first currency in alphabetical order come first, so the page shows the same
-# one sweep after sweep.
+# one sweep after sweep. `currency` is the output column's (empty_answers has none: NULL, last).
 _NEWEST_FIRST = "collected_at DESC, " + _CABIN_ORDER + ", adults, children, currency, search_id DESC"
 
-# The trip's newest collection in one table (index scan, one row): its moment, party, cabin and currency (the newest
-# in a currency when one is asked for: an alert reads the fares in its own).
-_NEWEST_SEARCH = """
-  SELECT search_id, collected_at, adults, children, cabin, currency FROM {table}
-  WHERE""" + _TRIP_MATCH + _PARTY_MATCH + _CURRENCY_MATCH + """
+# The trip's newest answer in one table (index scan, one row): its moment, party, cabin and currency (the newest in a
+# currency when one is asked for: an alert reads the fares in its own). In empty_answers (no currency), an answer
+# without options, which counts in every currency: a provider with nothing to sell sells nothing in any. At one
+# moment a search with options comes first (NULLS LAST), so an answer without options is the newest collection only
+# when no provider quoted the party then.
+_NEWEST_ANSWER = """
+  SELECT search_id, collected_at, adults, children, cabin, {currency} AS currency FROM {table}
+  WHERE""" + _TRIP_MATCH + _PARTY_MATCH + """
+    AND (%(currency)s::text IS NULL OR {currency} IS NULL OR {currency} = %(currency)s::text)
+  ORDER BY """ + _NEWEST_FIRST + """
+  LIMIT 1"""
+
+# The newest of the tables' newest answers. A sweep that found nothing to sell is the trip's newest collection: the
+# options quoted before it were not on sale then, so the page never shows them as the cheapest now, nor does an alert
+# fire on them.
+_LATEST_COLLECTION = """
+  SELECT collected_at, adults, children, cabin, currency
+  FROM ({newest}) AS newest_per_table
   ORDER BY """ + _NEWEST_FIRST + """
   LIMIT 1"""
 
@@ -64,13 +77,20 @@ _COLLECTION_OPTIONS = """
   WHERE""" + _TRIP_MATCH
 
 # Per upcoming trip (party and cabin), the cheapest option of its latest collection: DISTINCT ON keeps
-# the first row per trip, ordered newest collection first, then cheapest.
+# the first row per trip, ordered newest collection first, then cheapest. A fare quoted before the trip's newest
+# answer without options was not on sale after it, so a trip whose newest collection sold nothing has no row.
 _CHEAPEST_LATEST_PER_TRIP = """
   SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin)
          {market} AS market, origin, destination, depart_date, return_date, adults, children, cabin,
          collected_at, total_amount, currency
-  FROM {table}
+  FROM {table} AS fares
   WHERE depart_date >= %(today)s {route_match}
+    AND NOT EXISTS (
+      SELECT 1 FROM empty_answers AS emptied
+      WHERE (emptied.origin, emptied.destination, emptied.depart_date, emptied.return_date)
+            = (fares.origin, fares.destination, fares.depart_date, fares.return_date)
+        AND (emptied.adults, emptied.children, emptied.cabin) = (fares.adults, fares.children, fares.cabin)
+        AND emptied.collected_at > fares.collected_at)
   ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
            total_amount"""
 
@@ -150,15 +170,22 @@ def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTI
     query = sql.SQL("""
 WITH latest_collection AS (
   SELECT collected_at, adults, children, cabin, coalesce(%(currency)s::text, currency) AS currency
-  FROM ({newest}) AS newest_per_table
-  ORDER BY """ + _NEWEST_FIRST + """
-  LIMIT 1
+  FROM (""" + _LATEST_COLLECTION + """) AS latest
 )
 SELECT options.*, count(*) OVER () AS options_in_collection
 FROM ({options}) AS options
 ORDER BY total_amount, duration_out_min + duration_back_min, option_id
-LIMIT %(limit)s""").format(newest=_each_table(_NEWEST_SEARCH), options=_each_table(_COLLECTION_OPTIONS))
+LIMIT %(limit)s""").format(newest=_answer_rows(_NEWEST_ANSWER), options=_each_table(_COLLECTION_OPTIONS))
     return conn.execute(query, {**_trip_params(trip, currency), "limit": limit}).fetchall()
+
+
+def latest_collection(conn: psycopg.Connection, trip: Trip, currency: str | None = None,
+                      quoted: bool = False) -> dict | None:
+    """The trip's newest collection (in `currency` when given; that quoted a fare when `quoted`): its moment, party,
+    cabin and currency, which is None when every provider that answered then had nothing to sell (its options, when it
+    has any, are those of cheapest_options_now); None when the trip was never collected."""
+    newest = _each_table(_NEWEST_ANSWER, **_QUOTED) if quoted else _answer_rows(_NEWEST_ANSWER)
+    return conn.execute(sql.SQL(_LATEST_COLLECTION).format(newest=newest), _trip_params(trip, currency)).fetchone()
 
 
 def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
@@ -224,13 +251,22 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
                                        key=lambda row: (row["currency"], row["total_amount"]))}
 
 
+def newest_collection(conn: psycopg.Connection, trip: Trip,
+                      limit: int = OPTIONS_SHOWN) -> tuple[list[dict], dict | None]:
+    """The cheapest options of the trip's newest collection, and that collection: its first option, one that found
+    nothing on sale (latest_collection), or None if the trip was never collected."""
+    options = cheapest_options_now(conn, trip, limit)
+    return options, options[0] if options else latest_collection(conn, trip)
+
+
 def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
-    """The trip's cheapest options now and what they leave out, or the route's other collected trips."""
-    options = cheapest_options_now(conn, trip)
+    """The trip's cheapest options now and what they leave out, or the route's other collected trips; `collection`
+    as newest_collection says."""
+    options, collection = newest_collection(conn, trip)
     other_trips = [] if options else upcoming_trips_on_route(conn, trip.origin, trip.destination, today)
-    left_out = (provider_quotes(conn, trip, options[0]) if options
+    left_out = (provider_quotes(conn, trip, collection) if collection
                 else {"absent_providers": [], "other_currency_quotes": []})
-    return {"options": options, **left_out, "other_trips": other_trips}
+    return {"options": options, "collection": collection, **left_out, "other_trips": other_trips}
 
 
 def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, list[dict]]:
@@ -274,6 +310,18 @@ ORDER BY collected_at"""
 _TRIP_ROWS = ("SELECT " + _HISTORY_PARTY + ", collected_at, {currency} AS currency, provider,"
               " {total} AS total_amount FROM {table} WHERE" + _TRIP_MATCH + _PARTY_MATCH)
 
+# Per pair, its newest answer without options (no total, no currency): the pair's newest collection when no
+# provider quoted it then, shown as nothing on sale rather than as an older fare or a prediction.
+_NEWEST_EMPTY = """
+  SELECT pairs.depart_date, pairs.return_date, newest.collected_at, NULL::numeric, NULL::text
+  FROM pairs
+  JOIN LATERAL (
+    SELECT collected_at FROM empty_answers
+    WHERE origin = %(origin)s AND destination = %(destination)s
+      AND depart_date = pairs.depart_date AND return_date = pairs.return_date""" + _PARTY_MATCH + """
+    ORDER BY collected_at DESC LIMIT 1
+  ) AS newest ON true"""
+
 # Every departure/return pair of the grid, each with the cheapest option of its newest collection and,
 # where nothing was collected, the fare model's prediction from the serving table predicted_fares.
 # Per pair and table: the newest collection time is the first entry of the trip index (LIMIT 1), and
@@ -286,7 +334,7 @@ WITH pairs AS (
        generate_series(%(first_return)s::date, %(last_return)s::date, interval '1 day') AS back
   WHERE back >= depart
 ),
-per_table AS ({newest_per_table}),
+per_table AS ({newest_per_table} UNION ALL (""" + _NEWEST_EMPTY + """)),
 collected AS (
   SELECT DISTINCT ON (depart_date, return_date) depart_date, return_date, collected_at, total_amount, currency
   FROM per_table
@@ -295,7 +343,7 @@ collected AS (
 SELECT collected.*, predicted.predicted_amount, predicted.predicted_for
 FROM collected
 LEFT JOIN predicted_fares AS predicted
-  ON collected.total_amount IS NULL
+  ON collected.collected_at IS NULL
   AND predicted.origin = %(origin)s AND predicted.destination = %(destination)s
   AND predicted.adults = %(party_adults)s AND predicted.children = %(party_children)s
   AND predicted.cabin = %(party_cabin)s

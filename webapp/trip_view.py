@@ -6,24 +6,24 @@ import psycopg
 
 from webapp import queries
 from webapp.chart import price_chart
-from webapp.insight import not_judged, price_insight, providers_that_may_undercut
+from webapp.insight import not_judged, price_insight, providers_that_may_undercut, too_old_to_judge
 from webapp.validation import Trip
 
 # Unknown party sizes are looked up as the most common search: one adult in economy.
 DEFAULT_PARTY = (1, 0, "COACH")
 
 
-def shown_trip(trip: Trip, options: list[dict]) -> Trip:
-    """The trip with the party and cabin the page describes: the shown collection's, else those asked for.
+def shown_trip(trip: Trip, collection: dict | None) -> Trip:
+    """The trip with the party and cabin the page describes: the shown collection's (queries.newest_collection), else
+    those asked for.
 
     History, date grid and advice then read that party and cabin only, so a trip watched in two cabins (or
     for two parties) never mixes their fares on one page.
     """
-    if not options:
+    if collection is None:
         return trip
-    shown = options[0]
-    return dataclasses.replace(trip, adults=shown["adults"], children=shown["children"], cabin=shown["cabin"],
-                               exact_party=True)
+    return dataclasses.replace(trip, adults=collection["adults"], children=collection["children"],
+                               cabin=collection["cabin"], exact_party=True)
 
 
 def _no_advice(action: str, reason: str) -> dict:
@@ -39,20 +39,22 @@ def _no_advice(action: str, reason: str) -> dict:
 NO_ADVICE_YET = "no advice has been computed for this trip's fares yet; fares are shown without advice"
 
 
-def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
+def advice_for(conn: psycopg.Connection, trip: Trip, collection: dict | None) -> dict:
     """Buy now or wait for the shown collection's trip and party, or why there is no advice."""
-    if not options:
+    if collection is None:
         return _no_advice("no_fares", "no fares collected for this trip yet")
-    shown = options[0]
-    row = queries.trip_advice(conn, shown_trip(trip, options))
+    if collection["currency"] is None:
+        # The advisor's last advice was on fares no longer on sale.
+        return _no_advice("no_fares", "no provider had a fare on sale for this trip at its newest collection")
+    row = queries.trip_advice(conn, shown_trip(trip, collection))
     if row is None:
         return _no_advice("unavailable", NO_ADVICE_YET)
     # Advice for an older collection is still shown, saying so, until the next refresh catches up.
     advice = {"action": row["action"], "drop_probability": row["drop_probability"], "confidence": row["confidence"],
               "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
-              "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= shown["collected_at"],
+              "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= collection["collected_at"],
               "model_version": row["model_version"]}
-    if dt.datetime.now(dt.timezone.utc) - shown["collected_at"] > queries.ADVICE_FRESH_FOR:
+    if dt.datetime.now(dt.timezone.utc) - collection["collected_at"] > queries.ADVICE_FRESH_FOR:
         # Withheld, though its basis stays named: there are just no recent fares to advise on.
         return {**advice, "action": "stale", "drop_probability": None, "confidence": None, "expected_saving": None,
                 "currency": None, "reason": f"the newest fares were collected more than "
@@ -61,28 +63,29 @@ def advice_for(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dic
     return advice
 
 
-def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], today: dt.date) -> dict:
+def date_grid_for(conn: psycopg.Connection, trip: Trip, collection: dict | None, today: dt.date) -> dict:
     """The ±3-day grid: collected cheapest fares, and the fare model's precomputed ones where nothing was collected."""
-    shown = shown_trip(trip, options)
+    shown = shown_trip(trip, collection)
     # A shown collection that did not record its party or cabin (another producer's search) is no party the fare
     # model predicts for: one adult's economy prediction in its grid would read as its own fare.
     party_unrecorded = shown.exact_party and None in (shown.adults, shown.children, shown.cabin)
     party = None if party_unrecorded else (shown.adults or DEFAULT_PARTY[0], shown.children or DEFAULT_PARTY[1],
                                            shown.cabin or DEFAULT_PARTY[2])
-    if not options:
+    if collection is None:
         # A trip never collected has no party of its own: its grid reads the predictions' party for collected cells
         # too, so it never shows another party's or cabin's fares.
         shown = dataclasses.replace(shown, adults=party[0], children=party[1], cabin=party[2])
-    currency = options[0]["currency"] if options else None
+    currency = collection and collection["currency"]
     cells = queries.date_grid(conn, shown, party, today, currency=currency)
     collected = [cell for cell in cells if cell["total_amount"] is not None]
     if currency is None and len({cell["currency"] for cell in collected}) > 1:
-        # A trip never collected has no currency of its own: its grid takes that of its newest collected neighbour
+        # A trip never collected (or whose newest collection sold nothing) has no currency of its own: its grid takes
+        # that of its newest collected neighbour
         # (the first alphabetically among equals), as a trip's page takes its newest collection's, so the grid
         # never ranks amounts in two currencies against each other.
         newest = min(collected, key=lambda cell: (-cell["collected_at"].timestamp(), cell["currency"]))
         cells = queries.date_grid(conn, shown, party, today, currency=newest["currency"])
-    uncollected = [cell for cell in cells if cell["total_amount"] is None]
+    uncollected = [cell for cell in cells if cell["collected_at"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})
     by_pair = {(cell["depart_date"], cell["return_date"]): cell for cell in cells}
@@ -90,17 +93,21 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, options: list[dict], tod
     cheapest = min((amount for amount in shown if amount is not None), default=None)
     # "Available" as the page means it: every date never collected has a prediction to show.
     predicted = all(cell["predicted_amount"] is not None for cell in uncollected)
-    return {"cells": cells, "departs": departs, "returns": returns, "by_pair": by_pair,
-            "cheapest": cheapest, "model_available": predicted, "party_unrecorded": party_unrecorded}
+    # A pair whose newest collection found nothing on sale shows as such, not as an older fare or a prediction.
+    sold_out = any(cell["collected_at"] is not None and cell["total_amount"] is None for cell in cells)
+    return {"cells": cells, "departs": departs, "returns": returns, "by_pair": by_pair, "cheapest": cheapest,
+            "model_available": predicted, "party_unrecorded": party_unrecorded, "sold_out": sold_out}
 
 
-def price_history(conn: psycopg.Connection, trip: Trip, options: list[dict]) -> dict:
+def price_history(conn: psycopg.Connection, trip: Trip, collection: dict | None) -> dict:
     """The shown party's collections in the shown currency, oldest first, that no provider was missing from
     (`points`), and how many were (`left_out`)."""
     # A collection a provider was missing from is the other providers' cheapest: drawn, it reads as a rise and a drop
     # when the missing one is usually the cheaper, and it would flatter today's fare in the insight. The advisor's
     # observations leave it out by the same rule.
-    rows = queries.trip_history(conn, shown_trip(trip, options), options[0]["currency"]) if options else []
+    # A collection that sold nothing has no currency to draw in: no chart until fares are on sale again.
+    rows = (queries.trip_history(conn, shown_trip(trip, collection), collection["currency"])
+            if collection and collection["currency"] else [])
     points = [row for row in rows if not row["provider_absent"]]
     return {"points": points, "left_out": len(rows) - len(points)}
 
@@ -110,16 +117,22 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
     """Today's cheapest against the trip's own earlier collections and the nearby dates' collected fares, unless a
     provider missing from today's collection may have undercut it."""
     if history is None:
-        history = price_history(conn, trip, options)["points"]
+        history = price_history(conn, trip, options[0])["points"]
     if absent_providers is None:
         absent_providers = queries.provider_quotes(conn, trip, options[0])["absent_providers"]
     asked = (trip.depart_date, trip.return_date)
+    # Nearby dates' fares collected over a day ago (no longer watched, or their provider failing) are not the market's
+    # now: they are no reference for today's.
+    fresh_since = dt.datetime.now(dt.timezone.utc) - queries.ADVICE_FRESH_FOR
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
-               if pair != asked and cell["total_amount"] is not None]
+               if pair != asked and cell["total_amount"] is not None and cell["collected_at"] >= fresh_since]
     # The shown collection is the fare being judged, not a reference for it.
     current = options[0]
     earlier = [row["cheapest_total"] for row in history if row["collected_at"] < current["collected_at"]]
     insight = price_insight(current["total_amount"], earlier, similar)
+    if dt.datetime.now(dt.timezone.utc) - current["collected_at"] > queries.ADVICE_FRESH_FOR:
+        # As the advice: a fare this old is no longer "today's" (a stored page this old is rendered again, saying so).
+        return too_old_to_judge(insight, queries.ADVICE_FRESH_FOR.days)
     missing = providers_that_may_undercut(current["total_amount"], current["currency"], absent_providers)
     return not_judged(insight, missing) if missing else insight
 
@@ -127,15 +140,15 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
 def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     """The cheapest options now, the price insight, advice, date grid and price history of one trip."""
     found = queries.fares_for_trip(conn, trip, today)
-    options = found["options"]
-    shown = shown_trip(trip, options)
-    history = price_history(conn, trip, options)
-    grid = date_grid_for(conn, trip, options, today)
+    options, collection = found["options"], found["collection"]
+    shown = shown_trip(trip, collection)
+    history = price_history(conn, trip, collection)
+    grid = date_grid_for(conn, trip, collection, today)
     insight = (insight_for(conn, trip, options, grid, history["points"], found["absent_providers"]) if options
                else None)
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.
     parties = [party for party in (queries.parties_collected(conn, trip, today) if options else [])
                if (party["adults"], party["children"], party["cabin"]) != (shown.adults, shown.children, shown.cabin)]
     return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "other_parties": parties,
-            "advice": advice_for(conn, trip, options),
+            "advice": advice_for(conn, trip, collection),
             "chart": price_chart([(row["collected_at"], row["cheapest_total"]) for row in history["points"]])}

@@ -54,7 +54,7 @@ class Advice:
     """What to do about one trip now, how sure the advisor is and what waiting might save.
 
     `confidence` is the calibrated chance that the advice pays off: for "wait", that the fare drops meaningfully
-    before departure (drop_probability); for "buy", that it does not. The action itself comes from the expected
+    before departure (drop_probability); for "buy", that it does not; None where the policy, not the model, decides. The action itself comes from the expected
     fare if waiting, so a wait can rest on a modest chance of a large drop.
     """
 
@@ -321,11 +321,13 @@ class BuyWaitAdvisor:
     def _advice(self, row: dict, action: str, probability: float, saving: float, last_call_days_ahead: float) -> Advice:
         """The Advice for one latest-collection row and the policy's decision on it, with its reason in words."""
         currency = str(row["currency"])
+        # These two are the policy's, not the model's: no chance is estimated, so none is shown (a certainty would
+        # read as the model's).
         if np.isinf(last_call_days_ahead):
-            return Advice(BUY, None, 1.0, 0.0, currency,
+            return Advice(BUY, None, None, 0.0, currency,
                           "this trip is no longer collected, so no later advice will come: buy now")
         if is_last_call(row["days_ahead"], last_call_days_ahead):
-            return Advice(BUY, None, 1.0, 0.0, currency, "last collection before departure: buy now")
+            return Advice(BUY, None, None, 0.0, currency, "last collection before departure: buy now")
         if action == NOT_ENOUGH_DATA:
             count = int(row["observation_count"])
             return Advice(
