@@ -108,3 +108,28 @@ def test_invalid_query_shows_what_to_fix(page_url, browser_page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "fare-page-invalid.png"))
     assert (ARTIFACTS / "fare-page-invalid.png").stat().st_size > 0
+
+
+def test_an_option_whose_flight_has_left_is_marked_departed(warehouse_dsn, browser_page):
+    # A trip departing today at SFO: the 00:00 flight has left, the 23:59 one has not (a page lasts all day).
+    from fare_assets.local_dates import today_at
+    from fare_assets_tests.test_webapp import fare_row
+
+    today = today_at("SFO")
+    back = today + dt.timedelta(days=3)
+    departs = warehouse.COLUMN_NAMES.index("depart_out_local")
+    rows = []
+    for option, total, time in (("left", "200.00", dt.time(0, 0)), ("later", "260.00", dt.time(23, 59))):
+        row = fare_row(option, total, search_id="today", depart=today, back=back)
+        rows.append(row[:departs] + (dt.datetime.combine(today, time),) + row[departs + 1:])
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        warehouse.load_fares(conn, rows)
+    with served(create_app({"DATABASE_DSN": readonly(warehouse_dsn)})) as url:
+        browser_page.goto(f"{url}/fares?origin=SFO&destination=JFK&depart={today}&return={back}")
+        options = browser_page.locator("table.options tr.option")
+        expect(options).to_have_count(2)
+        expect(options.nth(0).locator("td.total")).to_have_text("200.00 USD (departed)")
+        expect(options.nth(0)).to_have_class(re.compile(r"\bdeparted\b"))
+        expect(options.nth(1).locator("td.total")).to_have_text("260.00 USD")
+        assert browser_page.console_errors == []

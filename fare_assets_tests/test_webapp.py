@@ -541,6 +541,8 @@ def test_routes_split_national_and_international(client, load):
     assert "SFO → JFK" in national_html and "380.00 USD" in national_html and "LHR" not in national_html
     assert "LHR → JFK" in international_html and "812.40 USD" in international_html
     assert "BOS" not in text
+    # Each cheapest fare says whose total it is and when it was quoted.
+    assert re.search(r"1 adult, economy, collected <time datetime=\"[^\"]+\">", national_html)
 
 
 def test_a_route_lists_its_trips_departing_today_at_its_origin(warehouse_dsn, load):

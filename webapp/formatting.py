@@ -54,6 +54,14 @@ def arrival_local(departs_local: dt.datetime | None, duration_min: int | None, o
     return (departs + dt.timedelta(minutes=duration_min)).astimezone(destination_zone).replace(tzinfo=None)
 
 
+def departs_utc(departs_local: dt.datetime | None, origin: str) -> str | None:
+    """A local departure as a UTC instant in ISO form (None where the time or the airport's zone is unknown)."""
+    zone = airport_timezone(origin)
+    if departs_local is None or zone is None:
+        return None
+    return departs_local.replace(tzinfo=zone).astimezone(dt.timezone.utc).isoformat()
+
+
 def utc_time(moment: dt.datetime) -> str:
     """'2026-11-28 04:30 UTC'."""
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -125,6 +133,6 @@ def init_app(app: Flask) -> None:
     """Make the formatters available to templates as filters and globals."""
     for formatter in (money, duration, stops, local_time, utc_time, age, cabin_label, provider_label, sentence):
         app.add_template_filter(formatter)
-    for helper in (trip_dates, party, trip_params, arrival_local, cabin_code):
+    for helper in (trip_dates, party, trip_params, arrival_local, departs_utc, cabin_code):
         app.add_template_global(helper)
     app.add_template_global(CABIN_LABELS, "cabin_labels")
