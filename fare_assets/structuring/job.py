@@ -30,6 +30,7 @@ from fare_assets.structuring.tables import (
     PARTITION_COLUMNS,
     conform,
     hadoop_path,
+    landing_hours_glob,
     read_table,
     write_counted,
     write_observed,
@@ -114,12 +115,8 @@ def _command_line_files(spark: SparkSession, paths: list[str]) -> list[str]:
 
 def _landing_hour_globs(lake_root: str, landing_hours: list[str]) -> list[str]:
     """Hadoop globs of every quarantine and fact-table partition folder of these landing hours."""
-    any_hour = "{" + ",".join(landing_hours) + "}"
-    collected_date, landing_hour = PARTITION_COLUMNS
-    # A fact table nests a landing hour under each collection date its records carry.
-    return [quarantine_path(lake_root, any_hour)] + [
-        f"{curated_table_path(lake_root, table)}/{collected_date}=*/{landing_hour}={any_hour}" for table in FACT_SCHEMAS
-    ]
+    return [quarantine_path(lake_root, "{" + ",".join(landing_hours) + "}")] + [
+        landing_hours_glob(lake_root, table, landing_hours) for table in FACT_SCHEMAS]
 
 
 def _clear_landing_hours(spark: SparkSession, lake_root: str, landing_hours: list[str]) -> None:

@@ -76,12 +76,6 @@ FOREIGN_KEYS: tuple[ForeignKey, ...] = (
 )
 
 
-def _read(spark: SparkSession, lake_root: str, table: str, hours: list[str] | None) -> DataFrame:
-    """A curated table; a fact table only in the given landing hours (dimensions have none)."""
-    frame = read_table(spark, lake_root, table)
-    if hours is None or table in DIMENSION_SCHEMAS:
-        return frame
-    return frame.where(F.col("landing_hour").isin(*hours))
 
 
 def _result(offending: DataFrame, example_columns: list[str]) -> RuleResult:
@@ -102,7 +96,7 @@ def duplicate_keys(spark: SparkSession, lake_root: str, table: str, hours: list[
     """Primary keys that occur more than once; `failing` counts the keys, examples give them with their count."""
     key = list(primary_key(table))
     repeated = (
-        _read(spark, lake_root, table, hours).groupBy(*key).agg(F.count(F.lit(1)).alias("copies"))
+        read_table(spark, lake_root, table, hours).groupBy(*key).agg(F.count(F.lit(1)).alias("copies"))
         .where(F.col("copies") > 1)
     )
     return _result(repeated, [*key, "copies"])
@@ -111,7 +105,7 @@ def duplicate_keys(spark: SparkSession, lake_root: str, table: str, hours: list[
 def orphan_rows(spark: SparkSession, lake_root: str, foreign_key: ForeignKey,
                 hours: list[str] | None = None) -> RuleResult:
     """Child rows whose reference names no parent row; a null code is no reference to a dimension."""
-    children = _read(spark, lake_root, foreign_key.child, hours)
+    children = read_table(spark, lake_root, foreign_key.child, hours)
     renamed = [F.col(parent).alias(child) for child, parent in zip(foreign_key.columns, foreign_key.referenced)]
     if foreign_key.parent in DIMENSION_SCHEMAS:
         join_columns = list(foreign_key.columns)
@@ -120,7 +114,7 @@ def orphan_rows(spark: SparkSession, lake_root: str, foreign_key: ForeignKey,
         # A fact row's parent is the one of the same delivery: the same partition folder.
         join_columns = [*PARTITION_COLUMNS, *foreign_key.columns]
         renamed = [*PARTITION_COLUMNS, *renamed]
-    parents = _read(spark, lake_root, foreign_key.parent, hours).select(*renamed)
+    parents = read_table(spark, lake_root, foreign_key.parent, hours).select(*renamed)
     return _result(children.join(parents, join_columns, "left_anti"), join_columns)
 
 
@@ -129,7 +123,7 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
     lines miss the tax_amount (both given)."""
     # Pricings and tax lines are per passenger: each counts passenger_count times.
     option = [*PARTITION_COLUMNS, "option_id"]
-    pricings = _read(spark, lake_root, "pricings", hours)
+    pricings = read_table(spark, lake_root, "pricings", hours)
     priced = pricings.groupBy(*option).agg(
         F.sum(F.col("sale_total_per_pax") * F.col("passenger_count")).alias("priced_total"),
         F.count("sale_total_per_pax").alias("pricings_with_total"),
@@ -137,13 +131,13 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
         F.max("sale_currency").alias("priced_currency"),
     )
     taxed = (
-        _read(spark, lake_root, "taxes", hours)
+        read_table(spark, lake_root, "taxes", hours)
         .join(pricings.select(*option, "pricing_no", "passenger_count"), [*option, "pricing_no"])
         .groupBy(*option)
         .agg(F.sum(F.col("amount") * F.col("passenger_count")).alias("taxed_total"))
     )
-    providers = _read(spark, lake_root, "searches", hours).select(*PARTITION_COLUMNS, "search_id", "provider")
-    checked = (_read(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
+    providers = read_table(spark, lake_root, "searches", hours).select(*PARTITION_COLUMNS, "search_id", "provider")
+    checked = (read_table(spark, lake_root, "trip_options", hours).join(priced, option, "left").join(taxed, option, "left")
                .join(providers, [*PARTITION_COLUMNS, "search_id"], "left"))
     # A provider that prices some offers only as a whole (Duffel, several passengers) gives those pricings no total
     # to add up; every other option is compared, one without any pricing or any total included.
@@ -162,8 +156,8 @@ def unreconciled_totals(spark: SparkSession, lake_root: str, hours: list[str] | 
 
 def non_positive_fares(spark: SparkSession, lake_root: str, hours: list[str] | None = None) -> RuleResult:
     """Options of successful (2xx: Duffel answers 201) searches whose total_amount is missing, zero or negative."""
-    searches = _read(spark, lake_root, "searches", hours).where(F.col("status").between(200, 299))
-    options = _read(spark, lake_root, "trip_options", hours).join(
+    searches = read_table(spark, lake_root, "searches", hours).where(F.col("status").between(200, 299))
+    options = read_table(spark, lake_root, "trip_options", hours).join(
         searches.select(*PARTITION_COLUMNS, "search_id"), [*PARTITION_COLUMNS, "search_id"], "left_semi"
     )
     return _result(

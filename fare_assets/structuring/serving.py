@@ -36,9 +36,6 @@ _EMPTY_ANSWER_COLUMNS = ("search_id", "provider", "collected_at", "origin", "des
 _QUARANTINED_SEARCH = StructType([ENVELOPE_SCHEMA[name] for name in (*SEARCH_KEY_COLUMNS, "status", "response")])
 
 
-def _read(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None) -> DataFrame:
-    frame = read_table(spark, lake_root, table)
-    return frame if landing_hours is None else frame.where(F.col("landing_hour").isin(*landing_hours))
 
 
 def _of_slice(slice_no: int, value: str):
@@ -49,25 +46,25 @@ def fare_rows(spark: SparkSession, lake_root: str, landing_hours: list[str] | No
     """One row per trip option (deduplicated by option_id), optionally of some landing hours only."""
     latest_delivery = Window.partitionBy("option_id").orderBy(F.col("landing_hour").desc())
     options = (
-        _read(spark, lake_root, "trip_options", landing_hours)
+        read_table(spark, lake_root, "trip_options", landing_hours)
         .withColumn("delivery_rank", F.row_number().over(latest_delivery))
         .where(F.col("delivery_rank") == 1)
         .select(*_DELIVERY, "search_id", "total_amount", "currency")
     )
-    searches = _read(spark, lake_root, "searches", landing_hours).select(
+    searches = read_table(spark, lake_root, "searches", landing_hours).select(
         "search_id", "collected_date", "landing_hour", "provider", "collected_at", "origin", "destination",
         "depart_date", "return_date", "adults", "children", "cabin",
     )
-    slices = _read(spark, lake_root, "slices", landing_hours).groupBy(*_DELIVERY).agg(
+    slices = read_table(spark, lake_root, "slices", landing_hours).groupBy(*_DELIVERY).agg(
         _of_slice(1, "stops").alias("stops_out"),
         _of_slice(2, "stops").alias("stops_back"),
         _of_slice(1, "duration_min").alias("duration_out_min"),
         _of_slice(2, "duration_min").alias("duration_back_min"),
     )
-    carriers = _read(spark, lake_root, "segments", landing_hours).groupBy(*_DELIVERY).agg(
+    carriers = read_table(spark, lake_root, "segments", landing_hours).groupBy(*_DELIVERY).agg(
         F.array_join(F.array_sort(F.collect_set("carrier")), ",").alias("carriers")
     )
-    legs = _read(spark, lake_root, "legs", landing_hours)
+    legs = read_table(spark, lake_root, "legs", landing_hours)
     first_leg = (F.col("segment_no") == 1) & (F.col("leg_no") == 1)
     departures = legs.where(first_leg).groupBy(*_DELIVERY).agg(
         _of_slice(1, "departs_local").alias("depart_out_local"),
@@ -127,7 +124,7 @@ def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] 
     A failed call never yielded options, and its search may have been answered in a later hour (a backfill rerun
     after an outage repeats its id): it withdraws nothing.
     """
-    structured = _read(spark, lake_root, "searches", landing_hours).where(succeeded()).select(*SEARCH_KEY_COLUMNS)
+    structured = read_table(spark, lake_root, "searches", landing_hours).where(succeeded()).select(*SEARCH_KEY_COLUMNS)
     return (
         structured.unionByName(_quarantined_searches(spark, lake_root, landing_hours))
         .where(F.col("search_id").isNotNull() & F.col("collected_at").isNotNull())
@@ -137,10 +134,10 @@ def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] 
 
 def empty_answers(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
     """Each search these landing hours hold that was answered with no trip option, once."""
-    options = _read(spark, lake_root, "trip_options", landing_hours).select("search_id", "collected_date",
+    options = read_table(spark, lake_root, "trip_options", landing_hours).select("search_id", "collected_date",
                                                                             "landing_hour")
     return (
-        _read(spark, lake_root, "searches", landing_hours).where(succeeded())
+        read_table(spark, lake_root, "searches", landing_hours).where(succeeded())
         .join(options, ["search_id", "collected_date", "landing_hour"], "left_anti")
         .where(F.col("search_id").isNotNull() & F.col("collected_at").isNotNull())
         .select(*_EMPTY_ANSWER_COLUMNS)

@@ -135,9 +135,31 @@ def hadoop_path(spark: SparkSession, path: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
-def read_table(spark: SparkSession, lake_root: str, table: str) -> DataFrame:
-    """One curated table read with its declared schema (partition columns come from the folders)."""
-    return spark.read.schema(TABLE_SCHEMAS[table]).parquet(curated_table_path(lake_root, table))
+def landing_hours_glob(lake_root: str, table: str, landing_hours: list[str]) -> str:
+    """A Hadoop glob of a fact table's partition folders of these landing hours: a landing hour is nested under each
+    collection date its records carry."""
+    collected_date, landing_hour = PARTITION_COLUMNS
+    return f"{curated_table_path(lake_root, table)}/{collected_date}=*/{landing_hour}={{{','.join(landing_hours)}}}"
+
+
+def read_table(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None = None) -> DataFrame:
+    """One curated table read with its declared schema (partition columns come from the folders); of a fact table,
+    only the partitions of `landing_hours` when given.
+
+    Spark lists every file under the paths it is given before it filters a partition: reading a fact table whole to
+    keep one landing hour would list every hour the lake ever landed (thousands after months, on S3 a request each),
+    and a run reads its hours' tables dozens of times. The hours' folders are listed once, by date, instead.
+    """
+    path = curated_table_path(lake_root, table)
+    reader = spark.read.schema(TABLE_SCHEMAS[table])
+    if landing_hours is None or table not in FACT_SCHEMAS:
+        return reader.parquet(path)
+    filesystem, pattern = hadoop_path(spark, landing_hours_glob(lake_root, table, landing_hours))
+    folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
+    if not folders:
+        # Spark refuses to read a path that matches nothing: none of these hours has rows in this table.
+        return spark.createDataFrame([], TABLE_SCHEMAS[table])
+    return reader.option("basePath", path).parquet(*folders)
 
 
 def write_observed(frame: DataFrame, name: str, write, *metrics: Column) -> dict[str, int]:
