@@ -75,6 +75,7 @@ bench: setup $(EMR_VENV)/.installed
 	$(PY) bench/utf8_check_cost.py
 	$(PY) bench/option_count_check_cost.py
 	$(PY) bench/structuring_growth.py
+	$(PY) bench/hourly_lake_reads.py
 	$(PY) bench/fare_page_load.py
 	$(PY) bench/advisor_evaluation.py
 

@@ -246,8 +246,12 @@ def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
          today - dt.timedelta(days=1 + n % 300), today - dt.timedelta(days=n % 300 - 6),
          *fare_row("x", "1", True)[8:])
         for n in range(20_000)]
+    # All collected within the route list's day, so its bound on the collection time leaves every row to the
+    # departure date's index.
+    collected = dt.datetime.combine(today, dt.time(11), tzinfo=dt.timezone.utc)
+    rows = [row[:3] + (collected,) + row[4:] for row in departed_history + [fare_row("upcoming", "250.00", True)]]
     with psycopg.connect(warehouse_dsn, row_factory=dict_row) as conn:
-        warehouse.load_fares(conn, departed_history + [fare_row("upcoming", "250.00", True)])
+        warehouse.load_fares(conn, rows)
         conn.execute("ANALYZE")
         plans = []
         conn.add_notice_handler(lambda notice: plans.append(notice.message_primary))

@@ -522,6 +522,8 @@ def test_routes_split_national_and_international(client, load):
         # A route whose only trip has departed is not listed.
         fare_row("gone", "50.00", search_id="d1", origin="BOS", destination="LAX",
                  depart=TODAY - dt.timedelta(days=2), back=TODAY + dt.timedelta(days=1)),
+        # Nor one whose trips were last collected two days ago: their fares are no longer "now".
+        fare_row("stale", "60.00", search_id="e1", origin="SEA", collected_at=NOW - dt.timedelta(days=2)),
     ])
 
     body = client.get("/api/routes").get_json()
@@ -540,7 +542,7 @@ def test_routes_split_national_and_international(client, load):
     national_html, international_html = text.split('id="international"')
     assert "SFO → JFK" in national_html and "380.00 USD" in national_html and "LHR" not in national_html
     assert "LHR → JFK" in international_html and "812.40 USD" in international_html
-    assert "BOS" not in text
+    assert "BOS" not in text and "SEA" not in text
     # Each cheapest fare says whose total it is and when it was quoted.
     assert re.search(r"1 adult, economy, collected <time datetime=\"[^\"]+\">", national_html)
 
@@ -550,8 +552,9 @@ def test_a_route_lists_its_trips_departing_today_at_its_origin(warehouse_dsn, lo
     # Boston, which the dimension lacks: its trip is judged in UTC and has left.
     now = dt.datetime.combine(DEPART, dt.time(1), tzinfo=dt.timezone.utc)
     day_before = DEPART - dt.timedelta(days=1)
-    load([fare_row("sfo", "300.00", search_id="a1", depart=day_before),
-          fare_row("bos", "200.00", search_id="b1", origin="BOS", depart=day_before)])
+    collected = now - dt.timedelta(hours=2)
+    load([fare_row("sfo", "300.00", search_id="a1", depart=day_before, collected_at=collected),
+          fare_row("bos", "200.00", search_id="b1", origin="BOS", depart=day_before, collected_at=collected)])
     with psycopg.connect(warehouse_dsn, row_factory=dict_row) as conn:
         warehouse.load_warehouse(conn, [], {"airports": [
             ("SFO", "San Francisco International", "SFO", "San Francisco", "US", "America/Los_Angeles", 37.6, -122.4,

@@ -76,15 +76,18 @@ _COLLECTION_OPTIONS = """
     AND fares.currency = latest_collection.currency
   WHERE""" + _TRIP_MATCH
 
-# Per upcoming trip (party and cabin), the cheapest option of its latest collection: DISTINCT ON keeps
-# the first row per trip, ordered newest collection first, then cheapest. A fare quoted before the trip's newest
-# answer without options was not on sale after it, so a trip whose newest collection sold nothing has no row.
+# Per upcoming trip (party and cabin) collected in the last day, the cheapest option of its latest collection:
+# DISTINCT ON keeps the first row per trip, ordered newest collection first, then cheapest. A fare quoted before the
+# trip's newest answer without options was not on sale after it, so a trip whose newest collection sold nothing has no
+# row. A trip not collected for over a day (no longer watched, or its provider failing) has no fare to call "now"
+# either, as its page gives no advice on it; and the bound keeps these reads to the last day's rows (the key's range),
+# where every collection of every upcoming trip would grow to millions of rows at the live schedule's sweeps.
 _CHEAPEST_LATEST_PER_TRIP = """
   SELECT DISTINCT ON (origin, destination, depart_date, return_date, adults, children, cabin)
          {market} AS market, origin, destination, depart_date, return_date, adults, children, cabin,
          collected_at, total_amount, currency
   FROM {table} AS fares
-  WHERE depart_date >= %(today)s {route_match}
+  WHERE depart_date >= %(today)s AND collected_at >= %(fresh_since)s {route_match}
     AND NOT EXISTS (
       SELECT 1 FROM empty_answers AS emptied
       WHERE (emptied.origin, emptied.destination, emptied.depart_date, emptied.return_date)
@@ -194,7 +197,8 @@ def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: 
     query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS trips ORDER BY depart_date, return_date, adults, children, "
                     + _CABIN_ORDER + " LIMIT %(limit)s").format(
         per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
-    params = {"origin": origin, "destination": destination, "today": today, "limit": limit}
+    params = {"origin": origin, "destination": destination, "today": today, "limit": limit,
+              "fresh_since": _fresh_since(dt.datetime.now(dt.timezone.utc))}
     return conn.execute(query, params).fetchall()
 
 
@@ -202,7 +206,8 @@ def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> l
     """Each party and cabin the trip's dates were collected for, with its cheapest latest fare."""
     query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS parties ORDER BY " + _CABIN_ORDER + ", adults, children"
                     ).format(per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
-    return conn.execute(query, {**_trip_params(trip), "today": today}).fetchall()
+    return conn.execute(query, {**_trip_params(trip), "today": today,
+                                "fresh_since": _fresh_since(dt.datetime.now(dt.timezone.utc))}).fetchall()
 
 
 # Each provider's newest quote of the trip (party and cabin) per currency, from `since` to the shown collection, with
@@ -280,7 +285,7 @@ def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, lis
     per_trip = sql.SQL(_ONE_PER_TRIP).format(per_trip=sql.SQL(_WITH_ROUTE_MARKET).format(per_table=per_table))
     zones = today_in_zones(now)
     params = {"today": earliest_today(now), "zones": list(zones), "zone_todays": list(zones.values()),
-              "utc_today": now.astimezone(dt.timezone.utc).date()}
+              "utc_today": now.astimezone(dt.timezone.utc).date(), "fresh_since": _fresh_since(now)}
     rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), params).fetchall()
     summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
     for row in rows:
@@ -377,6 +382,11 @@ WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s A
 # provider keeps failing, collection stopped), a "wait" could run on to departure, so no advice is given.
 ADVICE_FRESH_FOR = dt.timedelta(days=1)
 
+
+def _fresh_since(now: dt.datetime) -> dt.datetime:
+    """The oldest collection whose fares are still current at `now`."""
+    return now - ADVICE_FRESH_FOR
+
 # A column of the trip's stored page, when it was rendered for today, its fares are fresh enough for advice and
 # no load has changed its route's fares since it was rendered (two primary-key probes). The route, not the trip:
 # the page's date grid shows the neighbouring departures' fares too. A page whose fares have grown too old for
@@ -406,7 +416,7 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
     if not trip.any_party:
         return None
     try:
-        fresh_since = dt.datetime.now(dt.timezone.utc) - ADVICE_FRESH_FOR
+        fresh_since = _fresh_since(dt.datetime.now(dt.timezone.utc))
         return conn.execute(_TRIP_PAGE_QUERIES[column],
                             {**_trip_params(trip), "today": today, "fresh_since": fresh_since}).fetchone()
     except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
