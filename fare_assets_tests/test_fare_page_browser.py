@@ -111,17 +111,20 @@ def test_invalid_query_shows_what_to_fix(page_url, browser_page):
 
 
 def test_an_option_whose_flight_has_left_is_marked_departed(warehouse_dsn, browser_page):
-    # A trip departing today at SFO: the 00:00 flight has left, the 23:59 one has not (a page lasts all day).
+    # A trip departing today at SFO (a page lasts all day): one flight left five minutes ago, one leaves in two hours.
+    from zoneinfo import ZoneInfo
+
     from fare_assets.local_dates import today_at
     from fare_assets_tests.test_webapp import fare_row
 
     today = today_at("SFO")
     back = today + dt.timedelta(days=3)
+    local_now = dt.datetime.now(ZoneInfo("America/Los_Angeles")).replace(tzinfo=None, microsecond=0)
     departs = warehouse.COLUMN_NAMES.index("depart_out_local")
     rows = []
-    for option, total, time in (("left", "200.00", dt.time(0, 0)), ("later", "260.00", dt.time(23, 59))):
+    for option, total, shift in (("left", "200.00", -dt.timedelta(minutes=5)), ("later", "260.00", dt.timedelta(hours=2))):
         row = fare_row(option, total, search_id="today", depart=today, back=back)
-        rows.append(row[:departs] + (dt.datetime.combine(today, time),) + row[departs + 1:])
+        rows.append(row[:departs] + (local_now + shift,) + row[departs + 1:])
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.ensure_schema(conn)
         warehouse.load_fares(conn, rows)

@@ -312,17 +312,19 @@ def test_an_alert_is_not_spent_on_a_fare_more_than_a_day_old(warehouse_dsn, monk
 
 
 def test_an_alert_is_not_met_by_a_fare_no_longer_on_sale(warehouse_dsn, monkeypatch, load_quietly):
-    # 240.00 was quoted an hour ago; the newest sweep found nothing on sale for the trip.
-    load_quietly([fare_row("gone", "240.00", search_id="q1", collected_at=EARLIER)])
+    # 240.00 EUR was quoted an hour ago; the newest sweep found nothing on sale for the trip.
+    load_quietly([fare_row("gone", "240.00", search_id="d1", provider="duffel", currency="EUR", collected_at=EARLIER)])
     with psycopg.connect(warehouse_dsn) as conn:
-        warehouse.load_warehouse(conn, [], {}, empty_answers=[empty_answer(fare_row("unused", "1", search_id="q2"))])
+        warehouse.load_warehouse(conn, [], {}, empty_answers=[
+            empty_answer(fare_row("unused", "1", search_id="d2", provider="duffel"))])
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     saved = client.post("/api/alerts", json={**trip_query(), "threshold": "250"})
-    # The trip is collected, and its currency is that of its last quote.
-    assert saved.status_code == 201 and saved.get_json()["collected"] is True and saved.get_json()["currency"] == "USD"
+    # The trip is collected, and its currency is that of its last quote, not the default.
+    assert saved.status_code == 201 and saved.get_json()["collected"] is True and saved.get_json()["currency"] == "EUR"
     with webhook() as receiver:
         monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
         assert "no price alert is below" in tick(warehouse_dsn).skip_message
-        load_quietly([fare_row("back", "245.00", search_id="q3", collected_at=NOW + dt.timedelta(minutes=30))])
+        load_quietly([fare_row("back", "245.00", search_id="d3", provider="duffel", currency="EUR",
+                               collected_at=NOW + dt.timedelta(minutes=30))])
         assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
     assert [payload["total"] for payload in receiver.payloads] == ["245.00"]

@@ -68,3 +68,16 @@ def test_the_embedded_cluster_keeps_a_week_of_its_log_in_weekday_files(postgres)
     assert settings == {"logging_collector": "on", "log_filename": "postgresql-%a.log", "log_truncate_on_rotation": "on"}
     logs = [path.name for path in (postgres.data_dir.resolve() / "log").iterdir()]
     assert logs and all(re.fullmatch(r"postgresql-(Mon|Tue|Wed|Thu|Fri|Sat|Sun)\.log", name) for name in logs)
+
+
+def test_a_cluster_that_cannot_start_says_why(postgres, tmp_path):
+    from fare_assets.storing.postgres import EmbeddedPostgres, PostgresError
+
+    # The session's cluster holds the port: the server says so before its log collector starts.
+    taken = EmbeddedPostgres(tmp_path / "cluster", postgres.port)
+    try:
+        with pytest.raises(PostgresError, match=f"did not start on port {postgres.port}") as raised:
+            taken.start()
+        assert "could not" in str(raised.value) and "Address already in use" in str(raised.value)
+    finally:
+        taken.destroy()

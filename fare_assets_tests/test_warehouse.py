@@ -246,10 +246,12 @@ def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
          today - dt.timedelta(days=1 + n % 300), today - dt.timedelta(days=n % 300 - 6),
          *fare_row("x", "1", True)[8:])
         for n in range(20_000)]
-    # All collected within the route list's day, so its bound on the collection time leaves every row to the
-    # departure date's index.
-    collected = dt.datetime.combine(today, dt.time(11), tzinfo=dt.timezone.utc)
-    rows = [row[:3] + (collected,) + row[4:] for row in departed_history + [fare_row("upcoming", "250.00", True)]]
+    # Half collected within the route list's day, which leaves them to the departure date's index; half in September,
+    # whose partition its bound on the collection time prunes.
+    recent, september = (dt.datetime(2026, 11, 1, 11, tzinfo=dt.timezone.utc),
+                         dt.datetime(2026, 9, 15, 11, tzinfo=dt.timezone.utc))
+    rows = [row[:3] + (recent if index % 2 else september,) + row[4:]
+            for index, row in enumerate(departed_history + [fare_row("upcoming", "250.00", True)])]
     with psycopg.connect(warehouse_dsn, row_factory=dict_row) as conn:
         warehouse.load_fares(conn, rows)
         conn.execute("ANALYZE")
@@ -265,6 +267,7 @@ def test_the_page_queries_read_indexes_not_the_whole_history(warehouse_dsn):
     # Each monthly partition has the parent's indexes, named by PostgreSQL after their columns.
     assert "_origin_destination_depart_date_" in trip_plan and "Seq Scan on national_fares" not in trip_plan
     assert "_depart_date_idx" in summary_plan and "Seq Scan on national_fares" not in summary_plan
+    assert "national_fares_p202611" in summary_plan and "national_fares_p202609" not in summary_plan
 
 
 def collected_on(option_id: str, when: dt.datetime, national: bool = True) -> tuple:

@@ -49,6 +49,12 @@ def fare_row(option_id: str, total: str, *, search_id: str = "s-new", collected_
     return (*[values[name] for name in warehouse.COLUMN_NAMES], national)
 
 
+def without_party(option_row: tuple) -> tuple:
+    """`option_row` (LOAD_COLUMNS) of a search that recorded no party or cabin (another producer's)."""
+    return tuple(None if name in ("adults", "children", "cabin") else value
+                 for name, value in zip(warehouse.LOAD_COLUMNS, option_row))
+
+
 def empty_answer(option_row: tuple) -> tuple:
     """The search of `option_row` (LOAD_COLUMNS) as an answer without options (EMPTY_ANSWER_COLUMNS order)."""
     values = dict(zip(warehouse.LOAD_COLUMNS, option_row))
@@ -269,23 +275,30 @@ def test_a_newest_collection_with_nothing_on_sale_shows_no_older_fare_as_now(cli
     # An hour ago QPX and Duffel quoted the trip and the dates a day later; in the newest sweep both had nothing to sell
     # for the trip and, two days later, QPX nothing either; the dates a day later still sell at 330.00.
     later, two_later = DEPART + dt.timedelta(days=1), DEPART + dt.timedelta(days=2)
+    # The same sweep quoted the dates in business, which the page (economy first) links. Another producer's searches
+    # of SFO-SEA recorded no party: its newest had nothing to sell either.
     rows = [fare_row("qpx-old", "150.00", search_id="q1", collected_at=EARLIER),
             fare_row("duffel-old", "140.00", search_id="d1", collected_at=EARLIER, provider="duffel"),
+            fare_row("business-new", "900.00", search_id="b2", cabin="BUSINESS"),
             fare_row("later-new", "330.00", search_id="l2", depart=later),
-            fare_row("two-later-old", "120.00", search_id="t1", depart=two_later, collected_at=EARLIER)]
+            fare_row("two-later-old", "120.00", search_id="t1", depart=two_later, collected_at=EARLIER),
+            without_party(fare_row("sea-old", "90.00", search_id="s1", destination="SEA", collected_at=EARLIER))]
     sold_out = [empty_answer(fare_row("unused", "1", search_id=search, provider=provider, depart=depart))
                 for search, provider, depart in (("q2", "qpx", DEPART), ("d2", "duffel", DEPART),
                                                  ("t2", "qpx", two_later))]
+    sold_out.append(empty_answer(without_party(fare_row("unused", "1", search_id="s2", destination="SEA"))))
     with psycopg.connect(warehouse_dsn) as conn:
         warehouse.load_warehouse(conn, rows, {}, empty_answers=sold_out)
 
     body = client.get("/api/fares", query_string=trip_query()).get_json()
     assert (body["options"], body["nothing_on_sale"], body["absent_providers"]) == ([], True, [])
     assert dt.datetime.fromisoformat(body["collected_at"]) == NOW
-    assert [trip["depart"] for trip in body["other_trips"]] == [str(later)]
+    assert [(trip["depart"], trip["cabin"]) for trip in body["other_trips"]] == [(str(DEPART), "BUSINESS"),
+                                                                                 (str(later), "COACH")]
     text = page_text(client.get("/fares", query_string=trip_query()))
     assert "No fares on sale for this trip" in text and "no provider had a fare on sale for 1 adult" in text
     assert "150.00" not in text and "140.00" not in text and "not watched yet" not in text
+    assert re.search(r"Also collected for these dates:\s*<a [^>]*>1 adult, business</a>\s*from 900.00 USD", text)
     advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
     assert advice["action"] == "no_fares" and "no provider had a fare on sale" in advice["reason"]
     cells = {(cell["depart"], cell["return"]): cell
@@ -293,7 +306,7 @@ def test_a_newest_collection_with_nothing_on_sale_shows_no_older_fare_as_now(cli
     assert [cells[(str(depart), str(RETURN))]["source"] for depart in (DEPART, later, two_later)] == [
         "nothing_on_sale", "collected", "nothing_on_sale"]
     assert cells[(str(later), str(RETURN))]["total"] == "330.00"
-    # The route's cheapest now is the one fare on sale, not the older, cheaper ones.
+    # The route's cheapest now is the one fare on sale, not the older, cheaper ones; SFO-SEA has none.
     [route] = client.get("/api/routes").get_json()["national"]
     assert (route["cheapest"]["total"], route["cheapest"]["depart"]) == ("330.00", str(later))
 
@@ -678,6 +691,10 @@ def test_unknown_trip_is_an_empty_state_suggesting_collected_dates(client, load)
 
     text = page_text(client.get("/fares", query_string=trip_query(origin="BOS", destination="LAX")))
     assert "This route is not watched yet" in text
+    # A route collected, but not in the last day, is watched: it just has no trip to suggest now.
+    load([fare_row("sea", "200.00", search_id="e1", destination="SEA", collected_at=NOW - dt.timedelta(days=2))])
+    text = page_text(client.get("/fares", query_string=trip_query(destination="SEA", depart=DEPART + dt.timedelta(days=1))))
+    assert "No other trip of this route was collected in the last day" in text and "not watched yet" not in text
 
 
 def test_healthz_reports_database_reachability(client, unreachable_client):

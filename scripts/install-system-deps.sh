@@ -11,10 +11,14 @@ done
 missing=()
 # `python -m venv` needs ensurepip, which Debian ships apart from Python.
 "${PYTHON:-python3}" -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-# Spark 4 needs Java 17 or later; `java -version` says "17.0.12" (or "1.8.0_402" before Java 9).
-java_major=$(java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}' \
-  2>/dev/null || true)
-[ "${java_major:-0}" -ge 17 ] 2>/dev/null || missing+=(openjdk-17-jre-headless)
+# Spark 4 needs Java 17 or later, and runs $JAVA_HOME/bin/java when JAVA_HOME is set (else the PATH's); `java
+# -version` says "17.0.12" (or "1.8.0_402" before Java 9).
+java_major() {
+  "${JAVA_HOME:+$JAVA_HOME/bin/}java" -version 2>&1 \
+    | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}' 2>/dev/null || true
+}
+java_ok() { [ "$(java_major)" -ge 17 ] 2>/dev/null; }
+java_ok || missing+=(openjdk-17-jre-headless)
 # Where fare_assets.storing.postgres.find_bin_dir looks: FARES_PG_BIN, PATH, Debian's layout, a source build's.
 { [ -n "${FARES_PG_BIN:-}" ] && [ -x "$FARES_PG_BIN/initdb" ]; } || command -v pg_ctl >/dev/null 2>&1 \
   || ls /usr/lib/postgresql/*/bin/initdb /usr/local/pgsql/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -43,3 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+# Installing Java 17 does not move a JAVA_HOME that points at an older one.
+java_ok || { echo "Spark needs Java 17 or later; ${JAVA_HOME:+JAVA_HOME=$JAVA_HOME: }java is" \
+  "$(version=$(java_major); echo "${version:+version $version}${version:-missing}"): point JAVA_HOME at Java 17+" \
+  "(Debian: /usr/lib/jvm/java-17-openjdk-amd64) or unset it" >&2; exit 1; }

@@ -70,7 +70,7 @@ def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
 
 
 def _party_of(alert: PriceAlert, shown: Mapping) -> PriceAlert:
-    """`alert` watching the party and cabin of `shown` (an option of its trip) where it names none."""
+    """`alert` watching the party and cabin of `shown` (a collection of its trip) where it names none."""
     # Left open, a party matches every party's fares, so a family's alert could be met by one adult's total. The page's
     # form sends the party it shows; an alert from the API watches the one its page would show.
     return replace(alert, trip=replace(alert.trip, **{name: shown[name] for name in ("adults", "children", "cabin")
@@ -81,18 +81,23 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
     """`alert` with the currency, party and cabin of its trip's newest collection where it names none (USD for a trip
     not collected yet); an AlertError when the trip's fares were quoted, but never in the currency it names (nothing
     could meet it: "USS", or USD on a EUR trip)."""
-    # The newest collection that quoted a fare: one that found nothing on sale has no currency to take.
-    newest = queries.latest_collection(conn, alert.trip, quoted=True)
+    newest = queries.latest_collection(conn, alert.trip)
     if newest is None:
         return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
-    quoted = newest["currency"]
+    # The party the page shows, even when its newest collection found nothing on sale; the currency of that party's
+    # newest quote, since such a collection has none.
+    pinned = _party_of(alert, newest)
+    quoted_collection = queries.latest_collection(conn, pinned.trip, quoted=True)
+    if quoted_collection is None:
+        return pinned if pinned.currency else replace(pinned, currency=DEFAULT_CURRENCY)
+    quoted = quoted_collection["currency"]
     if alert.currency not in (None, quoted):
-        newest = queries.latest_collection(conn, alert.trip, alert.currency, quoted=True)
-        if newest is None:
+        in_currency = queries.latest_collection(conn, alert.trip, alert.currency, quoted=True)
+        if in_currency is None:
             raise AlertError({"currency": f"this trip's fares are quoted in {quoted}, never in {alert.currency}: an "
                                           f"alert in {alert.currency} would never be met"})
-    alert = _party_of(alert, newest)
-    return alert if alert.currency else replace(alert, currency=quoted)
+        return _party_of(alert, in_currency)
+    return pinned if pinned.currency else replace(pinned, currency=quoted)
 
 
 def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:

@@ -92,7 +92,7 @@ _CHEAPEST_LATEST_PER_TRIP = """
       SELECT 1 FROM empty_answers AS emptied
       WHERE (emptied.origin, emptied.destination, emptied.depart_date, emptied.return_date)
             = (fares.origin, fares.destination, fares.depart_date, fares.return_date)
-        AND (emptied.adults, emptied.children, emptied.cabin) = (fares.adults, fares.children, fares.cabin)
+        AND (emptied.adults, emptied.children, emptied.cabin) IS NOT DISTINCT FROM (fares.adults, fares.children, fares.cabin)
         AND emptied.collected_at > fares.collected_at)
   ORDER BY origin, destination, depart_date, return_date, adults, children, cabin, collected_at DESC, currency,
            total_amount"""
@@ -202,6 +202,16 @@ def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: 
     return conn.execute(query, params).fetchall()
 
 
+def route_collected(conn: psycopg.Connection, origin: str, destination: str) -> bool:
+    """Whether any fare of the route was ever collected (an index probe per table)."""
+    probes = sql.SQL(" OR ").join(
+        sql.SQL("EXISTS (SELECT 1 FROM {table} WHERE origin = %(origin)s AND destination = %(destination)s)").format(
+            table=sql.Identifier(table)) for table in FARE_TABLES)
+    row = conn.execute(sql.SQL("SELECT {probes} AS collected").format(probes=probes),
+                       {"origin": origin, "destination": destination}).fetchone()
+    return row["collected"]
+
+
 def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> list[dict]:
     """Each party and cabin the trip's dates were collected for, with its cheapest latest fare."""
     query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS parties ORDER BY " + _CABIN_ORDER + ", adults, children"
@@ -271,7 +281,10 @@ def fares_for_trip(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict
     other_trips = [] if options else upcoming_trips_on_route(conn, trip.origin, trip.destination, today)
     left_out = (provider_quotes(conn, trip, collection) if collection
                 else {"absent_providers": [], "other_currency_quotes": []})
-    return {"options": options, "collection": collection, **left_out, "other_trips": other_trips}
+    # Whether a page without options may say its route is not watched: suggestions keep to the last day's collections.
+    watched = bool(collection or other_trips) or route_collected(conn, trip.origin, trip.destination)
+    return {"options": options, "collection": collection, **left_out, "other_trips": other_trips,
+            "route_collected": watched}
 
 
 def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, list[dict]]:

@@ -147,7 +147,7 @@ def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:
     insight = (insight_for(conn, trip, options, grid, history["points"], found["absent_providers"]) if options
                else None)
     # The other parties and cabins collected for these dates, so a traveller shown one can switch.
-    parties = [party for party in (queries.parties_collected(conn, trip, today) if options else [])
+    parties = [party for party in (queries.parties_collected(conn, trip, today) if collection else [])
                if (party["adults"], party["children"], party["cabin"]) != (shown.adults, shown.children, shown.cabin)]
     return {**found, "history": history, "grid": grid, "insight": insight, "shown": shown, "other_parties": parties,
             "advice": advice_for(conn, trip, collection),

@@ -114,8 +114,9 @@ class EmbeddedPostgres:
                 "max_connections = 200\n"
                 # A lost last transaction on a crash is acceptable for a rebuildable local warehouse.
                 "synchronous_commit = off\n"
-                # One log file per weekday, overwritten a week later: a cluster served for months keeps a week of
-                # its log (server.log holds only what is said before the collector starts, such as a port in use).
+                # One log file per weekday, overwritten when a running server reaches that day again, so a cluster
+                # served for months keeps about a week of its log (a start appends to its weekday's file). server.log
+                # holds only what is said before the collector starts, such as a port in use.
                 "logging_collector = on\n"
                 "log_filename = 'postgresql-%a.log'\n"
                 "log_rotation_age = '1d'\n"
@@ -137,7 +138,10 @@ class EmbeddedPostgres:
             done = self._run("pg_ctl", "start", "-D", str(cluster), "-l", str(log), "-w", "-t", "60",
                              "-o", f"-p {self.port}")
             if done.returncode != 0:
-                tail = log.read_text()[-2000:] if log.exists() else done.stderr
+                # What the server said before its log collector started (a port in use), then in its newest log file
+                # (a failed recovery).
+                logs = [log, *sorted((cluster / "log").glob("*.log"), key=lambda path: path.stat().st_mtime)[-1:]]
+                tail = "".join(path.read_text()[-2000:] for path in logs if path.exists()) or done.stderr
                 raise PostgresError(f"PostgreSQL did not start on port {self.port}:\n{tail}")
         self._ensure_databases()
         return self.dsn()
