@@ -297,8 +297,13 @@ def test_a_newest_collection_with_nothing_on_sale_shows_no_older_fare_as_now(cli
                                                                                  (str(later), "COACH")]
     text = page_text(client.get("/fares", query_string=trip_query()))
     assert "No fares on sale for this trip" in text and "no provider had a fare on sale for 1 adult" in text
-    assert "150.00" not in text and "140.00" not in text and "not watched yet" not in text
+    fares_shown = text[text.index('<section class="empty">'):text.index('id="date-grid"')]
+    assert "150.00" not in fares_shown and "140.00" not in fares_shown and "not watched yet" not in text
     assert re.search(r"Also collected for these dates:\s*<a [^>]*>1 adult, business</a>\s*from 900.00 USD", text)
+    # The chart still shows what the trip cost while it was on sale, in its last quote's currency.
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [(point["cheapest"], point["currency"]) for point in history["points"]] == [("140.00", "USD")]
+    assert 'lowest 140.00 USD at' in text
     advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
     assert advice["action"] == "no_fares" and "no provider had a fare on sale" in advice["reason"]
     cells = {(cell["depart"], cell["return"]): cell

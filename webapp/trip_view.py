@@ -105,11 +105,16 @@ def price_history(conn: psycopg.Connection, trip: Trip, collection: dict | None)
     # A collection a provider was missing from is the other providers' cheapest: drawn, it reads as a rise and a drop
     # when the missing one is usually the cheaper, and it would flatter today's fare in the insight. The advisor's
     # observations leave it out by the same rule.
-    # A collection that sold nothing has no currency to draw in: no chart until fares are on sale again.
-    rows = (queries.trip_history(conn, shown_trip(trip, collection), collection["currency"])
-            if collection and collection["currency"] else [])
+    shown = shown_trip(trip, collection)
+    currency = collection and collection["currency"]
+    if collection and currency is None:
+        # A collection that sold nothing has no currency: the chart keeps that of the party's newest quote, so the
+        # traveller still sees what the trip cost before it sold out.
+        quoted = queries.latest_collection(conn, shown, quoted=True)
+        currency = quoted and quoted["currency"]
+    rows = queries.trip_history(conn, shown, currency) if currency else []
     points = [row for row in rows if not row["provider_absent"]]
-    return {"points": points, "left_out": len(rows) - len(points)}
+    return {"points": points, "left_out": len(rows) - len(points), "currency": currency}
 
 
 def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid: dict,
