@@ -198,7 +198,7 @@ def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: 
                     + _CABIN_ORDER + " LIMIT %(limit)s").format(
         per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
     params = {"origin": origin, "destination": destination, "today": today, "limit": limit,
-              "fresh_since": _fresh_since(dt.datetime.now(dt.timezone.utc))}
+              "fresh_since": fresh_since()}
     return conn.execute(query, params).fetchall()
 
 
@@ -217,7 +217,7 @@ def parties_collected(conn: psycopg.Connection, trip: Trip, today: dt.date) -> l
     query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS parties ORDER BY " + _CABIN_ORDER + ", adults, children"
                     ).format(per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL("AND" + _TRIP_MATCH)))
     return conn.execute(query, {**_trip_params(trip), "today": today,
-                                "fresh_since": _fresh_since(dt.datetime.now(dt.timezone.utc))}).fetchall()
+                                "fresh_since": fresh_since()}).fetchall()
 
 
 # Each provider's newest quote of the trip (party and cabin) per currency, from `since` to the shown collection, with
@@ -298,7 +298,7 @@ def route_summaries(conn: psycopg.Connection, now: dt.datetime) -> dict[str, lis
     per_trip = sql.SQL(_ONE_PER_TRIP).format(per_trip=sql.SQL(_WITH_ROUTE_MARKET).format(per_table=per_table))
     zones = today_in_zones(now)
     params = {"today": earliest_today(now), "zones": list(zones), "zone_todays": list(zones.values()),
-              "utc_today": now.astimezone(dt.timezone.utc).date(), "fresh_since": _fresh_since(now)}
+              "utc_today": now.astimezone(dt.timezone.utc).date(), "fresh_since": fresh_since(now)}
     rows = conn.execute(sql.SQL(_ROUTE_SUMMARY).format(per_trip=per_trip), params).fetchall()
     summaries: dict[str, list[dict]] = {_market(table): [] for table in FARE_TABLES}
     for row in rows:
@@ -396,9 +396,9 @@ WHERE""" + _TRIP_MATCH + " AND adults = %(adults)s AND children = %(children)s A
 ADVICE_FRESH_FOR = dt.timedelta(days=1)
 
 
-def _fresh_since(now: dt.datetime) -> dt.datetime:
-    """The oldest collection whose fares are still current at `now`."""
-    return now - ADVICE_FRESH_FOR
+def fresh_since(now: dt.datetime | None = None) -> dt.datetime:
+    """The oldest collection whose fares are still current at `now` (default: the current time)."""
+    return (now or dt.datetime.now(dt.timezone.utc)) - ADVICE_FRESH_FOR
 
 # A column of the trip's stored page, when it was rendered for today, its fares are fresh enough for advice and
 # no load has changed its route's fares since it was rendered (two primary-key probes). The route, not the trip:
@@ -429,9 +429,8 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
     if not trip.any_party:
         return None
     try:
-        fresh_since = _fresh_since(dt.datetime.now(dt.timezone.utc))
         return conn.execute(_TRIP_PAGE_QUERIES[column],
-                            {**_trip_params(trip), "today": today, "fresh_since": fresh_since}).fetchone()
+                            {**_trip_params(trip), "today": today, "fresh_since": fresh_since()}).fetchone()
     except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
         # A warehouse older than the page's stored-page columns or route stamps (the web connection is in autocommit,
         # so nothing is left aborted): render the page until a load or refresh adds them.

@@ -128,14 +128,14 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
     asked = (trip.depart_date, trip.return_date)
     # Nearby dates' fares collected over a day ago (no longer watched, or their provider failing) are not the market's
     # now: they are no reference for today's.
-    fresh_since = dt.datetime.now(dt.timezone.utc) - queries.ADVICE_FRESH_FOR
+    fresh_since = queries.fresh_since()
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None and cell["collected_at"] >= fresh_since]
     # The shown collection is the fare being judged, not a reference for it.
     current = options[0]
     earlier = [row["cheapest_total"] for row in history if row["collected_at"] < current["collected_at"]]
     insight = price_insight(current["total_amount"], earlier, similar)
-    if dt.datetime.now(dt.timezone.utc) - current["collected_at"] > queries.ADVICE_FRESH_FOR:
+    if current["collected_at"] < fresh_since:
         # As the advice: a fare this old is no longer "today's" (a stored page this old is rendered again, saying so).
         return too_old_to_judge(insight, queries.ADVICE_FRESH_FOR.days)
     missing = providers_that_may_undercut(current["total_amount"], current["currency"], absent_providers)

@@ -76,8 +76,6 @@ FOREIGN_KEYS: tuple[ForeignKey, ...] = (
 )
 
 
-
-
 def _result(offending: DataFrame, example_columns: list[str]) -> RuleResult:
     """Count the offending rows; fetch examples only when there are any (a passing rule costs one pass)."""
     failing = offending.count()

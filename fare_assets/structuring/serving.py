@@ -8,7 +8,7 @@ from fare_assets.structuring.airports import airport_reference
 from fare_assets.structuring.envelope import ENVELOPE_SCHEMA
 from fare_assets.structuring.providers.offers import succeeded
 from fare_assets.structuring.spark_compat import try_cast
-from fare_assets.structuring.tables import DIMENSION_SCHEMAS, hadoop_path, read_table, write_counted
+from fare_assets.structuring.tables import DIMENSION_SCHEMAS, matching_paths, read_table, write_counted
 
 # A search delivered in two landing hours is stored twice; child rows are matched to the kept copy.
 _DELIVERY = ["option_id", "collected_date", "landing_hour"]
@@ -34,8 +34,6 @@ _EMPTY_ANSWER_COLUMNS = ("search_id", "provider", "collected_at", "origin", "des
 # A quarantined record is kept as text (DESIGN.md "Quarantine"): its search, and whether it was an answer, are read
 # back from the envelope's fields.
 _QUARANTINED_SEARCH = StructType([ENVELOPE_SCHEMA[name] for name in (*SEARCH_KEY_COLUMNS, "status", "response")])
-
-
 
 
 def _of_slice(slice_no: int, value: str):
@@ -104,9 +102,8 @@ def _quarantined_searches(spark: SparkSession, lake_root: str, landing_hours: li
     it never yielded options, and its search may have been answered in another hour.
     """
     hours = "*" if landing_hours is None else "{" + ",".join(landing_hours) + "}"
-    filesystem, pattern = hadoop_path(spark, quarantine_path(lake_root, hours))
-    # An hour with nothing quarantined has no folder, and Spark refuses to read a path that matches nothing.
-    folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
+    folders = matching_paths(spark, quarantine_path(lake_root, hours))
+    # An hour with nothing quarantined has no folder.
     if not folders:
         return spark.createDataFrame([], "search_id string, collected_at timestamp")
     answered = F.col("response").isNotNull() & (F.col("status").isNull() | succeeded())
@@ -135,7 +132,7 @@ def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] 
 def empty_answers(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
     """Each search these landing hours hold that was answered with no trip option, once."""
     options = read_table(spark, lake_root, "trip_options", landing_hours).select("search_id", "collected_date",
-                                                                            "landing_hour")
+                                                                                 "landing_hour")
     return (
         read_table(spark, lake_root, "searches", landing_hours).where(succeeded())
         .join(options, ["search_id", "collected_date", "landing_hour"], "left_anti")

@@ -135,6 +135,12 @@ def hadoop_path(spark: SparkSession, path: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
+def matching_paths(spark: SparkSession, glob: str) -> list[str]:
+    """The files or folders a Hadoop glob matches (none where nothing does: Spark refuses to read such a path)."""
+    filesystem, pattern = hadoop_path(spark, glob)
+    return [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
+
+
 def landing_hours_glob(lake_root: str, table: str, landing_hours: list[str]) -> str:
     """A Hadoop glob of a fact table's partition folders of these landing hours: a landing hour is nested under each
     collection date its records carry."""
@@ -154,10 +160,9 @@ def read_table(spark: SparkSession, lake_root: str, table: str, landing_hours: l
     reader = spark.read.schema(TABLE_SCHEMAS[table])
     if landing_hours is None or table not in FACT_SCHEMAS:
         return reader.parquet(path)
-    filesystem, pattern = hadoop_path(spark, landing_hours_glob(lake_root, table, landing_hours))
-    folders = [status.getPath().toString() for status in filesystem.globStatus(pattern) or []]
+    folders = matching_paths(spark, landing_hours_glob(lake_root, table, landing_hours))
     if not folders:
-        # Spark refuses to read a path that matches nothing: none of these hours has rows in this table.
+        # None of these hours has rows in this table.
         return spark.createDataFrame([], TABLE_SCHEMAS[table])
     return reader.option("basePath", path).parquet(*folders)
 
