@@ -328,3 +328,32 @@ def test_an_alert_is_not_met_by_a_fare_no_longer_on_sale(warehouse_dsn, monkeypa
                                collected_at=NOW + dt.timedelta(minutes=30))])
         assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
     assert [payload["total"] for payload in receiver.payloads] == ["245.00"]
+
+
+def test_on_the_departure_day_an_alert_is_met_only_by_a_flight_still_to_leave(warehouse_dsn, monkeypatch,
+                                                                               load_quietly):
+    from psycopg.rows import dict_row
+
+    from fare_assets.streaming.notify import alert_settings_from_env
+    from webapp.alerts import cheapest_not_departed, notify_due_alerts, open_alerts
+
+    # Noon in San Francisco on the departure day: the 08:05 flight at 200.00 has left, the 17:30 one at 260.00 not.
+    noon = dt.datetime.combine(DEPART, dt.time(20), tzinfo=dt.timezone.utc)
+    departs_out = warehouse.COLUMN_NAMES.index("depart_out_local")
+    early = fare_row("early", "200.00", search_id="q1", collected_at=noon - dt.timedelta(minutes=30))
+    late = list(fare_row("late", "260.00", search_id="q1", collected_at=noon - dt.timedelta(minutes=30)))
+    late[departs_out] = dt.datetime.combine(DEPART, dt.time(17, 30))
+    load_quietly([early, tuple(late)])
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    assert client.post("/api/alerts", json={**trip_query(), "threshold": "300"}).status_code == 201
+    with psycopg.connect(warehouse_dsn, row_factory=dict_row, autocommit=True) as conn:
+        [alert] = open_alerts(conn, noon)
+        cheapest_by_time = {hour: cheapest_not_departed(conn, alert, noon + dt.timedelta(hours=hour))
+                            for hour in (-20, 0, 6)}
+        assert {hour: cheapest and cheapest["total_amount"] for hour, cheapest in cheapest_by_time.items()} == {
+            -20: Decimal("200.000"), 0: Decimal("260.000"), 6: None}
+        with webhook() as receiver:
+            monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
+            outcome = notify_due_alerts(conn, alert_settings_from_env(), "https://fares.example", noon)
+    assert outcome == {"sent": [alert.alert_id], "failed": []}
+    assert [payload["total"] for payload in receiver.payloads] == ["260.00"]

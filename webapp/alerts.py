@@ -17,7 +17,7 @@ from fare_assets.local_dates import earliest_today, today_at
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
 from webapp.db import DatabaseUnavailable
-from webapp.formatting import cabin_label, party, utc_time
+from webapp.formatting import cabin_label, departs_at, party, utc_time
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
@@ -188,6 +188,19 @@ def is_due(alert: PriceAlert, cheapest: Mapping | None, now: dt.datetime) -> boo
             and now - cheapest["collected_at"] <= queries.ADVICE_FRESH_FOR)
 
 
+def cheapest_not_departed(conn: psycopg.Connection, alert: PriceAlert, now: dt.datetime) -> dict | None:
+    """The cheapest option of the trip's newest collection, in the alert's currency, whose outbound flight has not left
+    at `now`: on the departure day an earlier flight's fare can no longer be bought. One whose departure time or
+    airport zone is unknown counts, as the page does not mark it departed either."""
+    # Before the day ahead (in UTC, which no origin's date is more than a day from), no flight of the trip has left:
+    # the cheapest is read alone.
+    near = alert.trip.depart_date <= (now + dt.timedelta(days=1)).date()
+    options = queries.cheapest_options_now(conn, alert.trip, limit=None if near else 1, currency=alert.currency)
+    return next((option for option in options
+                 if (departs := departs_at(option["depart_out_local"], option["origin"])) is None or departs > now),
+                None)
+
+
 def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Alert:
     """The notification for a fare that fell below its threshold."""
     trip = alert.trip
@@ -245,8 +258,7 @@ def notify_due_alerts(conn: psycopg.Connection, settings: AlertSettings, base_ur
         failing_seconds, last_problem = dict.fromkeys(settings.channels, 0.0), {}
         for alert in open_alerts(conn, now):
             alert = _pinned_on_first_collection(conn, alert)
-            options = queries.cheapest_options_now(conn, alert.trip, limit=1, currency=alert.currency)
-            cheapest = options[0] if options else None
+            cheapest = cheapest_not_departed(conn, alert, now)
             if not is_due(alert, cheapest, now):
                 continue
             message = price_drop_alert(alert, cheapest, page_url(base_url, alert.trip))

@@ -54,12 +54,18 @@ def arrival_local(departs_local: dt.datetime | None, duration_min: int | None, o
     return (departs + dt.timedelta(minutes=duration_min)).astimezone(destination_zone).replace(tzinfo=None)
 
 
-def departs_utc(departs_local: dt.datetime | None, origin: str) -> str | None:
-    """A local departure as a UTC instant in ISO form (None where the time or the airport's zone is unknown)."""
+def departs_at(departs_local: dt.datetime | None, origin: str) -> dt.datetime | None:
+    """A local departure as a UTC instant (None where the time or the airport's zone is unknown)."""
     zone = airport_timezone(origin)
     if departs_local is None or zone is None:
         return None
-    return departs_local.replace(tzinfo=zone).astimezone(dt.timezone.utc).isoformat()
+    return departs_local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+
+
+def departs_utc(departs_local: dt.datetime | None, origin: str) -> str | None:
+    """departs_at in ISO form, for the page's script."""
+    departs = departs_at(departs_local, origin)
+    return departs.isoformat() if departs else None
 
 
 def utc_time(moment: dt.datetime) -> str:

@@ -166,10 +166,11 @@ def _trip_params(trip: Trip, currency: str | None = None) -> dict:
             "exact_party": trip.exact_party, "currency": currency}
 
 
-def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int = OPTIONS_SHOWN,
+def cheapest_options_now(conn: psycopg.Connection, trip: Trip, limit: int | None = OPTIONS_SHOWN,
                          currency: str | None = None) -> list[dict]:
     """The options of the trip's latest collection (every provider's), cheapest first, each with the collection's size;
-    in the collection's first currency, or of the latest collection in `currency` when given."""
+    in the collection's first currency, or of the latest collection in `currency` when given; every one when `limit`
+    is None."""
     query = sql.SQL("""
 WITH latest_collection AS (
   SELECT collected_at, adults, children, cabin, coalesce(%(currency)s::text, currency) AS currency
