@@ -944,6 +944,28 @@ def test_the_price_insight_counts_only_dearer_fares_and_calls_a_repeated_fare_ty
     assert insight["level"] == level and text in insight["text"]
 
 
+def test_a_long_history_is_charted_at_the_plots_resolution_keeping_its_extremes_and_latest():
+    from webapp.chart import DOT_SPACING, LEFT, RIGHT, WIDTH, price_chart
+
+    # 63 days of half-hourly sweeps: a fare that wanders daily, one dip to 180.00 and a last collection mid-band.
+    start = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
+    prices = [Decimal(300 + (index * 37) % 90) for index in range(3024)]
+    prices[1500], prices[-1] = Decimal("180.00"), Decimal("333.00")
+    chart = price_chart([(start + index * dt.timedelta(minutes=30), price) for index, price in enumerate(prices)])
+    line = [tuple(map(float, point.split(","))) for point in chart["line"].split()]
+    plot_width = WIDTH - LEFT - RIGHT
+    assert chart["collections"] == 3024
+    assert len(line) <= 2 * (plot_width + 1) + 1 and len(chart["dots"]) <= 2 * (plot_width // DOT_SPACING + 1) + 1
+    # The line reaches the lowest and highest fares and ends on the latest, as do the dots.
+    assert max(y for _, y in line) == chart["lowest"]["y"] and min(y for _, y in line) == chart["highest"]["y"]
+    assert chart["lowest"]["price"] == 180.0 and chart["lowest"] in chart["dots"] and chart["highest"] in chart["dots"]
+    assert line[-1] == (chart["latest"]["x"], chart["latest"]["y"]) and chart["dots"][-1] is chart["latest"]
+    assert chart["latest"]["price"] == 333.0
+    # A history that fits keeps every collection.
+    short = price_chart([(start + index * dt.timedelta(days=1), price) for index, price in enumerate(prices[:40])])
+    assert len(short["dots"]) == len(short["line"].split()) == short["collections"] == 40
+
+
 def test_without_serving_rows_fares_show_and_say_advice_is_unavailable(warehouse_dsn, load):
     # No refresh has run (no model published yet, or a trip the pipeline has not advised on).
     load(history_rows(["310.00", "240.00"]))

@@ -4,10 +4,18 @@ from decimal import Decimal
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 70, 16, 12, 30
+# A dot is a hover target titled with its fare: closer than this (in the plot's units) they overlap.
+DOT_SPACING = 6
 
 
 def price_chart(points: list[tuple[dt.datetime, Decimal]]) -> dict | None:
-    """Coordinates for a line of (collected_at, cheapest total), with three price ticks; None when empty."""
+    """Coordinates for a line of (collected_at, cheapest total), with three price ticks; None when empty.
+
+    A trip watched for weeks has thousands of collections (48 sweeps a day): drawn each with its dot, they made a
+    365 kB page of overlapping circles. The line keeps each pixel column's lowest and highest collection, which draws
+    the same; where the dots do not fit DOT_SPACING apart, they keep each DOT_SPACING's lowest and highest. Both keep
+    the latest.
+    """
     if not points:
         return None
     times = [moment.timestamp() for moment, _ in points]
@@ -26,11 +34,26 @@ def price_chart(points: list[tuple[dt.datetime, Decimal]]) -> dict | None:
     def y(price: float) -> float:
         return round(TOP + (high - price) / (high - low) * plot_height, 1)
 
-    dots = [{"x": x(when), "y": y(price), "price": price, "at": moment}
-            for when, price, (moment, _) in zip(times, prices, points)]
+    every = [{"x": x(when), "y": y(price), "price": price, "at": moment}
+             for when, price, (moment, _) in zip(times, prices, points)]
+    # The first lowest and highest collections, for the chart's text equivalent.
+    lowest, highest = min(every, key=lambda dot: dot["price"]), max(every, key=lambda dot: dot["price"])
+    dots = every if len(every) * DOT_SPACING <= plot_width else _extremes_per(every, DOT_SPACING)
     ticks = [{"y": y(price), "label": f"{price:,.0f}"} for price in (low + padding, (low + high) / 2, high - padding)]
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP,
-            "bottom": HEIGHT - BOTTOM, "line": " ".join(f"{dot['x']},{dot['y']}" for dot in dots),
+            "bottom": HEIGHT - BOTTOM, "line": " ".join(f"{dot['x']},{dot['y']}" for dot in _extremes_per(every, 1)),
             "dots": dots, "ticks": ticks, "first": points[0][0], "last": points[-1][0],
-            # The first lowest and highest collections, for the chart's text equivalent.
-            "lowest": min(dots, key=lambda dot: dot["price"]), "highest": max(dots, key=lambda dot: dot["price"])}
+            "collections": len(every), "lowest": lowest, "highest": highest, "latest": every[-1]}
+
+
+def _extremes_per(dots: list[dict], width: float) -> list[dict]:
+    """Per band of `width` along x, its lowest and highest price (the first of each), in time order, and the last."""
+    bands: dict[int, list[dict]] = {}
+    for dot in dots:
+        bands.setdefault(int((dot["x"] - LEFT) // width), []).append(dot)
+    kept = []
+    for band in bands.values():
+        extremes = {id(dot): dot for dot in (min(band, key=lambda dot: dot["price"]),
+                                              max(band, key=lambda dot: dot["price"]))}
+        kept.extend(dot for dot in band if id(dot) in extremes)
+    return kept if kept[-1] is dots[-1] else [*kept, dots[-1]]
