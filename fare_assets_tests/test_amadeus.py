@@ -159,9 +159,11 @@ def test_the_family_fixture_has_two_adults_and_a_child(lake):
     assert {o.currency for o in _rows(lake, "trip_options", "amadeus_02.json")} == {"USD"}
 
 
-@pytest.mark.parametrize("name", list(RESPONSES))
+@pytest.mark.parametrize("name", [name for name in RESPONSES if name != "without_itineraries"])
 def test_leg_times_are_utc_from_the_airport_time_zone(lake, name):
-    for leg in _rows(lake, "legs", name):
+    legs = _rows(lake, "legs", name)
+    assert legs
+    for leg in legs:
         raw = _raw_offer(lake, name, leg.option_id)["itineraries"][leg.slice_no - 1]["segments"][leg.segment_no - 1]
         departs = dt.datetime.fromisoformat(raw["departure"]["at"])
         arrives = dt.datetime.fromisoformat(raw["arrival"]["at"])

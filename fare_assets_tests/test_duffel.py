@@ -1,7 +1,6 @@
 """Duffel: every real fixture through the Spark job, and the client against a fake Duffel over HTTP."""
 import copy
 import datetime as dt
-import hashlib
 import json
 import re
 import uuid
@@ -138,6 +137,7 @@ class Lake:
     search_ids: dict[str, str]
     counts: dict[str, int]
     tables: dict[str, list]
+    raw: str
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +145,10 @@ def lake(spark, tmp_path_factory) -> Lake:
     root = tmp_path_factory.mktemp("duffel_lake")
     envelopes = {name: _envelope(response) for name, response in RESPONSES.items()}
     envelopes["rate_limited"] = _envelope(None, status=429, error="HTTP 429: Too many requests")
-    counts = structure_raw(spark, [write_raw(root, list(envelopes.values()), tuple(BROKEN))], str(root))
+    raw = write_raw(root, list(envelopes.values()), tuple(BROKEN))
+    counts = structure_raw(spark, [raw], str(root))
     tables = {table: read_table(spark, str(root), table).collect() for table in (*FACT_SCHEMAS, *DIMENSION_SCHEMAS)}
-    return Lake(root, {name: envelope["search_id"] for name, envelope in envelopes.items()}, counts, tables)
+    return Lake(root, {name: envelope["search_id"] for name, envelope in envelopes.items()}, counts, tables, raw)
 
 
 def _rows(lake: Lake, table: str, name: str) -> list:
@@ -200,9 +201,10 @@ def test_totals_are_exact_and_reconcile(lake, name):
             assert {p.sale_total_per_pax for p in own} == {None}
 
 
-@pytest.mark.parametrize("name", list(RESPONSES))
+@pytest.mark.parametrize("name", [name for name in RESPONSES if name != "without_slices"])
 def test_leg_times_are_utc_with_the_local_time_beside(lake, name):
     legs = _rows(lake, "legs", name)
+    assert legs
     for leg in legs:
         segment = _raw_offer(lake, name, leg.option_id)["slices"][leg.slice_no - 1]["segments"][leg.segment_no - 1]
         departs_local = dt.datetime.fromisoformat(segment["departing_at"])
@@ -287,10 +289,17 @@ def test_each_passenger_has_their_fare_basis_and_bags(lake):
     assert bags == {1: 0, 2: 2}
 
 
-def test_keys_are_stable_and_unique(lake):
-    for option in lake.tables["trip_options"]:
-        expected = hashlib.sha256(f"{option.search_id}|{option.provider_option_id}".encode()).hexdigest()[:32]
-        assert option.option_id == expected
+def test_keys_are_stable_and_unique(lake, spark, tmp_path):
+    # The same raw object structured again, into another lake, keys every row alike.
+    again = tmp_path / "again"
+    copied = again / Path(lake.raw).relative_to(lake.root)
+    copied.parent.mkdir(parents=True)
+    copied.write_bytes(Path(lake.raw).read_bytes())
+    structure_raw(spark, [str(copied)], str(again))
+    for table, key in FACT_KEYS.items():
+        rekeyed = {tuple(row[column] for column in key) for row in read_table(spark, str(again), table).collect()}
+        assert rekeyed == {tuple(row[column] for column in key) for row in lake.tables[table]}, table
+    assert len(lake.tables["trip_options"]) > 0
     for table, key in FACT_KEYS.items():
         rows = lake.tables[table]
         assert len({tuple(row[column] for column in key) for row in rows}) == len(rows) == lake.counts[table], table

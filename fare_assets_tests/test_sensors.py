@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from fare_assets.storing.assets import warehouse_fares
 from fare_assets.storing.lake import partial_object_path, raw_hour_prefix, raw_object_key
 from fare_assets.storing.sensors import landing_sensor_factory
 from fare_assets.streaming.assets import collect_schedule
-from fare_assets.structuring.assets import CURATED_TABLES, structured_fare_tables
-from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, SparkRunner, structuring_max_runtime_tags
+from fare_assets.structuring.assets import structured_fare_tables
+from fare_assets.structuring.emr import EMR_RUN_MAX_SECONDS, LocalSparkRunner, structuring_max_runtime_tags
 
 BUCKET = "fares-lake-test"
 NOW = dt.datetime(2026, 11, 28, 4, 30, tzinfo=dt.timezone.utc)
@@ -368,15 +369,31 @@ def test_a_run_whose_worker_died_is_failed_after_its_jobs_limit(monkeypatch, run
     assert {name: defs.resolve_job_def(name).tags.get("dagster/max_runtime") for name in (
         "collect_fares", "backfill_fares", "synthesize", "serve_trips")} == dict.fromkeys(
         ("collect_fares", "backfill_fares", "synthesize", "serve_trips"), str(LOCAL_RUN_MAX_SECONDS))
+    # A structuring run left STARTED (its worker died) is failed by the daemon's monitor once past its job's limit,
+    # and not before: the tag is one the monitor reads.
+    from dagster._daemon.monitoring import run_monitoring
+
+    with instance_for_test() as instance:
+        job = defs.resolve_job_def("structure_landing_hour")
+        # The job's tags as a code location started with this runner defines them (at import).
+        run = instance.create_run_for_job(job, tags=structuring_max_runtime_tags(), status=DagsterRunStatus.NOT_STARTED)
+        instance.report_dagster_event(DagsterEvent(DagsterEventType.RUN_START.value, job_name=job.name),
+                                      run_id=run.run_id)
+        started = instance.get_run_record_by_id(run.run_id)
+        for elapsed, status in ((structuring_limit - 60, DagsterRunStatus.STARTED),
+                                (structuring_limit + 60, DagsterRunStatus.FAILURE)):
+            monkeypatch.setattr(run_monitoring, "get_current_timestamp", lambda: started.start_time + elapsed)
+            run_monitoring.check_run_timeout(instance, instance.get_run_record_by_id(run.run_id),
+                                             logging.getLogger("run_monitoring"), EMR_RUN_MAX_SECONDS)
+            assert instance.get_run_by_id(run.run_id).status == status
 
 
-class PlannedCountsRunner(SparkRunner):
-    """Answers the structuring job with given counts (the job itself is tested in test_structuring)."""
-
-    counts: dict
+class OneRecordLostRunner(LocalSparkRunner):
+    """Runs the structuring job in local Spark, then reports one quarantined record fewer than it kept."""
 
     def run_job(self, context, job: str, **arguments) -> dict:
-        return self.counts
+        result = super().run_job(context, job, **arguments)
+        return {**result, "quarantined": result["quarantined"] - 1}
 
 
 def test_a_structuring_run_that_lost_rows_fails_after_recording_its_checks(tmp_path):
@@ -384,11 +401,10 @@ def test_a_structuring_run_that_lost_rows_fails_after_recording_its_checks(tmp_p
     raw = tmp_path / raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 1, tzinfo=dt.timezone.utc), "u" * 36)
     raw.parent.mkdir(parents=True)
     raw.write_text("{}\n")
-    counts = {**dict.fromkeys(CURATED_TABLES, 1), "raw_records": 3, "searches": 1, "quarantined": 1,
-              "duplicates": 0, "trip_options": 4, "options_announced": 4}
+    runner = OneRecordLostRunner(pyspark=local_resources()["spark_runner"].pyspark)
     result = materialize([structured_fare_tables], partition_key=partition_of_landing_hour("2026-11-28-04"),
-                         resources={"spark_runner": PlannedCountsRunner(counts=counts),
-                                    "lake": LakeResource(root=str(tmp_path))}, raise_on_error=False)
+                         resources={"spark_runner": runner, "lake": LakeResource(root=str(tmp_path))},
+                         raise_on_error=False)
     assert not result.success
     assert {check.check_name: check.passed for check in result.get_asset_check_evaluations()} == {
         "every_raw_record_accounted_for": False, "options_match_searches": True}
