@@ -24,7 +24,7 @@ from harness import report  # noqa: E402
 
 from fare_assets.market.pricing import PROFILES, Market, Query  # noqa: E402
 from fare_assets.settings import load_settings  # noqa: E402
-from fare_assets.streaming.assets import collection_times  # noqa: E402
+from fare_assets.streaming.sweep_times import collection_times  # noqa: E402
 from fare_assets.streaming.watchlist import load_watchlist  # noqa: E402
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor  # noqa: E402
 

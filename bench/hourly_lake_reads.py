@@ -10,6 +10,7 @@ each size times, in one warm local session, every quality rule and the warehouse
 ways, on the same lake. It prints each time and the ratio whole/by-hours at the largest size.
 """
 import datetime as dt
+import glob
 import os
 import shutil
 import sys
@@ -22,12 +23,13 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from bench.harness import best_of, report  # noqa: E402
 from bench.raw_logs import STREAM, market_searches  # noqa: E402
-from fare_assets.storing.lake import LANDING_HOUR_FORMAT, curated_table_path, raw_object_key  # noqa: E402
+from fare_assets.storing.lake import (LANDING_HOUR_FORMAT, curated_partition_path, curated_table_path,  # noqa: E402
+                                     raw_object_key)
 from fare_assets.streaming.envelope import encode, envelope  # noqa: E402
 from fare_assets.structuring import quality, serving  # noqa: E402
 from fare_assets.structuring.job import structure_raw  # noqa: E402
 from fare_assets.structuring.spark import local_spark_session  # noqa: E402
-from fare_assets.structuring.tables import FACT_SCHEMAS, PARTITION_COLUMNS, TABLE_SCHEMAS, read_table  # noqa: E402
+from fare_assets.structuring.tables import FACT_SCHEMAS, TABLE_SCHEMAS, read_table  # noqa: E402
 
 LAKE_HOURS = [int(hours) for hours in os.environ.get("BENCH_LAKE_HOURS", "24,720,2160").split(",")]
 RECORDS = int(os.environ.get("BENCH_RECORDS", "40"))
@@ -55,15 +57,13 @@ def one_landing_hour(work: Path) -> str:
 
 def grow_lake(lake: Path, hour: str, hours: int, grown: int) -> None:
     """Copies of `hour`'s partition folders of every fact table under earlier hours, from `grown` up to `hours`."""
-    collected_date, landing_hour = PARTITION_COLUMNS
     for table in FACT_SCHEMAS:
-        sources = list((lake / "curated" / table).glob(f"{collected_date}=*/{landing_hour}={hour}"))
+        sources = [Path(path) for path in glob.glob(curated_partition_path(str(lake), table, landing_hour=hour))]
         for copy in range(grown, hours):
             earlier = LANDING_HOUR - dt.timedelta(hours=copy + 1)
             for source in sources:
-                target = (lake / "curated" / table / f"{collected_date}={earlier:%Y-%m-%d}"
-                          / f"{landing_hour}={earlier.strftime(LANDING_HOUR_FORMAT)}")
-                shutil.copytree(source, target)
+                shutil.copytree(source, curated_partition_path(str(lake), table, f"{earlier:%Y-%m-%d}",
+                                                               earlier.strftime(LANDING_HOUR_FORMAT)))
 
 
 def hourly_reads(spark, lake_root: str, hour: str) -> None:
@@ -94,7 +94,8 @@ def main() -> None:
         for hours in LAKE_HOURS:
             grow_lake(lake, hour, hours, grown)
             grown = hours
-            files = sum(1 for _ in (lake / "curated").rglob("*.parquet"))
+            files = sum(1 for table in TABLE_SCHEMAS
+                        for _ in Path(curated_table_path(str(lake), table)).rglob("*.parquet"))
             whole = timed_with(whole_table_then_filtered, spark, str(lake), hour)
             by_hours = timed_with(read_table, spark, str(lake), hour)
             rows.append({"landing_hours_in_lake": hours + 1, "parquet_files": files,

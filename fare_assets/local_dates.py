@@ -44,9 +44,8 @@ def today_at(code: str | None, now: dt.datetime | None = None) -> dt.date:
     return (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone or dt.timezone.utc).date()
 
 
-def today_in_zones(now: dt.datetime | None = None) -> dict[str, dt.date]:
-    """Today's date in every time zone of the zone database, by the zone's name."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+def today_in_zones(now: dt.datetime) -> dict[str, dt.date]:
+    """The date at `now` in every time zone of the zone database, by the zone's name."""
     return {name: now.astimezone(zone).date() for name, zone in _zones().items()}
 
 

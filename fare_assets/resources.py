@@ -46,7 +46,7 @@ class FareSourceResource(ConfigurableResource):
     rate_per_second: float | None = None
     rate_burst: int | None = None
 
-    def client(self, providers: Iterable[str] = ("qpx",)) -> ProviderClients:
+    def client(self, providers: Iterable[str]) -> ProviderClients:
         """A client per provider named (each with its own rate limit); a missing credential fails here, before any call."""
         builders = {
             "qpx": lambda: QpxClient(self.base_url, solutions=self.solutions,
@@ -103,10 +103,9 @@ class LakeResource(LakeStorage):
     """The data lake as a local folder, in the same key layout as the S3 lake."""
 
     root: str
-    stream_name: str = "fares-local"
 
     def delivery_stream(self) -> LocalDeliveryStream:
-        return LocalDeliveryStream(Path(self.root), self.stream_name)
+        return LocalDeliveryStream(Path(self.root))
 
     def list_keys(self, prefix: str) -> list[str]:
         # Only the folder holding the prefix is walked, so listing an hour costs that hour alone.

@@ -18,10 +18,10 @@ from fare_assets.resources import FareSourceResource, LakeResource, WarehouseRes
 from fare_assets import run_alerts
 from fare_assets.run_alerts import cursor_state, failed_run_alert, run_partitions
 from fare_assets.storing.lake import RAW_PREFIX
-from fare_assets.streaming.assets import (backfill_job, collect_job, collection_times, raw_fare_quotes,
-                                         replay_times)
+from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
+from fare_assets.streaming.sweep_times import collection_times, replay_times
 from fare_assets.streaming.notify import (NO_CHANNEL, AlertConfigError, AlertSettings, alert_settings_from_env,
                                           email_message, run_failure_alert, send_alert, send_waiting,
                                           unproductive_sweeps_alert, webhook_payload)

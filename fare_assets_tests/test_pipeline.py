@@ -10,7 +10,7 @@ from fare_assets.definitions import build_defs
 from fare_assets.pipeline import _collected_until, curated_row_counts, run_pipeline
 from fare_assets.resources import local_resources
 from fare_assets.storing import warehouse
-from fare_assets.streaming.assets import collection_times
+from fare_assets.streaming.sweep_times import collection_times
 from fare_assets.storing.lake import model_version_key, published_model_key
 from fare_assets.structuring.assets import CURATED_TABLES
 from fare_assets.synthesizing import assets as synthesizing_assets
@@ -77,6 +77,13 @@ def test_a_second_make_run_replays_only_what_the_warehouse_lacks(pipeline_run):
     end = dt.datetime(2026, 11, 28, 8, tzinfo=dt.timezone.utc)
     until = _collected_until(defs)
     assert dt.datetime.fromisoformat(until) == end
+    # Its own instance: the module's keeps the first collection as the latest for the other tests.
+    with DagsterInstance.ephemeral() as instance:
+        again = defs.resolve_job_def("collect_fares").execute_in_process(instance=instance, run_config={"ops": {
+            "raw_fare_quotes": {"config": {"history_days": 60, "every_hours": 24, "history_until": end.isoformat(),
+                                           "history_after": until}}}})
+    metadata = again.asset_materializations_for_node("raw_fare_quotes")[0].metadata
+    assert (metadata["sweeps"].value, metadata["calls"].value) == (0, 0)
     assert collection_times(60, 24, end, after=end) == []
     assert collection_times(60, 24, end + dt.timedelta(days=1), after=end) == [
         end.replace(hour=0) + dt.timedelta(days=1), end + dt.timedelta(days=1)]
@@ -131,9 +138,16 @@ def test_an_advisor_worse_than_buying_now_stops_the_run_and_is_not_published(pip
     defs, instance, _ = pipeline_run
     lake = defs.resources["lake"]
     published = lake.read_object(published_model_key("buy_wait_advisor"))
-    monkeypatch.setattr(synthesizing_assets, "advisor_not_worse_than_buying_now", lambda headline: False)
+    # The real gate judges the asset's real headline, its validation saving made a loss.
+    gate = synthesizing_assets.advisor_not_worse_than_buying_now
+    judged = []
+
+    def on_a_loss(headline: dict) -> bool:
+        judged.append(headline)
+        return gate({**headline, "validation_mean_saving_share": -0.01})
+    monkeypatch.setattr(synthesizing_assets, "advisor_not_worse_than_buying_now", on_a_loss)
     result = defs.resolve_job_def("synthesize").execute_in_process(instance=instance, raise_on_error=False)
-    assert not result.success
+    assert not result.success and len(judged) == 1 and judged[0]["validation_mean_saving_share"] >= 0
     [check] = [evaluation for evaluation in result.get_asset_check_evaluations()
                if evaluation.check_name == synthesizing_assets.ADVISOR_CHECK]
     assert not check.passed

@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -773,6 +774,25 @@ def test_configuration_from_environment(monkeypatch):
     assert app.debug is False
     monkeypatch.setenv("FARES_WEB_DSN", "postgresql://reader@db.example:5432/fares")
     assert create_app().config["DATABASE_DSN"] == "postgresql://reader@db.example:5432/fares"
+    # A password with % not URL-encoded stops the app at start-up, naming the variable, never the password.
+    monkeypatch.setenv("FARES_WEB_DSN", "postgresql://reader:s3cr%t@db.example:5432/fares")
+    with pytest.raises(ValueError, match="FARES_WEB_DSN is not a PostgreSQL connection string") as raised:
+        create_app()
+    assert "s3cr" not in str(raised.value) and raised.value.__cause__ is None
+
+
+def child_processes(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name, in parentheses, may hold spaces: the parent id is the second field after it.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def test_python_m_webapp_serves_with_gunicorn(warehouse_dsn, load):
@@ -788,11 +808,17 @@ def test_python_m_webapp_serves_with_gunicorn(warehouse_dsn, load):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                     assert response.status == 200 and response.headers["X-Frame-Options"] == "DENY"
+                    assert response.headers["Server"].startswith("gunicorn")
                     break
             except OSError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        # FARES_WEB_WORKERS: the arbiter forks that many workers (each has answered or is booting by now).
+        deadline = time.monotonic() + 15
+        while len(child_processes(server.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(child_processes(server.pid)) == 2
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -7,7 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from fare_assets.settings import load_settings
 from fare_assets.storing.postgres import READONLY_ROLE, WAREHOUSE_DB
-from fare_assets.storing.warehouse import schema_is_current
+from fare_assets.storing.warehouse import checked_dsn, schema_is_current
 from webapp import db, formatting, fragments
 from webapp.api import api
 from webapp.fares import fares
@@ -83,6 +83,9 @@ def create_app(config: dict | None = None) -> Flask:
     )
     if config:
         app.config.update(config)
+    # At start-up, not in a request: a connection string psycopg cannot parse fails with its text, password and all,
+    # which the request's error log would keep.
+    checked_dsn(app.config["DATABASE_DSN"], "FARES_WEB_DSN")
 
     db.init_app(app)
     formatting.init_app(app)

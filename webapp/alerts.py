@@ -44,12 +44,12 @@ class PriceAlert:
     notified_channels: tuple[str, ...] = ()
 
 
-def parse_alert(fields: Mapping, now: dt.datetime | None = None) -> PriceAlert:
+def parse_alert(fields: Mapping) -> PriceAlert:
     """Check a trip (as for /fares) plus threshold and currency, reporting every problem at once."""
     texts = {name: str(value) for name, value in fields.items() if isinstance(value, (str, int, float))}
     problems: dict[str, str] = {}
     try:
-        trip = parse_trip(texts, now)
+        trip = parse_trip(texts)
     except TripError as error:
         problems.update(error.problems)
         trip = None

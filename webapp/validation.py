@@ -79,7 +79,7 @@ def _airports_by_city() -> dict[str, list[str]]:
     return by_city
 
 
-def suggest_airports(text: str, limit: int = SUGGESTIONS_LIMIT) -> list[dict]:
+def suggest_airports(text: str) -> list[dict]:
     """Airports whose code starts with, or whose city or name contains, `text` (codes first)."""
     needle = text.strip().casefold()[:MAX_PLACE_LENGTH]
     if not needle:
@@ -94,7 +94,7 @@ def suggest_airports(text: str, limit: int = SUGGESTIONS_LIMIT) -> list[dict]:
     by_name = [code for code, airport in airports().items()
                if code not in by_code and code not in by_city and needle in airport["name"].casefold()]
     return [{"code": code, "name": airports()[code]["name"], "city": airports()[code]["city"],
-             "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:limit]]
+             "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:SUGGESTIONS_LIMIT]]
 
 
 # A suggestion's text: a code, then punctuation ("SFO – San Francisco…", "SFO (San Francisco)"). A code and a letter

@@ -150,9 +150,9 @@ def make_server(host: str, port: int, params: MarketParams) -> MarketServer:
 
 
 @contextmanager
-def market_in_thread(params: MarketParams = DEFAULT_PARAMS) -> Iterator[str]:
+def market_in_thread() -> Iterator[str]:
     """A market server on a free local port, served by a background thread; yields its base URL."""
-    server = make_server("127.0.0.1", 0, params)
+    server = make_server("127.0.0.1", 0, DEFAULT_PARAMS)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server.url

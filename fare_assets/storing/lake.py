@@ -8,9 +8,13 @@ CURATED_PREFIX = "curated/"
 QUARANTINE_PREFIX = "quarantine/"
 MODELS_PREFIX = "models/"
 EXPORTS_PREFIX = "exports/"
+# Where Firehose writes the records it could not deliver under RAW_PREFIX (its ErrorOutputPrefix).
+RAW_ERRORS_PREFIX = "raw-errors/"
 # What the EMR runner uploads (the job's code) and exchanges with its steps (Pipes context and messages).
 CODE_PREFIX = "code/"
 PIPES_PREFIX = "pipes/"
+PIPES_CONTEXT_PREFIX = f"{PIPES_PREFIX}context/"
+PIPES_MESSAGES_PREFIX = f"{PIPES_PREFIX}messages/"
 # EMR's cluster and step logs (unless FARES_EMR_LOG_URI points elsewhere): a transient cluster per job writes them.
 EMR_LOGS_PREFIX = "emr-logs/"
 LANDING_HOUR_FORMAT = "%Y-%m-%d-%H"
@@ -31,16 +35,21 @@ def is_partial_object(key: str) -> bool:
     return name.startswith(".") and name.endswith((".partial", ".tmp"))
 
 
-def raw_object_key(stream: str, arrival: datetime, uid: str, prefix: str = RAW_PREFIX) -> str:
-    """Firehose's S3 key: <prefix>YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>."""
+def raw_object_key(stream: str, arrival: datetime, uid: str) -> str:
+    """Firehose's S3 key: raw/fares/YYYY/MM/DD/HH/<stream>-1-YYYY-MM-DD-HH-MM-SS-<uuid>."""
     arrival = arrival.astimezone(timezone.utc)
-    return f"{prefix}{arrival:%Y/%m/%d/%H}/{stream}-1-{arrival:%Y-%m-%d-%H-%M-%S}-{uid}"
+    return f"{RAW_PREFIX}{arrival:%Y/%m/%d/%H}/{stream}-1-{arrival:%Y-%m-%d-%H-%M-%S}-{uid}"
 
 
-def raw_hour_prefix(landing_hour: str, prefix: str = RAW_PREFIX) -> str:
+def raw_hour_prefix(landing_hour: str) -> str:
     """Prefix of every raw object that landed in one hour ("YYYY-MM-DD-HH")."""
     hour = datetime.strptime(landing_hour, LANDING_HOUR_FORMAT)
-    return f"{prefix}{hour:%Y/%m/%d/%H}/"
+    return f"{RAW_PREFIX}{hour:%Y/%m/%d/%H}/"
+
+
+def job_code_key(digest: str, name: str = "") -> str:
+    """Key of one file of the Spark job's code uploaded for EMR (its folder without `name`), by the code's digest."""
+    return f"{CODE_PREFIX}{digest}/{name}"
 
 
 def landing_hour_of_key(key: str) -> str:
@@ -54,6 +63,23 @@ def landing_hour_of_key(key: str) -> str:
 def curated_table_path(root: str, table: str) -> str:
     """Folder (or s3a:// URL) of one curated Parquet table."""
     return f"{root.rstrip('/')}/{CURATED_PREFIX}{table}"
+
+
+# The curated fact tables' partition folders, outermost first: a landing hour's rows nested under each collection date
+# they carry (Spark's column=value folders).
+CURATED_PARTITION_COLUMNS = ("collected_date", "landing_hour")
+
+
+def curated_partition_path(root: str, table: str, collected_date: str = "*", landing_hour: str = "*") -> str:
+    """Folder (or glob, `*` by default) of a curated fact table's rows collected on a date that landed in an hour."""
+    date_column, hour_column = CURATED_PARTITION_COLUMNS
+    return f"{curated_table_path(root, table)}/{date_column}={collected_date}/{hour_column}={landing_hour}"
+
+
+def spool_folder(root: str, stream: str) -> str:
+    """The local lake's write-ahead spool of one delivery stream: a hidden folder the raw listings skip, on the same
+    disk as the objects."""
+    return f"{root.rstrip('/')}/.spool/{stream}"
 
 
 def quarantine_root(root: str) -> str:

@@ -13,10 +13,9 @@ import time
 import boto3
 from botocore.exceptions import ClientError
 
-from fare_assets.storing.lake import EMR_LOGS_PREFIX, EXPORTS_PREFIX, PIPES_PREFIX, RAW_PREFIX
+from fare_assets.storing.lake import EMR_LOGS_PREFIX, EXPORTS_PREFIX, PIPES_PREFIX, RAW_ERRORS_PREFIX, RAW_PREFIX
 from fare_assets.streaming.firehose import FirehoseTarget
 
-ERROR_PREFIX = "raw-errors/"
 # Firehose's own defaults for an S3 destination, written out so the stream never depends on them changing.
 BUFFERING_HINTS = {"SizeInMBs": 5, "IntervalInSeconds": 300}
 # moto's default account; on AWS set FARES_FIREHOSE_ROLE_ARN to a role holding `role_policy`.
@@ -24,16 +23,17 @@ PLACEHOLDER_ROLE_ARN = "arn:aws:iam::123456789012:role/fares-firehose-delivery"
 ACTIVE_TIMEOUT_SECONDS = 300
 # Days to keep objects only one run reads: its warehouse export and its Pipes context and messages. A run
 # removes its export itself; these rules clear what a run that died left behind. EMR's logs are read only to
-# debug a failed step, and a transient cluster per job writes thousands of them a month. (ERROR_PREFIX has no rule:
-# it holds records Firehose could not deliver, which are data.)
+# debug a failed step, and a transient cluster per job writes thousands of them a month. (RAW_ERRORS_PREFIX has no
+# rule: it holds records Firehose could not deliver, which are data.)
 EXPIRY_DAYS = {EXPORTS_PREFIX: 2, PIPES_PREFIX: 7, EMR_LOGS_PREFIX: 30}
 _RULE_FIELDS = ("ID", "Filter", "Status", "Expiration")
 
 
 def destination(bucket: str, role_arn: str) -> dict:
-    """The stream's S3 destination: Firehose's key layout under RAW_PREFIX, failures under ERROR_PREFIX."""
+    """The stream's S3 destination: Firehose's key layout under RAW_PREFIX, failures under RAW_ERRORS_PREFIX."""
     return {"RoleARN": role_arn, "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": RAW_PREFIX,
-            "ErrorOutputPrefix": ERROR_PREFIX, "BufferingHints": BUFFERING_HINTS, "CompressionFormat": "UNCOMPRESSED"}
+            "ErrorOutputPrefix": RAW_ERRORS_PREFIX, "BufferingHints": BUFFERING_HINTS,
+            "CompressionFormat": "UNCOMPRESSED"}
 
 
 def policies(target: FirehoseTarget) -> dict:
@@ -121,9 +121,9 @@ def ensure_delivery_stream(firehose, target: FirehoseTarget, role_arn: str) -> s
     return "updated"
 
 
-def wait_until_active(firehose, stream_name: str, timeout_seconds: float = ACTIVE_TIMEOUT_SECONDS) -> None:
+def wait_until_active(firehose, stream_name: str) -> None:
     """A new stream takes about a minute on AWS before it accepts records."""
-    deadline = time.monotonic() + timeout_seconds
+    deadline = time.monotonic() + ACTIVE_TIMEOUT_SECONDS
     while True:
         status = firehose.describe_delivery_stream(
             DeliveryStreamName=stream_name)["DeliveryStreamDescription"]["DeliveryStreamStatus"]
@@ -143,7 +143,7 @@ def setup(target: FirehoseTarget, role_arn: str) -> dict:
     stream_state = ensure_delivery_stream(firehose, target, role_arn)
     return {"bucket": target.bucket, "bucket_created": bucket_created, "expiry_rules": expiry_state,
             "delivery_stream": target.stream_name,
-            "delivery_stream_state": stream_state, "prefix": RAW_PREFIX, "error_prefix": ERROR_PREFIX,
+            "delivery_stream_state": stream_state, "prefix": RAW_PREFIX, "error_prefix": RAW_ERRORS_PREFIX,
             "role_arn": role_arn, **policies(target)}
 
 

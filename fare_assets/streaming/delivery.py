@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from fare_assets.storing.lake import landing_hour_of_key, partial_object_path, raw_object_key
+from fare_assets.storing.lake import landing_hour_of_key, partial_object_path, raw_object_key, spool_folder
 from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
 
 # Firehose's own defaults for an S3 destination: 5 MiB or 300 s, whichever comes first.
@@ -33,14 +33,12 @@ class LocalDeliveryStream:
     records_past_firehose = 0
 
     def __init__(self, lake_root: Path, stream_name: str = "fares-local",
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_seconds: float = DEFAULT_BUFFER_SECONDS,
-                 spool_dir: Path | None = None):
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, buffer_seconds: float = DEFAULT_BUFFER_SECONDS):
         self.lake_root = Path(lake_root)
         self.stream_name = stream_name
         self.buffer_bytes = buffer_bytes
         self.buffer_seconds = buffer_seconds
-        # A hidden folder: the raw listings skip it, and it sits on the same disk as the objects.
-        self.spool = WriteAheadSpool(spool_dir or self.lake_root / ".spool" / stream_name)
+        self.spool = WriteAheadSpool(Path(spool_folder(str(self.lake_root), stream_name)))
         self._segment: SpoolSegment | None = None
         self._buffer: list[bytes] = []
         self._buffered = 0

@@ -88,14 +88,13 @@ class Backoff:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-def plan_batches(records: list[bytes], max_records: int = MAX_BATCH_RECORDS,
-                 max_bytes: int = MAX_BATCH_BYTES) -> list[list[bytes]]:
+def plan_batches(records: list[bytes]) -> list[list[bytes]]:
     """Records, in order, cut into PutRecordBatch calls within the count and size limits."""
     batches: list[list[bytes]] = []
     current: list[bytes] = []
     size = 0
     for record in records:
-        if current and (len(current) == max_records or size + len(record) > max_bytes):
+        if current and (len(current) == MAX_BATCH_RECORDS or size + len(record) > MAX_BATCH_BYTES):
             batches.append(current)
             current, size = [], 0
         current.append(record)

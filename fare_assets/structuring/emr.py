@@ -25,7 +25,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS, max_runtime_tags
-from fare_assets.storing.lake import CODE_PREFIX, EMR_LOGS_PREFIX, PIPES_PREFIX
+from fare_assets.storing.lake import EMR_LOGS_PREFIX, PIPES_CONTEXT_PREFIX, PIPES_MESSAGES_PREFIX, job_code_key
 from fare_assets.structuring import emr_entry
 from fare_assets.structuring.spark_jobs import run_spark_job
 
@@ -90,8 +90,9 @@ def bootstrap_script() -> str:
             f"sudo {CLUSTER_PYTHON} -m pip install {' '.join(cluster_requirements())}\n")
 
 
-def upload_job_code(s3_client, bucket: str, prefix: str = CODE_PREFIX) -> JobCode:
-    """Upload the package zip, the entry script and the bootstrap script under prefix/<digest of the code>/, once."""
+def upload_job_code(s3_client, bucket: str) -> JobCode:
+    """Upload the package zip, the entry script and the bootstrap script under the code's digest (lake.job_code_key),
+    once."""
     files = {
         "fare_assets.zip": package_zip_bytes(),
         "emr_entry.py": Path(emr_entry.__file__).read_bytes(),
@@ -99,14 +100,14 @@ def upload_job_code(s3_client, bucket: str, prefix: str = CODE_PREFIX) -> JobCod
     }
     # Keyed by content: a run never picks up code another deployment uploaded meanwhile.
     digest = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()[:16]
-    folder = f"{prefix.rstrip('/')}/{digest}"
-    uploaded = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=f"{folder}/").get("Contents", [])}
+    folder = job_code_key(digest)
+    uploaded = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])}
     for name, body in files.items():
         # The same key holds the same bytes, so what an earlier run uploaded is reused.
-        if f"{folder}/{name}" not in uploaded:
-            s3_client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=body)
-    uri = f"s3://{bucket}/{folder}"
-    return JobCode(f"{uri}/fare_assets.zip", f"{uri}/emr_entry.py", f"{uri}/bootstrap.sh")
+        if job_code_key(digest, name) not in uploaded:
+            s3_client.put_object(Bucket=bucket, Key=job_code_key(digest, name), Body=body)
+    return JobCode(*(f"s3://{bucket}/{job_code_key(digest, name)}"
+                     for name in ("fare_assets.zip", "emr_entry.py", "bootstrap.sh")))
 
 
 class PrefixedS3MessageReader(PipesS3MessageReader):
@@ -185,9 +186,6 @@ class EmrSparkRunner(SparkRunner):
     log_uri: str | None = None
     service_role: str = DEFAULT_SERVICE_ROLE
     job_flow_role: str = DEFAULT_JOB_FLOW_ROLE
-    code_prefix: str = CODE_PREFIX
-    context_prefix: str = f"{PIPES_PREFIX}context/"
-    messages_prefix: str = f"{PIPES_PREFIX}messages/"
     message_poll_seconds: float = 10.0
     step_poll_seconds: float = 30.0
 
@@ -253,15 +251,15 @@ class EmrSparkRunner(SparkRunner):
 
     def run_job(self, context: RunContext, job: str, **arguments) -> dict:
         s3_client = self.s3.get_client()
-        code = upload_job_code(s3_client, self.bucket, self.code_prefix)
+        code = upload_job_code(s3_client, self.bucket)
         emr = boto3.client("emr", region_name=s3_client.meta.region_name)
         message_reader = PrefixedS3MessageReader(
-            bucket=self.bucket, client=s3_client, key_prefix=self.messages_prefix, interval=self.message_poll_seconds,
+            bucket=self.bucket, client=s3_client, key_prefix=PIPES_MESSAGES_PREFIX, interval=self.message_poll_seconds,
             # The driver's output arrives as Pipes messages, so no container logs are searched.
             include_stdio_in_messages=True,
         )
         # The context (every argument, such as a backfill's raw paths) is an S3 object: no size limit, unlike env vars.
-        context_injector = PipesS3ContextInjector(bucket=self.bucket, client=s3_client, key_prefix=self.context_prefix)
+        context_injector = PipesS3ContextInjector(bucket=self.bucket, client=s3_client, key_prefix=PIPES_CONTEXT_PREFIX)
         extras = {emr_entry.JOB_EXTRA: job, emr_entry.ARGUMENTS_EXTRA: arguments}
         if self.cluster_id:
             reported, metadata = self._run_on_cluster(context, emr, code, job, message_reader, context_injector, extras)

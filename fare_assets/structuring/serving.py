@@ -115,7 +115,7 @@ def _quarantined_searches(spark: SparkSession, lake_root: str, landing_hours: li
     )
 
 
-def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
+def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] | None) -> DataFrame:
     """Each search these landing hours hold as an answer or in quarantine, once: (search_id, collected_at).
 
     A failed call never yielded options, and its search may have been answered in a later hour (a backfill rerun
@@ -129,7 +129,7 @@ def searches_held(spark: SparkSession, lake_root: str, landing_hours: list[str] 
     )
 
 
-def empty_answers(spark: SparkSession, lake_root: str, landing_hours: list[str] | None = None) -> DataFrame:
+def empty_answers(spark: SparkSession, lake_root: str, landing_hours: list[str] | None) -> DataFrame:
     """Each search these landing hours hold that was answered with no trip option, once."""
     options = read_table(spark, lake_root, "trip_options", landing_hours).select("search_id", "collected_date",
                                                                                  "landing_hour")

@@ -15,14 +15,14 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from fare_assets.storing.lake import curated_table_path
+from fare_assets.storing.lake import CURATED_PARTITION_COLUMNS, curated_partition_path, curated_table_path
 from fare_assets.structuring.spark_compat import try_cast
 
 # Money is exact: 3 decimals fit every ISO currency (KWD has 3); 15 integer digits fit LBP or IDR fares.
 MONEY = DecimalType(18, 3)
 
 # Fact tables are Hive-partitioned so one landing hour's rerun replaces exactly its own folders.
-PARTITION_COLUMNS = ("collected_date", "landing_hour")
+PARTITION_COLUMNS = CURATED_PARTITION_COLUMNS
 
 
 def _fields(*pairs) -> list[StructField]:
@@ -142,10 +142,8 @@ def matching_paths(spark: SparkSession, glob: str) -> list[str]:
 
 
 def landing_hours_glob(lake_root: str, table: str, landing_hours: list[str]) -> str:
-    """A Hadoop glob of a fact table's partition folders of these landing hours: a landing hour is nested under each
-    collection date its records carry."""
-    collected_date, landing_hour = PARTITION_COLUMNS
-    return f"{curated_table_path(lake_root, table)}/{collected_date}=*/{landing_hour}={{{','.join(landing_hours)}}}"
+    """A Hadoop glob of a fact table's partition folders of these landing hours, under every collection date."""
+    return curated_partition_path(lake_root, table, landing_hour="{" + ",".join(landing_hours) + "}")
 
 
 def read_table(spark: SparkSession, lake_root: str, table: str, landing_hours: list[str] | None = None) -> DataFrame:
