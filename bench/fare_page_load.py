@@ -114,10 +114,12 @@ def build_warehouse(dsn: str, routes: int, now: dt.datetime, first_depart: dt.da
         for table in warehouse.FARE_TABLES:
             conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY ({', '.join(warehouse.FARE_KEY)})")
         warehouse.ensure_schema(conn)
+        warehouse.summarise_every_answer(conn)
         # Stamped as the load stamps the routes it changed, so the stored page's check finds its route's stamp.
         conn.execute(warehouse.stamp_routes_sql("national_fares"))
         conn.execute("VACUUM ANALYZE national_fares")
         conn.execute("VACUUM ANALYZE international_fares")
+        conn.execute("VACUUM ANALYZE answer_summaries")
         return conn.execute("SELECT count(*) FROM national_fares").fetchone()[0]
 
 

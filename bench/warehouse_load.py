@@ -3,8 +3,9 @@
 Both sides write the same generated trip options, in the same run, to an embedded PostgreSQL cluster
 started in a temporary folder: the merge into empty fare tables, and a COPY into an empty UNLOGGED
 table without indexes (the fastest way PostgreSQL takes rows). The ratio is merge rows/s over plain
-COPY rows/s: what idempotence, two indexed tables partitioned by collection month, one transaction and the
-withdrawal of options the rows' searches no longer yield (none here, but each search is looked up) cost. A COPY
+COPY rows/s: what idempotence, two indexed tables partitioned by collection month, one transaction, the
+withdrawal of options the rows' searches no longer yield (none here, but each search is looked up) and the answers'
+summaries (answer_summaries, one row per search) cost. A COPY
 straight into a logged table with the fare tables' indexes is measured too: the floor of any load into serving
 tables the page reads meanwhile. So is a COPY into a logged table whose indexes are built afterwards: the floor for
 a table nobody reads during the load (a first load or a rebuild could swap one in).
@@ -46,6 +47,8 @@ def generated_rows(count: int, seed: int = 7) -> list[tuple]:
         depart_date = collected_at.date() + dt.timedelta(days=days_ahead)
         return_date = depart_date + dt.timedelta(days=nights)
         search_id = str(uuid.UUID(int=draw.getrandbits(128)))
+        # A search is one party's (its options share it), as the structuring job writes them.
+        adults, children = draw.choice([1, 1, 2]), draw.choice([0, 0, 1])
         for _ in range(OPTIONS_PER_SEARCH):
             stops_out, stops_back = draw.choice([0, 0, 1, 1, 2]), draw.choice([0, 1, 1, 2])
             out_departure = dt.datetime.combine(depart_date, dt.time(draw.randrange(6, 22), draw.choice([0, 15, 30, 45])))
@@ -54,7 +57,7 @@ def generated_rows(count: int, seed: int = 7) -> list[tuple]:
                 "option_id": str(uuid.UUID(int=draw.getrandbits(128))), "search_id": search_id, "provider": "qpx",
                 "collected_at": collected_at, "origin": origin, "destination": destination,
                 "depart_date": depart_date, "return_date": return_date, "days_ahead": days_ahead, "nights": nights,
-                "adults": draw.choice([1, 1, 2]), "children": draw.choice([0, 0, 1]), "cabin": "COACH",
+                "adults": adults, "children": children, "cabin": "COACH",
                 "total_amount": Decimal(draw.randrange(9000, 250000)) / 100, "currency": "USD",
                 "carriers": draw.choice(CARRIERS), "stops_out": stops_out, "stops_back": stops_back,
                 "duration_out_min": 300 + 90 * stops_out + draw.randrange(60),

@@ -101,11 +101,13 @@ def test_a_rerun_on_the_same_data_changes_nothing(loaded, trained_models):
 
 def test_departed_trips_leave_and_a_new_collection_is_readvised(loaded, trained_models):
     refresh_serving(loaded, trained_models)
-    with psycopg.connect(loaded) as conn:
-        conn.execute("DELETE FROM national_fares WHERE depart_date = %s", (NEARBY[0],))
+    with psycopg.connect(loaded, autocommit=True) as conn:
+        # The nearby trip's searches, structured again, yield nothing: its fares leave the warehouse.
+        searches = conn.execute("SELECT DISTINCT search_id, collected_at FROM national_fares WHERE depart_date = %s",
+                                (NEARBY[0],)).fetchall()
+        warehouse.load_warehouse(conn, [], {}, searches=searches)
         later = NOW + dt.timedelta(hours=6)
-        warehouse.load_fares(conn, history_rows(["230.00"], prefix="later"))
-        conn.execute("UPDATE national_fares SET collected_at = %s WHERE search_id LIKE 'later-%%'", (later,))
+        warehouse.load_fares(conn, history_rows(["230.00"], prefix="later", last=later))
     counts = refresh_serving(loaded, trained_models)
     advice = serving_rows(loaded, "trip_advice")
     assert [(row["depart_date"], row["collected_at"]) for row in advice] == [(DEPART, later)]
@@ -173,8 +175,7 @@ def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, tra
     # A newer collection than the advice's: the page shows the new fares and the older advice, marked.
     later = NOW + dt.timedelta(minutes=30)
     with psycopg.connect(loaded) as conn:
-        warehouse.load_fares(conn, history_rows(["250.00"], prefix="newer"))
-        conn.execute("UPDATE national_fares SET collected_at = %s WHERE search_id LIKE 'newer-%%'", (later,))
+        warehouse.load_fares(conn, history_rows(["250.00"], prefix="newer", last=later))
     advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
     assert advice["up_to_date"] is False and dt.datetime.fromisoformat(advice["based_on_collection"]) == NOW
     text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
@@ -488,15 +489,24 @@ def test_a_model_that_loads_but_fails_on_the_trips_skips_its_table_only(loaded, 
 def test_definitions_run_the_refresh_after_loads_and_retrains(loaded, trained_models):
     defs = build_defs({**local_resources(), "lake": LakeResource(root=trained_models),
                        "warehouse_db": WarehouseResource(dsn=loaded)})
-    assert defs.resolve_job_def("serve_trips") is not None
-    assert defs.resolve_sensor_def("serving_tables_sensor") is not None
+    assert defs.resolve_sensor_def("serving_tables_sensor").job_name == "serve_trips"
+    assert {key.to_user_string() for key in defs.resolve_job_def("serve_trips").asset_layer.executable_asset_keys} == {
+        "trip_advice", "predicted_fares", "trip_pages"}
     with DagsterInstance.ephemeral() as instance:
         context = build_multi_asset_sensor_context(monitored_assets=SERVING_INPUTS, instance=instance,
                                                    definitions=defs)
         assert isinstance(serving_tables_sensor(context), SkipReason)
-        instance.report_runless_asset_event(AssetMaterialization("national_fares", partition="2026-11-28-08:00"))
+        run_keys = set()
+        # A load alone, a retrain of either model alone: each asks for a refresh run of its own.
+        for asset, partition in (("national_fares", "2026-11-28-08:00"), ("buy_wait_advisor", None),
+                                 ("fare_model", None)):
+            instance.report_runless_asset_event(AssetMaterialization(asset, partition=partition))
+            request = serving_tables_sensor(context)
+            assert isinstance(request, RunRequest) and request.run_key not in run_keys
+            run_keys.add(request.run_key)
+            assert isinstance(serving_tables_sensor(context), SkipReason)
+        instance.report_runless_asset_event(AssetMaterialization("national_fares", partition="2026-11-28-09:00"))
         instance.report_runless_asset_event(AssetMaterialization("buy_wait_advisor"))
-        request = serving_tables_sensor(context)
         # Both new materializations are consumed by one refresh run.
-        assert isinstance(request, RunRequest) and request.run_key.startswith("after-")
+        assert isinstance(serving_tables_sensor(context), RunRequest)
         assert isinstance(serving_tables_sensor(context), SkipReason)

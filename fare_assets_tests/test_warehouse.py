@@ -81,6 +81,44 @@ def test_a_reload_withdraws_the_options_its_searches_no_longer_yield(warehouse_d
         assert warehouse.table_counts(conn) == {"national_fares": 2, "international_fares": 0}
 
 
+def answer_summaries(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute("SELECT search_id, currency, cheapest_total, option_count, carriers, nonstop_count, national"
+                        " FROM answer_summaries ORDER BY collected_at, search_id, currency").fetchall()
+
+
+def test_answer_summaries_follow_the_fare_rows_through_loads_reloads_retention_and_an_upgrade(warehouse_dsn):
+    def of_search(search_id: str, option_id: str, total: str, national: bool = True, **values) -> tuple:
+        row = dict(zip(warehouse.LOAD_COLUMNS, fare_row(option_id, total, national)), search_id=search_id, **values)
+        return tuple(row[name] for name in warehouse.LOAD_COLUMNS)
+
+    collected = fare_row("a", "1", True)[warehouse.COLUMN_NAMES.index("collected_at")]
+    first = [of_search("s1", "a", "250.10"), of_search("s1", "b", "900.00", national=False, destination="JFK",
+                                                   carriers="BA,AA"),
+             of_search("s1", "c", "310.00", stops_back=0), of_search("s2", "d", "410.00"),
+             of_search("s3", "e", "199.00", currency="EUR")]
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        load = warehouse.load_warehouse(conn, first, {}, searches=[("s1", collected), ("s2", collected)])
+        assert load.answer_summaries_changed == 3
+        assert answer_summaries(conn) == [("s1", "USD", Decimal("250.100"), 3, "AA,BA,UA", 1, False),
+                                          ("s2", "USD", Decimal("410.000"), 1, "UA", 0, True),
+                                          ("s3", "EUR", Decimal("199.000"), 1, "UA", 0, True)]
+        assert warehouse.load_warehouse(conn, first, {}).answer_summaries_changed == 0
+        # Structured again, search s1 yields option c alone and s2 nothing: their summaries follow.
+        load = warehouse.load_warehouse(conn, [first[2]], {}, searches=[("s1", collected), ("s2", collected)])
+        assert load.answer_summaries_changed == 2
+        assert answer_summaries(conn) == [("s1", "USD", Decimal("310.000"), 1, "UA", 1, True),
+                                          ("s3", "EUR", Decimal("199.000"), 1, "UA", 0, True)]
+        # A warehouse loaded before the summaries gains them from its fare rows.
+        kept = answer_summaries(conn)
+        conn.execute("DROP TABLE answer_summaries")
+        warehouse.ensure_schema(conn)
+        assert answer_summaries(conn) == kept
+        # Retention drops the month's fares and their summaries with them.
+        later = of_search("s4", "f", "280.00", collected_at=collected + dt.timedelta(days=65))
+        warehouse.load_warehouse(conn, [later], {}, retention_days=30)
+        assert answer_summaries(conn) == [("s4", "USD", Decimal("280.000"), 1, "UA", 0, True)]
+
+
 def route_stamps(conn: psycopg.Connection) -> dict[tuple[str, str], dt.datetime]:
     return {(origin, destination): at for origin, destination, at in conn.execute(
         "SELECT origin, destination, loaded_at FROM route_loads")}
@@ -418,10 +456,15 @@ def test_a_retention_drop_waits_for_a_long_reader_after_the_merge_without_queuei
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(load_march)
         try:
-            time.sleep(1.5)
-            with psycopg.connect(warehouse_dsn) as page:
-                # Queued behind a lock that waits for the long reader, this query would be cancelled.
-                page.execute("SET statement_timeout = '3s'")
+            with psycopg.connect(warehouse_dsn, autocommit=True) as page:
+                # The load is trying to drop October (so its merge has committed) once its statement is the drop.
+                deadline = time.monotonic() + 60
+                while not page.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'DROP TABLE%%'"
+                                       " AND pid <> pg_backend_pid()").fetchone():
+                    assert time.monotonic() < deadline and not loading.done(), "the load never tried the drop"
+                    time.sleep(0.05)
+                # Queued behind a lock that waits for the long reader, this query would fail its lock wait.
+                page.execute("SET lock_timeout = '3s'")
                 seen_by_page = page.execute("SELECT count(*) FROM national_fares").fetchone()[0]
             still_loading = not loading.done()
         finally:
@@ -458,7 +501,7 @@ def test_readers_find_the_schema_in_place_without_taking_the_loads_turn(warehous
         warehouse.load_fares(conn, [collected_on("october", utc(2026, 10, 1))])
     with psycopg.connect(warehouse_dsn) as loader, psycopg.connect(warehouse_dsn) as reader:
         loader.execute("SELECT pg_advisory_xact_lock(hashtext('fares warehouse schema'))")
-        reader.execute("SET statement_timeout = '3s'")
+        reader.execute("SET lock_timeout = '3s'")
         assert warehouse.table_counts(reader) == {"national_fares": 1, "international_fares": 0}
 
 

@@ -160,6 +160,15 @@ def _answer_rows(template: str) -> sql.Composed:
     return sql.SQL(" UNION ALL ").join([_each_table(template, **_QUOTED), empty])
 
 
+def _summarised_answers(template: str) -> sql.Composed:
+    """`template` over each answer's summary (its cheapest for `{total}`) and, as _answer_rows does, its empty answers:
+    one row per provider and sweep instead of one per option."""
+    summaries = {"currency": sql.SQL("currency"), "total": sql.SQL("cheapest_total")}
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("(" + template + ")").format(table=sql.Identifier(table), **parts)
+        for table, parts in (("answer_summaries", summaries), ("empty_answers", _NOTHING_QUOTED)))
+
+
 def _trip_params(trip: Trip, currency: str | None = None) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
             "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin,
@@ -192,13 +201,12 @@ def latest_collection(conn: psycopg.Connection, trip: Trip, currency: str | None
     return conn.execute(sql.SQL(_LATEST_COLLECTION).format(newest=newest), _trip_params(trip, currency)).fetchone()
 
 
-def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date,
-                            limit: int = SUGGESTIONS_SHOWN) -> list[dict]:
+def upcoming_trips_on_route(conn: psycopg.Connection, origin: str, destination: str, today: dt.date) -> list[dict]:
     """Trips collected for the route departing from `today`, each with its cheapest latest fare."""
     query = sql.SQL("SELECT * FROM (" + _ONE_PER_TRIP + ") AS trips ORDER BY depart_date, return_date, adults, children, "
                     + _CABIN_ORDER + " LIMIT %(limit)s").format(
         per_trip=_each_table(_CHEAPEST_LATEST_PER_TRIP, route_match=sql.SQL(_ROUTE_MATCH)))
-    params = {"origin": origin, "destination": destination, "today": today, "limit": limit,
+    params = {"origin": origin, "destination": destination, "today": today, "limit": SUGGESTIONS_SHOWN,
               "fresh_since": fresh_since()}
     return conn.execute(query, params).fetchall()
 
@@ -247,7 +255,7 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
-    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_answer_rows(_PROVIDER_ROWS)), params).fetchall()
+    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_summarised_answers(_PROVIDER_ROWS)), params).fetchall()
     present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
     newest = {}
     for row in sorted(rows, key=lambda row: -row["collected_at"].timestamp()):
@@ -441,15 +449,15 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
     """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first, each
     saying whether a provider that quoted the trip in the day before was missing from it (`provider_absent`)."""
-    query = sql.SQL(_TRIP_HISTORY).format(rows=_answer_rows(_TRIP_ROWS))
+    query = sql.SQL(_TRIP_HISTORY).format(rows=_summarised_answers(_TRIP_ROWS))
     return conn.execute(query, _trip_params(trip, currency)).fetchall()
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str] | None, today: dt.date,
-              days: int = GRID_DAYS, currency: str | None = None) -> list[dict]:
-    """Per departure/return pair within `days` of the trip, from today: the cheapest latest fare (in `currency` when
-    given), else `party`'s prediction (none without a party)."""
-    step = dt.timedelta(days=days)
+              currency: str | None = None) -> list[dict]:
+    """Per departure/return pair within GRID_DAYS of the trip, from today: the cheapest latest fare (in `currency`
+    when given), else `party`'s prediction (none without a party)."""
+    step = dt.timedelta(days=GRID_DAYS)
     adults, children, cabin = party or (None, None, None)
     params = {**_trip_params(trip, currency), "party_adults": adults, "party_children": children, "party_cabin": cabin,
               "first_depart": max(today, trip.depart_date - step), "last_depart": trip.depart_date + step,

@@ -253,6 +253,33 @@ CREATE TABLE IF NOT EXISTS empty_answers (
 );
 CREATE INDEX IF NOT EXISTS empty_answers_trip_idx ON empty_answers ({FARE_INDEXES["trip_idx"]})"""
 
+# Each answer (search) that quoted options, per currency: its cheapest total and its options' shape, which is what the
+# page's chart and the advisor's observations read of a collection. Reading the option rows instead, a trip watched
+# over a 63-day horizon at 48 sweeps a day is some 60,000 rows per chart (bench/trip_history_depth.py); this is one
+# per provider and sweep. Written by each load from the fare rows of the searches it touched, so it holds exactly
+# what the fare tables do; retention deletes its rows with the fare months it drops.
+ANSWER_SUMMARY_COLUMNS = [*EMPTY_ANSWER_COLUMNS, ("currency", "text"), ("cheapest_total", "numeric(18,3)"),
+                          ("option_count", "int4"), ("carriers", "text"), ("nonstop_count", "int4"),
+                          ("national", "bool")]
+ANSWER_SUMMARIES_DDL = f"""
+CREATE TABLE IF NOT EXISTS answer_summaries (
+  {", ".join(f"{name} {kind} NOT NULL" if name in ("search_id", "collected_at", "currency") else f"{name} {kind}"
+             for name, kind in ANSWER_SUMMARY_COLUMNS)},
+  PRIMARY KEY (collected_at, search_id, currency)
+);
+CREATE INDEX IF NOT EXISTS answer_summaries_trip_idx ON answer_summaries ({FARE_INDEXES["trip_idx"]})"""
+_ANSWER_GROUP = ", ".join(name for name, _ in EMPTY_ANSWER_COLUMNS) + ", currency"
+# `{searches}` joins the options to the searches to summarise, or is empty for all of them. Carriers are kept once
+# each, sorted: the observations count the distinct carriers of a moment's answers.
+_SUMMARISED_ANSWERS = f"""
+SELECT {_ANSWER_GROUP}, min(total_amount), count(*),
+       (SELECT string_agg(DISTINCT carrier, ',' ORDER BY carrier)
+        FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier),
+       count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0), bool_and(national)
+FROM (SELECT *, true AS national FROM national_fares UNION ALL SELECT *, false FROM international_fares) AS options
+{{searches}}
+GROUP BY {_ANSWER_GROUP}"""
+
 
 def _dimension_table_ddl(table: str) -> str:
     columns = ",\n  ".join(f"{name} {kind}" + (" PRIMARY KEY" if name == "code" else "")
@@ -366,7 +393,7 @@ def _serving_table_ddl(table: str) -> str:
             f"  PRIMARY KEY ({', '.join(SERVING_KEYS[table])})\n)")
 
 
-_READABLE_TABLES = (*WAREHOUSE_TABLES, "empty_answers", "route_loads", *SERVING_TABLES)
+_READABLE_TABLES = (*WAREHOUSE_TABLES, "empty_answers", "answer_summaries", "route_loads", *SERVING_TABLES)
 
 
 def web_role_exists(conn: psycopg.Connection) -> bool:
@@ -388,9 +415,9 @@ def schema_is_current(conn: psycopg.Connection) -> bool:
     """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
     expected = {**dict.fromkeys(FARE_TABLES, "p"),
                 **{f"{table}_{suffix}": "I" for table in FARE_TABLES for suffix in FARE_INDEXES},
-                **dict.fromkeys((*DIMENSION_TABLES, "empty_answers", "price_alerts", "route_loads", *SERVING_TABLES),
-                                "r"),
-                "empty_answers_trip_idx": "i", "price_alerts_open_idx": "i"}
+                **dict.fromkeys((*DIMENSION_TABLES, "empty_answers", "answer_summaries", "price_alerts", "route_loads",
+                                 *SERVING_TABLES), "r"),
+                "empty_answers_trip_idx": "i", "answer_summaries_trip_idx": "i", "price_alerts_open_idx": "i"}
     found = dict(_rows(conn, "SELECT relname, relkind FROM pg_class"
                              " WHERE relnamespace = 'public'::regnamespace AND relname = ANY(%s)", (list(expected),)))
     if found != expected:
@@ -428,6 +455,11 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table in DIMENSION_TABLES:
             conn.execute(_dimension_table_ddl(table))
         conn.execute(EMPTY_ANSWERS_DDL)
+        [(summaries_were_kept,)] = _rows(conn, "SELECT to_regclass('public.answer_summaries') IS NOT NULL")
+        conn.execute(ANSWER_SUMMARIES_DDL)
+        if not summaries_were_kept:
+            # A warehouse loaded before the summaries (2026-12-07) gains them once.
+            summarise_every_answer(conn)
         conn.execute(PRICE_ALERTS_DDL)
         [(stamps_were_kept,)] = _rows(conn, "SELECT to_regclass('public.route_loads') IS NOT NULL")
         conn.execute(ROUTE_LOADS_DDL)
@@ -441,6 +473,12 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             # check however stale: stamping their routes now leaves them unserved until the next refresh.
             conn.execute(stamp_routes_sql("trip_pages"))
         _grant_to_web_role(conn)
+
+
+def summarise_every_answer(conn: psycopg.Connection) -> None:
+    """Rewrite answer_summaries from every fare row, for fare rows written other than by a load (a bulk insert)."""
+    conn.execute("TRUNCATE answer_summaries")
+    conn.execute("INSERT INTO answer_summaries " + _SUMMARISED_ANSWERS.format(searches=""))
 
 
 def _copy_into(conn: psycopg.Connection, table: str, columns: list[tuple[str, str]], rows: Iterable[tuple]) -> None:
@@ -480,6 +518,8 @@ class FareLoad:
     withdrawn: dict[str, int] = field(default_factory=dict)
     # Empty answers inserted or changed, or deleted because their search, structured again, was not one.
     empty_answers_changed: int = 0
+    # Answer summaries inserted, changed or deleted: those of the searches the load touched, summarised again.
+    answer_summaries_changed: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
     # Why retention dropped nothing this time although months are past it (the next load tries again).
     retention_deferred: str | None = None
@@ -570,6 +610,30 @@ def _merge_empty_answers(conn: psycopg.Connection, answers: Iterable[tuple], fir
     merged = _stamping_routes(conn, _upsert_sql("empty_answers", "empty_answer_staging", key,
                                                 [name for name, _ in EMPTY_ANSWER_COLUMNS])
                               + " RETURNING origin, destination")
+    return deleted + merged
+
+
+def _merge_answer_summaries(conn: psycopg.Connection) -> int:
+    """Summarise again every search the load touched (the landing hours' and the staged rows'); rows inserted, changed
+    or deleted."""
+    conn.execute("CREATE TEMP TABLE touched_searches ON COMMIT DROP AS"
+                 " SELECT collected_at, search_id FROM search_staging"
+                 " UNION SELECT collected_at, search_id FROM fare_staging")
+    conn.execute("ANALYZE touched_searches")
+    conn.execute("CREATE TEMP TABLE answer_staging (LIKE answer_summaries) ON COMMIT DROP")
+    # As in _withdraw_unstaged: the searches' time range keeps the planner to their collection times in the key.
+    touched = ("JOIN touched_searches AS touched USING (collected_at, search_id)"
+               " WHERE options.collected_at BETWEEN (SELECT min(collected_at) FROM touched_searches)"
+               " AND (SELECT max(collected_at) FROM touched_searches)")
+    conn.execute("INSERT INTO answer_staging " + _SUMMARISED_ANSWERS.format(searches=touched))
+    key = ["collected_at", "search_id", "currency"]
+    deleted = conn.execute("DELETE FROM answer_summaries AS placed USING touched_searches AS touched"
+                           " WHERE (placed.collected_at, placed.search_id) = (touched.collected_at, touched.search_id)"
+                           " AND NOT EXISTS (SELECT 1 FROM answer_staging AS staged"
+                           f" WHERE ({', '.join(f'staged.{name}' for name in key)})"
+                           f" = ({', '.join(f'placed.{name}' for name in key)}))").rowcount
+    merged = conn.execute(_upsert_sql("answer_summaries", "answer_staging", key,
+                                      [name for name, _ in ANSWER_SUMMARY_COLUMNS])).rowcount
     return deleted + merged
 
 
@@ -676,6 +740,7 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
         _rekey_fare_tables(conn)
         load, first_kept = _merge_fares(conn, fares, searches, retention_days)
         load.empty_answers_changed = _merge_empty_answers(conn, empty_answers, first_kept)
+        load.answer_summaries_changed = _merge_answer_summaries(conn)
         for table, rows in dimensions.items():
             load.changed[table] = _upsert_dimension(conn, table, rows)
     if first_kept is not None:
@@ -684,8 +749,8 @@ def load_warehouse(conn: psycopg.Connection, fares: Iterable[tuple], dimensions:
             with conn.transaction():
                 _serialize_schema_changes(conn)
                 load.dropped_partitions = _drop_partitions_before(conn, first_kept)
-                conn.execute("DELETE FROM empty_answers WHERE collected_at < %s",
-                             (_utc_midnight(first_kept),))
+                for table in ("empty_answers", "answer_summaries"):
+                    conn.execute(f"DELETE FROM {table} WHERE collected_at < %s", (_utc_midnight(first_kept),))
                 # A trip that departed before the oldest month kept has no fares left: its alerts are done with.
                 conn.execute("DELETE FROM price_alerts WHERE depart_date < %s", (first_kept,))
                 if load.dropped_partitions:
@@ -731,13 +796,14 @@ def load_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iterab
     return load_warehouse(conn, rows, {}, searches=searches).changed
 
 
-def checked_dsn(dsn: str) -> str:
-    """`dsn` when PostgreSQL can read it; else an error that does not quote it (psycopg's would show the password)."""
+def checked_dsn(dsn: str, variable: str = "FARES_WAREHOUSE_DSN") -> str:
+    """`dsn` when PostgreSQL can read it; else an error that names the `variable` it came from but does not quote it
+    (psycopg's would show the password)."""
     try:
         conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
-        raise ValueError("the warehouse DSN (FARES_WAREHOUSE_DSN) is not a PostgreSQL connection string psycopg can "
-                         "read: URL-encode the special characters of its password (%, spaces, @, /)") from None
+        raise ValueError(f"{variable} is not a PostgreSQL connection string psycopg can read: URL-encode the special "
+                         "characters of its password (%, spaces, @, /)") from None
     return dsn
 
 
@@ -777,8 +843,8 @@ def table_counts(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) 
     return {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in tables}
 
 
-def estimated_rows(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES) -> dict[str, int]:
-    """The planner's row count of each table, summed over its partitions (autovacuum's last ANALYZE; 0 before one).
+def estimated_rows(conn: psycopg.Connection) -> dict[str, int]:
+    """The planner's row count of each fare table, summed over its partitions (autovacuum's last ANALYZE; 0 before one).
 
     What a load reports after every hour: an exact count would read every partition retention keeps (gigabytes after
     months) and push the page's working set out of PostgreSQL's cache, where this reads the catalog.
@@ -788,7 +854,7 @@ def estimated_rows(conn: psycopg.Connection, tables: Iterable[str] = FARE_TABLES
     return {table: _rows(conn, """SELECT coalesce(sum(greatest(reltuples, 0)), 0)::int8
                                    FROM pg_partition_tree(%s::regclass) AS tree JOIN pg_class ON pg_class.oid = relid
                                    WHERE isleaf""", (table,))[0][0]
-            for table in tables}
+            for table in FARE_TABLES}
 
 
 def rows_from_arrow(table) -> Iterable[tuple]:
@@ -828,17 +894,11 @@ def observations_query(departing_from: str) -> str:
     party = "adults IS NOT NULL AND children IS NOT NULL AND cabin IS NOT NULL"
     trip = "origin, destination, depart_date, return_date, adults, children, cabin"
     return f"""
-WITH options AS (
-  SELECT *, true AS national FROM national_fares WHERE depart_date >= {departing_from} AND {party}
-  UNION ALL
-  SELECT *, false AS national FROM international_fares WHERE depart_date >= {departing_from} AND {party}
-),
-per_provider AS (
+WITH per_provider AS (
   SELECT {trip}, collected_at, currency, provider,
-         min(total_amount) AS cheapest, count(*) AS option_count, string_agg(carriers, ',') AS carriers,
-         count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0) AS nonstop_count,
-         bool_and(national) AS national
-  FROM options
+         min(cheapest_total) AS cheapest, sum(option_count) AS option_count, string_agg(carriers, ',') AS carriers,
+         sum(nonstop_count) AS nonstop_count, bool_and(national) AS national
+  FROM answer_summaries WHERE depart_date >= {departing_from} AND {party}
   GROUP BY {trip}, collected_at, currency, provider
   UNION ALL
   SELECT {trip}, collected_at, NULL::text, provider, NULL::numeric, 0, NULL::text, 0, NULL::boolean
