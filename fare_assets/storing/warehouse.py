@@ -627,11 +627,14 @@ def _merge_answer_summaries(conn: psycopg.Connection) -> int:
                " AND (SELECT max(collected_at) FROM touched_searches)")
     conn.execute("INSERT INTO answer_staging " + _SUMMARISED_ANSWERS.format(searches=touched))
     key = ["collected_at", "search_id", "currency"]
-    deleted = conn.execute("DELETE FROM answer_summaries AS placed USING touched_searches AS touched"
-                           " WHERE (placed.collected_at, placed.search_id) = (touched.collected_at, touched.search_id)"
-                           " AND NOT EXISTS (SELECT 1 FROM answer_staging AS staged"
-                           f" WHERE ({', '.join(f'staged.{name}' for name in key)})"
-                           f" = ({', '.join(f'placed.{name}' for name in key)}))").rowcount
+    columns = ", ".join(key)
+    # EXCEPT compares the two sets whole: a NOT EXISTS planned on the summaries' stale statistics probed staging once
+    # per summary (9 s for a reload of 10,000 searches).
+    gone = (f"SELECT {columns} FROM answer_summaries JOIN touched_searches USING (collected_at, search_id)"
+            f" EXCEPT SELECT {columns} FROM answer_staging")
+    deleted = conn.execute(f"DELETE FROM answer_summaries AS placed USING ({gone}) AS gone"
+                           f" WHERE ({', '.join(f'placed.{name}' for name in key)})"
+                           f" = ({', '.join(f'gone.{name}' for name in key)})").rowcount
     merged = conn.execute(_upsert_sql("answer_summaries", "answer_staging", key,
                                       [name for name, _ in ANSWER_SUMMARY_COLUMNS])).rowcount
     return deleted + merged
