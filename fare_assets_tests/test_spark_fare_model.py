@@ -72,7 +72,7 @@ def test_the_spark_evaluation_judges_the_same_test_rows_as_pandas(spark, few_rou
     # Fewer test rows than a chart draws: the sample is every one of them.
     assert len(evaluation.predicted) == len(evaluation.test_rows) == evaluation.metrics["test_rows"]
     # The errors computed in Spark are those of the same model's pandas predictions on the same rows.
-    train, test = fare_model_module.evaluation_split(frame, 0.25)
+    train, test = fare_model_module.evaluation_split(frame)
     route_means = train.groupby(train["origin"] + "-" + train["destination"])["cheapest_total"].mean()
     on_driver = fare_model_module.evaluated(evaluation.model, test, route_means, float(train["cheapest_total"].mean()),
                                             len(train))

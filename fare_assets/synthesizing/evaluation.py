@@ -20,6 +20,9 @@ BASELINES = ("buy_first", "buy_21_days", "running_min_rule")
 POLICIES = ("advisor", *BASELINES, "oracle")
 
 CALIBRATION_BINS = 10
+# The shares of departed trips, by departure date, held out for the threshold and calibration, and for the test.
+VALIDATION_SHARE = 0.2
+TEST_SHARE = 0.2
 # Permutation importance predicts the sample once per column and repeat: capped so a daily run takes seconds.
 IMPORTANCE_MAX_ROWS = 3000
 
@@ -64,14 +67,15 @@ class EvaluationResult:
     judgement: HeldOutJudgement
 
 
-def split_by_departure(features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
-    """Split trips by departure date so validation and test trips depart after every training trip."""
+def split_by_departure(features: pd.DataFrame) -> TripSplit:
+    """Split trips by departure date (VALIDATION_SHARE, TEST_SHARE of them, the latest) so validation and test trips
+    depart after every training trip."""
     departures = features.groupby("trip_id")["depart_date"].first().sort_values()
     trip_count = len(departures)
     if trip_count == 0:
         raise ValueError("no watched trip has departed yet: the advisor learns from trips followed to departure")
-    validation_from = departures.iloc[int(trip_count * (1 - validation_share - test_share))]
-    test_from = departures.iloc[int(trip_count * (1 - test_share))]
+    validation_from = departures.iloc[int(trip_count * (1 - VALIDATION_SHARE - TEST_SHARE))]
+    test_from = departures.iloc[int(trip_count * (1 - TEST_SHARE))]
     depart = features["depart_date"]
     split = TripSplit(
         train=features[depart < validation_from],
@@ -179,14 +183,12 @@ def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
     return features[departure_day_ended.set_axis(features.index) <= features["collected_at"].max()]
 
 
-def train_and_evaluate(
-    features: pd.DataFrame, validation_share: float = 0.2, test_share: float = 0.2, random_state: int = 0,
-    engine: str = SKLEARN, max_upset_rate: float | None = None,
-) -> EvaluationResult:
+def train_and_evaluate(features: pd.DataFrame, engine: str = SKLEARN,
+                       max_upset_rate: float | None = None) -> EvaluationResult:
     """Split departed trips by departure, train on the earliest, choose the threshold on validation (within the
     upset cap), judge on test."""
-    split = split_by_departure(watched_to_departure(features), validation_share, test_share)
-    advisor = BuyWaitAdvisor(random_state=random_state, engine=engine, max_upset_rate=max_upset_rate)
+    split = split_by_departure(watched_to_departure(features))
+    advisor = BuyWaitAdvisor(engine=engine, max_upset_rate=max_upset_rate)
     advisor.fit(split.train, split.validation)
     advisor.route_calendar = route_calendar(features)
     return evaluated(advisor, split, validation_trips=split.validation["trip_id"].nunique())
@@ -246,8 +248,7 @@ def waiting_outcomes(test_features: pd.DataFrame, advisor: BuyWaitAdvisor) -> tu
     return advisor.model_inputs(test_features[modelled]), continuation_ratios(test_features, buys)[modelled]
 
 
-def calibration_bins(probability: np.ndarray, observed: np.ndarray, bins: int = CALIBRATION_BINS,
-                     rows: np.ndarray | None = None) -> pd.DataFrame:
+def calibration_bins(probability: np.ndarray, observed: np.ndarray, rows: np.ndarray | None = None) -> pd.DataFrame:
     """Equal-width probability bins that hold rows: bin_from, bin_to, rows, mean_probability and observed_rate.
 
     `rows` weighs each point (grouped rows, with `observed` their drop rate); one row each when not given.
@@ -256,13 +257,13 @@ def calibration_bins(probability: np.ndarray, observed: np.ndarray, bins: int = 
     weight = np.ones(len(probability)) if rows is None else np.asarray(rows, dtype=float)
     frame = pd.DataFrame({
         # A probability of exactly 1 belongs to the top bin.
-        "bin": np.minimum((probability * bins).astype(int), bins - 1),
+        "bin": np.minimum((probability * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1),
         "rows": weight,
         "probability": probability * weight,
         "observed": np.asarray(observed, dtype=float) * weight,
     })
     grouped = frame.groupby("bin").sum()
-    grouped = pd.DataFrame({"bin_from": grouped.index / bins, "bin_to": (grouped.index + 1) / bins,
+    grouped = pd.DataFrame({"bin_from": grouped.index / CALIBRATION_BINS, "bin_to": (grouped.index + 1) / CALIBRATION_BINS,
                             "rows": grouped["rows"].round().astype(int),
                             "mean_probability": grouped["probability"] / grouped["rows"],
                             "observed_rate": grouped["observed"] / grouped["rows"]})

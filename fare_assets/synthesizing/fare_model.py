@@ -33,6 +33,8 @@ CARRIER_MIX = ("carrier_count", "nonstop_share")
 
 # HistGradientBoosting takes at most 255 categories; routes beyond the busiest are left to distance alone.
 MAX_ROUTE_CODES = 250
+# The share of observations, the latest departures, the evaluation tests on.
+TEST_SHARE = 0.25
 
 
 def _route_names(frame: pd.DataFrame) -> pd.Series:
@@ -53,10 +55,10 @@ def log_fare_per_passenger(cheapest_total: pd.Series, passengers: pd.Series) -> 
     return np.log(cheapest_total.astype(float) / passengers)
 
 
-def evaluation_split(observations: pd.DataFrame, test_share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train on earlier departures, test on the latest `test_share` of departure dates."""
+def evaluation_split(observations: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train on earlier departures, test on the latest TEST_SHARE of departure dates."""
     departures = pd.to_datetime(observations["depart_date"])
-    test_from = departures.quantile(1 - test_share)
+    test_from = departures.quantile(1 - TEST_SHARE)
     return observations[departures < test_from], observations[departures >= test_from]
 
 
@@ -202,28 +204,28 @@ class FareModelEvaluation:
     metrics: dict
 
 
-def fit_fare_model(observations, engine: str = SKLEARN, random_state: int = 0) -> FareModel:
+def fit_fare_model(observations, engine: str = SKLEARN) -> FareModel:
     """A FareModel of `engine` trained on the observations: a pandas frame, or for MLlib also a Spark frame, where
     it trains as Spark jobs (spark_fare_model)."""
     if engine != SPARK:
-        return FareModel(random_state, engine).fit(observations)
+        return FareModel(engine=engine).fit(observations)
     from fare_assets.synthesizing import spark_fare_model
 
-    return spark_fare_model.fit_on_spark(FareModel(random_state, engine), spark_observations(observations))
+    return spark_fare_model.fit_on_spark(FareModel(engine=engine), spark_observations(observations))
 
 
-def evaluate_fare_model(observations, test_share: float = 0.25, random_state: int = 0,
-                        engine: str = SKLEARN) -> FareModelEvaluation:
-    """Train on earlier departures, test on later ones; MAE and MAPE beside a per-route mean baseline.
+def evaluate_fare_model(observations, engine: str = SKLEARN) -> FareModelEvaluation:
+    """Train on earlier departures, test on the latest TEST_SHARE of them; MAE and MAPE beside a per-route mean
+    baseline.
 
     With MLlib the observations may be a Spark frame: the model trains and is judged where they are.
     """
     if engine == SPARK:
         from fare_assets.synthesizing import spark_fare_model
 
-        return spark_fare_model.evaluate_on_spark(spark_observations(observations), test_share, random_state)
-    train, test = evaluation_split(observations, test_share)
-    model = FareModel(random_state, engine).fit(train)
+        return spark_fare_model.evaluate_on_spark(spark_observations(observations))
+    train, test = evaluation_split(observations)
+    model = FareModel(engine=engine).fit(train)
     route_means = train.groupby(_route_names(train))["cheapest_total"].mean()
     return evaluated(model, test, route_means, float(train["cheapest_total"].mean()), len(train))
 

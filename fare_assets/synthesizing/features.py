@@ -435,11 +435,11 @@ def _add_peer_features(frame: pd.DataFrame) -> None:
     frame["fare_to_route_peers"] = np.exp(frame["log_fare"].to_numpy() - peer_log_mean)
 
 
-def drop_labels(features: pd.DataFrame, min_drop_share: float = MEANINGFUL_DROP_SHARE) -> pd.DataFrame:
+def drop_labels(features: pd.DataFrame) -> pd.DataFrame:
     """Training labels that look ahead: the lowest later fare and whether it is a meaningful drop.
 
     Columns: future_min_fare (NaN at the last observation), drops_meaningfully (a later fare at least
-    `min_drop_share` below the current one), is_last_observation. Aligned to `features`' index.
+    MEANINGFUL_DROP_SHARE below the current one), is_last_observation. Aligned to `features`' index.
     """
     ordered = features[["trip_id", "collected_at", "fare"]].sort_values(["trip_id", "collected_at"], kind="stable")
     reversed_rows = ordered.iloc[::-1]
@@ -447,6 +447,6 @@ def drop_labels(features: pd.DataFrame, min_drop_share: float = MEANINGFUL_DROP_
     future_min = min_from_here.groupby(reversed_rows["trip_id"], sort=False).shift(1)
     labels = pd.DataFrame(index=reversed_rows.index)
     labels["future_min_fare"] = future_min
-    labels["drops_meaningfully"] = future_min <= reversed_rows["fare"] * (1 - min_drop_share)
+    labels["drops_meaningfully"] = future_min <= reversed_rows["fare"] * (1 - MEANINGFUL_DROP_SHARE)
     labels["is_last_observation"] = future_min.isna()
     return labels.reindex(features.index)

@@ -17,8 +17,9 @@ from fare_assets.local_dates import day_end
 from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
                                               chosen_threshold, is_last_call)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
-from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, EvaluationResult,
-                                                 HeldOutJudgement, TripSplit, brier_score, calibration_bins, evaluated)
+from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, TEST_SHARE,
+                                                 VALIDATION_SHARE, EvaluationResult, HeldOutJudgement, TripSplit,
+                                                 brier_score, calibration_bins, evaluated)
 from fare_assets.synthesizing.features import MEANINGFUL_DROP_SHARE, MODEL_FEATURES
 from fare_assets.synthesizing.spark_features import bounded_sample, route_calendar
 
@@ -34,14 +35,14 @@ def _trip() -> Window:
     return Window.partitionBy("trip_id").orderBy("collected_at")
 
 
-def with_drop_labels(features: DataFrame, min_drop_share: float = MEANINGFUL_DROP_SHARE) -> DataFrame:
+def with_drop_labels(features: DataFrame) -> DataFrame:
     """features.drop_labels as columns: future_min_fare (null at the last observation), drops_meaningfully,
     is_last_observation."""
     later = _trip().rowsBetween(1, Window.unboundedFollowing)
     future_min = F.min("fare").over(later)
     return (features.withColumn("future_min_fare", future_min)
             .withColumn("drops_meaningfully",
-                        F.coalesce(F.col("future_min_fare") <= F.col("fare") * (1 - min_drop_share), F.lit(False)))
+                        F.coalesce(F.col("future_min_fare") <= F.col("fare") * (1 - MEANINGFUL_DROP_SHARE), F.lit(False)))
             .withColumn("is_last_observation", F.lead("collected_at").over(_trip()).isNull()))
 
 
@@ -186,7 +187,7 @@ def watched_to_departure(features: DataFrame) -> DataFrame:
             .where(F.unix_micros("departure_day_ended") <= F.lit(latest)).select(*features.columns))
 
 
-def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2) -> TripSplit:
+def split_by_departure(features: DataFrame) -> TripSplit:
     """evaluation.split_by_departure on a Spark frame: the three parts stay Spark frames."""
     # One row per departure date with its trips: the split needs the dates in order, not every trip on the driver.
     dates = (features.groupBy("trip_id").agg(F.first("depart_date").alias("depart_date"))
@@ -199,8 +200,8 @@ def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_
 
     if trip_count == 0:
         raise ValueError("too few distinct departure dates for a split: train, validation, test would be empty")
-    validation_from = date_at(int(trip_count * (1 - validation_share - test_share)))
-    test_from = date_at(int(trip_count * (1 - test_share)))
+    validation_from = date_at(int(trip_count * (1 - VALIDATION_SHARE - TEST_SHARE)))
+    test_from = date_at(int(trip_count * (1 - TEST_SHARE)))
     depart = F.col("depart_date")
     train = features.where(depart < F.lit(validation_from.date()))
     validation = features.where((depart >= F.lit(validation_from.date())) & (depart < F.lit(test_from.date())))
@@ -211,12 +212,11 @@ def split_by_departure(features: DataFrame, validation_share: float = 0.2, test_
     return TripSplit(train, validation, test, validation_from, test_from)
 
 
-def train_and_evaluate(features: DataFrame, validation_share: float = 0.2, test_share: float = 0.2,
-                       random_state: int = 0, max_upset_rate: float | None = None) -> EvaluationResult:
+def train_and_evaluate(features: DataFrame, max_upset_rate: float | None = None) -> EvaluationResult:
     """evaluation.train_and_evaluate with the MLlib engine on Spark features: trained, thresholded and judged in Spark."""
     # Every step below reads the features: computed once here, not once per job.
-    split = split_by_departure(watched_to_departure(features).checkpoint(), validation_share, test_share)
-    advisor = fit_on_spark(BuyWaitAdvisor(random_state=random_state, engine=SPARK, max_upset_rate=max_upset_rate),
+    split = split_by_departure(watched_to_departure(features).checkpoint())
+    advisor = fit_on_spark(BuyWaitAdvisor(engine=SPARK, max_upset_rate=max_upset_rate),
                            split.train, split.validation)
     advisor.route_calendar = route_calendar(features)
     return evaluated(advisor, split, validation_trips=split.validation.select("trip_id").distinct().count(),

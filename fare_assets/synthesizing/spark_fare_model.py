@@ -10,7 +10,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fare_assets.synthesizing.fare_model import (CARRIER_MIX, CHARTED_TEST_ROWS, FARE_MODEL_FEATURES, MAX_ROUTE_CODES,
-                                                 FareModel, FareModelEvaluation, _national, as_grid_cells)
+                                                 TEST_SHARE, FareModel, FareModelEvaluation, _national, as_grid_cells)
 from fare_assets.synthesizing.features import CABIN_RANKS, TRIP_KEY, great_circle_km
 from fare_assets.synthesizing.spark_features import MICROS_PER_DAY, bounded_sample, to_pandas_times
 
@@ -79,14 +79,14 @@ def fit_on_spark(model: FareModel, observations: DataFrame) -> FareModel:
     return model
 
 
-def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_state: int = 0) -> FareModelEvaluation:
+def evaluate_on_spark(observations: DataFrame) -> FareModelEvaluation:
     """evaluate_fare_model with MLlib: trained on earlier departures and judged on the later ones in Spark; the
     evaluation's test rows (and their predictions) are a sample of at most CHARTED_TEST_ROWS, for the charts."""
-    # fare_model.evaluation_split: the departure date below which 1 - test_share of the rows fall (interpolated).
-    split_day = observations.agg(F.percentile(F.unix_date("depart_date"), 1 - test_share)).first()[0]
+    # fare_model.evaluation_split: the departure date below which 1 - TEST_SHARE of the rows fall (interpolated).
+    split_day = observations.agg(F.percentile(F.unix_date("depart_date"), 1 - TEST_SHARE)).first()[0]
     day = F.unix_date("depart_date")
     train, test = observations.where(day < split_day), observations.where(day >= split_day)
-    model = fit_on_spark(FareModel(random_state, engine="spark"), train)
+    model = fit_on_spark(FareModel(engine="spark"), train)
     means = train.groupBy(_route().alias("route")).agg(F.avg("cheapest_total").alias("mean")).toPandas()
     overall_mean, train_rows = train.agg(F.avg("cheapest_total"), F.count(F.lit(1))).first()
     # Judged as the page asks (fare_model.as_grid_cells). The matrix replaces columns of its own names (national,
@@ -109,7 +109,7 @@ def evaluate_on_spark(observations: DataFrame, test_share: float = 0.25, random_
             (("mae", F.avg, F.lit(1.0)), ("mape", F.avg, actual))]).first()
         test_rows = totals["rows"]
         key = [*TRIP_KEY, "collected_at"]
-        sample = to_pandas_times(bounded_sample(judged, key, CHARTED_TEST_ROWS, random_state).orderBy(*key))
+        sample = to_pandas_times(bounded_sample(judged, key, CHARTED_TEST_ROWS).orderBy(*key))
     finally:
         judged.unpersist()
     metrics = {
