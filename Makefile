@@ -76,6 +76,7 @@ bench: setup $(EMR_VENV)/.installed
 	$(PY) bench/option_count_check_cost.py
 	$(PY) bench/structuring_growth.py
 	$(PY) bench/hourly_lake_reads.py
+	$(PY) bench/trip_history_depth.py
 	$(PY) bench/fare_page_load.py
 	$(PY) bench/advisor_evaluation.py
 
