@@ -872,6 +872,23 @@ def refresh_serving(warehouse_dsn: str, lake: str) -> dict:
     return counts
 
 
+def test_a_warehouse_upgraded_before_its_answer_summaries_charts_from_the_option_rows(warehouse_dsn, load, client):
+    load(history_rows(["310.00", "240.00"]))
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        conn.execute("DROP TABLE answer_summaries")
+    # The page's role cannot create the table: until a load does, the history is read from the option rows.
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["310.00", "240.00"]
+    page = client.get("/fares", query_string={**trip_query(), "adults": "1"})
+    assert page.status_code == 200 and "2 collections of this trip" in page_text(page)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        assert conn.execute("SELECT count(*) FROM answer_summaries").fetchone()[0] == 2
+    history = client.get("/api/history", query_string=trip_query()).get_json()
+    assert [point["cheapest"] for point in history["points"]] == ["310.00", "240.00"]
+
+
 def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_models):
     # Today's 240.00 is the lowest of six collections and below the one collected nearby date.
     load(history_rows(["310.00", "330.00", "295.00", "350.00", "300.00", "240.00"])

@@ -169,6 +169,16 @@ def _summarised_answers(template: str) -> sql.Composed:
         for table, parts in (("answer_summaries", summaries), ("empty_answers", _NOTHING_QUOTED)))
 
 
+def _over_answers(conn: psycopg.Connection, query: str, template: str, params: dict) -> list[dict]:
+    """`query` over `template`'s rows of the answers' summaries; of the option rows on a warehouse upgraded from before
+    the summaries, until its next load (or `make run`) creates them, which the page's role cannot do (the connection
+    is in autocommit, so the failed statement leaves nothing aborted)."""
+    try:
+        return conn.execute(sql.SQL(query).format(rows=_summarised_answers(template)), params).fetchall()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+        return conn.execute(sql.SQL(query).format(rows=_answer_rows(template)), params).fetchall()
+
+
 def _trip_params(trip: Trip, currency: str | None = None) -> dict:
     return {"origin": trip.origin, "destination": trip.destination, "depart_date": trip.depart_date,
             "return_date": trip.return_date, "adults": trip.adults, "children": trip.children, "cabin": trip.cabin,
@@ -255,7 +265,7 @@ def provider_quotes(conn: psycopg.Connection, trip: Trip, shown: dict) -> dict[s
     """
     params = {**_trip_params(trip), "adults": shown["adults"], "children": shown["children"], "cabin": shown["cabin"],
               "shown_at": shown["collected_at"], "since": shown["collected_at"] - ABSENT_PROVIDER_WINDOW}
-    rows = conn.execute(sql.SQL(_PROVIDERS_NEWEST).format(rows=_summarised_answers(_PROVIDER_ROWS)), params).fetchall()
+    rows = _over_answers(conn, _PROVIDERS_NEWEST, _PROVIDER_ROWS, params)
     present = {row["provider"] for row in rows if row["collected_at"] == shown["collected_at"]}
     newest = {}
     for row in sorted(rows, key=lambda row: -row["collected_at"].timestamp()):
@@ -449,8 +459,7 @@ def trip_page(conn: psycopg.Connection, trip: Trip, today: dt.date, column: str 
 def trip_history(conn: psycopg.Connection, trip: Trip, currency: str) -> list[dict]:
     """The cheapest total in `currency` of each collection of the trip for its party and cabin, oldest first, each
     saying whether a provider that quoted the trip in the day before was missing from it (`provider_absent`)."""
-    query = sql.SQL(_TRIP_HISTORY).format(rows=_summarised_answers(_TRIP_ROWS))
-    return conn.execute(query, _trip_params(trip, currency)).fetchall()
+    return _over_answers(conn, _TRIP_HISTORY, _TRIP_ROWS, _trip_params(trip, currency))
 
 
 def date_grid(conn: psycopg.Connection, trip: Trip, party: tuple[int, int, str] | None, today: dt.date,

@@ -261,24 +261,27 @@ CREATE INDEX IF NOT EXISTS empty_answers_trip_idx ON empty_answers ({FARE_INDEXE
 ANSWER_SUMMARY_COLUMNS = [*EMPTY_ANSWER_COLUMNS, ("currency", "text"), ("cheapest_total", "numeric(18,3)"),
                           ("option_count", "int4"), ("carriers", "text"), ("nonstop_count", "int4"),
                           ("national", "bool")]
+_ANSWER_KEY = ["collected_at", "search_id", "currency"]
 ANSWER_SUMMARIES_DDL = f"""
 CREATE TABLE IF NOT EXISTS answer_summaries (
-  {", ".join(f"{name} {kind} NOT NULL" if name in ("search_id", "collected_at", "currency") else f"{name} {kind}"
+  {", ".join(f"{name} {kind} NOT NULL" if name in _ANSWER_KEY else f"{name} {kind}"
              for name, kind in ANSWER_SUMMARY_COLUMNS)},
-  PRIMARY KEY (collected_at, search_id, currency)
+  PRIMARY KEY ({", ".join(_ANSWER_KEY)})
 );
 CREATE INDEX IF NOT EXISTS answer_summaries_trip_idx ON answer_summaries ({FARE_INDEXES["trip_idx"]})"""
-_ANSWER_GROUP = ", ".join(name for name, _ in EMPTY_ANSWER_COLUMNS) + ", currency"
-# `{searches}` joins the options to the searches to summarise, or is empty for all of them. Carriers are kept once
-# each, sorted: the observations count the distinct carriers of a moment's answers.
+# `{searches}` joins the options to the searches to summarise, or is empty for all of them. Grouped by the key alone:
+# a search's rows share their provider, trip and party (one record's), and should two disagree the summary takes the
+# least rather than two rows for one key. Carriers are kept once each, sorted: the observations count the distinct
+# carriers of a moment's answers.
 _SUMMARISED_ANSWERS = f"""
-SELECT {_ANSWER_GROUP}, min(total_amount), count(*),
+SELECT {", ".join(name if name in _ANSWER_KEY else f"min({name})" for name, _ in EMPTY_ANSWER_COLUMNS)}, currency,
+       min(total_amount), count(*),
        (SELECT string_agg(DISTINCT carrier, ',' ORDER BY carrier)
         FROM unnest(string_to_array(string_agg(carriers, ','), ',')) AS carrier),
        count(*) FILTER (WHERE stops_out = 0 AND coalesce(stops_back, 0) = 0), bool_and(national)
 FROM (SELECT *, true AS national FROM national_fares UNION ALL SELECT *, false FROM international_fares) AS options
 {{searches}}
-GROUP BY {_ANSWER_GROUP}"""
+GROUP BY {", ".join(_ANSWER_KEY)}"""
 
 
 def _dimension_table_ddl(table: str) -> str:
@@ -476,9 +479,14 @@ def ensure_schema(conn: psycopg.Connection) -> None:
 
 
 def summarise_every_answer(conn: psycopg.Connection) -> None:
-    """Rewrite answer_summaries from every fare row, for fare rows written other than by a load (a bulk insert)."""
-    conn.execute("TRUNCATE answer_summaries")
-    conn.execute("INSERT INTO answer_summaries " + _SUMMARISED_ANSWERS.format(searches=""))
+    """Rewrite answer_summaries from every fare row, for fare rows written other than by a load (a bulk insert, a run
+    of code older than the summaries): in one transaction, in the loads' turn; readers of the summaries wait."""
+    with conn.transaction():
+        _serialize_schema_changes(conn)
+        conn.execute("TRUNCATE answer_summaries")
+        conn.execute("INSERT INTO answer_summaries " + _SUMMARISED_ANSWERS.format(searches=""))
+        # The loads' deletions and the page's reads are planned on these figures.
+        conn.execute("ANALYZE answer_summaries")
 
 
 def _copy_into(conn: psycopg.Connection, table: str, columns: list[tuple[str, str]], rows: Iterable[tuple]) -> None:
@@ -626,16 +634,17 @@ def _merge_answer_summaries(conn: psycopg.Connection) -> int:
                " WHERE options.collected_at BETWEEN (SELECT min(collected_at) FROM touched_searches)"
                " AND (SELECT max(collected_at) FROM touched_searches)")
     conn.execute("INSERT INTO answer_staging " + _SUMMARISED_ANSWERS.format(searches=touched))
-    key = ["collected_at", "search_id", "currency"]
-    columns = ", ".join(key)
+    columns = ", ".join(_ANSWER_KEY)
     # EXCEPT compares the two sets whole: a NOT EXISTS planned on the summaries' stale statistics probed staging once
-    # per summary (9 s for a reload of 10,000 searches).
+    # per summary (9 s for a reload of 10,000 searches). The searches' time range keeps both reads to it.
+    in_range = ("collected_at BETWEEN (SELECT min(collected_at) FROM touched_searches)"
+                " AND (SELECT max(collected_at) FROM touched_searches)")
     gone = (f"SELECT {columns} FROM answer_summaries JOIN touched_searches USING (collected_at, search_id)"
-            f" EXCEPT SELECT {columns} FROM answer_staging")
+            f" WHERE answer_summaries.{in_range} EXCEPT SELECT {columns} FROM answer_staging")
     deleted = conn.execute(f"DELETE FROM answer_summaries AS placed USING ({gone}) AS gone"
-                           f" WHERE ({', '.join(f'placed.{name}' for name in key)})"
-                           f" = ({', '.join(f'gone.{name}' for name in key)})").rowcount
-    merged = conn.execute(_upsert_sql("answer_summaries", "answer_staging", key,
+                           f" WHERE placed.{in_range} AND ({', '.join(f'placed.{name}' for name in _ANSWER_KEY)})"
+                           f" = ({', '.join(f'gone.{name}' for name in _ANSWER_KEY)})").rowcount
+    merged = conn.execute(_upsert_sql("answer_summaries", "answer_staging", _ANSWER_KEY,
                                       [name for name, _ in ANSWER_SUMMARY_COLUMNS])).rowcount
     return deleted + merged
 
