@@ -153,20 +153,24 @@ _QUOTED = {"currency": sql.SQL("currency"), "total": sql.SQL("total_amount")}
 _NOTHING_QUOTED = {"currency": sql.SQL("NULL::text"), "total": sql.SQL("NULL::numeric")}
 
 
-def _answer_rows(template: str) -> sql.Composed:
-    """`template` over both fare tables and, as rows without currency or total, over `empty_answers`: a provider that
-    answered with no option was not missing from its collection."""
+def _with_empty_answers(quoted: sql.Composable, template: str) -> sql.Composed:
+    """`quoted` (rows of `template` that quoted fares) and, as rows without currency or total, `template` over
+    `empty_answers`: a provider that answered with no option was not missing from its collection."""
     empty = sql.SQL("(" + template + ")").format(table=sql.Identifier("empty_answers"), **_NOTHING_QUOTED)
-    return sql.SQL(" UNION ALL ").join([_each_table(template, **_QUOTED), empty])
+    return sql.SQL(" UNION ALL ").join([quoted, empty])
+
+
+def _answer_rows(template: str) -> sql.Composed:
+    """`template` over both fare tables and the empty answers."""
+    return _with_empty_answers(_each_table(template, **_QUOTED), template)
 
 
 def _summarised_answers(template: str) -> sql.Composed:
-    """`template` over each answer's summary (its cheapest for `{total}`) and, as _answer_rows does, its empty answers:
-    one row per provider and sweep instead of one per option."""
-    summaries = {"currency": sql.SQL("currency"), "total": sql.SQL("cheapest_total")}
-    return sql.SQL(" UNION ALL ").join(
-        sql.SQL("(" + template + ")").format(table=sql.Identifier(table), **parts)
-        for table, parts in (("answer_summaries", summaries), ("empty_answers", _NOTHING_QUOTED)))
+    """`template` over each answer's summary (its cheapest for `{total}`) and the empty answers: one row per provider
+    and sweep instead of one per option."""
+    summaries = sql.SQL("(" + template + ")").format(table=sql.Identifier("answer_summaries"),
+                                                     currency=sql.SQL("currency"), total=sql.SQL("cheapest_total"))
+    return _with_empty_answers(summaries, template)
 
 
 def _over_answers(conn: psycopg.Connection, query: str, template: str, params: dict) -> list[dict]:

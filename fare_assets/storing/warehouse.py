@@ -564,9 +564,15 @@ def _drop_partitions_before(conn: psycopg.Connection, first_kept: dt.date) -> li
     return dropped
 
 
-def _fare_key_of(alias: str) -> str:
-    """The fare key's columns of the row `alias` names, comma-separated."""
-    return ", ".join(f"{alias}.{name}" for name in FARE_KEY)
+def _key_of(alias: str, key: list[str] = FARE_KEY) -> str:
+    """The key's columns (the fare key's by default) of the row `alias` names, comma-separated."""
+    return ", ".join(f"{alias}.{name}" for name in key)
+
+
+def _collected_within(searches: str) -> str:
+    """A condition on collected_at: within the collection times of the staged `searches` (a temp table's name)."""
+    return (f"collected_at BETWEEN (SELECT min(collected_at) FROM {searches})"
+            f" AND (SELECT max(collected_at) FROM {searches})")
 
 
 def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> dict[str, int]:
@@ -581,16 +587,15 @@ def _withdraw_unstaged(conn: psycopg.Connection, searches: Iterable[tuple]) -> d
     # The fare tables' statistics lag a large load, and the planner then guesses: the searches' time range keeps
     # it probing their collection times in the key instead of scanning the whole history, and EXCEPT compares the
     # rows found with staging as two sets (a nested anti join would scan staging once per row found).
-    in_range = ("collected_at BETWEEN (SELECT min(collected_at) FROM search_staging)"
-                " AND (SELECT max(collected_at) FROM search_staging)")
+    in_range = _collected_within("search_staging")
     withdrawn = {}
     for table in FARE_TABLES:
-        gone = (f"SELECT {_fare_key_of('found')} FROM {table} AS found JOIN search_staging AS searched"
+        gone = (f"SELECT {_key_of('found')} FROM {table} AS found JOIN search_staging AS searched"
                 " ON (found.collected_at, found.search_id) = (searched.collected_at, searched.search_id)"
                 f" WHERE found.{in_range} EXCEPT SELECT {', '.join(FARE_KEY)} FROM fare_staging")
         withdrawn[table] = _stamping_routes(conn, f"DELETE FROM {table} AS placed USING ({gone}) AS gone"
                                                   f" WHERE placed.{in_range}"
-                                                  f" AND ({_fare_key_of('placed')}) = ({_fare_key_of('gone')})"
+                                                  f" AND ({_key_of('placed')}) = ({_key_of('gone')})"
                                                   " RETURNING placed.origin, placed.destination")
     return withdrawn
 
@@ -630,20 +635,17 @@ def _merge_answer_summaries(conn: psycopg.Connection) -> int:
     conn.execute("ANALYZE touched_searches")
     conn.execute("CREATE TEMP TABLE answer_staging (LIKE answer_summaries) ON COMMIT DROP")
     # As in _withdraw_unstaged: the searches' time range keeps the planner to their collection times in the key.
-    touched = ("JOIN touched_searches AS touched USING (collected_at, search_id)"
-               " WHERE options.collected_at BETWEEN (SELECT min(collected_at) FROM touched_searches)"
-               " AND (SELECT max(collected_at) FROM touched_searches)")
+    in_range = _collected_within("touched_searches")
+    touched = f"JOIN touched_searches USING (collected_at, search_id) WHERE options.{in_range}"
     conn.execute("INSERT INTO answer_staging " + _SUMMARISED_ANSWERS.format(searches=touched))
     columns = ", ".join(_ANSWER_KEY)
     # EXCEPT compares the two sets whole: a NOT EXISTS planned on the summaries' stale statistics probed staging once
-    # per summary (9 s for a reload of 10,000 searches). The searches' time range keeps both reads to it.
-    in_range = ("collected_at BETWEEN (SELECT min(collected_at) FROM touched_searches)"
-                " AND (SELECT max(collected_at) FROM touched_searches)")
+    # per summary (9 s for a reload of 10,000 searches).
     gone = (f"SELECT {columns} FROM answer_summaries JOIN touched_searches USING (collected_at, search_id)"
             f" WHERE answer_summaries.{in_range} EXCEPT SELECT {columns} FROM answer_staging")
-    deleted = conn.execute(f"DELETE FROM answer_summaries AS placed USING ({gone}) AS gone"
-                           f" WHERE placed.{in_range} AND ({', '.join(f'placed.{name}' for name in _ANSWER_KEY)})"
-                           f" = ({', '.join(f'gone.{name}' for name in _ANSWER_KEY)})").rowcount
+    deleted = conn.execute(f"DELETE FROM answer_summaries AS placed USING ({gone}) AS gone WHERE placed.{in_range}"
+                           f" AND ({_key_of('placed', _ANSWER_KEY)}) = ({_key_of('gone', _ANSWER_KEY)})"
+                           ).rowcount
     merged = conn.execute(_upsert_sql("answer_summaries", "answer_staging", _ANSWER_KEY,
                                       [name for name, _ in ANSWER_SUMMARY_COLUMNS])).rowcount
     return deleted + merged
@@ -662,7 +664,7 @@ def _merge_fares(conn: psycopg.Connection, rows: Iterable[tuple], searches: Iter
         # Rows of a month retention drops are not loaded: they would only be deleted again.
         load.past_retention = conn.execute("DELETE FROM fare_staging WHERE collected_at < %s",
                                            (_utc_midnight(first_kept),)).rowcount
-    placed_key = f"({_fare_key_of('placed')}) = ({_fare_key_of('staged')})"
+    placed_key = f"({_key_of('placed')}) = ({_key_of('staged')})"
     national_flags = list(zip(FARE_TABLES, ("true", "false")))
     for (table, national), other in zip(national_flags, reversed(FARE_TABLES)):
         # An option whose market changed (a reference update moved an airport's country) moves table: a copy
