@@ -23,6 +23,7 @@ from fare_assets_tests.fake_providers import FakeDuffel, serving
 
 DUFFEL_FIXTURES = sorted(path.name for path in (FIXTURES / "duffel").glob("*.json"))
 LANDING_HOUR = "2026-11-28-04"
+LATER_HOUR = "2026-11-28-07"
 TOKEN = "duffel_test_not_a_real_token"
 UTC = dt.timezone.utc
 
@@ -112,9 +113,9 @@ def _envelope(response: dict | None, **fields) -> dict:
     return record
 
 
-def write_raw(lake: Path, envelopes: list[dict], extra_lines: tuple[str, ...] = ()) -> str:
-    """One Firehose-style raw object in the 04:00 landing hour."""
-    path = lake / raw_object_key("fares", dt.datetime(2026, 11, 28, 4, 1, tzinfo=UTC), str(uuid.uuid4()))
+def write_raw(lake: Path, envelopes: list[dict], extra_lines: tuple[str, ...] = (), hour: int = 4) -> str:
+    """One Firehose-style raw object in the landing hour `hour` (04:00 unless told) of 2026-11-28."""
+    path = lake / raw_object_key("fares", dt.datetime(2026, 11, 28, hour, 1, tzinfo=UTC), str(uuid.uuid4()))
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(envelope) for envelope in envelopes] + list(extra_lines)
     path.write_text("".join(line + "\n" for line in lines))
@@ -247,6 +248,24 @@ def test_connections_stops_and_cabins(lake):
         assert own[-1].connection_min is None
         assert all(g.connection_min > 0 for g in own[:-1])
     assert {g.cabin for g in _rows(lake, "segments", "duffel_02.json")} == {"COACH", "BUSINESS"}
+
+
+def test_a_search_re_sent_into_a_later_hour_times_each_copys_connections_alone(spark, tmp_path):
+    # Both copies share their option ids: a connection is the wait for the next segment of its own copy.
+    envelope = _envelope(_response("duffel_01.json"))
+    raws = [write_raw(tmp_path, [envelope], hour=hour) for hour in (4, 7)]
+    structure_raw(spark, raws, str(tmp_path / "together"))
+    structure_raw(spark, raws[:1], str(tmp_path / "alone"))
+
+    def connections(lake: str) -> Counter:
+        return Counter((row.landing_hour, row.option_id, row.slice_no, row.segment_no, row.connection_min)
+                       for row in read_table(spark, lake, "segments").collect())
+
+    together, alone = connections(str(tmp_path / "together")), connections(str(tmp_path / "alone"))
+    assert together == alone + Counter({(LATER_HOUR, *key[1:]): count for key, count in alone.items()})
+    assert sum(minutes is not None for *_, minutes in alone) == sum(len(s["segments"]) - 1 for offer in
+                                                                    _offers(_response("duffel_01.json"))
+                                                                    for s in offer["slices"])
 
 
 def test_codeshares_keep_the_marketing_carrier_and_disclose_the_operating_one(lake):

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from fare_assets.storing.lake import (curated_table_path, landing_hour_of_key, partial_object_path, quarantine_path,
                                       quarantine_root, raw_object_key)
 from fare_assets.structuring.job import main, structure_raw
+from fare_assets.structuring.providers.offers import OTHER_TRIP_SHAPE
 from fare_assets.structuring.serving import empty_answers, fare_rows, searches_held
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, MONEY, read_table
 from fare_assets_tests.conftest import FIXTURES
@@ -638,6 +639,18 @@ def test_a_search_re_sent_into_a_later_hour_is_that_hours_whether_the_hours_run_
     assert per_hour == {"together": {"2026-11-28-04": 1, "2026-11-28-07": 1},
                         "apart": {"2026-11-28-04": 1, "2026-11-28-07": 1}}
     assert (counts["searches"], counts["duplicates"]) == (2, 0)
+
+
+@pytest.mark.parametrize("name, return_date", [("03_EUR_BCN-PRG.json", "2015-06-09"), ("09_USD_MIA-LGA.json", None)])
+def test_an_answer_of_other_slices_than_its_search_is_quarantined(spark, tmp_path, name, return_date):
+    # A one-way fare answering a round-trip search would be ranked as the trip's cheapest round trip.
+    envelope = _envelope(_response(name))
+    envelope["query"] = {**envelope["query"], "return_date": return_date}
+    raw = _write_raw(tmp_path, datetime(2026, 11, 28, 4, 1, tzinfo=timezone.utc), [envelope])
+    counts = structure_raw(spark, [raw], str(tmp_path))
+    assert (counts["raw_records"], counts["searches"], counts["trip_options"], counts["quarantined"]) == (1, 0, 0, 1)
+    (line,) = _quarantined(tmp_path, LANDING_HOUR)
+    assert (json.loads(line["record"])["search_id"], line["reason"]) == (envelope["search_id"], OTHER_TRIP_SHAPE)
 
 
 @pytest.mark.parametrize("answer_first", [False, True])

@@ -10,7 +10,9 @@ from pyspark.sql.types import ArrayType, BooleanType, IntegerType, MapType, Stri
 
 from fare_assets.structuring.envelope import search_rows, without_response
 from fare_assets.structuring.providers.offers import (
+    OTHER_TRIP_SHAPE,
     PARTITIONS,
+    any_other_trip_shape,
     any_unpriced,
     cabin,
     duration_minutes,
@@ -110,6 +112,8 @@ def response_problem() -> Column:
         .when(succeeded() & any_unpriced(F.col(PARSED).data, lambda offer: _money(offer.price.total),
                                          lambda offer: offer.price.currency),
               F.lit("successful status with an offer without a readable, positive price.total and price.currency"))
+        .when(succeeded() & any_other_trip_shape(F.col(PARSED).data, lambda offer: offer.itineraries),
+              F.lit(OTHER_TRIP_SHAPE))
     )
 
 

@@ -9,7 +9,9 @@ from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StringType
 
 from fare_assets.structuring.envelope import search_rows, without_response
 from fare_assets.structuring.providers.offers import (
+    OTHER_TRIP_SHAPE,
     PARTITIONS,
+    any_other_trip_shape,
     any_unpriced,
     cabin,
     duration_minutes,
@@ -101,6 +103,8 @@ def response_problem() -> Column:
         .when(succeeded() & any_unpriced(F.col(PARSED).data.offers, lambda offer: _money(offer.total_amount),
                                          lambda offer: offer.total_currency),
               F.lit("successful status with an offer without a readable, positive total_amount and total_currency"))
+        .when(succeeded() & any_other_trip_shape(F.col(PARSED).data.offers, lambda offer: offer.slices),
+              F.lit(OTHER_TRIP_SHAPE))
     )
 
 

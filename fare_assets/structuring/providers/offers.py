@@ -46,6 +46,24 @@ def any_unpriced(options: Column, amount_of: Callable[[Column], Column],
     ))
 
 
+# Why an answer with such an option is quarantined (every provider's rule says it alike).
+OTHER_TRIP_SHAPE = ("successful status with an option of other slices than the search asked for (one-way for a "
+                    "round trip, or the reverse)")
+
+
+def any_other_trip_shape(options: Column, slices_of: Callable[[Column], Column]) -> Column:
+    """Whether some option lists other than the search's slices: two for a round trip, one for a one-way search."""
+    # A one-way fare answering a round-trip search would be ranked against round trips as the cheapest of them. An
+    # option listing no slices says nothing of its shape and is kept, as an option without flights.
+    asked = F.when(F.col("return_date").isNotNull(), F.lit(2)).otherwise(F.lit(1))
+
+    def other_shape(option: Column) -> Column:
+        slices = F.coalesce(F.size(slices_of(option)), F.lit(0))
+        return (slices > 0) & (slices != asked)
+
+    return F.exists(options, other_shape)
+
+
 def duration_minutes(iso: Column) -> Column:
     """Whole minutes of an ISO-8601 duration; null when absent, not a duration, or too long for the column."""
     # Each step is a try_ form: with ANSI mode on (Spark 4) one absurd value ("P1500000D") would stop the job.
@@ -135,7 +153,8 @@ def segment_and_leg_rows(flat_segments: DataFrame) -> tuple[DataFrame, DataFrame
     arrives_local, origin_tz, destination_tz, aircraft, mileage, operating_disclosure.
     Offer providers give no connection time: it is the wait until the slice's next departure.
     """
-    next_in_slice = Window.partitionBy("option_id", "slice_no").orderBy("segment_no")
+    # A search re-sent into a later landing hour has its option ids in both hours: each copy is its own.
+    next_in_slice = Window.partitionBy("option_id", *PARTITIONS, "slice_no").orderBy("segment_no")
     timed = (
         flat_segments.withColumn("departs_at", instant(F.col("departs_local"), F.col("origin_tz")))
         .withColumn("arrives_at", instant(F.col("arrives_local"), F.col("destination_tz")))

@@ -14,7 +14,13 @@ from pyspark.sql.types import (
 )
 
 from fare_assets.structuring.envelope import search_rows, without_response
-from fare_assets.structuring.providers.offers import any_unpriced, succeeded, whole_int
+from fare_assets.structuring.providers.offers import (
+    OTHER_TRIP_SHAPE,
+    any_other_trip_shape,
+    any_unpriced,
+    succeeded,
+    whole_int,
+)
 from fare_assets.structuring.spark_compat import try_cast
 from fare_assets.structuring.tables import MONEY, PARTITION_COLUMNS, conform
 
@@ -193,6 +199,8 @@ def response_problem() -> Column:
         .when(answered & options_unread(),
               F.lit("successful status with more or fewer trip options in its text than were read (has QPX's format "
                     "changed?)"))
+        .when(answered & any_other_trip_shape(F.col(PARSED).trips.tripOption, lambda option: option.slice),
+              F.lit(OTHER_TRIP_SHAPE))
     )
 
 
