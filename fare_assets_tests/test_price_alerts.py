@@ -131,16 +131,22 @@ def test_an_alert_saved_before_its_trip_was_collected_watches_the_party_first_co
     load_quietly([])
     client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
     saved = client.post("/api/alerts", json={**trip_query(), "threshold": "300"}).get_json()
-    assert (saved["collected"], saved["trip"]["adults"], saved["currency"]) == (False, None, "USD")
-    load_quietly([fare_row("pair", "480.00", search_id="p1", collected_at=EARLIER, adults=2)])
+    assert (saved["collected"], saved["trip"]["adults"], saved["currency"]) == (False, None, None)
+    load_quietly([fare_row("pair", "480.00", search_id="p1", collected_at=EARLIER, adults=2, currency="EUR")])
     with webhook() as receiver:
         monkeypatch.setenv("FARES_ALERT_WEBHOOK_URL", url_of(receiver))
         assert "no price alert is below" in tick(warehouse_dsn).skip_message
         # A single adult's total, collected since, is not the pair's the alert now watches.
-        load_quietly([fare_row("single", "240.00", search_id="s1", adults=1)])
+        load_quietly([fare_row("single", "240.00", search_id="s1", adults=1, currency="EUR")])
         assert "no price alert is below" in tick(warehouse_dsn).skip_message and receiver.payloads == []
+        # The trip is quoted in EUR: the alert, which named no currency, watches EUR fares (a USD default never met).
+        load_quietly([fare_row("pair-cheaper", "280.00", search_id="p2", adults=2, currency="EUR")])
+        assert "sent 1 price alert" in tick(warehouse_dsn).skip_message
+    [payload] = receiver.payloads
+    assert (payload["adults"], payload["total"], payload["currency"]) == (2, "280.00", "EUR")
     with psycopg.connect(warehouse_dsn) as conn:
-        assert conn.execute("SELECT adults, children, cabin FROM price_alerts").fetchall() == [(2, 0, "COACH")]
+        assert conn.execute("SELECT adults, children, cabin, currency FROM price_alerts").fetchall() == [
+            (2, 0, "COACH", "EUR")]
 
 
 def test_an_alert_sent_twice_is_saved_once(alert_db):
@@ -267,6 +273,23 @@ def test_an_older_warehouse_gains_the_alert_cabin_column(warehouse_dsn):
         conn.commit()
         assert conn.execute("SELECT origin, cabin FROM price_alerts").fetchall() == [("SFO", None)]
     assert client.post("/api/alerts", json={**trip_query(), "threshold": "300"}).status_code == 201
+
+
+def test_an_older_warehouse_lets_an_alert_wait_for_its_trips_currency(warehouse_dsn):
+    client = create_app({"TESTING": True, "DATABASE_DSN": readonly(warehouse_dsn)}).test_client()
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.ensure_schema(conn)
+        conn.execute("ALTER TABLE price_alerts ALTER COLUMN currency SET NOT NULL")
+        conn.commit()
+        assert not warehouse.schema_is_current(conn)
+        # A trip nobody quoted yet: its alert has no currency to take, which the released column could not hold.
+        response = client.post("/api/alerts", json={**trip_query(origin="BOS"), "threshold": "300"})
+        assert response.status_code == 503 and "try again" in response.get_json()["error"]
+        warehouse.ensure_schema(conn)
+        conn.commit()
+        assert warehouse.schema_is_current(conn)
+    response = client.post("/api/alerts", json={**trip_query(origin="BOS"), "threshold": "300"})
+    assert response.status_code == 201 and response.get_json()["currency"] is None
 
 
 def test_an_alert_stays_open_through_its_departure_day_at_the_origin(alert_db):

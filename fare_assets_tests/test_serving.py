@@ -182,6 +182,23 @@ def test_the_page_reads_precomputed_advice_and_says_when_it_is_stale(loaded, tra
     assert "250.00 USD" in text and "Not yet updated for the newest fares" in text
 
 
+def test_advice_not_refreshed_through_a_day_of_newer_fares_is_withheld(warehouse_dsn, trained_models):
+    # The advice was last refreshed two days ago (its model corrupt since, say); newer fares kept coming.
+    earlier = NOW - dt.timedelta(days=2)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, history_rows(TOTALS, last=earlier))
+    refresh_serving(warehouse_dsn, trained_models)
+    with psycopg.connect(warehouse_dsn) as conn:
+        warehouse.load_fares(conn, history_rows(["250.00"], prefix="newer", last=NOW))
+    client = models_client(warehouse_dsn)
+    advice = client.get("/api/advice", query_string=trip_query()).get_json()["advice"]
+    assert (advice["action"], advice["confidence"], advice["up_to_date"]) == ("unavailable", None, False)
+    assert dt.datetime.fromisoformat(advice["based_on_collection"]) == earlier
+    text = client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    assert "No advice right now" in text and "more than 1 day before the newest" in text
+    assert "250.00 USD" in text and "advice-basis" not in text
+
+
 def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn, trained_models):
     # The provider kept failing for two days: the last advice read a fare and days ahead that no longer hold.
     last = NOW - dt.timedelta(days=2)
@@ -200,7 +217,8 @@ def test_advice_on_fares_more_than_a_day_old_is_withheld_as_stale(warehouse_dsn,
     assert "No advice right now" in text and "collected more than 1 day ago" in text
     assert "Not judged: the newest fares were collected more than 1 day ago" in text
     assert "Today&#39;s cheapest fare is" not in text and "Today's cheapest fare is" not in text
-    assert "Not yet updated" not in text
+    # The withheld advice names no collection it was for: the page shows none.
+    assert "Not yet updated" not in text and "advice-basis" not in text
 
 
 def test_a_stored_page_whose_fares_grow_too_old_for_advice_is_rendered_live(loaded, trained_models, monkeypatch):

@@ -19,6 +19,7 @@ from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
 from fare_assets.services import free_port
 from webapp import create_app, queries
+from webapp.alerts import written_amount
 from webapp.db import get_db
 from webapp.formatting import arrival_local
 from webapp.insight import price_insight
@@ -599,7 +600,7 @@ def test_a_route_ranks_its_trips_in_the_currency_of_its_newest_collection(client
 
 INVALID_TRIPS = [
     ({"origin": "S1"}, "origin", "3-letter IATA airport code"),
-    ({"origin": "London"}, "origin", "London has several airports (BQH, LCY, LGW, LHR"),
+    ({"origin": "London"}, "origin", "London has several airports: BQH (London Biggin Hill Airport, GB), LCY"),
     ({"origin": "Atlantis City"}, "origin", "or a city name, got 'Atlantis City'"),
     ({"depart": str(TODAY + dt.timedelta(days=400))}, "depart", "more than 365 days ahead"),
     ({"depart": "2026-02-30"}, "depart", "YYYY-MM-DD"),
@@ -651,7 +652,9 @@ def test_missing_fields_are_all_reported():
                                                    f"city name, got {place!r}"}
     with pytest.raises(TripError) as caught:
         parse_trip(trip_query(destination="Los Angeles, CA"))
-    assert "has several airports (LAX, LSQ, WHP): pick one" in caught.value.problems["destination"]
+    # Each named with its country, the likeliest meant first: Los Angeles, Chile's airport is among them.
+    assert ("has several airports: LAX (Los Angeles International Airport, US), LSQ (Maria Dolores Airport, CL), "
+            "WHP (Whiteman Airport, US); pick one") in caught.value.problems["destination"]
 
 
 def test_a_departure_is_past_by_the_date_at_its_origin():
@@ -921,7 +924,7 @@ def test_trip_history_insight_advice_and_grid(warehouse_dsn, load, trained_model
     assert advice["up_to_date"] is True and advice["model_version"] == "v1"
 
     text = page_text(client.get("/fares", query_string=trip_query()))
-    assert "Low price" in text and "cheaper than 100% of 6 fares" in text
+    assert "Low price" in text and "cheaper than 100% of 6 fares" in text and "USD)" in text
     assert ("Buy now" in text or "Wait" in text) and f"Chance this advice pays off: {advice['confidence']:.0%}" in text
     assert text.count('class="dot"') == 6 and "<polyline" in text
     assert text.count("cell collected") == 2 and text.count("cell predicted") == 47
@@ -976,14 +979,17 @@ def test_the_insight_is_withheld_when_a_provider_missing_from_the_newest_collect
 
 @pytest.mark.parametrize("current, reference, level, text", [
     # Fares repriced once a day, collected every 30 minutes: a fare equal to its history is typical, not low.
-    ("300", ["300"] * 5, "typical", "cheaper than 0% of 5 fares"),
-    ("400", ["300"] * 4 + ["500"], "high", "cheaper than 20% of 5 fares"),
-    ("250", ["300"] * 5, "low", "cheaper than 100% of 5 fares"),
-    ("350", ["300"] * 5, "high", "cheaper than 0% of 5 fares"),
+    ("300", ["300"] * 5, "typical", "typical for this trip: of 5 fares seen for it and for nearby dates, 100% the same "
+                                    "(typical range 300.00–300.00 EUR)"),
+    ("300", ["200", "300", "300", "300", "400"], "typical", "of 5 fares seen for it and for nearby dates, 20% cheaper, "
+                                                            "60% the same, 20% dearer"),
+    ("400", ["300"] * 4 + ["500"], "high", "high for this trip: dearer than 80% of 5 fares"),
+    ("250", ["300"] * 5, "low", "low for this trip: cheaper than 100% of 5 fares"),
+    ("350", ["300"] * 5, "high", "high for this trip: dearer than 100% of 5 fares"),
 ])
-def test_the_price_insight_counts_only_dearer_fares_and_calls_a_repeated_fare_typical(current, reference, level,
-                                                                                      text):
-    insight = price_insight(Decimal(current), [Decimal(price) for price in reference], [])
+def test_the_price_insight_says_the_share_that_makes_its_level_and_calls_a_repeated_fare_typical(current, reference,
+                                                                                                 level, text):
+    insight = price_insight(Decimal(current), "EUR", [Decimal(price) for price in reference], [])
     assert insight["level"] == level and text in insight["text"]
 
 
@@ -1041,6 +1047,15 @@ def test_grid_starts_today_and_unknown_trips_get_empty_answers(client, load):
     assert client.get("/api/advice", query_string=query).get_json()["advice"]["action"] == "no_fares"
 
 
+@pytest.mark.parametrize("written, amount, currency", [
+    ("1,250.00 USD", "1250.00", "USD"), ("350,50", "350.50", None), ("€ 1.250,00", "1250.00", None),
+    ("EUR 99", "99", "EUR"), ("1.250", "1.250", None), ("1 250", "1250", None), ("1,2,3", None, None),
+    ("350 dollars", None, None), ("1e5", None, None), ("USD 350 EUR", None, None),
+])
+def test_a_threshold_is_read_as_the_page_writes_amounts_or_a_traveller_might(written, amount, currency):
+    assert written_amount(written) == ((Decimal(amount), currency) if amount else (None, None))
+
+
 def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, load, warehouse_dsn):
     response = client.post("/api/alerts", json={**trip_query(), "threshold": "250", "currency": "usd"})
     body = response.get_json()
@@ -1055,6 +1070,11 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
         response = client.post("/api/alerts", json={**trip_query(), "threshold": tiny})
         assert response.status_code == 400 and "from 0.01" in response.get_json()["fields"]["threshold"], tiny
     assert client.post("/api/alerts", data="not json").status_code == 400
+    # Written as the page writes amounts, with its currency beside it; a currency that contradicts the field is refused.
+    body = client.post("/api/alerts", json={**trip_query(), "threshold": "1,250.00 usd"}).get_json()
+    assert (body["threshold"], body["currency"]) == ("1250.00", "USD")
+    response = client.post("/api/alerts", json={**trip_query(), "threshold": "350 EUR", "currency": "USD"})
+    assert response.status_code == 400 and "written in EUR" in response.get_json()["fields"]["currency"]
 
     response = client.post("/alerts", data={**trip_query(), "threshold": "199.5", "currency": "USD"})
     assert response.status_code == 303 and "alert=created" in response.headers["Location"]
@@ -1079,6 +1099,7 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
         rows = conn.execute("SELECT origin, destination, depart_date, threshold, currency, notified_at"
                             " FROM price_alerts ORDER BY id").fetchall()
     assert rows == [("SFO", "JFK", DEPART, Decimal("250.000"), "USD", None),
+                    ("SFO", "JFK", DEPART, Decimal("1250.000"), "USD", None),
                     ("SFO", "JFK", DEPART, Decimal("199.500"), "USD", None)]
     with app.app_context():
         conn = get_db()
@@ -1094,6 +1115,11 @@ def test_airport_suggestions_by_code_and_city(client):
     assert client.get("/api/airports?q=JF").get_json()["airports"][0]["code"] == "JFK"
     assert client.get("/api/airports?q=").get_json() == {"airports": []}
     assert len(client.get("/api/airports?q=a").get_json()["airports"]) == 10
+    # A city's main airports come before small fields of towns that share its name (Paris, Texas).
+    codes = [airport["code"] for airport in client.get("/api/airports?q=paris").get_json()["airports"]]
+    assert codes[:3] == ["CDG", "LBG", "ORY"] and codes.index("PRX") > codes.index("ORY")
+    codes = [airport["code"] for airport in client.get("/api/airports?q=par").get_json()["airports"]]
+    assert codes[0] == "CDG" and "ORY" in codes
 
 
 def test_openapi_document_describes_every_api_route(app, client):

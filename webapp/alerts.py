@@ -4,6 +4,7 @@ The checks (given the time) and the message are pure; `save_alert`, `open_alerts
 `notify_due_alerts` (the sensor's work) touch the database.
 """
 import datetime as dt
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -24,8 +25,6 @@ from webapp.validation import Trip, TripError, parse_trip
 MAX_THRESHOLD = Decimal("10000000")
 # Thresholds are kept to the cent; one that rounds to nothing could never be met.
 MIN_THRESHOLD = Decimal("0.01")
-# The currency of an alert that names none, on a trip not collected yet (otherwise it takes the trip's).
-DEFAULT_CURRENCY = "USD"
 
 
 class AlertError(TripError):
@@ -44,6 +43,32 @@ class PriceAlert:
     notified_channels: tuple[str, ...] = ()
 
 
+# What a traveller may write around an amount: a currency sign (none says which currency: "$" is several) and a
+# 3-letter code before or after it.
+_WRITTEN_AMOUNT = re.compile(r"[$€£¥₹]?\s*(?P<before>[A-Za-z]{3})?\s*[$€£¥₹]?\s*(?P<number>[0-9][0-9.,\s]*)"
+                             r"(?P<after>[A-Za-z]{3})?")
+# The ways of writing a number, each with how to make it Python's: "1250.5", "350,50" (a decimal comma: at most two
+# digits, so "1,250" is a thousand), "1,250.00", "1.250,00" (a single dot is a decimal point: "1.250" is 1.25).
+_NUMBER_FORMS = [(re.compile(r"[0-9]+(\.[0-9]+)?"), lambda number: number),
+                 (re.compile(r"[0-9]+,[0-9]{1,2}"), lambda number: number.replace(",", ".")),
+                 (re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?"), lambda number: number.replace(",", "")),
+                 (re.compile(r"[0-9]{1,3}(\.[0-9]{3})+(,[0-9]+)?"),
+                  lambda number: number.replace(".", "").replace(",", "."))]
+
+
+def written_amount(text: str) -> tuple[Decimal | None, str | None]:
+    """The amount in a threshold as the page writes amounts ("1,250.00 USD") or a traveller might ("€350,50",
+    "1 250"), and the currency code written with it; (None, None) when it reads as no amount."""
+    match = _WRITTEN_AMOUNT.fullmatch(text.strip())
+    if match is None or (match["before"] and match["after"]):
+        return None, None
+    number = re.sub(r"\s", "", match["number"])
+    for form, as_python in _NUMBER_FORMS:
+        if form.fullmatch(number):
+            return Decimal(as_python(number)), (match["before"] or match["after"] or "").upper() or None
+    return None, None
+
+
 def parse_alert(fields: Mapping) -> PriceAlert:
     """Check a trip (as for /fares) plus threshold and currency, reporting every problem at once."""
     texts = {name: str(value) for name, value in fields.items() if isinstance(value, (str, int, float))}
@@ -54,16 +79,20 @@ def parse_alert(fields: Mapping) -> PriceAlert:
         problems.update(error.problems)
         trip = None
     raw = texts.get("threshold", "").strip()
+    amount, written_currency = written_amount(raw)
     try:
-        threshold = Decimal(raw).quantize(MIN_THRESHOLD)
+        threshold = amount.quantize(MIN_THRESHOLD) if amount is not None else None
     except InvalidOperation:
         threshold = None
     if threshold is None or not threshold.is_finite() or not MIN_THRESHOLD <= threshold < MAX_THRESHOLD:
         problems["threshold"] = (f"threshold must be an amount from {MIN_THRESHOLD} to below {MAX_THRESHOLD:,}, "
-                                 f"such as 350, got {raw[:20]!r}")
+                                 f"such as 350 or 1,250.00, got {raw[:20]!r}")
     currency = texts.get("currency", "").strip().upper() or None
     if currency is not None and (len(currency) != 3 or not currency.isascii() or not currency.isalpha()):
         problems["currency"] = f"currency must be a 3-letter ISO code such as USD, got {currency[:20]!r}"
+    elif written_currency is not None and currency not in (None, written_currency):
+        problems["currency"] = f"the threshold is written in {written_currency}, the currency field says {currency}"
+    currency = currency or written_currency
     if problems:
         raise AlertError(problems)
     return PriceAlert(trip, threshold, currency)
@@ -78,18 +107,18 @@ def _party_of(alert: PriceAlert, shown: Mapping) -> PriceAlert:
 
 
 def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
-    """`alert` with the currency, party and cabin of its trip's newest collection where it names none (USD for a trip
-    not collected yet); an AlertError when the trip's fares were quoted, but never in the currency it names (nothing
-    could meet it: "USS", or USD on a EUR trip)."""
+    """`alert` with the currency, party and cabin of its trip's newest collection where it names none (left open on a
+    trip not collected or quoted yet, until `_pinned_on_first_collection`); an AlertError when the trip's fares were
+    quoted, but never in the currency it names (nothing could meet it: "USS", or USD on a EUR trip)."""
     newest = queries.latest_collection(conn, alert.trip)
     if newest is None:
-        return alert if alert.currency else replace(alert, currency=DEFAULT_CURRENCY)
+        return alert
     # The party the page shows, even when its newest collection found nothing on sale; the currency of that party's
     # newest quote, since such a collection has none.
     pinned = _party_of(alert, newest)
     quoted_collection = queries.latest_collection(conn, pinned.trip, quoted=True)
     if quoted_collection is None:
-        return pinned if pinned.currency else replace(pinned, currency=DEFAULT_CURRENCY)
+        return pinned
     quoted = quoted_collection["currency"]
     if alert.currency not in (None, quoted):
         in_currency = queries.latest_collection(conn, alert.trip, alert.currency, quoted=True)
@@ -101,20 +130,23 @@ def pinned_to_trip(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
 
 
 def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> PriceAlert:
-    """An alert saved before its trip was collected, with no party or cabin, pinned (and saved) to those of its
-    trip's newest collection once there is one: as saved, it would be met by whichever party was collected last."""
+    """An alert saved before its trip was collected or quoted, with no party, cabin or currency, pinned (and saved) to
+    those of its trip's newest collection once there is one: as saved, it would be met by whichever party was
+    collected last, and never by a fare (it has no currency)."""
     trip = alert.trip
-    if None not in (trip.adults, trip.children, trip.cabin):
+    if None not in (trip.adults, trip.children, trip.cabin, alert.currency):
         return alert
-    newest = queries.latest_collection(conn, trip, alert.currency)
-    if newest is None:
+    try:
+        pinned = pinned_to_trip(conn, alert)
+    except AlertError:
+        # The trip is quoted, never in the alert's currency: nothing to pin, and nothing can meet it.
         return alert
-    pinned = _party_of(alert, newest)
     if pinned == alert:
-        # A collection that did not record its party (another producer's) pins nothing: no write every tick.
+        # Nothing collected or quoted yet, or a collection that did not record its party (another producer's): no write
+        # every tick.
         return alert
-    conn.execute("UPDATE price_alerts SET adults = %s, children = %s, cabin = %s WHERE id = %s",
-                 (pinned.trip.adults, pinned.trip.children, pinned.trip.cabin, alert.alert_id))
+    conn.execute("UPDATE price_alerts SET adults = %s, children = %s, cabin = %s, currency = %s WHERE id = %s",
+                 (pinned.trip.adults, pinned.trip.children, pinned.trip.cabin, pinned.currency, alert.alert_id))
     return pinned
 
 
@@ -150,8 +182,9 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> tuple[int, bool]:
             row = conn.execute(_SAVE_ALERT, (trip.origin, trip.destination, trip.depart_date, trip.return_date,
                                              trip.adults, trip.children, trip.cabin, alert.threshold,
                                              alert.currency)).fetchone()
-    except psycopg.errors.UndefinedColumn as error:
-        # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column.
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.NotNullViolation) as error:
+        # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column,
+        # or lets the currency be unknown until the trip's first quote.
         raise DatabaseUnavailable(f"price_alerts predates this version of the page: {error}") from error
     return tuple(row.values()) if isinstance(row, Mapping) else tuple(row)
 

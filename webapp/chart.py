@@ -39,11 +39,22 @@ def price_chart(points: list[tuple[dt.datetime, Decimal]]) -> dict | None:
     # The first lowest and highest collections, for the chart's text equivalent.
     lowest, highest = min(every, key=lambda dot: dot["price"]), max(every, key=lambda dot: dot["price"])
     dots = every if len(every) * DOT_SPACING <= plot_width else _extremes_per(every, DOT_SPACING)
-    ticks = [{"y": y(price), "label": f"{price:,.0f}"} for price in (low + padding, (low + high) / 2, high - padding)]
+    ticks = _ticks([low + padding, (low + high) / 2, high - padding], y)
     return {"width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP,
             "bottom": HEIGHT - BOTTOM, "line": " ".join(f"{dot['x']},{dot['y']}" for dot in _extremes_per(every, 1)),
             "dots": dots, "ticks": ticks, "first": points[0][0], "last": points[-1][0],
             "collections": len(every), "lowest": lowest, "highest": highest, "latest": every[-1]}
+
+
+def _ticks(prices: list[float], y) -> list[dict]:
+    """A tick per distinct label: whole units, or cents where whole units would label two gridlines alike."""
+    # A fare moving by less than a unit (100.20 to 100.80) would read "100, 100, 101"; a flat one has one price.
+    whole = [f"{price:,.0f}" for price in prices]
+    labels = whole if len(set(whole)) == len(set(prices)) else [f"{price:,.2f}" for price in prices]
+    seen = {}
+    for price, label in zip(prices, labels):
+        seen.setdefault(label, {"y": y(price), "label": label})
+    return list(seen.values())
 
 
 def _extremes_per(dots: list[dict], width: float) -> list[dict]:

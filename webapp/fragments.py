@@ -29,7 +29,9 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
                 f'<span class="visually-hidden"> (nothing on sale when last collected)</span></td>')
     amount = collected if collected is not None else predicted
     source = "collected" if collected is not None else "predicted" if predicted is not None else "unknown"
-    asked, cheapest = (depart, back) == (trip.depart_date, trip.return_date), amount is not None and amount == grid["cheapest"]
+    asked = (depart, back) == (trip.depart_date, trip.return_date)
+    # Cells show whole units: two that read alike are both the cheapest, or the star would pick one of two "250"s.
+    cheapest = amount is not None and round(amount) == round(grid["cheapest"])
     marks = (" asked" if asked else "") + (" cheapest" if cheapest else "")
     # Colour, outline and the star mark the cells for the eye; these words say the same to a screen reader.
     spoken = ", ".join([*(["your dates"] if asked else []), *(["cheapest"] if cheapest else []),

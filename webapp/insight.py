@@ -8,8 +8,9 @@ from webapp.formatting import provider_label
 MIN_REFERENCE_PRICES = 5
 
 
-def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: list[Decimal]) -> dict:
-    """Place `current` among the trip's own earlier cheapest fares and nearby dates' latest cheapest fares.
+def price_insight(current: Decimal, currency: str, own_history: list[Decimal], similar_trips: list[Decimal]) -> dict:
+    """Place `current` (in `currency`, as the references) among the trip's own earlier cheapest fares and nearby dates'
+    latest cheapest fares.
 
     Low is below the reference's lower quartile, high above its upper quartile: fares are repriced about once a
     day while collections come every 30 minutes, so a history is long runs of equal prices, and a fare equal to
@@ -26,12 +27,25 @@ def price_insight(current: Decimal, own_history: list[Decimal], similar_trips: l
     percentile = round(100 * sum(price < value for price in reference) / len(reference))
     dearer = round(100 * sum(price > value for price in reference) / len(reference))
     level = "low" if value < lower else "high" if value > upper else "typical"
-    words = {"low": "low", "typical": "typical", "high": "high"}[level]
+    seen = f"{len(reference)} fares seen for it and for nearby dates"
+    # Each level says the share that makes it so: "cheaper than 0%" of a high fare read as a contradiction.
+    if level == "low":
+        placed = f"cheaper than {dearer}% of {seen}"
+    elif level == "high":
+        placed = f"dearer than {percentile}% of {seen}"
+    else:
+        same = round(100 * sum(price == value for price in reference) / len(reference))
+        shares = [f"{share}% {word}" for share, word in
+                  ((percentile, "cheaper"), (same, "the same"), (dearer, "dearer")) if share]
+        placed = f"of {seen}, {', '.join(shares)}"
     return {"level": level, **facts, "typical_low": round(lower, 2), "typical_high": round(upper, 2),
             "percentile": percentile,
-            "text": (f"Today's cheapest fare is {words} for this trip: cheaper than {dearer}% of "
-                     f"{len(reference)} fares seen for it and for nearby dates "
-                     f"(typical range {lower:,.2f}–{upper:,.2f}).")}
+            "text": f"Today's cheapest fare is {level} for this trip: {placed} "
+                    f"({_typical_range(lower, upper, currency)})."}
+
+
+def _typical_range(low: float, high: float, currency: str) -> str:
+    return f"typical range {low:,.2f}–{high:,.2f} {currency}"
 
 
 def providers_that_may_undercut(current: Decimal, currency: str, absent_providers: list[dict]) -> list[str]:
@@ -41,7 +55,7 @@ def providers_that_may_undercut(current: Decimal, currency: str, absent_provider
                    if row["currency"] != currency or row["total_amount"] < current})
 
 
-def not_judged(insight: dict, providers: list[str]) -> dict:
+def not_judged(insight: dict, providers: list[str], currency: str) -> dict:
     """`insight` withheld: the judged collection misses `providers`, which may have undercut its cheapest fare.
 
     Judged, its cheapest would read as high on a sweep where only the usually cheaper provider's call failed. A
@@ -53,8 +67,8 @@ def not_judged(insight: dict, providers: list[str]) -> dict:
     verb = "is" if len(providers) == 1 else "are"
     return {**insight, "level": "incomplete", "percentile": None,
             "text": (f"Not judged: {names} {verb} missing from this collection, and may have quoted it cheaper, so "
-                     f"today's cheapest may be dearer than the market (typical range "
-                     f"{insight['typical_low']:,.2f}–{insight['typical_high']:,.2f}).")}
+                     f"today's cheapest may be dearer than the market "
+                     f"({_typical_range(insight['typical_low'], insight['typical_high'], currency)}).")}
 
 
 def too_old_to_judge(insight: dict, days: int) -> dict:

@@ -51,7 +51,10 @@ _PROVIDER_QUOTE = {"type": "object", "properties": {
     "provider": {"type": "string"}, "collected_at": {"type": "string", "format": "date-time"}, "cheapest": _AMOUNT,
     "currency": {"type": "string"}}}
 _SAVED_ALERT = {"type": "object", "properties": {
-    "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT, "currency": {"type": "string"},
+    "id": {"type": "integer"}, "trip": _TRIP, "threshold": _AMOUNT,
+    "currency": {"type": "string", "nullable": True,
+                 "description": "null when the alert names none and the trip was never quoted: it takes the currency "
+                                "of the trip's first quote"},
     "collected": {"type": "boolean", "description": "whether fares of the trip (party and cabin) were collected: if "
                                                     "not, the alert can only be met once the watchlist collects it"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {

@@ -29,7 +29,9 @@ def render_trip_page(trip: Trip, view: dict, today: dt.date, alert_problems: dic
     # The search form may ask for a trip from anywhere, and no airport's date is two days behind another's (UTC-12 to
     # UTC+14): its first date depends on the page's day alone, so a stored page is the one a view would render.
     first_date = today - dt.timedelta(days=2)
-    return render_template("fares.html", trip=trip, form=trip.as_params(), problems={}, first_date=first_date,
+    # The form asks for the party and cabin shown, as the date grid's links do: a traveller changing only the dates
+    # would otherwise be shown whichever party was collected last.
+    return render_template("fares.html", trip=trip, form=view["shown"].as_params(), problems={}, first_date=first_date,
                            origin_name=airport_name(trip.origin), destination_name=airport_name(trip.destination),
                            alert_problems=alert_problems or {}, alert_form=alert_form or {},
                            alert_created=alert_created, **view)

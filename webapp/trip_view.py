@@ -54,12 +54,18 @@ def advice_for(conn: psycopg.Connection, trip: Trip, collection: dict | None) ->
               "expected_saving": row["expected_saving"], "currency": row["currency"], "reason": row["reason"],
               "based_on_collection": row["collected_at"], "up_to_date": row["collected_at"] >= collection["collected_at"],
               "model_version": row["model_version"]}
+    withheld = {"drop_probability": None, "confidence": None, "expected_saving": None, "currency": None}
     if dt.datetime.now(dt.timezone.utc) - collection["collected_at"] > queries.ADVICE_FRESH_FOR:
         # Withheld, though its basis stays named: there are just no recent fares to advise on.
-        return {**advice, "action": "stale", "drop_probability": None, "confidence": None, "expected_saving": None,
-                "currency": None, "reason": f"the newest fares were collected more than "
-                                            f"{queries.ADVICE_FRESH_FOR.days} day ago; advice resumes with the next "
-                                            "collection"}
+        return {**advice, **withheld, "action": "stale",
+                "reason": f"the newest fares were collected more than {queries.ADVICE_FRESH_FOR.days} day ago; advice "
+                          "resumes with the next collection"}
+    if collection["collected_at"] - row["collected_at"] > queries.ADVICE_FRESH_FOR:
+        # The advisor has not been refreshed through a day of newer fares (its model missing or corrupt, the refresh
+        # failing, a provider missing from every sweep since): its last word is about a market that has moved.
+        return {**advice, **withheld, "action": "unavailable",
+                "reason": f"the last advice was given on fares collected more than {queries.ADVICE_FRESH_FOR.days} "
+                          "day before the newest; fares are shown without advice until it is given again"}
     return advice
 
 
@@ -84,7 +90,11 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, collection: dict | None,
         # (the first alphabetically among equals), as a trip's page takes its newest collection's, so the grid
         # never ranks amounts in two currencies against each other.
         newest = min(collected, key=lambda cell: (-cell["collected_at"].timestamp(), cell["currency"]))
-        cells = queries.date_grid(conn, shown, party, today, currency=newest["currency"])
+        currency = newest["currency"]
+        cells = queries.date_grid(conn, shown, party, today, currency=currency)
+    # The grid's caption names it; its predictions are labelled with it too (the fare model has no currency: README,
+    # "Known gaps").
+    currency = currency or next((cell["currency"] for cell in cells if cell["total_amount"] is not None), None)
     uncollected = [cell for cell in cells if cell["collected_at"] is None]
     departs = sorted({cell["depart_date"] for cell in cells})
     returns = sorted({cell["return_date"] for cell in cells})
@@ -96,7 +106,8 @@ def date_grid_for(conn: psycopg.Connection, trip: Trip, collection: dict | None,
     # A pair whose newest collection found nothing on sale shows as such, not as an older fare or a prediction.
     sold_out = any(cell["collected_at"] is not None and cell["total_amount"] is None for cell in cells)
     return {"cells": cells, "departs": departs, "returns": returns, "by_pair": by_pair, "cheapest": cheapest,
-            "model_available": predicted, "party_unrecorded": party_unrecorded, "sold_out": sold_out}
+            "model_available": predicted, "party_unrecorded": party_unrecorded, "sold_out": sold_out,
+            "currency": currency}
 
 
 def price_history(conn: psycopg.Connection, trip: Trip, collection: dict | None) -> dict:
@@ -134,12 +145,12 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
     # The shown collection is the fare being judged, not a reference for it.
     current = options[0]
     earlier = [row["cheapest_total"] for row in history if row["collected_at"] < current["collected_at"]]
-    insight = price_insight(current["total_amount"], earlier, similar)
+    insight = price_insight(current["total_amount"], current["currency"], earlier, similar)
     if current["collected_at"] < fresh_since:
         # As the advice: a fare this old is no longer "today's" (a stored page this old is rendered again, saying so).
         return too_old_to_judge(insight, queries.ADVICE_FRESH_FOR.days)
     missing = providers_that_may_undercut(current["total_amount"], current["currency"], absent_providers)
-    return not_judged(insight, missing) if missing else insight
+    return not_judged(insight, missing, current["currency"]) if missing else insight
 
 
 def trip_view(conn: psycopg.Connection, trip: Trip, today: dt.date) -> dict:

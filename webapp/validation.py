@@ -79,6 +79,15 @@ def _airports_by_city() -> dict[str, list[str]]:
     return by_city
 
 
+def _minor(code: str) -> bool:
+    """Whether the airport is likely not its city's main one: neither "international" nor named after its city."""
+    # Without traffic figures: "Charles de Gaulle International" and "London Heathrow" before Paris, Texas's "Cox
+    # Field" (airportsdata names its city Paris too).
+    airport = airports()[code]
+    name, city = airport["name"].casefold(), airport["city"].casefold()
+    return "international" not in name and not name.startswith(city)
+
+
 def suggest_airports(text: str) -> list[dict]:
     """Airports whose code starts with, or whose city or name contains, `text` (codes first)."""
     needle = text.strip().casefold()[:MAX_PLACE_LENGTH]
@@ -89,10 +98,13 @@ def suggest_airports(text: str) -> list[dict]:
                      key=lambda code: (code.casefold() != needle,
                                        "international" not in airports()[code]["name"].casefold(), code)
                      ) if len(needle) <= 3 else []
-    by_city = [code for code, airport in airports().items()
-               if code not in by_code and needle in airport["city"].casefold()]
-    by_name = [code for code, airport in airports().items()
-               if code not in by_code and code not in by_city and needle in airport["name"].casefold()]
+    by_city = sorted((code for code, airport in airports().items()
+                      if code not in by_code and needle in airport["city"].casefold()),
+                     key=lambda code: (airports()[code]["city"].casefold() != needle,
+                                       not airports()[code]["city"].casefold().startswith(needle), _minor(code), code))
+    by_name = sorted((code for code, airport in airports().items()
+                      if code not in by_code and code not in by_city and needle in airport["name"].casefold()),
+                     key=lambda code: (_minor(code), code))
     return [{"code": code, "name": airports()[code]["name"], "city": airports()[code]["city"],
              "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:SUGGESTIONS_LIMIT]]
 
@@ -122,7 +134,10 @@ def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
         return None, (f"{label} must be a 3-letter IATA airport code such as SFO, or a city name, "
                       f"got {_shown(raw)}")
     if len(codes) > 1:
-        return None, f"{label} {raw} has several airports ({', '.join(sorted(codes))}): pick one"
+        # Named with their country: Paris, Texas's field beside Charles de Gaulle.
+        named = ", ".join(f"{code} ({airports()[code]['name']}, {airports()[code]['country']})"
+                          for code in sorted(codes, key=lambda code: (_minor(code), code)))
+        return None, f"{label} {raw} has several airports: {named}; pick one"
     return codes[0], None
 
 

@@ -304,7 +304,7 @@ CREATE TABLE IF NOT EXISTS price_alerts (
   children int4,
   cabin text,
   threshold numeric(18,3) NOT NULL CHECK (threshold > 0),
-  currency text NOT NULL,
+  currency text,
   created_at timestamptz NOT NULL DEFAULT now(),
   notified_at timestamptz,
   notified_total numeric(18,3),
@@ -318,6 +318,9 @@ CREATE INDEX IF NOT EXISTS price_alerts_open_idx ON price_alerts (depart_date) W
 # the route stamp a stored page was rendered from (2026-12-05), so any load that changes its route's fares outdates it.
 ADDED_COLUMNS = {"price_alerts": [("cabin", "text"), ("notified_channels", "text[] NOT NULL DEFAULT '{}'")],
                  "trip_pages": [("route_loaded_at", "timestamptz")]}
+# Columns released NOT NULL that may be null since: an alert's currency (2026-12-07), unknown until its trip is first
+# quoted (a default would leave an alert in USD silent for good on a trip quoted in EUR).
+NULLABLE_SINCE_RELEASE = {"price_alerts": ["currency"]}
 
 # When a load last inserted, changed or deleted fares of each route (either table; a retention drop stamps every
 # route). A stored page keeps the stamp it was rendered from, so a new collection, a late part of a sweep, a
@@ -433,6 +436,13 @@ def schema_is_current(conn: psycopg.Connection) -> bool:
                          ([table for table, _ in added], [name for _, name in added]))
     if missing:
         return False
+    relaxed = [(table, name) for table, names in NULLABLE_SINCE_RELEASE.items() for name in names]
+    [(still_required,)] = _rows(conn, "SELECT count(*) FROM pg_attribute WHERE attnotnull"
+                                      " AND (attrelid::regclass::text, attname)"
+                                      " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                                ([table for table, _ in relaxed], [name for _, name in relaxed]))
+    if still_required:
+        return False
     if not web_role_exists(conn):
         return True
     [(granted,)] = _rows(conn, "SELECT bool_and(has_table_privilege(%s, name, 'SELECT'))"
@@ -471,6 +481,9 @@ def ensure_schema(conn: psycopg.Connection) -> None:
         for table, columns in ADDED_COLUMNS.items():
             for name, kind in columns:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+        for table, names in NULLABLE_SINCE_RELEASE.items():
+            for name in names:
+                conn.execute(f"ALTER TABLE {table} ALTER COLUMN {name} DROP NOT NULL")
         if not stamps_were_kept:
             # Pages stored before route stamps (unstamped, as a route no load has stamped yet) would pass the page's
             # check however stale: stamping their routes now leaves them unserved until the next refresh.
