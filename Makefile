@@ -7,17 +7,21 @@ EMR_VENV := .venv-emr
 EMR_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
 PY := $(VENV)/bin/python
 
+# The variable's value, or the default when it is unset or empty: an empty export means unset, as settings.py reads
+# it (`?=` would keep the empty value, and Dagster's files would go to /dagster).
+or_default = $(if $(strip $($(1))),$(strip $($(1))),$(2))
+
 export DAGSTER_HOME := $(CURDIR)
-export FARES_HOME ?= $(CURDIR)/.fares
-export FARES_PG_PORT ?= 54329
+export FARES_HOME := $(call or_default,FARES_HOME,$(CURDIR)/.fares)
+export FARES_PG_PORT := $(call or_default,FARES_PG_PORT,54329)
 # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL.
-export FARES_DAGSTER_PG_URL ?= postgresql+psycopg2://fares@127.0.0.1:$(FARES_PG_PORT)/dagster
-export FARES_DAGSTER_ARTIFACTS ?= $(FARES_HOME)/dagster
-export FARES_DAGSTER_COMPUTE_LOGS ?= $(FARES_HOME)/dagster/logs
+export FARES_DAGSTER_PG_URL := $(call or_default,FARES_DAGSTER_PG_URL,postgresql+psycopg2://fares@127.0.0.1:$(FARES_PG_PORT)/dagster)
+export FARES_DAGSTER_ARTIFACTS := $(call or_default,FARES_DAGSTER_ARTIFACTS,$(FARES_HOME)/dagster)
+export FARES_DAGSTER_COMPUTE_LOGS := $(call or_default,FARES_DAGSTER_COMPUTE_LOGS,$(FARES_HOME)/dagster/logs)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
 
-.PHONY: setup system-deps run pipeline test dsn validate bench clean
+.PHONY: setup system-deps run pipeline test dsn validate dagster bench clean
 
 setup: system-deps $(VENV)/.installed
 
@@ -28,13 +32,14 @@ setup: system-deps $(VENV)/.installed
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/install-system-deps.sh $(filter test bench,$(MAKECMDGOALS))
 
-# Reinstalls only when setup.py changes, so a second `make run` starts at once. After the Debian packages (making the
-# venv needs python3-venv), also under `make -j` and when a file goal is named alone.
-$(VENV)/.installed: setup.py | system-deps
+# Reinstalls only when setup.py or the tested versions (constraints.txt) change, so a second `make run` starts at once.
+# After the Debian packages (making the venv needs python3-venv), also under `make -j` and when a file goal is named
+# alone.
+$(VENV)/.installed: setup.py constraints.txt | system-deps
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -c constraints.txt
 	touch $@
 
 # The Spark jobs as EMR's default release runs them: its Spark and only the step's packages, beside this project's
@@ -56,13 +61,20 @@ TESTS ?= fare_assets_tests
 test: setup $(EMR_VENV)/.installed
 	$(PY) -m pytest $(TESTS)
 
+# Starts the embedded cluster (left running, as by validate and dagster) so `psql "$(make -s dsn)"` connects.
 dsn: setup
+	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	@$(PY) -m fare_assets.storing.postgres dsn
 
 # The Dagster instance (dagster.yaml) keeps its storage in the embedded cluster: start it first.
 validate: setup
 	@$(PY) -m fare_assets.storing.postgres start >/dev/null
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+# `make dagster ARGS="run delete RUN_ID"`: the dagster CLI on this instance; dagster.yaml reads variables set above.
+dagster: setup
+	@$(PY) -m fare_assets.storing.postgres start >/dev/null
+	$(VENV)/bin/dagster $(ARGS)
 
 # utf8_check_cost runs its Spark 3.5 side in the EMR venv.
 bench: setup $(EMR_VENV)/.installed

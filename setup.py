@@ -23,12 +23,17 @@ setup(
         "pandas>=2.2,<3",
         "pyarrow>=15",
         "boto3",
+        "botocore",
         "requests",
         "pyyaml",
+        "numpy",
         "scikit-learn>=1.4",
+        "joblib",
         # The advisor's and fare model's charts, shown in the Dagster UI and kept beside each model version.
         "matplotlib>=3.8",
         "flask>=3",
+        "werkzeug",
+        "markupsafe",
         # The fare page's production server: one process per core (Flask holds the GIL per request).
         "gunicorn>=23",
         "psycopg[binary]>=3.1",
@@ -37,6 +42,9 @@ setup(
     extras_require={
         "test": [
             "pytest",
+            "hypothesis",
+            # The synthesizing tests run gradient boosting on one OpenMP thread (busy shared cores).
+            "threadpoolctl",
             "moto[server]>=5",
             # moto's server mode needs it.
             "flask-cors",

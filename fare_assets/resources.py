@@ -12,7 +12,7 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
-from fare_assets.settings import load_settings
+from fare_assets.settings import env_or_default, load_settings
 from fare_assets.storing.lake import is_partial_object, partial_object_path
 from fare_assets.storing.postgres import SUPERUSER, WAREHOUSE_DB
 from fare_assets.storing.warehouse import checked_dsn
@@ -245,7 +245,7 @@ def local_resources() -> dict:
 
 def warehouse_resource() -> WarehouseResource:
     """FARES_WAREHOUSE_DSN, or the embedded cluster's warehouse database (no password)."""
-    if os.environ.get("FARES_WAREHOUSE_DSN"):
+    if env_or_default("FARES_WAREHOUSE_DSN", ""):
         # An EnvVar is read when a run starts and shown by name only in the Dagster UI: a DSN may hold a password.
         return WarehouseResource(dsn=EnvVar("FARES_WAREHOUSE_DSN"))
     return WarehouseResource(dsn=f"postgresql://{SUPERUSER}@127.0.0.1:{load_settings().pg_port}/{WAREHOUSE_DB}")

@@ -12,7 +12,7 @@ import time
 import psycopg
 import requests
 
-from fare_assets.settings import PROJECT_ROOT, load_settings
+from fare_assets.settings import PROJECT_ROOT, host_and_port, load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import PostgresError, embedded_cluster, find_bin_dir
 
@@ -24,8 +24,10 @@ class MissingPrerequisite(RuntimeError):
 
 
 def java_major_version() -> int | None:
-    java = shutil.which("java")
-    if not java:
+    """The major version of the Java Spark starts: $JAVA_HOME's when set, else the one on PATH."""
+    java_home = os.environ.get("JAVA_HOME", "").strip()
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.access(java, os.X_OK):
         return None
     output = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
     match = re.search(r'version "(\d+)(?:\.(\d+))?', output)
@@ -160,10 +162,13 @@ class Supervisor:
         self.spawn("Dagster UI", dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                    "-p", str(self.settings.dagster_port))
         self.spawn("fare page", sys.executable, "-m", "webapp")
-        self.wait_until_up("fare page", f"http://127.0.0.1:{self.settings.web_port}/healthz", 30)
+        # The page listens on FARES_WEB_HOST: on every address (0.0.0.0, ::) it answers on the loopback too.
+        page_host = "127.0.0.1" if self.settings.web_host in ("0.0.0.0", "::") else self.settings.web_host
+        page = f"http://{host_and_port(page_host, self.settings.web_port)}"
+        self.wait_until_up("fare page", f"{page}/healthz", 30)
         self.wait_until_up("Dagster UI", f"http://127.0.0.1:{self.settings.dagster_port}/server_info", 120)
         print(f"\nDagster UI: http://127.0.0.1:{self.settings.dagster_port}\n"
-              f"Fare page:  http://127.0.0.1:{self.settings.web_port}\nCtrl-C stops everything.", flush=True)
+              f"Fare page:  {page}\nCtrl-C stops everything.", flush=True)
         self.watch()
 
     def watch(self) -> None:

@@ -299,6 +299,8 @@ def test_structured_fare_tables_on_emr_reports_the_job_counts(aws, spark, tmp_pa
     _land_raw_objects(aws, tmp_path)
     monkeypatch.setenv("FARES_EMR_INSTANCE_TYPE", "m5.2xlarge")
     monkeypatch.setenv("FARES_EMR_INSTANCE_COUNT", "5")
+    # An empty export (FARES_EMR_RELEASE_LABEL= in a deployment's env file) means unset: the default release.
+    monkeypatch.setenv("FARES_EMR_RELEASE_LABEL", "")
 
     with FakeCluster(spark, aws, tmp_path / "cluster_lake", monkeypatch) as cluster:
         result = _structured_on_emr()

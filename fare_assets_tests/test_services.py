@@ -81,3 +81,29 @@ def test_a_cluster_that_cannot_start_says_why(postgres, tmp_path):
         assert "could not" in str(raised.value) and "Address already in use" in str(raised.value)
     finally:
         taken.destroy()
+
+
+@pytest.mark.parametrize("host, bind", [(None, "127.0.0.1:5071"), ("  ", "127.0.0.1:5071"), ("::", "[::]:5071"),
+                                        ("0.0.0.0", "0.0.0.0:5071")])
+def test_the_page_binds_the_configured_host_and_an_empty_one_means_the_loopback(monkeypatch, host, bind):
+    from webapp.__main__ import server_settings
+
+    monkeypatch.setenv("FARES_WEB_PORT", "5071")
+    if host is None:
+        monkeypatch.delenv("FARES_WEB_HOST", raising=False)
+    else:
+        monkeypatch.setenv("FARES_WEB_HOST", host)
+    assert server_settings()["bind"] == bind
+
+
+def test_the_java_spark_starts_is_the_one_java_home_names(monkeypatch, tmp_path):
+    from fare_assets.services import java_major_version
+
+    java = tmp_path / "bin" / "java"
+    java.parent.mkdir()
+    java.write_text('#!/bin/sh\necho \'openjdk version "11.0.2" 2019-01-15\' >&2\n')
+    java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path))
+    assert java_major_version() == 11
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "missing"))
+    assert java_major_version() is None

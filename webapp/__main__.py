@@ -8,7 +8,7 @@ import os
 
 from gunicorn.app.base import BaseApplication
 
-from fare_assets.settings import load_settings
+from fare_assets.settings import host_and_port, load_settings
 from webapp import create_app
 
 
@@ -30,10 +30,9 @@ class FarePageServer(BaseApplication):
 
 def server_settings() -> dict:
     """gunicorn settings from the environment (FARES_WEB_HOST, _PORT, _WORKERS, _THREADS)."""
-    host = os.environ.get("FARES_WEB_HOST") or "127.0.0.1"
-    shown_host = f"[{host}]" if ":" in host else host
+    settings = load_settings()
     return {
-        "bind": f"{shown_host}:{load_settings().web_port}",
+        "bind": host_and_port(settings.web_host, settings.web_port),
         "workers": int(os.environ.get("FARES_WEB_WORKERS") or os.cpu_count() or 1),
         "worker_class": "gthread",
         # Each thread holds one database connection.

@@ -24,7 +24,6 @@ landing prefix for it (see `aws_setup.py`).
 import datetime as dt
 import functools
 import logging
-import os
 import random
 import threading
 import time
@@ -37,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from fare_assets.settings import env_or_default
 from fare_assets.storing.lake import LANDING_HOUR_FORMAT, landing_hour_of_key, raw_object_key
 from fare_assets.streaming.delivery import require_newline_delimited
 from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
@@ -71,8 +71,8 @@ class FirehoseTarget:
     def from_env(cls) -> "FirehoseTarget":
         """FARES_FIREHOSE_STREAM, FARES_S3_BUCKET and boto3's region (AWS_DEFAULT_REGION, else the profile's), or the
         defaults."""
-        return cls(os.environ.get("FARES_FIREHOSE_STREAM", DEFAULT_STREAM),
-                   os.environ.get("FARES_S3_BUCKET", DEFAULT_BUCKET),
+        return cls(env_or_default("FARES_FIREHOSE_STREAM", DEFAULT_STREAM),
+                   env_or_default("FARES_S3_BUCKET", DEFAULT_BUCKET),
                    boto3.session.Session().region_name or DEFAULT_REGION)
 
 
@@ -158,7 +158,7 @@ class FirehoseDeliveryStream:
         config = Config(region_name=target.region, retries={"mode": "standard", "total_max_attempts": 1})
         return cls(boto3.client("firehose", config=config), boto3.client("s3", config=config),
                    target.stream_name, target.bucket, spool_dir,
-                   retry_seconds=float(os.environ.get("FARES_FIREHOSE_RETRY_SECONDS", DEFAULT_RETRY_SECONDS)))
+                   retry_seconds=float(env_or_default("FARES_FIREHOSE_RETRY_SECONDS", str(DEFAULT_RETRY_SECONDS))))
 
     def put_record_batch(self, records: list[bytes]) -> None:
         """Accept records (each ending in a newline): durable on return; sent once the buffer is full or old."""

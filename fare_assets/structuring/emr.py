@@ -8,7 +8,6 @@ custom message, so the assets and checks see the same result either way.
 import hashlib
 import io
 import json
-import os
 import time
 import zipfile
 from abc import abstractmethod
@@ -25,6 +24,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_pyspark import PySparkResource
 
 from fare_assets.run_limits import LOCAL_RUN_MAX_SECONDS, max_runtime_tags
+from fare_assets.settings import env_or_default
 from fare_assets.storing.lake import EMR_LOGS_PREFIX, PIPES_CONTEXT_PREFIX, PIPES_MESSAGES_PREFIX, job_code_key
 from fare_assets.structuring import emr_entry
 from fare_assets.structuring.spark_jobs import run_spark_job
@@ -194,13 +194,13 @@ class EmrSparkRunner(SparkRunner):
         """Cluster settings from FARES_EMR_* variables, the defaults otherwise."""
         return cls(
             bucket=bucket, s3=s3,
-            cluster_id=os.environ.get("FARES_EMR_CLUSTER_ID", "").strip() or None,
-            release_label=os.environ.get("FARES_EMR_RELEASE_LABEL", DEFAULT_RELEASE_LABEL),
-            instance_type=os.environ.get("FARES_EMR_INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
-            instance_count=int(os.environ.get("FARES_EMR_INSTANCE_COUNT", DEFAULT_INSTANCE_COUNT)),
-            log_uri=os.environ.get("FARES_EMR_LOG_URI"),
-            service_role=os.environ.get("FARES_EMR_SERVICE_ROLE", DEFAULT_SERVICE_ROLE),
-            job_flow_role=os.environ.get("FARES_EMR_JOB_FLOW_ROLE", DEFAULT_JOB_FLOW_ROLE),
+            cluster_id=env_or_default("FARES_EMR_CLUSTER_ID", "") or None,
+            release_label=env_or_default("FARES_EMR_RELEASE_LABEL", DEFAULT_RELEASE_LABEL),
+            instance_type=env_or_default("FARES_EMR_INSTANCE_TYPE", DEFAULT_INSTANCE_TYPE),
+            instance_count=int(env_or_default("FARES_EMR_INSTANCE_COUNT", str(DEFAULT_INSTANCE_COUNT))),
+            log_uri=env_or_default("FARES_EMR_LOG_URI", "") or None,
+            service_role=env_or_default("FARES_EMR_SERVICE_ROLE", DEFAULT_SERVICE_ROLE),
+            job_flow_role=env_or_default("FARES_EMR_JOB_FLOW_ROLE", DEFAULT_JOB_FLOW_ROLE),
         )
 
     @staticmethod
@@ -325,7 +325,7 @@ class EmrSparkRunner(SparkRunner):
 
 
 def _runner_mode() -> str:
-    return os.environ.get("FARES_SPARK_RUNNER", "local").strip() or "local"
+    return env_or_default("FARES_SPARK_RUNNER", "local")
 
 
 def structuring_max_runtime_tags() -> dict[str, str]:

@@ -72,7 +72,8 @@ SCORE_TIE = 1e-12
 
 
 def best_threshold(scores: dict[float, float]) -> float:
-    """The threshold with the best score; among tied ones the lowest, which waits for the least."""
+    """The threshold with the best score; among tied ones (the same policy on these data) the lowest, so both engines
+    pick alike."""
     best = max(scores.values())
     return min(threshold for threshold, score in scores.items() if score >= best - SCORE_TIE)
 
