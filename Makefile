@@ -8,18 +8,22 @@ EMR_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
 PY := $(VENV)/bin/python
 
 # The variable's value, or the default when it is unset or empty: an empty export means unset, as settings.py reads
-# it (`?=` would keep the empty value, and Dagster's files would go to /dagster).
+# it (`?=` would keep the empty value, and Dagster's files would go to /dagster). `override`, so an empty value on
+# the command line (`make run FARES_HOME=`) means unset too.
 or_default = $(if $(strip $($(1))),$(strip $($(1))),$(2))
 
 export DAGSTER_HOME := $(CURDIR)
-export FARES_HOME := $(call or_default,FARES_HOME,$(CURDIR)/.fares)
-export FARES_PG_PORT := $(call or_default,FARES_PG_PORT,54329)
+override FARES_HOME := $(call or_default,FARES_HOME,$(CURDIR)/.fares)
+override FARES_PG_PORT := $(call or_default,FARES_PG_PORT,54329)
 # dagster-postgres speaks psycopg2; SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL.
-export FARES_DAGSTER_PG_URL := $(call or_default,FARES_DAGSTER_PG_URL,postgresql+psycopg2://fares@127.0.0.1:$(FARES_PG_PORT)/dagster)
-export FARES_DAGSTER_ARTIFACTS := $(call or_default,FARES_DAGSTER_ARTIFACTS,$(FARES_HOME)/dagster)
-export FARES_DAGSTER_COMPUTE_LOGS := $(call or_default,FARES_DAGSTER_COMPUTE_LOGS,$(FARES_HOME)/dagster/logs)
-export SPARK_LOCAL_IP ?= 127.0.0.1
-export PYSPARK_PYTHON ?= $(CURDIR)/$(VENV)/bin/python
+DAGSTER_PG_URL := postgresql+psycopg2://fares@127.0.0.1:$(FARES_PG_PORT)/dagster
+override FARES_DAGSTER_PG_URL := $(call or_default,FARES_DAGSTER_PG_URL,$(DAGSTER_PG_URL))
+override FARES_DAGSTER_ARTIFACTS := $(call or_default,FARES_DAGSTER_ARTIFACTS,$(FARES_HOME)/dagster)
+override FARES_DAGSTER_COMPUTE_LOGS := $(call or_default,FARES_DAGSTER_COMPUTE_LOGS,$(FARES_HOME)/dagster/logs)
+override SPARK_LOCAL_IP := $(call or_default,SPARK_LOCAL_IP,127.0.0.1)
+override PYSPARK_PYTHON := $(call or_default,PYSPARK_PYTHON,$(CURDIR)/$(VENV)/bin/python)
+export FARES_HOME FARES_PG_PORT FARES_DAGSTER_PG_URL FARES_DAGSTER_ARTIFACTS FARES_DAGSTER_COMPUTE_LOGS SPARK_LOCAL_IP \
+  PYSPARK_PYTHON
 
 .PHONY: setup system-deps run pipeline test dsn validate dagster bench clean
 

@@ -18,6 +18,8 @@ setup(
         f"dagster-aws=={DAGSTER_LIBS}",
         f"dagster-pyspark=={DAGSTER_LIBS}",
         f"dagster-postgres=={DAGSTER_LIBS}",
+        # The EMR step's entry point speaks Pipes with it.
+        f"dagster-pipes=={DAGSTER}",
         "pyspark>=4.0,<5",
         # pyspark warns on pandas 3 where Spark and pandas meet.
         "pandas>=2.2,<3",

@@ -4,14 +4,13 @@ Notifications go through the collector's channels (FARES_ALERT_SMTP_*, FARES_ALE
 unless configured; FARES_WEB_PUBLIC_URL is the fare page address the notification links to.
 """
 import datetime as dt
-import os
 
 import psycopg
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
 from psycopg.rows import dict_row
 
 from fare_assets.resources import WarehouseResource
-from fare_assets.settings import load_settings
+from fare_assets.settings import env_or_default, load_settings
 from fare_assets.storing import warehouse
 from fare_assets.streaming.notify import NO_CHANNEL, alert_settings_from_env
 from webapp.alerts import notify_due_alerts
@@ -22,7 +21,7 @@ CHECK_EVERY_SECONDS = 300
 
 def web_public_url() -> str:
     """The fare page's address as travellers reach it."""
-    return os.environ.get("FARES_WEB_PUBLIC_URL") or f"http://127.0.0.1:{load_settings().web_port}"
+    return env_or_default("FARES_WEB_PUBLIC_URL", load_settings().page_url)
 
 
 # Running by default like the collector's alert: without a configured channel it only skips.

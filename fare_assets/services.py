@@ -12,7 +12,7 @@ import time
 import psycopg
 import requests
 
-from fare_assets.settings import PROJECT_ROOT, host_and_port, load_settings
+from fare_assets.settings import PROJECT_ROOT, load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import PostgresError, embedded_cluster, find_bin_dir
 
@@ -41,7 +41,9 @@ def check_prerequisites() -> None:
     """Java 17+ for Spark and the PostgreSQL server binaries for the embedded cluster."""
     major = java_major_version()
     if major is None:
-        raise MissingPrerequisite(f"Java not found: {JAVA_HINT}")
+        java_home = os.environ.get("JAVA_HOME", "").strip()
+        where = f" at $JAVA_HOME/bin/java ({java_home}/bin/java)" if java_home else ""
+        raise MissingPrerequisite(f"Java not found{where}: {JAVA_HINT}")
     if major < 17:
         raise MissingPrerequisite(f"Java {major} found, Spark 4 needs 17+: {JAVA_HINT}")
     try:
@@ -162,9 +164,7 @@ class Supervisor:
         self.spawn("Dagster UI", dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                    "-p", str(self.settings.dagster_port))
         self.spawn("fare page", sys.executable, "-m", "webapp")
-        # The page listens on FARES_WEB_HOST: on every address (0.0.0.0, ::) it answers on the loopback too.
-        page_host = "127.0.0.1" if self.settings.web_host in ("0.0.0.0", "::") else self.settings.web_host
-        page = f"http://{host_and_port(page_host, self.settings.web_port)}"
+        page = self.settings.page_url
         self.wait_until_up("fare page", f"{page}/healthz", 30)
         self.wait_until_up("Dagster UI", f"http://127.0.0.1:{self.settings.dagster_port}/server_info", 120)
         print(f"\nDagster UI: http://127.0.0.1:{self.settings.dagster_port}\n"

@@ -50,6 +50,12 @@ class Settings:
     def pg_dir(self) -> Path:
         return self.home / "pg"
 
+    @property
+    def page_url(self) -> str:
+        """Where this machine reaches the fare page: its host, or the loopback when it listens on every address."""
+        host = "127.0.0.1" if self.web_host in ("0.0.0.0", "::") else self.web_host
+        return f"http://{host_and_port(host, self.web_port)}"
+
 
 def _max_upset_rate() -> float | None:
     """FARES_ADVISOR_MAX_UPSET_RATE as a share of trips in [0, 1); unset or empty: no cap."""

@@ -1,15 +1,14 @@
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from fare_assets.services import free_port
-from fare_assets.settings import PROJECT_ROOT
+from fare_assets.settings import PROJECT_ROOT, env_or_default
 
 # The providers' real responses the parsers are tested on, kept beside the project (the team's shared folder), not
 # in it. Without them the tests parametrized over them would collect nothing and pass: stop instead.
-FIXTURES = Path(os.environ.get("FARES_FIXTURES", PROJECT_ROOT.parent / "shared" / "fixtures")).resolve()
+FIXTURES = Path(env_or_default("FARES_FIXTURES", str(PROJECT_ROOT.parent / "shared" / "fixtures"))).resolve()
 if not all((FIXTURES / provider).is_dir() for provider in ("qpx", "duffel", "amadeus")):
     raise pytest.UsageError(f"the providers' real responses are not in {FIXTURES} (qpx/, duffel/, amadeus/): "
                             "put them there, or point FARES_FIXTURES at them")

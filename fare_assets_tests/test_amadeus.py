@@ -18,6 +18,7 @@ from fare_assets.streaming.amadeus_client import EXPIRY_MARGIN_SECONDS, AmadeusC
 from fare_assets.streaming.providers import ProviderConfigError
 from fare_assets.streaming.watchlist import TripQuery
 from fare_assets.structuring.job import structure_raw
+from fare_assets.structuring.providers.offers import OTHER_TRIP_SHAPE
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, read_table
 from fare_assets_tests.conftest import FIXTURES, load_fixture
 from fare_assets_tests.fake_providers import FakeAmadeus, serving
@@ -80,6 +81,9 @@ BROKEN = {
     json.dumps(_envelope(None)): "successful status without an Amadeus response",
     json.dumps(_envelope({"errors": [{"status": 500, "code": 141, "title": "SYSTEM ERROR HAS OCCURRED"}]})):
         "successful status with a response that is not an Amadeus flight-offers answer (no data)",
+    # Round-trip offers answering a one-way search: not a one-way fare.
+    json.dumps(_envelope(_response("amadeus_02.json"), query={**_envelope(None)["query"], "return_date": None})):
+        OTHER_TRIP_SHAPE,
 }
 
 

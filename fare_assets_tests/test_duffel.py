@@ -17,6 +17,7 @@ from fare_assets.streaming.duffel_client import DuffelClient, duffel_client_from
 from fare_assets.streaming.providers import ProviderConfigError
 from fare_assets.streaming.watchlist import TripQuery
 from fare_assets.structuring.job import structure_raw
+from fare_assets.structuring.providers.offers import OTHER_TRIP_SHAPE
 from fare_assets.structuring.tables import DIMENSION_SCHEMAS, FACT_KEYS, FACT_SCHEMAS, read_table
 from fare_assets_tests.conftest import FIXTURES, load_fixture
 from fare_assets_tests.fake_providers import FakeDuffel, serving
@@ -126,6 +127,9 @@ BROKEN = {
     json.dumps(_envelope(None)): "successful status without a Duffel response",
     json.dumps(_envelope({"errors": [{"code": "internal_server_error"}]})):
         "successful status with a response that is not a Duffel offer request (no data.offers)",
+    # One-way offers answering a round-trip search: ranked among round trips, each would read as the cheapest.
+    json.dumps(_envelope(_response("duffel_02.json"),
+                         query={**_query(_response("duffel_02.json")), "return_date": "2022-04-23"})): OTHER_TRIP_SHAPE,
 }
 RESPONSES = {**{name: _response(name) for name in DUFFEL_FIXTURES},
              "without_slices": _without_slices(), "nulls": _nulls(), "family": _family(), "absurd": _absurd(),

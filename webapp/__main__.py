@@ -8,7 +8,7 @@ import os
 
 from gunicorn.app.base import BaseApplication
 
-from fare_assets.settings import host_and_port, load_settings
+from fare_assets.settings import env_or_default, host_and_port, load_settings
 from webapp import create_app
 
 
@@ -33,10 +33,10 @@ def server_settings() -> dict:
     settings = load_settings()
     return {
         "bind": host_and_port(settings.web_host, settings.web_port),
-        "workers": int(os.environ.get("FARES_WEB_WORKERS") or os.cpu_count() or 1),
+        "workers": int(env_or_default("FARES_WEB_WORKERS", str(os.cpu_count() or 1))),
         "worker_class": "gthread",
         # Each thread holds one database connection.
-        "threads": int(os.environ.get("FARES_WEB_THREADS") or "8"),
+        "threads": int(env_or_default("FARES_WEB_THREADS", "8")),
         # Browsers and API clients reuse connections; a few seconds covers a page and its static files.
         "keepalive": 5,
         "accesslog": None,

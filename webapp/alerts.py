@@ -43,29 +43,37 @@ class PriceAlert:
     notified_channels: tuple[str, ...] = ()
 
 
-# What a traveller may write around an amount: a currency sign (none says which currency: "$" is several) and a
-# 3-letter code before or after it.
-_WRITTEN_AMOUNT = re.compile(r"[$€£¥₹]?\s*(?P<before>[A-Za-z]{3})?\s*[$€£¥₹]?\s*(?P<number>[0-9][0-9.,\s]*)"
-                             r"(?P<after>[A-Za-z]{3})?")
-# The ways of writing a number, each with how to make it Python's: "1250.5", "350,50" (a decimal comma: at most two
-# digits, so "1,250" is a thousand), "1,250.00", "1.250,00" (a single dot is a decimal point: "1.250" is 1.25).
-_NUMBER_FORMS = [(re.compile(r"[0-9]+(\.[0-9]+)?"), lambda number: number),
+# Longer is no amount (and would let a pattern's backtracking cost a worker seconds).
+MAX_THRESHOLD_TEXT = 40
+# What a traveller may write around an amount: a currency sign or a 3-letter code, before or after it. "$" and "¥"
+# name several currencies, so they name none.
+_SIGN_CURRENCIES = {"€": "EUR", "£": "GBP", "₹": "INR", "$": None, "¥": None}
+_SIGNS = "".join(_SIGN_CURRENCIES)
+_WRITTEN_AMOUNT = re.compile(rf"(?P<before>[{_SIGNS}]|[A-Za-z]{{3}})?\s*(?P<number>[0-9][0-9.,\s]*?)\s*"
+                             rf"(?P<after>[{_SIGNS}]|[A-Za-z]{{3}})?")
+# The ways of writing a number, each with how to make it Python's: "1250.5", "350,50" (a decimal comma), "1,250.00"
+# and "1.250,00". Cents have two digits at most, so three after a lone mark group thousands: "1,250" and "1.250" are
+# both 1250 (a 3-decimal currency's "1.250" would be misread; the saved threshold says which).
+_NUMBER_FORMS = [(re.compile(r"[0-9]+(\.[0-9]{1,2})?"), lambda number: number),
                  (re.compile(r"[0-9]+,[0-9]{1,2}"), lambda number: number.replace(",", ".")),
-                 (re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?"), lambda number: number.replace(",", "")),
-                 (re.compile(r"[0-9]{1,3}(\.[0-9]{3})+(,[0-9]+)?"),
+                 (re.compile(r"[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]{1,2})?"), lambda number: number.replace(",", "")),
+                 (re.compile(r"[1-9][0-9]{0,2}(\.[0-9]{3})+(,[0-9]{1,2})?"),
                   lambda number: number.replace(".", "").replace(",", "."))]
 
 
 def written_amount(text: str) -> tuple[Decimal | None, str | None]:
     """The amount in a threshold as the page writes amounts ("1,250.00 USD") or a traveller might ("€350,50",
-    "1 250"), and the currency code written with it; (None, None) when it reads as no amount."""
-    match = _WRITTEN_AMOUNT.fullmatch(text.strip())
+    "1 250", "350 €"), and the currency written with it (a code, or a sign naming one); (None, None) when it reads as
+    no amount."""
+    match = _WRITTEN_AMOUNT.fullmatch(text.strip()) if len(text) <= MAX_THRESHOLD_TEXT else None
     if match is None or (match["before"] and match["after"]):
         return None, None
     number = re.sub(r"\s", "", match["number"])
+    written = match["before"] or match["after"]
+    currency = _SIGN_CURRENCIES[written] if written in _SIGN_CURRENCIES else written and written.upper()
     for form, as_python in _NUMBER_FORMS:
         if form.fullmatch(number):
-            return Decimal(as_python(number)), (match["before"] or match["after"] or "").upper() or None
+            return Decimal(as_python(number)), currency
     return None, None
 
 
@@ -182,9 +190,8 @@ def save_alert(conn: psycopg.Connection, alert: PriceAlert) -> tuple[int, bool]:
             row = conn.execute(_SAVE_ALERT, (trip.origin, trip.destination, trip.depart_date, trip.return_date,
                                              trip.adults, trip.children, trip.cabin, alert.threshold,
                                              alert.currency)).fetchone()
-    except (psycopg.errors.UndefinedColumn, psycopg.errors.NotNullViolation) as error:
-        # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column,
-        # or lets the currency be unknown until the trip's first quote.
+    except psycopg.errors.UndefinedColumn as error:
+        # The web role cannot change the schema: the next warehouse load (or price-alert sensor tick) adds the column.
         raise DatabaseUnavailable(f"price_alerts predates this version of the page: {error}") from error
     return tuple(row.values()) if isinstance(row, Mapping) else tuple(row)
 

@@ -49,8 +49,8 @@ def price_chart(points: list[tuple[dt.datetime, Decimal]]) -> dict | None:
 def _ticks(prices: list[float], y) -> list[dict]:
     """A tick per distinct label: whole units, or cents where whole units would label two gridlines alike."""
     # A fare moving by less than a unit (100.20 to 100.80) would read "100, 100, 101"; a flat one has one price.
-    whole = [f"{price:,.0f}" for price in prices]
-    labels = whole if len(set(whole)) == len(set(prices)) else [f"{price:,.2f}" for price in prices]
+    whole, cents = [f"{price:,.0f}" for price in prices], [f"{price:,.2f}" for price in prices]
+    labels = whole if len(set(whole)) == len(set(cents)) else cents
     seen = {}
     for price, label in zip(prices, labels):
         seen.setdefault(label, {"y": y(price), "label": label})

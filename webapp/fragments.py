@@ -30,7 +30,7 @@ def _cell(trip, grid: dict, depart: dt.date, back: dt.date, link: str) -> str:
     amount = collected if collected is not None else predicted
     source = "collected" if collected is not None else "predicted" if predicted is not None else "unknown"
     asked = (depart, back) == (trip.depart_date, trip.return_date)
-    # Cells show whole units: two that read alike are both the cheapest, or the star would pick one of two "250"s.
+    # Cells show whole units: two that read alike are both marked the cheapest, not one of two "250"s.
     cheapest = amount is not None and round(amount) == round(grid["cheapest"])
     marks = (" asked" if asked else "") + (" cheapest" if cheapest else "")
     # Colour, outline and the star mark the cells for the eye; these words say the same to a screen reader.

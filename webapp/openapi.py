@@ -66,7 +66,9 @@ _INSIGHT = {"type": "object", "nullable": True, "properties": {
     "text": {"type": "string"}}}
 _ADVICE = {"type": "object", "required": ["action", "reason"], "properties": {
     "action": {"type": "string", "enum": ["buy", "wait", "not_enough_data", "unavailable", "no_fares", "stale"],
-               "description": "stale: the newest fares are more than a day old, so no advice is given"},
+               "description": "stale: the newest fares are more than a day old, so no advice is given; "
+                              "unavailable: no advice computed for the trip yet, or the last (based_on_collection) "
+                              "was given on fares more than a day older than the newest"},
     "drop_probability": {"type": "number", "nullable": True}, "confidence": {
         "type": "number", "nullable": True,
         "description": "Calibrated chance the advice pays off: for wait, that the fare drops by 2% or more before "

@@ -56,7 +56,7 @@ def advice_for(conn: psycopg.Connection, trip: Trip, collection: dict | None) ->
               "model_version": row["model_version"]}
     withheld = {"drop_probability": None, "confidence": None, "expected_saving": None, "currency": None}
     if dt.datetime.now(dt.timezone.utc) - collection["collected_at"] > queries.ADVICE_FRESH_FOR:
-        # Withheld, though its basis stays named: there are just no recent fares to advise on.
+        # Withheld (its basis stays in the API's answer): there are just no recent fares to advise on.
         return {**advice, **withheld, "action": "stale",
                 "reason": f"the newest fares were collected more than {queries.ADVICE_FRESH_FOR.days} day ago; advice "
                           "resumes with the next collection"}

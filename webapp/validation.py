@@ -79,13 +79,20 @@ def _airports_by_city() -> dict[str, list[str]]:
     return by_city
 
 
-def _minor(code: str) -> bool:
-    """Whether the airport is likely not its city's main one: neither "international" nor named after its city."""
+# Words naming fields no airline flies to: a seaplane base named after New York is no "New York" airport.
+_NOT_AIRLINE_FIELDS = re.compile(r"\b(seaplane|heliport|base|afb|raf|naval|army|airstrip)\b")
+
+
+def _rank(code: str) -> int:
+    """How unlikely the airport is its city's main one: 0 "international" or named after its city, 1 another name,
+    2 a field no airline flies to."""
     # Without traffic figures: "Charles de Gaulle International" and "London Heathrow" before Paris, Texas's "Cox
-    # Field" (airportsdata names its city Paris too).
+    # Field" (airportsdata names its city Paris too), and those before "RAF Northolt" or a seaplane base.
     airport = airports()[code]
     name, city = airport["name"].casefold(), airport["city"].casefold()
-    return "international" not in name and not name.startswith(city)
+    if _NOT_AIRLINE_FIELDS.search(name):
+        return 2
+    return 0 if "international" in name or name.startswith(city) else 1
 
 
 def suggest_airports(text: str) -> list[dict]:
@@ -101,10 +108,10 @@ def suggest_airports(text: str) -> list[dict]:
     by_city = sorted((code for code, airport in airports().items()
                       if code not in by_code and needle in airport["city"].casefold()),
                      key=lambda code: (airports()[code]["city"].casefold() != needle,
-                                       not airports()[code]["city"].casefold().startswith(needle), _minor(code), code))
+                                       not airports()[code]["city"].casefold().startswith(needle), _rank(code), code))
     by_name = sorted((code for code, airport in airports().items()
                       if code not in by_code and code not in by_city and needle in airport["name"].casefold()),
-                     key=lambda code: (_minor(code), code))
+                     key=lambda code: (_rank(code), code))
     return [{"code": code, "name": airports()[code]["name"], "city": airports()[code]["city"],
              "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:SUGGESTIONS_LIMIT]]
 
@@ -136,7 +143,7 @@ def _airport(raw: str, label: str) -> tuple[str | None, str | None]:
     if len(codes) > 1:
         # Named with their country: Paris, Texas's field beside Charles de Gaulle.
         named = ", ".join(f"{code} ({airports()[code]['name']}, {airports()[code]['country']})"
-                          for code in sorted(codes, key=lambda code: (_minor(code), code)))
+                          for code in sorted(codes, key=lambda code: (_rank(code), code)))
         return None, f"{label} {raw} has several airports: {named}; pick one"
     return codes[0], None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from fare_assets.settings import load_settings
+from fare_assets.settings import env_or_default, load_settings
 
 SUPERUSER = "fares"
 WAREHOUSE_DB = "fares"
@@ -39,7 +39,7 @@ class PostgresError(RuntimeError):
 
 def find_bin_dir() -> Path:
     """The folder holding initdb and pg_ctl (FARES_PG_BIN, PATH or Debian's layout)."""
-    explicit = os.environ.get("FARES_PG_BIN")
+    explicit = env_or_default("FARES_PG_BIN", "")
     candidates = [Path(explicit)] if explicit else []
     on_path = shutil.which("pg_ctl")
     if on_path:

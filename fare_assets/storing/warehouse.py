@@ -417,6 +417,17 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
 
 
+def _count_columns(conn: psycopg.Connection, columns: list[tuple[str, str]], exists: str, also: str = "") -> int:
+    """How many of the (table, column) pairs the catalog has (`exists` "EXISTS") or lacks ("NOT EXISTS"), as a live
+    column meeting `also` (a condition on pg_attribute)."""
+    [(count,)] = _rows(conn, f"SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS wanted(relname, attname)"
+                             f" WHERE {exists} (SELECT 1 FROM pg_attribute"
+                             f" WHERE attrelid = ('public.' || quote_ident(wanted.relname))::regclass"
+                             f" AND attname = wanted.attname AND NOT attisdropped{also})",
+                       ([table for table, _ in columns], [name for _, name in columns]))
+    return count
+
+
 def schema_is_current(conn: psycopg.Connection) -> bool:
     """Every table and fare index is there (fare tables partitioned), and the web role, if any, has its grants."""
     expected = {**dict.fromkeys(FARE_TABLES, "p"),
@@ -429,19 +440,8 @@ def schema_is_current(conn: psycopg.Connection) -> bool:
     if found != expected:
         return False
     added = [(table, name) for table, columns in ADDED_COLUMNS.items() for name, _ in columns]
-    [(missing,)] = _rows(conn, "SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS added(relname, attname)"
-                               " WHERE NOT EXISTS (SELECT 1 FROM pg_attribute"
-                               " WHERE attrelid = ('public.' || quote_ident(added.relname))::regclass"
-                               " AND attname = added.attname AND NOT attisdropped)",
-                         ([table for table, _ in added], [name for _, name in added]))
-    if missing:
-        return False
     relaxed = [(table, name) for table, names in NULLABLE_SINCE_RELEASE.items() for name in names]
-    [(still_required,)] = _rows(conn, "SELECT count(*) FROM pg_attribute WHERE attnotnull"
-                                      " AND (attrelid::regclass::text, attname)"
-                                      " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                                ([table for table, _ in relaxed], [name for _, name in relaxed]))
-    if still_required:
+    if _count_columns(conn, added, "NOT EXISTS") or _count_columns(conn, relaxed, "EXISTS", " AND attnotnull"):
         return False
     if not web_role_exists(conn):
         return True

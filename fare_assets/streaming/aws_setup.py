@@ -6,13 +6,13 @@ boto3 honours AWS_ENDPOINT_URL itself, so the same run works against a moto serv
 JSON report holding the policies the roles need. A second run changes nothing.
 """
 import json
-import os
 import sys
 import time
 
 import boto3
 from botocore.exceptions import ClientError
 
+from fare_assets.settings import env_or_default
 from fare_assets.storing.lake import EMR_LOGS_PREFIX, EXPORTS_PREFIX, PIPES_PREFIX, RAW_ERRORS_PREFIX, RAW_PREFIX
 from fare_assets.streaming.firehose import FirehoseTarget
 
@@ -148,7 +148,7 @@ def setup(target: FirehoseTarget, role_arn: str) -> dict:
 
 
 def main() -> None:
-    report = setup(FirehoseTarget.from_env(), os.environ.get("FARES_FIREHOSE_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
+    report = setup(FirehoseTarget.from_env(), env_or_default("FARES_FIREHOSE_ROLE_ARN", PLACEHOLDER_ROLE_ARN))
     json.dump(report, sys.stdout, indent=2)
     print()
 

@@ -1,6 +1,7 @@
 """Spark session settings shared by the local runner, the tests and the EMR job."""
 import os
 
+from fare_assets.settings import env_or_default
 from fare_assets.structuring.spark_compat import ANSI_OFF
 
 SPARK_CONF = {
@@ -27,7 +28,7 @@ SPARK_CONF = {
 
 # PostgreSQL's JDBC driver (Debian's libpostgresql-jdbc-java), so a local session reads the warehouse (the MLlib
 # engine's observations) without downloading anything; a cluster brings its own.
-JDBC_DRIVER_JAR = os.environ.get("FARES_JDBC_DRIVER_JAR", "/usr/share/java/postgresql.jar")
+JDBC_DRIVER_JAR = env_or_default("FARES_JDBC_DRIVER_JAR", "/usr/share/java/postgresql.jar")
 
 
 # The throughput collector: a local session is one batch JVM, and the 500 MB structuring bench ran faster with it
