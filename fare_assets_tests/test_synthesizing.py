@@ -429,8 +429,9 @@ def test_last_call_is_the_last_collection_day_at_half_hour_sweeps(evaluation):
     always_waiting = copy.copy(evaluation.advisor)
     always_waiting.threshold = -1.0
     trip = hand_made_trip([300.0, 290.0, 295.0, 298.0])
-    # The schedule's sweeps every 30 minutes: the first three on the afternoon two days before departure.
-    trip["collected_at"] = pd.to_datetime(["2027-01-08 12:00", "2027-01-08 12:30", "2027-01-08 13:00",
+    # The schedule's sweeps every 30 minutes: two a day before the third, on the afternoon two days before departure
+    # (the third a day after the first: enough history).
+    trip["collected_at"] = pd.to_datetime(["2027-01-07 12:00", "2027-01-07 12:30", "2027-01-08 13:00",
                                            "2027-01-09 00:00"], utc=True)
     two_days_before = advise_one(always_waiting, trip.iloc[:3])
     assert two_days_before.action == "wait"
@@ -466,6 +467,17 @@ def test_not_enough_data_for_short_histories(evaluation, observations, features)
     assert (advisor.decisions(short_rows)["action"] == "not_enough_data").all()
     # A trip first seen at its last collection must still be bought, history or not.
     assert advise_one(advisor, hand_made_trip([250.0])).action == "buy"
+
+
+def test_three_collections_within_an_hour_are_not_enough_history(evaluation):
+    # Half-hourly sweeps reach three collections in an hour, while every rolling ratio is still 1.
+    trip = hand_made_trip([300.0, 310.0, 305.0])
+    trip["collected_at"] = pd.date_range(end=pd.Timestamp("2026-12-10", tz="UTC"), periods=3, freq="30min")
+    early = advise_one(evaluation.advisor, trip)
+    assert early.action == "not_enough_data" and early.drop_probability is None
+    assert early.reason == "only 3 collection(s) of this trip over 1 hour so far; advice needs at least 3 over 24 hours"
+    trip["collected_at"] = pd.date_range(end=pd.Timestamp("2026-12-10", tz="UTC"), periods=3, freq="12h")
+    assert advise_one(evaluation.advisor, trip).action in ("buy", "wait")
 
 
 def test_advisor_beats_buying_at_once_and_the_oracle_bounds_every_policy(evaluation):

@@ -23,6 +23,10 @@ FORMAT_VERSION = 5
 # Below three collections a trip has no history to compare against (the rolling ratios are all 1 and
 # the slope undefined), so a recommendation would be the model's prior for the date, not advice.
 MIN_HISTORY = 3
+# Nor below a day of them: half-hourly sweeps reach three collections within an hour, while the rolling ratios and
+# the trend are read over days (the fares are refiled about once a day). On daily collections the third is two days
+# in, so this changes nothing there.
+MIN_HISTORY_DAYS = 1.0
 
 # Collection stops after the day before departure, so a collection at most one day ahead is on that last day, the
 # last chance to buy through this platform; any earlier one is followed by a whole day of collections. Within the
@@ -220,12 +224,17 @@ class BuyWaitAdvisor:
         self.threshold_upset_rates = {threshold: upset_rate(paid) for threshold, paid in outcomes.items()}
         return chosen_threshold(self.threshold_scores, self.threshold_upset_rates, self.max_upset_rate)
 
+    def short_history(self, features: pd.DataFrame) -> np.ndarray:
+        """Rows too early in their trip to advise on: under min_history collections, or under MIN_HISTORY_DAYS."""
+        return ((features["observation_count"] < self.min_history)
+                | (features["days_observed"] < MIN_HISTORY_DAYS)).to_numpy()
+
     def modelled_rows(self, features: pd.DataFrame) -> np.ndarray:
-        """Rows the models learn from and are judged on: min_history+ collections and a later one to wait for.
+        """Rows the models learn from and are judged on: enough history (short_history) and a later one to wait for.
 
         `features` must be sorted by trip and collection time.
         """
-        return ((features["observation_count"] >= self.min_history) & ~last_observation_mask(features)).to_numpy()
+        return ~self.short_history(features) & ~last_observation_mask(features).to_numpy()
 
     def modelled_drops(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """modelled_rows(features), and per modelled row whether the fare then dropped meaningfully.
@@ -278,7 +287,7 @@ class BuyWaitAdvisor:
         """
         horizon = self.last_call_days_ahead if last_call_days_ahead is None else last_call_days_ahead
         last_call = is_last_call(features["days_ahead"].to_numpy(), horizon)
-        short_history = features["observation_count"].to_numpy() < self.min_history
+        short_history = self.short_history(features)
         return np.select([last_call, short_history, ratio < 1 - threshold], [BUY, NOT_ENOUGH_DATA, WAIT], BUY)
 
     def buy_mask(self, features: pd.DataFrame, ratio: np.ndarray, threshold: float) -> np.ndarray:
@@ -330,10 +339,11 @@ class BuyWaitAdvisor:
         if is_last_call(row["days_ahead"], last_call_days_ahead):
             return Advice(BUY, None, None, 0.0, currency, "last collection before departure: buy now")
         if action == NOT_ENOUGH_DATA:
-            count = int(row["observation_count"])
+            count, hours = int(row["observation_count"]), float(row["days_observed"]) * 24
             return Advice(
                 NOT_ENOUGH_DATA, None, None, None, currency,
-                f"only {count} collection(s) of this trip so far; advice needs at least {self.min_history}",
+                f"only {count} collection(s) of this trip over {hours:.0f} hour{'' if round(hours) == 1 else 's'} so "
+                f"far; advice needs at least {self.min_history} over {MIN_HISTORY_DAYS * 24:.0f} hours",
             )
         probability, saving = float(probability), float(saving)
         chance = f"{probability:.0%} chance the fare drops by {MEANINGFUL_DROP_SHARE:.0%} or more before departure"
