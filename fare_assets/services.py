@@ -12,7 +12,7 @@ import time
 import psycopg
 import requests
 
-from fare_assets.settings import PROJECT_ROOT, load_settings
+from fare_assets.settings import PROJECT_ROOT, env_or_default, load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import PostgresError, embedded_cluster, find_bin_dir
 
@@ -23,10 +23,15 @@ class MissingPrerequisite(RuntimeError):
     """Something the platform needs is not installed; the message says how to install it."""
 
 
+def _java_home_java() -> str | None:
+    """$JAVA_HOME/bin/java when JAVA_HOME is set: the Java Spark starts then, whatever PATH holds."""
+    java_home = env_or_default("JAVA_HOME", "")
+    return os.path.join(java_home, "bin", "java") if java_home else None
+
+
 def java_major_version() -> int | None:
     """The major version of the Java Spark starts: $JAVA_HOME's when set, else the one on PATH."""
-    java_home = os.environ.get("JAVA_HOME", "").strip()
-    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    java = _java_home_java() or shutil.which("java")
     if not java or not os.access(java, os.X_OK):
         return None
     output = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
@@ -41,8 +46,7 @@ def check_prerequisites() -> None:
     """Java 17+ for Spark and the PostgreSQL server binaries for the embedded cluster."""
     major = java_major_version()
     if major is None:
-        java_home = os.environ.get("JAVA_HOME", "").strip()
-        where = f" at $JAVA_HOME/bin/java ({java_home}/bin/java)" if java_home else ""
+        where = f" at $JAVA_HOME/bin/java ({java})" if (java := _java_home_java()) else ""
         raise MissingPrerequisite(f"Java not found{where}: {JAVA_HINT}")
     if major < 17:
         raise MissingPrerequisite(f"Java {major} found, Spark 4 needs 17+: {JAVA_HINT}")

@@ -39,6 +39,12 @@ MIN_HISTORY_DAYS = 1.0
 LAST_CALL_DAYS_AHEAD = 1.0
 
 
+def too_early(observation_count, days_observed, min_history):
+    """Whether a collection has too little history before it to advise on: under `min_history` collections, or under
+    MIN_HISTORY_DAYS of them (numbers, pandas series or Spark columns alike, as is_last_call)."""
+    return (observation_count < min_history) | (days_observed < MIN_HISTORY_DAYS)
+
+
 def is_last_call(days_ahead, horizon):
     """Whether a collection `days_ahead` of departure is the last call for a `horizon` (numbers, arrays or Spark
     columns alike, so every engine and the advice's reason apply one rule)."""
@@ -226,8 +232,7 @@ class BuyWaitAdvisor:
 
     def short_history(self, features: pd.DataFrame) -> np.ndarray:
         """Rows too early in their trip to advise on: under min_history collections, or under MIN_HISTORY_DAYS."""
-        return ((features["observation_count"] < self.min_history)
-                | (features["days_observed"] < MIN_HISTORY_DAYS)).to_numpy()
+        return too_early(features["observation_count"], features["days_observed"], self.min_history).to_numpy()
 
     def modelled_rows(self, features: pd.DataFrame) -> np.ndarray:
         """Rows the models learn from and are judged on: enough history (short_history) and a later one to wait for.

@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from sklearn.isotonic import IsotonicRegression
 
 from fare_assets.local_dates import day_end
-from fare_assets.synthesizing.advisor import (MIN_HISTORY, MIN_HISTORY_DAYS, POLICY_ITERATIONS, THRESHOLD_CANDIDATES,
-                                              BuyWaitAdvisor, chosen_threshold, is_last_call)
+from fare_assets.synthesizing.advisor import (MIN_HISTORY, POLICY_ITERATIONS, THRESHOLD_CANDIDATES, BuyWaitAdvisor,
+                                              chosen_threshold, is_last_call, too_early)
 from fare_assets.synthesizing.estimators import SPARK, prior_classifier
 from fare_assets.synthesizing.evaluation import (BUY_DAYS_BEFORE_DEPARTURE, IMPORTANCE_MAX_ROWS, TEST_SHARE,
                                                  VALIDATION_SHARE, EvaluationResult, HeldOutJudgement, TripSplit,
@@ -48,8 +48,7 @@ def with_drop_labels(features: DataFrame) -> DataFrame:
 
 def _with_policy_columns(features: DataFrame, advisor: BuyWaitAdvisor) -> DataFrame:
     """Labels, and the rows the advisor models, must buy at (last call) or cannot advise on (short history)."""
-    # advisor.short_history's rule.
-    short_history = (F.col("observation_count") < advisor.min_history) | (F.col("days_observed") < MIN_HISTORY_DAYS)
+    short_history = too_early(F.col("observation_count"), F.col("days_observed"), advisor.min_history)
     return (with_drop_labels(features)
             .withColumn("short_history", short_history)
             .withColumn("modelled", ~F.col("short_history") & ~F.col("is_last_observation"))
