@@ -296,6 +296,18 @@ def test_a_stored_page_from_another_day_or_before_a_newer_collection_is_not_serv
     assert client.get("/api/fares", query_string=trip_query()).get_json()["options"][0]["option_id"] == "next-a"
 
 
+def test_on_the_departure_day_the_page_is_rendered_live(loaded, trained_models):
+    # Flights leave between two refreshes: a stored page would go on judging the cheapest after it left.
+    refresh_serving(loaded, trained_models)
+    client = models_client(loaded)
+    today = today_at("SFO")
+    mark_stored_page(loaded, rendered_on=today)
+    assert "stored page" in client.get("/fares", query_string=trip_query()).get_data(as_text=True)
+    mark_stored_page(loaded, depart_date=today)
+    text = client.get("/fares", query_string=trip_query(depart=today)).get_data(as_text=True)
+    assert "<!-- stored page -->" not in text and "SFO" in text
+
+
 def stamped_routes(dsn: str) -> dict[tuple[str, str], dt.datetime]:
     with psycopg.connect(dsn) as conn:
         return route_stamps(conn)

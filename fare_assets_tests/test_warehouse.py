@@ -202,6 +202,22 @@ def test_web_role_reads_but_cannot_write(warehouse_dsn, postgres):
             conn.execute("DELETE FROM national_fares")
 
 
+def test_the_web_role_may_insert_only_what_a_traveller_says_into_price_alerts(warehouse_dsn, postgres):
+    def may_insert(conn, column: str) -> bool:
+        return conn.execute("SELECT has_column_privilege(%s, 'price_alerts', %s, 'INSERT')",
+                            (READONLY_ROLE, column)).fetchone()[0]
+
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        warehouse.ensure_schema(conn)
+        assert may_insert(conn, "threshold") and not may_insert(conn, "notified_at") and not may_insert(conn, "id")
+        # A warehouse of before 2026-12-07 granted INSERT on the whole table: it is taken back.
+        conn.execute(f"GRANT INSERT ON price_alerts TO {READONLY_ROLE}")
+        assert not warehouse.schema_is_current(conn)
+        warehouse.ensure_schema(conn)
+        assert warehouse.schema_is_current(conn)
+        assert may_insert(conn, "currency") and not may_insert(conn, "notified_at")
+
+
 def airport_row(code: str, name: str) -> tuple:
     return (code, name, code, name, "US", "America/New_York", 40.6, -73.8,
             dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc))

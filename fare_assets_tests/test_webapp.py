@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from fare_assets.local_dates import earliest_today, today_at
+from fare_assets.local_dates import airport_timezone, earliest_today, today_at
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.storing import warehouse
 from fare_assets.storing.postgres import READONLY_ROLE
@@ -749,6 +749,25 @@ def test_security_headers_on_every_response(client, path):
     assert headers["Referrer-Policy"] == "same-origin"
 
 
+@pytest.mark.parametrize("path", ["/fares", "/api/fares", "/api/advice"])
+def test_a_page_or_answer_the_client_holds_is_revalidated_to_a_304_until_the_fares_change(client, load, path):
+    load([fare_row("qpx-1", "300.00")])
+    first = client.get(path, query_string=trip_query())
+    assert first.status_code == 200 and first.headers["Cache-Control"] == "no-cache" and first.headers["ETag"]
+    again = client.get(path, query_string=trip_query(), headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.get_data() == b""
+    assert again.headers["X-Frame-Options"] == "DENY"
+    load([fare_row("qpx-2", "280.00", search_id="s-newer", collected_at=NOW + dt.timedelta(seconds=1))])
+    changed = client.get(path, query_string=trip_query(), headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.status_code == 200 and changed.headers["ETag"] != first.headers["ETag"]
+    assert changed.get_data() != first.get_data()
+
+
+def test_health_and_errors_are_never_revalidated(client):
+    assert client.get("/healthz").headers["Cache-Control"] == "no-store"
+    assert "ETag" not in client.get("/healthz").headers and "ETag" not in client.get("/nowhere").headers
+
+
 def test_pages_load_nothing_from_other_origins(client):
     text = client.get("/").get_data(as_text=True)
     # Two local scripts (airport suggestions, ages), nothing inline, nothing from another origin.
@@ -981,6 +1000,46 @@ def test_the_insight_is_withheld_when_a_provider_missing_from_the_newest_collect
     assert ("Not judged: Duffel is missing from this collection" in text) == (headline == "Not judged")
 
 
+def test_on_the_departure_day_the_insight_judges_the_cheapest_flight_still_to_leave(client, load):
+    # A trip departing today at its origin, collected hourly at 250.00: its newest collection's 200.00 flight left an
+    # hour ago, its 260.00 one leaves in an hour. Judged, the 200.00 would read as low though nobody can buy it.
+    zone = airport_timezone("SFO")
+    local_now = NOW.astimezone(zone).replace(tzinfo=None)
+    today, back = local_now.date(), local_now.date() + dt.timedelta(days=7)
+    departs_out = warehouse.COLUMN_NAMES.index("depart_out_local")
+
+    def departing(row: tuple, at: dt.datetime) -> tuple:
+        return (*row[:departs_out], at, *row[departs_out + 1:])
+
+    rows = [fare_row(f"earlier-{hours}", "250.00", search_id=f"q-{hours}", collected_at=NOW - dt.timedelta(hours=hours),
+                     depart=today, back=back) for hours in range(1, 6)]
+    left = departing(fare_row("left", "200.00", search_id="q-now", depart=today, back=back),
+                     local_now - dt.timedelta(hours=1))
+    leaving = departing(fare_row("leaving", "260.00", search_id="q-now", depart=today, back=back),
+                        local_now + dt.timedelta(hours=1))
+    load([*rows, left, leaving])
+    query = trip_query(depart=today, back=back)
+
+    insight = client.get("/api/advice", query_string=query).get_json()["insight"]
+    assert insight["level"] == "high" and insight["compared_with"]["own_collections"] == 5
+    assert insight["text"].endswith("It judges the cheapest flight still to leave: cheaper ones have already left.")
+    # A newer collection whose every flight has left is not judged.
+    load([departing(fare_row("left-again", "210.00", search_id="q-newer", collected_at=NOW + dt.timedelta(seconds=1),
+                             depart=today, back=back), local_now - dt.timedelta(hours=1))])
+    insight = client.get("/api/advice", query_string=query).get_json()["insight"]
+    assert insight["level"] == "departed" and insight["percentile"] is None
+    assert "Not judged" in page_text(client.get("/fares", query_string=query))
+    # More options than the page shows, all those shown gone: the cheapest still to leave is found among the rest.
+    newest = NOW + dt.timedelta(seconds=2)
+    gone = [departing(fare_row(f"gone-{number}", f"{200 + number}.00", search_id="q-newest", collected_at=newest,
+                               depart=today, back=back), local_now - dt.timedelta(hours=1))
+            for number in range(queries.OPTIONS_SHOWN)]
+    load([*gone, departing(fare_row("last", "400.00", search_id="q-newest", collected_at=newest, depart=today,
+                                    back=back), local_now + dt.timedelta(hours=2))])
+    insight = client.get("/api/advice", query_string=query).get_json()["insight"]
+    assert insight["level"] == "high" and "dearer than 100%" in insight["text"]
+
+
 @pytest.mark.parametrize("current, reference, level, text", [
     # Fares repriced once a day, collected every 30 minutes: a fare equal to its history is typical, not low.
     ("300", ["300"] * 5, "typical", "typical for this trip: of 5 fares seen for it and for nearby dates, 100% the same "
@@ -1091,6 +1150,34 @@ def test_a_threshold_is_read_as_the_page_writes_amounts_or_a_traveller_might(wri
     assert written_amount(written) == ((Decimal(amount), currency) if amount else (None, None))
 
 
+@pytest.mark.parametrize("headers, status", [
+    ({"Sec-Fetch-Site": "cross-site", "Origin": "https://elsewhere.example"}, 403),
+    ({"Sec-Fetch-Site": "same-site"}, 403),
+    ({"Origin": "https://elsewhere.example"}, 403),
+    ({"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"}, 303),
+    ({"Origin": "http://localhost"}, 303),
+    # Typed in the address bar, or no browser at all (curl, a script).
+    ({"Sec-Fetch-Site": "none"}, 303),
+    ({}, 303),
+])
+def test_an_alert_posted_from_another_site_is_refused_and_saves_nothing(client, warehouse_dsn, headers, status):
+    response = client.post("/alerts", data={**trip_query(), "threshold": "199.5", "currency": "USD"},
+                           headers=headers)
+    assert response.status_code == status
+    with psycopg.connect(warehouse_dsn) as conn:
+        saved = conn.execute("SELECT count(*) FROM price_alerts").fetchone()[0]
+    assert saved == (0 if status == 403 else 1)
+    if status == 403:
+        assert "this site's own pages only" in page_text(response)
+        json_post = client.post("/api/alerts", json={**trip_query(), "threshold": "250"}, headers=headers)
+        assert json_post.status_code == 403 and "own pages only" in json_post.get_json()["error"]
+
+
+def test_a_body_larger_than_any_alert_is_refused_unread(client):
+    response = client.post("/api/alerts", data=b"{" + b" " * 20_000 + b"}", content_type="application/json")
+    assert response.status_code == 413 and "error" in response.get_json()
+
+
 def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, load, warehouse_dsn):
     response = client.post("/api/alerts", json={**trip_query(), "threshold": "250", "currency": "usd"})
     body = response.get_json()
@@ -1142,6 +1229,10 @@ def test_price_alerts_are_saved_by_the_web_role_only_as_inserts(app, client, loa
             conn.execute("UPDATE price_alerts SET threshold = 1")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("INSERT INTO national_fares (option_id) VALUES ('x')")
+        # Nor an alert already spent.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO price_alerts (origin, destination, depart_date, return_date, threshold,"
+                         " notified_at) VALUES ('SFO', 'JFK', %s, %s, 1, now())", (DEPART, RETURN))
 
 
 def test_airport_suggestions_by_code_and_city(client):

@@ -1,5 +1,7 @@
 """The Flask fare page and JSON API over the PostgreSQL warehouse (read-only)."""
 
+from urllib.parse import urlsplit
+
 import psycopg
 from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -65,9 +67,44 @@ def _schema_behind(error: psycopg.Error):
     return _database_unavailable(error)
 
 
+def _refuse_cross_site_posts():
+    """A 403 for a post another site's page made the browser send (the alert form needs no preflight).
+
+    Without it, any site the operator visits could fill price_alerts from a page bound to 127.0.0.1. Browsers say
+    where a request comes from in Sec-Fetch-Site (since 2020-2023), older ones in Origin, compared with the Host
+    (a proxy in front must pass the Host on); a client that is no browser sends neither and is not refused.
+    """
+    if request.method != "POST":
+        return None
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if site is not None:
+        cross = site not in ("same-origin", "none")
+    else:
+        cross = origin is not None and urlsplit(origin).netloc != request.host
+    if cross:
+        return _error_response(403, "Forbidden", "Alerts are saved from this site's own pages only.")
+    return None
+
+
 def _add_security_headers(response):
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    return response
+
+
+def _revalidated(response):
+    """A page or API answer a client already holds is a 304, so polling the page between collections costs no body.
+
+    The ETag is the body's digest (fares change every half hour, each load's pages are rendered once), and
+    `no-cache` has a browser or proxy ask again every time rather than show fares it guessed are still fresh.
+    """
+    if request.method not in ("GET", "HEAD") or response.status_code != 200 or response.direct_passthrough:
+        return response
+    response.headers.setdefault("Cache-Control", "no-cache")
+    if "no-store" not in response.headers["Cache-Control"]:
+        response.add_etag()
+        response.make_conditional(request)
     return response
 
 
@@ -79,6 +116,8 @@ def create_app(config: dict | None = None) -> Flask:
         DATABASE_DSN=default_dsn(),
         DATABASE_CONNECT_TIMEOUT=3,
         DATABASE_STATEMENT_TIMEOUT_MS=5000,
+        # An alert is a few hundred bytes: a larger body is refused (413) before it is read into memory.
+        MAX_CONTENT_LENGTH=16 * 1024,
     )
     if config:
         app.config.update(config)
@@ -101,5 +140,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_error_handler(psycopg.errors.UndefinedColumn, _schema_behind)
     # A column this version lets be null (an alert's currency before its trip's first quote) not yet relaxed.
     app.register_error_handler(psycopg.errors.NotNullViolation, _schema_behind)
+    app.before_request(_refuse_cross_site_posts)
+    app.after_request(_revalidated)
     app.after_request(_add_security_headers)
     return app

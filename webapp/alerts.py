@@ -15,10 +15,11 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from fare_assets.local_dates import earliest_today, today_at
+from fare_assets.storing.warehouse import ALERT_INPUT_COLUMNS
 from fare_assets.streaming.notify import SUBJECT_PREFIX, Alert, AlertSettings, send_alert
 from webapp import queries
 from webapp.db import DatabaseUnavailable
-from webapp.formatting import cabin_label, departs_at, party, utc_time
+from webapp.formatting import cabin_label, first_still_to_leave, party, utc_time
 from webapp.validation import Trip, TripError, parse_trip
 
 # A threshold above this is a typo (no round-trip fare costs ten million in any common currency).
@@ -158,21 +159,18 @@ def _pinned_on_first_collection(conn: psycopg.Connection, alert: PriceAlert) -> 
     return pinned
 
 
-# The columns a traveller's alert is made of; an open alert with the same values is the same alert.
-_ALERT_COLUMNS = [("origin", "text"), ("destination", "text"), ("depart_date", "date"), ("return_date", "date"),
-                  ("adults", "int4"), ("children", "int4"), ("cabin", "text"), ("threshold", "numeric"),
-                  ("currency", "text")]
+# An open alert with the same traveller's values (ALERT_INPUT_COLUMNS) is the same alert.
 _SAVE_ALERT = f"""
-WITH asked ({", ".join(name for name, _ in _ALERT_COLUMNS)}) AS (
-  VALUES ({", ".join(f"%s::{kind}" for _, kind in _ALERT_COLUMNS)})
+WITH asked ({", ".join(name for name, _ in ALERT_INPUT_COLUMNS)}) AS (
+  VALUES ({", ".join(f"%s::{kind}" for _, kind in ALERT_INPUT_COLUMNS)})
 ), same AS (
   SELECT id FROM price_alerts AS saved, asked
   WHERE saved.notified_at IS NULL AND saved.depart_date = asked.depart_date
-    AND ({", ".join(f"saved.{name}" for name, _ in _ALERT_COLUMNS)})
-        IS NOT DISTINCT FROM ({", ".join(f"asked.{name}" for name, _ in _ALERT_COLUMNS)})
+    AND ({", ".join(f"saved.{name}" for name, _ in ALERT_INPUT_COLUMNS)})
+        IS NOT DISTINCT FROM ({", ".join(f"asked.{name}" for name, _ in ALERT_INPUT_COLUMNS)})
   ORDER BY id LIMIT 1
 ), added AS (
-  INSERT INTO price_alerts ({", ".join(name for name, _ in _ALERT_COLUMNS)})
+  INSERT INTO price_alerts ({", ".join(name for name, _ in ALERT_INPUT_COLUMNS)})
   SELECT * FROM asked WHERE NOT EXISTS (SELECT 1 FROM same)
   RETURNING id
 )
@@ -230,15 +228,12 @@ def is_due(alert: PriceAlert, cheapest: Mapping | None, now: dt.datetime) -> boo
 
 def cheapest_not_departed(conn: psycopg.Connection, alert: PriceAlert, now: dt.datetime) -> dict | None:
     """The cheapest option of the trip's newest collection, in the alert's currency, whose outbound flight has not left
-    at `now`: on the departure day an earlier flight's fare can no longer be bought. One whose departure time or
-    airport zone is unknown counts, as the page does not mark it departed either."""
+    at `now` (first_still_to_leave): on the departure day an earlier flight's fare can no longer be bought."""
     # Before the day ahead (in UTC, which no origin's date is more than a day from), no flight of the trip has left:
     # the cheapest is read alone.
     near = alert.trip.depart_date <= (now + dt.timedelta(days=1)).date()
     options = queries.cheapest_options_now(conn, alert.trip, limit=None if near else 1, currency=alert.currency)
-    return next((option for option in options
-                 if (departs := departs_at(option["depart_out_local"], option["origin"])) is None or departs > now),
-                None)
+    return first_still_to_leave(options, now)
 
 
 def price_drop_alert(alert: PriceAlert, cheapest: Mapping, page_url: str) -> Alert:

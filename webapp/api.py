@@ -149,7 +149,8 @@ def advice():
     """Buy now or wait (confidence, expected saving) and whether today's cheapest fare is low, typical or high."""
     trip, today = _asked_trip()
     conn = get_db()
-    options, collection = queries.newest_collection(conn, trip, limit=1)
+    # As many options as the page shows: on the departure day the insight judges the cheapest still to leave.
+    options, collection = queries.newest_collection(conn, trip)
     insight = insight_for(conn, trip, options, date_grid_for(conn, trip, collection, today)) if options else None
     advised = advice_for(conn, trip, collection)
     basis = advised["based_on_collection"]

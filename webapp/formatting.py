@@ -62,6 +62,14 @@ def departs_at(departs_local: dt.datetime | None, origin: str) -> dt.datetime | 
     return departs_local.replace(tzinfo=zone).astimezone(dt.timezone.utc)
 
 
+def first_still_to_leave(options: list[dict], now: dt.datetime) -> dict | None:
+    """The first of `options` whose outbound flight has not left at `now`; one whose departure time or airport zone is
+    unknown counts, as the page does not mark it departed either."""
+    return next((option for option in options
+                 if (departs := departs_at(option["depart_out_local"], option["origin"])) is None or departs > now),
+                None)
+
+
 def departs_utc(departs_local: dt.datetime | None, origin: str) -> str | None:
     """departs_at in ISO form, for the page's script."""
     departs = departs_at(departs_local, origin)

@@ -71,6 +71,19 @@ def not_judged(insight: dict, providers: list[str], currency: str) -> dict:
                      f"({_typical_range(insight['typical_low'], insight['typical_high'], currency)}).")}
 
 
+def departed_before_judged(insight: dict) -> dict:
+    """`insight` withheld: every option of the collection has left (the trip's departure day), so none can be bought."""
+    return {**insight, "level": "departed", "percentile": None,
+            "text": "Not judged: every flight of the newest collection has already left, so none of its fares can be "
+                    "bought."}
+
+
+def judged_after_departures(insight: dict) -> dict:
+    """`insight` on the cheapest option still to leave, saying that cheaper ones have left."""
+    return {**insight, "text": insight["text"] + " It judges the cheapest flight still to leave: cheaper ones have "
+                                                 "already left."}
+
+
 def too_old_to_judge(insight: dict, days: int) -> dict:
     """`insight` withheld: the judged collection is more than `days` days old, so "today's cheapest" is not today's
     (the provider keeps failing, or collection stopped), and the market may have moved since."""

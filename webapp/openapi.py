@@ -58,9 +58,10 @@ _SAVED_ALERT = {"type": "object", "properties": {
     "collected": {"type": "boolean", "description": "whether fares of the trip (party and cabin) were collected: if "
                                                     "not, the alert can only be met once the watchlist collects it"}}}
 _INSIGHT = {"type": "object", "nullable": True, "properties": {
-    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete", "stale"],
+    "level": {"type": "string", "enum": ["low", "typical", "high", "unknown", "incomplete", "stale", "departed"],
               "description": "incomplete: a provider missing from the newest collection may have quoted it cheaper, "
-                             "so it is not judged; stale: the newest collection is more than a day old"},
+                             "so it is not judged; stale: the newest collection is more than a day old; departed: every "
+                             "option of the newest collection has left (the departure day)"},
     "percentile": {"type": "integer", "nullable": True},
     "typical_low": {"type": "number", "nullable": True}, "typical_high": {"type": "number", "nullable": True},
     "text": {"type": "string"}}}

@@ -431,6 +431,8 @@ _TRIP_PAGE = sql.SQL("""
 SELECT {column}
 FROM trip_pages AS page
 WHERE""" + _TRIP_MATCH + """ AND rendered_on = %(today)s AND page.collected_at > %(fresh_since)s
+  -- On the departure day flights leave between refreshes, and the insight judges the cheapest still to leave.
+  AND page.depart_date > page.rendered_on
   AND page.route_loaded_at IS NOT DISTINCT FROM (
     SELECT loaded_at FROM route_loads WHERE origin = %(origin)s AND destination = %(destination)s)""")
 # Composed once: every view of a watched trip runs one of them.

@@ -6,7 +6,9 @@ import psycopg
 
 from webapp import queries
 from webapp.chart import price_chart
-from webapp.insight import not_judged, price_insight, providers_that_may_undercut, too_old_to_judge
+from webapp.formatting import first_still_to_leave
+from webapp.insight import (departed_before_judged, judged_after_departures, not_judged, price_insight,
+                            providers_that_may_undercut, too_old_to_judge)
 from webapp.validation import Trip
 
 # Unknown party sizes are looked up as the most common search: one adult in economy.
@@ -142,10 +144,22 @@ def insight_for(conn: psycopg.Connection, trip: Trip, options: list[dict], grid:
     fresh_since = queries.fresh_since()
     similar = [cell["total_amount"] for pair, cell in grid["by_pair"].items()
                if pair != asked and cell["total_amount"] is not None and cell["collected_at"] >= fresh_since]
-    # The shown collection is the fare being judged, not a reference for it.
-    current = options[0]
-    earlier = [row["cheapest_total"] for row in history if row["collected_at"] < current["collected_at"]]
-    insight = price_insight(current["total_amount"], current["currency"], earlier, similar)
+    # The shown collection is the fare being judged, not a reference for it. On the departure day its cheapest flight
+    # may have left since it was collected: the cheapest still to leave is the fare a traveller can buy, as the alerts
+    # judge, among all the collection's options when every one shown has left.
+    now = dt.datetime.now(dt.timezone.utc)
+    current = first_still_to_leave(options, now)
+    if current is None and options[0]["options_in_collection"] > len(options):
+        current = first_still_to_leave(
+            queries.cheapest_options_now(conn, shown_trip(trip, options[0]), limit=None,
+                                         currency=options[0]["currency"]), now)
+    judged = current or options[0]
+    earlier = [row["cheapest_total"] for row in history if row["collected_at"] < judged["collected_at"]]
+    insight = price_insight(judged["total_amount"], judged["currency"], earlier, similar)
+    if current is None:
+        return departed_before_judged(insight)
+    if current is not options[0]:
+        insight = judged_after_departures(insight)
     if current["collected_at"] < fresh_since:
         # As the advice: a fare this old is no longer "today's" (a stored page this old is rendered again, saying so).
         return too_old_to_judge(insight, queries.ADVICE_FRESH_FOR.days)

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fare_assets.local_dates import airport_timezone, airports, today_at
-from fare_assets.streaming.watchlist import CABINS
+from fare_assets.streaming.watchlist import CABINS, MAX_PASSENGERS
 
-# Fare searches carry at most nine passengers (the watchlist enforces the same limits).
-MAX_PASSENGERS = 9
 # Airlines sell seats about 330 days ahead; a later date is a typo, and bounding it keeps date arithmetic safe.
 MAX_DAYS_AHEAD = 365
 # Free text longer than any city name is rejected before it is matched.
@@ -105,12 +103,15 @@ def suggest_airports(text: str) -> list[dict]:
                      key=lambda code: (code.casefold() != needle,
                                        "international" not in airports()[code]["name"].casefold(), code)
                      ) if len(needle) <= 3 else []
+    # Sets to look in: a one-letter needle matches most of the 7,900 airports, and a list's scan made it 0.9 s.
+    taken = set(by_code)
     by_city = sorted((code for code, airport in airports().items()
-                      if code not in by_code and needle in airport["city"].casefold()),
+                      if code not in taken and needle in airport["city"].casefold()),
                      key=lambda code: (airports()[code]["city"].casefold() != needle,
                                        not airports()[code]["city"].casefold().startswith(needle), _rank(code), code))
+    taken.update(by_city)
     by_name = sorted((code for code, airport in airports().items()
-                      if code not in by_code and code not in by_city and needle in airport["name"].casefold()),
+                      if code not in taken and needle in airport["name"].casefold()),
                      key=lambda code: (_rank(code), code))
     return [{"code": code, "name": airports()[code]["name"], "city": airports()[code]["city"],
              "country": airports()[code]["country"]} for code in (by_code + by_city + by_name)[:SUGGESTIONS_LIMIT]]

@@ -312,6 +312,11 @@ CREATE TABLE IF NOT EXISTS price_alerts (
 );
 -- The price-alert sensor reads the open alerts every few minutes: never the notified ones piling up over months.
 CREATE INDEX IF NOT EXISTS price_alerts_open_idx ON price_alerts (depart_date) WHERE notified_at IS NULL"""
+# What a traveller's alert says, the columns the web role may write (the rest, when and how it was notified, are the
+# sensor's: a page that could insert them could save an alert already spent).
+ALERT_INPUT_COLUMNS = [("origin", "text"), ("destination", "text"), ("depart_date", "date"), ("return_date", "date"),
+                       ("adults", "int4"), ("children", "int4"), ("cabin", "text"), ("threshold", "numeric"),
+                       ("currency", "text")]
 # Columns added after their table was first released, which ensure_schema adds to warehouses created before:
 # an alert's cabin (2026-12-05), so an alert watches the cabin its page showed; NULL (older alerts) is any cabin;
 # the channels that took an alert while another failed (2026-12-05), so its retry does not send them again;
@@ -412,8 +417,12 @@ def _grant_to_web_role(conn: psycopg.Connection) -> None:
     if web_role_exists(conn):
         conn.execute(f"GRANT USAGE ON SCHEMA public TO {READONLY_ROLE}")
         conn.execute(f"GRANT SELECT ON {', '.join(_READABLE_TABLES)} TO {READONLY_ROLE}")
-        # INSERT and SELECT only: the page can neither edit nor delete an alert, nor touch fares.
-        conn.execute(f"GRANT SELECT, INSERT ON price_alerts TO {READONLY_ROLE}")
+        # INSERT of what a traveller says, and SELECT: the page can neither edit nor delete an alert, nor mark one
+        # notified, nor touch fares. The table-wide INSERT of warehouses before 2026-12-07 is taken back.
+        conn.execute(f"GRANT SELECT ON price_alerts TO {READONLY_ROLE}")
+        conn.execute(f"REVOKE INSERT ON price_alerts FROM {READONLY_ROLE}")
+        conn.execute(f"GRANT INSERT ({', '.join(name for name, _ in ALERT_INPUT_COLUMNS)}) ON price_alerts"
+                     f" TO {READONLY_ROLE}")
         conn.execute(f"GRANT USAGE ON SEQUENCE price_alerts_id_seq TO {READONLY_ROLE}")
 
 
@@ -446,8 +455,10 @@ def schema_is_current(conn: psycopg.Connection) -> bool:
     if not web_role_exists(conn):
         return True
     [(granted,)] = _rows(conn, "SELECT bool_and(has_table_privilege(%s, name, 'SELECT'))"
-                               " AND has_table_privilege(%s, 'price_alerts', 'INSERT') FROM unnest(%s::text[]) AS name",
-                         (READONLY_ROLE, READONLY_ROLE, list(_READABLE_TABLES)))
+                               " AND has_column_privilege(%s, 'price_alerts', 'threshold', 'INSERT')"
+                               " AND NOT has_column_privilege(%s, 'price_alerts', 'notified_at', 'INSERT')"
+                               " FROM unnest(%s::text[]) AS name",
+                         (READONLY_ROLE, READONLY_ROLE, READONLY_ROLE, list(_READABLE_TABLES)))
     return granted
 
 

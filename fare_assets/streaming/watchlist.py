@@ -8,6 +8,8 @@ import yaml
 from fare_assets.local_dates import airports, today_at
 
 CABINS = ("COACH", "PREMIUM_COACH", "BUSINESS", "FIRST")
+# Per search, as the fare APIs take it (QPX, Duffel and Amadeus all stop at 9 seated travellers).
+MAX_PASSENGERS = 9
 # The watchlist chooses a provider per entry; each has a client in fare_assets.streaming.
 PROVIDERS = ("qpx", "duffel", "amadeus")
 
@@ -137,10 +139,10 @@ def _route(entry, where: str) -> WatchedRoute:
     from_days = _int(_field(window, "from", f"{where}.depart_days_ahead"), f"{where}.depart_days_ahead.from", 0, 330)
     to_days = _int(_field(window, "to", f"{where}.depart_days_ahead"), f"{where}.depart_days_ahead.to", from_days, 330)
     every = _int(window.get("every", 1), f"{where}.depart_days_ahead.every", 1, 30)
-    adults = _int(entry.get("adults", 1), f"{where}.adults", 1, 9)
-    children = _int(entry.get("children", 0), f"{where}.children", 0, 8)
-    if adults + children > 9:
-        raise WatchlistError(f"{where}: at most 9 passengers per search, got {adults + children}")
+    adults = _int(entry.get("adults", 1), f"{where}.adults", 1, MAX_PASSENGERS)
+    children = _int(entry.get("children", 0), f"{where}.children", 0, MAX_PASSENGERS - 1)
+    if adults + children > MAX_PASSENGERS:
+        raise WatchlistError(f"{where}: at most {MAX_PASSENGERS} passengers per search, got {adults + children}")
     cabin = entry.get("cabin", "COACH")
     if cabin not in CABINS:
         raise WatchlistError(f"{where}.cabin: expected one of {', '.join(CABINS)}, got {cabin!r}")
