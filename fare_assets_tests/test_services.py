@@ -83,6 +83,53 @@ def test_a_cluster_that_cannot_start_says_why(postgres, tmp_path):
         taken.destroy()
 
 
+def test_root_run_clusters_live_only_in_a_folder_no_one_else_can_change(tmp_path):
+    import os
+
+    from fare_assets.storing.postgres import PostgresError, _root_only_folder
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(PostgresError, match="must be a folder only root can write"):
+        _root_only_folder(shared)
+    linked = tmp_path / "linked"
+    linked.symlink_to(tmp_path / "own", target_is_directory=True)
+    (tmp_path / "own").mkdir()
+    with pytest.raises(PostgresError, match="must be a folder only root can write"):
+        _root_only_folder(linked)
+    fresh = tmp_path / "fresh" / "fares-pg"
+    if os.geteuid() == 0:
+        _root_only_folder(fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o755
+    else:
+        with pytest.raises(PostgresError):
+            _root_only_folder(fresh)
+
+
+def test_a_root_run_cluster_linked_outside_its_folder_is_neither_started_nor_deleted(tmp_path):
+    import os
+
+    from fare_assets.storing.postgres import EmbeddedPostgres, PostgresError
+
+    # A link made before 2026-12-07 into /var/tmp/fares-pg, where another user could have made it point elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("not root's to delete")
+    linked = tmp_path / "project" / "pg"
+    linked.parent.mkdir()
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    cluster = EmbeddedPostgres(linked, 5)
+    if os.geteuid() == 0:
+        with pytest.raises(PostgresError, match="outside /var/lib/fares-pg where root-run clusters live"):
+            cluster.start()
+        cluster.destroy()
+        assert not linked.exists() and (elsewhere / "keep").exists()
+    else:
+        # A user's own link is the user's choice.
+        assert cluster._cluster_dir() == elsewhere
+
+
 @pytest.mark.parametrize("host, bind", [(None, "127.0.0.1:5071"), ("  ", "127.0.0.1:5071"), ("::", "[::]:5071"),
                                         ("0.0.0.0", "0.0.0.0:5071")])
 def test_the_page_binds_the_configured_host_and_an_empty_one_means_the_loopback(monkeypatch, host, bind):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -29,8 +30,10 @@ BIN_CANDIDATES = [*sorted(Path("/usr/lib/postgresql").glob("*/bin"),
                           reverse=True),
                   Path("/usr/local/pgsql/bin")]
 INSTALL_HINT = "install the PostgreSQL server binaries: `apt-get install -y postgresql` (Debian/Ubuntu)"
-# Where a root-run cluster goes when the postgres user cannot reach the project folder.
-ROOT_FALLBACK = Path("/var/tmp/fares-pg")
+# Where a root-run cluster goes when the postgres user cannot reach the project folder: under /var/lib, which only
+# root may write, as root chowns, initdb's and deletes what is in it (in a world-writable folder such as /var/tmp,
+# another user could create it first and swap a cluster folder for a link to /etc).
+ROOT_FALLBACK = Path("/var/lib/fares-pg")
 
 
 class PostgresError(RuntimeError):
@@ -60,6 +63,18 @@ def _reachable_by_postgres(folder: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
+def _root_only_folder(folder: Path) -> None:
+    """Create `folder` for root-run clusters, refusing one someone else could change (a link, not root's, writable
+    by others)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    found = folder.lstat()
+    if stat.S_ISLNK(found.st_mode) or found.st_uid != 0 or found.st_mode & 0o022:
+        raise PostgresError(f"{folder} must be a folder only root can write, to hold root-run clusters; remove it "
+                            "or make it root's with mode 755")
+    # Whatever the umask, the postgres user must pass through it to its cluster.
+    folder.chmod(0o755)
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL cluster in `data_dir` listening on 127.0.0.1:`port`."""
@@ -82,25 +97,37 @@ class EmbeddedPostgres:
 
     def _cluster_dir(self) -> Path:
         """The real data folder: `data_dir`, or a root-only fallback it links to."""
-        if self.data_dir.is_symlink() or not _as_root():
+        if not _as_root():
             return self.data_dir.resolve()
+        if self.data_dir.is_symlink():
+            return self._root_fallback_target()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if _reachable_by_postgres(self.data_dir.parent):
             return self.data_dir
         tag = hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:12]
         fallback = ROOT_FALLBACK / tag
-        ROOT_FALLBACK.mkdir(parents=True, exist_ok=True)
-        ROOT_FALLBACK.chmod(0o755)
+        _root_only_folder(ROOT_FALLBACK)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self.data_dir.symlink_to(fallback, target_is_directory=True)
         return fallback
 
+    def _root_fallback_target(self) -> Path:
+        """Where `data_dir` links to, refused unless it is a cluster folder in ROOT_FALLBACK: root would chown, start
+        and delete whatever another user made it point at (links into /var/tmp/fares-pg before 2026-12-07)."""
+        target = self.data_dir.resolve()
+        _root_only_folder(ROOT_FALLBACK)
+        if target.parent != ROOT_FALLBACK:
+            raise PostgresError(f"{self.data_dir} links to {target}, outside {ROOT_FALLBACK} where root-run clusters "
+                                f"live: remove the link (`make clean` does, leaving {target}) and the cluster is made "
+                                "again there")
+        return target
+
     def _initdb(self, cluster: Path) -> None:
         cluster.mkdir(parents=True, exist_ok=True)
         if _as_root():
             user = pwd.getpwnam("postgres")
-            os.chown(cluster, user.pw_uid, user.pw_gid)
+            os.chown(cluster, user.pw_uid, user.pw_gid, follow_symlinks=False)
         cluster.chmod(0o700)
         done = self._run("initdb", "-D", str(cluster), "-U", SUPERUSER, "--auth=trust",
                          "--encoding=UTF8", "--locale=C", "--no-instructions")
@@ -156,6 +183,9 @@ class EmbeddedPostgres:
         cluster = self.data_dir.resolve()
         if self.data_dir.is_symlink():
             self.data_dir.unlink()
+            if _as_root() and cluster.parent != ROOT_FALLBACK:
+                # Not root's to delete (see _root_fallback_target): only the link goes.
+                return
         shutil.rmtree(cluster, ignore_errors=True)
 
     def _ensure_databases(self) -> None:
