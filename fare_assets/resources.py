@@ -21,8 +21,7 @@ from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.duffel_client import duffel_client_from_env
 from fare_assets.streaming.firehose import FirehoseDeliveryStream, FirehoseTarget
 from fare_assets.streaming.providers import ProviderClients
-from fare_assets.streaming.qpx_client import QpxClient
-from fare_assets.streaming.rate_limit import provider_rate_limit
+from fare_assets.streaming.qpx_client import QpxClient, qpx_rate_limit
 from fare_assets.streaming.watchlist import Watchlist, load_watchlist
 from fare_assets.structuring.emr import LocalSparkRunner, spark_runner_from_env
 from fare_assets.structuring.spark import local_spark_conf
@@ -42,15 +41,14 @@ class FareSourceResource(ConfigurableResource):
     watchlist_path: str
     solutions: int = 8
     concurrency: int = 4
-    # Calls per second and burst across a run's calls; None reads FARES_QPX_RATE_PER_SECOND / _BURST.
+    # Calls per second across a run's calls; None reads FARES_QPX_RATE_PER_SECOND / _RATE_BURST.
     rate_per_second: float | None = None
-    rate_burst: int | None = None
 
     def client(self, providers: Iterable[str]) -> ProviderClients:
         """A client per provider named (each with its own rate limit); a missing credential fails here, before any call."""
         builders = {
             "qpx": lambda: QpxClient(self.base_url, solutions=self.solutions,
-                                     rate_limiter=provider_rate_limit(self.rate_per_second, self.rate_burst)),
+                                     rate_limiter=qpx_rate_limit(self.rate_per_second)),
             "duffel": duffel_client_from_env,
             "amadeus": amadeus_client_from_env,
         }

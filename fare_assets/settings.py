@@ -2,6 +2,7 @@
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fare_assets.synthesizing.estimators import ENGINES, SKLEARN
 
@@ -13,6 +14,14 @@ def env_or_default(name: str, default: str) -> str:
     """The variable's value, or `default` when it is unset, empty or blank (an empty export means "not set")."""
     value = os.environ.get(name, "").strip()
     return value or default
+
+
+def unencrypted_remote(url: str) -> bool:
+    """Whether `url` would send what it carries (a token, a secret) unencrypted off this machine: neither https nor
+    a loopback address."""
+    parts = urlsplit(url)
+    return parts.scheme != "https" and not (parts.scheme == "http"
+                                            and parts.hostname in ("127.0.0.1", "localhost", "::1"))
 
 
 def host_and_port(host: str, port: int) -> str:

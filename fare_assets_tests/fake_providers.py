@@ -78,6 +78,7 @@ class FakeProviderServer(ThreadingHTTPServer):
         self.requests: list[dict] = []
         self.answers: list[dict] = []
         self.refusals = Countdown()
+        self.gateway_errors = Countdown()
 
     @property
     def url(self) -> str:
@@ -87,6 +88,10 @@ class FakeProviderServer(ThreadingHTTPServer):
     def refuse(self, searches: int) -> None:
         """Answer the next `searches` searches with 429."""
         self.refusals.add(searches)
+
+    def fail(self, searches: int) -> None:
+        """Answer the next `searches` searches with a gateway's 502 (no Retry-After)."""
+        self.gateway_errors.add(searches)
 
     def searches(self) -> list[dict]:
         return [request for request in self.requests if request["search"]]
@@ -156,6 +161,10 @@ class _DuffelHandler(_Handler):
         if self.server.refusals.take():
             self._error(429, "rate_limit_error", "rate_limit_exceeded", "Too many requests",
                         self._rate_headers(0, self.server.reset_seconds))
+            return
+        if self.server.gateway_errors.take():
+            # Duffel reports its window on every answer, a failed one too.
+            self._error(502, "api_error", "bad_gateway", "Bad gateway", self._rate_headers(100, 55))
             return
         try:
             data = json.loads(body)["data"]

@@ -401,4 +401,3 @@ def test_credentials_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("FARES_AMADEUS_URL", "http://127.0.0.1:9")
     client = amadeus_client_from_env()
     assert client.base_url == "http://127.0.0.1:9" and CLIENT_SECRET not in repr(client)
-    assert client.structuring.NAME == "amadeus"

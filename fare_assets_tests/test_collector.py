@@ -21,12 +21,13 @@ from fare_assets.storing.lake import RAW_PREFIX
 from fare_assets.streaming.assets import backfill_job, collect_job, raw_fare_quotes
 from fare_assets.streaming.collector import sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
-from fare_assets.streaming.sweep_times import collection_times, replay_times
+from fare_assets.streaming.sweep_times import collection_times, replay_times, sweep_times
 from fare_assets.streaming.notify import (NO_CHANNEL, AlertConfigError, AlertSettings, alert_settings_from_env,
                                           email_message, run_failure_alert, send_alert, send_waiting,
                                           unproductive_sweeps_alert, webhook_payload)
-from fare_assets.streaming.qpx_client import CLOCK_HEADER, CallResult, QpxClient, retry_after_seconds
-from fare_assets.streaming.rate_limit import TokenBucket, provider_rate_limit
+from fare_assets.streaming.providers import CallResult, ProviderConfigError, retry_after_seconds
+from fare_assets.streaming.qpx_client import CLOCK_HEADER, QpxClient, qpx_rate_limit
+from fare_assets.streaming.rate_limit import TokenBucket
 from fare_assets.streaming.watchlist import TripQuery
 
 UTC = dt.timezone.utc
@@ -212,17 +213,18 @@ def test_concurrent_callers_each_reserve_their_own_slot():
 def test_the_rate_limit_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("FARES_QPX_RATE_PER_SECOND", raising=False)
     monkeypatch.delenv("FARES_QPX_RATE_BURST", raising=False)
-    default = provider_rate_limit()
+    default = qpx_rate_limit()
     assert (default.rate_per_second, default.burst) == (20.0, 10)
     monkeypatch.setenv("FARES_QPX_RATE_PER_SECOND", "2.5")
     monkeypatch.setenv("FARES_QPX_RATE_BURST", "3")
-    configured = provider_rate_limit()
+    configured = qpx_rate_limit()
     assert (configured.rate_per_second, configured.burst) == (2.5, 3)
-    explicit = provider_rate_limit(rate_per_second=7, burst=1)
-    assert (explicit.rate_per_second, explicit.burst) == (7, 1)
+    # The local simulator's rate is the resource's, and so is its burst: the aws settings do not apply to it.
+    explicit = qpx_rate_limit(rate_per_second=1000)
+    assert (explicit.rate_per_second, explicit.burst) == (1000, 10)
     monkeypatch.setenv("FARES_QPX_RATE_PER_SECOND", "fast")
-    with pytest.raises(ValueError, match="FARES_QPX_RATE_PER_SECOND='fast'"):
-        provider_rate_limit()
+    with pytest.raises(ProviderConfigError, match="FARES_QPX_RATE_PER_SECOND='fast'"):
+        qpx_rate_limit()
     with pytest.raises(ValueError, match="positive"):
         TokenBucket(0, 1)
 
@@ -312,10 +314,11 @@ def test_a_sweep_through_every_fault_records_each_call_once(tmp_path):
     assert stats.succeeded == len(successes)
     assert stats.failures == Counter({"bad_response": 3, "server_error": 2, "rate_limited": 1, "client_error": 1,
                                       "timeout": 1, "network": 1})
-    # Retryable answers are retried (2 retries), the rest are not.
+    # Retryable answers are retried (2 retries), the rest are not; nor is a posted search the provider received and
+    # did not answer (too slow, or hung up), which it may still run and bill.
     assert {name: server.requests[name] for name in faults + successes} == {
         "truncated_json": 1, "html_200": 1, "wrong_shape": 1, "html_502": 3, "unavailable_503": 3,
-        "rate_limited_429": 3, "bad_request_400": 1, "slow": 3, "hang_up": 3, "ok": 1, "error_500_then_ok": 2}
+        "rate_limited_429": 3, "bad_request_400": 1, "slow": 1, "hang_up": 1, "ok": 1, "error_500_then_ok": 2}
     for name in successes:
         assert records[name]["status"] == 200 and records[name]["response"] == QPX_ANSWER
         assert "error" not in records[name] and "body" not in records[name]
@@ -467,6 +470,11 @@ def test_alerts_are_off_unless_configured_and_half_a_channel_is_an_error(alert_e
         alert_settings_from_env()
     alert_env.setenv("FARES_ALERT_SMTP_PASSWORD", "hunter2")
     assert "hunter2" not in repr(alert_settings_from_env()) and "secret-token" not in repr(alert_settings_from_env())
+    # Its token would travel unencrypted: refused, without quoting it.
+    alert_env.setenv("FARES_ALERT_WEBHOOK_URL", "http://hooks.example.org/secret-token")
+    with pytest.raises(AlertConfigError, match="must be an https URL") as refused:
+        alert_settings_from_env()
+    assert "secret-token" not in str(refused.value)
 
 
 def test_alert_messages_say_what_failed():
@@ -530,7 +538,7 @@ def collect_defs(tmp_path: Path, base_url: str) -> Definitions:
     watchlist = tmp_path / "watchlist.yaml"
     watchlist.write_text(TINY_WATCHLIST)
     fare_source = FareSourceResource(base_url=base_url, watchlist_path=str(watchlist),
-                                     rate_per_second=500, rate_burst=50)
+                                     rate_per_second=500)
     return Definitions(assets=[raw_fare_quotes], jobs=[collect_job, backfill_job],
                        resources={"fare_source": fare_source, "lake": LakeResource(root=str(tmp_path / "lake"))})
 
@@ -552,6 +560,10 @@ def test_a_replayed_history_keeps_to_a_grid_so_a_later_rerun_repeats_its_market_
         days[2], days[2].replace(hour=9)]
     assert collection_times(2, 24, days[2].replace(hour=9), after=days[2].replace(hour=9)) == []
     assert collection_times(0, 24, days[2]) == [None]
+    # An end with nothing to replay would stamp a live sweep with it.
+    with pytest.raises(ValueError, match="history_until='2026-11-28T00:00:00Z' ends a replayed history"):
+        sweep_times(0, 24, "", "", days[2], history_until="2026-11-28T00:00:00Z")
+    assert sweep_times(2, 24, "", "", days[2], history_until="2026-11-28T00:00:00Z") == days
 
 
 def test_replay_times_cover_the_period_and_refuse_nonsense():

@@ -2,11 +2,14 @@
 import copy
 import datetime as dt
 import json
+import math
 import re
+import threading
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,7 +17,7 @@ import pytest
 
 from fare_assets.storing.lake import quarantine_path, raw_object_key
 from fare_assets.streaming.duffel_client import DuffelClient, duffel_client_from_env
-from fare_assets.streaming.providers import ProviderConfigError
+from fare_assets.streaming.providers import ProviderConfigError, Refusal
 from fare_assets.streaming.watchlist import TripQuery
 from fare_assets.structuring.job import structure_raw
 from fare_assets.structuring.providers.offers import OTHER_TRIP_SHAPE
@@ -431,12 +434,26 @@ def test_a_wait_longer_than_a_sweep_retries_for_records_the_providers_next_calls
     assert re.fullmatch(r"not called: duffel asked to wait (29|30) s \(HTTP 429\)", second.error)
 
 
-def test_a_wrong_token_fails_without_showing_it():
+def test_a_gateway_error_is_retried_though_the_quota_window_resets_later():
+    # A 502 without Retry-After is no request to wait for the window (55 s away, with quota to spare): waiting for it
+    # would refuse Duffel for the rest of the minute.
+    sleeps = Sleeps()
     with serving(FakeDuffel(TOKEN)) as server:
-        result = DuffelClient(server.url, "duffel_test_wrong", sleep=Sleeps()).search(ROUND_TRIP)
-    assert (result.status, result.failure) == (401, "client_error")
+        server.fail(1)
+        client = DuffelClient(server.url, TOKEN, max_backoff_seconds=8, sleep=sleeps)
+        first, second = client.search(ROUND_TRIP), client.search(ROUND_TRIP)
+    assert (first.status, second.status) == (201, 201) and len(server.searches()) == 3
+    assert len(sleeps) == 1 and sleeps[0] < 1
+
+
+def test_a_wrong_token_fails_without_showing_it_and_is_not_sent_again_in_the_run():
+    with serving(FakeDuffel(TOKEN)) as server:
+        client = DuffelClient(server.url, "duffel_test_wrong", sleep=Sleeps())
+        result, later = client.search(ROUND_TRIP), client.search(ROUND_TRIP)
+    assert (result.status, result.failure) == (401, "auth_error")
     assert result.error == "HTTP 401: The access token used is not valid" and "duffel_test_wrong" not in result.error
-    assert len(server.searches()) == 1
+    assert (later.status, later.failure) == (0, "auth_error") and len(server.searches()) == 1
+    assert later.error == "not called: duffel refused the credentials (HTTP 401: The access token used is not valid)"
 
 
 def test_a_token_that_is_no_valid_header_fails_every_call_without_showing_it():
@@ -461,13 +478,49 @@ def test_credentials_come_from_the_environment(monkeypatch):
     assert "FARES_DUFFEL_TOKEN holds a space, a line break" in str(refused.value)
     assert "SECRET" not in str(refused.value)
     monkeypatch.setenv("FARES_DUFFEL_TOKEN", TOKEN)
+    # The token would travel unencrypted.
+    monkeypatch.setenv("FARES_DUFFEL_URL", "http://api.duffel.example")
+    with pytest.raises(ProviderConfigError, match="FARES_DUFFEL_URL='http://api.duffel.example' must be an https URL"):
+        duffel_client_from_env()
     monkeypatch.setenv("FARES_DUFFEL_URL", "http://127.0.0.1:9/")
     client = duffel_client_from_env()
     assert client.base_url == "http://127.0.0.1:9" and client.version == "v2"
-    assert TOKEN not in repr(client) and client.structuring.NAME == "duffel"
+    assert TOKEN not in repr(client)
+
+
+def test_a_redirect_is_not_followed_with_the_token():
+    with serving(FakeDuffel(TOKEN)) as elsewhere:
+        class Redirect(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.send_response(307)
+                self.send_header("Location", elsewhere.url + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format, *args):
+                pass
+
+        redirecting = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=redirecting.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{redirecting.server_address[1]}"
+            result = DuffelClient(url, TOKEN, sleep=Sleeps()).search(ROUND_TRIP)
+        finally:
+            redirecting.shutdown()
+    assert (result.status, result.failure) == (307, "bad_response") and elsewhere.requests == []
 
 
 def test_a_past_market_time_is_refused_not_faked():
     with serving(FakeDuffel(TOKEN)) as server:
         result = DuffelClient(server.url, TOKEN).search(ROUND_TRIP, dt.datetime(2026, 10, 1, tzinfo=UTC))
     assert result.failure == "unsupported_replay" and server.searches() == []
+
+
+def test_a_shorter_refusal_does_not_forgive_refused_credentials():
+    # One worker's credentials refused for the run, another's 429 asking for 20 s at the same moment.
+    now = [100.0]
+    refusal = Refusal(clock=lambda: now[0])
+    refusal.refuse(math.inf, "duffel refused the credentials", "auth_error")
+    refusal.refuse(20, "duffel asked to wait 20 s (HTTP 429)", "rate_limited")
+    now[0] += 60
+    assert refusal.refused_call().failure == "auth_error"

@@ -398,7 +398,8 @@ def test_aws_setup_is_idempotent_and_converges(aws_env):
         assert setup(FirehoseTarget(), other_role)["delivery_stream_state"] == "updated"
         described = firehose.describe_delivery_stream(DeliveryStreamName=STREAM)["DeliveryStreamDescription"]
         assert described["Destinations"][0]["ExtendedS3DestinationDescription"]["RoleARN"] == other_role
-        assert first["role_policy"]["Statement"][0]["Resource"] == [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"]
+        assert first["role_policy"]["Statement"][0]["Resource"] == [
+            f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/raw/fares/*", f"arn:aws:s3:::{BUCKET}/raw-errors/*"]
 
 
 def test_delivery_across_a_real_http_boundary_to_a_moto_server(aws_env, tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def test_collect_structure_and_load_three_providers(tmp_path, spark, warehouse_d
         duffel.refuse(1)
         defs = Definitions(assets=[raw_fare_quotes], jobs=[collect_job], resources={
             "fare_source": FareSourceResource(base_url=market_url, watchlist_path=str(watchlist),
-                                              rate_per_second=500, rate_burst=50),
+                                              rate_per_second=500),
             "lake": LakeResource(root=str(lake))})
         with DagsterInstance.ephemeral() as instance:
             result = defs.resolve_job_def("collect_fares").execute_in_process(instance=instance)

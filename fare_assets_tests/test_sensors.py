@@ -6,8 +6,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from dagster import (DagsterInstance, DagsterRunStatus, DefaultScheduleStatus, DefaultSensorStatus, Definitions,
-                     SensorDefinition, build_schedule_context, build_sensor_context, instance_for_test, materialize)
+from dagster import (AssetKey, DagsterInstance, DagsterRunStatus, DefaultScheduleStatus, DefaultSensorStatus,
+                     Definitions, SensorDefinition, build_schedule_context, build_sensor_context, instance_for_test,
+                     materialize)
 from dagster._core.events import DagsterEvent, DagsterEventType
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
@@ -324,6 +325,8 @@ def test_every_schedule_and_sensor_runs_from_the_first_deployment():
     ("collect_fares", {}, DagsterEventType.RUN_ENQUEUED, DagsterRunStatus.QUEUED),
     ("backfill_fares", {"start": "2026-10-01T00:00:00Z", "end": "2026-10-02T00:00:00Z"}, DagsterEventType.RUN_START,
      DagsterRunStatus.STARTED),
+    # raw_fare_quotes materialized from the asset graph.
+    ("__ASSET_JOB", {}, DagsterEventType.RUN_START, DagsterRunStatus.STARTED),
 ])
 def test_a_collection_slot_is_skipped_while_a_collection_is_queued_or_running(job_name, run_config, event, status):
     defs = build_defs(local_resources())
@@ -331,8 +334,9 @@ def test_a_collection_slot_is_skipped_while_a_collection_is_queued_or_running(jo
         assert len(collect_schedule.evaluate_tick(build_schedule_context(instance=instance)).run_requests) == 1
         # As the daemon would create it from the code location (a queued run must name where its job is).
         origin = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("fare_assets"), "__repository__")
+        selection = frozenset({AssetKey("raw_fare_quotes")}) if job_name == "__ASSET_JOB" else None
         run = instance.create_run_for_job(defs.resolve_job_def(job_name), run_config=run_config,
-                                          status=DagsterRunStatus.NOT_STARTED,
+                                          status=DagsterRunStatus.NOT_STARTED, asset_selection=selection,
                                           remote_job_origin=origin.get_job_origin(job_name))
         instance.report_dagster_event(DagsterEvent(event.value, job_name=job_name), run_id=run.run_id)
         assert instance.get_run_by_id(run.run_id).status == status

@@ -9,7 +9,8 @@ from collections import Counter
 
 from fare_assets.settings import PROJECT_ROOT
 from fare_assets.streaming.delivery import LocalDeliveryStream
-from fare_assets.streaming.spool import CLAIM_RETRY_SECONDS, WriteAheadSpool, decode_frames, encode_frames
+from fare_assets.streaming.spool import (CLAIM_RETRY_SECONDS, WriteAheadSpool, decode_frames, encode_frames,
+                                         zero_filled)
 
 RECORDS = [b'{"search_id":"a"}\n', b'{"search_id":"b","pad":"' + b"x" * 5000 + b'"}\n', b"\n"]
 
@@ -20,6 +21,29 @@ def test_frames_round_trip_and_a_torn_tail_is_skipped():
     assert decode_frames(framed[:-3]) == (RECORDS[:2], len(encode_frames(RECORDS[2:])) - 3)
     corrupted = framed[:20] + bytes([framed[20] ^ 1]) + framed[21:]
     assert decode_frames(corrupted)[0] == []
+    # A power loss's zero fill is no record, and like a frame cut short it was never acknowledged; a damaged frame with
+    # more behind it may hide acknowledged ones.
+    assert decode_frames(framed + b"\0" * 64) == (RECORDS, 64)
+    assert zero_filled(b"\0" * 64) and not zero_filled(encode_frames(RECORDS[1:2])[:-3])
+
+
+def test_a_segment_damaged_in_the_middle_is_kept_whole_beside_the_spool(tmp_path, caplog):
+    spool = WriteAheadSpool(tmp_path)
+    segment = spool.open_segment()
+    segment.append(RECORDS)
+    segment.release()
+    [path] = tmp_path.glob("*.spool")
+    data = path.read_bytes()
+    second = len(encode_frames(RECORDS[:1]))
+    # One bit of the second record's length: it reads as a frame cut short, with the third record behind it.
+    damaged = data[:second] + bytes([data[second] ^ 1]) + data[second + 1:]
+    path.write_bytes(damaged)
+    [(claimed, records)] = list(spool.claim_waiting())
+    assert records == RECORDS[:1]
+    claimed.discard()
+    assert [kept.name for kept in tmp_path.iterdir()] == [path.name + ".corrupt"]
+    assert (tmp_path / (path.name + ".corrupt")).read_bytes() == damaged
+    assert "unreadable bytes after its first 1 records" in caplog.text
 
 
 def test_a_segment_is_claimed_only_once_nobody_holds_it(tmp_path):

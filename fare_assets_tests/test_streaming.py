@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from fare_assets.storing.lake import RAW_PREFIX, landing_hour_of_key, raw_object_key
-from fare_assets.streaming.collector import sweep
+from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.delivery import LocalDeliveryStream
 from fare_assets.streaming.envelope import envelope
-from fare_assets.streaming.qpx_client import CallResult, QpxClient
+from fare_assets.streaming.notify import providers_without_success_alert
+from fare_assets.streaming.duffel_client import DuffelClient
+from fare_assets.streaming.providers import CallResult, ProviderClients
+from fare_assets.streaming.qpx_client import QpxClient
 from fare_assets.streaming.watchlist import WatchlistError, load_watchlist
 from fare_assets.settings import PROJECT_ROOT
 
@@ -196,6 +199,36 @@ def test_a_live_sweep_is_one_collection_across_providers_and_overlapping_entries
     assert before <= dt.datetime.fromisoformat(moment.replace("Z", "+00:00")) <= client.first_call_at
 
 
+class DuffelRefusingClient:
+    """QPX answers; every Duffel call is refused (a revoked token)."""
+
+    def search(self, trip, at):
+        if trip.provider == "duffel":
+            return CallResult(401, 5, error="HTTP 401: The access token used is not valid", failure="auth_error")
+        return CallResult(200, 10, response={"kind": "qpxExpress#tripsSearch", "trips": {}})
+
+
+def test_a_provider_that_never_answers_while_others_do_is_named(tmp_path):
+    path = write_watchlist(tmp_path, """trips:
+  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9, every: 3}}
+  - {origin: SFO, destination: JFK, nights: [3], depart_days_ahead: {from: 1, to: 9, every: 3}, provider: duffel}
+""")
+    trips = load_watchlist(path).trips_at(dt.datetime.now(dt.timezone.utc))
+    stats = SweepStats()
+    for _ in range(2):
+        stats.add(sweep(trips, DuffelRefusingClient(), LocalDeliveryStream(tmp_path / "lake"), concurrency=2))
+    assert stats.succeeded == 6 and stats.provider_calls == {"qpx": 6, "duffel": 6}
+    assert stats.providers_without_success() == {"duffel": {"calls": 6, "failures_by_kind": {"auth_error": 6}}}
+    alert = providers_without_success_alert("collect_fares", "0123456789abcdef", stats.providers_without_success())
+    assert alert.subject == "[fares] collect_fares run 01234567: no answer from duffel"
+    assert "- duffel: 6 calls (auth_error 6)" in alert.text.splitlines()
+    # Replayed, Duffel is not called at all (a live provider answers for now only): no outage of its.
+    replayed = sweep(trips, ProviderClients({"qpx": DuffelRefusingClient(), "duffel": DuffelClient("http://127.0.0.1:9",
+                                                                                                  "duffel_test_x")}),
+                     LocalDeliveryStream(tmp_path / "lake"), at=dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc))
+    assert replayed.failures == {"unsupported_replay": 3} and replayed.providers_without_success() == {}
+
+
 class FixedAnswerClient:
     """Answers every search with the same response (the sweep's side is under test here)."""
 
@@ -252,3 +285,23 @@ def test_failed_calls_become_records_with_their_error(tmp_path, market_url):
     assert len(records) == 2 * len(trips)
     assert all("error" in r and "response" not in r for r in records)
     assert {r["status"] for r in records} == {400, 0}
+
+
+def test_a_local_object_lands_in_the_hour_its_oldest_record_arrived_as_at_firehose(tmp_path, monkeypatch):
+    from fare_assets.streaming import delivery
+
+    moments = [dt.datetime(2026, 12, 7, 10, 58, 30, tzinfo=dt.timezone.utc),
+               dt.datetime(2026, 12, 7, 11, 3, 0, tzinfo=dt.timezone.utc)]
+
+    class Clock(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return moments.pop(0) if moments else dt.datetime(2026, 12, 7, 11, 5, tzinfo=dt.timezone.utc)
+
+    monkeypatch.setattr(delivery.dt, "datetime", Clock)
+    stream = LocalDeliveryStream(tmp_path, buffer_seconds=3600)
+    stream.put_record_batch([b'{"search_id":"first"}\n'])
+    stream.put_record_batch([b'{"search_id":"second"}\n'])
+    stream.flush()
+    [key] = stream.objects_written
+    assert key.startswith(f"{RAW_PREFIX}2026/12/07/10/fares-local-1-2026-12-07-10-58-30-")

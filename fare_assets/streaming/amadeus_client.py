@@ -11,7 +11,7 @@ from fare_assets.streaming.providers import (
     ProviderRequest,
     env_number,
     env_secret,
-    env_setting,
+    env_url,
     rate_limit_from_env,
 )
 from fare_assets.streaming.watchlist import TripQuery
@@ -93,7 +93,7 @@ class AmadeusClient(FareProviderClient):
     def _fetch_token(self) -> None:
         try:
             answer = self.session.post(
-                self.base_url + TOKEN_PATH, timeout=self.timeout,
+                self.base_url + TOKEN_PATH, timeout=self.timeout, allow_redirects=False,
                 data={"grant_type": "client_credentials", "client_id": self._client_id,
                       "client_secret": self._client_secret},
             )
@@ -125,6 +125,6 @@ class AmadeusClient(FareProviderClient):
 
 def amadeus_client_from_env() -> AmadeusClient:
     """An Amadeus client from FARES_AMADEUS_CLIENT_ID / _SECRET (required), FARES_AMADEUS_URL and rate settings."""
-    return AmadeusClient(env_setting(URL_ENV, DEFAULT_URL), env_secret(CLIENT_ID_ENV), env_secret(CLIENT_SECRET_ENV),
+    return AmadeusClient(env_url(URL_ENV, DEFAULT_URL), env_secret(CLIENT_ID_ENV), env_secret(CLIENT_SECRET_ENV),
                          max_offers=int(env_number(MAX_OFFERS_ENV, DEFAULT_MAX_OFFERS, int)),
                          rate_limiter=rate_limit_from_env(NAME, DEFAULT_RATE_PER_SECOND, DEFAULT_BURST))

@@ -10,8 +10,8 @@ from fare_assets.run_limits import max_runtime_tags
 from fare_assets.streaming.collector import SweepStats, sweep
 from fare_assets.streaming.envelope import utc_iso
 from fare_assets.streaming.sweep_times import parse_utc, sweep_times
-from fare_assets.streaming.notify import (firehose_bypassed_alert, send_from_run, undelivered_records_alert,
-                                          unproductive_sweeps_alert)
+from fare_assets.streaming.notify import (firehose_bypassed_alert, providers_without_success_alert, send_from_run,
+                                          undelivered_records_alert, unproductive_sweeps_alert)
 
 
 class CollectConfig(Config):
@@ -41,7 +41,8 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     client = fare_source.client(watchlist.providers)
     delivery = lake.delivery_stream()
     now = parse_utc(config.history_until, "history_until") if config.history_until else dt.datetime.now(dt.timezone.utc)
-    times = sweep_times(config.history_days, config.every_hours, config.history_start, config.history_after, now)
+    times = sweep_times(config.history_days, config.every_hours, config.history_start, config.history_after, now,
+                        config.history_until)
     stats = SweepStats()
     unproductive = []
     for at in times:
@@ -67,12 +68,17 @@ def raw_fare_quotes(context: AssetExecutionContext, config: CollectConfig, fare_
     if unproductive:
         context.log.warning(f"{len(unproductive)} of {len(times)} sweeps had no successful call")
         send_from_run(context.log, unproductive_sweeps_alert(context.job_name, context.run.run_id, unproductive))
+    silent = stats.providers_without_success()
+    if silent and stats.succeeded:
+        context.log.warning(f"no usable answer in this run from {', '.join(silent)}, while others answered")
+        send_from_run(context.log, providers_without_success_alert(context.job_name, context.run.run_id, silent))
     return MaterializeResult(metadata={
         "sweeps": len(times),
         "sweeps_without_success": len(unproductive),
         "calls": stats.calls,
         "failures": sum(stats.failures.values()),
         "failures_by_kind": dict(stats.failures),
+        "providers_without_success": sorted(silent),
         "p50_latency_ms": stats.percentile_ms(0.5),
         "p95_latency_ms": stats.percentile_ms(0.95),
         "bytes": stats.bytes,
@@ -126,10 +132,11 @@ def collect_schedule(context: ScheduleEvaluationContext):
     died (STARTED until its time limit fails it), each slot would queue a run, and the queue would then run back to
     back: near-identical collections minutes apart, each spending the providers' quota.
     """
-    for job in (collect_job, backfill_job):
-        busy = context.instance.get_run_records(RunsFilter(job_name=job.name, statuses=_COLLECTING), limit=1)
-        if busy:
-            run = busy[0].dagster_run
-            return SkipReason(f"{job.name} run {run.run_id} is still {run.status.value.lower()}: this slot's sweep "
+    # Unfinished runs are few. A collection is a run of either job, or one materializing raw_fare_quotes from the
+    # asset graph (its job is the implicit asset job).
+    for record in context.instance.get_run_records(RunsFilter(statuses=_COLLECTING)):
+        run = record.dagster_run
+        if run.job_name in (collect_job.name, backfill_job.name) or raw_fare_quotes.key in (run.asset_selection or ()):
+            return SkipReason(f"{run.job_name} run {run.run_id} is still {run.status.value.lower()}: this slot's sweep "
                               "is skipped rather than queued behind it")
     return RunRequest()

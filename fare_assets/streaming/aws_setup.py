@@ -46,7 +46,9 @@ def policies(target: FirehoseTarget) -> dict:
             "Effect": "Allow",
             "Action": ["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket",
                        "s3:ListBucketMultipartUploads", "s3:PutObject"],
-            "Resource": [bucket_arn, f"{bucket_arn}/*"]}]},
+            # Only where the stream writes: the bucket also holds models/ (pickles the platform loads) and the EMR job's
+            # code/, which a role that may write them could turn into code the platform runs.
+            "Resource": [bucket_arn, f"{bucket_arn}/{RAW_PREFIX}*", f"{bucket_arn}/{RAW_ERRORS_PREFIX}*"]}]},
         "producer_policy": {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": ["firehose:PutRecordBatch", "firehose:DescribeDeliveryStream"],
              "Resource": f"arn:aws:firehose:{target.region}:*:deliverystream/{target.stream_name}"},

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fare_assets.streaming.envelope import encode, envelope
-from fare_assets.streaming.qpx_client import CallResult
+from fare_assets.streaming.providers import CallResult
 from fare_assets.streaming.watchlist import TripQuery
 
 
@@ -18,6 +18,9 @@ class SweepStats:
     failures: Counter = field(default_factory=Counter)
     latencies_ms: list[int] = field(default_factory=list)
     bytes: int = 0
+    provider_calls: Counter = field(default_factory=Counter)
+    # (provider, failure kind) → calls
+    provider_failures: Counter = field(default_factory=Counter)
 
     @property
     def succeeded(self) -> int:
@@ -28,6 +31,21 @@ class SweepStats:
         self.failures.update(other.failures)
         self.latencies_ms.extend(other.latencies_ms)
         self.bytes += other.bytes
+        self.provider_calls.update(other.provider_calls)
+        self.provider_failures.update(other.provider_failures)
+
+    def providers_without_success(self) -> dict[str, dict]:
+        """Each provider called that never answered usefully: its calls and failures by kind.
+
+        While another provider answers, its outage (a revoked token, a withdrawn contract) fails no sweep: every trip
+        it watches just stops being collected.
+        """
+        failed: dict[str, Counter] = {}
+        for (provider, kind), count in self.provider_failures.items():
+            failed.setdefault(provider, Counter())[kind] += count
+        return {provider: {"calls": calls, "failures_by_kind": dict(sorted(failed[provider].items()))}
+                for provider, calls in sorted(self.provider_calls.items())
+                if calls and sum(failed.get(provider, Counter()).values()) == calls}
 
     def percentile_ms(self, share: float) -> int:
         if not self.latencies_ms:
@@ -67,10 +85,15 @@ def sweep(trips: list[TripQuery], client, delivery, at: dt.datetime | None = Non
         return result, len(record)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for result, size in pool.map(call, trips):
+        for trip, (result, size) in zip(trips, pool.map(call, trips)):
             stats.calls += 1
             stats.latencies_ms.append(result.elapsed_ms)
             stats.bytes += size
             if result.error is not None:
                 stats.failures[result.failure] += 1
+            # A live provider asked to replay the past is not called: no outage of its (every backfill would say so).
+            if result.failure != "unsupported_replay":
+                stats.provider_calls[trip.provider] += 1
+                if result.error is not None:
+                    stats.provider_failures[trip.provider, result.failure] += 1
     return stats

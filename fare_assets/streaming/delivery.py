@@ -43,6 +43,7 @@ class LocalDeliveryStream:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._opened_at = time.monotonic()
+        self._first_arrival: dt.datetime | None = None
         self._lock = threading.Lock()
         self.objects_written: list[str] = []
         self.records_delivered = 0
@@ -60,6 +61,7 @@ class LocalDeliveryStream:
         with self._lock:
             if self._segment is None:
                 self._segment, self._opened_at = self.spool.open_segment(), time.monotonic()
+                self._first_arrival = dt.datetime.now(dt.timezone.utc)
             self._segment.append(records)
             self._buffer.extend(records)
             self._buffered += sum(len(record) for record in records)
@@ -72,7 +74,8 @@ class LocalDeliveryStream:
             for segment, records in self.spool.claim_waiting():
                 try:
                     if records:
-                        self._write_object(records)
+                        # Re-sent records arrive now, as they would at Firehose.
+                        self._write_object(records, dt.datetime.now(dt.timezone.utc))
                     segment.discard()
                 finally:
                     segment.release()
@@ -81,12 +84,14 @@ class LocalDeliveryStream:
     def _write_locked(self) -> None:
         if not self._buffer:
             return
-        self._write_object(self._buffer)
+        self._write_object(self._buffer, self._first_arrival)
         self._segment.discard()
         self._segment, self._buffer, self._buffered = None, [], 0
 
-    def _write_object(self, records: list[bytes]) -> None:
-        key = raw_object_key(self.stream_name, dt.datetime.now(dt.timezone.utc), str(uuid.uuid4()))
+    def _write_object(self, records: list[bytes], first_arrival: dt.datetime) -> None:
+        # Named, as Firehose names an object, by its oldest record's arrival: a buffer opened at 10:58 and written at
+        # 11:03 lands in hour 10, after that hour's objects were listed (the sensor's lookback is for such objects).
+        key = raw_object_key(self.stream_name, first_arrival, str(uuid.uuid4()))
         target = self.lake_root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         # Temp file + rename in the same folder: a reader never sees half an object.

@@ -9,6 +9,7 @@ from fare_assets.streaming.providers import (
     env_number,
     env_secret,
     env_setting,
+    env_url,
     rate_limit_from_env,
     reset_time,
 )
@@ -93,7 +94,7 @@ def _int(text: str | None) -> int | None:
 
 def duffel_client_from_env() -> DuffelClient:
     """A Duffel client from FARES_DUFFEL_TOKEN (required), FARES_DUFFEL_URL, FARES_DUFFEL_VERSION and the rate settings."""
-    return DuffelClient(env_setting(URL_ENV, DEFAULT_URL), env_secret(TOKEN_ENV),
+    return DuffelClient(env_url(URL_ENV, DEFAULT_URL), env_secret(TOKEN_ENV),
                         env_setting(VERSION_ENV, DEFAULT_VERSION),
                         child_age=int(env_number(CHILD_AGE_ENV, DEFAULT_CHILD_AGE, int)),
                         rate_limiter=rate_limit_from_env(NAME, DEFAULT_RATE_PER_SECOND, DEFAULT_BURST))

@@ -154,8 +154,10 @@ class FirehoseDeliveryStream:
     def from_env(cls, spool_dir: Path) -> "FirehoseDeliveryStream":
         """A stream on FirehoseTarget.from_env(), retrying for FARES_FIREHOSE_RETRY_SECONDS."""
         target = FirehoseTarget.from_env()
-        # This class is the only retry layer, so its time bound is the real one.
-        config = Config(region_name=target.region, retries={"mode": "standard", "total_max_attempts": 1})
+        # This class is the only retry layer, so its time bound is the real one; it is checked between attempts, so
+        # one attempt must not hang past it either (botocore's defaults wait 60 s to connect and 60 s per read).
+        config = Config(region_name=target.region, retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=5, read_timeout=20)
         return cls(boto3.client("firehose", config=config), boto3.client("s3", config=config),
                    target.stream_name, target.bucket, spool_dir,
                    retry_seconds=float(env_or_default("FARES_FIREHOSE_RETRY_SECONDS", str(DEFAULT_RETRY_SECONDS))))

@@ -14,6 +14,8 @@ from email.message import EmailMessage
 
 import requests
 
+from fare_assets.settings import unencrypted_remote
+
 SMTP_TIMEOUT_SECONDS = 10
 WEBHOOK_TIMEOUT = (3.0, 10.0)
 SUBJECT_PREFIX = "[fares]"
@@ -79,6 +81,10 @@ def alert_settings_from_env() -> AlertSettings:
             raise AlertConfigError(f"FARES_ALERT_SMTP_HOST is set but {', '.join(missing)} is not")
     if bool(settings.smtp_user) != bool(settings.smtp_password):
         raise AlertConfigError("FARES_ALERT_SMTP_USER and FARES_ALERT_SMTP_PASSWORD go together")
+    if settings.webhook_url and unencrypted_remote(settings.webhook_url):
+        # Its URL is not quoted: it often carries the webhook's token.
+        raise AlertConfigError("FARES_ALERT_WEBHOOK_URL must be an https URL (http only to 127.0.0.1 or localhost): "
+                               "it often carries a token")
     return settings
 
 
@@ -108,6 +114,19 @@ def unproductive_sweeps_alert(job_name: str, run_id: str, sweeps: list[dict]) ->
     return Alert("sweeps_without_success", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: "
                  f"{len(sweeps)} sweep(s) without a successful call", "\n".join(lines),
                  {"job": job_name, "run_id": run_id, "sweeps": sweeps})
+
+
+def providers_without_success_alert(job_name: str, run_id: str, providers: dict[str, dict]) -> Alert:
+    """Providers every call of a run failed for, while others answered (providers_without_success's dict)."""
+    lines = [f"The Dagster run {run_id} of {job_name} got no usable answer from {len(providers)} provider(s), "
+             "while the others answered: the trips they watch are not being collected.", ""]
+    for provider, outcome in providers.items():
+        failures = ", ".join(f"{kind} {count}" for kind, count in outcome["failures_by_kind"].items())
+        lines.append(f"- {provider}: {outcome['calls']} calls ({failures})")
+    lines += ["", "auth_error means refused credentials, which will not mend by themselves; the raw records of the "
+                  "calls hold each error."]
+    return Alert("providers_without_success", f"{SUBJECT_PREFIX} {job_name} run {run_id[:8]}: no answer from "
+                 f"{', '.join(providers)}", "\n".join(lines), {"job": job_name, "run_id": run_id, "providers": providers})
 
 
 def undelivered_records_alert(job_name: str, run_id: str, waiting: int, spool: str) -> Alert:

@@ -1,13 +1,7 @@
 """A per-provider rate limit: a thread-safe token bucket shared by every call of a sweep."""
-import os
 import threading
 import time
 from collections.abc import Callable
-
-RATE_ENV = "FARES_QPX_RATE_PER_SECOND"
-BURST_ENV = "FARES_QPX_RATE_BURST"
-DEFAULT_RATE_PER_SECOND = 20.0
-DEFAULT_BURST = 10
 
 
 class TokenBucket:
@@ -48,20 +42,3 @@ class TokenBucket:
         with self._lock:
             self._refill_locked()
             self._tokens = min(self._tokens, 1 - seconds * self.rate_per_second)
-
-
-def _env_number(name: str, default: float, kind: type) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a valid {kind.__name__}") from None
-
-
-def provider_rate_limit(rate_per_second: float | None = None, burst: int | None = None) -> TokenBucket:
-    """The QPX provider's bucket: the given values, else FARES_QPX_RATE_PER_SECOND / _BURST, else the defaults."""
-    rate = rate_per_second if rate_per_second is not None else _env_number(RATE_ENV, DEFAULT_RATE_PER_SECOND, float)
-    size = burst if burst is not None else _env_number(BURST_ENV, DEFAULT_BURST, int)
-    return TokenBucket(rate, size)

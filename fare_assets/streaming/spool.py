@@ -23,6 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".spool"
+CORRUPT_SUFFIX = ".corrupt"
 FRAME_HEADER = struct.Struct(">II")
 # A count (waiting_records) probes each segment's lock for an instant; a claim that meets a probe tries once more
 # this much later, so counting never makes a re-send skip a segment. A segment a live delivery holds costs a
@@ -42,11 +43,19 @@ def decode_frames(data: bytes) -> tuple[list[bytes], int]:
         length, checksum = FRAME_HEADER.unpack_from(data, offset)
         start = offset + FRAME_HEADER.size
         record = data[start:start + length]
-        if len(record) < length or zlib.crc32(record) != checksum:
+        # No record is empty: a zero length is a filesystem's zero fill after a power loss, not a frame.
+        if not length or len(record) < length or zlib.crc32(record) != checksum:
             break
         records.append(record)
         offset = start + length
     return records, len(data) - offset
+
+
+def zero_filled(tail: bytes) -> bool:
+    """Whether the undecodable `tail` of a segment is the zeros a filesystem fills unsynced blocks with after a power
+    loss: nothing in it was acknowledged. Any other tail is a frame a crash cut short (never acknowledged either) or
+    damage with acknowledged records behind it, which its bytes cannot tell apart."""
+    return not tail.strip(b"\0")
 
 
 class SpoolSegment:
@@ -149,13 +158,38 @@ class WriteAheadSpool:
             if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
                 raise FileNotFoundError(path)
             with open(descriptor, "rb", closefd=False) as handle:
-                records, torn = decode_frames(handle.read())
+                data = handle.read()
+                records, torn = decode_frames(data)
         except (BlockingIOError, FileNotFoundError):
             os.close(descriptor)
             return None
-        if torn:
-            log.warning("%s ends in %d bytes of a record cut off by a crash (never acknowledged)", path.name, torn)
+        if torn and zero_filled(data[len(data) - torn:]):
+            log.warning("%s ends in %d zero bytes a power loss left (never acknowledged)", path.name, torn)
+        elif torn:
+            # A record a crash cut short, or damage hiding acknowledged records behind it: discarding the segment once
+            # its readable records are delivered would delete them, so a copy is kept first, outside the spool's glob.
+            try:
+                kept = self._keep_copy(path, data)
+            except OSError as error:
+                log.error("%s has %d unreadable bytes after its first %d records and no copy could be kept (%s): it "
+                          "waits in the spool", path.name, torn, len(records), error)
+                os.close(descriptor)
+                return None
+            log.warning("%s has %d unreadable bytes after its first %d records (a record cut off by a crash, or "
+                        "damage): the whole segment is kept as %s", path.name, torn, len(records), kept.name)
         return SpoolSegment(path, descriptor), records
+
+    def _keep_copy(self, path: Path, data: bytes) -> Path:
+        """`data` durably in <segment>.corrupt beside the spool."""
+        kept = path.with_name(path.name + CORRUPT_SUFFIX)
+        partial = path.with_name(f".{kept.name}.partial")
+        with open(partial, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, kept)
+        self._sync_folder()
+        return kept
 
     def _sync_folder(self) -> None:
         descriptor = os.open(self.folder, os.O_RDONLY)

@@ -53,10 +53,15 @@ def replay_times(start: dt.datetime, end: dt.datetime, every_hours: float) -> li
 
 
 def sweep_times(history_days: float, every_hours: float, history_start: str, history_after: str,
-                now: dt.datetime) -> list[dt.datetime | None]:
+                now: dt.datetime, history_until: str = "") -> list[dt.datetime | None]:
     """Market times a collection's settings ask for (None: the live sweep, at the real time): from `history_start` to
-    now when given, else collection_times after `history_after`."""
+    now when given, else collection_times after `history_after`. `history_until` (which set `now`) ends a replay
+    only: a live sweep stamped with it would record today's fares as collected then."""
     if history_start:
         return replay_times(parse_utc(history_start, "history_start"), now, every_hours)
     after = parse_utc(history_after, "history_after") if history_after else None
-    return collection_times(history_days, every_hours, now, after)
+    times = collection_times(history_days, every_hours, now, after)
+    if history_until and times == [None]:
+        raise ValueError(f"history_until={history_until!r} ends a replayed history: set history_days or history_start "
+                         "too, or leave it empty for a live sweep")
+    return times
