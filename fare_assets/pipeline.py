@@ -18,8 +18,7 @@ from fare_assets.settings import load_settings
 from fare_assets.storing import warehouse
 from fare_assets.storing.lake import curated_table_path
 from fare_assets.structuring.assets import CURATED_TABLES
-from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
-from fare_assets.synthesizing.model_files import published_metrics
+from fare_assets.synthesizing.model_files import ADVISOR, FARE_MODEL, published_metrics
 
 
 # Dagster's console logger defaults to DEBUG (every engine event); the summary is what matters here.

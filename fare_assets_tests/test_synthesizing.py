@@ -40,7 +40,8 @@ from fare_assets.synthesizing.features import (
     observation_features,
     route_calendar,
 )
-from fare_assets.synthesizing.model_files import ModelUnavailable, prune_versions, save_version, saved_versions
+from fare_assets.synthesizing.model_files import (ModelUnavailable, prune_versions, published_version, save_version,
+                                                  saved_versions)
 from fare_assets.synthesizing.plots import (
     DPI,
     FIGURE_SIZE_INCHES,
@@ -646,6 +647,13 @@ def test_missing_or_corrupt_model_files_raise_model_unavailable(evaluation, obse
     joblib.dump({"kind": "buy-wait-advisor", "format_version": 0, "features": MODEL_FEATURES, "payload": {}}, old_format)
     with pytest.raises(ModelUnavailable, match="format version 0"):
         BuyWaitAdvisor.load(old_format)
+
+
+def test_a_pointer_leading_out_of_the_models_folder_is_refused(tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    lake.write_object(published_model_key("fare_model"), json.dumps({"version": "../../raw"}).encode())
+    with pytest.raises(ModelUnavailable, match="names '../../raw', which is no fare_model version"):
+        published_version(lake, "fare_model")
 
 
 def test_old_model_versions_are_pruned_but_never_the_published_one(tmp_path, monkeypatch):

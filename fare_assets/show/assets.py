@@ -11,8 +11,7 @@ from fare_assets.run_limits import max_runtime_tags
 from fare_assets.show.refresh import published_model, refresh_serving_tables
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import WatchlistError
-from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
-from fare_assets.synthesizing.model_files import ModelNotPublished, ModelUnavailable
+from fare_assets.synthesizing.model_files import ADVISOR, FARE_MODEL, ModelNotPublished, ModelUnavailable
 
 FARE_TABLE_DEPS = list(warehouse.FARE_TABLES)
 # The serving table each published model computes.

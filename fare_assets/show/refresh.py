@@ -10,9 +10,8 @@ from fare_assets.show.serving import departing_from_today, predicted_fare_rows, 
 from fare_assets.storing import warehouse
 from fare_assets.streaming.watchlist import Watchlist
 from fare_assets.synthesizing.advisor import BuyWaitAdvisor
-from fare_assets.synthesizing.assets import ADVISOR, FARE_MODEL
 from fare_assets.synthesizing.fare_model import FareModel
-from fare_assets.synthesizing.model_files import load_published
+from fare_assets.synthesizing.model_files import ADVISOR, FARE_MODEL, load_published
 from webapp import create_app
 from webapp.pages import render_trip_pages
 from webapp.validation import Trip

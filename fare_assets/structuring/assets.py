@@ -7,8 +7,11 @@ from fare_assets.resources import LakeStorage
 from fare_assets.storing.lake import quarantine_root, raw_hour_prefix
 from fare_assets.streaming.notify import quarantined_records_alert, send_from_run
 from fare_assets.structuring.emr import SparkRunner
+from fare_assets.structuring.tables import FACT_SCHEMAS, TABLE_SCHEMAS
 
-FACT_TABLES = {
+# What each table of tables.py holds, as the Dagster UI describes it (one for every table: a table added there without
+# one stops the definitions loading).
+_DESCRIPTIONS = {
     "searches": "One row per provider call (failed calls included), keyed by search_id.",
     "trip_options": "One row per priced itinerary a search returned.",
     "pricings": "Per passenger type pricing of a trip option.",
@@ -18,16 +21,15 @@ FACT_TABLES = {
     "slices": "Directions of a trip option (out, back).",
     "segments": "Flights of a slice.",
     "legs": "Legs of a segment, with UTC and local times.",
-}
-# Dimensions are upserted by every run (latest name wins), not partitioned.
-DIMENSION_TABLES = {
+    # Dimensions are upserted by every run (latest name wins), not partitioned.
     "airports": "Airports seen in responses, with country, city, time zone and position from airportsdata.",
     "cities": "Cities (metropolitan codes) of those airports.",
     "carriers": "Airlines by IATA code.",
     "aircraft": "Aircraft types by code.",
     "tax_codes": "Tax codes and their names.",
 }
-CURATED_TABLES = {**FACT_TABLES, **DIMENSION_TABLES}
+FACT_TABLES = {table: _DESCRIPTIONS[table] for table in FACT_SCHEMAS}
+CURATED_TABLES = {table: _DESCRIPTIONS[table] for table in TABLE_SCHEMAS}
 # The Dagster pool of every step that writes or reads the curated lake: each run swaps the dimension tables in
 # place, so the instance (dagster.yaml: run granularity, limit 1) runs one such run at a time, whichever job it is
 # (the sensor's structure_landing_hour, or a backfill launched from the asset graph).

@@ -101,10 +101,12 @@ def upload_job_code(s3_client, bucket: str) -> JobCode:
     # Keyed by content: a run never picks up code another deployment uploaded meanwhile.
     digest = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()[:16]
     folder = job_code_key(digest)
-    uploaded = {item["Key"] for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])}
+    uploaded = {item["Key"]: item["ETag"].strip('"')
+                for item in s3_client.list_objects_v2(Bucket=bucket, Prefix=folder).get("Contents", [])}
     for name, body in files.items():
-        # The same key holds the same bytes, so what an earlier run uploaded is reused.
-        if job_code_key(digest, name) not in uploaded:
+        # What an earlier run uploaded is reused if its bytes are still these (a single put's ETag is their MD5): the
+        # bootstrap runs as root on every node, so a file changed in the bucket since is put back, not run.
+        if uploaded.get(job_code_key(digest, name)) != hashlib.md5(body, usedforsecurity=False).hexdigest():
             s3_client.put_object(Bucket=bucket, Key=job_code_key(digest, name), Body=body)
     return JobCode(*(f"s3://{bucket}/{job_code_key(digest, name)}"
                      for name in ("fare_assets.zip", "emr_entry.py", "bootstrap.sh")))

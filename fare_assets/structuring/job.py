@@ -1,6 +1,7 @@
 """The structuring job: raw envelope JSON lines of one or more landing hours → curated 3NF Parquet tables.
 
-The same code runs in a local session and on EMR (`spark-submit -m fare_assets.structuring.job`).
+The same code runs in the local session and on EMR, both through `spark_jobs.SPARK_JOBS` (on EMR from
+`emr_entry.py`); `python -m fare_assets.structuring.job --lake LAKE HOUR_FOLDER…` runs it by hand (README).
 """
 import argparse
 import json

@@ -1,6 +1,4 @@
 """Synthesizing: the buy/wait advisor and the fare model, retrained daily from the warehouse."""
-import datetime as dt
-
 import pandas as pd
 
 from dagster import (AssetCheckResult, AssetCheckSpec, AssetExecutionContext, DefaultScheduleStatus, MaterializeResult,
@@ -13,11 +11,10 @@ from fare_assets.storing import warehouse
 from fare_assets.synthesizing.estimators import SPARK
 from fare_assets.synthesizing.evaluation import advisor_not_worse_than_buying_now, evaluate_advisor
 from fare_assets.synthesizing.fare_model import evaluate_fare_model, fit_fare_model
-from fare_assets.synthesizing.model_files import prune_versions, published_version, save_version
+from fare_assets.synthesizing.model_files import (ADVISOR, FARE_MODEL, new_version, prune_versions, published_version,
+                                                  save_version)
 from fare_assets.synthesizing.plots import advisor_charts, fare_model_charts, markdown_image
 
-ADVISOR = "buy_wait_advisor"
-FARE_MODEL = "fare_model"
 ADVISOR_CHECK = "advisor_not_worse_than_buying_now"
 
 
@@ -63,10 +60,6 @@ def _saved_and_pruned(context: AssetExecutionContext, lake: LakeStorage, name: s
         return []
 
 
-def _new_version() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
 # The advisor is why the platform exists: it tells a traveller whether waiting is worth it.
 @asset(
     name=ADVISOR, group_name="synthesizing", deps=["national_fares", "international_fares"],
@@ -78,7 +71,7 @@ def _new_version() -> str:
 )
 def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
     settings = load_settings()
-    version, engine, max_upset_rate = _new_version(), settings.model_engine, settings.advisor_max_upset_rate
+    version, engine, max_upset_rate = new_version(), settings.model_engine, settings.advisor_max_upset_rate
     observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_advisor(observations, engine, max_upset_rate)
     passed = advisor_not_worse_than_buying_now(evaluation.headline)
@@ -111,7 +104,7 @@ def buy_wait_advisor(context: AssetExecutionContext, lake: LakeStorage, warehous
     description="Predicts a trip's cheapest fare for dates never collected (fills the date grid).",
 )
 def fare_model(context: AssetExecutionContext, lake: LakeStorage, warehouse_db: WarehouseResource):
-    version, engine = _new_version(), load_settings().model_engine
+    version, engine = new_version(), load_settings().model_engine
     observations = _engine_observations(warehouse_db, engine)
     evaluation = evaluate_fare_model(observations, engine=engine)
     charts = fare_model_charts(evaluation)

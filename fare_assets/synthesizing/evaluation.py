@@ -174,8 +174,9 @@ def threshold_tradeoff(features: pd.DataFrame, advisor: BuyWaitAdvisor, threshol
 
 def watched_to_departure(features: pd.DataFrame) -> pd.DataFrame:
     """Rows of trips whose departure day ended before the latest collection: only they have a known price paid."""
-    # The collector watches a trip through its departure day at its origin (where the watchlist counts days ahead):
-    # a trip departing today may still be collected tonight, so it counts once a collection after that day exists.
+    # An entry collecting from 0 days ahead watches a trip through its departure day at its origin (where the watchlist
+    # counts days ahead): such a trip may still be collected tonight, so it counts once a collection after that day
+    # exists. (The default watchlist's entries stop the day before departure.)
     trips = features[["origin", "depart_date"]].drop_duplicates()
     ends = pd.Series([day_end(origin, depart.date()) for origin, depart in trips.itertuples(index=False)],
                      index=pd.MultiIndex.from_frame(trips), dtype="datetime64[ns, UTC]")

@@ -1,4 +1,5 @@
 """Versioned model files shared by the advisor and the fare model, and their versions in the lake (folder or S3)."""
+import datetime as dt
 import json
 import os
 import re
@@ -11,6 +12,17 @@ import joblib
 from fare_assets.storing.lake import model_prefix, model_version_key, published_model_key
 
 MODEL_FILE, METRICS_FILE = "model.pkl", "metrics.json"
+# The two models the platform trains and publishes, by their asset names.
+ADVISOR, FARE_MODEL = "buy_wait_advisor", "fare_model"
+# What new_version writes (a UTC timestamp), so versions sort by time; another folder is nobody's to delete.
+_VERSION = re.compile(r"\d{8}T\d{6}Z")
+# A published pointer names one folder of the model's: a "../" in it would lead a local lake's reader out of models/.
+_FOLDER_NAME = re.compile(r"[\w-]+")
+
+
+def new_version() -> str:
+    """The version a model trained now is saved as."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 class ModelUnavailable(Exception):
@@ -78,11 +90,14 @@ def published_version(lake, name: str) -> str:
     """The version models/<name>/latest.json names; raises ModelUnavailable when none is published or it is unreadable."""
     pointer = published_model_key(name)
     try:
-        return str(json.loads(lake.read_object(pointer))["version"])
+        version = str(json.loads(lake.read_object(pointer))["version"])
     except FileNotFoundError as error:
         raise ModelNotPublished(f"no {name} has been published yet ({lake.object_path(pointer)} is missing)") from error
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelUnavailable(f"{lake.object_path(pointer)} does not name a {name} version") from error
+    if not _FOLDER_NAME.fullmatch(version):
+        raise ModelUnavailable(f"{lake.object_path(pointer)} names {version!r}, which is no {name} version")
+    return version
 
 
 def load_published(lake, name: str, loader: Callable[[Path], object]) -> tuple[object, str]:
@@ -116,8 +131,6 @@ def published_metrics(lake, names: Iterable[str]) -> dict:
     return metrics
 
 
-# What _new_version writes (a UTC timestamp), so versions sort by time; another folder is nobody's to delete.
-_VERSION = re.compile(r"\d{8}T\d{6}Z")
 
 
 def saved_versions(lake, name: str) -> list[str]:
