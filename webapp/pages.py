@@ -50,8 +50,8 @@ def _rows_as_dicts(conn: psycopg.Connection):
 
 def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip],
                       computed_at: dt.datetime) -> list[tuple]:
-    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips ever collected, as a view at `computed_at`
-    shows them (on the date at each trip's origin).
+    """trip_pages rows (warehouse.SERVING_COLUMNS order) for the trips ever collected that depart after the date at
+    their origin, as a view at `computed_at` shows them.
 
     Runs inside the caller's transaction, so it reads the serving rows written just before.
     """
@@ -64,6 +64,9 @@ def render_trip_pages(app: Flask, conn: psycopg.Connection, trips: Iterable[Trip
             # served (until the next refresh), never a stamp newer than the fares it shows.
             loaded_at = queries.route_loaded_at(conn, trip)
             today = today_at(trip.origin, computed_at)
+            if trip.depart_date <= today:
+                # Never served (queries._TRIP_PAGE): flights leave between refreshes on the departure day.
+                continue
             view = trip_view(conn, trip, today)
             # A collection that found nothing on sale is stored too: its page says so.
             if view["collection"]:
