@@ -16,6 +16,10 @@ def env_or_default(name: str, default: str) -> str:
     return value or default
 
 
+# What a URL carrying a credential must be (unencrypted_remote says when it is not).
+ENCRYPTED_URL_RULE = "an https URL (http only to 127.0.0.1 or localhost)"
+
+
 def unencrypted_remote(url: str) -> bool:
     """Whether `url` would send what it carries (a token, a secret) unencrypted off this machine: neither https nor
     a loopback address."""

@@ -1,5 +1,7 @@
 """The one place that knows the lake's key layout (local folder or S3 bucket alike)."""
+import os
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,6 +28,17 @@ RAW_HOUR_PATTERN = re.escape(RAW_PREFIX) + r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/(?:
 def partial_object_path(target: Path) -> Path:
     """Where the local lake writes an object before a rename makes it appear whole: a name its listing skips."""
     return target.with_name(f".{target.name}.partial")
+
+
+def write_whole(target: Path, chunks: Iterable[bytes]) -> None:
+    """Write `chunks` to `target` durably (fsync) under its partial_object_path, then rename: a reader never sees
+    half of it, and once this returns it survives a crash."""
+    partial = partial_object_path(target)
+    with open(partial, "wb") as handle:
+        handle.writelines(chunks)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
 
 
 def is_partial_object(key: str) -> bool:

@@ -5,13 +5,12 @@ until their object is written, so a process killed mid-sweep loses nothing: the 
 same lake writes the records it left behind (at-least-once; downstream drops duplicates by search_id).
 """
 import datetime as dt
-import os
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from fare_assets.storing.lake import landing_hour_of_key, partial_object_path, raw_object_key, spool_folder
+from fare_assets.storing.lake import landing_hour_of_key, raw_object_key, spool_folder, write_whole
 from fare_assets.streaming.spool import SpoolSegment, WriteAheadSpool
 
 # Firehose's own defaults for an S3 destination: 5 MiB or 300 s, whichever comes first.
@@ -94,12 +93,6 @@ class LocalDeliveryStream:
         key = raw_object_key(self.stream_name, first_arrival, str(uuid.uuid4()))
         target = self.lake_root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Temp file + rename in the same folder: a reader never sees half an object.
-        temporary = partial_object_path(target)
-        with open(temporary, "wb") as handle:
-            handle.writelines(records)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        write_whole(target, records)
         self.objects_written.append(key)
         self.records_delivered += len(records)

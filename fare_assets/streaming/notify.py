@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 import requests
 
-from fare_assets.settings import unencrypted_remote
+from fare_assets.settings import ENCRYPTED_URL_RULE, unencrypted_remote
 
 SMTP_TIMEOUT_SECONDS = 10
 WEBHOOK_TIMEOUT = (3.0, 10.0)
@@ -83,8 +83,7 @@ def alert_settings_from_env() -> AlertSettings:
         raise AlertConfigError("FARES_ALERT_SMTP_USER and FARES_ALERT_SMTP_PASSWORD go together")
     if settings.webhook_url and unencrypted_remote(settings.webhook_url):
         # Its URL is not quoted: it often carries the webhook's token.
-        raise AlertConfigError("FARES_ALERT_WEBHOOK_URL must be an https URL (http only to 127.0.0.1 or localhost): "
-                               "it often carries a token")
+        raise AlertConfigError(f"FARES_ALERT_WEBHOOK_URL must be {ENCRYPTED_URL_RULE}: it often carries a token")
     return settings
 
 

@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3
 
-from fare_assets.settings import unencrypted_remote
+from fare_assets.settings import ENCRYPTED_URL_RULE, unencrypted_remote
 from fare_assets.streaming.rate_limit import TokenBucket
 from fare_assets.streaming.watchlist import TripQuery
 
@@ -193,8 +193,8 @@ def env_url(name: str, default: str) -> str:
     credential."""
     value = env_setting(name, default)
     if unencrypted_remote(value):
-        raise ProviderConfigError(f"{name}={value!r} must be an https URL (http only to 127.0.0.1 or localhost): "
-                                  "the provider's calls carry its credentials")
+        raise ProviderConfigError(f"{name}={value!r} must be {ENCRYPTED_URL_RULE}: the provider's calls carry its "
+                                  "credentials")
     return value
 
 

@@ -20,6 +20,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from fare_assets.storing.lake import write_whole
+
 log = logging.getLogger(__name__)
 
 SEGMENT_SUFFIX = ".spool"
@@ -182,12 +184,7 @@ class WriteAheadSpool:
     def _keep_copy(self, path: Path, data: bytes) -> Path:
         """`data` durably in <segment>.corrupt beside the spool."""
         kept = path.with_name(path.name + CORRUPT_SUFFIX)
-        partial = path.with_name(f".{kept.name}.partial")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, kept)
+        write_whole(kept, [data])
         self._sync_folder()
         return kept
 
